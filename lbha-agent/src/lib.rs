@@ -1,0 +1,6 @@
+//! lbha agent library: the receive paths for VRRP adverts (XDP fast path and
+//! raw-socket fallback) and, on top of them, the daemon's concerns.
+
+pub mod bpf;
+pub mod clock;
+pub mod recv;

@@ -1,0 +1,109 @@
+//! Where adverts come from: the XDP fast path when the kernel allows it, the
+//! raw-socket fallback otherwise. Both apply `lbha_common::vrrp`'s rules and
+//! yield the same [`AdvertEvent`].
+
+pub mod raw;
+
+use lbha_common::{AdvertEvent, VridConfig};
+use thiserror::Error;
+
+use crate::bpf::{BpfError, Counters, XdpProgram};
+pub use raw::RawSocketReceiver;
+
+/// Which receive path the operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReceivePathChoice {
+    /// XDP, falling back to the raw socket when XDP cannot be used.
+    Auto,
+    /// XDP only; fail if it cannot be attached.
+    Xdp,
+    /// The raw socket only.
+    Raw,
+}
+
+#[derive(Debug, Error)]
+pub enum ReceiveError {
+    #[error(transparent)]
+    Bpf(#[from] BpfError),
+    #[error("raw VRRP socket on {interface}")]
+    RawSocket {
+        interface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unknown interface {0}")]
+    UnknownInterface(String),
+}
+
+pub enum AdvertReceiver {
+    Xdp(XdpProgram),
+    Raw(RawSocketReceiver),
+}
+
+impl AdvertReceiver {
+    /// Opens the receive path for `interface` and the configured VRIDs.
+    pub fn open(
+        interface: &str,
+        vrids: &[(u8, VridConfig)],
+        choice: ReceivePathChoice,
+    ) -> Result<Self, ReceiveError> {
+        match choice {
+            ReceivePathChoice::Raw => Ok(Self::Raw(RawSocketReceiver::open(interface, vrids)?)),
+            ReceivePathChoice::Xdp => Ok(Self::Xdp(XdpProgram::attach(interface, vrids)?)),
+            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids) {
+                Ok(program) => Ok(Self::Xdp(program)),
+                Err(error) => {
+                    tracing::warn!(
+                        interface,
+                        %error,
+                        "XDP unavailable (old kernel or no BPF permission); receiving adverts on a raw socket instead"
+                    );
+                    Ok(Self::Raw(RawSocketReceiver::open(interface, vrids)?))
+                }
+            },
+        }
+    }
+
+    /// "xdp", "xdp-skb" or "raw-socket".
+    pub fn path_name(&self) -> &'static str {
+        match self {
+            AdvertReceiver::Xdp(program) => program.mode().name(),
+            AdvertReceiver::Raw(_) => "raw-socket",
+        }
+    }
+
+    /// Waits for an advert that changes something for the state machine (the
+    /// XDP path queues repeats silently; see [`Self::try_next`]).
+    pub async fn next(&mut self) -> Result<AdvertEvent, ReceiveError> {
+        match self {
+            AdvertReceiver::Xdp(program) => program
+                .next()
+                .await
+                .map_err(|e| ReceiveError::Bpf(BpfError::Reactor(e))),
+            AdvertReceiver::Raw(socket) => socket.next().await,
+        }
+    }
+
+    /// Returns an already queued advert without waiting.
+    pub fn try_next(&mut self) -> Option<AdvertEvent> {
+        match self {
+            AdvertReceiver::Xdp(program) => program.try_next(),
+            AdvertReceiver::Raw(socket) => socket.try_next(),
+        }
+    }
+
+    pub fn counters(&self) -> Result<Counters, ReceiveError> {
+        match self {
+            AdvertReceiver::Xdp(program) => Ok(program.tables().counters()?),
+            AdvertReceiver::Raw(socket) => Ok(socket.counters()),
+        }
+    }
+
+    /// The last advert accepted for `vrid`, without draining anything.
+    pub fn last_advert(&self, vrid: u8) -> Result<Option<AdvertEvent>, ReceiveError> {
+        match self {
+            AdvertReceiver::Xdp(program) => Ok(program.tables().last_advert(vrid)?),
+            AdvertReceiver::Raw(socket) => Ok(socket.last_advert(vrid)),
+        }
+    }
+}

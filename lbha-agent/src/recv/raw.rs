@@ -1,0 +1,179 @@
+//! Fallback receive path: an `AF_INET`/`SOCK_RAW` protocol-112 socket bound to
+//! the interface, for kernels or permissions without XDP. Same parser, same
+//! counters, same change classification as the XDP program.
+
+use std::{ffi::CString, io, mem::MaybeUninit, net::Ipv4Addr};
+
+use lbha_common::{
+    AdvertEvent, Counter, Outcome, VridConfig,
+    event::ReceivePath,
+    fastpath,
+    vrrp::{self, VRRP_MULTICAST_GROUP, VridTable},
+};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::io::unix::AsyncFd;
+
+use super::ReceiveError;
+use crate::{bpf::Counters, clock};
+
+/// VRID table held in user space (the raw path has no BPF map).
+pub struct VridArray(pub [Option<VridConfig>; 256]);
+
+impl VridArray {
+    pub fn new(vrids: &[(u8, VridConfig)]) -> Self {
+        let mut table = [None; 256];
+        for (vrid, config) in vrids {
+            table[usize::from(*vrid)] = Some(*config);
+        }
+        Self(table)
+    }
+}
+
+impl VridTable for VridArray {
+    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
+        self.0[usize::from(vrid)].filter(|c| c.enabled != 0)
+    }
+}
+
+pub struct RawSocketReceiver {
+    socket: AsyncFd<Socket>,
+    interface: String,
+    ifindex: u32,
+    vrids: VridArray,
+    last: Box<[AdvertEvent; 256]>,
+    counters: Counters,
+    /// Accepted adverts not yet handed out (the socket may deliver several
+    /// before anyone asks).
+    pending: std::collections::VecDeque<AdvertEvent>,
+}
+
+fn if_index(interface: &str) -> Option<u32> {
+    let name = CString::new(interface).ok()?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+impl RawSocketReceiver {
+    pub fn open(interface: &str, vrids: &[(u8, VridConfig)]) -> Result<Self, ReceiveError> {
+        let ifindex =
+            if_index(interface).ok_or_else(|| ReceiveError::UnknownInterface(interface.into()))?;
+        let err = |source| ReceiveError::RawSocket {
+            interface: interface.to_owned(),
+            source,
+        };
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(vrrp::IPPROTO_VRRP))),
+        )
+        .map_err(err)?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(err)?;
+        // Multicast adverts reach a raw socket only once the group is joined;
+        // unicast peers do not need it, so a failure here is not fatal.
+        let group = Ipv4Addr::from(VRRP_MULTICAST_GROUP);
+        if let Err(error) =
+            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
+        {
+            tracing::warn!(interface, %error, "could not join 224.0.0.18; only unicast adverts will be seen");
+        }
+        socket.set_nonblocking(true).map_err(err)?;
+        // SAFETY: the Socket owns its fd and returns that same fd until dropped.
+        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| err(e.into_parts().1))?;
+        tracing::info!(interface, "receiving VRRP adverts on a raw socket");
+        Ok(Self {
+            socket,
+            interface: interface.to_owned(),
+            ifindex,
+            vrids: VridArray::new(vrids),
+            last: Box::new([AdvertEvent::default(); 256]),
+            counters: Counters::default(),
+            pending: Default::default(),
+        })
+    }
+
+    /// Runs one received IPv4 packet through the shared rules, updating the
+    /// counters and last-advert table as the XDP program does.
+    fn process(&mut self, packet: &[u8], timestamp_ns: u64) -> Option<AdvertEvent> {
+        self.counters.increment(Counter::PacketsSeen);
+        let outcome = vrrp::parse_ipv4(packet, 0, &self.vrids);
+        self.counters.increment(outcome.counter());
+        let Outcome::Accept(mut event) = outcome else {
+            if let Outcome::Drop(reason) = outcome {
+                tracing::debug!(?reason, "VRRP packet dropped");
+            }
+            return None;
+        };
+        event.timestamp_ns = timestamp_ns;
+        event.ifindex = self.ifindex;
+        event.receive_path = ReceivePath::RawSocket as u8;
+        let last = &mut self.last[usize::from(event.vrid)];
+        event.flags = fastpath::classify(last, &event);
+        *last = event;
+        self.counters.increment(if event.flags == 0 {
+            Counter::WakeupsSaved
+        } else {
+            Counter::Wakeups
+        });
+        Some(event)
+    }
+
+    /// Reads everything the socket holds right now.
+    fn drain(&mut self) -> io::Result<()> {
+        let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
+        loop {
+            match self.socket.get_ref().recv(&mut buf) {
+                Ok(len) => {
+                    let now = clock::monotonic_ns();
+                    // SAFETY: recv initialised the first `len` bytes.
+                    let packet: &[u8] =
+                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+                    if let Some(event) = self.process(packet, now) {
+                        self.pending.push_back(event);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn try_next(&mut self) -> Option<AdvertEvent> {
+        if self.pending.is_empty()
+            && let Err(error) = self.drain()
+        {
+            tracing::warn!(%error, "raw VRRP socket read failed");
+        }
+        self.pending.pop_front()
+    }
+
+    pub async fn next(&mut self) -> Result<AdvertEvent, ReceiveError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            let interface = self.interface.clone();
+            let err = |source| ReceiveError::RawSocket { interface, source };
+            let ready = async {
+                let mut guard = self.socket.readable().await?;
+                // Cleared before reading: drain() reads until EWOULDBLOCK, so
+                // any packet arriving afterwards raises readiness again.
+                guard.clear_ready();
+                Ok(())
+            };
+            ready.await.and_then(|()| self.drain()).map_err(err)?;
+        }
+    }
+
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    pub fn last_advert(&self, vrid: u8) -> Option<AdvertEvent> {
+        let event = self.last[usize::from(vrid)];
+        (event.timestamp_ns != 0).then_some(event)
+    }
+}

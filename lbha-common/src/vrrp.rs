@@ -1,0 +1,363 @@
+//! VRRP (RFC 3768 v2, RFC 5798 v3) over IPv4: the validation rules every
+//! receive path applies, written once against [`PacketView`].
+
+use crate::{
+    checksum,
+    event::{AdvertEvent, Counter, VridConfig},
+    packet::PacketView,
+};
+
+pub const ETH_HEADER_LEN: usize = 14;
+pub const VLAN_TAG_LEN: usize = 4;
+pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+
+pub const IPV4_MIN_HEADER_LEN: usize = 20;
+pub const IPPROTO_VRRP: u8 = 112;
+/// RFC 5798 5.1.1.3 / RFC 3768 5.2.3: adverts are sent with TTL 255 and a
+/// receiver MUST discard others, so an off-link sender cannot inject them.
+pub const VRRP_TTL: u8 = 255;
+/// 224.0.0.18, the VRRP multicast group.
+pub const VRRP_MULTICAST_GROUP: [u8; 4] = [224, 0, 0, 18];
+
+pub const TYPE_ADVERTISEMENT: u8 = 1;
+pub const VRRP_HEADER_LEN: usize = 8;
+/// v2 always carries 8 bytes of authentication data after the addresses.
+pub const V2_AUTH_DATA_LEN: usize = 8;
+pub const AUTH_NONE: u8 = 0;
+pub const AUTH_PASS: u8 = 1;
+/// Largest valid VRRP packet: v2 with 255 addresses and auth data.
+pub const MAX_VRRP_LEN: usize = VRRP_HEADER_LEN + 255 * 4 + V2_AUTH_DATA_LEN;
+const MAX_VRRP_WORDS: usize = MAX_VRRP_LEN / 4;
+const MAX_IPV4_HEADER_WORDS: usize = 15;
+
+/// Why a VRRP packet was rejected. Each maps to one counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Headers cut short, IP length beyond the frame, or a fragment.
+    Truncated,
+    BadTtl,
+    /// IPv4 header or VRRP checksum wrong.
+    BadChecksum,
+    /// Not version 2/3, not the configured version, or not an advertisement.
+    BadVersionType,
+    /// Length disagrees with the address count.
+    BadLength,
+    /// Well formed, but for a VRID nobody configured. Passed on to the stack
+    /// untouched: another VRRP speaker on the host may own it.
+    UnknownVrid,
+    /// v2 authentication type or PASS data differs from the configuration.
+    AuthMismatch,
+}
+
+impl DropReason {
+    pub const fn counter(self) -> Counter {
+        match self {
+            DropReason::Truncated => Counter::DropTruncated,
+            DropReason::BadTtl => Counter::DropBadTtl,
+            DropReason::BadChecksum => Counter::DropBadChecksum,
+            DropReason::BadVersionType => Counter::DropBadVersionType,
+            DropReason::BadLength => Counter::DropBadLength,
+            DropReason::UnknownVrid => Counter::DropUnknownVrid,
+            DropReason::AuthMismatch => Counter::DropAuthMismatch,
+        }
+    }
+}
+
+/// Result of looking at one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Not IPv4 protocol 112: none of our business.
+    NotVrrp,
+    Drop(DropReason),
+    /// A valid advert. `timestamp_ns`, `ifindex`, `flags` and `receive_path`
+    /// are left zero for the receive path to fill in.
+    Accept(AdvertEvent),
+}
+
+impl Outcome {
+    pub const fn counter(&self) -> Counter {
+        match self {
+            Outcome::NotVrrp => Counter::NotVrrp,
+            Outcome::Drop(reason) => reason.counter(),
+            Outcome::Accept(_) => Counter::AdvertsAccepted,
+        }
+    }
+}
+
+/// Which VRIDs are configured, and how.
+pub trait VridTable {
+    fn lookup(&self, vrid: u8) -> Option<VridConfig>;
+}
+
+/// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
+#[inline(always)]
+pub fn parse_frame<P: PacketView + ?Sized, T: VridTable + ?Sized>(pkt: &P, table: &T) -> Outcome {
+    let Some(ethertype) = pkt.load::<2>(12) else {
+        return Outcome::NotVrrp;
+    };
+    let mut ethertype = u16::from_be_bytes(ethertype);
+    let mut l3 = ETH_HEADER_LEN;
+    if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
+        let Some(inner) = pkt.load::<2>(ETH_HEADER_LEN + 2) else {
+            return Outcome::NotVrrp;
+        };
+        ethertype = u16::from_be_bytes(inner);
+        l3 += VLAN_TAG_LEN;
+    }
+    if ethertype != ETH_P_IPV4 {
+        return Outcome::NotVrrp;
+    }
+    parse_ipv4(pkt, l3, table)
+}
+
+/// Parses an IPv4 packet starting at `l3` (0 for what a raw socket returns).
+#[inline(always)]
+pub fn parse_ipv4<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    table: &T,
+) -> Outcome {
+    let Some(ip) = pkt.load::<IPV4_MIN_HEADER_LEN>(l3) else {
+        return Outcome::NotVrrp;
+    };
+    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_VRRP {
+        return Outcome::NotVrrp;
+    }
+    match check_advert(pkt, l3, &ip, table) {
+        Ok(event) => Outcome::Accept(event),
+        Err(reason) => Outcome::Drop(reason),
+    }
+}
+
+#[inline(always)]
+fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    ip: &[u8; IPV4_MIN_HEADER_LEN],
+    table: &T,
+) -> Result<AdvertEvent, DropReason> {
+    let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
+    let total_len = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let fragment = u16::from_be_bytes([ip[6], ip[7]]);
+    // MF set or a non-zero offset: a piece of an advert is no advert.
+    if ip_header_len < IPV4_MIN_HEADER_LEN
+        || total_len < ip_header_len + VRRP_HEADER_LEN
+        || l3 + total_len > pkt.len()
+        || fragment & 0x3fff != 0
+    {
+        return Err(DropReason::Truncated);
+    }
+    let vrrp = l3 + ip_header_len;
+    let vrrp_len = total_len - ip_header_len;
+    let header = pkt
+        .load::<VRRP_HEADER_LEN>(vrrp)
+        .ok_or(DropReason::Truncated)?;
+
+    let vrid = header[1];
+    // Foreign VRIDs are checked first so that nothing else about them can
+    // make us drop traffic that belongs to another VRRP speaker.
+    let config = table.lookup(vrid).ok_or(DropReason::UnknownVrid)?;
+
+    let version = header[0] >> 4;
+    if header[0] & 0x0f != TYPE_ADVERTISEMENT
+        || !(version == 2 || version == 3)
+        || (config.version != 0 && config.version != version)
+    {
+        return Err(DropReason::BadVersionType);
+    }
+    let count_addr = header[3];
+    let auth_len = if version == 2 { V2_AUTH_DATA_LEN } else { 0 };
+    if vrrp_len != VRRP_HEADER_LEN + usize::from(count_addr) * 4 + auth_len {
+        return Err(DropReason::BadLength);
+    }
+    if ip[8] != VRRP_TTL {
+        return Err(DropReason::BadTtl);
+    }
+
+    let mut ip_sum = 0;
+    for word in 0..MAX_IPV4_HEADER_WORDS {
+        if word * 4 >= ip_header_len {
+            break;
+        }
+        ip_sum = checksum::add_word(
+            ip_sum,
+            pkt.load::<4>(l3 + word * 4).ok_or(DropReason::Truncated)?,
+        );
+    }
+    if checksum::fold(ip_sum) != 0 {
+        return Err(DropReason::BadChecksum);
+    }
+
+    let src = [ip[12], ip[13], ip[14], ip[15]];
+    let dst = [ip[16], ip[17], ip[18], ip[19]];
+    // v3 covers an IPv4 pseudo-header (RFC 5798 5.2.8); v2 only the VRRP packet.
+    let mut sum = if version == 3 {
+        checksum::pseudo_header_sum(src, dst, IPPROTO_VRRP, vrrp_len as u16)
+    } else {
+        0
+    };
+    for word in 0..MAX_VRRP_WORDS {
+        if word * 4 >= vrrp_len {
+            break;
+        }
+        sum = checksum::add_word(
+            sum,
+            pkt.load::<4>(vrrp + word * 4)
+                .ok_or(DropReason::Truncated)?,
+        );
+    }
+    if checksum::fold(sum) != 0 {
+        return Err(DropReason::BadChecksum);
+    }
+
+    let interval_cs = if version == 2 {
+        // v2: whole seconds in the second byte after the auth type.
+        if header[4] != config.auth_type {
+            return Err(DropReason::AuthMismatch);
+        }
+        if header[4] == AUTH_PASS {
+            // The auth data follows the addresses (the length check above
+            // made that the end of the packet). Written as an offset from the
+            // start so the BPF verifier sees a forward access.
+            let auth_at = vrrp + VRRP_HEADER_LEN + usize::from(count_addr) * 4;
+            let data = pkt
+                .load::<V2_AUTH_DATA_LEN>(auth_at)
+                .ok_or(DropReason::Truncated)?;
+            if data != config.auth_data {
+                return Err(DropReason::AuthMismatch);
+            }
+        }
+        u16::from(header[5]) * 100
+    } else {
+        // v3: 4 reserved bits, then 12 bits of centiseconds.
+        u16::from_be_bytes([header[4] & 0x0f, header[5]])
+    };
+
+    let first_vip = if count_addr > 0 {
+        pkt.load::<4>(vrrp + VRRP_HEADER_LEN)
+            .ok_or(DropReason::Truncated)?
+    } else {
+        [0; 4]
+    };
+
+    Ok(AdvertEvent {
+        timestamp_ns: 0,
+        src_addr: src,
+        dst_addr: dst,
+        first_vip,
+        ifindex: 0,
+        interval_cs,
+        vrid,
+        priority: header[2],
+        version,
+        flags: 0,
+        count_addr,
+        receive_path: 0,
+    })
+}
+
+/// Builds adverts exactly as keepalived puts them on the wire. Used to send
+/// adverts, and by tests to craft frames.
+#[cfg(any(test, feature = "user"))]
+pub mod encode {
+    use super::*;
+    use std::{net::Ipv4Addr, vec::Vec};
+
+    #[derive(Clone, Debug)]
+    pub struct Advert<'a> {
+        pub version: u8,
+        pub vrid: u8,
+        pub priority: u8,
+        pub interval_cs: u16,
+        /// v2 only: `None` for no authentication, `Some(pass)` for PASS.
+        pub auth_pass: Option<&'a [u8]>,
+        pub virtual_addrs: &'a [Ipv4Addr],
+    }
+
+    /// Zero-pads (and truncates) a password to the 8 bytes sent on the wire.
+    pub fn auth_data(pass: &[u8]) -> [u8; V2_AUTH_DATA_LEN] {
+        let mut data = [0; V2_AUTH_DATA_LEN];
+        let n = pass.len().min(V2_AUTH_DATA_LEN);
+        data[..n].copy_from_slice(&pass[..n]);
+        data
+    }
+
+    impl Advert<'_> {
+        /// The VRRP packet (no IP header), checksum filled in. v3 needs the
+        /// addresses for its pseudo-header.
+        pub fn vrrp_bytes(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+            let mut out = Vec::with_capacity(MAX_VRRP_LEN);
+            out.push((self.version << 4) | TYPE_ADVERTISEMENT);
+            out.push(self.vrid);
+            out.push(self.priority);
+            out.push(self.virtual_addrs.len() as u8);
+            if self.version == 2 {
+                out.push(if self.auth_pass.is_some() {
+                    AUTH_PASS
+                } else {
+                    AUTH_NONE
+                });
+                out.push((self.interval_cs / 100).max(1) as u8);
+            } else {
+                out.extend_from_slice(&(self.interval_cs & 0x0fff).to_be_bytes());
+            }
+            out.extend_from_slice(&[0, 0]);
+            for addr in self.virtual_addrs {
+                out.extend_from_slice(&addr.octets());
+            }
+            if self.version == 2 {
+                out.extend_from_slice(&auth_data(self.auth_pass.unwrap_or_default()));
+            }
+            let initial = if self.version == 3 {
+                checksum::pseudo_header_sum(
+                    src.octets(),
+                    dst.octets(),
+                    IPPROTO_VRRP,
+                    out.len() as u16,
+                )
+            } else {
+                0
+            };
+            let sum = checksum::checksum(initial, &out);
+            out[6..8].copy_from_slice(&sum.to_be_bytes());
+            out
+        }
+
+        /// IPv4 header (TTL 255, protocol 112, DF clear as keepalived) + VRRP.
+        pub fn ipv4_packet(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+            let vrrp = self.vrrp_bytes(src, dst);
+            let total = (IPV4_MIN_HEADER_LEN + vrrp.len()) as u16;
+            let mut out = Vec::with_capacity(usize::from(total));
+            out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&[0, 0, 0, 0, VRRP_TTL, IPPROTO_VRRP, 0, 0]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dst.octets());
+            let sum = checksum::checksum(0, &out);
+            out[10..12].copy_from_slice(&sum.to_be_bytes());
+            out.extend_from_slice(&vrrp);
+            out
+        }
+
+        /// Ethernet frame around [`Self::ipv4_packet`], with an optional
+        /// 802.1Q VLAN id, padded to the 60-byte Ethernet minimum.
+        pub fn ethernet_frame(&self, src: Ipv4Addr, dst: Ipv4Addr, vlan: Option<u16>) -> Vec<u8> {
+            let mut out = Vec::new();
+            // VRRP virtual MAC 00:00:5e:00:01:VRID as source, as a master sends.
+            out.extend_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
+            out.extend_from_slice(&[0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid]);
+            if let Some(id) = vlan {
+                out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+                out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+            }
+            out.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
+            out.extend_from_slice(&self.ipv4_packet(src, dst));
+            if out.len() < 60 {
+                out.resize(60, 0);
+            }
+            out
+        }
+    }
+}

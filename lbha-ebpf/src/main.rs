@@ -1,0 +1,162 @@
+//! XDP program for lbha. It validates VRRP adverts with the shared rules of
+//! `lbha_common::vrrp`, queues accepted ones in a ring buffer (waking user
+//! space only when something changed), records the last advert per VRID and
+//! counts every packet. Non-VRRP traffic is always passed untouched.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
+    helpers::generated::bpf_ktime_get_ns,
+    macros::{map, xdp},
+    maps::{Array, PerCpuArray, RingBuf},
+    programs::XdpContext,
+};
+use lbha_common::{
+    AdvertEvent, Counter, Outcome, VridConfig,
+    event::ReceivePath,
+    fastpath,
+    packet::PacketView,
+    vrrp::{self, DropReason, VridTable},
+};
+
+/// VRID -> configuration, written by the agent. Disabled entries mean "unknown VRID".
+#[map]
+static VRID_CONFIG: Array<VridConfig> = Array::with_max_entries(256, 0);
+
+/// VRID -> last accepted advert, so a sleeping backup can check the master is
+/// alive at its deadline without draining the ring buffer.
+#[map]
+static LAST_ADVERT: Array<AdvertEvent> = Array::with_max_entries(256, 0);
+
+/// Per-CPU packet counters indexed by `Counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
+
+/// Accepted adverts for user space. 256 KiB holds 8192 events.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Offsets beyond this are never needed (Ethernet + VLAN + 60-byte IP header +
+/// the largest VRRP packet) and bounding them keeps the verifier's range
+/// tracking simple.
+const MAX_OFFSET: usize = 2048;
+
+struct Frame<'a>(&'a XdpContext);
+
+impl Frame<'_> {
+    /// `data` and `data_end` are read with volatile loads on purpose: if LLVM
+    /// may assume they do not change, it proves later bounds checks redundant
+    /// from earlier ones (e.g. the IP total length check) and deletes them,
+    /// and the verifier, which cannot follow that reasoning, rejects the
+    /// load. Fresh reads keep every `ptr_at` check in the object.
+    #[inline(always)]
+    fn bounds(&self) -> (usize, usize) {
+        // SAFETY: ctx points to the xdp_md the kernel passed to the program.
+        unsafe {
+            let md = self.0.ctx;
+            (
+                core::ptr::read_volatile(&raw const (*md).data) as usize,
+                core::ptr::read_volatile(&raw const (*md).data_end) as usize,
+            )
+        }
+    }
+}
+
+impl PacketView for Frame<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        let (start, end) = self.bounds();
+        end - start
+    }
+
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        // ptr_at: every load is checked against data_end.
+        if offset > MAX_OFFSET {
+            return None;
+        }
+        let (start, end) = self.bounds();
+        let at = start + offset;
+        if at + N > end {
+            return None;
+        }
+        // SAFETY: [at, at + N) was just checked to lie inside the packet.
+        Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
+    }
+}
+
+struct ConfiguredVrids;
+
+impl VridTable for ConfiguredVrids {
+    #[inline(always)]
+    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
+        let config = VRID_CONFIG.get(u32::from(vrid))?;
+        (config.enabled != 0).then_some(*config)
+    }
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot of a map value; XDP programs are not preempted
+        // on their CPU, so a plain increment cannot race.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[xdp]
+pub fn lbha_xdp(ctx: XdpContext) -> u32 {
+    count(Counter::PacketsSeen);
+    let outcome = vrrp::parse_frame(&Frame(&ctx), &ConfiguredVrids);
+    count(outcome.counter());
+    match outcome {
+        Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
+        Outcome::Drop(_) => xdp_action::XDP_DROP,
+        Outcome::Accept(mut event) => {
+            event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+            event.ifindex = ctx.ingress_ifindex() as u32;
+            event.receive_path = ReceivePath::Xdp as u8;
+            deliver(event);
+            // The advert is consumed here: lbha sends through an IPPROTO_RAW
+            // socket that never receives, so passing it would only make the
+            // stack answer unicast adverts with ICMP protocol-unreachable.
+            xdp_action::XDP_DROP
+        }
+    }
+}
+
+#[inline(always)]
+fn deliver(mut event: AdvertEvent) {
+    let vrid = u32::from(event.vrid);
+    if let Some(last) = LAST_ADVERT.get_ptr_mut(vrid) {
+        // SAFETY: pointer to a value of an array map, valid for the program's run.
+        let last = unsafe { &mut *last };
+        event.flags = fastpath::classify(last, &event);
+        *last = event;
+    }
+    let wakeup = if event.flags == 0 {
+        count(Counter::WakeupsSaved);
+        BPF_RB_NO_WAKEUP
+    } else {
+        count(Counter::Wakeups);
+        BPF_RB_FORCE_WAKEUP
+    };
+    match EVENTS.reserve::<AdvertEvent>(0) {
+        Some(mut entry) => {
+            entry.write(event);
+            entry.submit(u64::from(wakeup));
+        }
+        None => count(Counter::RingBufFull),
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,111 @@
+//! `cargo xtask`: lbha's developer commands. Every command that builds or
+//! runs something calls `setup` first, so they all work from a fresh clone.
+
+mod lab;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what lbha needs (nightly rust-src, bpf-linker, Debian packages); no-op when present.
+    Setup,
+    /// Build the XDP object into target/bpfel-unknown-none/release/lbha.
+    BuildEbpf,
+    /// Run every check: unit tests, BPF test_run tests, namespace integration tests.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the local lab in network namespaces (needs root).
+    Lab(lab::LabArgs),
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> std::path::PathBuf {
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// Runs a command, failing with its command line when it does not succeed.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+fn build_ebpf() -> Result<()> {
+    // The same invocation aya-build makes from lbha-agent's build script, with
+    // the result left where developers can inspect it (llvm-objdump, bpftool).
+    let mut cmd = Command::new("rustup");
+    cmd.current_dir(workspace_root().join("lbha-ebpf"))
+        .args(["run", "nightly", "cargo", "build", "--release"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--target-dir")
+        .arg(workspace_root().join("target"))
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            "--cfg=bpf_target_arch=\"x86_64\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        )
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER");
+    run(&mut cmd)?;
+    println!(
+        "BPF object: {}",
+        workspace_root()
+            .join("target/bpfel-unknown-none/release/lbha")
+            .display()
+    );
+    Ok(())
+}
+
+fn test(args: &[String]) -> Result<()> {
+    // The namespace tests run the agent binary, which `cargo test` does not
+    // build for another package; build it first and tell the tests where it is.
+    run(cargo().args(["build", "--package", "lbha-agent"]))?;
+    let agent = workspace_root().join("target/debug/lbha-agent");
+    run(cargo()
+        .args(["test", "--workspace", "--exclude", "lbha-ebpf"])
+        .args(args)
+        .env("LBHA_AGENT_BIN", agent))
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Setup => setup::setup(),
+        Cmd::BuildEbpf => {
+            setup::setup()?;
+            build_ebpf()
+        }
+        Cmd::Test { args } => {
+            setup::setup()?;
+            test(&args)
+        }
+        Cmd::Lab(args) => {
+            setup::setup()?;
+            run(cargo().args(["build", "--release", "--package", "lbha-agent"]))?;
+            lab::run_lab(&args, &workspace_root().join("target/release/lbha-agent"))
+        }
+    }
+}
