@@ -316,7 +316,7 @@ fn only_changes_wake_user_space() {
     let Some(mut bpf) = load() else { return };
     let epoll = Epoll::watch(bpf.events.as_raw_fd());
     let wait = Duration::from_millis(300);
-    let mut step = |bpf: &mut Loaded, advert: Advert<'_>, src: Ipv4Addr| -> (bool, u8) {
+    let step = |bpf: &mut Loaded, advert: Advert<'_>, src: Ipv4Addr| -> (bool, u8) {
         bpf.run(&frame(&advert, src));
         let woken = epoll.woken(wait);
         let events = bpf.drain();

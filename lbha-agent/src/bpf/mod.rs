@@ -24,20 +24,20 @@ pub enum BpfError {
         name: &'static str,
     },
     #[error("loading the XDP program into the kernel failed")]
-    Verify(#[source] ProgramError),
+    Verify(#[source] Box<ProgramError>),
     #[error(
         "attaching XDP to {interface} failed in default mode ({default}) and in skb mode ({skb})"
     )]
     Attach {
         interface: String,
-        default: ProgramError,
-        skb: ProgramError,
+        default: Box<ProgramError>,
+        skb: Box<ProgramError>,
     },
     #[error("BPF map {name}")]
     Map {
         name: &'static str,
         #[source]
-        source: MapError,
+        source: Box<MapError>,
     },
     #[error("registering the ring buffer with the reactor failed")]
     Reactor(#[source] std::io::Error),
@@ -67,7 +67,10 @@ fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, BpfEr
 }
 
 fn map_err(name: &'static str) -> impl FnOnce(MapError) -> BpfError {
-    move |source| BpfError::Map { name, source }
+    move |source| BpfError::Map {
+        name,
+        source: Box::new(source),
+    }
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps
@@ -88,7 +91,9 @@ fn raise_memlock_limit() {
 pub fn load() -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
     raise_memlock_limit();
     let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| BpfError::Load(Box::new(e)))?;
-    program_mut(&mut ebpf)?.load().map_err(BpfError::Verify)?;
+    program_mut(&mut ebpf)?
+        .load()
+        .map_err(|e| BpfError::Verify(Box::new(e)))?;
     let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let tables = XdpTables {
         counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
@@ -109,7 +114,7 @@ pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, BpfError> {
             name: PROGRAM,
         })?
         .try_into()
-        .map_err(BpfError::Verify)
+        .map_err(|e| BpfError::Verify(Box::new(e)))
 }
 
 /// The program's array maps, owned by user space.
@@ -208,8 +213,8 @@ impl XdpProgram {
                     Err(skb) => {
                         return Err(BpfError::Attach {
                             interface: interface.to_owned(),
-                            default,
-                            skb,
+                            default: Box::new(default),
+                            skb: Box::new(skb),
                         });
                     }
                 }

@@ -1,0 +1,1116 @@
+//! Helpers for lbha's integration tests: network namespaces joined by veth
+//! pairs, real daemons (keepalived, `lbha-agent watch`) running inside them,
+//! and cleanup that happens even when a test panics.
+//!
+//! Every resource is an RAII guard: [`Netns`] deletes its namespace (killing
+//! whatever still runs in it), [`ChildGuard`] kills and reaps its process,
+//! [`Keepalived`] stops keepalived and removes its files, [`TempDir`] removes
+//! its directory. Every wait is bounded, so a broken daemon fails a test
+//! instead of hanging it.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lbha_tests::*;
+//!
+//! if !require_root() {
+//!     return;
+//! }
+//! let ka = Netns::new("ka").unwrap();
+//! let lb = Netns::new("lb").unwrap();
+//! veth_pair(&ka, "veth-ka", "10.201.1.1/24", &lb, "veth-lb", "10.201.1.2/24").unwrap();
+//! let config = KeepalivedConfig::new().instance(
+//!     VrrpInstance::unicast("VI_1", "veth-ka", 51, "10.201.1.1".parse().unwrap())
+//!         .unicast_peer("10.201.1.2".parse().unwrap())
+//!         .virtual_ipaddress("10.201.1.100/32"),
+//! );
+//! let mut keepalived = Keepalived::start(&ka, &config.render()).unwrap();
+//! keepalived.wait_for_state("VI_1", "MASTER", Duration::from_secs(10)).unwrap();
+//! let output = Watch::run(&lb, &["-i", "veth-lb", "--vrid", "51:v2", "--count", "2"], WAIT)
+//!     .unwrap();
+//! assert_eq!(output.adverts.len(), 2);
+//! ```
+//!
+//! Tests running in parallel do not collide: namespace, directory and process
+//! names are unique per process and per call, and every address lives inside
+//! namespaces the test created (by convention `10.201.N.0/24`, with `N`
+//! distinct per test).
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsStr,
+    io::{BufRead, BufReader, Read},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex, Once,
+        atomic::{AtomicU32, Ordering},
+        mpsc::{self, Receiver, RecvTimeoutError},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde::Deserialize;
+
+/// Set to `1` to skip (instead of fail) tests that need root.
+pub const SKIP_PRIVILEGED_ENV: &str = "LBHA_SKIP_PRIVILEGED";
+/// Path of the `lbha-agent` binary to test (set by `cargo xtask test`).
+pub const AGENT_BIN_ENV: &str = "LBHA_AGENT_BIN";
+/// A generous upper bound for one wait in a test (daemon start, a run of
+/// `lbha-agent watch` with its own shorter `--timeout`, ...).
+pub const WAIT: Duration = Duration::from_secs(20);
+/// Bound for short helper commands (`ip ...`).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Prefix of every namespace [`Netns`] creates; used to find leftovers of
+/// earlier, killed test runs.
+const NETNS_PREFIX: &str = "lbt";
+/// Linux limits interface names to 15 characters; namespace names have no such
+/// limit but short ones are friendlier in `ip netns list`.
+const NETNS_NAME_MAX: usize = 15;
+
+static UNIQUE: AtomicU32 = AtomicU32::new(0);
+
+/// `PID-N`, unique within this machine while this process lives.
+fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        UNIQUE.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Name of the running test (libtest names each test's thread after it).
+fn test_name() -> String {
+    thread::current()
+        .name()
+        .unwrap_or("<unnamed test>")
+        .to_string()
+}
+
+/// Returns `true` when running as root. Otherwise panics with an explanation,
+/// unless `LBHA_SKIP_PRIVILEGED=1` is set: then it prints that the test was
+/// skipped and returns `false`, and the test should return early:
+///
+/// ```no_run
+/// if !lbha_tests::require_root() {
+///     return;
+/// }
+/// ```
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var(SKIP_PRIVILEGED_ENV).as_deref() == Ok("1") {
+        eprintln!(
+            "SKIPPED {}: needs root (network namespaces, XDP); {SKIP_PRIVILEGED_ENV}=1 is set",
+            test_name()
+        );
+        return false;
+    }
+    panic!(
+        "{} needs root (it creates network namespaces and attaches XDP programs). \
+         Run the tests as root (e.g. `sudo -E cargo xtask test`), or set \
+         {SKIP_PRIVILEGED_ENV}=1 to skip them.",
+        test_name()
+    );
+}
+
+/// Waits up to `timeout` for `child` to exit; `None` if it is still running.
+pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Reads `reader` to the end on a thread; the text arrives on the channel.
+fn read_in_thread(mut reader: impl Read + Send + 'static) -> Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = reader.read_to_end(&mut bytes);
+        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
+    });
+    rx
+}
+
+/// Runs `cmd` to completion (stdin closed, output captured), killing it after
+/// `timeout`. Returns its stdout; fails, with its stderr, if it exits non-zero.
+pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<String> {
+    let description = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {description}"))?;
+    let stdout = read_in_thread(child.stdout.take().expect("piped"));
+    let stderr = read_in_thread(child.stderr.take().expect("piped"));
+    let Some(status) = wait_timeout(&mut child, timeout)? else {
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("{description} did not finish within {timeout:?}");
+    };
+    // A grandchild could keep the pipes open: bound the wait for EOF too.
+    let grace = Duration::from_secs(2);
+    let stdout = stdout.recv_timeout(grace).unwrap_or_default();
+    let stderr = stderr.recv_timeout(grace).unwrap_or_default();
+    ensure!(
+        status.success(),
+        "{description} failed ({status}): {}{}",
+        stderr.trim(),
+        if stderr.trim().is_empty() {
+            stdout.trim()
+        } else {
+            ""
+        }
+    );
+    Ok(stdout)
+}
+
+/// Whether process `pid` exists (zombies included).
+fn process_exists(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Sends `signal` to process `pid`, ignoring a process that is already gone.
+fn send_signal(pid: i32, signal: libc::c_int) {
+    if pid > 0 {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// A network namespace created for one test, deleted on drop.
+///
+/// Its name is `lbt<tag>-<pid>-<n>` (at most 15 characters): unique per
+/// process and call, so parallel tests never share one. The loopback
+/// interface is up. On drop, every process still running in the namespace is
+/// killed (SIGKILL) before the namespace is deleted, so daemons whose guards
+/// were leaked or dropped later cannot keep it alive.
+///
+/// The first `Netns::new` of a process also deletes `lbt*` namespaces left by
+/// earlier test processes that no longer run (e.g. killed by a timeout).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace; `tag` (letters and digits, shortened as needed)
+    /// makes its name recognisable, e.g. `ka` or `lb`.
+    pub fn new(tag: &str) -> Result<Self> {
+        static CLEANUP: Once = Once::new();
+        CLEANUP.call_once(remove_stale_namespaces);
+
+        let suffix = unique_suffix();
+        let room = NETNS_NAME_MAX.saturating_sub(NETNS_PREFIX.len() + 1 + suffix.len());
+        let tag: String = tag
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .map(|c| c.to_ascii_lowercase())
+            .take(room)
+            .collect();
+        let name = format!("{NETNS_PREFIX}{tag}-{suffix}");
+        run_command(
+            Command::new("ip").args(["netns", "add", &name]),
+            COMMAND_TIMEOUT,
+        )
+        .with_context(|| format!("creating network namespace {name}"))?;
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip netns exec NAME program`: add arguments, then spawn or run it (e.g.
+    /// with [`run_command`] or [`ChildGuard::spawn`]). `ip netns exec` execs
+    /// the program, so the child's pid is the program's own.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Runs `argv` inside the namespace (bounded by [`COMMAND_TIMEOUT`]) and
+    /// returns its stdout; an error, with its stderr, if it fails.
+    pub fn exec(&self, argv: &[&str]) -> Result<String> {
+        let (program, args) = argv.split_first().context("exec needs a program")?;
+        run_command(self.command(program).args(args), COMMAND_TIMEOUT)
+            .with_context(|| format!("in network namespace {}", self.name))
+    }
+
+    /// Index of `interface` inside the namespace.
+    pub fn ifindex(&self, interface: &str) -> Result<u32> {
+        let out = run_command(
+            Command::new("ip").args(["-n", &self.name, "-o", "link", "show", "dev", interface]),
+            COMMAND_TIMEOUT,
+        )?;
+        out.split(':')
+            .next()
+            .and_then(|index| index.trim().parse().ok())
+            .with_context(|| format!("no interface index in {out:?}"))
+    }
+
+    /// Pids of the processes running in the namespace (`ip netns pids`).
+    pub fn pids(&self) -> Vec<i32> {
+        run_command(
+            Command::new("ip").args(["netns", "pids", &self.name]),
+            COMMAND_TIMEOUT,
+        )
+        .map(|out| {
+            out.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// SIGKILLs every process in the namespace, waiting (bounded) for them to go.
+    pub fn kill_all(&self) {
+        for _ in 0..20 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                send_signal(pid, libc::SIGKILL);
+            }
+            thread::sleep(Duration::from_millis(25));
+        }
+        eprintln!(
+            "warning: processes still running in namespace {}",
+            self.name
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.kill_all();
+        if let Err(error) = run_command(
+            Command::new("ip").args(["netns", "del", &self.name]),
+            COMMAND_TIMEOUT,
+        ) {
+            eprintln!(
+                "warning: deleting network namespace {}: {error:#}",
+                self.name
+            );
+        }
+    }
+}
+
+/// Deletes `lbt<tag>-<pid>-<n>` namespaces whose creating process is gone (or
+/// is a recycled pid: ours, before we created any). Never touches other names.
+fn remove_stale_namespaces() {
+    let Ok(list) = run_command(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT) else {
+        return;
+    };
+    let own_pid = std::process::id() as i32;
+    for name in list
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+    {
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(n), Some(pid), Some(head)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let ours = head.strip_prefix(NETNS_PREFIX).is_some_and(|tag| {
+            tag.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }) && n.parse::<u32>().is_ok();
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        if ours && (pid == own_pid || !process_exists(pid)) {
+            let stale = Netns {
+                name: name.to_string(),
+            };
+            eprintln!("removing stale test namespace {name}");
+            drop(stale);
+        }
+    }
+}
+
+/// Creates a veth pair with one end in each namespace, assigns the addresses
+/// (CIDR notation, e.g. `10.201.3.1/24`) and brings both ends up. The ends are
+/// created directly inside the namespaces; nothing appears in the host's.
+pub fn veth_pair(
+    ns_a: &Netns,
+    name_a: &str,
+    addr_a: &str,
+    ns_b: &Netns,
+    name_b: &str,
+    addr_b: &str,
+) -> Result<()> {
+    run_command(
+        Command::new("ip").args([
+            "link", "add", name_a, "netns", &ns_a.name, "type", "veth", "peer", "name", name_b,
+            "netns", &ns_b.name,
+        ]),
+        COMMAND_TIMEOUT,
+    )
+    .with_context(|| format!("creating veth {name_a}/{name_b}"))?;
+    for (ns, name, addr) in [(ns_a, name_a, addr_a), (ns_b, name_b, addr_b)] {
+        for args in [
+            &["addr", "add", addr, "dev", name][..],
+            &["link", "set", name, "up"][..],
+        ] {
+            run_command(
+                Command::new("ip").args(["-n", &ns.name]).args(args),
+                COMMAND_TIMEOUT,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+    exited: Option<ExitStatus>,
+}
+
+impl ChildGuard {
+    /// Guards an already spawned child; `name` appears in messages.
+    pub fn new(name: impl Into<String>, child: Child) -> Self {
+        Self {
+            child,
+            name: name.into(),
+            exited: None,
+        }
+    }
+
+    /// Spawns `cmd` (stdin closed unless the command set it) and guards it.
+    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> Result<Self> {
+        let name = name.into();
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {name}: {cmd:?}"))?;
+        Ok(Self::new(name, child))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id (that of the program itself under `ip netns exec`).
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The guarded child, e.g. to take its pipes.
+    pub fn child_mut(&mut self) -> &mut Child {
+        &mut self.child
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait()?;
+        }
+        Ok(self.exited)
+    }
+
+    /// Waits up to `timeout` for it to exit; `None` if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        if self.exited.is_none() {
+            self.exited = wait_timeout(&mut self.child, timeout)?;
+        }
+        Ok(self.exited)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) unless it has already been reaped.
+    pub fn signal(&mut self, signal: libc::c_int) {
+        if self.exited.is_none() {
+            send_signal(self.child.id() as i32, signal);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
+    pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {
+        self.signal(libc::SIGTERM);
+        match self.wait_timeout(grace)? {
+            Some(status) => Ok(status),
+            None => self.kill(),
+        }
+    }
+
+    /// SIGKILL and reap it.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        if let Some(status) = self.exited {
+            return Ok(status);
+        }
+        let _ = self.child.kill();
+        let status = self
+            .child
+            .wait()
+            .with_context(|| format!("reaping {}", self.name))?;
+        self.exited = Some(status);
+        Ok(status)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// A directory under [`std::env::temp_dir`], removed with its content on drop.
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates `<tmp>/lbha-test-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> Result<Self> {
+        let path = std::env::temp_dir().join(format!("lbha-test-{tag}-{}", unique_suffix()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Initial state of a VRRP instance (`state` in keepalived.conf).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpState {
+    Master,
+    Backup,
+}
+
+/// One unicast `vrrp_instance` of a keepalived configuration. Build it with
+/// [`VrrpInstance::unicast`] and the chained setters; defaults: state MASTER,
+/// priority 100, `advert_int 1`, VRRPv2, no authentication, no VIPs.
+#[derive(Clone, Debug)]
+pub struct VrrpInstance {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub priority: u8,
+    pub state: VrrpState,
+    /// Seconds, as keepalived reads it: "1", or "0.1" (VRRPv3 only).
+    pub advert_int: String,
+    /// 2 or 3.
+    pub version: u8,
+    pub unicast_src_ip: Ipv4Addr,
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// `auth_type PASS` with this password (VRRPv2; keepalived keeps the
+    /// first 8 characters). Must not contain `!` or `#` (comment starts).
+    pub auth_pass: Option<String>,
+    /// Entries of `virtual_ipaddress`, e.g. `10.201.1.100/32`.
+    pub virtual_ipaddresses: Vec<String>,
+    pub nopreempt: bool,
+    /// Extra lines copied verbatim into the instance block.
+    pub extra: Vec<String>,
+}
+
+impl VrrpInstance {
+    /// A unicast instance named `name` (e.g. `VI_1`) on `interface`.
+    pub fn unicast(
+        name: impl Into<String>,
+        interface: impl Into<String>,
+        vrid: u8,
+        unicast_src_ip: Ipv4Addr,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            interface: interface.into(),
+            vrid,
+            priority: 100,
+            state: VrrpState::Master,
+            advert_int: "1".into(),
+            version: 2,
+            unicast_src_ip,
+            unicast_peers: Vec::new(),
+            auth_pass: None,
+            virtual_ipaddresses: Vec::new(),
+            nopreempt: false,
+            extra: Vec::new(),
+        }
+    }
+
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    pub fn state(mut self, state: VrrpState) -> Self {
+        self.state = state;
+        self
+    }
+
+    pub fn advert_int(mut self, seconds: impl Into<String>) -> Self {
+        self.advert_int = seconds.into();
+        self
+    }
+
+    pub fn version(mut self, version: u8) -> Self {
+        self.version = version;
+        self
+    }
+
+    pub fn unicast_peer(mut self, peer: Ipv4Addr) -> Self {
+        self.unicast_peers.push(peer);
+        self
+    }
+
+    pub fn auth_pass(mut self, password: impl Into<String>) -> Self {
+        self.auth_pass = Some(password.into());
+        self
+    }
+
+    pub fn virtual_ipaddress(mut self, address: impl Into<String>) -> Self {
+        self.virtual_ipaddresses.push(address.into());
+        self
+    }
+
+    pub fn nopreempt(mut self) -> Self {
+        self.nopreempt = true;
+        self
+    }
+
+    pub fn extra(mut self, line: impl Into<String>) -> Self {
+        self.extra.push(line.into());
+        self
+    }
+
+    /// The `vrrp_instance NAME { ... }` block.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let state = match self.state {
+            VrrpState::Master => "MASTER",
+            VrrpState::Backup => "BACKUP",
+        };
+        let _ = writeln!(out, "vrrp_instance {} {{", self.name);
+        let _ = writeln!(out, "    interface {}", self.interface);
+        let _ = writeln!(out, "    state {state}");
+        let _ = writeln!(out, "    virtual_router_id {}", self.vrid);
+        let _ = writeln!(out, "    version {}", self.version);
+        let _ = writeln!(out, "    priority {}", self.priority);
+        let _ = writeln!(out, "    advert_int {}", self.advert_int);
+        if self.nopreempt {
+            let _ = writeln!(out, "    nopreempt");
+        }
+        let _ = writeln!(out, "    unicast_src_ip {}", self.unicast_src_ip);
+        let _ = writeln!(out, "    unicast_peer {{");
+        for peer in &self.unicast_peers {
+            let _ = writeln!(out, "        {peer}");
+        }
+        let _ = writeln!(out, "    }}");
+        if let Some(password) = &self.auth_pass {
+            let _ = writeln!(out, "    authentication {{");
+            let _ = writeln!(out, "        auth_type PASS");
+            let _ = writeln!(out, "        auth_pass {password}");
+            let _ = writeln!(out, "    }}");
+        }
+        let _ = writeln!(out, "    virtual_ipaddress {{");
+        for address in &self.virtual_ipaddresses {
+            let _ = writeln!(out, "        {address}");
+        }
+        let _ = writeln!(out, "    }}");
+        for line in &self.extra {
+            let _ = writeln!(out, "    {line}");
+        }
+        let _ = writeln!(out, "}}");
+        out
+    }
+}
+
+/// A whole keepalived.conf: optional `global_defs` lines and VRRP instances.
+#[derive(Clone, Debug, Default)]
+pub struct KeepalivedConfig {
+    /// Lines of the `global_defs` block (omitted when empty).
+    pub global_defs: Vec<String>,
+    pub instances: Vec<VrrpInstance>,
+}
+
+impl KeepalivedConfig {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn global_def(mut self, line: impl Into<String>) -> Self {
+        self.global_defs.push(line.into());
+        self
+    }
+
+    pub fn instance(mut self, instance: VrrpInstance) -> Self {
+        self.instances.push(instance);
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if !self.global_defs.is_empty() {
+            out.push_str("global_defs {\n");
+            for line in &self.global_defs {
+                out.push_str(&format!("    {line}\n"));
+            }
+            out.push_str("}\n");
+        }
+        for instance in &self.instances {
+            out.push_str(&instance.render());
+        }
+        out
+    }
+}
+
+/// keepalived (VRRP subsystem only, in the foreground) running in a namespace.
+///
+/// Its config, pid files and log (stdout and stderr: it logs to the console,
+/// not syslog) live in a [`TempDir`]. On drop it is killed abruptly (no
+/// priority-0 advert) and, if the test is panicking, its log is printed.
+pub struct Keepalived {
+    // Field order matters: the process goes before its directory.
+    child: ChildGuard,
+    dir: TempDir,
+}
+
+impl Keepalived {
+    /// Checks `config` with `keepalived --config-test`, then starts
+    /// `keepalived -n -l -D -G -P` with it inside `ns`.
+    pub fn start(ns: &Netns, config: &str) -> Result<Self> {
+        let dir = TempDir::new("keepalived")?;
+        let conf = dir.path().join("keepalived.conf");
+        std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+        run_command(
+            ns.command("keepalived")
+                .arg("--config-test")
+                .arg("-f")
+                .arg(&conf),
+            COMMAND_TIMEOUT,
+        )
+        .with_context(|| format!("keepalived rejects its configuration:\n{config}"))?;
+        let log = std::fs::File::create(dir.path().join("keepalived.log"))?;
+        let child = ChildGuard::spawn(
+            "keepalived",
+            ns.command("keepalived")
+                // Foreground, console logging with detail, no syslog, VRRP only.
+                .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+                .arg(&conf)
+                .arg("-p")
+                .arg(dir.path().join("k.pid"))
+                .arg("-r")
+                .arg(dir.path().join("v.pid"))
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+        )?;
+        Ok(Self { child, dir })
+    }
+
+    /// The directory holding keepalived.conf, keepalived.log and pid files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("keepalived.log")
+    }
+
+    /// Everything keepalived has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Pid of the parent (monitor) process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Pid of the VRRP child process, once it has written its pid file.
+    pub fn vrrp_pid(&self) -> Option<i32> {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("v.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "keepalived").then_some(pid)
+    }
+
+    /// Waits until the log contains `needle`; fails early if keepalived exits.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("keepalived exited ({status}) before logging {needle:?}; its log:\n{log}");
+            }
+            if Instant::now() >= deadline {
+                bail!("keepalived did not log {needle:?} within {timeout:?}; its log:\n{log}");
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until `instance` logs `Entering STATE STATE` (e.g. "MASTER").
+    pub fn wait_for_state(&mut self, instance: &str, state: &str, timeout: Duration) -> Result<()> {
+        self.wait_for_log(&format!("({instance}) Entering {state} STATE"), timeout)
+    }
+
+    /// Stops keepalived as a service manager would (SIGTERM): a master
+    /// resigns by sending a priority-0 advert. SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
+        self.child.terminate(grace)
+    }
+
+    /// Kills keepalived abruptly, as a crash would: no priority-0 advert.
+    /// (Killing the parent alone makes the VRRP child shut down cleanly, and
+    /// killing the child alone makes the parent respawn it, so the parent is
+    /// stopped first.)
+    pub fn kill(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        self.child.signal(libc::SIGSTOP);
+        if let Some(pid) = self.vrrp_pid() {
+            send_signal(pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Keepalived {
+    fn drop(&mut self) {
+        self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "---- keepalived log ({}) ----\n{}---- end of keepalived log ----",
+                self.log_path().display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// The path of the `lbha-agent` binary under test: `$LBHA_AGENT_BIN` when set
+/// (`cargo xtask test` sets it after building the agent), otherwise
+/// `target/debug/lbha-agent` of this workspace (`$CARGO_TARGET_DIR` honoured).
+/// `cargo test` does not build it: run `cargo build -p lbha-agent` first.
+pub fn agent_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os(AGENT_BIN_ENV) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{AGENT_BIN_ENV}={} does not exist; build it with `cargo build -p lbha-agent`",
+            path.display()
+        );
+        return path;
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives inside the workspace");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace.join(dir))
+        .unwrap_or_else(|| workspace.join("target"));
+    let path = target.join("debug").join("lbha-agent");
+    assert!(
+        path.is_file(),
+        "{} does not exist: `cargo test` does not build the agent binary. Run \
+         `cargo build -p lbha-agent` first, or use `cargo xtask test`, or set {AGENT_BIN_ENV}.",
+        path.display()
+    );
+    path
+}
+
+/// One advert line printed by `lbha-agent watch`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Advert {
+    pub timestamp_ns: u64,
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub first_vip: Ipv4Addr,
+    pub ifindex: u32,
+    pub vrid: u8,
+    pub priority: u8,
+    pub version: u8,
+    pub interval_cs: u16,
+    pub count_addr: u8,
+    /// Why the advert woke the agent: "new_source", "priority", "resign",
+    /// "interval", "after_silence", "version"; empty for a repeat.
+    pub changes: Vec<String>,
+    /// "xdp" or "raw-socket".
+    pub receive_path: String,
+}
+
+/// The summary line `lbha-agent watch` prints when it exits.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct Summary {
+    /// "xdp", "xdp-skb" or "raw-socket".
+    pub receive_path: String,
+    /// Adverts printed.
+    pub adverts: u64,
+    /// Receive-path counters by name (`adverts_accepted`, `drop_auth_mismatch`, ...).
+    pub counters: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// The counter `name`; panics if the agent did not report it.
+    pub fn counter(&self, name: &str) -> u64 {
+        match self.counters.get(name) {
+            Some(value) => *value,
+            None => panic!("the summary has no counter {name:?}: {:?}", self.counters),
+        }
+    }
+}
+
+/// A line of `lbha-agent watch` output.
+#[derive(Clone, Debug)]
+pub enum WatchLine {
+    Advert(Advert),
+    Summary(Summary),
+    /// Anything else (a malformed line): tests normally expect none.
+    Other(String),
+}
+
+impl WatchLine {
+    /// Classifies and parses one stdout line.
+    pub fn parse(line: &str) -> Self {
+        let parsed = serde_json::from_str::<serde_json::Value>(line).ok();
+        let result = match parsed {
+            Some(value) if value.get("counters").is_some() => {
+                serde_json::from_value(value).map(WatchLine::Summary)
+            }
+            Some(value) => serde_json::from_value(value).map(WatchLine::Advert),
+            None => return WatchLine::Other(line.to_string()),
+        };
+        result.unwrap_or_else(|_| WatchLine::Other(line.to_string()))
+    }
+}
+
+/// What a finished `lbha-agent watch` printed.
+#[derive(Debug)]
+pub struct WatchOutput {
+    /// Every advert line, in order (including those already returned by
+    /// [`Watch::next_advert`]).
+    pub adverts: Vec<Advert>,
+    pub summary: Option<Summary>,
+    /// Unparseable stdout lines.
+    pub other_lines: Vec<String>,
+    pub status: ExitStatus,
+    pub stderr: String,
+}
+
+impl WatchOutput {
+    /// The summary line; panics (showing stderr) if there was none.
+    pub fn summary(&self) -> &Summary {
+        match &self.summary {
+            Some(summary) => summary,
+            None => panic!(
+                "lbha-agent printed no summary ({}); stderr:\n{}",
+                self.status, self.stderr
+            ),
+        }
+    }
+}
+
+/// `lbha-agent watch ARGS` running inside a namespace, its stdout parsed line
+/// by line on a reader thread. Killed on drop.
+pub struct Watch {
+    child: ChildGuard,
+    lines: Receiver<WatchLine>,
+    ready: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_done: Receiver<()>,
+    adverts: Vec<Advert>,
+    summary: Option<Summary>,
+    other_lines: Vec<String>,
+}
+
+impl Watch {
+    /// Spawns `lbha-agent watch ARGS` in `ns` (logging without colours).
+    pub fn spawn(ns: &Netns, args: &[&str]) -> Result<Self> {
+        let mut cmd = ns.command(agent_bin());
+        cmd.arg("watch")
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard::spawn("lbha-agent watch", &mut cmd)?;
+        let stdout = child.child_mut().stdout.take().expect("piped");
+        let stderr_pipe = child.child_mut().stderr.take().expect("piped");
+
+        let (line_tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line_tx.send(WatchLine::parse(&line)).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (ready_tx, ready) = mpsc::channel();
+        let (done_tx, stderr_done) = mpsc::channel();
+        let sink = Arc::clone(&stderr);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(path) = line.strip_prefix("receive path: ") {
+                    let _ = ready_tx.send(path.trim().to_string());
+                }
+                let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let _ = done_tx.send(());
+        });
+
+        Ok(Self {
+            child,
+            lines,
+            ready,
+            stderr,
+            stderr_done,
+            adverts: Vec::new(),
+            summary: None,
+            other_lines: Vec::new(),
+        })
+    }
+
+    /// Spawns the watch and waits (bounded by `timeout`) for it to exit.
+    pub fn run(ns: &Netns, args: &[&str], timeout: Duration) -> Result<WatchOutput> {
+        Self::spawn(ns, args)?.finish(timeout)
+    }
+
+    /// What the agent has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until the receive path is open (the agent prints
+    /// `receive path: NAME` on stderr) and returns NAME.
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<String> {
+        match self.ready.recv_timeout(timeout) {
+            Ok(path) => Ok(path),
+            Err(error) => {
+                let status = self.child.try_wait()?;
+                bail!(
+                    "lbha-agent watch not ready after {timeout:?} ({error}; exit status {status:?}); \
+                     stderr:\n{}",
+                    self.stderr()
+                )
+            }
+        }
+    }
+
+    fn record(&mut self, line: WatchLine) -> Option<Advert> {
+        match line {
+            WatchLine::Advert(advert) => {
+                self.adverts.push(advert.clone());
+                return Some(advert);
+            }
+            WatchLine::Summary(summary) => self.summary = Some(summary),
+            WatchLine::Other(line) => self.other_lines.push(line),
+        }
+        None
+    }
+
+    /// The next advert line, waiting at most `timeout`; `None` on timeout or
+    /// when the agent has stopped printing adverts (its output ended or it
+    /// printed its summary).
+    pub fn next_advert(&mut self, timeout: Duration) -> Option<Advert> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(remaining).ok()?;
+            if let Some(advert) = self.record(line) {
+                return Some(advert);
+            }
+            if self.summary.is_some() {
+                return None;
+            }
+        }
+    }
+
+    /// Reads the rest of the output until the agent exits, at most `timeout`
+    /// (then it is killed and this fails, showing what it printed).
+    pub fn finish(mut self, timeout: Duration) -> Result<WatchOutput> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(remaining) {
+                Ok(line) => {
+                    self.record(line);
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    let _ = self.child.kill();
+                    bail!(
+                        "lbha-agent watch still running after {timeout:?} (killed); \
+                         {} adverts so far: {:?}\nstderr:\n{}",
+                        self.adverts.len(),
+                        self.adverts,
+                        self.stderr()
+                    );
+                }
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let status = match self
+            .child
+            .wait_timeout(remaining.max(Duration::from_secs(1)))?
+        {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill();
+                bail!("lbha-agent watch closed stdout but did not exit (killed)");
+            }
+        };
+        let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
+        Ok(WatchOutput {
+            adverts: std::mem::take(&mut self.adverts),
+            summary: self.summary.take(),
+            other_lines: std::mem::take(&mut self.other_lines),
+            status,
+            stderr: self.stderr(),
+        })
+    }
+
+    /// Asks the agent to stop (SIGINT, as Ctrl-C: it prints its summary and
+    /// exits successfully), then finishes as [`Watch::finish`].
+    pub fn stop(mut self, timeout: Duration) -> Result<WatchOutput> {
+        self.child.signal(libc::SIGINT);
+        self.finish(timeout)
+    }
+}
