@@ -3,4 +3,9 @@
 
 pub mod bpf;
 pub mod clock;
+pub mod cloud;
+pub mod config;
+pub mod daemon;
+pub mod health;
 pub mod recv;
+pub mod vrrp;

@@ -1,11 +1,12 @@
 //! `lbha-agent`: command-line entry point.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use lbha_agent::{
     bpf::Counters,
+    config::{self, Loaded},
     recv::{AdvertReceiver, ReceivePathChoice},
 };
 use lbha_common::{
@@ -19,15 +20,77 @@ use serde::Serialize;
 #[command(
     name = "lbha-agent",
     version,
-    about = "VRRP + HAProxy liveness + floating IP failover"
+    about = "VRRP + HAProxy liveness + floating IP failover",
+    args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Run the daemon with lbha's native TOML configuration.
+    #[arg(long, value_name = "FILE", conflicts_with = "keepalived_conf")]
+    config: Option<PathBuf>,
+    /// Run the daemon with a keepalived.conf, as keepalived would.
+    #[arg(long, value_name = "FILE")]
+    keepalived_conf: Option<PathBuf>,
+    #[command(flatten)]
+    floating_ip: FloatingIpArgs,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// The floating IP for keepalived.conf users (whose file has no place for
+/// it); with `--config` these override the `[floating_ip]` table.
+#[derive(clap::Args)]
+struct FloatingIpArgs {
+    /// DigitalOcean floating (reserved) IP that follows the first instance's mastership.
+    #[arg(long, value_name = "IP")]
+    floating_ip: Option<std::net::Ipv4Addr>,
+    /// File holding the DigitalOcean API token (default: $DIGITALOCEAN_TOKEN).
+    #[arg(long, value_name = "FILE")]
+    do_token_file: Option<PathBuf>,
+    /// DigitalOcean API base URL.
+    #[arg(long, value_name = "URL")]
+    do_api_url: Option<String>,
+    /// Droplet metadata service base URL.
+    #[arg(long, value_name = "URL")]
+    do_metadata_url: Option<String>,
+}
+
+impl FloatingIpArgs {
+    fn apply(&self, config: &mut config::Config) {
+        use lbha_agent::cloud::{FloatingIpConfig, TokenSource};
+        if let Some(ip) = self.floating_ip {
+            let token = TokenSource::Env("DIGITALOCEAN_TOKEN".into());
+            match &mut config.floating_ip {
+                Some(existing) => existing.settings.ip = ip,
+                None => {
+                    config.floating_ip = Some(config::FloatingIp {
+                        instance: None,
+                        settings: FloatingIpConfig::new(ip, token),
+                    })
+                }
+            }
+        }
+        if let Some(floating_ip) = &mut config.floating_ip {
+            let settings = &mut floating_ip.settings;
+            if let Some(path) = &self.do_token_file {
+                settings.token = TokenSource::File(path.clone());
+            }
+            if let Some(url) = &self.do_api_url {
+                settings.api_url = url.clone();
+            }
+            if let Some(url) = &self.do_metadata_url {
+                settings.metadata_url = url.clone();
+            }
+        }
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Check a configuration file (TOML if it ends in .toml, else
+    /// keepalived.conf); report every problem with its line; exit non-zero on errors.
+    CheckConfig { file: PathBuf },
+    /// Print the native TOML equivalent of a keepalived.conf.
+    ImportKeepalived { file: PathBuf },
     /// Receive VRRP adverts on an interface and print them as JSON lines.
     Watch(WatchArgs),
 }
@@ -205,6 +268,69 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     result
 }
 
+/// Logs the warnings of a loaded configuration and returns it.
+fn load(result: Result<Loaded, config::ConfigErrors>) -> anyhow::Result<config::Config> {
+    let loaded = result?;
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.config)
+}
+
+fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = config::load_any(file)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "{}: OK ({} instance(s), {} check(s), {} warning(s))",
+        file.display(),
+        loaded.config.instances.len(),
+        loaded.config.checks.len(),
+        loaded.warnings.len()
+    );
+    Ok(())
+}
+
+fn import_keepalived(file: &std::path::Path) -> anyhow::Result<()> {
+    let loaded = config::load_keepalived(file)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", config::to_toml(&loaded.config));
+    Ok(())
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run_daemon(config: config::Config) -> anyhow::Result<()> {
+    tracing::info!(
+        instances = config.instances.len(),
+        checks = config.checks.len(),
+        "lbha-agent starting"
+    );
+    lbha_agent::daemon::run(config, termination()).await?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -212,6 +338,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -225,8 +352,23 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Watch(args) => watch(args).await,
+        match (cli.command, cli.config, cli.keepalived_conf) {
+            (Some(Command::Watch(args)), ..) => watch(args).await,
+            (Some(Command::CheckConfig { file }), ..) => check_config(&file),
+            (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
+            (None, Some(file), None) => {
+                let mut config = load(config::load_toml(&file))?;
+                cli.floating_ip.apply(&mut config);
+                run_daemon(config).await
+            }
+            (None, None, Some(file)) => {
+                let mut config = load(config::load_keepalived(&file))?;
+                cli.floating_ip.apply(&mut config);
+                run_daemon(config).await
+            }
+            (None, ..) => Err(anyhow::anyhow!(
+                "nothing to do: give --config FILE, --keepalived-conf FILE or a subcommand (see --help)"
+            )),
         }
     });
     match result {

@@ -48,7 +48,7 @@ use std::{
         mpsc::{self, Receiver, RecvTimeoutError},
     },
     thread,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context, Result, bail, ensure};
@@ -269,6 +269,25 @@ impl Netns {
             .with_context(|| format!("no interface index in {out:?}"))
     }
 
+    /// The IPv4 addresses on `interface` inside the namespace, in CIDR
+    /// notation (`10.201.1.1/24`), as `ip -4 addr` lists them.
+    pub fn ipv4_addresses(&self, interface: &str) -> Result<Vec<String>> {
+        let out = run_command(
+            Command::new("ip").args([
+                "-n", &self.name, "-o", "-4", "addr", "show", "dev", interface,
+            ]),
+            COMMAND_TIMEOUT,
+        )?;
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                words.find(|word| *word == "inet")?;
+                words.next().map(str::to_string)
+            })
+            .collect())
+    }
+
     /// Pids of the processes running in the namespace (`ip netns pids`).
     pub fn pids(&self) -> Vec<i32> {
         run_command(
@@ -378,6 +397,66 @@ pub fn veth_pair(
                 COMMAND_TIMEOUT,
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Creates the bridge `name` inside `ns` and brings it up. Spanning tree is
+/// off, so its ports forward at once: a "switch" for tests that need more
+/// than two namespaces on one link (see [`bridge_port`]).
+pub fn bridge(ns: &Netns, name: &str) -> Result<()> {
+    for args in [
+        &["link", "add", name, "type", "bridge", "stp_state", "0"][..],
+        &["link", "set", name, "up"][..],
+    ] {
+        run_command(
+            Command::new("ip").args(["-n", &ns.name]).args(args),
+            COMMAND_TIMEOUT,
+        )
+        .with_context(|| format!("bridge {name} in {}", ns.name))?;
+    }
+    Ok(())
+}
+
+/// Plugs `ns` into `bridge` (made by [`bridge`] inside `switch`) with a veth
+/// pair: `name`, with `addr` (CIDR notation), inside `ns`, and `port`,
+/// enslaved to the bridge, inside `switch`. Both ends are brought up.
+pub fn bridge_port(
+    switch: &Netns,
+    bridge: &str,
+    port: &str,
+    ns: &Netns,
+    name: &str,
+    addr: &str,
+) -> Result<()> {
+    run_command(
+        Command::new("ip").args([
+            "link",
+            "add",
+            port,
+            "netns",
+            &switch.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            name,
+            "netns",
+            &ns.name,
+        ]),
+        COMMAND_TIMEOUT,
+    )
+    .with_context(|| format!("creating veth {port}/{name}"))?;
+    for (netns, args) in [
+        (switch, &["link", "set", port, "master", bridge][..]),
+        (switch, &["link", "set", port, "up"][..]),
+        (ns, &["addr", "add", addr, "dev", name][..]),
+        (ns, &["link", "set", name, "up"][..]),
+    ] {
+        run_command(
+            Command::new("ip").args(["-n", &netns.name]).args(args),
+            COMMAND_TIMEOUT,
+        )?;
     }
     Ok(())
 }
@@ -846,6 +925,342 @@ pub fn agent_bin() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Log filter (`RUST_LOG` syntax) for the agents [`Agent`] starts; `info`
+/// when unset (transitions are logged at info).
+pub const AGENT_LOG_ENV: &str = "LBHA_TEST_AGENT_LOG";
+
+/// `lbha-agent --keepalived-conf FILE` (the VRRP daemon) running in a
+/// namespace.
+///
+/// Like [`Keepalived`], its configuration and log (stderr and stdout, without
+/// colours) live in a [`TempDir`]; on drop it is killed abruptly (no
+/// priority-0 advert) and, if the test is panicking, its log is printed.
+pub struct Agent {
+    // Field order matters: the process goes before its directory.
+    child: ChildGuard,
+    dir: TempDir,
+}
+
+impl Agent {
+    /// Writes `keepalived_conf` (keepalived.conf syntax) and starts the agent
+    /// with it inside `ns`. It does not wait: see [`Agent::wait_for_log`]
+    /// (e.g. `interface ready`) or [`Agent::wait_for_transition`].
+    pub fn start(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
+        let dir = TempDir::new("agent")?;
+        let conf = dir.path().join("keepalived.conf");
+        std::fs::write(&conf, keepalived_conf)
+            .with_context(|| format!("writing {}", conf.display()))?;
+        let log = std::fs::File::create(dir.path().join("agent.log"))?;
+        let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
+        let child = ChildGuard::spawn(
+            "lbha-agent",
+            ns.command(agent_bin())
+                .arg("--keepalived-conf")
+                .arg(&conf)
+                .env("RUST_LOG", filter)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+        )?;
+        Ok(Self { child, dir })
+    }
+
+    /// The directory holding keepalived.conf and agent.log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    /// Everything the agent has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// The agent's pid (`ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Its exit status if it has exited.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Waits until the log contains `needle`; fails early if the agent exits.
+    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!("lbha-agent exited ({status}) before logging {needle:?}; its log:\n{log}");
+            }
+            if Instant::now() >= deadline {
+                bail!("lbha-agent did not log {needle:?} within {timeout:?}; its log:\n{log}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `state transition` lines logged so far, in order.
+    pub fn transitions(&self) -> Vec<Transition> {
+        self.log().lines().filter_map(Transition::parse).collect()
+    }
+
+    /// Waits for the first transition of `instance` to `to` (e.g. "MASTER")
+    /// among those after the first `since` (of every instance) and returns
+    /// it; fails early if the agent exits.
+    pub fn wait_for_transition(
+        &mut self,
+        instance: &str,
+        to: &str,
+        since: usize,
+        timeout: Duration,
+    ) -> Result<Transition> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(found) = self
+                .transitions()
+                .into_iter()
+                .skip(since)
+                .find(|t| t.instance == instance && t.to == to)
+            {
+                return Ok(found);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "lbha-agent exited ({status}) before {instance} entered {to}; its log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{instance} did not enter {to} within {timeout:?}; lbha-agent's log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stops the agent as a service manager would (SIGTERM): masters resign
+    /// with a priority-0 advert. SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
+        self.child.terminate(grace)
+    }
+
+    /// Kills the agent abruptly (SIGKILL), as a crash would.
+    pub fn kill(&mut self) -> Result<ExitStatus> {
+        self.child.kill()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if thread::panicking() {
+            eprintln!(
+                "---- lbha-agent log ({}) ----\n{}---- end of lbha-agent log ----",
+                self.log_path().display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// One `state transition` line of the agent's log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub instance: String,
+    /// keepalived's state names: INIT, BACKUP, MASTER, FAULT.
+    pub from: String,
+    pub to: String,
+    /// e.g. "startup", "master down", "master resigned", "higher priority master".
+    pub reason: String,
+    /// The whole log line.
+    pub line: String,
+}
+
+impl Transition {
+    /// Parses a log line of the form `... state transition instance=VI_1
+    /// from="BACKUP" to="MASTER" reason="master down" ...`; `None` for
+    /// other lines.
+    pub fn parse(line: &str) -> Option<Self> {
+        let (_, rest) = line.split_once("state transition ")?;
+        let fields = log_fields(rest);
+        let field = |name: &str| fields.get(name).cloned();
+        Some(Self {
+            instance: field("instance")?,
+            from: field("from")?,
+            to: field("to")?,
+            reason: field("reason").unwrap_or_default(),
+            line: line.to_string(),
+        })
+    }
+}
+
+/// The `key=value` fields of a tracing log line (values plain or quoted).
+fn log_fields(text: &str) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    let mut rest = text.trim_start();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key.trim();
+        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (&quoted[..end], &quoted[end + 1..]),
+                None => (quoted, ""),
+            }
+        } else {
+            let end = after.find(char::is_whitespace).unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        fields.insert(key.to_string(), value.to_string());
+        rest = next.trim_start();
+    }
+    fields
+}
+
+/// The `notify` script keepalived and `lbha-agent` share in the VRRP tests.
+/// Configured as `notify "SCRIPT STATE_FILE"`, it is called as `SCRIPT
+/// STATE_FILE INSTANCE NAME STATE PRIORITY` and appends `STATE PRIORITY
+/// UNIX_TIME_NS` to STATE_FILE.
+const NOTIFY_SCRIPT: &str = r#"#!/bin/sh
+# Called as: notify.sh STATE_FILE INSTANCE NAME STATE PRIORITY
+file=$1
+shift
+echo "$3 $4 $(date +%s%N)" >>"$file"
+"#;
+
+/// A notify script in its own root-owned directory, acceptable to
+/// keepalived's and lbha's `enable_script_security`, and the state files it
+/// writes ([`StateLog`]). Removed on drop.
+pub struct NotifyScript {
+    script: PathBuf,
+    dir: TempDir,
+}
+
+impl NotifyScript {
+    pub fn new() -> Result<Self> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("notify")?;
+        // Script security: neither the script nor its directory may be
+        // writable by anyone but root.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let script = dir.path().join("notify.sh");
+        std::fs::write(&script, NOTIFY_SCRIPT)
+            .with_context(|| format!("writing {}", script.display()))?;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        Ok(Self { script, dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.script
+    }
+
+    /// The state file of one daemon, `<tag>.states` next to the script.
+    pub fn state_log(&self, tag: &str) -> StateLog {
+        StateLog {
+            script: self.script.clone(),
+            path: self.dir.path().join(format!("{tag}.states")),
+        }
+    }
+}
+
+/// One line of a [`StateLog`]: the daemon ran its notify script for `state`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateChange {
+    /// "MASTER", "BACKUP", "FAULT", or keepalived's "STOP" when it shuts down.
+    pub state: String,
+    pub priority: u8,
+    /// When the script ran, by the wall clock (shared by every namespace).
+    pub at: SystemTime,
+}
+
+impl StateChange {
+    /// How long after `start` the script ran (zero if it ran before).
+    pub fn after(&self, start: SystemTime) -> Duration {
+        self.at.duration_since(start).unwrap_or_default()
+    }
+}
+
+/// The states a daemon reported through [`NotifyScript`], read from its
+/// state file: the view of the VRRP state the daemon itself holds.
+#[derive(Clone, Debug)]
+pub struct StateLog {
+    script: PathBuf,
+    path: PathBuf,
+}
+
+impl StateLog {
+    /// The `notify "..."` line to put in the daemon's `vrrp_instance`.
+    pub fn notify_line(&self) -> String {
+        format!(
+            "notify \"{} {}\"",
+            self.script.display(),
+            self.path.display()
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every state change so far, in the order the scripts wrote them (lines
+    /// still being written are left out).
+    pub fn changes(&self) -> Vec<StateChange> {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let state = words.next()?.to_string();
+                let priority = words.next()?.parse().ok()?;
+                let ns: u64 = words.next()?.parse().ok()?;
+                Some(StateChange {
+                    state,
+                    priority,
+                    at: SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+                })
+            })
+            .collect()
+    }
+
+    /// How many state changes there have been so far.
+    pub fn count(&self) -> usize {
+        self.changes().len()
+    }
+
+    /// The last reported state, if any.
+    pub fn current(&self) -> Option<String> {
+        self.changes().pop().map(|change| change.state)
+    }
+
+    /// Waits for the first change to `state` after the first `since` changes.
+    pub fn wait_for(&self, state: &str, since: usize, timeout: Duration) -> Result<StateChange> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changes = self.changes();
+            if let Some(found) = changes.iter().skip(since).find(|c| c.state == state) {
+                return Ok(found.clone());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no {state} in {} within {timeout:?} (after the first {since}); changes: {changes:?}",
+                    self.path.display()
+                );
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 /// One advert line printed by `lbha-agent watch`.

@@ -36,7 +36,8 @@ pub enum ReceiveError {
 }
 
 pub enum AdvertReceiver {
-    Xdp(XdpProgram),
+    // Boxed: the program's map handles dwarf the raw socket's state.
+    Xdp(Box<XdpProgram>),
     Raw(RawSocketReceiver),
 }
 
@@ -49,9 +50,11 @@ impl AdvertReceiver {
     ) -> Result<Self, ReceiveError> {
         match choice {
             ReceivePathChoice::Raw => Ok(Self::Raw(RawSocketReceiver::open(interface, vrids)?)),
-            ReceivePathChoice::Xdp => Ok(Self::Xdp(XdpProgram::attach(interface, vrids)?)),
+            ReceivePathChoice::Xdp => {
+                Ok(Self::Xdp(Box::new(XdpProgram::attach(interface, vrids)?)))
+            }
             ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids) {
-                Ok(program) => Ok(Self::Xdp(program)),
+                Ok(program) => Ok(Self::Xdp(Box::new(program))),
                 Err(error) => {
                     tracing::warn!(
                         interface,

@@ -39,7 +39,8 @@ pub struct RawSocketReceiver {
     socket: AsyncFd<Socket>,
     interface: String,
     ifindex: u32,
-    vrids: VridArray,
+    // Boxed: 256 entries would make every receiver 3 KiB.
+    vrids: Box<VridArray>,
     last: Box<[AdvertEvent; 256]>,
     counters: Counters,
     /// Accepted adverts not yet handed out (the socket may deliver several
@@ -87,7 +88,7 @@ impl RawSocketReceiver {
             socket,
             interface: interface.to_owned(),
             ifindex,
-            vrids: VridArray::new(vrids),
+            vrids: Box::new(VridArray::new(vrids)),
             last: Box::new([AdvertEvent::default(); 256]),
             counters: Counters::default(),
             pending: Default::default(),
@@ -98,7 +99,7 @@ impl RawSocketReceiver {
     /// counters and last-advert table as the XDP program does.
     fn process(&mut self, packet: &[u8], timestamp_ns: u64) -> Option<AdvertEvent> {
         self.counters.increment(Counter::PacketsSeen);
-        let outcome = vrrp::parse_ipv4(packet, 0, &self.vrids);
+        let outcome = vrrp::parse_ipv4(packet, 0, &*self.vrids);
         self.counters.increment(outcome.counter());
         let Outcome::Accept(mut event) = outcome else {
             if let Outcome::Drop(reason) = outcome {

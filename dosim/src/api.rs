@@ -1,0 +1,366 @@
+//! The DO API v2 listener: floating/reserved IP actions and lookups, with
+//! bearer auth, rate-limit headers and injected faults; plus the `/_sim/`
+//! control endpoints (no auth, no faults).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::routing::{get, post};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::Shared;
+use crate::server::{Dropped, Peer};
+use crate::state::{ActionRecord, ApiError, ApiFault, Family, FaultsUpdate, api_endpoint};
+use crate::time::unix_secs;
+
+const JSON: &str = "application/json; charset=utf-8";
+
+/// A DO error body with its status.
+pub(crate) fn error_response(error: &ApiError) -> Response<Body> {
+    json_response(
+        error.status,
+        &json!({ "id": error.id, "message": error.message }),
+    )
+}
+
+fn json_response(status: u16, body: &Value) -> Response<Body> {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// The routes, without auth or faults (see [`handle`]).
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    let mut router = Router::new();
+    for family in [Family::FloatingIp, Family::ReservedIp] {
+        let base = format!("/v2/{}", family.path_segment());
+        router =
+            router
+                .route(
+                    &base,
+                    get(move |State(s): State<Arc<Shared>>| async move { list(&s, family) }),
+                )
+                .route(
+                    &format!("{base}/{{ip}}"),
+                    get(
+                        move |State(s): State<Arc<Shared>>, Path(ip): Path<String>| async move {
+                            show(&s, family, &ip)
+                        },
+                    ),
+                )
+                .route(
+                    &format!("{base}/{{ip}}/actions"),
+                    post(
+                        move |State(s): State<Arc<Shared>>,
+                              Extension(Peer(peer)): Extension<Peer>,
+                              Path(ip): Path<String>,
+                              body: Bytes| async move {
+                            create_action(&s, family, &ip, peer, &body)
+                        },
+                    ),
+                )
+                .route(
+                    &format!("{base}/{{ip}}/actions/{{id}}"),
+                    get(
+                        move |State(s): State<Arc<Shared>>,
+                              Path((ip, id)): Path<(String, String)>| async move {
+                            show_action(&s, Some((family, &ip)), &id)
+                        },
+                    ),
+                );
+    }
+    router
+        .route(
+            "/v2/actions/{id}",
+            get(
+                |State(s): State<Arc<Shared>>, Path(id): Path<String>| async move {
+                    show_action(&s, None, &id)
+                },
+            ),
+        )
+        .route("/_sim/state", get(sim_state))
+        .route("/_sim/faults", post(sim_set_faults).get(sim_faults))
+        .route("/_sim/reset_faults", post(sim_reset_faults))
+        .fallback(|| async { error_response(&ApiError::not_found()) })
+        .method_not_allowed_fallback(|| async {
+            json_response(
+                405,
+                &json!({"id": "method_not_allowed", "message": "Method not allowed."}),
+            )
+        })
+        .with_state(shared)
+}
+
+/// Serves one API-listener request: `/_sim/` goes straight to the router;
+/// everything else gets the fault decided on arrival, the delay, bearer
+/// auth, then the rate-limit headers and a counter bump.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    router: Router,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response<Body>, Dropped> {
+    request.extensions_mut().insert(Peer(peer));
+    let path = request.uri().path().to_owned();
+    if path == "/_sim" || path.starts_with("/_sim/") {
+        return Ok(router.oneshot(request).await.unwrap_or_else(|e| match e {}));
+    }
+    let method = request.method().clone();
+    let endpoint = api_endpoint(method.as_str(), &path);
+    let (fault, delay) = shared.lock().take_api_fault();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if fault == ApiFault::Drop {
+        shared.lock().count_api_call(endpoint, "dropped");
+        shared.persist();
+        tracing::info!(%peer, %method, %path, "fault: closing the connection unanswered");
+        return Err(Dropped);
+    }
+    let mut response = match fault {
+        ApiFault::ServerError(status) => error_response(&ApiError::server_error(status)),
+        ApiFault::RateLimited { retry_after_secs } => {
+            let mut response = error_response(&ApiError::too_many_requests());
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            response
+        }
+        ApiFault::None | ApiFault::Drop => {
+            if authorized(&request, &shared.token) {
+                router.oneshot(request).await.unwrap_or_else(|e| match e {})
+            } else {
+                error_response(&ApiError::unauthorized())
+            }
+        }
+    };
+    let status = response.status();
+    let rate = {
+        let mut state = shared.lock();
+        state.count_api_call(endpoint, status.as_str());
+        state.consume_rate(
+            unix_secs(SystemTime::now()),
+            matches!(fault, ApiFault::RateLimited { .. }),
+        )
+    };
+    let headers = response.headers_mut();
+    headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_unix));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    shared.persist();
+    tracing::debug!(%peer, %method, %path, status = status.as_u16(), ?fault, "API call");
+    Ok(response)
+}
+
+/// `Authorization: Bearer TOKEN` (scheme case-insensitive).
+fn authorized<B>(request: &Request<B>, token: &str) -> bool {
+    let Some(value) = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = value.trim().splitn(2, ' ');
+    let scheme = parts.next().unwrap_or_default();
+    let credentials = parts.next().unwrap_or_default().trim();
+    scheme.eq_ignore_ascii_case("bearer") && credentials == token
+}
+
+fn region_json(region: &str) -> Value {
+    json!({ "slug": region, "name": region, "available": true })
+}
+
+fn droplet_json(id: u64, address: Option<IpAddr>, region: &str) -> Value {
+    let (v4, v6) = match address {
+        Some(IpAddr::V4(a)) => (vec![json!({"ip_address": a, "type": "public"})], vec![]),
+        Some(IpAddr::V6(a)) => (vec![], vec![json!({"ip_address": a, "type": "public"})]),
+        None => (vec![], vec![]),
+    };
+    json!({
+        "id": id,
+        "name": format!("droplet-{id}"),
+        "status": "active",
+        "region": region_json(region),
+        "networks": { "v4": v4, "v6": v6 },
+    })
+}
+
+fn ip_json(shared: &Shared, (ip, holder, locked): (Ipv4Addr, Option<u64>, bool)) -> Value {
+    let state = shared.lock();
+    let region = state.region();
+    json!({
+        "ip": ip,
+        "droplet": holder.map(|id| droplet_json(id, state.droplet_address(id), region)),
+        "region": region_json(region),
+        "locked": locked,
+        "project_id": "00000000-0000-4000-8000-000000000000",
+    })
+}
+
+/// The action object DO returns; `resource_type` from `family`.
+pub(crate) fn action_json(action: &ActionRecord, family: Family, region: &str) -> Value {
+    json!({
+        "id": action.id,
+        "status": action.status,
+        "type": action.kind.api_type(),
+        "started_at": action.started_at,
+        "completed_at": action.completed_at,
+        "resource_id": u32::from(action.ip),
+        "resource_type": family.resource_type(),
+        "region": region_json(region),
+        "region_slug": region,
+    })
+}
+
+fn list(shared: &Shared, family: Family) -> Response<Body> {
+    let ips = shared.lock().floating_ips();
+    let items: Vec<Value> = ips
+        .into_iter()
+        .map(|entry| ip_json(shared, entry))
+        .collect();
+    let total = items.len();
+    json_response(
+        200,
+        &json!({
+            family.path_segment(): items,
+            "links": {},
+            "meta": { "total": total },
+        }),
+    )
+}
+
+fn show(shared: &Shared, family: Family, ip: &str) -> Response<Body> {
+    let found = shared.lock().floating_ip(ip);
+    match found {
+        Ok(entry) => json_response(
+            200,
+            &json!({ family.resource_type(): ip_json(shared, entry) }),
+        ),
+        Err(e) => error_response(&e),
+    }
+}
+
+fn create_action(
+    shared: &Arc<Shared>,
+    family: Family,
+    ip: &str,
+    peer: SocketAddr,
+    body: &[u8],
+) -> Response<Body> {
+    let (result, region) = {
+        let mut state = shared.lock();
+        let result = state.request_action(family, ip, body, peer, SystemTime::now());
+        (result, state.region().to_owned())
+    };
+    match result {
+        Ok(action) => {
+            tracing::info!(
+                id = action.id,
+                ip = %action.ip,
+                kind = ?action.kind,
+                droplet = ?action.droplet_id,
+                caller = %peer,
+                caller_droplet = ?action.caller_droplet_id,
+                "action requested"
+            );
+            crate::spawn_completion(Arc::clone(shared), action.id);
+            json_response(
+                201,
+                &json!({ "action": action_json(&action, family, &region) }),
+            )
+        }
+        Err(e) => {
+            tracing::info!(%ip, caller = %peer, status = e.status, message = %e.message, "action refused");
+            error_response(&e)
+        }
+    }
+}
+
+/// `GET .../{ip}/actions/{id}` (the action must be on that IP) or
+/// `GET /v2/actions/{id}`.
+fn show_action(shared: &Shared, scope: Option<(Family, &str)>, id: &str) -> Response<Body> {
+    let state = shared.lock();
+    let Some(action) = id.parse().ok().and_then(|id| state.action(id)) else {
+        return error_response(&ApiError::not_found());
+    };
+    let family = match scope {
+        Some((family, ip)) => {
+            if ip.parse::<Ipv4Addr>().ok() != Some(action.ip) {
+                return error_response(&ApiError::not_found());
+            }
+            family
+        }
+        None => action.family,
+    };
+    json_response(
+        200,
+        &json!({ "action": action_json(action, family, state.region()) }),
+    )
+}
+
+async fn sim_state(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    let snapshot = shared.lock().snapshot();
+    json_response(200, &json!(snapshot))
+}
+
+async fn sim_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    let faults = shared.lock().faults().clone();
+    json_response(200, &json!(faults))
+}
+
+async fn sim_set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response<Body> {
+    let update: FaultsUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(e) => return error_response(&ApiError::unprocessable(e.to_string())),
+    };
+    if let Err(message) = update.validate() {
+        return error_response(&ApiError::unprocessable(message));
+    }
+    let faults = shared.lock().update_faults(&update);
+    tracing::info!(?faults, "faults set");
+    shared.persist();
+    json_response(200, &json!(faults))
+}
+
+async fn sim_reset_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    shared.lock().reset_faults();
+    tracing::info!("faults reset");
+    shared.persist();
+    let faults = shared.lock().faults().clone();
+    json_response(200, &json!(faults))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: &str) -> Request<()> {
+        Request::builder()
+            .header(AUTHORIZATION, value)
+            .body(())
+            .unwrap()
+    }
+
+    #[test]
+    fn bearer_auth() {
+        assert!(authorized(&with_auth("Bearer s3cret"), "s3cret"));
+        assert!(authorized(&with_auth("bearer  s3cret "), "s3cret"));
+        assert!(!authorized(&with_auth("Bearer wrong"), "s3cret"));
+        assert!(!authorized(&with_auth("Basic s3cret"), "s3cret"));
+        assert!(!authorized(&with_auth("s3cret"), "s3cret"));
+        assert!(!authorized(&Request::new(()), "s3cret"));
+    }
+}

@@ -1,0 +1,512 @@
+//! lbha-dosim: a stand-in for the DigitalOcean API v2 (floating/reserved IP
+//! assign and unassign actions, action and IP lookups) and for the droplet
+//! metadata service, for lbha's tests and lab.
+//!
+//! * Droplets are told apart by the source address of their requests.
+//! * An action is `in-progress` for the configured delay, then `completed`;
+//!   the IP's holder changes only then.
+//! * Faults (5xx, 429, delays, connections closed unanswered, metadata
+//!   down) are injected through `POST /_sim/faults` or [`SimHandle`], and
+//!   everything that happened is in `GET /_sim/state` / [`SimHandle::state`].
+//! * With `route`, the simulator keeps `IP/32 via HOLDER` in its own network
+//!   namespace so packets to the floating IP reach the holder.
+//!
+//! API listener (`Authorization: Bearer TOKEN` required, else 401; every
+//! response has `ratelimit-limit`/`-remaining`/`-reset` and a JSON
+//! content type; `{family}` is `floating_ips` or `reserved_ips`):
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `POST /v2/{family}/{ip}/actions` `{"type":"assign","droplet_id":N}` or `{"type":"unassign"}` | 201 `{"action":{..,"status":"in-progress"}}`; 404 unknown IP; 422 bad body, unknown droplet, unassigned IP, or an action already in progress on the IP |
+//! | `GET /v2/{family}/{ip}/actions/{id}`, `GET /v2/actions/{id}` | `{"action":{..}}` |
+//! | `GET /v2/{family}/{ip}` | `{"floating_ip":{..}}` (`reserved_ip` on that path) |
+//! | `GET /v2/{family}` | the list, with `links` and `meta.total` |
+//!
+//! Also on the API listener, without auth, faults or counting:
+//! `GET /_sim/state` ([`SimState`]), `GET`/`POST /_sim/faults`
+//! ([`Faults`] / [`FaultsUpdate`]: fields given replace, others stay),
+//! `POST /_sim/reset_faults`. Faults apply to API calls only, one per call
+//! in the order drop, 5xx, 429; `delay_ms` delays every API call; `drop`
+//! closes the call's connection with no response (per call, so a pooled
+//! keep-alive connection is closed too).
+//!
+//! Metadata listener (no auth; text; 404 for an unknown caller):
+//! `/metadata/v1/id`, `hostname`, `region`,
+//! `/metadata/v1/{floating_ip,reserved_ip}/ipv4/{active,ip_address}`,
+//! `/metadata/v1.json`. `metadata_down` makes it answer 503,
+//! `metadata_drop` close connections unanswered.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use lbha_dosim::{SimConfig, start};
+//! let sim = start(
+//!     SimConfig::new("token")
+//!         .droplet(1, "127.0.0.1".parse()?)
+//!         .floating_ip("203.0.113.10".parse()?, Some(1)),
+//! )
+//! .await?;
+//! println!("API at {}", sim.api_url());
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod metadata;
+pub mod route;
+mod server;
+pub mod state;
+mod time;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use state::{
+    ActionKind, ActionRecord, ActionStatus, CallCounts, DropletState, Family, Faults, FaultsUpdate,
+    FloatingIpState, SimState,
+};
+
+use crate::route::RouteTable;
+use crate::state::State;
+
+/// A droplet: `ID=SRC_IP` on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropletSpec {
+    pub id: u64,
+    /// Where its requests come from (and, with `route`, the next hop for the
+    /// floating IPs it holds).
+    pub address: IpAddr,
+}
+
+impl FromStr for DropletSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (id, address) = s
+            .split_once('=')
+            .ok_or_else(|| format!("expected ID=SRC_IP, got {s:?}"))?;
+        Ok(Self {
+            id: id
+                .trim()
+                .parse()
+                .map_err(|e| format!("droplet id {id:?}: {e}"))?,
+            address: address
+                .trim()
+                .parse()
+                .map_err(|e| format!("droplet address {address:?}: {e}"))?,
+        })
+    }
+}
+
+/// A floating IP and its initial holder: `IP[=HOLDER_ID]` on the command
+/// line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FloatingIpSpec {
+    pub ip: Ipv4Addr,
+    pub holder: Option<u64>,
+}
+
+impl FromStr for FloatingIpSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (ip, holder) = match s.split_once('=') {
+            Some((ip, holder)) => (ip, Some(holder)),
+            None => (s, None),
+        };
+        Ok(Self {
+            ip: ip
+                .trim()
+                .parse()
+                .map_err(|e| format!("floating IP {ip:?}: {e}"))?,
+            holder: holder
+                .map(|h| {
+                    h.trim()
+                        .parse()
+                        .map_err(|e| format!("holder id {h:?}: {e}"))
+                })
+                .transpose()?,
+        })
+    }
+}
+
+/// How to run the simulator.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The API listener (port 0: any free port).
+    pub api_listen: SocketAddr,
+    /// The metadata listener (port 0: any free port).
+    pub metadata_listen: SocketAddr,
+    /// The bearer token the API requires.
+    pub token: String,
+    pub droplets: Vec<DropletSpec>,
+    pub floating_ips: Vec<FloatingIpSpec>,
+    /// How long actions stay in progress.
+    pub action_delay: Duration,
+    /// Keep `IP/32 via HOLDER` routes in the current network namespace.
+    pub route: bool,
+    /// Where to write the `/_sim/state` JSON after every change.
+    pub state_file: Option<PathBuf>,
+    /// Region slug reported everywhere.
+    pub region: String,
+}
+
+impl SimConfig {
+    /// Both listeners on 127.0.0.1, any port; no droplets or IPs; actions
+    /// take 500 ms; region nyc3.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metadata_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: token.into(),
+            droplets: Vec::new(),
+            floating_ips: Vec::new(),
+            action_delay: Duration::from_millis(500),
+            route: false,
+            state_file: None,
+            region: "nyc3".into(),
+        }
+    }
+
+    /// Adds a droplet.
+    pub fn droplet(mut self, id: u64, address: IpAddr) -> Self {
+        self.droplets.push(DropletSpec { id, address });
+        self
+    }
+
+    /// Adds a floating IP, held by `holder` at start.
+    pub fn floating_ip(mut self, ip: Ipv4Addr, holder: Option<u64>) -> Self {
+        self.floating_ips.push(FloatingIpSpec { ip, holder });
+        self
+    }
+
+    /// Sets how long actions stay in progress.
+    pub fn action_delay(mut self, delay: Duration) -> Self {
+        self.action_delay = delay;
+        self
+    }
+}
+
+/// State shared by the listeners and action tasks.
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    token: String,
+    action_delay: Duration,
+    routes: Option<RouteTable>,
+    state_file: Option<PathBuf>,
+    /// Serialises state-file writes so the file always ends newest.
+    file_lock: Mutex<()>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the state file (atomically: temporary file, then rename).
+    pub(crate) fn persist(&self) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let _guard = self.file_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let snapshot = self.lock().snapshot();
+        let mut temporary = path.clone().into_os_string();
+        temporary.push(".tmp");
+        let result = serde_json::to_vec_pretty(&snapshot)
+            .map_err(std::io::Error::from)
+            .and_then(|json| std::fs::write(&temporary, json))
+            .and_then(|()| std::fs::rename(&temporary, path));
+        if let Err(error) = result {
+            tracing::warn!(path = %path.display(), %error, "writing the state file");
+        }
+    }
+}
+
+/// Completes action `id` after the configured delay: first the route (with
+/// `route`), then the holder and status, so that a client that sees
+/// `completed` also finds the route in place.
+pub(crate) fn spawn_completion(shared: Arc<Shared>, id: u64) {
+    tokio::spawn(async move {
+        tokio::select! {
+            () = server::stopped(shared.shutdown.clone()) => return,
+            () = tokio::time::sleep(shared.action_delay) => {}
+        }
+        let Some(completion) = shared.lock().completion(id) else {
+            return;
+        };
+        if let Some(routes) = &shared.routes {
+            let holder = completion.holder.map(|(_, address)| address);
+            match routes.set(completion.ip, holder).await {
+                Ok(()) => tracing::info!(ip = %completion.ip, via = ?holder, "route updated"),
+                Err(error) => {
+                    tracing::error!(%error, "route update failed");
+                    shared.lock().record_route_error(error);
+                }
+            }
+        }
+        shared.lock().complete_action(id, true, SystemTime::now());
+        tracing::info!(
+            id,
+            ip = %completion.ip,
+            holder = ?completion.holder.map(|(droplet, _)| droplet),
+            "action completed"
+        );
+        shared.persist();
+    });
+}
+
+/// A running simulator. Dropping it stops the listeners and pending
+/// actions; [`SimHandle::shutdown`] also removes the routes it installed.
+pub struct SimHandle {
+    api_addr: SocketAddr,
+    metadata_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl SimHandle {
+    /// Where the API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Where the metadata service listens.
+    pub fn metadata_addr(&self) -> SocketAddr {
+        self.metadata_addr
+    }
+
+    /// `http://API_ADDR` (no trailing slash).
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// `http://METADATA_ADDR` (no trailing slash).
+    pub fn metadata_url(&self) -> String {
+        format!("http://{}", self.metadata_addr)
+    }
+
+    /// What `GET /_sim/state` returns.
+    pub fn state(&self) -> SimState {
+        self.shared.lock().snapshot()
+    }
+
+    /// The droplet holding `ip` now (completed actions only).
+    pub fn holder(&self, ip: Ipv4Addr) -> Option<u64> {
+        self.state().holder(ip)
+    }
+
+    /// What `POST /_sim/faults` does; returns the faults now in force.
+    pub fn set_faults(&self, update: &FaultsUpdate) -> anyhow::Result<Faults> {
+        update.validate().map_err(anyhow::Error::msg)?;
+        let faults = self.shared.lock().update_faults(update);
+        self.shared.persist();
+        Ok(faults)
+    }
+
+    /// What `POST /_sim/reset_faults` does.
+    pub fn reset_faults(&self) {
+        self.shared.lock().reset_faults();
+        self.shared.persist();
+    }
+
+    /// Stops the listeners and pending actions, then (with `route`) removes
+    /// the routes of the IPs that have a holder.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        if let Some(routes) = &self.shared.routes {
+            let holders = self.shared.lock().holders();
+            for (ip, holder) in holders {
+                if holder.is_some()
+                    && let Err(error) = routes.remove(ip).await
+                {
+                    tracing::warn!(%error, "removing a route at shutdown");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Binds both listeners, installs the initial routes (with `route`) and
+/// starts serving. Must be called inside a tokio runtime.
+pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
+    if config.token.is_empty() {
+        bail!("the API token must not be empty");
+    }
+    let droplets: Vec<_> = config.droplets.iter().map(|d| (d.id, d.address)).collect();
+    let ips: Vec<_> = config
+        .floating_ips
+        .iter()
+        .map(|f| (f.ip, f.holder))
+        .collect();
+    let state = State::new(&config.region, &droplets, &ips).map_err(anyhow::Error::msg)?;
+
+    let routes = if config.route {
+        let routes = RouteTable::open().context("opening a netlink route socket")?;
+        for (ip, holder) in state.holders() {
+            if let Some(holder) = holder {
+                routes
+                    .set(ip, state.droplet_address(holder))
+                    .await
+                    .map_err(anyhow::Error::msg)?;
+            }
+        }
+        Some(routes)
+    } else {
+        None
+    };
+
+    let api = TcpListener::bind(config.api_listen)
+        .await
+        .with_context(|| format!("binding the API listener on {}", config.api_listen))?;
+    let metadata = TcpListener::bind(config.metadata_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the metadata listener on {}",
+                config.metadata_listen
+            )
+        })?;
+    let api_addr = api.local_addr()?;
+    let metadata_addr = metadata.local_addr()?;
+
+    let (stop, shutdown) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        token: config.token,
+        action_delay: config.action_delay,
+        routes,
+        state_file: config.state_file,
+        file_lock: Mutex::new(()),
+        shutdown: shutdown.clone(),
+    });
+    shared.persist();
+
+    let api_router = api::router(Arc::clone(&shared));
+    let api_shared = Arc::clone(&shared);
+    let api_task = tokio::spawn(server::serve(
+        "api",
+        api,
+        shutdown.clone(),
+        move |peer, request| {
+            api::handle(Arc::clone(&api_shared), api_router.clone(), peer, request)
+        },
+    ));
+    let metadata_router = metadata::router(Arc::clone(&shared));
+    let metadata_shared = Arc::clone(&shared);
+    let metadata_task = tokio::spawn(server::serve(
+        "metadata",
+        metadata,
+        shutdown,
+        move |peer, request| {
+            metadata::handle(
+                Arc::clone(&metadata_shared),
+                metadata_router.clone(),
+                peer,
+                request,
+            )
+        },
+    ));
+    tracing::info!(api = %api_addr, metadata = %metadata_addr, route = config.route, "simulator listening");
+    Ok(SimHandle {
+        api_addr,
+        metadata_addr,
+        shared,
+        stop,
+        tasks: vec![api_task, metadata_task],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_droplet_specs() {
+        assert_eq!(
+            "7=192.0.2.11".parse::<DropletSpec>().unwrap(),
+            DropletSpec {
+                id: 7,
+                address: "192.0.2.11".parse().unwrap()
+            }
+        );
+        assert!("7".parse::<DropletSpec>().is_err());
+        assert!("x=192.0.2.11".parse::<DropletSpec>().is_err());
+        assert!("7=192.0.2".parse::<DropletSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_floating_ip_specs() {
+        assert_eq!(
+            "203.0.113.10".parse::<FloatingIpSpec>().unwrap(),
+            FloatingIpSpec {
+                ip: "203.0.113.10".parse().unwrap(),
+                holder: None
+            }
+        );
+        assert_eq!(
+            "203.0.113.10=7".parse::<FloatingIpSpec>().unwrap().holder,
+            Some(7)
+        );
+        assert!("203.0.113.10=".parse::<FloatingIpSpec>().is_err());
+        assert!("2001:db8::1".parse::<FloatingIpSpec>().is_err());
+    }
+
+    #[tokio::test]
+    async fn start_rejects_bad_config() {
+        assert!(start(SimConfig::new("")).await.is_err());
+        let holder_unknown =
+            SimConfig::new("t").floating_ip("203.0.113.10".parse().unwrap(), Some(3));
+        assert!(start(holder_unknown).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn handle_exposes_state_and_faults() {
+        let sim = start(
+            SimConfig::new("t")
+                .droplet(1, "127.0.0.1".parse().unwrap())
+                .floating_ip("203.0.113.10".parse().unwrap(), Some(1)),
+        )
+        .await
+        .unwrap();
+        assert_ne!(sim.api_addr().port(), 0);
+        assert_ne!(sim.metadata_addr().port(), 0);
+        assert_eq!(sim.holder("203.0.113.10".parse().unwrap()), Some(1));
+        let faults = sim
+            .set_faults(&FaultsUpdate {
+                fail_5xx: Some(2),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(faults.fail_5xx, 2);
+        assert!(
+            sim.set_faults(&FaultsUpdate {
+                fail_5xx_status: Some(200),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        sim.reset_faults();
+        assert_eq!(sim.state().faults, Faults::default());
+        sim.shutdown().await;
+    }
+}

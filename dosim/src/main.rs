@@ -1,0 +1,87 @@
+//! `lbha-dosim`: runs the DigitalOcean API + metadata simulator until
+//! SIGTERM or SIGINT. Prints one JSON line with the bound addresses on
+//! stdout once listening (useful with port 0); logs go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use lbha_dosim::{DropletSpec, FloatingIpSpec, SimConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+/// A stand-in for the DigitalOcean API v2 (floating/reserved IP actions)
+/// and the droplet metadata service, with fault injection under /_sim/.
+#[derive(Debug, Parser)]
+#[command(name = "lbha-dosim", version)]
+struct Args {
+    /// Address of the API listener.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    api_listen: SocketAddr,
+    /// Address of the metadata listener (169.254.169.254:80 in the lab).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
+    metadata_listen: SocketAddr,
+    /// Bearer token the API requires.
+    #[arg(long)]
+    token: String,
+    /// A droplet and the source address its requests come from (repeatable).
+    #[arg(long = "droplet", value_name = "ID=SRC_IP")]
+    droplets: Vec<DropletSpec>,
+    /// A floating IP and optionally its initial holder (repeatable).
+    #[arg(long = "floating-ip", value_name = "IP[=HOLDER_ID]")]
+    floating_ips: Vec<FloatingIpSpec>,
+    /// How long actions stay in progress before they complete.
+    #[arg(long, value_name = "N", default_value_t = 500)]
+    action_delay_ms: u64,
+    /// Keep `IP/32 via HOLDER_SRC_IP` routes in this network namespace.
+    #[arg(long)]
+    route: bool,
+    /// Write the state JSON here after every change.
+    #[arg(long, value_name = "PATH")]
+    state_file: Option<PathBuf>,
+    /// Region slug reported in responses and metadata.
+    #[arg(long, default_value = "nyc3")]
+    region: String,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let config = SimConfig {
+        api_listen: args.api_listen,
+        metadata_listen: args.metadata_listen,
+        token: args.token,
+        droplets: args.droplets,
+        floating_ips: args.floating_ips,
+        action_delay: Duration::from_millis(args.action_delay_ms),
+        route: args.route,
+        state_file: args.state_file,
+        region: args.region,
+    };
+    // Install the handlers before anything can tell a supervisor we're up.
+    let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
+    let sim = lbha_dosim::start(config).await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "api": sim.api_addr().to_string(),
+            "metadata": sim.metadata_addr().to_string(),
+        })
+    );
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+    }
+    sim.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,884 @@
+//! The simulator over real HTTP on 127.0.0.1: API, metadata, faults, state,
+//! and the binary's CLI and SIGTERM handling.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use lbha_dosim::{SimConfig, SimHandle, start};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+const TOKEN: &str = "test-token";
+const FIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const OTHER_FIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 20);
+/// Droplet 1 is "us": every loopback request comes from 127.0.0.1.
+const LOCAL_DROPLET: u64 = 1;
+/// Droplet 2 exists but never calls (its address isn't ours).
+const REMOTE_DROPLET: u64 = 2;
+
+struct Sim {
+    sim: SimHandle,
+    client: Client,
+}
+
+fn client() -> Client {
+    Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Droplets 1 (127.0.0.1) and 2 (192.0.2.12); FIP held by 2, OTHER_FIP
+/// unassigned.
+async fn sim(delay_ms: u64) -> Sim {
+    let sim = start(
+        SimConfig::new(TOKEN)
+            .droplet(LOCAL_DROPLET, "127.0.0.1".parse().unwrap())
+            .droplet(REMOTE_DROPLET, "192.0.2.12".parse().unwrap())
+            .floating_ip(FIP, Some(REMOTE_DROPLET))
+            .floating_ip(OTHER_FIP, None)
+            .action_delay(Duration::from_millis(delay_ms)),
+    )
+    .await
+    .unwrap();
+    Sim {
+        sim,
+        client: client(),
+    }
+}
+
+impl Sim {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.sim.api_url())
+    }
+
+    async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn assign(&self, family: &str, ip: Ipv4Addr, droplet: u64) -> Response {
+        self.post(
+            &format!("/v2/{family}/{ip}/actions"),
+            json!({"type": "assign", "droplet_id": droplet}),
+        )
+        .await
+    }
+
+    async fn sim_post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    async fn state(&self) -> Value {
+        let response = self
+            .client
+            .get(self.url("/_sim/state"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    async fn metadata(&self, path: &str) -> (StatusCode, String) {
+        metadata_from(&self.client, &self.sim, path).await
+    }
+
+    /// Polls `GET /v2/actions/{id}` until completed; returns the action.
+    async fn wait_completed(&self, id: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let body: Value = self
+                .get(&format!("/v2/actions/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if body["action"]["status"] == "completed" {
+                return body["action"].clone();
+            }
+            assert!(Instant::now() < deadline, "action {id} never completed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn metadata_from(client: &Client, sim: &SimHandle, path: &str) -> (StatusCode, String) {
+    let response = client
+        .get(format!("{}{path}", sim.metadata_url()))
+        .send()
+        .await
+        .unwrap();
+    (response.status(), response.text().await.unwrap())
+}
+
+fn header<'a>(response: &'a Response, name: &str) -> &'a str {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .unwrap()
+}
+
+fn header_u64(response: &Response, name: &str) -> u64 {
+    header(response, name).parse().unwrap()
+}
+
+fn assert_json(response: &Response) {
+    assert!(
+        header(response, "content-type").starts_with("application/json"),
+        "{:?}",
+        response.headers()
+    );
+}
+
+fn assert_rate_headers(response: &Response) {
+    assert_eq!(header_u64(response, "ratelimit-limit"), 5000);
+    assert!(header_u64(response, "ratelimit-remaining") <= 5000);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let reset = header_u64(response, "ratelimit-reset");
+    assert!(
+        reset > now && reset <= now + 3600,
+        "reset {reset}, now {now}"
+    );
+}
+
+async fn assert_error(response: Response, status: u16, id: &str) -> String {
+    assert_eq!(response.status().as_u16(), status);
+    assert_json(&response);
+    assert_rate_headers(&response);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["id"], id, "{body}");
+    let message = body["message"].as_str().expect("message").to_owned();
+    assert!(!message.is_empty());
+    assert_eq!(body.as_object().unwrap().len(), 2, "{body}");
+    message
+}
+
+#[tokio::test]
+async fn auth_is_required() {
+    let s = sim(50).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    let anonymous = s.client.get(s.url(&path)).send().await.unwrap();
+    let message = assert_error(anonymous, 401, "unauthorized").await;
+    assert_eq!(message, "Unable to authenticate you");
+    let wrong = s
+        .client
+        .get(s.url(&path))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_error(wrong, 401, "unauthorized").await;
+    let post = s
+        .client
+        .post(s.url(&format!("{path}/actions")))
+        .json(&json!({"type": "assign", "droplet_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(post, 401, "unauthorized").await;
+    let ok = s.get(&path).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(s.state().await["actions"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn ratelimit_headers_count_down() {
+    let s = sim(50).await;
+    let first = s.get(&format!("/v2/floating_ips/{FIP}")).await;
+    assert_rate_headers(&first);
+    assert_json(&first);
+    let second = s.get("/v2/floating_ips").await;
+    assert_rate_headers(&second);
+    assert_eq!(
+        header_u64(&second, "ratelimit-remaining"),
+        header_u64(&first, "ratelimit-remaining") - 1
+    );
+    let not_found = s.get("/v2/droplets").await;
+    assert_rate_headers(&not_found);
+    assert_eq!(header_u64(&not_found, "ratelimit-remaining"), 4997);
+}
+
+#[tokio::test]
+async fn assign_lifecycle_on_floating_ips() {
+    let s = sim(300).await;
+    let started = Instant::now();
+    let response = s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_json(&response);
+    assert_rate_headers(&response);
+    let body: Value = response.json().await.unwrap();
+    let action = &body["action"];
+    let id = action["id"].as_u64().unwrap();
+    assert_eq!(action["status"], "in-progress");
+    assert_eq!(action["type"], "assign_ip");
+    assert_eq!(action["completed_at"], Value::Null);
+    assert_eq!(action["resource_id"], u32::from(FIP));
+    assert_eq!(action["resource_type"], "floating_ip");
+    assert_eq!(action["region_slug"], "nyc3");
+    let started_at = action["started_at"].as_str().unwrap();
+    assert!(
+        started_at.len() == 20 && started_at.ends_with('Z') && started_at.as_bytes()[10] == b'T',
+        "{started_at}"
+    );
+
+    // In progress: the old holder still holds it, locked.
+    let ip: Value = s
+        .get(&format!("/v2/floating_ips/{FIP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ip["floating_ip"]["ip"], FIP.to_string());
+    assert_eq!(ip["floating_ip"]["droplet"]["id"], REMOTE_DROPLET);
+    assert_eq!(ip["floating_ip"]["locked"], true);
+    assert_eq!(ip["floating_ip"]["region"]["slug"], "nyc3");
+    let pending: Value = s
+        .get(&format!("/v2/floating_ips/{FIP}/actions/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["action"]["status"], "in-progress");
+    assert_eq!(s.sim.holder(FIP), Some(REMOTE_DROPLET));
+
+    let done = s.wait_completed(id).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(done["completed_at"].is_string());
+    let ip: Value = s
+        .get(&format!("/v2/floating_ips/{FIP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ip["floating_ip"]["droplet"]["id"], LOCAL_DROPLET);
+    assert_eq!(ip["floating_ip"]["locked"], false);
+    assert_eq!(s.sim.holder(FIP), Some(LOCAL_DROPLET));
+
+    // State: one assign, timed by the simulator's monotonic clock.
+    let state = s.state().await;
+    let actions = state["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), 1);
+    let recorded = &actions[0];
+    assert_eq!(recorded["id"], id);
+    assert_eq!(recorded["ip"], FIP.to_string());
+    assert_eq!(recorded["type"], "assign");
+    assert_eq!(recorded["family"], "floating_ip");
+    assert_eq!(recorded["droplet_id"], LOCAL_DROPLET);
+    assert_eq!(recorded["status"], "completed");
+    assert_eq!(recorded["caller_droplet_id"], LOCAL_DROPLET);
+    assert!(
+        recorded["caller"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    let requested = recorded["requested_at_ms"].as_u64().unwrap();
+    let completed = recorded["completed_at_ms"].as_u64().unwrap();
+    assert!(completed - requested >= 300, "{requested} -> {completed}");
+    let fip = state["floating_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["ip"] == FIP.to_string())
+        .unwrap();
+    assert_eq!(fip["holder"], LOCAL_DROPLET);
+    assert_eq!(fip["locked"], false);
+    let calls = &state["api_calls"];
+    assert_eq!(calls["POST /v2/floating_ips/{ip}/actions"]["201"], 1);
+    assert_eq!(calls["GET /v2/floating_ips/{ip}"]["200"], 2);
+    assert!(calls["GET /v2/actions/{id}"]["200"].as_u64().unwrap() >= 1);
+    assert_eq!(calls["GET /v2/floating_ips/{ip}/actions/{id}"]["200"], 1);
+    // The typed view agrees.
+    let typed = s.sim.state();
+    assert_eq!(typed.actions_on(FIP).count(), 1);
+    assert_eq!(
+        typed.api_call_count("POST /v2/floating_ips/{ip}/actions", "201"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn reserved_ips_family() {
+    let s = sim(50).await;
+    let response = s.assign("reserved_ips", OTHER_FIP, LOCAL_DROPLET).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["action"]["resource_type"], "reserved_ip");
+    let id = body["action"]["id"].as_u64().unwrap();
+    s.wait_completed(id).await;
+
+    let ip: Value = s
+        .get(&format!("/v2/reserved_ips/{OTHER_FIP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ip["reserved_ip"]["droplet"]["id"], LOCAL_DROPLET);
+    assert!(ip.get("floating_ip").is_none());
+    let same: Value = s
+        .get(&format!("/v2/floating_ips/{OTHER_FIP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(same["floating_ip"]["droplet"]["id"], LOCAL_DROPLET);
+
+    for (path, resource_type) in [
+        (
+            format!("/v2/reserved_ips/{OTHER_FIP}/actions/{id}"),
+            "reserved_ip",
+        ),
+        (
+            format!("/v2/floating_ips/{OTHER_FIP}/actions/{id}"),
+            "floating_ip",
+        ),
+        (format!("/v2/actions/{id}"), "reserved_ip"),
+    ] {
+        let action: Value = s.get(&path).await.json().await.unwrap();
+        assert_eq!(action["action"]["id"], id, "{path}");
+        assert_eq!(action["action"]["status"], "completed", "{path}");
+        assert_eq!(action["action"]["resource_type"], resource_type, "{path}");
+    }
+    // The action belongs to OTHER_FIP, not FIP.
+    let wrong_ip = s.get(&format!("/v2/reserved_ips/{FIP}/actions/{id}")).await;
+    assert_error(wrong_ip, 404, "not_found").await;
+
+    let list: Value = s.get("/v2/reserved_ips").await.json().await.unwrap();
+    assert_eq!(list["reserved_ips"].as_array().unwrap().len(), 2);
+    assert_eq!(list["meta"]["total"], 2);
+    assert_eq!(s.state().await["actions"][0]["family"], "reserved_ip");
+}
+
+#[tokio::test]
+async fn error_shapes() {
+    let s = sim(50).await;
+    let unknown_ip = s
+        .assign("floating_ips", Ipv4Addr::new(198, 51, 100, 1), 1)
+        .await;
+    let message = assert_error(unknown_ip, 404, "not_found").await;
+    assert_eq!(
+        message,
+        "The resource you were accessing could not be found."
+    );
+    assert_error(
+        s.get("/v2/floating_ips/198.51.100.1").await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_error(s.get("/v2/reserved_ips/nonsense").await, 404, "not_found").await;
+    assert_error(s.get("/v2/actions/42").await, 404, "not_found").await;
+    assert_error(s.get("/v2/actions/abc").await, 404, "not_found").await;
+    assert_error(s.get("/v2/droplets").await, 404, "not_found").await;
+
+    let unknown_droplet = s.assign("floating_ips", FIP, 99).await;
+    assert_error(unknown_droplet, 422, "unprocessable_entity").await;
+    for body in [
+        json!({"type": "assign"}),
+        json!({"type": "assign", "droplet_id": "x"}),
+        json!({"type": "explode"}),
+        json!({"droplet_id": 1}),
+        json!([1, 2]),
+    ] {
+        let response = s
+            .post(&format!("/v2/floating_ips/{FIP}/actions"), body.clone())
+            .await;
+        assert_error(response, 422, "unprocessable_entity").await;
+    }
+    let not_json = s
+        .client
+        .post(s.url(&format!("/v2/reserved_ips/{FIP}/actions")))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body("{type: assign")
+        .send()
+        .await
+        .unwrap();
+    assert_error(not_json, 422, "unprocessable_entity").await;
+    let unassigned = s
+        .post(
+            &format!("/v2/floating_ips/{OTHER_FIP}/actions"),
+            json!({"type": "unassign"}),
+        )
+        .await;
+    assert_error(unassigned, 422, "unprocessable_entity").await;
+    assert!(s.state().await["actions"].as_array().unwrap().is_empty());
+    assert_eq!(s.sim.holder(FIP), Some(REMOTE_DROPLET));
+}
+
+#[tokio::test]
+async fn concurrent_assign_is_refused() {
+    let s = sim(300).await;
+    // Two at once: exactly one wins.
+    let (a, b) = tokio::join!(
+        s.assign("floating_ips", FIP, LOCAL_DROPLET),
+        s.assign("reserved_ips", FIP, LOCAL_DROPLET)
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 422]);
+    let (winner, loser) = if a.status() == StatusCode::CREATED {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let message = assert_error(loser, 422, "unprocessable_entity").await;
+    assert!(
+        message.ends_with("IP already has a pending event."),
+        "{message}"
+    );
+    let id = winner.json::<Value>().await.unwrap()["action"]["id"]
+        .as_u64()
+        .unwrap();
+
+    // Still in progress: refused again, and unassign too.
+    let again = s.assign("floating_ips", FIP, REMOTE_DROPLET).await;
+    let message = assert_error(again, 422, "unprocessable_entity").await;
+    assert_eq!(message, "Floating IP already has a pending event.");
+    let unassign = s
+        .post(
+            &format!("/v2/floating_ips/{FIP}/actions"),
+            json!({"type": "unassign"}),
+        )
+        .await;
+    assert_error(unassign, 422, "unprocessable_entity").await;
+    // Another IP is independent.
+    assert_eq!(
+        s.assign("floating_ips", OTHER_FIP, REMOTE_DROPLET)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+
+    s.wait_completed(id).await;
+    assert_eq!(s.sim.holder(FIP), Some(LOCAL_DROPLET));
+    // Free again once completed.
+    assert_eq!(
+        s.assign("floating_ips", FIP, REMOTE_DROPLET).await.status(),
+        StatusCode::CREATED
+    );
+    let state = s.sim.state();
+    assert_eq!(state.actions_on(FIP).count(), 2);
+    assert_eq!(
+        state.api_call_count("POST /v2/floating_ips/{ip}/actions", "422")
+            + state.api_call_count("POST /v2/reserved_ips/{ip}/actions", "422"),
+        3
+    );
+}
+
+#[tokio::test]
+async fn unassign_lifecycle() {
+    let s = sim(50).await;
+    let response = s
+        .post(
+            &format!("/v2/floating_ips/{FIP}/actions"),
+            json!({"type": "unassign"}),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let action = response.json::<Value>().await.unwrap()["action"].clone();
+    assert_eq!(action["type"], "unassign_ip");
+    s.wait_completed(action["id"].as_u64().unwrap()).await;
+    let ip: Value = s
+        .get(&format!("/v2/floating_ips/{FIP}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ip["floating_ip"]["droplet"], Value::Null);
+    assert_eq!(s.state().await["actions"][0]["droplet_id"], Value::Null);
+}
+
+#[tokio::test]
+async fn metadata_by_source_address() {
+    let s = sim(50).await;
+    assert_eq!(
+        s.metadata("/metadata/v1/id").await,
+        (StatusCode::OK, "1".into())
+    );
+    assert_eq!(
+        s.metadata("/metadata/v1/hostname").await,
+        (StatusCode::OK, "droplet-1".into())
+    );
+    assert_eq!(
+        s.metadata("/metadata/v1/region").await,
+        (StatusCode::OK, "nyc3".into())
+    );
+    for family in ["floating_ip", "reserved_ip"] {
+        let active = s
+            .metadata(&format!("/metadata/v1/{family}/ipv4/active"))
+            .await;
+        assert_eq!(active, (StatusCode::OK, "false".into()));
+        let address = s
+            .metadata(&format!("/metadata/v1/{family}/ipv4/ip_address"))
+            .await;
+        assert_eq!(address.0, StatusCode::NOT_FOUND);
+    }
+
+    let id = s
+        .assign("floating_ips", FIP, LOCAL_DROPLET)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["action"]["id"]
+        .as_u64()
+        .unwrap();
+    // Not active until the action completes.
+    assert_eq!(
+        s.metadata("/metadata/v1/floating_ip/ipv4/active").await.1,
+        "false"
+    );
+    s.wait_completed(id).await;
+    for family in ["floating_ip", "reserved_ip"] {
+        let active = s
+            .metadata(&format!("/metadata/v1/{family}/ipv4/active"))
+            .await;
+        assert_eq!(active, (StatusCode::OK, "true".into()));
+        let address = s
+            .metadata(&format!("/metadata/v1/{family}/ipv4/ip_address"))
+            .await;
+        assert_eq!(address, (StatusCode::OK, FIP.to_string()));
+    }
+    let all: Value = serde_json::from_str(&s.metadata("/metadata/v1.json").await.1).unwrap();
+    assert_eq!(all["droplet_id"], 1);
+    assert_eq!(all["floating_ip"]["ipv4"]["ip_address"], FIP.to_string());
+
+    // A caller whose address is no droplet's.
+    let stranger = Client::builder()
+        .no_proxy()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    for path in ["/metadata/v1/id", "/metadata/v1/floating_ip/ipv4/active"] {
+        let (status, _) = metadata_from(&stranger, &s.sim, path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
+    assert_eq!(
+        s.metadata("/metadata/v1/nope").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let state = s.state().await;
+    assert_eq!(state["metadata_calls"]["GET /metadata/v1/id"]["200"], 1);
+    assert_eq!(state["metadata_calls"]["GET /metadata/v1/id"]["404"], 1);
+    assert_eq!(state["metadata_calls"]["GET other"]["404"], 1);
+}
+
+#[tokio::test]
+async fn fault_5xx() {
+    let s = sim(50).await;
+    let faults = s.sim_post("/_sim/faults", json!({"fail_5xx": 3})).await;
+    assert_eq!(faults["fail_5xx"], 3);
+    let path = format!("/v2/floating_ips/{FIP}");
+    assert_error(s.get(&path).await, 500, "server_error").await;
+    // /_sim/ calls neither consume faults nor count.
+    assert_eq!(s.state().await["faults"]["fail_5xx"], 2);
+    assert_error(s.get(&path).await, 503, "service_unavailable").await;
+    // A failed POST creates no action.
+    let failed = s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_error(failed, 500, "server_error").await;
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    let state = s.state().await;
+    assert!(state["actions"].as_array().unwrap().is_empty());
+    assert_eq!(state["api_calls"]["GET /v2/floating_ips/{ip}"]["500"], 1);
+    assert_eq!(state["api_calls"]["GET /v2/floating_ips/{ip}"]["503"], 1);
+    assert_eq!(state["api_calls"]["GET /v2/floating_ips/{ip}"]["200"], 1);
+    assert_eq!(
+        state["api_calls"]["POST /v2/floating_ips/{ip}/actions"]["500"],
+        1
+    );
+
+    // A fixed status, and faults come before auth.
+    s.sim_post(
+        "/_sim/faults",
+        json!({"fail_5xx": 1, "fail_5xx_status": 502}),
+    )
+    .await;
+    let anonymous = s.client.get(s.url(&path)).send().await.unwrap();
+    assert_error(anonymous, 502, "bad_gateway").await;
+}
+
+#[tokio::test]
+async fn fault_rate_limit() {
+    let s = sim(50).await;
+    s.sim_post(
+        "/_sim/faults",
+        json!({"rate_limit": 2, "retry_after_secs": 7}),
+    )
+    .await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    for _ in 0..2 {
+        let limited = s.get(&path).await;
+        assert_eq!(header(&limited, "retry-after"), "7");
+        assert_eq!(header_u64(&limited, "ratelimit-remaining"), 0);
+        let message = assert_error(limited, 429, "too_many_requests").await;
+        assert_eq!(message, "API Rate limit exceeded.");
+    }
+    let ok = s.get(&path).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.headers().get("retry-after").is_none());
+    assert!(header_u64(&ok, "ratelimit-remaining") > 0);
+    assert_eq!(
+        s.sim
+            .state()
+            .api_call_count("GET /v2/floating_ips/{ip}", "429"),
+        2
+    );
+}
+
+#[tokio::test]
+async fn fault_drop() {
+    let s = sim(50).await;
+    s.sim_post("/_sim/faults", json!({"drop": 2})).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    let error = s
+        .client
+        .get(s.url(&path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect_err("the connection closes without a response");
+    assert!(!error.is_timeout(), "{error:?}");
+    // A dropped POST creates no action.
+    let error = s
+        .client
+        .post(s.url(&format!("{path}/actions")))
+        .bearer_auth(TOKEN)
+        .json(&json!({"type": "assign", "droplet_id": 1}))
+        .send()
+        .await;
+    assert!(error.is_err());
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    let state = s.sim.state();
+    assert!(state.actions.is_empty());
+    assert_eq!(
+        state.api_call_count("GET /v2/floating_ips/{ip}", "dropped"),
+        1
+    );
+    assert_eq!(
+        state.api_call_count("POST /v2/floating_ips/{ip}/actions", "dropped"),
+        1
+    );
+    assert_eq!(state.faults.drop, 0);
+}
+
+#[tokio::test]
+async fn fault_delay_and_reset() {
+    let s = sim(50).await;
+    s.sim_post("/_sim/faults", json!({"delay_ms": 300})).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    let started = Instant::now();
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    // /_sim/ is never delayed.
+    let started = Instant::now();
+    s.state().await;
+    assert!(started.elapsed() < Duration::from_millis(300));
+    let faults = s.sim_post("/_sim/reset_faults", json!({})).await;
+    assert_eq!(faults["delay_ms"], 0);
+    let started = Instant::now();
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn fault_metadata() {
+    let s = sim(50).await;
+    s.sim_post("/_sim/faults", json!({"metadata_down": true}))
+        .await;
+    assert_eq!(
+        s.metadata("/metadata/v1/id").await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // The API is unaffected.
+    assert_eq!(
+        s.get(&format!("/v2/floating_ips/{FIP}")).await.status(),
+        StatusCode::OK
+    );
+    s.sim_post(
+        "/_sim/faults",
+        json!({"metadata_down": false, "metadata_drop": true}),
+    )
+    .await;
+    let unreachable = s
+        .client
+        .get(format!("{}/metadata/v1/id", s.sim.metadata_url()))
+        .send()
+        .await;
+    assert!(unreachable.is_err());
+    s.sim_post("/_sim/reset_faults", json!({})).await;
+    assert_eq!(
+        s.metadata("/metadata/v1/id").await,
+        (StatusCode::OK, "1".into())
+    );
+    let state = s.state().await;
+    assert_eq!(state["metadata_calls"]["GET /metadata/v1/id"]["503"], 1);
+    assert_eq!(state["metadata_calls"]["GET /metadata/v1/id"]["dropped"], 1);
+}
+
+#[tokio::test]
+async fn fault_endpoint_rejects_bad_input() {
+    let s = sim(50).await;
+    for body in [
+        json!({"fail5xx": 1}),
+        json!({"fail_5xx": -1}),
+        json!({"fail_5xx_status": 404}),
+    ] {
+        let response = s
+            .client
+            .post(s.url("/_sim/faults"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 422, "{body}");
+    }
+    let current: Value = s
+        .client
+        .get(s.url("/_sim/faults"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(current["fail_5xx"], 0);
+    assert_eq!(current["retry_after_secs"], 1);
+}
+
+/// The binary: flags, the address line on stdout, the state file, and a
+/// clean exit on SIGTERM.
+#[test]
+fn binary_serves_and_exits_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let state_file =
+        std::env::temp_dir().join(format!("lbha-dosim-test-{}.json", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+        .args([
+            "--api-listen",
+            "127.0.0.1:0",
+            "--metadata-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--token",
+            TOKEN,
+            "--droplet",
+            "5=127.0.0.1",
+            "--droplet",
+            "6=192.0.2.6",
+        ])
+        .args([
+            "--floating-ip",
+            "203.0.113.10=6",
+            "--floating-ip",
+            "203.0.113.20",
+        ])
+        .args(["--action-delay-ms", "20", "--state-file"])
+        .arg(&state_file)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: Value = serde_json::from_str(&line).unwrap();
+    let api = addresses["api"].as_str().unwrap().to_owned();
+    let metadata = addresses["metadata"].as_str().unwrap().to_owned();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = client();
+        let response = client
+            .post(format!("http://{api}/v2/floating_ips/203.0.113.10/actions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"type": "assign", "droplet_id": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let active = client
+                .get(format!(
+                    "http://{metadata}/metadata/v1/floating_ip/ipv4/active"
+                ))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if active == "true" {
+                break;
+            }
+            assert!(Instant::now() < deadline);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let written: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    assert_eq!(written["floating_ips"][0]["holder"], 5);
+    assert_eq!(written["actions"][0]["status"], "completed");
+
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("lbha-dosim did not exit on SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = std::fs::remove_file(&state_file);
+    assert!(status.success(), "{status}");
+
+    // Bad flags fail fast.
+    let bad = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+        .args(["--token", TOKEN, "--droplet", "nonsense"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!bad.success());
+}

@@ -1,0 +1,129 @@
+//! `route`: the simulator keeps `FIP/32 via HOLDER` in its own network
+//! namespace. The test runs the simulator on a thread that moved itself
+//! into a fresh, anonymous network namespace (`unshare(CLONE_NEWNET)`),
+//! which the kernel removes once that thread ends: nothing to clean up,
+//! nothing left behind. Addresses are documentation ranges on a veth pair
+//! inside that namespace; no packet is sent, routes are only read back.
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); skipped otherwise.
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lbha_dosim::{SimConfig, start};
+use serde_json::{Value, json};
+
+const FIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+/// `ip ARGS` in the calling thread's namespace (children inherit it).
+fn ip(args: &[&str]) -> String {
+    let output = Command::new("ip").args(args).output().expect("running ip");
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn fip_route() -> String {
+    ip(&["-4", "route", "show", &format!("{FIP}/32")])
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn routes_follow_the_holder_in_a_private_namespace() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to create a network namespace");
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: unshare(2) on this thread only; the thread never leaves.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        ip(&["link", "set", "lo", "up"]);
+        ip(&[
+            "link", "add", "dosim0", "type", "veth", "peer", "name", "dosim1",
+        ]);
+        ip(&["addr", "add", "192.0.2.1/24", "dev", "dosim0"]);
+        ip(&["link", "set", "dosim0", "up"]);
+        ip(&["link", "set", "dosim1", "up"]);
+        // The host namespace is untouched.
+        assert_eq!(fip_route(), "");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut config = SimConfig::new("t")
+                .droplet(1, "192.0.2.11".parse().unwrap())
+                .droplet(2, "192.0.2.12".parse().unwrap())
+                .floating_ip(FIP, Some(1))
+                .action_delay(Duration::from_millis(50));
+            config.route = true;
+            let sim = start(config).await.unwrap();
+            assert!(
+                fip_route().contains("via 192.0.2.11 dev dosim0"),
+                "initial holder: {}",
+                fip_route()
+            );
+
+            let client = reqwest::Client::builder().no_proxy().build().unwrap();
+            for (body, expected) in [
+                (
+                    json!({"type": "assign", "droplet_id": 2}),
+                    Some("via 192.0.2.12"),
+                ),
+                (
+                    json!({"type": "assign", "droplet_id": 1}),
+                    Some("via 192.0.2.11"),
+                ),
+                (json!({"type": "unassign"}), None),
+                (
+                    json!({"type": "assign", "droplet_id": 2}),
+                    Some("via 192.0.2.12"),
+                ),
+            ] {
+                let before = fip_route();
+                let response: Value = client
+                    .post(format!("{}/v2/floating_ips/{FIP}/actions", sim.api_url()))
+                    .bearer_auth("t")
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                let id = response["action"]["id"].as_u64().expect("action id");
+                // Not before completion.
+                assert_eq!(fip_route(), before);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let status = || {
+                    sim.state()
+                        .actions
+                        .iter()
+                        .find(|a| a.id == id)
+                        .map(|a| a.status)
+                };
+                while status() != Some(lbha_dosim::ActionStatus::Completed) {
+                    assert!(Instant::now() < deadline, "action never completed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                // Completed implies the route is already in place.
+                let route = fip_route();
+                match expected {
+                    Some(via) => assert!(route.contains(via), "{body}: {route}"),
+                    None => assert_eq!(route, "", "{body}"),
+                }
+            }
+            assert!(sim.state().route_errors.is_empty());
+            sim.shutdown().await;
+            assert_eq!(fip_route(), "", "shutdown removes the routes");
+        });
+    })
+    .join()
+    .expect("namespace thread");
+}

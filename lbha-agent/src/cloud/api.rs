@@ -1,0 +1,1330 @@
+//! The slice of the DigitalOcean API that failover needs: assign the floating
+//! (reserved) IP to a droplet, follow the resulting action, and ask who holds
+//! the IP.
+//!
+//! Every operation runs under one overall deadline. Within it, failures that
+//! may go away by themselves (5xx, 429, connection errors, timeouts) are
+//! retried with exponential backoff and full jitter; anything else (401, 404,
+//! 422, ...) is returned at once with DO's own `id` and `message`, because
+//! retrying a wrong token or a wrong IP only delays the operator seeing it.
+//!
+//! Retrying a POST is safe here: assigning an IP to the droplet that already
+//! holds it is a no-op action on DO's side, so a request that reached DO and
+//! lost its answer costs one extra action at most.
+
+use std::{
+    fmt,
+    net::Ipv4Addr,
+    str::FromStr,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use reqwest::{
+    Method, StatusCode,
+    header::{AUTHORIZATION, HeaderMap, HeaderValue},
+};
+use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use thiserror::Error;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::secret::Secret;
+
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+
+/// DO error bodies are short JSON; an HTML error page from a proxy is not,
+/// and is cut before it reaches an error message or a log line.
+const MAX_SHOWN_BODY: usize = 256;
+
+/// Which name the API is addressed by. DO renamed floating IPs to reserved
+/// IPs; both paths work today, and the response object key follows the path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathFamily {
+    #[default]
+    FloatingIps,
+    ReservedIps,
+}
+
+impl PathFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathFamily::FloatingIps => "floating_ips",
+            PathFamily::ReservedIps => "reserved_ips",
+        }
+    }
+
+    /// The key of the object in `GET /v2/{family}/{ip}`.
+    fn object_key(self) -> &'static str {
+        match self {
+            PathFamily::FloatingIps => "floating_ip",
+            PathFamily::ReservedIps => "reserved_ip",
+        }
+    }
+
+    fn other(self) -> Self {
+        match self {
+            PathFamily::FloatingIps => PathFamily::ReservedIps,
+            PathFamily::ReservedIps => PathFamily::FloatingIps,
+        }
+    }
+}
+
+impl fmt::Display for PathFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("unknown path family {0:?} (expected floating_ips or reserved_ips)")]
+pub struct UnknownPathFamily(pub String);
+
+impl FromStr for PathFamily {
+    type Err = UnknownPathFamily;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "floating_ips" => Ok(PathFamily::FloatingIps),
+            "reserved_ips" => Ok(PathFamily::ReservedIps),
+            _ => Err(UnknownPathFamily(s.to_owned())),
+        }
+    }
+}
+
+/// The state of a DO action. Statuses DO may add later are kept verbatim so
+/// they can be logged, and treated as "not finished yet".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ActionStatus {
+    InProgress,
+    Completed,
+    Errored,
+    Other(String),
+}
+
+impl<'de> Deserialize<'de> for ActionStatus {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "in-progress" => ActionStatus::InProgress,
+            "completed" => ActionStatus::Completed,
+            "errored" => ActionStatus::Errored,
+            _ => ActionStatus::Other(s),
+        })
+    }
+}
+
+impl fmt::Display for ActionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ActionStatus::InProgress => "in-progress",
+            ActionStatus::Completed => "completed",
+            ActionStatus::Errored => "errored",
+            ActionStatus::Other(s) => s,
+        })
+    }
+}
+
+/// A DO action. Only `id` and `status` drive behaviour; the rest is kept for
+/// logs and is optional so a change in DO's bookkeeping fields cannot break a
+/// failover.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct Action {
+    pub id: u64,
+    pub status: ActionStatus,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default, deserialize_with = "lenient_u64")]
+    pub resource_id: Option<u64>,
+    #[serde(default)]
+    pub resource_type: Option<String>,
+    #[serde(default)]
+    pub region_slug: Option<String>,
+}
+
+fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+#[derive(Deserialize)]
+struct ActionEnvelope {
+    action: Action,
+}
+
+#[derive(Deserialize)]
+struct DoErrorBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("building DigitalOcean API client")]
+    Client(#[source] reqwest::Error),
+    #[error("invalid DigitalOcean API base URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("DigitalOcean API token is not a valid HTTP header value")]
+    InvalidToken,
+    /// A response that retrying will not fix (4xx other than 429, or an
+    /// unexpected 1xx/3xx), with DO's error id and message.
+    #[error("DigitalOcean API {method} {path}: HTTP {status} {id}: {message}")]
+    Rejected {
+        method: Method,
+        path: String,
+        status: u16,
+        id: String,
+        message: String,
+    },
+    /// The request could not be built or sent for a reason that is not
+    /// transient.
+    #[error("DigitalOcean API {method} {path}: request failed")]
+    Request {
+        method: Method,
+        path: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "DigitalOcean API {method} {path}: gave up after {attempts} attempts in {elapsed:?}: {last}"
+    )]
+    DeadlineExceeded {
+        method: Method,
+        path: String,
+        attempts: u32,
+        elapsed: Duration,
+        last: String,
+    },
+    /// Retries were stopped because the caller no longer wants the result
+    /// (e.g. this node lost mastership while an assign was being retried).
+    #[error("DigitalOcean API {method} {path}: abandoned after {attempts} attempts: {last}")]
+    Abandoned {
+        method: Method,
+        path: String,
+        attempts: u32,
+        last: String,
+    },
+    #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}")]
+    Decode {
+        method: Method,
+        path: String,
+        body: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("DigitalOcean action {id} on {ip} errored")]
+    ActionErrored { ip: Ipv4Addr, id: u64 },
+    #[error(
+        "DigitalOcean action {id} on {ip} still {status} after {waited:?}{}",
+        .last_error.as_ref().map(|e| format!(" (last poll: {e})")).unwrap_or_default()
+    )]
+    ActionTimeout {
+        ip: Ipv4Addr,
+        id: u64,
+        /// The last status seen (`in-progress` if no poll got an answer).
+        status: ActionStatus,
+        waited: Duration,
+        /// Why the last poll failed, when the deadline ran out during one.
+        last_error: Option<String>,
+    },
+}
+
+impl ApiError {
+    /// DO's HTTP status for a rejected request.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApiError::Rejected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Knobs of the client; the defaults suit production.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    pub base_url: String,
+    pub path_family: PathFamily,
+    /// One HTTP exchange, headers and body.
+    pub request_timeout: Duration,
+    /// One operation including all of its retries.
+    pub operation_deadline: Duration,
+    /// First backoff ceiling; doubles per attempt up to `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often `wait_action` asks about an unfinished action. DO
+    /// reassignments usually finish in a few seconds.
+    pub action_poll_interval: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            base_url: DEFAULT_API_URL.to_owned(),
+            path_family: PathFamily::default(),
+            request_timeout: Duration::from_secs(10),
+            operation_deadline: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(5),
+            action_poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    opts: ApiOptions,
+    /// `Bearer <token>`, marked sensitive so reqwest/hyper never print it.
+    auth: HeaderValue,
+    /// Kept only to scrub it from anything the server sends back.
+    token: Secret,
+}
+
+impl fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("opts", &self.opts)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt failed, and whether another may succeed.
+enum Failure {
+    /// Retry after a jittered backoff.
+    Transient(String),
+    /// Retry after exactly this long (rate limiting told us).
+    RetryAfter(Duration, String),
+    Fatal(ApiError),
+}
+
+impl ApiClient {
+    pub fn new(mut opts: ApiOptions, token: Secret) -> Result<Self, ApiError> {
+        opts.base_url = opts.base_url.trim_end_matches('/').to_owned();
+        let url = reqwest::Url::parse(&opts.base_url).map_err(|e| ApiError::InvalidUrl {
+            url: opts.base_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ApiError::InvalidUrl {
+                url: opts.base_url.clone(),
+                reason: "scheme must be http or https".into(),
+            });
+        }
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| ApiError::InvalidToken)?;
+        auth.set_sensitive(true);
+        let http = reqwest::Client::builder()
+            // DO does not redirect API calls; following one would only send
+            // the token somewhere we did not configure.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("lbha-agent/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(opts.request_timeout)
+            .build()
+            .map_err(ApiError::Client)?;
+        Ok(Self {
+            http,
+            opts,
+            auth,
+            token,
+        })
+    }
+
+    pub fn options(&self) -> &ApiOptions {
+        &self.opts
+    }
+
+    fn ip_path(&self, ip: Ipv4Addr) -> String {
+        format!("/v2/{}/{ip}", self.opts.path_family)
+    }
+
+    /// Asks DO to move `ip` to `droplet_id`; returns the (usually
+    /// in-progress) action.
+    pub async fn assign(&self, ip: Ipv4Addr, droplet_id: u64) -> Result<Action, ApiError> {
+        self.assign_while(ip, droplet_id, || true).await
+    }
+
+    /// Like [`assign`](Self::assign), but checks `still_wanted` before every
+    /// retry and gives up with [`ApiError::Abandoned`] once it is false, so a
+    /// node that lost mastership does not keep pulling the IP back.
+    pub async fn assign_while(
+        &self,
+        ip: Ipv4Addr,
+        droplet_id: u64,
+        still_wanted: impl Fn() -> bool + Sync,
+    ) -> Result<Action, ApiError> {
+        let path = format!("{}/actions", self.ip_path(ip));
+        let body = serde_json::json!({ "type": "assign", "droplet_id": droplet_id });
+        let deadline = deadline_after(self.opts.operation_deadline);
+        let env: ActionEnvelope = self
+            .call(Method::POST, &path, Some(&body), deadline, &still_wanted)
+            .await?;
+        info!(%ip, droplet_id, action_id = env.action.id, status = %env.action.status, "assign action created");
+        Ok(env.action)
+    }
+
+    /// The current state of action `id` on `ip`.
+    pub async fn action(&self, ip: Ipv4Addr, id: u64) -> Result<Action, ApiError> {
+        let deadline = deadline_after(self.opts.operation_deadline);
+        self.action_until(ip, id, deadline).await
+    }
+
+    async fn action_until(
+        &self,
+        ip: Ipv4Addr,
+        id: u64,
+        deadline: Instant,
+    ) -> Result<Action, ApiError> {
+        let path = format!("{}/actions/{id}", self.ip_path(ip));
+        let env: ActionEnvelope = self
+            .call(Method::GET, &path, None, deadline, &|| true)
+            .await?;
+        Ok(env.action)
+    }
+
+    /// Polls action `id` until it completes (Ok), errors (Err) or `deadline`
+    /// passes. Unknown statuses are logged and polled like `in-progress`:
+    /// guessing success could leave the IP nowhere, guessing failure could
+    /// trigger a needless second assign.
+    pub async fn wait_action(
+        &self,
+        ip: Ipv4Addr,
+        id: u64,
+        deadline: Instant,
+    ) -> Result<Action, ApiError> {
+        let start = Instant::now();
+        let mut last = ActionStatus::InProgress;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ApiError::ActionTimeout {
+                    ip,
+                    id,
+                    status: last,
+                    waited: start.elapsed(),
+                    last_error: None,
+                });
+            }
+            // The deadline running out inside a poll (slow or failing API)
+            // is still "the action did not finish in time".
+            let action = match self.action_until(ip, id, deadline).await {
+                Ok(action) => action,
+                Err(ApiError::DeadlineExceeded { last: error, .. }) => {
+                    return Err(ApiError::ActionTimeout {
+                        ip,
+                        id,
+                        status: last,
+                        waited: start.elapsed(),
+                        last_error: Some(error),
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            match &action.status {
+                ActionStatus::Completed => return Ok(action),
+                ActionStatus::Errored => return Err(ApiError::ActionErrored { ip, id }),
+                ActionStatus::InProgress => {}
+                ActionStatus::Other(s) => {
+                    warn!(%ip, action_id = id, status = %s, "unknown action status; still waiting");
+                }
+            }
+            last = action.status;
+            let pause = self
+                .opts
+                .action_poll_interval
+                .min(deadline.saturating_duration_since(Instant::now()));
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// The droplet `ip` is assigned to, or None when it is unassigned.
+    pub async fn holder(&self, ip: Ipv4Addr) -> Result<Option<u64>, ApiError> {
+        let path = self.ip_path(ip);
+        let deadline = deadline_after(self.opts.operation_deadline);
+        let v: serde_json::Value = self
+            .call(Method::GET, &path, None, deadline, &|| true)
+            .await?;
+        // The key follows the path family; accept the other one too so a
+        // half-finished rename on DO's side cannot break the lookup.
+        let family = self.opts.path_family;
+        let obj = v
+            .get(family.object_key())
+            .or_else(|| v.get(family.other().object_key()));
+        let Some(obj) = obj else {
+            return Err(self.decode_error(
+                Method::GET,
+                &path,
+                &v.to_string(),
+                "no floating_ip/reserved_ip object",
+            ));
+        };
+        match obj.get("droplet") {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(d) => match d.get("id").and_then(|id| id.as_u64()) {
+                Some(id) => Ok(Some(id)),
+                None => Err(self.decode_error(
+                    Method::GET,
+                    &path,
+                    &d.to_string(),
+                    "droplet without a numeric id",
+                )),
+            },
+        }
+    }
+
+    fn decode_error(&self, method: Method, path: &str, body: &str, what: &str) -> ApiError {
+        ApiError::Decode {
+            method,
+            path: path.to_owned(),
+            body: self.scrub(body),
+            source: <serde_json::Error as serde::de::Error>::custom(what),
+        }
+    }
+
+    /// One operation: attempts until success, a fatal answer, the deadline,
+    /// or `still_wanted` turning false.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        deadline: Instant,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<T, ApiError> {
+        let start = Instant::now();
+        let mut attempts: u32 = 0;
+        let mut previous: Option<String> = None;
+        loop {
+            attempts += 1;
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let (pause, mut last) =
+                match self.attempt(&method, path, body, remaining, attempts).await {
+                    Ok(text) => {
+                        return serde_json::from_str(&text).map_err(|source| ApiError::Decode {
+                            method: method.clone(),
+                            path: path.to_owned(),
+                            body: self.scrub(&text),
+                            source,
+                        });
+                    }
+                    Err(Failure::Fatal(e)) => return Err(e),
+                    Err(Failure::Transient(last)) => (self.backoff(attempts), last),
+                    Err(Failure::RetryAfter(wait, last)) => (wait, last),
+                };
+            // An attempt cut short by the deadline says only "timed out";
+            // the failure before it is the one worth reporting.
+            if remaining < self.opts.request_timeout
+                && Instant::now() >= deadline
+                && let Some(prev) = previous.take()
+            {
+                last = format!("{prev}; the last attempt ran out of time");
+            }
+            previous = Some(last.clone());
+            let exceeded = || ApiError::DeadlineExceeded {
+                method: method.clone(),
+                path: path.to_owned(),
+                attempts,
+                elapsed: start.elapsed(),
+                last: last.clone(),
+            };
+            // A wait that ends past the deadline cannot lead to success; say
+            // so now instead of sleeping into the failure.
+            let Some(resume) = Instant::now().checked_add(pause) else {
+                return Err(exceeded());
+            };
+            if resume >= deadline {
+                return Err(exceeded());
+            }
+            warn!(method = %method, path, attempt = attempts, retry_in_ms = pause.as_millis() as u64, error = %last, "DigitalOcean API attempt failed; retrying");
+            tokio::time::sleep_until(resume).await;
+            if !still_wanted() {
+                return Err(ApiError::Abandoned {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    attempts,
+                    last,
+                });
+            }
+        }
+    }
+
+    /// One HTTP exchange; Ok carries the body of a 2xx answer.
+    async fn attempt(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        remaining: Duration,
+        attempt: u32,
+    ) -> Result<String, Failure> {
+        let url = format!("{}{path}", self.opts.base_url);
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header(AUTHORIZATION, self.auth.clone())
+            .timeout(self.opts.request_timeout.min(remaining));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let sent = Instant::now();
+        let resp = match req.send().await {
+            Ok(resp) => resp,
+            Err(e) => return Err(self.transport_failure(method, path, e, attempt, sent)),
+        };
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = match resp.text().await {
+            Ok(t) => t,
+            Err(e) => return Err(self.transport_failure(method, path, e, attempt, sent)),
+        };
+        // Method, path and status only: headers and bodies stay out of logs.
+        debug!(method = %method, path, status = status.as_u16(), attempt, elapsed_ms = sent.elapsed().as_millis() as u64, "DigitalOcean API request");
+        if status.is_success() {
+            return Ok(text);
+        }
+        let (id, message) = self.error_body(&text, status);
+        let summary = format!("HTTP {} {id}: {message}", status.as_u16());
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            return Err(match rate_limit_wait(&headers, SystemTime::now()) {
+                Some(wait) => Failure::RetryAfter(wait, summary),
+                None => Failure::Transient(summary),
+            });
+        }
+        if status.is_server_error() {
+            return Err(Failure::Transient(summary));
+        }
+        Err(Failure::Fatal(ApiError::Rejected {
+            method: method.clone(),
+            path: path.to_owned(),
+            status: status.as_u16(),
+            id,
+            message,
+        }))
+    }
+
+    fn transport_failure(
+        &self,
+        method: &Method,
+        path: &str,
+        e: reqwest::Error,
+        attempt: u32,
+        sent: Instant,
+    ) -> Failure {
+        debug!(method = %method, path, attempt, elapsed_ms = sent.elapsed().as_millis() as u64, timeout = e.is_timeout(), connect = e.is_connect(), "DigitalOcean API request failed");
+        if e.is_builder() {
+            return Failure::Fatal(ApiError::Request {
+                method: method.clone(),
+                path: path.to_owned(),
+                source: e,
+            });
+        }
+        // Everything else (refused, reset, closed mid-answer, timed out) is
+        // the network or DO having a bad moment.
+        let kind = if e.is_timeout() {
+            "timed out"
+        } else if e.is_connect() {
+            "connection failed"
+        } else {
+            "connection error"
+        };
+        Failure::Transient(format!("{kind}: {}", error_chain(&e.without_url())))
+    }
+
+    /// DO's `{"id","message"}`, or a cut and scrubbed raw body when the
+    /// answer is not DO's JSON (a proxy's HTML page, say).
+    fn error_body(&self, text: &str, status: StatusCode) -> (String, String) {
+        let parsed: Option<DoErrorBody> = serde_json::from_str(text).ok();
+        let id = parsed
+            .as_ref()
+            .and_then(|b| b.id.clone())
+            .unwrap_or_else(|| {
+                status
+                    .canonical_reason()
+                    .unwrap_or("error")
+                    .to_lowercase()
+                    .replace(' ', "_")
+            });
+        let message = parsed
+            .and_then(|b| b.message)
+            .unwrap_or_else(|| text.to_owned());
+        (self.scrub(&id), self.scrub(&message))
+    }
+
+    /// Cuts server-supplied text and removes the token should the server (or
+    /// a proxy) echo our request back.
+    fn scrub(&self, text: &str) -> String {
+        let token = self.token.expose();
+        // Replaced before cutting, so a token straddling the cut cannot leave
+        // half of itself behind.
+        let clean = if token.is_empty() {
+            text.to_owned()
+        } else {
+            text.replace(token, "***")
+        };
+        clean.chars().take(MAX_SHOWN_BODY).collect()
+    }
+
+    /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.opts.backoff_base.as_millis() as u64;
+        let cap = self.opts.backoff_max.as_millis() as u64;
+        let ceiling = base
+            .saturating_mul(
+                1u64.checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u64::MAX),
+            )
+            .min(cap);
+        Duration::from_millis(fastrand::u64(0..=ceiling))
+    }
+}
+
+/// How long a 429 tells us to wait: `Retry-After` (seconds) first, else
+/// `ratelimit-reset` (unix seconds) when `ratelimit-remaining` is 0. None
+/// means "no usable hint; back off as for a 5xx".
+fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    if let Some(secs) = num("retry-after") {
+        return Some(Duration::from_secs(secs));
+    }
+    if num("ratelimit-remaining") == Some(0) {
+        let reset = num("ratelimit-reset")?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?;
+        // The reset second has begun once its whole second is reached; wait
+        // until then, at least a little so a stale header cannot spin us.
+        let wait = Duration::from_secs(reset).saturating_sub(now);
+        return Some(wait.max(Duration::from_millis(100)));
+    }
+    None
+}
+
+/// `now + d`, saturating: a configured `Duration::MAX` means "no deadline to
+/// speak of", not a panic on overflow.
+pub(crate) fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::mock::{
+        Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs, closed_port_url,
+    };
+
+    /// Only ever used inside URL paths sent to the loopback mock.
+    const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+
+    fn opts(url: String) -> ApiOptions {
+        ApiOptions {
+            base_url: url,
+            request_timeout: Duration::from_millis(500),
+            operation_deadline: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            action_poll_interval: Duration::from_millis(20),
+            ..ApiOptions::default()
+        }
+    }
+
+    fn client(mock: &MockDo) -> ApiClient {
+        ApiClient::new(opts(mock.url()), Secret::new(TOKEN)).unwrap()
+    }
+
+    fn rate_limited(headers: &[(&str, String)]) -> Fault {
+        Fault::Status {
+            code: 429,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+            body: r#"{"id":"too_many_requests","message":"API Rate limit exceeded."}"#.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn assign_lifecycle_polls_until_completed() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(3);
+        let api = client(&mock);
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(action.status, ActionStatus::InProgress);
+        assert_eq!(action.kind.as_deref(), Some("assign_ip"));
+        assert_eq!(action.resource_id, Some(758604968));
+        assert_eq!(mock.holder(), None, "not moved before the action completes");
+
+        let done = api
+            .wait_action(IP, action.id, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(done.id, action.id);
+        assert_eq!(done.status, ActionStatus::Completed);
+        assert!(done.completed_at.is_some());
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        assert_eq!(mock.assigns(), 1);
+        assert_eq!(
+            mock.count(
+                "GET",
+                &format!("/v2/floating_ips/{IP}/actions/{}", action.id)
+            ),
+            3
+        );
+
+        let post = mock
+            .requests()
+            .into_iter()
+            .find(|r| r.method == "POST")
+            .unwrap();
+        assert_eq!(post.path, format!("/v2/floating_ips/{IP}/actions"));
+        let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"type": "assign", "droplet_id": OUR_DROPLET})
+        );
+        assert_eq!(api.holder(IP).await.unwrap(), Some(OUR_DROPLET));
+    }
+
+    #[tokio::test]
+    async fn holder_on_both_path_families() {
+        let mock = MockDo::start().await;
+        let floating = client(&mock);
+        assert_eq!(floating.holder(IP).await.unwrap(), None);
+        mock.set_holder(Some(OTHER_DROPLET));
+        assert_eq!(floating.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
+
+        let reserved = ApiClient::new(
+            ApiOptions {
+                path_family: PathFamily::ReservedIps,
+                ..opts(format!("{}/", mock.url()))
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        assert_eq!(reserved.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
+        reserved.assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(mock.count("GET", "/v2/reserved_ips/"), 1);
+        assert_eq!(
+            mock.count("POST", &format!("/v2/reserved_ips/{IP}/actions")),
+            1
+        );
+        assert_eq!(
+            "reserved_ips".parse::<PathFamily>().unwrap(),
+            PathFamily::ReservedIps
+        );
+        assert!("reserved".parse::<PathFamily>().is_err());
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_then_succeed() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        mock.push_fault(Fault::status(500, "server_error", "Server Error"));
+        mock.push_fault(Fault::status(503, "service_unavailable", "try later"));
+        let action = client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(action.status, ActionStatus::Completed);
+        assert_eq!(mock.assigns(), 3, "two failures and the success");
+    }
+
+    #[tokio::test]
+    async fn dropped_connection_and_timeout_are_retried() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        mock.push_fault(Fault::Drop);
+        // Longer than the 500 ms request timeout.
+        mock.push_fault(Fault::Delay(Duration::from_millis(1500)));
+        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(mock.assigns(), 3);
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+    }
+
+    #[tokio::test]
+    async fn connection_refused_is_retried_until_deadline() {
+        let api = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::from_millis(300),
+                ..opts(closed_port_url().await)
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        let err = api.holder(IP).await.unwrap_err();
+        match &err {
+            ApiError::DeadlineExceeded { attempts, last, .. } => {
+                assert!(*attempts > 1, "{err}");
+                assert!(last.contains("connection"), "{err}");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_limit_honours_retry_after() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        mock.push_fault(rate_limited(&[("retry-after", "1".into())]));
+        let start = Instant::now();
+        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        assert_eq!(posts.len(), 2);
+        assert!(
+            posts[1].at - posts[0].at >= Duration::from_secs(1),
+            "{:?}",
+            posts[1].at - posts[0].at
+        );
+        assert!(start.elapsed() < Duration::from_secs(3));
+    }
+
+    #[tokio::test]
+    async fn rate_limit_uses_reset_when_remaining_is_zero() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let reset = now.as_secs() + 2;
+        let expected_wait = Duration::from_secs(reset) - now;
+        mock.push_fault(rate_limited(&[
+            ("ratelimit-limit", "5000".into()),
+            ("ratelimit-remaining", "0".into()),
+            ("ratelimit-reset", reset.to_string()),
+        ]));
+        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        assert_eq!(posts.len(), 2);
+        // Less the time the first exchange itself took.
+        let gap = posts[1].at - posts[0].at;
+        assert!(
+            gap + Duration::from_millis(50) >= expected_wait,
+            "{gap:?} < {expected_wait:?}"
+        );
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = |pairs: &[(&'static str, &'static str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(*k, HeaderValue::from_static(v));
+            }
+            m
+        };
+        assert_eq!(
+            rate_limit_wait(&h(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[
+                    ("ratelimit-remaining", "0"),
+                    ("ratelimit-reset", "1700000003")
+                ]),
+                now
+            ),
+            Some(Duration::from_secs(3))
+        );
+        // A reset in the past still waits a little rather than spinning.
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1")]),
+                now
+            ),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[
+                    ("ratelimit-remaining", "12"),
+                    ("ratelimit-reset", "1700000003")
+                ]),
+                now
+            ),
+            None
+        );
+        // HTTP-date Retry-After is not supported: fall back to backoff.
+        assert_eq!(
+            rate_limit_wait(&h(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), now),
+            None
+        );
+        assert_eq!(rate_limit_wait(&h(&[]), now), None);
+    }
+
+    #[tokio::test]
+    async fn retry_after_beyond_deadline_fails_fast() {
+        let mock = MockDo::start().await;
+        mock.push_fault(rate_limited(&[("retry-after", "60".into())]));
+        let start = Instant::now();
+        let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::DeadlineExceeded { attempts: 1, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("429"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_clear_and_not_retried() {
+        for (code, id, message) in [
+            (401, "unauthorized", "Unable to authenticate you"),
+            (
+                404,
+                "not_found",
+                "The resource you were accessing could not be found.",
+            ),
+            (
+                422,
+                "unprocessable_entity",
+                "Droplet already has a pending event.",
+            ),
+        ] {
+            let mock = MockDo::start().await;
+            mock.push_fault(Fault::status(code, id, message));
+            let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+            match &err {
+                ApiError::Rejected {
+                    status,
+                    id: got_id,
+                    message: got_message,
+                    ..
+                } => {
+                    assert_eq!(
+                        (*status, got_id.as_str(), got_message.as_str()),
+                        (code, id, message)
+                    );
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+            assert_eq!(err.status(), Some(code));
+            let shown = err.to_string();
+            assert!(
+                shown.contains(&code.to_string()) && shown.contains(id) && shown.contains(message),
+                "{shown}"
+            );
+            assert_eq!(mock.assigns(), 1, "{code} must not be retried");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_token_is_rejected_by_server() {
+        let mock = MockDo::start().await;
+        let api = ApiClient::new(opts(mock.url()), Secret::new("dop_v1_wrong")).unwrap();
+        let err = api.holder(IP).await.unwrap_err();
+        assert_eq!(err.status(), Some(401), "{err}");
+        assert_eq!(mock.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn persistent_server_errors_exceed_the_deadline() {
+        let mock = MockDo::start().await;
+        mock.set_sticky_fault(Some(Fault::status(502, "bad_gateway", "upstream down")));
+        let api = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::from_millis(400),
+                ..opts(mock.url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        let start = Instant::now();
+        let err = api.assign(IP, OUR_DROPLET).await.unwrap_err();
+        let elapsed = start.elapsed();
+        match &err {
+            ApiError::DeadlineExceeded { attempts, last, .. } => {
+                assert!(*attempts >= 2, "{err}");
+                assert!(
+                    last.contains("502") && last.contains("upstream down"),
+                    "{err}"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        // Generous: only "stops near the deadline, not after many more tries" matters.
+        assert!(elapsed <= Duration::from_millis(1500), "{elapsed:?}");
+        assert_eq!(mock.assigns() as u32, err_attempts(&err));
+    }
+
+    fn err_attempts(e: &ApiError) -> u32 {
+        match e {
+            ApiError::DeadlineExceeded { attempts, .. } | ApiError::Abandoned { attempts, .. } => {
+                *attempts
+            }
+            _ => 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn unwanted_assign_stops_retrying() {
+        let mock = MockDo::start().await;
+        mock.set_sticky_fault(Some(Fault::status(500, "server_error", "boom")));
+        let err = client(&mock)
+            .assign_while(IP, OUR_DROPLET, || false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::Abandoned { attempts: 1, .. }),
+            "{err:?}"
+        );
+        assert_eq!(mock.assigns(), 1);
+    }
+
+    #[tokio::test]
+    async fn errored_action_is_an_error() {
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(2);
+        mock.set_final_status("errored");
+        let api = client(&mock);
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        let err = api
+            .wait_action(IP, action.id, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::ActionErrored { id, .. } if id == action.id),
+            "{err:?}"
+        );
+        assert_eq!(mock.holder(), None);
+    }
+
+    #[tokio::test]
+    async fn unknown_status_keeps_polling() {
+        let mock = MockDo::start().await;
+        mock.set_pending_status("queued");
+        mock.set_polls_to_complete(3);
+        let api = client(&mock);
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(action.status, ActionStatus::Other("queued".into()));
+        let done = api
+            .wait_action(IP, action.id, Instant::now() + Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(done.status, ActionStatus::Completed);
+
+        // Never finishing: the deadline ends the wait with the last status.
+        mock.set_polls_to_complete(u32::MAX);
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        let start = Instant::now();
+        let err = api
+            .wait_action(IP, action.id, Instant::now() + Duration::from_millis(200))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::ActionTimeout { status: ActionStatus::Other(ref s), .. } if s == "queued"),
+            "{err:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_decode_errors() {
+        let mock = MockDo::start().await;
+        mock.push_fault(Fault::Status {
+            code: 200,
+            headers: vec![],
+            body: "<html>not json</html>".into(),
+        });
+        let err = client(&mock).holder(IP).await.unwrap_err();
+        assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
+        mock.push_fault(Fault::Status {
+            code: 200,
+            headers: vec![],
+            body: r#"{"floating_ip":{"droplet":{"id":"x"}}}"#.into(),
+        });
+        let err = client(&mock).holder(IP).await.unwrap_err();
+        assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
+        mock.push_fault(Fault::Status {
+            code: 201,
+            headers: vec![],
+            body: r#"{"action":{"status":"completed"}}"#.into(),
+        });
+        let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+        assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn huge_durations_do_not_panic() {
+        let mock = MockDo::start().await;
+        let api = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::MAX,
+                request_timeout: Duration::MAX,
+                backoff_max: Duration::MAX,
+                ..opts(mock.url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        mock.push_fault(Fault::status(500, "server_error", "once"));
+        assert_eq!(api.holder(IP).await.unwrap(), None);
+    }
+
+    #[test]
+    fn bad_construction_is_an_error() {
+        let err = ApiClient::new(opts("not a url".into()), Secret::new(TOKEN)).unwrap_err();
+        assert!(matches!(err, ApiError::InvalidUrl { .. }), "{err:?}");
+        let err = ApiClient::new(opts("ftp://127.0.0.1".into()), Secret::new(TOKEN)).unwrap_err();
+        assert!(matches!(err, ApiError::InvalidUrl { .. }), "{err:?}");
+        let err = ApiClient::new(
+            opts("http://127.0.0.1:1".into()),
+            Secret::new("line\nbreak"),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ApiError::InvalidToken), "{err:?}");
+    }
+
+    /// Every way the token could leak: error Display/Debug/sources of every
+    /// variant, the client's Debug, and everything logged at TRACE while
+    /// requests (including retries and failures) run.
+    #[tokio::test]
+    async fn token_never_appears_in_errors_debug_or_logs() {
+        let (_guard, logs) = capture_logs();
+        let mock = MockDo::start().await;
+        let api = client(&mock);
+        let mut errors: Vec<Box<dyn std::error::Error>> = Vec::new();
+
+        // A server (or proxy) that echoes the Authorization header back.
+        mock.push_fault(Fault::status(
+            403,
+            "forbidden",
+            &format!("bad header Bearer {TOKEN}"),
+        ));
+        errors.push(Box::new(api.holder(IP).await.unwrap_err()));
+        mock.push_fault(Fault::Status {
+            code: 200,
+            headers: vec![],
+            body: format!("not json {TOKEN}"),
+        });
+        errors.push(Box::new(api.holder(IP).await.unwrap_err()));
+        mock.set_sticky_fault(Some(Fault::status(
+            500,
+            "server_error",
+            &format!("echo {TOKEN}"),
+        )));
+        let short = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::from_millis(150),
+                ..opts(mock.url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        errors.push(Box::new(short.assign(IP, OUR_DROPLET).await.unwrap_err()));
+        errors.push(Box::new(
+            short
+                .assign_while(IP, OUR_DROPLET, || false)
+                .await
+                .unwrap_err(),
+        ));
+        mock.set_sticky_fault(None);
+        mock.set_polls_to_complete(1);
+        mock.set_final_status("errored");
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        errors.push(Box::new(
+            api.wait_action(IP, action.id, Instant::now() + Duration::from_secs(2))
+                .await
+                .unwrap_err(),
+        ));
+        mock.set_polls_to_complete(u32::MAX);
+        let action = api.assign(IP, OUR_DROPLET).await.unwrap();
+        errors.push(Box::new(
+            api.wait_action(IP, action.id, Instant::now() + Duration::from_millis(50))
+                .await
+                .unwrap_err(),
+        ));
+        mock.push_fault(Fault::Drop);
+        mock.push_fault(Fault::Delay(Duration::from_millis(800)));
+        api.holder(IP).await.unwrap();
+        let refused = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::from_millis(100),
+                ..opts(closed_port_url().await)
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        errors.push(Box::new(refused.holder(IP).await.unwrap_err()));
+        errors.push(Box::new(
+            ApiClient::new(opts("bad url".into()), Secret::new(TOKEN)).unwrap_err(),
+        ));
+        errors.push(Box::new(
+            ApiClient::new(opts(mock.url()), Secret::new(format!("{TOKEN}\n"))).unwrap_err(),
+        ));
+        let request_err = reqwest::Client::new().get("http://[").build().unwrap_err();
+        errors.push(Box::new(ApiError::Request {
+            method: Method::GET,
+            path: "/v2".into(),
+            source: request_err,
+        }));
+        errors.push(Box::new(ApiError::Client(
+            reqwest::Client::new().get("http://[").build().unwrap_err(),
+        )));
+
+        let mut kinds = std::collections::BTreeSet::new();
+        for e in &errors {
+            if let Some(api_err) = e.downcast_ref::<ApiError>() {
+                kinds.insert(
+                    format!("{api_err:?}")
+                        .split([' ', '{', '('])
+                        .next()
+                        .unwrap_or("")
+                        .to_owned(),
+                );
+            }
+            let mut shown = format!("{e} {e:?}");
+            let mut src = e.source();
+            while let Some(s) = src {
+                shown.push_str(&format!(" {s} {s:?}"));
+                src = s.source();
+            }
+            assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+        }
+        // Every variant was exercised.
+        for k in [
+            "Client",
+            "InvalidUrl",
+            "InvalidToken",
+            "Rejected",
+            "Request",
+            "DeadlineExceeded",
+            "Abandoned",
+            "Decode",
+            "ActionErrored",
+            "ActionTimeout",
+        ] {
+            assert!(kinds.contains(k), "variant {k} not covered: {kinds:?}");
+        }
+        let debug = format!("{api:?}");
+        assert!(debug.contains("***") && !debug.contains(TOKEN), "{debug}");
+
+        let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(
+            logs.contains("DigitalOcean API request"),
+            "nothing captured: {logs}"
+        );
+        assert!(!logs.contains(TOKEN), "token leaked into logs");
+        assert!(!logs.contains("Bearer"), "auth header leaked into logs");
+    }
+}

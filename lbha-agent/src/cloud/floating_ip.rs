@@ -1,0 +1,721 @@
+//! Floating IP failover: a task that follows this node's VRRP mastership and
+//! makes sure that, while we are Master, the floating IP points at our
+//! droplet.
+//!
+//! - On becoming Master, and every `recheck_interval` while Master, it checks
+//!   who holds the IP (metadata service first; the API when metadata is
+//!   unavailable) and assigns it to us when we do not hold it. The periodic
+//!   re-check is what repairs a split brain where another droplet grabbed the
+//!   IP while we stayed Master (keepalived issues #100, #950).
+//! - Single flight: at most one check-and-assign runs at a time, so one agent
+//!   never has two assigns in flight. Mastership changes during it are noted
+//!   and acted on when it ends.
+//! - Losing mastership does not cancel a running assign (the request may
+//!   already be with DO), but its retries stop and no new one starts.
+
+use std::{future::Future, net::Ipv4Addr, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
+
+use thiserror::Error;
+use tokio::{sync::watch, task::JoinHandle, time::Instant};
+use tracing::{debug, info, warn};
+
+use super::{
+    api::{
+        ActionStatus, ApiClient, ApiError, ApiOptions, DEFAULT_API_URL, PathFamily, deadline_after,
+    },
+    metadata::{DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL, MetadataClient, MetadataError},
+    secret::{TokenError, TokenSource},
+};
+
+/// Everything the floating IP side needs. The config files map onto this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloatingIpConfig {
+    pub ip: Ipv4Addr,
+    pub api_url: String,
+    pub metadata_url: String,
+    pub path_family: PathFamily,
+    pub token: TokenSource,
+    /// Our droplet id when known in advance; otherwise asked from metadata
+    /// (and cached). Setting it lets failover work with metadata down.
+    pub droplet_id: Option<u64>,
+    /// How often a Master verifies it still holds the IP.
+    pub recheck_interval: Duration,
+    /// Bound on one API operation including retries, and on waiting for an
+    /// assign action to complete.
+    pub operation_deadline: Duration,
+    /// Bound on one HTTP exchange with the API.
+    pub request_timeout: Duration,
+    pub metadata_timeout: Duration,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("floating IP config: {field} must be greater than zero")]
+pub struct InvalidFloatingIpConfig {
+    pub field: &'static str,
+}
+
+#[derive(Debug, Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Config(#[from] InvalidFloatingIpConfig),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+}
+
+impl FloatingIpConfig {
+    /// A config with the production defaults for everything but the IP and
+    /// the token.
+    pub fn new(ip: Ipv4Addr, token: TokenSource) -> Self {
+        Self {
+            ip,
+            api_url: DEFAULT_API_URL.to_owned(),
+            metadata_url: DEFAULT_METADATA_URL.to_owned(),
+            path_family: PathFamily::default(),
+            token,
+            droplet_id: None,
+            recheck_interval: Duration::from_secs(10),
+            operation_deadline: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            metadata_timeout: DEFAULT_METADATA_TIMEOUT,
+        }
+    }
+
+    /// Token from a file, the usual deployment.
+    pub fn with_token_file(ip: Ipv4Addr, path: impl Into<PathBuf>) -> Self {
+        Self::new(ip, TokenSource::File(path.into()))
+    }
+
+    /// Zero durations would spin or never succeed; reject them up front.
+    pub fn validate(&self) -> Result<(), InvalidFloatingIpConfig> {
+        for (field, d) in [
+            ("recheck_interval", self.recheck_interval),
+            ("operation_deadline", self.operation_deadline),
+            ("request_timeout", self.request_timeout),
+            ("metadata_timeout", self.metadata_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(InvalidFloatingIpConfig { field });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn api_options(&self) -> ApiOptions {
+        ApiOptions {
+            base_url: self.api_url.clone(),
+            path_family: self.path_family,
+            request_timeout: self.request_timeout,
+            operation_deadline: self.operation_deadline,
+            ..ApiOptions::default()
+        }
+    }
+
+    /// Validates, loads the token and builds both clients.
+    pub fn build_clients(&self) -> Result<(MetadataClient, ApiClient), SetupError> {
+        self.validate()?;
+        let token = self.token.load()?;
+        let api = ApiClient::new(self.api_options(), token)?;
+        let metadata =
+            MetadataClient::with_timeout(self.metadata_url.clone(), self.metadata_timeout)?;
+        Ok((metadata, api))
+    }
+}
+
+/// The outcome of one assign.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssignRecord {
+    /// When the assign was requested.
+    pub at: Instant,
+    pub droplet_id: u64,
+    pub duration: Duration,
+    /// The completed action's id, or the error's text.
+    pub result: Result<u64, String>,
+}
+
+/// What the manager knows, for health endpoints, logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FloatingIpStatus {
+    pub master: bool,
+    /// Some(true): our droplet holds the IP; Some(false): it does not; None:
+    /// not checked yet, or neither metadata nor the API could tell.
+    pub holder_known: Option<bool>,
+    pub droplet_id: Option<u64>,
+    /// A check or assign is running.
+    pub in_flight: bool,
+    pub checks: u64,
+    /// Assigns requested so far.
+    pub assigns: u64,
+    pub last_assign: Option<AssignRecord>,
+    /// Why the last check could not run to its end, if it could not.
+    pub last_error: Option<String>,
+}
+
+/// Controls a running manager. Dropping it (or [`shutdown`](Self::shutdown))
+/// stops the task.
+#[derive(Debug)]
+pub struct FloatingIpHandle {
+    master: watch::Sender<bool>,
+    status: watch::Receiver<FloatingIpStatus>,
+    task: JoinHandle<()>,
+}
+
+impl FloatingIpHandle {
+    pub fn set_master(&self, master: bool) {
+        self.master.send_replace(master);
+    }
+
+    pub fn status(&self) -> FloatingIpStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<FloatingIpStatus> {
+        self.status.clone()
+    }
+
+    /// Stops the manager. A check or assign in progress is dropped: the
+    /// daemon is going away, and a request already sent to DO completes
+    /// there regardless.
+    pub async fn shutdown(self) {
+        drop(self.master);
+        if let Err(e) = self.task.await
+            && e.is_panic()
+        {
+            warn!(error = %e, "floating IP manager task panicked");
+        }
+    }
+}
+
+pub struct FloatingIpManager;
+
+impl FloatingIpManager {
+    /// Starts the manager as Backup; feed it with `set_master`.
+    pub fn spawn(
+        config: FloatingIpConfig,
+        metadata: MetadataClient,
+        api: ApiClient,
+    ) -> FloatingIpHandle {
+        let (master_tx, master_rx) = watch::channel(false);
+        let (status, task) = Self::spawn_watching(config, metadata, api, master_rx);
+        FloatingIpHandle {
+            master: master_tx,
+            status,
+            task,
+        }
+    }
+
+    /// Starts the manager on an existing mastership channel (e.g. the VRRP
+    /// driver's). It stops when the channel's sender is dropped.
+    pub fn spawn_watching(
+        config: FloatingIpConfig,
+        metadata: MetadataClient,
+        api: ApiClient,
+        master: watch::Receiver<bool>,
+    ) -> (watch::Receiver<FloatingIpStatus>, JoinHandle<()>) {
+        let (status_tx, status_rx) = watch::channel(FloatingIpStatus {
+            droplet_id: config.droplet_id,
+            ..FloatingIpStatus::default()
+        });
+        let ctx = Arc::new(Ctx {
+            ip: config.ip,
+            configured_droplet: config.droplet_id,
+            action_deadline: config.operation_deadline,
+            metadata,
+            api,
+            status: status_tx,
+        });
+        // A zero interval (validate() rejects it, but spawn cannot fail)
+        // would re-check in a tight loop against DO.
+        let recheck = config.recheck_interval.max(Duration::from_millis(10));
+        let task = tokio::spawn(run(ctx, master, recheck));
+        (status_rx, task)
+    }
+}
+
+struct Ctx {
+    ip: Ipv4Addr,
+    configured_droplet: Option<u64>,
+    action_deadline: Duration,
+    metadata: MetadataClient,
+    api: ApiClient,
+    status: watch::Sender<FloatingIpStatus>,
+}
+
+type Job = Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
+
+async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<bool>, recheck: Duration) {
+    let mut master = *master_rx.borrow_and_update();
+    let mut droplet = ctx.configured_droplet;
+    let mut job: Option<Job> = None;
+    // Mastership (re)gained while a job ran: check again as soon as it ends
+    // instead of waiting a whole interval.
+    let mut rearm = false;
+    let mut next_check = Instant::now();
+    ctx.status.send_modify(|s| s.master = master);
+    info!(ip = %ctx.ip, master, "floating IP manager started");
+
+    loop {
+        tokio::select! {
+            changed = master_rx.changed() => {
+                if changed.is_err() {
+                    info!(ip = %ctx.ip, "mastership input closed; floating IP manager stopping");
+                    return;
+                }
+                let now_master = *master_rx.borrow_and_update();
+                if now_master != master {
+                    info!(ip = %ctx.ip, master = now_master, "mastership changed");
+                }
+                // Checked even when the value looks unchanged: the watch
+                // coalesces a quick Backup->Master flap, and the Backup
+                // half may have stopped an assign's retries.
+                if now_master {
+                    if job.is_some() {
+                        rearm = true;
+                    } else {
+                        next_check = Instant::now();
+                    }
+                }
+                master = now_master;
+                ctx.status.send_modify(|s| s.master = master);
+            }
+            learned = async {
+                match job.as_mut() {
+                    Some(j) => j.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                job = None;
+                droplet = droplet.or(learned);
+                ctx.status.send_modify(|s| {
+                    s.in_flight = false;
+                    s.droplet_id = droplet;
+                });
+                next_check = if std::mem::take(&mut rearm) {
+                    Instant::now()
+                } else {
+                    deadline_after(recheck)
+                };
+            }
+            () = tokio::time::sleep_until(next_check), if master && job.is_none() => {
+                ctx.status.send_modify(|s| s.in_flight = true);
+                job = Some(Box::pin(reconcile(ctx.clone(), droplet, master_rx.clone())));
+            }
+        }
+    }
+}
+
+/// One check, and an assign when needed. Returns the droplet id it learned.
+async fn reconcile(
+    ctx: Arc<Ctx>,
+    cached: Option<u64>,
+    master: watch::Receiver<bool>,
+) -> Option<u64> {
+    let ip = ctx.ip;
+    let droplet = match cached {
+        Some(id) => id,
+        None => match ctx.metadata.droplet_id().await {
+            Ok(id) => {
+                info!(%ip, droplet_id = id, "learned our droplet id from metadata");
+                id
+            }
+            Err(e) => {
+                // Without our id there is nothing to assign to; the next
+                // re-check tries again.
+                warn!(%ip, error = %e, "cannot learn our droplet id; set droplet_id to fail over without metadata");
+                ctx.status.send_modify(|s| {
+                    s.checks += 1;
+                    s.holder_known = None;
+                    s.last_error = Some(format!("droplet id unknown: {e}"));
+                });
+                return None;
+            }
+        },
+    };
+
+    let held = held_by_us(&ctx, droplet).await;
+    ctx.status.send_modify(|s| {
+        s.checks += 1;
+        s.holder_known = held;
+        s.last_error = match held {
+            Some(_) => None,
+            None => Some("holder unknown: metadata and API both failed".into()),
+        };
+    });
+    match held {
+        Some(true) => {
+            debug!(%ip, droplet_id = droplet, "floating IP is ours");
+            return Some(droplet);
+        }
+        Some(false) => {
+            warn!(%ip, droplet_id = droplet, "floating IP is not on this droplet; assigning")
+        }
+        // We are Master and cannot tell: assigning to ourselves is harmless
+        // if we already hold it, and is what a Master must do otherwise.
+        None => {
+            warn!(%ip, droplet_id = droplet, "cannot tell who holds the floating IP; assigning anyway")
+        }
+    }
+    if !*master.borrow() {
+        info!(%ip, "no longer Master; not assigning");
+        return Some(droplet);
+    }
+
+    let started = Instant::now();
+    ctx.status.send_modify(|s| s.assigns += 1);
+    info!(%ip, droplet_id = droplet, "floating IP assign requested");
+    let result = assign_and_wait(&ctx, droplet, master).await;
+    let duration = started.elapsed();
+    let record = match &result {
+        Ok(action_id) => {
+            info!(%ip, droplet_id = droplet, action_id, duration_ms = duration.as_millis() as u64, "floating IP assign completed");
+            Ok(*action_id)
+        }
+        Err(e) => {
+            warn!(%ip, droplet_id = droplet, duration_ms = duration.as_millis() as u64, error = %e, "floating IP assign failed");
+            Err(e.to_string())
+        }
+    };
+    let ok = record.is_ok();
+    ctx.status.send_modify(|s| {
+        if ok {
+            s.holder_known = Some(true);
+        }
+        s.last_assign = Some(AssignRecord {
+            at: started,
+            droplet_id: droplet,
+            duration,
+            result: record,
+        });
+    });
+    Some(droplet)
+}
+
+async fn assign_and_wait(
+    ctx: &Ctx,
+    droplet: u64,
+    master: watch::Receiver<bool>,
+) -> Result<u64, ApiError> {
+    let action = ctx
+        .api
+        .assign_while(ctx.ip, droplet, || *master.borrow())
+        .await?;
+    if action.status == ActionStatus::Completed {
+        return Ok(action.id);
+    }
+    let deadline = deadline_after(ctx.action_deadline);
+    Ok(ctx.api.wait_action(ctx.ip, action.id, deadline).await?.id)
+}
+
+/// Some(true) if our droplet holds the IP, Some(false) if not, None if
+/// neither source could say.
+async fn held_by_us(ctx: &Ctx, droplet: u64) -> Option<bool> {
+    // Metadata only says whether *a* floating IP is on this droplet; DO
+    // allows one reserved IPv4 per droplet, so that is ours to manage.
+    match ctx.metadata.floating_ip_active().await {
+        Ok(active) => return Some(active),
+        Err(e) => {
+            warn!(ip = %ctx.ip, error = %e, "metadata unavailable; asking the API who holds the floating IP")
+        }
+    }
+    match ctx.api.holder(ctx.ip).await {
+        Ok(holder) => {
+            debug!(ip = %ctx.ip, holder = ?holder, "floating IP holder from API");
+            Some(holder == Some(droplet))
+        }
+        Err(e) => {
+            warn!(ip = %ctx.ip, error = %e, "cannot ask the API who holds the floating IP");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::{
+        mock::{Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs},
+        secret::Secret,
+    };
+
+    /// Only ever used inside URL paths sent to the loopback mock.
+    const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    const RECHECK: Duration = Duration::from_millis(100);
+
+    fn config(mock: &MockDo) -> FloatingIpConfig {
+        FloatingIpConfig {
+            api_url: mock.url(),
+            metadata_url: mock.url(),
+            recheck_interval: RECHECK,
+            operation_deadline: Duration::from_secs(3),
+            request_timeout: Duration::from_millis(500),
+            metadata_timeout: Duration::from_millis(200),
+            ..FloatingIpConfig::new(IP, TokenSource::Env("LBHA_UNUSED_IN_TESTS".into()))
+        }
+    }
+
+    fn spawn(cfg: FloatingIpConfig) -> FloatingIpHandle {
+        let api = ApiClient::new(
+            ApiOptions {
+                backoff_base: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(100),
+                action_poll_interval: Duration::from_millis(20),
+                ..cfg.api_options()
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        let md =
+            MetadataClient::with_timeout(cfg.metadata_url.clone(), cfg.metadata_timeout).unwrap();
+        FloatingIpManager::spawn(cfg, md, api)
+    }
+
+    async fn wait_for(
+        h: &FloatingIpHandle,
+        what: &str,
+        f: impl FnMut(&FloatingIpStatus) -> bool,
+    ) -> FloatingIpStatus {
+        let mut rx = h.subscribe();
+        match tokio::time::timeout(Duration::from_secs(5), rx.wait_for(f)).await {
+            Ok(Ok(s)) => s.clone(),
+            _ => panic!("timed out waiting for {what}: {:?}", h.status()),
+        }
+    }
+
+    /// For conditions on the mock, which the status channel does not signal.
+    async fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !f() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn becoming_master_assigns_exactly_once() {
+        let (_guard, logs) = capture_logs();
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(2);
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        let record = s.last_assign.clone().unwrap();
+        assert!(record.result.is_ok(), "{record:?}");
+        assert_eq!(record.droplet_id, OUR_DROPLET);
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!(s.droplet_id, Some(OUR_DROPLET));
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+
+        // Several re-checks later: metadata says it is ours, no new assign.
+        let checks = s.checks;
+        wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
+        assert_eq!(mock.assigns(), 1);
+        assert_eq!(h.status().assigns, 1);
+        h.shutdown().await;
+
+        let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        assert!(logs.contains("floating IP assign requested"), "{logs}");
+        assert!(
+            logs.contains("floating IP assign completed") && logs.contains("duration_ms"),
+            "{logs}"
+        );
+        assert!(!logs.contains(TOKEN));
+    }
+
+    #[tokio::test]
+    async fn backup_leaves_the_ip_alone() {
+        let mock = MockDo::start().await;
+        let h = spawn(config(&mock));
+        h.set_master(false);
+        tokio::time::sleep(RECHECK * 3).await;
+        assert!(mock.requests().is_empty());
+        assert_eq!(h.status().checks, 0);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn holder_already_does_not_assign() {
+        let mock = MockDo::start().await;
+        mock.set_holder(Some(OUR_DROPLET));
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        let s = wait_for(&h, "checks", |s| s.checks >= 3).await;
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!(s.assigns, 0);
+        assert!(mock.requests().is_empty(), "{:?}", mock.requests());
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn recheck_reclaims_the_ip_once_after_a_takeover() {
+        let mock = MockDo::start().await;
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        wait_for(&h, "first assign", |s| s.last_assign.is_some()).await;
+        assert_eq!(mock.assigns(), 1);
+
+        // Split brain: another droplet takes the IP while we stay Master.
+        mock.set_holder(Some(OTHER_DROPLET));
+        let s = wait_for(&h, "re-assign", |s| {
+            s.assigns == 2 && !s.in_flight && s.holder_known == Some(true)
+        })
+        .await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        let checks = h.status().checks;
+        wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
+        assert_eq!(mock.assigns(), 2);
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn master_flaps_never_overlap_assigns() {
+        let mock = MockDo::start().await;
+        mock.set_post_delay(Duration::from_millis(150));
+        mock.set_polls_to_complete(3);
+        let h = spawn(config(&mock));
+        for i in 0..40u64 {
+            h.set_master(i % 2 == 0);
+            tokio::time::sleep(Duration::from_millis(5 + (i * 7) % 30)).await;
+            // Someone keeps stealing the IP, so every check wants to assign.
+            if i % 5 == 0 {
+                mock.set_holder(Some(OTHER_DROPLET));
+            }
+        }
+        h.set_master(true);
+        mock.set_holder(Some(OTHER_DROPLET));
+        poll_until("settled on us", || mock.holder() == Some(OUR_DROPLET)).await;
+        let s = wait_for(&h, "idle", |s| !s.in_flight).await;
+        assert!(mock.assigns() >= 1);
+        assert_eq!(s.assigns as usize, mock.assigns());
+        assert_eq!(
+            mock.max_concurrent_posts(),
+            1,
+            "two assign requests at once"
+        );
+        assert_eq!(
+            mock.overlapping_assigns(),
+            0,
+            "assign started while another was unfinished"
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn losing_master_lets_a_running_assign_finish_without_retry() {
+        let mock = MockDo::start().await;
+        mock.set_post_delay(Duration::from_millis(300));
+        mock.set_polls_to_complete(2);
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        wait_for(&h, "assign sent", |s| s.assigns == 1).await;
+        h.set_master(false);
+        let s = wait_for(&h, "assign finished", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        // Someone else takes it: as Backup we must not react.
+        mock.set_holder(Some(OTHER_DROPLET));
+        tokio::time::sleep(RECHECK * 4).await;
+        assert_eq!(mock.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn losing_master_stops_assign_retries() {
+        let mock = MockDo::start().await;
+        mock.set_sticky_fault(Some(Fault::status(503, "service_unavailable", "busy")));
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        poll_until("assign sent", || mock.assigns() >= 1).await;
+        h.set_master(false);
+        let s = wait_for(&h, "assign given up", |s| s.last_assign.is_some()).await;
+        let err = s.last_assign.unwrap().result.unwrap_err();
+        assert!(err.contains("abandoned"), "{err}");
+        let sent = mock.assigns();
+        tokio::time::sleep(RECHECK * 4).await;
+        assert_eq!(mock.assigns(), sent, "retried after losing mastership");
+        assert_eq!(h.status().assigns, 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn metadata_down_falls_back_to_the_api() {
+        let mock = MockDo::start().await;
+        mock.set_metadata_down(true);
+        mock.set_holder(Some(OTHER_DROPLET));
+        let h = spawn(FloatingIpConfig {
+            droplet_id: Some(OUR_DROPLET),
+            ..config(&mock)
+        });
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        let checks = h.status().checks;
+        let s = wait_for(&h, "re-checks", |s| s.checks >= checks + 2).await;
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!(mock.assigns(), 1);
+        assert!(mock.count("GET", &format!("/v2/floating_ips/{IP}")) >= 3);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn metadata_down_without_droplet_id_cannot_assign() {
+        let mock = MockDo::start().await;
+        mock.set_metadata_down(true);
+        let h = spawn(config(&mock));
+        h.set_master(true);
+        let s = wait_for(&h, "failed check", |s| s.last_error.is_some()).await;
+        assert!(s.last_error.unwrap().contains("droplet id unknown"));
+        assert_eq!(s.holder_known, None);
+        assert_eq!(mock.assigns(), 0);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_holder_still_assigns_as_master() {
+        let mock = MockDo::start().await;
+        mock.set_metadata_down(true);
+        // The holder lookup fails for good; the assign goes through.
+        mock.push_fault(Fault::status(404, "not_found", "gone"));
+        let h = spawn(FloatingIpConfig {
+            droplet_id: Some(OUR_DROPLET),
+            ..config(&mock)
+        });
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(mock.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    #[test]
+    fn config_validation_and_setup() {
+        let mut cfg = FloatingIpConfig::with_token_file(IP, "/nonexistent/lbha/token");
+        assert_eq!(cfg.recheck_interval, Duration::from_secs(10));
+        assert_eq!(cfg.api_url, DEFAULT_API_URL);
+        assert_eq!(cfg.metadata_url, DEFAULT_METADATA_URL);
+        assert!(cfg.validate().is_ok());
+        assert!(matches!(
+            cfg.build_clients(),
+            Err(SetupError::Token(TokenError::Read { .. }))
+        ));
+        cfg.recheck_interval = Duration::ZERO;
+        assert_eq!(
+            cfg.validate(),
+            Err(InvalidFloatingIpConfig {
+                field: "recheck_interval"
+            })
+        );
+
+        let path = std::env::temp_dir().join(format!("lbha-cloud-{}-setup", std::process::id()));
+        std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
+        let cfg = FloatingIpConfig::with_token_file(IP, &path);
+        let (md, api) = cfg.build_clients().unwrap();
+        assert_eq!(md.base_url(), DEFAULT_METADATA_URL);
+        assert!(!format!("{api:?}").contains(TOKEN));
+        std::fs::remove_file(path).unwrap();
+    }
+}

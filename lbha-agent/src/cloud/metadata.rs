@@ -1,0 +1,179 @@
+//! The droplet metadata service: who we are (droplet id) and whether the
+//! floating IP is currently assigned to us. It is link-local and answers in
+//! milliseconds when present, so timeouts are short: a slow answer means it is
+//! not there, and the caller falls back to the API.
+
+use std::time::Duration;
+
+use thiserror::Error;
+use tracing::debug;
+
+pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+/// Link-local round trips are sub-millisecond; 2 s is generous and still
+/// keeps a failover from stalling on a missing service.
+pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
+const ID_PATH: &str = "/metadata/v1/id";
+const ACTIVE_PATH: &str = "/metadata/v1/floating_ip/ipv4/active";
+/// Answers are a number or a boolean; anything longer is not the metadata
+/// service, and is cut before it reaches an error message.
+const MAX_SHOWN_BODY: usize = 64;
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("building metadata HTTP client")]
+    Client(#[source] reqwest::Error),
+    #[error("metadata service unreachable at {url}")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("metadata service at {url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("metadata service at {url} answered {body:?}, expected {expected}")]
+    Parse {
+        url: String,
+        body: String,
+        expected: &'static str,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct MetadataClient {
+    base_url: String,
+    http: reqwest::Client,
+}
+
+impl MetadataClient {
+    pub fn new(base_url: impl Into<String>) -> Result<Self, MetadataError> {
+        Self::with_timeout(base_url, DEFAULT_METADATA_TIMEOUT)
+    }
+
+    pub fn with_timeout(
+        base_url: impl Into<String>,
+        timeout: Duration,
+    ) -> Result<Self, MetadataError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            // A link-local address must never go through an HTTP proxy from
+            // the environment: the proxy cannot reach our link.
+            .no_proxy()
+            .build()
+            .map_err(MetadataError::Client)?;
+        Ok(Self {
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            http,
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// This droplet's numeric id.
+    pub async fn droplet_id(&self) -> Result<u64, MetadataError> {
+        let (url, body) = self.get(ID_PATH).await?;
+        body.parse().map_err(|_| MetadataError::Parse {
+            url,
+            body: shown(&body),
+            expected: "a droplet id",
+        })
+    }
+
+    /// Whether a floating IP is assigned to this droplet right now.
+    pub async fn floating_ip_active(&self) -> Result<bool, MetadataError> {
+        let (url, body) = self.get(ACTIVE_PATH).await?;
+        match body.as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(MetadataError::Parse {
+                url,
+                body: shown(&body),
+                expected: "true or false",
+            }),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<(String, String), MetadataError> {
+        let url = format!("{}{path}", self.base_url);
+        let unreachable = |source| MetadataError::Unreachable {
+            url: url.clone(),
+            source,
+        };
+        let resp = self.http.get(&url).send().await.map_err(unreachable)?;
+        let status = resp.status();
+        debug!(
+            method = "GET",
+            path,
+            status = status.as_u16(),
+            "metadata request"
+        );
+        if !status.is_success() {
+            return Err(MetadataError::Status {
+                url,
+                status: status.as_u16(),
+            });
+        }
+        let body = resp.text().await.map_err(unreachable)?;
+        Ok((url, body.trim().to_owned()))
+    }
+}
+
+fn shown(body: &str) -> String {
+    body.chars().take(MAX_SHOWN_BODY).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::mock::{MockDo, closed_port_url};
+
+    #[tokio::test]
+    async fn reads_id_and_active() {
+        let mock = MockDo::start().await;
+        let md = MetadataClient::new(mock.url()).unwrap();
+        assert_eq!(
+            md.droplet_id().await.unwrap(),
+            crate::cloud::mock::OUR_DROPLET
+        );
+        assert!(!md.floating_ip_active().await.unwrap());
+        mock.set_holder(Some(crate::cloud::mock::OUR_DROPLET));
+        assert!(md.floating_ip_active().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn unreachable_is_clear_and_quick() {
+        let md = MetadataClient::with_timeout(closed_port_url().await, Duration::from_millis(500))
+            .unwrap();
+        let start = std::time::Instant::now();
+        let err = md.droplet_id().await.unwrap_err();
+        assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
+        assert!(err.to_string().contains("unreachable"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn down_service_times_out_as_unreachable() {
+        let mock = MockDo::start().await;
+        mock.set_metadata_down(true);
+        let md = MetadataClient::with_timeout(mock.url(), Duration::from_millis(300)).unwrap();
+        let err = md.floating_ip_active().await.unwrap_err();
+        assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_parse_error() {
+        let mock = MockDo::start().await;
+        mock.set_metadata_body(Some("<html>captive portal</html>".repeat(20)));
+        let md = MetadataClient::new(mock.url()).unwrap();
+        let err = md.droplet_id().await.unwrap_err();
+        assert!(
+            matches!(err, MetadataError::Parse { ref body, .. } if body.len() <= MAX_SHOWN_BODY),
+            "{err:?}"
+        );
+        let err = md.floating_ip_active().await.unwrap_err();
+        assert!(matches!(err, MetadataError::Parse { .. }), "{err:?}");
+    }
+}

@@ -1,0 +1,230 @@
+//! The agent's configuration model, and the two ways to write it: lbha's
+//! native TOML (`toml.rs`) and keepalived.conf (`keepalived.rs`), which both
+//! produce a [`Config`].
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::recv::ReceivePathChoice;
+
+/// Everything the agent runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub global: Global,
+    /// Health checks (keepalived `vrrp_script`), referenced by name from instances.
+    pub checks: Vec<Check>,
+    pub instances: Vec<Instance>,
+    /// The DigitalOcean floating IP that follows mastership (replaces
+    /// keepalived's `notify_master` + master.sh).
+    pub floating_ip: Option<FloatingIp>,
+}
+
+/// Which floating IP follows which instance, and how to reach DigitalOcean.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloatingIp {
+    /// The instance whose Master state holds the IP (default: the first).
+    pub instance: Option<String>,
+    pub settings: crate::cloud::FloatingIpConfig,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Global {
+    /// Refuse to run scripts that a non-root user could modify
+    /// (keepalived `enable_script_security`).
+    pub script_security: bool,
+    /// User (and optional group) scripts run as (keepalived `script_user`).
+    pub script_user: Option<String>,
+    pub script_group: Option<String>,
+    /// Default VRRP version for instances that do not set one (keepalived
+    /// `vrrp_version`, default 2 as in keepalived).
+    pub vrrp_version: u8,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            script_security: false,
+            script_user: None,
+            script_group: None,
+            vrrp_version: 2,
+        }
+    }
+}
+
+/// A tracked health check (keepalived `vrrp_script`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub name: String,
+    /// The command line, as keepalived's `script` (split on whitespace,
+    /// double quotes group words). Empty when `probe` is set.
+    pub script: String,
+    /// A built-in probe used instead of a script.
+    pub probe: Option<Probe>,
+    /// Time between runs (keepalived default 1 s).
+    pub interval: Duration,
+    /// How long a run may take before it counts as failed (default: `interval`).
+    pub timeout: Duration,
+    /// Priority adjustment, -253..=253. 0 means a failing check puts the
+    /// instance into Fault.
+    pub weight: i32,
+    /// With a positive weight keepalived applies it when the check succeeds;
+    /// `weight -N` applies when it fails. Kept as keepalived's `weight N reverse`.
+    pub weight_reverse: bool,
+    /// Consecutive successes before a failed check counts as up (default 1).
+    pub rise: u32,
+    /// Consecutive failures before an up check counts as down (default 1).
+    pub fall: u32,
+}
+
+/// Built-in checks that need no script (and no fork).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    /// Some process with this program name runs (what `pidof NAME` tells).
+    Process(String),
+    /// The process whose PID is in this file runs (HAProxy's master).
+    Pidfile(PathBuf),
+    /// A TCP connection to this address is accepted (a frontend port).
+    Tcp(SocketAddr),
+    /// `GET` of this URL answers 2xx/3xx (HAProxy's `monitor-uri` or stats).
+    Http(String),
+}
+
+/// The initial state keepalived's `state` hints at. lbha, like keepalived,
+/// starts every non-owner in Backup and lets the election decide.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitialState {
+    Backup,
+    Master,
+}
+
+/// One VRRP instance (keepalived `vrrp_instance`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Instance {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    /// 1..=255; 255 is the address owner.
+    pub priority: u8,
+    /// 2 or 3.
+    pub version: u8,
+    /// v3: centisecond resolution, >= 10 ms; v2: whole seconds.
+    pub advert_interval: Duration,
+    pub initial_state: InitialState,
+    /// false with keepalived `nopreempt`.
+    pub preempt: bool,
+    pub preempt_delay: Duration,
+    /// Source address for adverts (keepalived `unicast_src_ip`); the
+    /// interface's first IPv4 address when absent.
+    pub unicast_src: Option<Ipv4Addr>,
+    /// Unicast peers; multicast to 224.0.0.18 when empty.
+    pub unicast_peers: Vec<Ipv4Addr>,
+    /// v2 simple-text password (keepalived keeps the first 8 bytes).
+    pub auth_pass: Option<String>,
+    /// Addresses the master holds on the interface (keepalived
+    /// `virtual_ipaddress`), with prefix length (default /32).
+    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
+    /// Names of [`Check`]s this instance tracks.
+    pub track: Vec<String>,
+    pub notify: Notify,
+    pub receive_path: ReceivePathChoice,
+}
+
+/// Scripts run on state changes, as keepalived runs them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Notify {
+    pub master: Option<String>,
+    pub backup: Option<String>,
+    pub fault: Option<String>,
+    /// Called with `INSTANCE <name> <STATE> <priority>` after the specific one.
+    pub any: Option<String>,
+}
+
+/// A problem in a configuration file, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{line}: {}", self.file.display(), self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+/// All the errors found in a file (never just the first).
+#[derive(Debug, thiserror::Error)]
+#[error("{} error(s) in configuration:\n{}", .0.len(), display_all(.0))]
+pub struct ConfigErrors(pub Vec<Diagnostic>);
+
+fn display_all(diagnostics: &[Diagnostic]) -> String {
+    diagnostics
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A parsed configuration, with the warnings (unsupported keywords and the
+/// like) that did not prevent it from loading.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<Diagnostic>,
+}
+
+mod keepalived;
+mod toml;
+mod validate;
+
+pub use self::{
+    toml::to_toml,
+    validate::{FieldLines, Findings, Lines, Syntax, validate},
+};
+
+/// Reads and parses lbha's native TOML configuration.
+pub fn load_toml(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    parse_toml(&read(path)?, path)
+}
+
+/// Parses lbha's native TOML configuration; `path` only labels diagnostics.
+pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    self::toml::parse(text, path)
+}
+
+/// Reads and parses a keepalived.conf.
+pub fn load_keepalived(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    parse_keepalived(&read(path)?, path)
+}
+
+/// Parses a keepalived.conf; `path` only labels diagnostics.
+pub fn parse_keepalived(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    self::keepalived::parse(text, path)
+}
+
+/// Loads `path` as TOML when it ends in `.toml`, as keepalived.conf otherwise.
+pub fn load_any(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
+    if path.extension().is_some_and(|ext| ext == "toml") {
+        load_toml(path)
+    } else {
+        load_keepalived(path)
+    }
+}
+
+fn read(path: &std::path::Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|error| {
+        ConfigErrors(vec![Diagnostic {
+            file: path.to_path_buf(),
+            line: None,
+            message: format!("cannot read: {error}"),
+        }])
+    })
+}

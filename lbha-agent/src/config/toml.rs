@@ -1,0 +1,1363 @@
+//! lbha's native configuration: TOML, read with every value's position so
+//! that each mistake is reported with its line (all of them, not just the
+//! first), and written back by [`to_toml`].
+//!
+//! The document is walked by hand rather than through serde's derive: derive
+//! stops at the first error, and the walk reports every unknown key, wrong
+//! type and missing key at once.
+
+use std::{net::Ipv4Addr, path::Path, time::Duration};
+
+use ::toml::{
+    Spanned, Value,
+    de::{DeArray, DeTable, DeValue},
+};
+
+use super::{
+    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, InitialState, Instance, Loaded,
+    Notify, Probe,
+    validate::{FieldLines, Lines, Syntax, finish},
+};
+use crate::{
+    cloud::{FloatingIpConfig, PathFamily, TokenSource},
+    recv::ReceivePathChoice,
+};
+
+type SValue<'i> = Spanned<DeValue<'i>>;
+
+const GLOBAL_KEYS: &[&str] = &[
+    "vrrp_version",
+    "script_security",
+    "script_user",
+    "script_group",
+];
+const CHECK_KEYS: &[&str] = &[
+    "name",
+    "script",
+    "process",
+    "pidfile",
+    "tcp",
+    "http",
+    "interval",
+    "timeout",
+    "weight",
+    "weight_reverse",
+    "rise",
+    "fall",
+];
+const INSTANCE_KEYS: &[&str] = &[
+    "name",
+    "interface",
+    "vrid",
+    "priority",
+    "version",
+    "advert_interval",
+    "state",
+    "preempt",
+    "preempt_delay",
+    "unicast_src",
+    "unicast_peers",
+    "auth_pass",
+    "virtual_addresses",
+    "track",
+    "receive_path",
+    "notify",
+];
+const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "any"];
+const FLOATING_IP_KEYS: &[&str] = &[
+    "ip",
+    "instance",
+    "token_file",
+    "token_env",
+    "api_url",
+    "metadata_url",
+    "api_path",
+    "droplet_id",
+    "recheck_interval",
+    "operation_deadline",
+    "request_timeout",
+    "metadata_timeout",
+];
+
+/// Environment variable the API token is read from when no file is given.
+pub const DEFAULT_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
+
+/// Parses lbha's TOML configuration.
+pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut r = Reader::new(text, path);
+    let (root, syntax_errors) = DeTable::parse_recoverable(text);
+    if !syntax_errors.is_empty() {
+        for e in syntax_errors {
+            let line = e.span().map(|s| r.line(s.start));
+            r.errors.push(r.diag(line, e.message().trim().to_string()));
+        }
+        r.errors.sort_by_key(|d| d.line.unwrap_or(0));
+        return Err(ConfigErrors(r.errors));
+    }
+
+    let mut lines = Lines::default();
+    let mut fields = Fields::new(&r, root.get_ref(), 1, "the top level");
+    let global = match fields.take("global") {
+        Some((_, value)) => match value.get_ref() {
+            DeValue::Table(table) => {
+                let line = r.line(value.span().start);
+                read_global(&mut r, table, line, &mut lines.global)
+            }
+            _ => {
+                r.type_error(value, "global", "a table ([global])");
+                Global::default()
+            }
+        },
+        None => Global::default(),
+    };
+    let mut checks = Vec::new();
+    if let Some((_, value)) = fields.take("check") {
+        for table in r.tables(value, "check") {
+            let mut fl = FieldLines::at(table.1);
+            checks.push(read_check(&mut r, table.0, table.1, &mut fl));
+            lines.checks.push(fl);
+        }
+    }
+    let mut instances = Vec::new();
+    if let Some((_, value)) = fields.take("instance") {
+        for table in r.tables(value, "instance") {
+            let mut fl = FieldLines::at(table.1);
+            instances.push(read_instance(&mut r, table.0, table.1, &mut fl, &global));
+            lines.instances.push(fl);
+        }
+    }
+    let floating_ip = match fields.take("floating_ip") {
+        Some((_, value)) => match value.get_ref() {
+            DeValue::Table(table) => {
+                let line = r.line(value.span().start);
+                read_floating_ip(&mut r, table, line)
+            }
+            _ => {
+                r.type_error(value, "floating_ip", "a table ([floating_ip])");
+                None
+            }
+        },
+        None => None,
+    };
+    fields.finish(&mut r, &["global", "check", "instance", "floating_ip"]);
+    if let Some(FloatingIp {
+        instance: Some(name),
+        ..
+    }) = &floating_ip
+        && !instances.iter().any(|i| &i.name == name)
+    {
+        r.errors.push(r.diag(
+            None,
+            format!("[floating_ip]: `instance` {name:?} is not a configured [[instance]]"),
+        ));
+    }
+
+    let config = Config {
+        floating_ip,
+        global,
+        checks,
+        instances,
+    };
+    finish(config, &lines, path, Syntax::Toml, r.errors, r.warnings)
+}
+
+fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Global {
+    fl.table = Some(line);
+    let mut f = Fields::new(r, table, line, "[global]");
+    let mut global = Global::default();
+    if let Some(v) = f.int(r, fl, "vrrp_version", 0, 255) {
+        global.vrrp_version = v as u8;
+    }
+    if let Some(v) = f.bool(r, fl, "script_security") {
+        global.script_security = v;
+    }
+    global.script_user = f.string(r, fl, "script_user");
+    global.script_group = f.string(r, fl, "script_group");
+    f.finish(r, GLOBAL_KEYS);
+    global
+}
+
+fn read_floating_ip(r: &mut Reader, table: &DeTable, line: usize) -> Option<FloatingIp> {
+    // Field lines are only needed by instance/check validation.
+    let mut fl = FieldLines::at(line);
+    let fl = &mut fl;
+    let mut f = Fields::new(r, table, line, "[floating_ip]");
+    let ip = f.take_with(r, fl, "ip", |r, v| r.ip(v, "ip"));
+    let instance = f.string(r, fl, "instance");
+    let token_file = f.string(r, fl, "token_file");
+    let token_env = f.string(r, fl, "token_env");
+    let api_url = f.string(r, fl, "api_url");
+    let metadata_url = f.string(r, fl, "metadata_url");
+    let path_family = f.choice(
+        r,
+        fl,
+        "api_path",
+        "api_path",
+        &[
+            ("floating_ips", PathFamily::FloatingIps),
+            ("reserved_ips", PathFamily::ReservedIps),
+        ],
+    );
+    let droplet_id = f.int(r, fl, "droplet_id", 1, i64::MAX.into());
+    let recheck_interval = f.secs(r, fl, "recheck_interval");
+    let operation_deadline = f.secs(r, fl, "operation_deadline");
+    let request_timeout = f.secs(r, fl, "request_timeout");
+    let metadata_timeout = f.secs(r, fl, "metadata_timeout");
+    f.finish(r, FLOATING_IP_KEYS);
+    if token_file.is_some() && token_env.is_some() {
+        r.error(
+            line,
+            "[floating_ip]: `token_file` and `token_env` exclude each other".into(),
+        );
+    }
+    let Some(ip) = ip else {
+        if !fl.is_bad("ip") {
+            r.error(line, "[floating_ip]: missing key `ip`".into());
+        }
+        return None;
+    };
+    let token = match token_file {
+        Some(path) => TokenSource::File(path.into()),
+        None => TokenSource::Env(token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into())),
+    };
+    let mut settings = FloatingIpConfig::new(ip, token);
+    if let Some(url) = api_url {
+        settings.api_url = url;
+    }
+    if let Some(url) = metadata_url {
+        settings.metadata_url = url;
+    }
+    if let Some(family) = path_family {
+        settings.path_family = family;
+    }
+    settings.droplet_id = droplet_id.map(|id| id as u64);
+    for (value, field) in [
+        (recheck_interval, &mut settings.recheck_interval),
+        (operation_deadline, &mut settings.operation_deadline),
+        (request_timeout, &mut settings.request_timeout),
+        (metadata_timeout, &mut settings.metadata_timeout),
+    ] {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    if let Err(e) = settings.validate() {
+        r.error(line, format!("[floating_ip]: {e}"));
+    }
+    Some(FloatingIp { instance, settings })
+}
+
+fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Check {
+    let mut f = Fields::new(r, table, line, "[[check]]");
+    let name = f.required_string(r, fl, "name");
+    // Exactly one of the ways to check.
+    let script = f.string(r, fl, "script");
+    let process = f.string(r, fl, "process").map(Probe::Process);
+    let pidfile = f.string(r, fl, "pidfile").map(|p| Probe::Pidfile(p.into()));
+    let tcp = f.take_with(r, fl, "tcp", |r, v| {
+        let text = r.str(v, "tcp")?;
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(Probe::Tcp(addr)),
+            Err(_) => {
+                r.error_at(v, format!("`tcp`: {text:?} is not an address:port"));
+                None
+            }
+        }
+    });
+    let http = f.take_with(r, fl, "http", |r, v| {
+        let text = r.str(v, "http")?;
+        if text.starts_with("http://") || text.starts_with("https://") {
+            Some(Probe::Http(text))
+        } else {
+            r.error_at(
+                v,
+                format!("`http`: {text:?} is not an http:// or https:// URL"),
+            );
+            None
+        }
+    });
+    let probes: Vec<Probe> = [process, pidfile, tcp, http]
+        .into_iter()
+        .flatten()
+        .collect();
+    let kinds = probes.len() + usize::from(script.is_some());
+    if kinds == 0
+        && !["script", "process", "pidfile", "tcp", "http"]
+            .iter()
+            .any(|k| fl.is_bad(k))
+    {
+        r.error(
+            line,
+            "[[check]]: one of `script`, `process`, `pidfile`, `tcp` or `http` is required".into(),
+        );
+    } else if kinds > 1 {
+        r.error(
+            line,
+            "[[check]]: `script`, `process`, `pidfile`, `tcp` and `http` exclude each other".into(),
+        );
+    }
+    if kinds == 0 {
+        // Reported above (or as a bad value); validation need not repeat it.
+        fl.mark_bad("script");
+    }
+    let script = script.unwrap_or_default();
+    let probe = probes.into_iter().next();
+    let interval = f.secs(r, fl, "interval").unwrap_or(Duration::from_secs(1));
+    let timeout = f.secs(r, fl, "timeout").unwrap_or(interval);
+    let weight = f
+        .int(r, fl, "weight", i32::MIN.into(), i32::MAX.into())
+        .unwrap_or(0) as i32;
+    let weight_reverse = f.bool(r, fl, "weight_reverse").unwrap_or(false);
+    let rise = f.int(r, fl, "rise", 0, u32::MAX.into()).unwrap_or(1) as u32;
+    let fall = f.int(r, fl, "fall", 0, u32::MAX.into()).unwrap_or(1) as u32;
+    f.finish(r, CHECK_KEYS);
+    Check {
+        name,
+        script,
+        probe,
+        interval,
+        timeout,
+        weight,
+        weight_reverse,
+        rise,
+        fall,
+    }
+}
+
+fn read_instance(
+    r: &mut Reader,
+    table: &DeTable,
+    line: usize,
+    fl: &mut FieldLines,
+    global: &Global,
+) -> Instance {
+    let mut f = Fields::new(r, table, line, "[[instance]]");
+    let name = f.required_string(r, fl, "name");
+    let interface = f.required_string(r, fl, "interface");
+    let vrid = match f.int(r, fl, "vrid", 1, 255) {
+        Some(v) => v as u8,
+        None => {
+            if !fl.is_bad("vrid") {
+                r.error(line, "[[instance]]: missing key `vrid`".into());
+                fl.mark_bad("vrid");
+            }
+            0
+        }
+    };
+    let priority = f.int(r, fl, "priority", 1, 255).unwrap_or(100) as u8;
+    let version = f
+        .int(r, fl, "version", 0, 255)
+        .map_or(global.vrrp_version, |v| v as u8);
+    let advert_interval = f
+        .secs(r, fl, "advert_interval")
+        .unwrap_or(Duration::from_secs(1));
+    let initial_state = f
+        .choice(
+            r,
+            fl,
+            "state",
+            "initial_state",
+            &[
+                ("backup", InitialState::Backup),
+                ("master", InitialState::Master),
+            ],
+        )
+        .unwrap_or(InitialState::Backup);
+    let preempt = f.bool(r, fl, "preempt").unwrap_or(true);
+    let preempt_delay = f.secs(r, fl, "preempt_delay").unwrap_or(Duration::ZERO);
+    let unicast_src = f.take_with(r, fl, "unicast_src", |r, v| r.ip(v, "unicast_src"));
+    let unicast_peers = f.list(r, fl, "unicast_peers", |r, v| r.ip(v, "unicast_peers"));
+    let auth_pass = f.string(r, fl, "auth_pass");
+    let virtual_addresses = f.list(r, fl, "virtual_addresses", |r, v| {
+        let text = r.str(v, "virtual_addresses")?;
+        match parse_cidr(&text) {
+            Ok(addr) => Some(addr),
+            Err(message) => {
+                r.error_at(v, format!("`virtual_addresses`: {message}"));
+                None
+            }
+        }
+    });
+    let track = f.list(r, fl, "track", |r, v| r.str(v, "track"));
+    let receive_path = f
+        .choice(
+            r,
+            fl,
+            "receive_path",
+            "receive_path",
+            &[
+                ("auto", ReceivePathChoice::Auto),
+                ("xdp", ReceivePathChoice::Xdp),
+                ("raw", ReceivePathChoice::Raw),
+            ],
+        )
+        .unwrap_or(ReceivePathChoice::Auto);
+    let notify = match f.take("notify") {
+        Some((key_line, value)) => {
+            fl.set("notify", key_line);
+            match value.get_ref() {
+                DeValue::Table(table) => {
+                    let line = r.line(value.span().start);
+                    read_notify(r, table, line, fl)
+                }
+                _ => {
+                    r.type_error(value, "notify", "a table ([instance.notify])");
+                    fl.mark_bad("notify");
+                    Notify::default()
+                }
+            }
+        }
+        None => Notify::default(),
+    };
+    f.finish(r, INSTANCE_KEYS);
+    Instance {
+        name,
+        interface,
+        vrid,
+        priority,
+        version,
+        advert_interval,
+        initial_state,
+        preempt,
+        preempt_delay,
+        unicast_src,
+        unicast_peers,
+        auth_pass,
+        virtual_addresses,
+        track,
+        notify,
+        receive_path,
+    }
+}
+
+fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Notify {
+    let mut f = Fields::new(r, table, line, "[instance.notify]");
+    let mut scratch = FieldLines::default();
+    let notify = Notify {
+        master: f.string(r, &mut scratch, "master"),
+        backup: f.string(r, &mut scratch, "backup"),
+        fault: f.string(r, &mut scratch, "fault"),
+        any: f.string(r, &mut scratch, "any"),
+    };
+    if NOTIFY_KEYS.iter().any(|k| scratch.is_bad(k)) {
+        fl.mark_bad("notify");
+    }
+    f.finish(r, NOTIFY_KEYS);
+    notify
+}
+
+/// Parses `a.b.c.d` or `a.b.c.d/len` (default /32).
+pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let (addr, prefix) = match text.split_once('/') {
+        Some((addr, prefix)) => (addr, Some(prefix)),
+        None => (text, None),
+    };
+    let addr: Ipv4Addr = addr
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IPv4 address (IPv6 is not supported)"))?;
+    let prefix = match prefix {
+        None => 32,
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if p <= 32 => p,
+            _ => return Err(format!("`{text}`: prefix length must be 0..=32")),
+        },
+    };
+    Ok((addr, prefix))
+}
+
+/// Converts float seconds to a [`Duration`], to the nearest nanosecond.
+pub(crate) fn secs_to_duration(secs: f64) -> Option<Duration> {
+    // A year is far beyond any sensible interval and keeps the nanosecond
+    // arithmetic exact enough to round-trip through f64.
+    const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
+    if secs.is_finite() && (0.0..=MAX_SECS).contains(&secs) {
+        Some(Duration::from_nanos((secs * 1e9).round() as u64))
+    } else {
+        None
+    }
+}
+
+struct Reader<'a> {
+    file: &'a Path,
+    line_starts: Vec<usize>,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(text: &str, file: &'a Path) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Self {
+            file,
+            line_starts,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// 1-based line of a byte offset.
+    fn line(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&start| start <= offset)
+    }
+
+    fn diag(&self, line: Option<usize>, message: String) -> Diagnostic {
+        Diagnostic {
+            file: self.file.to_path_buf(),
+            line,
+            message,
+        }
+    }
+
+    fn error(&mut self, line: usize, message: String) {
+        let d = self.diag(Some(line), message);
+        self.errors.push(d);
+    }
+
+    fn error_at(&mut self, value: &SValue, message: String) {
+        let line = self.line(value.span().start);
+        self.error(line, message);
+    }
+
+    fn type_error(&mut self, value: &SValue, key: &str, expected: &str) {
+        let found = value.get_ref().type_str();
+        self.error_at(
+            value,
+            format!("`{key}`: expected {expected}, found {found}"),
+        );
+    }
+
+    fn str(&mut self, value: &SValue, key: &str) -> Option<String> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                self.type_error(value, key, "a string");
+                None
+            }
+        }
+    }
+
+    fn ip(&mut self, value: &SValue, key: &str) -> Option<Ipv4Addr> {
+        let text = self.str(value, key)?;
+        match text.parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.error_at(
+                    value,
+                    format!("`{key}`: `{text}` is not an IPv4 address (IPv6 is not supported)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The tables of an array of tables (`[[check]]`), with their lines.
+    fn tables<'t, 'i>(
+        &mut self,
+        value: &'t SValue<'i>,
+        key: &str,
+    ) -> Vec<(&'t DeTable<'i>, usize)> {
+        match value.get_ref() {
+            DeValue::Array(items) => items
+                .iter()
+                .filter_map(|item| match item.get_ref() {
+                    DeValue::Table(table) => Some((table, self.line(item.span().start))),
+                    _ => {
+                        self.type_error(item, key, &format!("a table ([[{key}]])"));
+                        None
+                    }
+                })
+                .collect(),
+            _ => {
+                self.type_error(value, key, &format!("an array of tables ([[{key}]])"));
+                Vec::new()
+            }
+        }
+    }
+}
+
+/// The entries of one table, tracking which were read so that the rest can
+/// be reported as unknown.
+struct Fields<'t, 'i> {
+    entries: Vec<(&'t str, usize, &'t SValue<'i>)>,
+    used: Vec<bool>,
+    line: usize,
+    what: &'static str,
+}
+
+impl<'t, 'i> Fields<'t, 'i> {
+    fn new(r: &Reader, table: &'t DeTable<'i>, line: usize, what: &'static str) -> Self {
+        let entries: Vec<_> = table
+            .iter()
+            .map(|(k, v)| (k.get_ref().as_ref(), r.line(k.span().start), v))
+            .collect();
+        let used = vec![false; entries.len()];
+        Self {
+            entries,
+            used,
+            line,
+            what,
+        }
+    }
+
+    /// The value of `key` and the line of the key.
+    fn take(&mut self, key: &str) -> Option<(usize, &'t SValue<'i>)> {
+        let index = self.entries.iter().position(|(k, _, _)| *k == key)?;
+        self.used[index] = true;
+        let (_, line, value) = self.entries[index];
+        Some((line, value))
+    }
+
+    /// Reads `key` with `read`, recording its line (and whether it was bad).
+    fn take_with<T>(
+        &mut self,
+        r: &mut Reader,
+        fl: &mut FieldLines,
+        key: &str,
+        read: impl FnOnce(&mut Reader, &SValue) -> Option<T>,
+    ) -> Option<T> {
+        let (line, value) = self.take(key)?;
+        fl.set(key, line);
+        let result = read(r, value);
+        if result.is_none() {
+            fl.mark_bad(key);
+        }
+        result
+    }
+
+    fn string(&mut self, r: &mut Reader, fl: &mut FieldLines, key: &str) -> Option<String> {
+        self.take_with(r, fl, key, |r, v| r.str(v, key))
+    }
+
+    fn required_string(&mut self, r: &mut Reader, fl: &mut FieldLines, key: &str) -> String {
+        if !self.entries.iter().any(|(k, _, _)| *k == key) {
+            r.error(self.line, format!("{}: missing key `{key}`", self.what));
+            fl.mark_bad(key);
+            return String::new();
+        }
+        self.string(r, fl, key).unwrap_or_default()
+    }
+
+    fn bool(&mut self, r: &mut Reader, fl: &mut FieldLines, key: &str) -> Option<bool> {
+        self.take_with(r, fl, key, |r, v| match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                r.type_error(v, key, "true or false");
+                None
+            }
+        })
+    }
+
+    fn int(
+        &mut self,
+        r: &mut Reader,
+        fl: &mut FieldLines,
+        key: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
+        self.take_with(r, fl, key, |r, v| {
+            let DeValue::Integer(i) = v.get_ref() else {
+                r.type_error(v, key, "an integer");
+                return None;
+            };
+            match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                _ => {
+                    r.error_at(v, format!("`{key}`: {i} is out of range {min}..={max}"));
+                    None
+                }
+            }
+        })
+    }
+
+    /// Seconds, as an integer or a float.
+    fn secs(&mut self, r: &mut Reader, fl: &mut FieldLines, key: &str) -> Option<Duration> {
+        self.take_with(r, fl, key, |r, v| {
+            let secs = match v.get_ref() {
+                DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                    .ok()
+                    .map(|n| n as f64),
+                DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+                _ => {
+                    r.type_error(v, key, "a number of seconds");
+                    return None;
+                }
+            };
+            let duration = secs.and_then(secs_to_duration);
+            if duration.is_none() {
+                r.error_at(
+                    v,
+                    format!("`{key}`: must be a number of seconds from 0 to a year"),
+                );
+            }
+            duration
+        })
+    }
+
+    /// One of a fixed set of strings. `field` is the model field name.
+    fn choice<T: Copy>(
+        &mut self,
+        r: &mut Reader,
+        fl: &mut FieldLines,
+        key: &str,
+        field: &str,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
+        let (line, value) = self.take(key)?;
+        fl.set(field, line);
+        let result = r.str(value, key).and_then(|text| {
+            let found = choices.iter().find(|(name, _)| *name == text).map(|c| c.1);
+            if found.is_none() {
+                let names: Vec<_> = choices.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+                r.error_at(
+                    value,
+                    format!("`{key}`: `{text}` is not one of {}", names.join(", ")),
+                );
+            }
+            found
+        });
+        if result.is_none() {
+            fl.mark_bad(field);
+        }
+        result
+    }
+
+    /// An array, each element read with `read`; records each element's line.
+    fn list<T>(
+        &mut self,
+        r: &mut Reader,
+        fl: &mut FieldLines,
+        key: &str,
+        mut read: impl FnMut(&mut Reader, &SValue) -> Option<T>,
+    ) -> Vec<T> {
+        let Some((line, value)) = self.take(key) else {
+            return Vec::new();
+        };
+        fl.set(key, line);
+        let items: &DeArray = match value.get_ref() {
+            DeValue::Array(items) => items,
+            _ => {
+                r.type_error(value, key, "an array");
+                return Vec::new();
+            }
+        };
+        let mut out = Vec::new();
+        // An unreadable element is reported by `read` and left out, so
+        // validation does not report it again.
+        for item in items.iter() {
+            if let Some(v) = read(r, item) {
+                fl.set(format!("{key}[{}]", out.len()), r.line(item.span().start));
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Reports every key that was not read.
+    fn finish(self, r: &mut Reader, allowed: &[&str]) {
+        for ((key, line, _), used) in self.entries.iter().zip(&self.used) {
+            if !used {
+                r.error(
+                    *line,
+                    format!(
+                        "{}: unknown key `{key}` (expected one of: {})",
+                        self.what,
+                        allowed.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// Writes `config` as lbha's TOML; [`parse`] reads it back unchanged.
+pub fn to_toml(config: &Config) -> String {
+    use std::fmt::Write as _;
+
+    fn string(s: &str) -> String {
+        Value::String(s.to_string()).to_string()
+    }
+    fn secs(d: Duration) -> String {
+        Value::Float(d.as_secs_f64()).to_string()
+    }
+    fn strings<I: IntoIterator<Item = String>>(items: I) -> String {
+        let items: Vec<String> = items.into_iter().map(|s| string(&s)).collect();
+        format!("[{}]", items.join(", "))
+    }
+
+    let mut out = String::new();
+    let g = &config.global;
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "[global]");
+    let _ = writeln!(out, "vrrp_version = {}", g.vrrp_version);
+    let _ = writeln!(out, "script_security = {}", g.script_security);
+    if let Some(user) = &g.script_user {
+        let _ = writeln!(out, "script_user = {}", string(user));
+    }
+    if let Some(group) = &g.script_group {
+        let _ = writeln!(out, "script_group = {}", string(group));
+    }
+
+    for c in &config.checks {
+        let _ = writeln!(out, "\n[[check]]");
+        let _ = writeln!(out, "name = {}", string(&c.name));
+        match &c.probe {
+            None => {
+                let _ = writeln!(out, "script = {}", string(&c.script));
+            }
+            Some(Probe::Process(name)) => {
+                let _ = writeln!(out, "process = {}", string(name));
+            }
+            Some(Probe::Pidfile(path)) => {
+                let _ = writeln!(out, "pidfile = {}", string(&path.to_string_lossy()));
+            }
+            Some(Probe::Tcp(addr)) => {
+                let _ = writeln!(out, "tcp = {}", string(&addr.to_string()));
+            }
+            Some(Probe::Http(url)) => {
+                let _ = writeln!(out, "http = {}", string(url));
+            }
+        }
+        let _ = writeln!(out, "interval = {}", secs(c.interval));
+        let _ = writeln!(out, "timeout = {}", secs(c.timeout));
+        let _ = writeln!(out, "weight = {}", c.weight);
+        let _ = writeln!(out, "weight_reverse = {}", c.weight_reverse);
+        let _ = writeln!(out, "rise = {}", c.rise);
+        let _ = writeln!(out, "fall = {}", c.fall);
+    }
+
+    for i in &config.instances {
+        let _ = writeln!(out, "\n[[instance]]");
+        let _ = writeln!(out, "name = {}", string(&i.name));
+        let _ = writeln!(out, "interface = {}", string(&i.interface));
+        let _ = writeln!(out, "vrid = {}", i.vrid);
+        let _ = writeln!(out, "priority = {}", i.priority);
+        let _ = writeln!(out, "version = {}", i.version);
+        let _ = writeln!(out, "advert_interval = {}", secs(i.advert_interval));
+        let state = match i.initial_state {
+            InitialState::Backup => "backup",
+            InitialState::Master => "master",
+        };
+        let _ = writeln!(out, "state = {}", string(state));
+        let _ = writeln!(out, "preempt = {}", i.preempt);
+        let _ = writeln!(out, "preempt_delay = {}", secs(i.preempt_delay));
+        if let Some(src) = i.unicast_src {
+            let _ = writeln!(out, "unicast_src = {}", string(&src.to_string()));
+        }
+        let _ = writeln!(
+            out,
+            "unicast_peers = {}",
+            strings(i.unicast_peers.iter().map(|p| p.to_string()))
+        );
+        if let Some(pass) = &i.auth_pass {
+            let _ = writeln!(out, "auth_pass = {}", string(pass));
+        }
+        let _ = writeln!(
+            out,
+            "virtual_addresses = {}",
+            strings(
+                i.virtual_addresses
+                    .iter()
+                    .map(|(addr, len)| format!("{addr}/{len}"))
+            )
+        );
+        let _ = writeln!(out, "track = {}", strings(i.track.iter().cloned()));
+        let receive_path = match i.receive_path {
+            ReceivePathChoice::Auto => "auto",
+            ReceivePathChoice::Xdp => "xdp",
+            ReceivePathChoice::Raw => "raw",
+        };
+        let _ = writeln!(out, "receive_path = {}", string(receive_path));
+        let n = &i.notify;
+        if n.master.is_some() || n.backup.is_some() || n.fault.is_some() || n.any.is_some() {
+            let _ = writeln!(out, "\n[instance.notify]");
+            for (key, script) in [
+                ("master", &n.master),
+                ("backup", &n.backup),
+                ("fault", &n.fault),
+                ("any", &n.any),
+            ] {
+                if let Some(script) = script {
+                    let _ = writeln!(out, "{key} = {}", string(script));
+                }
+            }
+        }
+    }
+    if let Some(f) = &config.floating_ip {
+        let c = &f.settings;
+        let _ = writeln!(out, "\n[floating_ip]");
+        let _ = writeln!(out, "ip = {}", string(&c.ip.to_string()));
+        if let Some(instance) = &f.instance {
+            let _ = writeln!(out, "instance = {}", string(instance));
+        }
+        match &c.token {
+            TokenSource::File(path) => {
+                let _ = writeln!(out, "token_file = {}", string(&path.to_string_lossy()));
+            }
+            TokenSource::Env(var) => {
+                let _ = writeln!(out, "token_env = {}", string(var));
+            }
+        }
+        let _ = writeln!(out, "api_url = {}", string(&c.api_url));
+        let _ = writeln!(out, "metadata_url = {}", string(&c.metadata_url));
+        let _ = writeln!(out, "api_path = {}", string(c.path_family.as_str()));
+        if let Some(id) = c.droplet_id {
+            let _ = writeln!(out, "droplet_id = {id}");
+        }
+        let _ = writeln!(out, "recheck_interval = {}", secs(c.recheck_interval));
+        let _ = writeln!(out, "operation_deadline = {}", secs(c.operation_deadline));
+        let _ = writeln!(out, "request_timeout = {}", secs(c.request_timeout));
+        let _ = writeln!(out, "metadata_timeout = {}", secs(c.metadata_timeout));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn path() -> PathBuf {
+        PathBuf::from("/etc/lbha/lbha.toml")
+    }
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        match parse(text, &path()) {
+            Ok(loaded) => panic!("expected errors, got {loaded:?}"),
+            Err(ConfigErrors(errors)) => errors,
+        }
+    }
+
+    fn lines_of(diags: &[Diagnostic]) -> Vec<Option<usize>> {
+        diags.iter().map(|d| d.line).collect()
+    }
+
+    const MINIMAL: &str = r#"
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 33
+"#;
+
+    #[test]
+    fn config_toml_minimal_instance_gets_defaults() {
+        let loaded = parse(MINIMAL, &path()).unwrap();
+        assert!(loaded.warnings.is_empty());
+        let c = loaded.config;
+        assert_eq!(c.global, Global::default());
+        assert!(c.checks.is_empty());
+        let i = &c.instances[0];
+        assert_eq!(i.name, "VI_1");
+        assert_eq!(i.interface, "eth1");
+        assert_eq!(i.vrid, 33);
+        assert_eq!(i.priority, 100);
+        assert_eq!(i.version, 2);
+        assert_eq!(i.advert_interval, Duration::from_secs(1));
+        assert_eq!(i.initial_state, InitialState::Backup);
+        assert!(i.preempt);
+        assert_eq!(i.preempt_delay, Duration::ZERO);
+        assert_eq!(i.unicast_src, None);
+        assert!(i.unicast_peers.is_empty());
+        assert_eq!(i.auth_pass, None);
+        assert!(i.virtual_addresses.is_empty());
+        assert!(i.track.is_empty());
+        assert_eq!(i.notify, Notify::default());
+        assert_eq!(i.receive_path, ReceivePathChoice::Auto);
+    }
+
+    #[test]
+    fn config_toml_every_key() {
+        let text = r#"
+[global]
+vrrp_version = 3
+script_security = true
+script_user = "keepalived_script"
+script_group = "nogroup"
+
+[[check]]
+name = "chk_haproxy"
+script = "pidof haproxy"
+interval = 2
+timeout = 0.5
+weight = -20
+weight_reverse = true
+rise = 3
+fall = 2
+
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 33
+priority = 200
+advert_interval = 0.25
+state = "master"
+preempt = false
+preempt_delay = 30.5
+unicast_src = "10.132.7.12"
+unicast_peers = ["10.132.7.13", "10.132.7.14"]
+virtual_addresses = ["203.0.113.10/24", "203.0.113.11"]
+track = ["chk_haproxy"]
+receive_path = "raw"
+
+[instance.notify]
+master = "/etc/keepalived/master.sh"
+backup = "/etc/keepalived/backup.sh"
+fault = "/etc/keepalived/fault.sh"
+any = "/etc/keepalived/notify.sh"
+
+[[instance]]
+name = "VI_2"
+interface = "eth1"
+vrid = 34
+version = 2
+auth_pass = "secret"
+receive_path = "xdp"
+"#;
+        let loaded = parse(text, &path()).unwrap();
+        // preempt = false with state master warns.
+        assert_eq!(loaded.warnings.len(), 1, "{:?}", loaded.warnings);
+        assert_eq!(loaded.warnings[0].line, Some(25));
+        let c = loaded.config;
+        assert_eq!(
+            c.global,
+            Global {
+                script_security: true,
+                script_user: Some("keepalived_script".into()),
+                script_group: Some("nogroup".into()),
+                vrrp_version: 3,
+            }
+        );
+        assert_eq!(
+            c.checks,
+            vec![Check {
+                name: "chk_haproxy".into(),
+                script: "pidof haproxy".into(),
+                probe: None,
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+                weight: -20,
+                weight_reverse: true,
+                rise: 3,
+                fall: 2,
+            }]
+        );
+        let i = &c.instances[0];
+        assert_eq!(i.version, 3, "global default");
+        assert_eq!(i.priority, 200);
+        assert_eq!(i.advert_interval, Duration::from_millis(250));
+        assert_eq!(i.initial_state, InitialState::Master);
+        assert!(!i.preempt);
+        assert_eq!(i.preempt_delay, Duration::from_millis(30_500));
+        assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 132, 7, 12)));
+        assert_eq!(
+            i.unicast_peers,
+            vec![Ipv4Addr::new(10, 132, 7, 13), Ipv4Addr::new(10, 132, 7, 14)]
+        );
+        assert_eq!(
+            i.virtual_addresses,
+            vec![
+                (Ipv4Addr::new(203, 0, 113, 10), 24),
+                (Ipv4Addr::new(203, 0, 113, 11), 32)
+            ]
+        );
+        assert_eq!(i.track, vec!["chk_haproxy".to_string()]);
+        assert_eq!(i.receive_path, ReceivePathChoice::Raw);
+        assert_eq!(
+            i.notify,
+            Notify {
+                master: Some("/etc/keepalived/master.sh".into()),
+                backup: Some("/etc/keepalived/backup.sh".into()),
+                fault: Some("/etc/keepalived/fault.sh".into()),
+                any: Some("/etc/keepalived/notify.sh".into()),
+            }
+        );
+        let i2 = &c.instances[1];
+        assert_eq!(i2.version, 2);
+        assert_eq!(i2.auth_pass.as_deref(), Some("secret"));
+        assert_eq!(i2.receive_path, ReceivePathChoice::Xdp);
+        assert_eq!(i2.notify, Notify::default());
+    }
+
+    #[test]
+    fn config_toml_unknown_key_is_an_error_with_its_line() {
+        let text = "[global]\nvrrp_version = 2\nscript_securty = true\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(3));
+        assert!(errs[0].message.contains("unknown key `script_securty`"));
+        assert_eq!(
+            errs[0].to_string(),
+            format!("{}:3: {}", path().display(), errs[0].message)
+        );
+    }
+
+    #[test]
+    fn config_toml_unknown_keys_everywhere() {
+        let text = r#"bogus = 1
+[[check]]
+name = "c"
+script = "true"
+colour = "red"
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 1
+track = ["c"]
+prio = 5
+[instance.notify]
+master = "/x"
+stop = "/y"
+"#;
+        let errs = errors(text);
+        assert_eq!(lines_of(&errs), vec![Some(1), Some(5), Some(11), Some(14)]);
+        assert!(
+            errs[3]
+                .message
+                .contains("[instance.notify]: unknown key `stop`")
+        );
+    }
+
+    #[test]
+    fn config_toml_syntax_error_has_a_line() {
+        let text = "[global]\nvrrp_version = 2\nscript_security = \n";
+        let errs = errors(text);
+        assert!(!errs.is_empty());
+        assert_eq!(errs[0].line, Some(3), "{errs:?}");
+    }
+
+    #[test]
+    fn config_toml_all_type_and_semantic_errors_are_reported() {
+        let text = r#"[[check]]
+name = "chk"
+script = "true"
+interval = "2s"
+rise = 0
+
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 300
+priority = 0
+state = "primary"
+unicast_peers = ["10.0.0.1", "not-an-ip"]
+virtual_addresses = ["10.0.0.9/33"]
+track = ["chk", "nope"]
+
+[[instance]]
+interface = "eth1"
+advert_interval = 1.5
+auth_pass = "123456789"
+"#;
+        let errs = errors(text);
+        let msgs: Vec<_> = errs
+            .iter()
+            .map(|d| format!("{}: {}", d.line.unwrap(), d.message))
+            .collect();
+        assert_eq!(
+            lines_of(&errs),
+            vec![
+                Some(4),
+                Some(5),
+                Some(10),
+                Some(11),
+                Some(12),
+                Some(13),
+                Some(14),
+                Some(15),
+                Some(17),
+                Some(17),
+                Some(19)
+            ],
+            "{msgs:#?}"
+        );
+        assert!(msgs[0].contains("`interval`: expected a number of seconds, found string"));
+        assert!(msgs[2].contains("`vrid`: 300 is out of range 1..=255"));
+        assert!(msgs[4].contains("`state`: `primary` is not one of \"backup\", \"master\""));
+        assert!(msgs[7].contains("no check has that name"));
+        assert!(msgs[8].contains("missing key `name`"));
+        assert!(msgs[9].contains("missing key `vrid`"));
+        assert!(msgs[10].contains("VRRPv2"));
+    }
+
+    #[test]
+    fn config_toml_wrong_shapes() {
+        let text = "global = 5\ncheck = 3\n[instance]\nname = \"x\"\n";
+        let errs = errors(text);
+        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert!(errs[0].message.contains("`global`: expected a table"));
+        assert!(
+            errs[1]
+                .message
+                .contains("`check`: expected an array of tables")
+        );
+        assert!(
+            errs[2]
+                .message
+                .contains("`instance`: expected an array of tables")
+        );
+    }
+
+    #[test]
+    fn config_toml_round_trip_of_escapes_and_odd_durations() {
+        let text = r#"
+[[check]]
+name = "quote \" and \\ back"
+script = "/bin/sh -c \"exit 0\""
+interval = 0.1
+timeout = 0.033
+
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 1
+version = 3
+advert_interval = 0.03
+track = ["quote \" and \\ back"]
+"#;
+        let loaded = parse(text, &path()).unwrap();
+        assert_eq!(loaded.config.checks[0].interval, Duration::from_millis(100));
+        assert_eq!(loaded.config.checks[0].timeout, Duration::from_millis(33));
+        let written = to_toml(&loaded.config);
+        let again = parse(&written, &path()).unwrap();
+        assert_eq!(again.config, loaded.config, "{written}");
+    }
+
+    #[test]
+    fn config_toml_example_file_parses_and_round_trips() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lbha.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let loaded = parse(&text, &file).unwrap();
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let c = &loaded.config;
+        assert_eq!(c.instances.len(), 1);
+        assert_eq!(c.instances[0].vrid, 33);
+        assert_eq!(c.checks[0].name, "chk_haproxy");
+        let again = parse(&to_toml(c), Path::new("again.toml")).unwrap();
+        assert_eq!(&again.config, c);
+    }
+
+    #[test]
+    fn config_toml_cidr_and_secs_helpers() {
+        assert_eq!(parse_cidr("1.2.3.4/0"), Ok((Ipv4Addr::new(1, 2, 3, 4), 0)));
+        assert!(parse_cidr("1.2.3.4/").is_err());
+        assert!(parse_cidr("::1").is_err());
+        assert_eq!(secs_to_duration(0.01), Some(Duration::from_millis(10)));
+        assert_eq!(secs_to_duration(-1.0), None);
+        assert_eq!(secs_to_duration(f64::NAN), None);
+    }
+
+    #[test]
+    fn built_in_probes_replace_the_script() {
+        let text = r#"
+[[check]]
+name = "haproxy_running"
+process = "haproxy"
+
+[[check]]
+name = "haproxy_master"
+pidfile = "/run/haproxy.pid"
+
+[[check]]
+name = "frontend"
+tcp = "127.0.0.1:80"
+
+[[check]]
+name = "health"
+http = "http://127.0.0.1:8404/health"
+interval = 0.5
+"#;
+        let loaded = parse(text, &path()).expect("probes parse");
+        let probes: Vec<_> = loaded
+            .config
+            .checks
+            .iter()
+            .map(|c| c.probe.clone())
+            .collect();
+        assert_eq!(
+            probes,
+            vec![
+                Some(Probe::Process("haproxy".into())),
+                Some(Probe::Pidfile("/run/haproxy.pid".into())),
+                Some(Probe::Tcp("127.0.0.1:80".parse().unwrap())),
+                Some(Probe::Http("http://127.0.0.1:8404/health".into())),
+            ]
+        );
+        let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+    }
+
+    #[test]
+    fn a_check_needs_exactly_one_way_to_check() {
+        let none = errors("[[check]]\nname = \"c\"\n");
+        assert!(none[0].message.contains("is required"), "{none:?}");
+        assert_eq!(none[0].line, Some(1));
+        let two = errors("[[check]]\nname = \"c\"\nscript = \"true\"\nprocess = \"haproxy\"\n");
+        assert!(two[0].message.contains("exclude each other"), "{two:?}");
+        let bad = errors("[[check]]\nname = \"c\"\ntcp = \"localhost\"\n");
+        assert!(bad[0].message.contains("not an address:port"), "{bad:?}");
+        assert_eq!(bad[0].line, Some(3));
+    }
+
+    #[test]
+    fn floating_ip_section() {
+        let text = format!(
+            "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\ntoken_file = \"/etc/lbha/token\"\napi_path = \"reserved_ips\"\nrecheck_interval = 5\n"
+        );
+        let loaded = parse(&text, &path()).expect("parses");
+        let f = loaded.config.floating_ip.clone().expect("section");
+        assert_eq!(f.settings.ip, std::net::Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(
+            f.settings.token,
+            TokenSource::File("/etc/lbha/token".into())
+        );
+        assert_eq!(f.settings.path_family, PathFamily::ReservedIps);
+        assert_eq!(f.settings.recheck_interval, Duration::from_secs(5));
+        assert_eq!(f.settings.api_url, "https://api.digitalocean.com");
+        let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+
+        let defaults = parse(
+            &format!("{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\n"),
+            &path(),
+        )
+        .unwrap();
+        assert_eq!(
+            defaults.config.floating_ip.unwrap().settings.token,
+            TokenSource::Env(DEFAULT_TOKEN_ENV.into())
+        );
+        let missing = errors(&format!("{MINIMAL}\n[floating_ip]\ninstance = \"VI_1\"\n"));
+        assert!(
+            missing[0].message.contains("missing key `ip`"),
+            "{missing:?}"
+        );
+        let both = errors(&format!(
+            "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\ntoken_file = \"/t\"\ntoken_env = \"T\"\n"
+        ));
+        assert!(both[0].message.contains("exclude each other"), "{both:?}");
+    }
+
+    #[test]
+    fn digitalocean_example_parses_and_round_trips() {
+        let file = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/digitalocean.toml"
+        ));
+        let loaded = crate::config::load_toml(file).expect("examples/digitalocean.toml is valid");
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let f = loaded
+            .config
+            .floating_ip
+            .as_ref()
+            .expect("floating_ip section");
+        assert_eq!(f.instance.as_deref(), Some("VI_1"));
+        assert_eq!(
+            loaded.config.checks[0].probe,
+            Some(Probe::Process("haproxy".into()))
+        );
+        let again = parse(&to_toml(&loaded.config), file).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+    }
+}

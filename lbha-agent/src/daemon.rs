@@ -1,0 +1,281 @@
+//! The agent as a whole: tracked checks, one task per interface running its
+//! VRRP instances, the notify queue, and an orderly shutdown in which every
+//! master resigns.
+
+use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+
+use lbha_common::{
+    VridConfig,
+    vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
+};
+use thiserror::Error;
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    cloud::{FloatingIpManager, SetupError},
+    config::Probe,
+    config::{self, Config},
+    health::{
+        probe::{self, ProbeResult},
+        process::{ProcessMatch, ProcessWatcher, process_check_of},
+        script::{self, ScriptError, ScriptPolicy},
+    },
+    recv::{AdvertReceiver, ReceiveError},
+    vrrp::{
+        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
+        net::{Addresses, AdvertSender, NetError, interface_ipv4},
+        notify,
+        track::TrackState,
+    },
+};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("script settings")]
+    Script(#[from] ScriptError),
+    #[error("receive path")]
+    Receive(#[from] ReceiveError),
+    #[error("instance {instance}")]
+    Net {
+        instance: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("opening the netlink connection")]
+    Netlink(#[source] std::io::Error),
+    #[error("instance {instance} tracks unknown check {check}")]
+    UnknownCheck { instance: String, check: String },
+    #[error("floating IP")]
+    FloatingIp(#[from] SetupError),
+    #[error("[floating_ip] follows instance {0}, which is not configured")]
+    UnknownFloatingIpInstance(String),
+}
+
+/// The XDP/raw-socket VRID table entry for an instance.
+pub fn vrid_config(instance: &config::Instance) -> VridConfig {
+    match &instance.auth_pass {
+        Some(pass) if instance.version == 2 => {
+            VridConfig::new(2, AUTH_PASS, auth_data(pass.as_bytes()))
+        }
+        _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
+    }
+}
+
+type CheckStates = Arc<watch::Sender<Arc<Vec<bool>>>>;
+
+/// Records one result of check `index` and publishes a debounced change.
+fn record(
+    check: &config::Check,
+    index: usize,
+    state: &mut TrackState,
+    ok: bool,
+    states: &CheckStates,
+) {
+    if let Some(up) = state.record(ok, check.rise, check.fall) {
+        tracing::info!(check = %check.name, up, "check changed state");
+        states.send_modify(|all| Arc::make_mut(all)[index] = up);
+    }
+}
+
+/// Runs one check forever, publishing debounced up/down into `states`.
+async fn run_check(index: usize, check: config::Check, policy: ScriptPolicy, states: CheckStates) {
+    let mut state = TrackState::new(true);
+    let process = match &check.probe {
+        Some(Probe::Process(name)) => Some(ProcessMatch::Name(name.clone())),
+        Some(Probe::Pidfile(path)) => Some(ProcessMatch::Pidfile(path.clone())),
+        // `pidof haproxy` and friends are answered from procfs too.
+        None => process_check_of(&script::split_command(&check.script)).map(ProcessMatch::Name),
+        Some(Probe::Tcp(_) | Probe::Http(_)) => None,
+    };
+    if let Some(what) = process {
+        // A death is seen through the process's pidfd the moment it happens;
+        // the interval only paces rescans for restarted processes.
+        tracing::info!(check = %check.name, process = ?what, "watching through procfs (no fork)");
+        let mut watcher = ProcessWatcher::new(what);
+        loop {
+            let ok = watcher.refresh();
+            record(&check, index, &mut state, ok, &states);
+            watcher.wait(check.interval).await;
+        }
+    }
+    let http = reqwest::Client::new();
+    let mut tick = tokio::time::interval(check.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ok = match &check.probe {
+            Some(Probe::Tcp(addr)) => log_probe(&check, probe::tcp(*addr, check.timeout).await),
+            Some(Probe::Http(url)) => {
+                log_probe(&check, probe::http(&http, url, check.timeout).await)
+            }
+            _ => match script::run(&check.script, &[], &policy, check.timeout).await {
+                Ok(ok) => ok,
+                Err(error) => {
+                    tracing::warn!(check = %check.name, %error, "check could not run; counted as failed");
+                    false
+                }
+            },
+        };
+        record(&check, index, &mut state, ok, &states);
+    }
+}
+
+fn log_probe(check: &config::Check, result: ProbeResult) -> bool {
+    if let ProbeResult::Down(why) = &result {
+        tracing::debug!(check = %check.name, %why, "probe failed");
+    }
+    result.is_up()
+}
+
+fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs, DaemonError> {
+    instance
+        .track
+        .iter()
+        .map(|name| {
+            config
+                .checks
+                .iter()
+                .position(|c| &c.name == name)
+                .map(|index| {
+                    let check = &config.checks[index];
+                    (index, check.weight, check.weight_reverse)
+                })
+                .ok_or_else(|| DaemonError::UnknownCheck {
+                    instance: instance.name.clone(),
+                    check: name.clone(),
+                })
+        })
+        .collect()
+}
+
+/// Runs the configuration until `shutdown` completes, then resigns every
+/// master (priority-0 advert, addresses removed) and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let policy = ScriptPolicy::new(
+        config.global.script_security,
+        config.global.script_user.as_deref(),
+        config.global.script_group.as_deref(),
+    )?;
+    let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
+    let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+    let notify_queue = tokio::spawn(notify::run_queue(notify_rx, policy.clone()));
+
+    let (checks_tx, checks_rx) = watch::channel(Arc::new(vec![true; config.checks.len()]));
+    let checks_tx = Arc::new(checks_tx);
+    let check_tasks: Vec<_> = config
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(index, check)| {
+            tokio::spawn(run_check(
+                index,
+                check.clone(),
+                policy.clone(),
+                checks_tx.clone(),
+            ))
+        })
+        .collect();
+
+    // The floating IP follows one instance's mastership.
+    let (mastership, floating_ip_task) = match &config.floating_ip {
+        Some(floating_ip) => {
+            let instance = match &floating_ip.instance {
+                Some(name) => config
+                    .instances
+                    .iter()
+                    .find(|i| &i.name == name)
+                    .ok_or_else(|| DaemonError::UnknownFloatingIpInstance(name.clone()))?,
+                None => config
+                    .instances
+                    .first()
+                    .ok_or_else(|| DaemonError::UnknownFloatingIpInstance("(none)".into()))?,
+            };
+            floating_ip.settings.validate().map_err(SetupError::from)?;
+            let (metadata, api) = floating_ip.settings.build_clients()?;
+            let (master_tx, master_rx) = watch::channel(false);
+            let (_status, task) = FloatingIpManager::spawn_watching(
+                floating_ip.settings.clone(),
+                metadata,
+                api,
+                master_rx,
+            );
+            tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
+            (
+                Some(Arc::new((instance.name.clone(), master_tx))),
+                Some(task),
+            )
+        }
+        None => (None, None),
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut by_interface: BTreeMap<&str, Vec<&config::Instance>> = BTreeMap::new();
+    for instance in &config.instances {
+        by_interface
+            .entry(&instance.interface)
+            .or_default()
+            .push(instance);
+    }
+    let mut tasks = Vec::new();
+    for (interface, instances) in by_interface {
+        let vrids: Vec<_> = instances.iter().map(|i| (i.vrid, vrid_config(i))).collect();
+        let receiver = AdvertReceiver::open(interface, &vrids, instances[0].receive_path)?;
+        tracing::info!(
+            interface,
+            receive_path = receiver.path_name(),
+            instances = instances.len(),
+            "interface ready"
+        );
+        let mut runtimes = Vec::new();
+        for instance in instances {
+            let net_err = |source| DaemonError::Net {
+                instance: instance.name.clone(),
+                source,
+            };
+            let src = match instance.unicast_src {
+                Some(src) => src,
+                None => interface_ipv4(interface).map_err(net_err)?,
+            };
+            let sender =
+                AdvertSender::open(interface, src, &instance.unicast_peers).map_err(net_err)?;
+            runtimes.push(InstanceRuntime::new(
+                instance.clone(),
+                sender,
+                track_refs(&config, instance)?,
+            ));
+        }
+        let task = InterfaceTask {
+            interface: interface.to_owned(),
+            receiver,
+            instances: runtimes,
+            shared: Shared {
+                addresses: addresses.clone(),
+                notify: notify_tx.clone(),
+                checks: checks_rx.clone(),
+                shutdown: shutdown_rx.clone(),
+                mastership: mastership.clone(),
+            },
+            wakeups: 0,
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    drop(notify_tx);
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = shutdown_tx.send(true);
+    for task in tasks {
+        let _ = task.await;
+    }
+    for task in check_tasks {
+        task.abort();
+    }
+    // Dropping the last mastership sender stops the floating IP manager.
+    drop(mastership);
+    if let Some(task) = floating_ip_task {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    // Let the notify scripts of the final transitions run, within reason.
+    let _ = tokio::time::timeout(Duration::from_secs(10), notify_queue).await;
+    Ok(())
+}

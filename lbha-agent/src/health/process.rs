@@ -1,0 +1,255 @@
+//! Process liveness without forking `pidof`: find the processes through
+//! procfs, hold a pidfd for each and let the tokio reactor tell us the
+//! instant one exits. A periodic rescan picks up restarts (HAProxy's
+//! master-worker mode replaces workers on reload).
+
+use std::{
+    collections::HashMap,
+    os::fd::{FromRawFd, OwnedFd},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use futures_util::future::select_all;
+use tokio::io::unix::AsyncFd;
+
+/// Which processes count as "the service is running".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProcessMatch {
+    /// Any process with this program name, as `pidof NAME` matches it: the
+    /// kernel's `comm`, or the base name of `argv[0]` or of the executable.
+    Name(String),
+    /// The process whose PID is in this file (HAProxy's `-p` pidfile: the master).
+    Pidfile(PathBuf),
+}
+
+/// Whether `pid`'s program name is `name`, as `pidof` decides it.
+fn name_matches(
+    process: &procfs::process::Process,
+    stat: &procfs::process::Stat,
+    name: &str,
+) -> bool {
+    // comm is truncated to 15 bytes by the kernel.
+    if stat.comm == name
+        || (name.len() > 15 && name.starts_with(&stat.comm) && stat.comm.len() == 15)
+    {
+        return true;
+    }
+    let base = |p: &str| Path::new(p).file_name().is_some_and(|f| f == name);
+    if process
+        .cmdline()
+        .ok()
+        .and_then(|argv| argv.into_iter().next())
+        .is_some_and(|argv0| base(&argv0))
+    {
+        return true;
+    }
+    process
+        .exe()
+        .ok()
+        .is_some_and(|exe| exe.file_name().is_some_and(|f| f == name))
+}
+
+fn alive(stat: &procfs::process::Stat) -> bool {
+    // Zombies (and dead tasks) have exited; only their parent has not reaped them.
+    !matches!(stat.state, 'Z' | 'X' | 'x')
+}
+
+/// The live (non-zombie) PIDs matching `what`, in this PID namespace's /proc.
+pub fn scan(what: &ProcessMatch) -> Vec<i32> {
+    match what {
+        ProcessMatch::Name(name) => {
+            let Ok(all) = procfs::process::all_processes() else {
+                return Vec::new();
+            };
+            let own = std::process::id() as i32;
+            all.filter_map(Result::ok)
+                .filter(|p| p.pid != own)
+                .filter_map(|p| {
+                    let stat = p.stat().ok()?;
+                    (alive(&stat) && name_matches(&p, &stat, name)).then_some(p.pid)
+                })
+                .collect()
+        }
+        ProcessMatch::Pidfile(path) => std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| text.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+            .and_then(|pid| procfs::process::Process::new(pid).ok())
+            .filter(|p| p.stat().is_ok_and(|s| alive(&s)))
+            .map(|p| vec![p.pid])
+            .unwrap_or_default(),
+    }
+}
+
+/// A pidfd: readable once the process has exited.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; on success it returns a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Watches the processes matching one [`ProcessMatch`].
+pub struct ProcessWatcher {
+    what: ProcessMatch,
+    pidfds: HashMap<i32, AsyncFd<OwnedFd>>,
+}
+
+impl ProcessWatcher {
+    pub fn new(what: ProcessMatch) -> Self {
+        Self {
+            what,
+            pidfds: HashMap::new(),
+        }
+    }
+
+    /// Rescans procfs, starts watching new processes and returns whether
+    /// any matching process is alive.
+    pub fn refresh(&mut self) -> bool {
+        let pids = scan(&self.what);
+        self.pidfds.retain(|pid, _| pids.contains(pid));
+        for pid in &pids {
+            if self.pidfds.contains_key(pid) {
+                continue;
+            }
+            // SAFETY (register): the OwnedFd is kept inside the AsyncFd and
+            // returns the same fd until dropped.
+            match pidfd_open(*pid)
+                .and_then(|fd| unsafe { AsyncFd::register(fd) }.map_err(|e| e.into_parts().1))
+            {
+                Ok(fd) => {
+                    self.pidfds.insert(*pid, fd);
+                }
+                // Gone between the scan and pidfd_open: the next rescan sees it.
+                Err(error) => tracing::debug!(pid, %error, "pidfd_open failed"),
+            }
+        }
+        !pids.is_empty()
+    }
+
+    /// PIDs currently watched.
+    pub fn pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.pidfds.keys().copied().collect();
+        pids.sort_unstable();
+        pids
+    }
+
+    /// Returns when a watched process exits, or after `rescan` at the latest.
+    pub async fn wait(&mut self, rescan: Duration) {
+        if self.pidfds.is_empty() {
+            tokio::time::sleep(rescan).await;
+            return;
+        }
+        let exits = select_all(self.pidfds.values().map(|fd| Box::pin(fd.readable())));
+        tokio::select! {
+            _ = exits => {}
+            () = tokio::time::sleep(rescan) => {}
+        }
+    }
+}
+
+/// If `command` is `pidof NAME`, `pgrep NAME`/`pgrep -x NAME` or
+/// `killall -0 NAME`, the process it looks for: lbha answers those from
+/// procfs instead of forking every interval.
+pub fn process_check_of(command: &[String]) -> Option<String> {
+    let words: Vec<&str> = command.iter().map(String::as_str).collect();
+    let program = Path::new(words.first()?).file_name()?.to_str()?;
+    match (program, &words[1..]) {
+        ("pidof", [name])
+        | ("pgrep", [name])
+        | ("pgrep", ["-x", name])
+        | ("killall", ["-0", name]) => Some((*name).to_owned()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn recognises_the_process_checks_keepalived_users_write() {
+        assert_eq!(
+            process_check_of(&words("pidof haproxy")),
+            Some("haproxy".into())
+        );
+        assert_eq!(
+            process_check_of(&words("/usr/bin/pidof haproxy")),
+            Some("haproxy".into())
+        );
+        assert_eq!(
+            process_check_of(&words("pgrep -x haproxy")),
+            Some("haproxy".into())
+        );
+        assert_eq!(
+            process_check_of(&words("killall -0 haproxy")),
+            Some("haproxy".into())
+        );
+        assert_eq!(process_check_of(&words("pidof -s haproxy")), None);
+        assert_eq!(process_check_of(&words("/etc/check.sh")), None);
+        assert_eq!(process_check_of(&words("pgrep -f haproxy.cfg")), None);
+    }
+
+    /// A child process with a distinctive name, killed and reaped on drop.
+    struct Sleeper(std::process::Child);
+
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    fn spawn_named(dir: &Path, name: &str) -> Sleeper {
+        let bin = dir.join(name);
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        Sleeper(std::process::Command::new(&bin).arg("30").spawn().unwrap())
+    }
+
+    #[tokio::test]
+    async fn sees_a_death_at_once_and_ignores_zombies() {
+        let dir = std::env::temp_dir().join(format!("lbha-proc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let name = format!("lbhaproc{}", std::process::id() % 100_000);
+        let mut watcher = ProcessWatcher::new(ProcessMatch::Name(name.clone()));
+        assert!(!watcher.refresh(), "nothing runs yet");
+
+        let mut child = spawn_named(&dir, &name);
+        let pid = child.0.id() as i32;
+        assert!(watcher.refresh());
+        assert_eq!(watcher.pids(), vec![pid]);
+        assert_eq!(scan(&ProcessMatch::Name(name.clone())), vec![pid]);
+
+        // Kill without reaping: the child stays a zombie, which must not count.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        let started = std::time::Instant::now();
+        watcher.wait(Duration::from_secs(20)).await;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "woken by the pidfd, not the rescan"
+        );
+        assert!(!watcher.refresh(), "a zombie is not alive");
+        let _ = child.0.wait();
+        drop(child);
+
+        // Pidfile form.
+        let child = spawn_named(&dir, &name);
+        let pidfile = dir.join("p.pid");
+        std::fs::write(&pidfile, format!("{}\n", child.0.id())).unwrap();
+        assert_eq!(
+            scan(&ProcessMatch::Pidfile(pidfile.clone())),
+            vec![child.0.id() as i32]
+        );
+        drop(child);
+        assert!(scan(&ProcessMatch::Pidfile(pidfile)).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

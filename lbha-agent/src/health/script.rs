@@ -1,0 +1,272 @@
+//! Running external scripts the way keepalived does: tracked `vrrp_script`
+//! checks and `notify_*` hooks. Commands are split into words (double quotes
+//! group), run without a shell, as the configured user, with a timeout; with
+//! script security on, a script a non-root user could modify is refused.
+
+use std::{
+    os::unix::fs::{MetadataExt, PermissionsExt},
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ScriptError {
+    #[error("empty command")]
+    Empty,
+    #[error("{0}: not found in PATH")]
+    NotFound(String),
+    #[error("{path}: refused by script security: {why}")]
+    Insecure { path: PathBuf, why: String },
+    #[error("unknown user {0}")]
+    UnknownUser(String),
+    #[error("unknown group {0}")]
+    UnknownGroup(String),
+    #[error("{command}: could not start")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{command}: timed out after {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+}
+
+/// Splits a keepalived command line into words; `"..."` groups words.
+pub fn split_command(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quoted = false;
+    for c in command.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                in_word = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            c => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+/// Who scripts run as, and whether they must be root-controlled.
+#[derive(Clone, Debug, Default)]
+pub struct ScriptPolicy {
+    pub security: bool,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl ScriptPolicy {
+    /// Resolves `script_user` / `script_group` (root when unset).
+    pub fn new(
+        security: bool,
+        user: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Self, ScriptError> {
+        let (uid, mut gid) = match user {
+            None => (0, 0),
+            Some(name) => lookup_user(name).ok_or_else(|| ScriptError::UnknownUser(name.into()))?,
+        };
+        if let Some(name) = group {
+            gid = lookup_group(name).ok_or_else(|| ScriptError::UnknownGroup(name.into()))?;
+        }
+        Ok(Self { security, uid, gid })
+    }
+}
+
+fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getpwnam returns a pointer to static storage or null; we copy
+    // the two ids out before any other call.
+    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
+    if pw.is_null() {
+        return None;
+    }
+    // SAFETY: non-null result of getpwnam.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn lookup_group(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: as for getpwnam.
+    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
+    if gr.is_null() {
+        return None;
+    }
+    // SAFETY: non-null result of getgrnam.
+    unsafe { Some((*gr).gr_gid) }
+}
+
+/// Finds `program` as a shell would (a path, or a name searched in PATH).
+pub fn resolve(program: &str) -> Result<PathBuf, ScriptError> {
+    if program.contains('/') {
+        return Ok(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            candidate
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| ScriptError::NotFound(program.into()))
+}
+
+/// keepalived's script security: the script and every directory above it
+/// must be owned by root and not writable by group or others. The path as
+/// written is checked (not where symlinks lead), so Debian's `pidof ->
+/// killall5` link does not trip it.
+pub fn check_secure(path: &Path) -> Result<(), ScriptError> {
+    let insecure = |why: String| ScriptError::Insecure {
+        path: path.to_owned(),
+        why,
+    };
+    let mut current = Some(path);
+    while let Some(p) = current {
+        let meta =
+            std::fs::symlink_metadata(p).map_err(|e| insecure(format!("{}: {e}", p.display())))?;
+        let writable_by_others = if meta.file_type().is_symlink() {
+            false
+        } else {
+            meta.mode() & 0o022 != 0 && !(meta.is_dir() && meta.mode() & 0o1000 != 0 && p != path)
+        };
+        if meta.uid() != 0 {
+            return Err(insecure(format!("{} is not owned by root", p.display())));
+        }
+        if writable_by_others {
+            return Err(insecure(format!(
+                "{} is writable by non-root users",
+                p.display()
+            )));
+        }
+        current = p.parent().filter(|parent| !parent.as_os_str().is_empty());
+    }
+    Ok(())
+}
+
+/// Runs `command` and reports whether it exited 0, killing it after `timeout`.
+pub async fn run(
+    command: &str,
+    extra_args: &[String],
+    policy: &ScriptPolicy,
+    timeout: Duration,
+) -> Result<bool, ScriptError> {
+    let words = split_command(command);
+    let (program, args) = words.split_first().ok_or(ScriptError::Empty)?;
+    let path = resolve(program)?;
+    if policy.security {
+        check_secure(&path)?;
+    }
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(args)
+        .args(extra_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if policy.uid != 0 || policy.gid != 0 {
+        cmd.uid(policy.uid).gid(policy.gid);
+    }
+    let mut child = cmd.spawn().map_err(|source| ScriptError::Spawn {
+        command: command.to_owned(),
+        source,
+    })?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ok(status.success()),
+        Ok(Err(source)) => Err(ScriptError::Spawn {
+            command: command.to_owned(),
+            source,
+        }),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(ScriptError::Timeout {
+                command: command.to_owned(),
+                timeout,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_like_keepalived() {
+        assert_eq!(split_command("pidof haproxy"), ["pidof", "haproxy"]);
+        assert_eq!(
+            split_command(r#"/etc/k/notify.sh "two words"  x"#),
+            ["/etc/k/notify.sh", "two words", "x"]
+        );
+        assert_eq!(
+            split_command(r#""/path with space/s.sh""#),
+            ["/path with space/s.sh"]
+        );
+        assert!(split_command("   ").is_empty());
+    }
+
+    #[test]
+    fn script_security_refuses_writable_scripts() {
+        let dir = std::env::temp_dir().join(format!("lbha-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = dir.join("check.sh");
+        std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = unsafe { libc::geteuid() } == 0;
+        if root {
+            assert!(check_secure(&script).is_ok(), "{:?}", check_secure(&script));
+        }
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(matches!(
+            check_secure(&script),
+            Err(ScriptError::Insecure { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn runs_with_exit_status_and_timeout() {
+        let policy = ScriptPolicy::default();
+        assert!(
+            run("true", &[], &policy, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !run("false", &[], &policy, Duration::from_secs(5))
+                .await
+                .unwrap()
+        );
+        assert!(
+            run("sh -c \"exit 3\"", &[], &policy, Duration::from_secs(5))
+                .await
+                .is_ok_and(|ok| !ok)
+        );
+        assert!(matches!(
+            run("sleep 5", &[], &policy, Duration::from_millis(100)).await,
+            Err(ScriptError::Timeout { .. })
+        ));
+        assert!(matches!(
+            run("no-such-program-lbha", &[], &policy, Duration::from_secs(1)).await,
+            Err(ScriptError::NotFound(_))
+        ));
+    }
+}

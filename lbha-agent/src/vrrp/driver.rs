@@ -1,0 +1,271 @@
+//! Runs the instances of one interface: feeds their state machines from the
+//! receive path, timers and tracked checks, and carries out what they decide.
+//!
+//! The XDP program queues steady adverts without waking us, so a backup
+//! sleeps until its master-down deadline, then drains what was queued (each
+//! advert with its kernel timestamp) before deciding whether the master is
+//! gone: the same outcome as waking on every advert, with a fraction of the
+//! wakeups.
+
+use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+
+use lbha_common::{AdvertEvent, vrrp::encode::Advert};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    clock::monotonic_ns,
+    config,
+    recv::AdvertReceiver,
+    vrrp::{
+        machine::{Action, Machine, Params, ReceivedAdvert, State},
+        net::{Addresses, AdvertSender, send_gratuitous_arp},
+        notify::NotifyJob,
+        track::{Weighted, effective_priority},
+    },
+};
+
+/// How tracked checks weigh on one instance: (check index, weight, reverse).
+pub type TrackRefs = Vec<(usize, i32, bool)>;
+
+/// One running instance.
+pub struct InstanceRuntime {
+    pub config: config::Instance,
+    pub machine: Machine,
+    sender: AdvertSender,
+    tracks: TrackRefs,
+    vips: Vec<Ipv4Addr>,
+}
+
+/// The VRRP advertisement interval of an instance in centiseconds.
+pub fn interval_cs(instance: &config::Instance) -> u16 {
+    let cs = instance.advert_interval.as_millis() / 10;
+    cs.clamp(1, 0x0fff) as u16
+}
+
+impl InstanceRuntime {
+    pub fn new(config: config::Instance, sender: AdvertSender, tracks: TrackRefs) -> Self {
+        let params = Params {
+            version: config.version,
+            advert_interval_cs: interval_cs(&config),
+            preempt: config.preempt,
+            preempt_delay_ns: config.preempt_delay.as_nanos() as u64,
+            primary_addr: sender.source(),
+        };
+        let machine = Machine::new(params, config.priority);
+        let vips = config.virtual_addresses.iter().map(|(a, _)| *a).collect();
+        Self {
+            config,
+            machine,
+            sender,
+            tracks,
+            vips,
+        }
+    }
+
+    fn advert(&self, priority: u8) -> Advert<'_> {
+        Advert {
+            version: self.config.version,
+            vrid: self.config.vrid,
+            priority,
+            interval_cs: interval_cs(&self.config),
+            auth_pass: self.config.auth_pass.as_deref().map(str::as_bytes),
+            virtual_addrs: &self.vips,
+        }
+    }
+
+    /// Applies the tracked checks' states: effective priority and Fault.
+    fn apply_tracks(&mut self, checks: &[bool], now: u64) -> Vec<Action> {
+        let weighted: Vec<Weighted> = self
+            .tracks
+            .iter()
+            .map(|&(index, weight, reverse)| Weighted {
+                weight,
+                reverse,
+                up: checks.get(index).copied().unwrap_or(true),
+            })
+            .collect();
+        let (priority, fault) = effective_priority(self.config.priority, &weighted);
+        if priority != self.machine.priority() {
+            tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
+            self.machine.set_priority(priority);
+        }
+        self.machine.set_fault(now, fault)
+    }
+}
+
+/// Everything an interface task shares with the rest of the daemon.
+pub struct Shared {
+    pub addresses: Addresses,
+    pub notify: mpsc::UnboundedSender<NotifyJob>,
+    /// Up/down of every check, by index.
+    pub checks: watch::Receiver<Arc<Vec<bool>>>,
+    pub shutdown: watch::Receiver<bool>,
+    /// The instance the floating IP follows, and where to say whether it is
+    /// Master.
+    pub mastership: Option<Arc<(String, watch::Sender<bool>)>>,
+}
+
+pub struct InterfaceTask {
+    pub interface: String,
+    pub receiver: AdvertReceiver,
+    pub instances: Vec<InstanceRuntime>,
+    pub shared: Shared,
+    /// Times the loop woke up (adverts that changed something, timers,
+    /// checks); what the fast path saves shows here.
+    pub wakeups: u64,
+}
+
+fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
+    let now = monotonic_ns();
+    // Far enough to mean "never" while staying a valid Instant.
+    let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+        Duration::from_nanos(d.saturating_sub(now))
+    });
+    tokio::time::sleep(wait)
+}
+
+impl InterfaceTask {
+    pub async fn run(mut self) {
+        let now = monotonic_ns();
+        let checks = self.shared.checks.borrow().clone();
+        for i in 0..self.instances.len() {
+            let mut actions = self.instances[i].apply_tracks(&checks, now);
+            actions.extend(self.instances[i].machine.start(now));
+            self.execute(i, actions).await;
+        }
+        loop {
+            let deadline = self
+                .instances
+                .iter()
+                .filter_map(|i| i.machine.next_deadline())
+                .min();
+            tokio::select! {
+                event = self.receiver.next() => {
+                    self.wakeups += 1;
+                    match event {
+                        Ok(event) => self.on_advert(event).await,
+                        Err(error) => {
+                            tracing::error!(interface = %self.interface, %error, "receive path failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    self.drain_and_poll().await;
+                }
+                () = sleep_until_ns(deadline) => {
+                    self.wakeups += 1;
+                    self.drain_and_poll().await;
+                }
+                Ok(()) = self.shared.checks.changed() => {
+                    self.wakeups += 1;
+                    let checks = self.shared.checks.borrow_and_update().clone();
+                    let now = monotonic_ns();
+                    for i in 0..self.instances.len() {
+                        let actions = self.instances[i].apply_tracks(&checks, now);
+                        self.execute(i, actions).await;
+                    }
+                }
+                _ = self.shared.shutdown.changed() => break,
+            }
+        }
+        for i in 0..self.instances.len() {
+            let actions = self.instances[i].machine.shutdown();
+            self.execute(i, actions).await;
+        }
+        tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
+    }
+
+    /// Processes every advert already queued, then fires due timers.
+    async fn drain_and_poll(&mut self) {
+        while let Some(event) = self.receiver.try_next() {
+            self.on_advert(event).await;
+        }
+        let now = monotonic_ns();
+        for i in 0..self.instances.len() {
+            let actions = self.instances[i].machine.poll_timers(now);
+            self.execute(i, actions).await;
+        }
+    }
+
+    async fn on_advert(&mut self, event: AdvertEvent) {
+        let Some(i) = self
+            .instances
+            .iter()
+            .position(|i| i.config.vrid == event.vrid)
+        else {
+            return;
+        };
+        let advert = ReceivedAdvert {
+            timestamp_ns: event.timestamp_ns,
+            src: Ipv4Addr::from(event.src_addr),
+            priority: event.priority,
+            interval_cs: event.interval_cs,
+        };
+        match self.instances[i].machine.advert(&advert) {
+            Ok(actions) => self.execute(i, actions).await,
+            Err(ignored) => {
+                tracing::trace!(instance = %self.instances[i].config.name, ?ignored, src = %advert.src, "advert ignored")
+            }
+        }
+    }
+
+    async fn execute(&mut self, i: usize, actions: Vec<Action>) {
+        for action in actions {
+            let instance = &self.instances[i];
+            let name = &instance.config.name;
+            match action {
+                Action::SendAdvert { priority } => {
+                    if let Err(error) = instance.sender.send(&instance.advert(priority)) {
+                        tracing::warn!(instance = %name, %error, "advert not sent");
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    tracing::info!(
+                        instance = %name,
+                        vrid = instance.config.vrid,
+                        from = from.name(),
+                        to = to.name(),
+                        reason = reason.name(),
+                        priority = instance.machine.priority(),
+                        "state transition"
+                    );
+                    self.on_transition(i, from, to).await;
+                }
+            }
+        }
+    }
+
+    async fn on_transition(&mut self, i: usize, from: State, to: State) {
+        let instance = &self.instances[i];
+        let config = &instance.config;
+        // First, so the floating IP assign starts before anything slower.
+        if let Some(mastership) = &self.shared.mastership
+            && mastership.0 == config.name
+        {
+            mastership.1.send_replace(to == State::Master);
+        }
+        if to == State::Master {
+            for vip in &config.virtual_addresses {
+                if let Err(error) = self.shared.addresses.add(&config.interface, *vip).await {
+                    tracing::error!(instance = %config.name, %error, "could not add virtual address");
+                }
+            }
+            if !instance.vips.is_empty()
+                && let Err(error) = send_gratuitous_arp(&config.interface, &instance.vips)
+            {
+                tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent");
+            }
+        } else if from == State::Master || from == State::Initialize {
+            // Leaving Master, and at startup: a crashed predecessor may have
+            // left the addresses on the interface (keepalived removes them
+            // at startup too); a backup must not answer for them.
+            for vip in &config.virtual_addresses {
+                if let Err(error) = self.shared.addresses.remove(&config.interface, *vip).await {
+                    tracing::error!(instance = %config.name, %error, "could not remove virtual address");
+                }
+            }
+        }
+        for job in NotifyJob::for_transition(config, to, instance.machine.priority()) {
+            let _ = self.shared.notify.send(job);
+        }
+    }
+}

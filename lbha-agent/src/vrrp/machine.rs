@@ -1,0 +1,814 @@
+//! The VRRP state machine of RFC 5798 section 6.4 (and RFC 3768 for v2),
+//! with keepalived's Fault state, as a pure value: inputs carry their own
+//! timestamps (`CLOCK_MONOTONIC` ns, the kernel's advert timestamps included),
+//! outputs are [`Action`]s for the driver. Nothing here does I/O or reads a
+//! clock, so every transition is tested with a simulated one.
+
+use std::net::Ipv4Addr;
+
+/// RFC 5798 states, plus Fault: a tracked check with weight 0 is down, so
+/// the router must neither advertise nor take over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    Initialize,
+    Backup,
+    Master,
+    Fault,
+}
+
+impl State {
+    /// keepalived's spelling, used by notify scripts and logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            State::Initialize => "INIT",
+            State::Backup => "BACKUP",
+            State::Master => "MASTER",
+            State::Fault => "FAULT",
+        }
+    }
+}
+
+/// What does not change while an instance runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub version: u8,
+    /// Advertisement_Interval in centiseconds (v2: whole seconds x 100).
+    pub advert_interval_cs: u16,
+    pub preempt: bool,
+    pub preempt_delay_ns: u64,
+    /// Our primary address, the source of our adverts; breaks priority ties.
+    pub primary_addr: Ipv4Addr,
+}
+
+/// An advert as the state machine needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceivedAdvert {
+    /// When it arrived (kernel timestamp on the XDP path).
+    pub timestamp_ns: u64,
+    pub src: Ipv4Addr,
+    pub priority: u8,
+    pub interval_cs: u16,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send one advert with this priority (0: resignation).
+    SendAdvert { priority: u8 },
+    /// The state changed: take or release the virtual addresses, send
+    /// gratuitous ARP, run notify scripts.
+    Transition {
+        from: State,
+        to: State,
+        reason: Reason,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    Startup,
+    /// We own the addresses (priority 255).
+    AddressOwner,
+    /// No advert from a master for Master_Down_Interval.
+    MasterDown,
+    /// The master resigned (priority 0) and Skew_Time passed.
+    MasterResigned,
+    /// An advert with higher priority (or equal priority and higher address).
+    HigherPriorityMaster,
+    /// A tracked check with weight 0 failed.
+    TrackFault,
+    /// All tracked checks with weight 0 are up again.
+    TrackRecovered,
+    Shutdown,
+}
+
+impl Reason {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::Startup => "startup",
+            Reason::AddressOwner => "address owner",
+            Reason::MasterDown => "master down",
+            Reason::MasterResigned => "master resigned",
+            Reason::HigherPriorityMaster => "higher priority master",
+            Reason::TrackFault => "tracked check failed",
+            Reason::TrackRecovered => "tracked checks recovered",
+            Reason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Why an advert was not acted upon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ignored {
+    /// Our own advert looped back.
+    Own,
+    /// v2: Adver Int differs from ours (RFC 3768 7.1 says discard).
+    IntervalMismatch,
+    /// Not in a state that listens (Initialize, Fault).
+    NotListening,
+    /// Lower priority than ours (Master, or Backup that preempts).
+    LowerPriority,
+}
+
+const NS_PER_CS: u64 = 10_000_000;
+
+pub struct Machine {
+    params: Params,
+    state: State,
+    /// Effective priority (configured priority adjusted by tracked checks).
+    priority: u8,
+    fault: bool,
+    /// Master_Adver_Interval: v3 learns it from the master's adverts.
+    master_adver_interval_cs: u16,
+    master_down_at: Option<u64>,
+    /// Set while Master_Down_Timer runs for Skew_Time after a resignation.
+    resigned: bool,
+    adver_at: Option<u64>,
+    started_at: u64,
+    /// When we first saw the current lower-priority master (preempt_delay).
+    lower_master_since: Option<u64>,
+    /// The last master we accepted adverts from: address, priority, time.
+    master: Option<(Ipv4Addr, u8, u64)>,
+}
+
+impl Machine {
+    pub fn new(params: Params, priority: u8) -> Self {
+        let interval = params.advert_interval_cs;
+        Self {
+            params,
+            state: State::Initialize,
+            priority,
+            fault: false,
+            master_adver_interval_cs: interval,
+            master_down_at: None,
+            resigned: false,
+            adver_at: None,
+            started_at: 0,
+            lower_master_since: None,
+            master: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    pub fn priority(&self) -> u8 {
+        self.priority
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The master we last heard from (address, priority, when), or ourselves.
+    pub fn master(&self) -> Option<(Ipv4Addr, u8, u64)> {
+        match self.state {
+            State::Master => Some((self.params.primary_addr, self.priority, 0)),
+            _ => self.master,
+        }
+    }
+
+    pub fn master_adver_interval_cs(&self) -> u16 {
+        self.master_adver_interval_cs
+    }
+
+    /// Skew_Time in ns: v3 `((256 - Priority) * Master_Adver_Interval) / 256`
+    /// centiseconds, v2 `(256 - Priority) / 256` seconds.
+    pub fn skew_time_ns(&self) -> u64 {
+        let weight = 256 - u64::from(self.priority);
+        if self.params.version == 2 {
+            weight * 1_000_000_000 / 256
+        } else {
+            weight * u64::from(self.master_adver_interval_cs) * NS_PER_CS / 256
+        }
+    }
+
+    /// Master_Down_Interval in ns: `3 * Master_Adver_Interval + Skew_Time`.
+    pub fn master_down_interval_ns(&self) -> u64 {
+        3 * u64::from(self.master_adver_interval_cs) * NS_PER_CS + self.skew_time_ns()
+    }
+
+    fn advert_interval_ns(&self) -> u64 {
+        u64::from(self.params.advert_interval_cs) * NS_PER_CS
+    }
+
+    /// The earliest time [`Self::poll_timers`] has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match (self.master_down_at, self.adver_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When the master-down timer fires, if it runs (Backup only).
+    pub fn master_down_at(&self) -> Option<u64> {
+        self.master_down_at
+    }
+
+    fn transition(&mut self, to: State, reason: Reason, actions: &mut Vec<Action>) {
+        let from = self.state;
+        self.state = to;
+        actions.push(Action::Transition { from, to, reason });
+    }
+
+    fn become_master(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
+        self.master_down_at = None;
+        self.resigned = false;
+        self.lower_master_since = None;
+        self.master = None;
+        actions.push(Action::SendAdvert {
+            priority: self.priority,
+        });
+        self.adver_at = Some(now + self.advert_interval_ns());
+        self.transition(State::Master, reason, actions);
+    }
+
+    fn become_backup(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
+        self.adver_at = None;
+        self.resigned = false;
+        self.master_down_at = Some(now + self.master_down_interval_ns());
+        self.transition(State::Backup, reason, actions);
+    }
+
+    /// RFC 5798 6.4.1: leave Initialize.
+    fn initialize(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
+        self.master_adver_interval_cs = self.params.advert_interval_cs;
+        if self.fault {
+            self.master_down_at = None;
+            self.transition(State::Fault, Reason::TrackFault, actions);
+        } else if self.priority == 255 {
+            self.become_master(now, Reason::AddressOwner, actions);
+        } else {
+            self.become_backup(now, reason, actions);
+        }
+    }
+
+    /// Startup event.
+    pub fn start(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state == State::Initialize {
+            self.started_at = now;
+            self.initialize(now, Reason::Startup, &mut actions);
+        }
+        actions
+    }
+
+    /// Shutdown event: a master resigns with a priority-0 advert.
+    pub fn shutdown(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state == State::Master {
+            actions.push(Action::SendAdvert { priority: 0 });
+        }
+        if self.state != State::Initialize {
+            self.master_down_at = None;
+            self.adver_at = None;
+            self.transition(State::Initialize, Reason::Shutdown, &mut actions);
+        }
+        actions
+    }
+
+    /// Fires the timers that are due at `now`.
+    pub fn poll_timers(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        match self.state {
+            State::Backup => {
+                if self.master_down_at.is_some_and(|at| at <= now) {
+                    let reason = if self.resigned {
+                        Reason::MasterResigned
+                    } else {
+                        Reason::MasterDown
+                    };
+                    self.become_master(now, reason, &mut actions);
+                }
+            }
+            State::Master => {
+                if let Some(at) = self.adver_at
+                    && at <= now
+                {
+                    actions.push(Action::SendAdvert {
+                        priority: self.priority,
+                    });
+                    // Keep the cadence: the next advert is one interval after
+                    // this one was due, unless we are more than that late.
+                    let next = at + self.advert_interval_ns();
+                    self.adver_at = Some(if next > now {
+                        next
+                    } else {
+                        now + self.advert_interval_ns()
+                    });
+                }
+            }
+            State::Initialize | State::Fault => {}
+        }
+        actions
+    }
+
+    /// Whether an advert with `priority` from `src` beats us.
+    fn beats_us(&self, priority: u8, src: Ipv4Addr) -> bool {
+        priority > self.priority
+            || (priority == self.priority && u32::from(src) > u32::from(self.params.primary_addr))
+    }
+
+    /// Receive an ADVERTISEMENT (RFC 5798 6.4.2 Backup, 6.4.3 Master).
+    pub fn advert(&mut self, advert: &ReceivedAdvert) -> Result<Vec<Action>, Ignored> {
+        if advert.src == self.params.primary_addr {
+            return Err(Ignored::Own);
+        }
+        if self.params.version == 2 && advert.interval_cs != self.params.advert_interval_cs {
+            return Err(Ignored::IntervalMismatch);
+        }
+        let now = advert.timestamp_ns;
+        let mut actions = Vec::new();
+        match self.state {
+            State::Initialize | State::Fault => return Err(Ignored::NotListening),
+            State::Backup => {
+                if advert.priority == 0 {
+                    // The master resigned: take over after Skew_Time unless a
+                    // higher-priority backup speaks first.
+                    self.master_down_at = Some(now + self.skew_time_ns());
+                    self.resigned = true;
+                    self.master = None;
+                } else if !self.params.preempt
+                    || advert.priority >= self.priority
+                    || !self.preempt_allowed(now)
+                {
+                    if self.params.version == 3 {
+                        self.master_adver_interval_cs = advert.interval_cs;
+                    }
+                    if advert.priority >= self.priority {
+                        self.lower_master_since = None;
+                    }
+                    self.master_down_at = Some(now + self.master_down_interval_ns());
+                    self.resigned = false;
+                    self.master = Some((advert.src, advert.priority, now));
+                } else {
+                    // Lower priority master and we preempt: let the
+                    // master-down timer run out.
+                    return Err(Ignored::LowerPriority);
+                }
+            }
+            State::Master => {
+                if advert.priority == 0 {
+                    // Another master resigned: make sure backups hear us now.
+                    actions.push(Action::SendAdvert {
+                        priority: self.priority,
+                    });
+                    self.adver_at = Some(now + self.advert_interval_ns());
+                } else if self.beats_us(advert.priority, advert.src) {
+                    if self.params.version == 3 {
+                        self.master_adver_interval_cs = advert.interval_cs;
+                    }
+                    self.master = Some((advert.src, advert.priority, now));
+                    self.become_backup(now, Reason::HigherPriorityMaster, &mut actions);
+                } else {
+                    return Err(Ignored::LowerPriority);
+                }
+            }
+        }
+        Ok(actions)
+    }
+
+    /// preempt_delay: a lower-priority master is tolerated until the delay
+    /// has passed since startup and since we first saw it.
+    fn preempt_allowed(&mut self, now: u64) -> bool {
+        if self.params.preempt_delay_ns == 0 {
+            return true;
+        }
+        let since = *self.lower_master_since.get_or_insert(now);
+        now >= self.started_at.max(since) + self.params.preempt_delay_ns
+    }
+
+    /// The effective priority changed (tracked checks with a weight). A
+    /// master advertises the new priority from its next advert on.
+    pub fn set_priority(&mut self, priority: u8) {
+        self.priority = priority;
+    }
+
+    /// A tracked check with weight 0 went down (`true`) or all came back.
+    pub fn set_fault(&mut self, now: u64, fault: bool) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if fault == self.fault {
+            return actions;
+        }
+        self.fault = fault;
+        match (fault, self.state) {
+            (true, State::Master) => {
+                actions.push(Action::SendAdvert { priority: 0 });
+                self.adver_at = None;
+                self.transition(State::Fault, Reason::TrackFault, &mut actions);
+            }
+            (true, State::Backup) => {
+                self.master_down_at = None;
+                self.transition(State::Fault, Reason::TrackFault, &mut actions);
+            }
+            (false, State::Fault) => self.initialize(now, Reason::TrackRecovered, &mut actions),
+            _ => {}
+        }
+        actions
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const LOW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const HIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+
+    fn params(version: u8, interval_cs: u16) -> Params {
+        Params {
+            version,
+            advert_interval_cs: interval_cs,
+            preempt: true,
+            preempt_delay_ns: 0,
+            primary_addr: ME,
+        }
+    }
+
+    fn machine(priority: u8) -> Machine {
+        Machine::new(params(3, 100), priority)
+    }
+
+    fn adv(ms: u64, src: Ipv4Addr, priority: u8) -> ReceivedAdvert {
+        ReceivedAdvert {
+            timestamp_ns: ms * MS,
+            src,
+            priority,
+            interval_cs: 100,
+        }
+    }
+
+    fn to(state: State, reason: Reason) -> impl Fn(&Action) -> bool {
+        move |a| matches!(a, Action::Transition { to, reason: r, .. } if *to == state && *r == reason)
+    }
+
+    #[test]
+    fn rfc_timers() {
+        // v3, priority 100, 1 s: skew = 156 * 100 cs / 256 = 60.9375 cs.
+        let m = machine(100);
+        assert_eq!(m.skew_time_ns(), 156 * 100 * 10_000_000 / 256);
+        assert_eq!(m.master_down_interval_ns(), 3_000 * MS + 609_375_000);
+        // v2, priority 200: skew = 56/256 s.
+        let m = Machine::new(params(2, 100), 200);
+        assert_eq!(m.skew_time_ns(), 218_750_000);
+        assert_eq!(m.master_down_interval_ns(), 3_218_750_000);
+        // 10 ms adverts: master down within 3 intervals + skew.
+        let m = Machine::new(params(3, 1), 254);
+        assert_eq!(m.master_down_interval_ns(), 30 * MS + 2 * 10 * MS / 256);
+    }
+
+    #[test]
+    fn startup_enters_backup_then_master_when_nobody_speaks() {
+        let mut m = machine(100);
+        let actions = m.start(0);
+        assert!(actions.iter().any(to(State::Backup, Reason::Startup)));
+        assert_eq!(m.state(), State::Backup);
+        let down = m.master_down_interval_ns();
+        assert_eq!(m.next_deadline(), Some(down));
+        assert!(m.poll_timers(down - 1).is_empty());
+        let actions = m.poll_timers(down);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 100 });
+        assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
+        assert_eq!(m.next_deadline(), Some(down + 1_000 * MS));
+    }
+
+    #[test]
+    fn address_owner_is_master_at_once() {
+        let mut m = machine(255);
+        let actions = m.start(0);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 255 });
+        assert!(actions.iter().any(to(State::Master, Reason::AddressOwner)));
+    }
+
+    #[test]
+    fn master_advertises_every_interval_keeping_cadence() {
+        let mut m = machine(255);
+        m.start(0);
+        for n in 1..=5u64 {
+            // Woken a little late each time: cadence must not drift.
+            let actions = m.poll_timers(n * 1_000 * MS + 3 * MS);
+            assert_eq!(actions, vec![Action::SendAdvert { priority: 255 }]);
+            assert_eq!(m.next_deadline(), Some((n + 1) * 1_000 * MS));
+        }
+    }
+
+    #[test]
+    fn backup_adverts_from_higher_master_reset_the_timer() {
+        let mut m = machine(100);
+        m.start(0);
+        for t in [500, 1500, 2500, 3500] {
+            assert_eq!(m.advert(&adv(t, HIGH, 200)), Ok(vec![]));
+            assert_eq!(
+                m.next_deadline(),
+                Some(t * MS + m.master_down_interval_ns())
+            );
+        }
+        assert_eq!(m.master(), Some((HIGH, 200, 3500 * MS)));
+        assert!(m.poll_timers(4000 * MS).is_empty());
+        assert_eq!(m.state(), State::Backup);
+    }
+
+    #[test]
+    fn backup_preempts_a_lower_priority_master() {
+        let mut m = machine(100);
+        m.start(0);
+        assert_eq!(m.advert(&adv(500, LOW, 50)), Err(Ignored::LowerPriority));
+        let down = m.master_down_interval_ns();
+        let actions = m.poll_timers(down);
+        assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
+    }
+
+    #[test]
+    fn nopreempt_backup_keeps_a_lower_priority_master() {
+        let mut m = Machine::new(
+            Params {
+                preempt: false,
+                ..params(3, 100)
+            },
+            100,
+        );
+        m.start(0);
+        for t in [500, 1500, 2500, 3500, 4500] {
+            assert_eq!(m.advert(&adv(t, LOW, 50)), Ok(vec![]));
+            assert!(m.poll_timers(t * MS + 10 * MS).is_empty());
+        }
+        assert_eq!(m.state(), State::Backup);
+        // ...but still takes over when that master goes silent.
+        let at = 4500 * MS + m.master_down_interval_ns();
+        assert!(
+            m.poll_timers(at)
+                .iter()
+                .any(to(State::Master, Reason::MasterDown))
+        );
+    }
+
+    #[test]
+    fn preempt_delay_tolerates_a_lower_master_for_a_while() {
+        let mut m = Machine::new(
+            Params {
+                preempt_delay_ns: 5_000 * MS,
+                ..params(3, 100)
+            },
+            100,
+        );
+        m.start(0);
+        for t in (500..5000).step_by(1000) {
+            assert_eq!(m.advert(&adv(t, LOW, 50)), Ok(vec![]), "at {t} ms");
+        }
+        assert_eq!(m.advert(&adv(5500, LOW, 50)), Err(Ignored::LowerPriority));
+        let at = 4500 * MS + m.master_down_interval_ns();
+        assert!(
+            m.poll_timers(at)
+                .iter()
+                .any(to(State::Master, Reason::MasterDown))
+        );
+    }
+
+    #[test]
+    fn resignation_makes_backup_take_over_after_skew_time() {
+        let mut m = machine(100);
+        m.start(0);
+        m.advert(&adv(500, HIGH, 200)).unwrap();
+        m.advert(&adv(1000, HIGH, 0)).unwrap();
+        let skew = m.skew_time_ns();
+        assert!(skew < 1_000 * MS);
+        assert_eq!(m.next_deadline(), Some(1000 * MS + skew));
+        assert!(m.poll_timers(1000 * MS + skew - 1).is_empty());
+        let actions = m.poll_timers(1000 * MS + skew);
+        assert!(
+            actions
+                .iter()
+                .any(to(State::Master, Reason::MasterResigned))
+        );
+    }
+
+    #[test]
+    fn higher_priority_backup_wins_the_race_after_a_resignation() {
+        // Two backups (100 and 200) see the same resignation; the 200 one's
+        // skew is shorter, it speaks first and the other stays backup.
+        let mut low = machine(100);
+        let mut high = Machine::new(
+            Params {
+                primary_addr: HIGH,
+                ..params(3, 100)
+            },
+            200,
+        );
+        low.start(0);
+        high.start(0);
+        let master = Ipv4Addr::new(10, 0, 0, 9);
+        for m in [&mut low, &mut high] {
+            m.advert(&adv(500, master, 250)).unwrap();
+            m.advert(&adv(1000, master, 0)).unwrap();
+        }
+        assert!(high.next_deadline() < low.next_deadline());
+        let at = high.next_deadline().unwrap();
+        assert!(
+            high.poll_timers(at)
+                .iter()
+                .any(to(State::Master, Reason::MasterResigned))
+        );
+        let takeover = ReceivedAdvert {
+            timestamp_ns: at,
+            src: HIGH,
+            priority: 200,
+            interval_cs: 100,
+        };
+        low.advert(&takeover).unwrap();
+        assert!(low.poll_timers(low.next_deadline().unwrap() - 1).is_empty());
+        assert_eq!(low.state(), State::Backup);
+    }
+
+    #[test]
+    fn master_yields_to_higher_priority() {
+        let mut m = machine(255);
+        m.start(0);
+        m.set_priority(100);
+        let actions = m.advert(&adv(100, HIGH, 200)).unwrap();
+        assert!(
+            actions
+                .iter()
+                .any(to(State::Backup, Reason::HigherPriorityMaster))
+        );
+        assert_eq!(
+            m.next_deadline(),
+            Some(100 * MS + m.master_down_interval_ns())
+        );
+    }
+
+    #[test]
+    fn master_ignores_lower_priority() {
+        let mut m = machine(255);
+        m.start(0);
+        assert_eq!(m.advert(&adv(100, HIGH, 200)), Err(Ignored::LowerPriority));
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn equal_priority_tie_goes_to_the_higher_address() {
+        let mut m = machine(100);
+        m.start(0);
+        m.poll_timers(m.next_deadline().unwrap());
+        assert_eq!(m.state(), State::Master);
+        assert_eq!(m.advert(&adv(5000, LOW, 100)), Err(Ignored::LowerPriority));
+        assert_eq!(m.state(), State::Master);
+        let actions = m.advert(&adv(5100, HIGH, 100)).unwrap();
+        assert!(
+            actions
+                .iter()
+                .any(to(State::Backup, Reason::HigherPriorityMaster))
+        );
+        // As backup with preempt, an equal-priority master is accepted.
+        assert_eq!(m.advert(&adv(6100, LOW, 100)), Ok(vec![]));
+    }
+
+    #[test]
+    fn master_answers_another_masters_resignation() {
+        let mut m = machine(255);
+        m.start(0);
+        let actions = m.advert(&adv(300, HIGH, 0)).unwrap();
+        assert_eq!(actions, vec![Action::SendAdvert { priority: 255 }]);
+        assert_eq!(m.next_deadline(), Some(1300 * MS));
+    }
+
+    #[test]
+    fn shutdown_from_master_resigns() {
+        let mut m = machine(255);
+        m.start(0);
+        let actions = m.shutdown();
+        assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+        assert!(actions.iter().any(to(State::Initialize, Reason::Shutdown)));
+        assert_eq!(m.next_deadline(), None);
+        let mut b = machine(100);
+        b.start(0);
+        assert!(
+            !b.shutdown()
+                .iter()
+                .any(|a| matches!(a, Action::SendAdvert { .. }))
+        );
+    }
+
+    #[test]
+    fn fault_from_master_resigns_and_stops_advertising() {
+        let mut m = machine(255);
+        m.start(0);
+        let actions = m.set_fault(500 * MS, true);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+        assert!(actions.iter().any(to(State::Fault, Reason::TrackFault)));
+        assert_eq!(m.next_deadline(), None);
+        assert!(m.poll_timers(10_000 * MS).is_empty());
+        assert_eq!(m.advert(&adv(600, HIGH, 0)), Err(Ignored::NotListening));
+        // Recovery: back through Initialize (owner: straight to Master).
+        let actions = m.set_fault(20_000 * MS, false);
+        assert!(actions.iter().any(to(State::Master, Reason::AddressOwner)));
+    }
+
+    #[test]
+    fn fault_from_backup_and_recovery_to_backup() {
+        let mut m = machine(100);
+        m.start(0);
+        let actions = m.set_fault(100 * MS, true);
+        assert_eq!(actions.len(), 1);
+        assert!(actions.iter().any(to(State::Fault, Reason::TrackFault)));
+        assert!(
+            m.poll_timers(100_000 * MS).is_empty(),
+            "Fault never takes over"
+        );
+        let actions = m.set_fault(200_000 * MS, false);
+        assert!(
+            actions
+                .iter()
+                .any(to(State::Backup, Reason::TrackRecovered))
+        );
+        assert_eq!(
+            m.next_deadline(),
+            Some(200_000 * MS + m.master_down_interval_ns())
+        );
+        assert!(
+            m.set_fault(200_001 * MS, false).is_empty(),
+            "no change, no action"
+        );
+    }
+
+    #[test]
+    fn starting_with_a_failed_check_enters_fault() {
+        let mut m = machine(100);
+        m.set_fault(0, true);
+        let actions = m.start(0);
+        assert!(actions.iter().any(to(State::Fault, Reason::TrackFault)));
+        assert_eq!(m.next_deadline(), None);
+    }
+
+    #[test]
+    fn priority_drop_lets_a_preempting_backup_take_over() {
+        let mut master = machine(255);
+        master.start(0);
+        master.set_priority(90);
+        let actions = master.poll_timers(1000 * MS);
+        assert_eq!(actions, vec![Action::SendAdvert { priority: 90 }]);
+
+        let mut backup = Machine::new(
+            Params {
+                primary_addr: HIGH,
+                ..params(3, 100)
+            },
+            100,
+        );
+        backup.start(0);
+        assert_eq!(
+            backup.advert(&adv(1000, ME, 90)),
+            Err(Ignored::LowerPriority)
+        );
+        let at = backup.next_deadline().unwrap();
+        assert!(
+            backup
+                .poll_timers(at)
+                .iter()
+                .any(to(State::Master, Reason::MasterDown))
+        );
+    }
+
+    #[test]
+    fn v3_backup_learns_the_masters_interval() {
+        let mut m = machine(100);
+        m.start(0);
+        let fast = ReceivedAdvert {
+            interval_cs: 10,
+            ..adv(500, HIGH, 200)
+        };
+        m.advert(&fast).unwrap();
+        assert_eq!(m.master_adver_interval_cs(), 10);
+        assert_eq!(
+            m.master_down_interval_ns(),
+            300 * MS + 156 * 10 * 10 * MS / 256
+        );
+    }
+
+    #[test]
+    fn v2_discards_interval_mismatch_and_own_adverts() {
+        let mut m = Machine::new(params(2, 100), 100);
+        m.start(0);
+        let other = ReceivedAdvert {
+            interval_cs: 200,
+            ..adv(500, HIGH, 200)
+        };
+        assert_eq!(m.advert(&other), Err(Ignored::IntervalMismatch));
+        assert_eq!(m.advert(&adv(500, ME, 200)), Err(Ignored::Own));
+    }
+
+    #[test]
+    fn late_processing_uses_the_advert_timestamp() {
+        // A backup that slept and drains an advert that arrived at 2.5 s
+        // only at 4 s must count Master_Down_Interval from 2.5 s.
+        let mut m = machine(100);
+        m.start(0);
+        m.advert(&adv(2500, HIGH, 200)).unwrap();
+        assert_eq!(
+            m.next_deadline(),
+            Some(2500 * MS + m.master_down_interval_ns())
+        );
+    }
+}

@@ -1,0 +1,8 @@
+//! VRRP: the state machine (pure), tracked-check rules (pure), and the
+//! driver that connects them to the network.
+
+pub mod driver;
+pub mod machine;
+pub mod net;
+pub mod notify;
+pub mod track;

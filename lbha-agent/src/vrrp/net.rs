@@ -1,0 +1,322 @@
+//! The network side of an instance: sending adverts, holding the virtual
+//! addresses, announcing them with gratuitous ARP.
+
+use std::{
+    ffi::CString,
+    io,
+    net::{Ipv4Addr, SocketAddrV4},
+};
+
+use lbha_common::vrrp::{VRRP_MULTICAST_GROUP, encode::Advert};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum NetError {
+    #[error("interface {0} does not exist")]
+    UnknownInterface(String),
+    #[error("interface {0} has no IPv4 address to send adverts from (set unicast_src_ip)")]
+    NoSourceAddress(String),
+    #[error("{what} on {interface}")]
+    Io {
+        what: &'static str,
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("netlink: {what} {address}/{prefix} on {interface}: {message}")]
+    Netlink {
+        what: &'static str,
+        address: Ipv4Addr,
+        prefix: u8,
+        interface: String,
+        message: String,
+    },
+}
+
+pub fn if_index(interface: &str) -> Result<u32, NetError> {
+    let name = CString::new(interface).map_err(|_| NetError::UnknownInterface(interface.into()))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(NetError::UnknownInterface(interface.into()));
+    }
+    Ok(index)
+}
+
+/// The first IPv4 address configured on `interface` (keepalived's default
+/// source when `unicast_src_ip` is not set).
+pub fn interface_ipv4(interface: &str) -> Result<Ipv4Addr, NetError> {
+    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills the pointer; freed below.
+    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
+        return Err(NetError::Io {
+            what: "getifaddrs",
+            interface: interface.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let mut found = None;
+    let mut cursor = addrs;
+    while !cursor.is_null() {
+        // SAFETY: a node of the list getifaddrs returned.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: NUL-terminated name from the kernel.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
+        // SAFETY: ifa_addr is non-null; sa_family says how to read it.
+        let family = unsafe { (*entry.ifa_addr).sa_family };
+        if name.to_bytes() == interface.as_bytes() && i32::from(family) == libc::AF_INET {
+            // SAFETY: AF_INET addresses are sockaddr_in.
+            let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            break;
+        }
+    }
+    // SAFETY: the list from getifaddrs.
+    unsafe { libc::freeifaddrs(addrs) };
+    found.ok_or_else(|| NetError::NoSourceAddress(interface.into()))
+}
+
+/// Sends one instance's adverts: an `IPPROTO_RAW` socket (we write the IP
+/// header: TTL 255, DSCP CS6 as keepalived) bound to the interface. Such a
+/// socket never receives, so adverts reach us only through the receive path.
+pub struct AdvertSender {
+    socket: Socket,
+    interface: String,
+    src: Ipv4Addr,
+    /// Unicast peers, or 224.0.0.18.
+    destinations: Vec<Ipv4Addr>,
+}
+
+impl AdvertSender {
+    pub fn open(interface: &str, src: Ipv4Addr, peers: &[Ipv4Addr]) -> Result<Self, NetError> {
+        let err = |what| {
+            move |source| NetError::Io {
+                what,
+                interface: interface.to_owned(),
+                source,
+            }
+        };
+        let socket = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .map_err(err("opening the advert socket"))?;
+        socket
+            .bind_device(Some(interface.as_bytes()))
+            .map_err(err("binding the advert socket"))?;
+        let destinations = if peers.is_empty() {
+            socket
+                .set_multicast_if_v4(&src)
+                .map_err(err("selecting the multicast interface"))?;
+            vec![Ipv4Addr::from(VRRP_MULTICAST_GROUP)]
+        } else {
+            peers.to_vec()
+        };
+        // Sends must never block the event loop; a full queue drops one advert.
+        socket
+            .set_nonblocking(true)
+            .map_err(err("making the advert socket non-blocking"))?;
+        Ok(Self {
+            socket,
+            interface: interface.to_owned(),
+            src,
+            destinations,
+        })
+    }
+
+    pub fn source(&self) -> Ipv4Addr {
+        self.src
+    }
+
+    /// Sends `advert` to every destination; returns how many went out.
+    pub fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError> {
+        let mut sent = 0;
+        let mut last_error = None;
+        for dst in &self.destinations {
+            let packet = advert.ipv4_packet(self.src, *dst);
+            match self
+                .socket
+                .send_to(&packet, &SockAddr::from(SocketAddrV4::new(*dst, 0)))
+            {
+                Ok(_) => sent += 1,
+                Err(source) => last_error = Some(source),
+            }
+        }
+        match (sent, last_error) {
+            (0, Some(source)) => Err(NetError::Io {
+                what: "sending an advert",
+                interface: self.interface.clone(),
+                source,
+            }),
+            _ => Ok(sent),
+        }
+    }
+}
+
+/// Adds and removes virtual addresses through rtnetlink (what `ip addr`
+/// does, without forking it).
+#[derive(Clone)]
+pub struct Addresses {
+    handle: rtnetlink::Handle,
+}
+
+impl Addresses {
+    /// Opens the netlink connection; must be called inside the runtime.
+    pub fn open() -> io::Result<Self> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Self { handle })
+    }
+
+    fn netlink_error(
+        what: &'static str,
+        interface: &str,
+        (address, prefix): (Ipv4Addr, u8),
+        error: rtnetlink::Error,
+    ) -> NetError {
+        NetError::Netlink {
+            what,
+            address,
+            prefix,
+            interface: interface.to_owned(),
+            message: error.to_string(),
+        }
+    }
+
+    /// Adds the address; already present is fine.
+    pub async fn add(&self, interface: &str, vip: (Ipv4Addr, u8)) -> Result<(), NetError> {
+        let index = if_index(interface)?;
+        match self
+            .handle
+            .address()
+            .add(index, vip.0.into(), vip.1)
+            .execute()
+            .await
+        {
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::EEXIST => Ok(()),
+            result => result.map_err(|e| Self::netlink_error("adding", interface, vip, e)),
+        }
+    }
+
+    /// Removes the address; already absent is fine.
+    pub async fn remove(&self, interface: &str, vip: (Ipv4Addr, u8)) -> Result<(), NetError> {
+        let index = if_index(interface)?;
+        let message = rtnetlink::AddressMessageBuilder::<Ipv4Addr>::new()
+            .index(index)
+            .address(vip.0, vip.1)
+            .build();
+        match self.handle.address().del(message).execute().await {
+            Err(rtnetlink::Error::NetlinkError(e))
+                if e.raw_code() == -libc::EADDRNOTAVAIL || e.raw_code() == -libc::ENODEV =>
+            {
+                Ok(())
+            }
+            result => result.map_err(|e| Self::netlink_error("removing", interface, vip, e)),
+        }
+    }
+}
+
+/// Gratuitous ARP for `addresses`, so switches and neighbours learn the new
+/// master's MAC at once (RFC 5798 6.4.1 says broadcast one per address).
+pub fn send_gratuitous_arp(interface: &str, addresses: &[Ipv4Addr]) -> Result<(), NetError> {
+    let err = |what| {
+        move |source| NetError::Io {
+            what,
+            interface: interface.to_owned(),
+            source,
+        }
+    };
+    let index = if_index(interface)?;
+    let mac = interface_mac(interface).map_err(err("reading the MAC address"))?;
+    const ETH_P_ARP: u16 = 0x0806;
+    // SAFETY: plain socket(2); the fd is owned by `socket` below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_ARP.to_be()),
+        )
+    };
+    if fd < 0 {
+        return Err(err("opening a packet socket")(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    let socket: std::os::fd::OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_protocol = ETH_P_ARP.to_be();
+    to.sll_ifindex = index as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    for address in addresses {
+        let frame = gratuitous_arp_frame(mac, *address);
+        // SAFETY: valid buffer and sockaddr_ll of the right size.
+        let rc = unsafe {
+            libc::sendto(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const to).cast(),
+                size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if rc < 0 {
+            return Err(err("sending gratuitous ARP")(io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn interface_mac(interface: &str) -> io::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))?;
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for byte in &mut mac {
+        *byte = parts
+            .next()
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad MAC address"))?;
+    }
+    Ok(mac)
+}
+
+/// A broadcast ARP request for `address` from `address` (the form keepalived
+/// sends), padded to the Ethernet minimum.
+pub fn gratuitous_arp_frame(mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x08, 0x06]); // ARP
+    f.extend_from_slice(&[0x00, 0x01, 0x08, 0x00, 6, 4, 0x00, 0x01]); // Ethernet/IPv4, request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&address.octets());
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&address.octets());
+    f.resize(60, 0);
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gratuitous_arp_announces_the_address_as_its_own() {
+        let mac = [2, 0, 0, 0, 0, 1];
+        let f = gratuitous_arp_frame(mac, Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(f.len(), 60);
+        assert_eq!(&f[12..14], &[0x08, 0x06]);
+        assert_eq!(&f[20..22], &[0, 1], "request");
+        assert_eq!(&f[22..28], &mac, "sender MAC");
+        assert_eq!(&f[28..32], &[203, 0, 113, 10], "sender IP");
+        assert_eq!(&f[38..42], &[203, 0, 113, 10], "target IP = sender IP");
+    }
+}
