@@ -331,8 +331,9 @@ impl Group {
         }
     }
 
-    /// Every node's reported states, and what the agents logged, for
-    /// failure messages.
+    /// Every node's reported states, the logs of daemons already replaced
+    /// (the current ones print theirs when dropped during a panic), and the
+    /// agents' transitions, for failure messages.
     fn report(&self) -> String {
         let mut out = String::new();
         for node in &self.nodes {
@@ -345,7 +346,11 @@ impl Group {
                     .map(|c| c.state.as_str())
                     .collect::<Vec<_>>()
             ));
+            for (i, log) in node.past_logs.iter().enumerate() {
+                out.push_str(&format!("  ---- log of run {} ----\n{log}", i + 1));
+            }
             if let Some(agent) = node.agent() {
+                out.push_str("  current run's transitions:\n");
                 for t in agent.transitions() {
                     out.push_str(&format!("    {}\n", t.line));
                 }
@@ -388,8 +393,7 @@ impl Group {
             .enumerate()
             .map(|(i, n)| {
                 n.running
-                    .then_some(())
-                    .map(|()| if i == master { "MASTER" } else { "BACKUP" }.to_string())
+                    .then(|| if i == master { "MASTER" } else { "BACKUP" }.to_string())
             })
             .collect();
         let deadline = Instant::now() + WAIT;
@@ -574,12 +578,23 @@ impl Group {
             .states
             .wait_for("MASTER", counts[0], WAIT)
             .unwrap_or_else(|e| panic!("{context}: {e:#}\n{}", self.report()));
-        let took = master.after(started_at);
-        let bound = WAIT;
+        // A backup ignores a lower-priority master's adverts, so it takes
+        // over when its Master_Down_Interval runs out.
+        let took = master.after(backup.at);
+        let bound = self.proto.master_down(node.priority) + MARGIN;
         self.timing(
-            &format!("{context}: preempts (start-up included)"),
+            &format!(
+                "{context}: preempts after entering BACKUP (start-up took {:.0} ms more)",
+                backup.after(started_at).as_secs_f64() * 1000.0
+            ),
             took,
             bound,
+        );
+        assert!(
+            took <= bound,
+            "{context}: {} preempted {took:?} after entering BACKUP, beyond {bound:?}\n{}",
+            node.label(),
+            self.report()
         );
         self.wait_steady(0, &context);
         let survivor = &self.nodes[1];

@@ -104,8 +104,20 @@ fn main() -> Result<()> {
         }
         Cmd::Lab(args) => {
             setup::setup()?;
-            run(cargo().args(["build", "--release", "--package", "lbha-agent"]))?;
-            lab::run_lab(&args, &workspace_root().join("target/release/lbha-agent"))
+            run(cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "lbha-agent",
+                "--package",
+                "lbha-dosim",
+            ]))?;
+            let release = workspace_root().join("target/release");
+            lab::run_lab(
+                &args,
+                &release.join("lbha-agent"),
+                &release.join("lbha-dosim"),
+            )
         }
     }
 }

@@ -198,7 +198,7 @@ fn read_floating_ip(r: &mut Reader, table: &DeTable, line: usize) -> Option<Floa
             ("reserved_ips", PathFamily::ReservedIps),
         ],
     );
-    let droplet_id = f.int(r, fl, "droplet_id", 1, i64::MAX.into());
+    let droplet_id = f.int(r, fl, "droplet_id", 1, i64::MAX);
     let recheck_interval = f.secs(r, fl, "recheck_interval");
     let operation_deadline = f.secs(r, fl, "operation_deadline");
     let request_timeout = f.secs(r, fl, "request_timeout");

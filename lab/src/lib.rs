@@ -1,0 +1,712 @@
+//! The lab: the whole failover setup of the seed deployment on one machine,
+//! with no cloud account.
+//!
+//! ```text
+//!  client ──── router (DO simulator: API + metadata, routes the floating IP)
+//!                 │ public 10.230.0.0/24 (bridge)
+//!          ┌──────┴──────┐
+//!         lb1           lb2      each: HAProxy + lbha in its own network and PID namespace
+//!          └──────┬──────┘
+//!                 │ private 10.230.1.0/24 (bridge in a switch namespace): VRRP + backends
+//!        web1   web2   web3     (HAProxy answering "webN")
+//! ```
+//!
+//! Like DigitalOcean's anchor IPs, both load balancers accept the floating
+//! IP (it is on their loopback); the simulator's router sends it to whichever
+//! droplet currently holds it. Everything is removed when the [`Lab`] drops.
+
+mod netns;
+mod timeline;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{Ipv4Addr, SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context, Result, bail};
+pub use netns::{Netns, in_netns, run};
+pub use timeline::{Transition, parse_transitions, unix_ms};
+
+pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const ROUTER_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 230, 0, 1);
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const API_PORT: u16 = 8080;
+pub const TOKEN: &str = "lab-token-7f3a9c";
+pub const VRID: u8 = 51;
+
+/// Droplet id of load balancer `i` (0 or 1).
+pub fn droplet_id(i: usize) -> u64 {
+    1001 + i as u64
+}
+
+pub fn lb_public(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 230, 0, 11 + i as u8)
+}
+
+pub fn lb_private(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 230, 1, 11 + i as u8)
+}
+
+pub fn web_private(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 230, 1, 21 + i as u8)
+}
+
+/// Programs the lab runs.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub agent: PathBuf,
+    pub dosim: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    /// VRRPv3 advertisement interval.
+    pub advert_interval: Duration,
+    /// How long the simulated API takes to complete an assign.
+    pub action_delay: Duration,
+    /// How often a Master re-checks that it holds the floating IP.
+    pub recheck_interval: Duration,
+    /// Extra `--` style keys for lbha's `[[instance]]` (e.g. `preempt = false`).
+    pub extra_instance_toml: String,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            advert_interval: Duration::from_millis(100),
+            action_delay: Duration::from_millis(300),
+            recheck_interval: Duration::from_secs(2),
+            extra_instance_toml: String::new(),
+        }
+    }
+}
+
+/// A child process killed on drop.
+struct Guarded(Child);
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub started: Instant,
+    /// Wall clock at `started`, to place log timestamps on the timeline.
+    pub started_wall: SystemTime,
+    /// Wall clock when the simulator started (its action times count from it).
+    sim_started_wall: SystemTime,
+    bins: Binaries,
+    opts: LabOptions,
+    sim: Option<Guarded>,
+    lbs: [Option<Guarded>; 2],
+    // Field order matters: processes above die before namespaces below go.
+    pub client: Netns,
+    pub router: Netns,
+    pub switch: Netns,
+    pub lb: [Netns; 2],
+    pub web: [Netns; 3],
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.sim.take();
+        self.lbs = [None, None];
+        for ns in self.all_namespaces() {
+            ns.kill_all();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn haproxy_lb_config() -> String {
+    let servers: String = (0..3)
+        .map(|i| {
+            format!(
+                "    server web{} {}:80 check inter 500 fall 2 rise 1\n",
+                i + 1,
+                web_private(i)
+            )
+        })
+        .collect();
+    format!(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    retries 2\n    option redispatch\n\
+         frontend fe\n    bind *:80\n    default_backend webs\n\
+         backend webs\n    balance roundrobin\n{servers}"
+    )
+}
+
+fn haproxy_web_config(i: usize) -> String {
+    format!(
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n\
+         frontend web\n    bind *:80\n    http-request return status 200 content-type text/plain string \"web{}\\n\"\n",
+        i + 1
+    )
+}
+
+impl Lab {
+    /// Builds the topology and starts the simulator, the web servers and both
+    /// load balancers. `tag` keeps parallel labs apart (≤ 6 characters).
+    pub fn start(tag: &str, bins: Binaries, opts: LabOptions) -> Result<Self> {
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let dir = std::env::temp_dir().join(format!("lbha-lab-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let name = |role: &str| format!("lbha-{tag}-{}-{role}", std::process::id());
+        let mut lab = Lab {
+            dir,
+            started,
+            started_wall,
+            sim_started_wall: started_wall,
+            bins,
+            opts,
+            sim: None,
+            lbs: [None, None],
+            client: Netns::create(&name("client"))?,
+            router: Netns::create(&name("router"))?,
+            switch: Netns::create(&name("switch"))?,
+            lb: [Netns::create(&name("lb1"))?, Netns::create(&name("lb2"))?],
+            web: [
+                Netns::create(&name("web1"))?,
+                Netns::create(&name("web2"))?,
+                Netns::create(&name("web3"))?,
+            ],
+        };
+        lab.wire()?;
+        lab.start_sim()?;
+        for i in 0..3 {
+            let config = lab.dir.join(format!("web{}.cfg", i + 1));
+            std::fs::write(&config, haproxy_web_config(i))?;
+            let pidfile = lab.dir.join(format!("web{}.pid", i + 1));
+            lab.web[i].exec(&[
+                "haproxy",
+                "-D",
+                "-f",
+                &config.to_string_lossy(),
+                "-p",
+                &pidfile.to_string_lossy(),
+            ])?;
+        }
+        std::fs::write(lab.dir.join("token"), format!("{TOKEN}\n"))?;
+        for i in 0..2 {
+            std::fs::write(
+                lab.dir.join(format!("lb{}-haproxy.cfg", i + 1)),
+                haproxy_lb_config(),
+            )?;
+            lab.start_lb(i)?;
+        }
+        Ok(lab)
+    }
+
+    fn all_namespaces(&self) -> Vec<&Netns> {
+        let mut all = vec![&self.client, &self.router, &self.switch];
+        all.extend(self.lb.iter());
+        all.extend(self.web.iter());
+        all
+    }
+
+    fn wire(&self) -> Result<()> {
+        let r = &self.router;
+        // client <-> router
+        netns::veth(&self.client, "eth0", &r, "client0")?;
+        self.client
+            .exec(&["ip", "addr", "add", "10.230.9.2/24", "dev", "eth0"])?;
+        self.client
+            .exec(&["ip", "route", "add", "default", "via", "10.230.9.1"])?;
+        r.exec(&["ip", "addr", "add", "10.230.9.1/24", "dev", "client0"])?;
+        // the public bridge in the router, the private one in the switch
+        r.exec(&["ip", "link", "add", "brpub", "type", "bridge"])?;
+        r.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ROUTER_PUBLIC}/24"),
+            "dev",
+            "brpub",
+        ])?;
+        r.exec(&["ip", "link", "set", "brpub", "up"])?;
+        r.exec(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{METADATA_IP}/32"),
+            "dev",
+            "lo",
+        ])?;
+        r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        self.switch
+            .exec(&["ip", "link", "add", "brpriv", "type", "bridge"])?;
+        self.switch.exec(&["ip", "link", "set", "brpriv", "up"])?;
+        for (i, lb) in self.lb.iter().enumerate() {
+            let pub_port = format!("lb{}", i + 1);
+            netns::veth(lb, "pub0", r, &pub_port)?;
+            r.exec(&["ip", "link", "set", &pub_port, "master", "brpub"])?;
+            netns::veth(lb, "priv0", &self.switch, &pub_port)?;
+            self.switch
+                .exec(&["ip", "link", "set", &pub_port, "master", "brpriv"])?;
+            lb.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", lb_public(i)),
+                "dev",
+                "pub0",
+            ])?;
+            lb.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", lb_private(i)),
+                "dev",
+                "priv0",
+            ])?;
+            lb.exec(&[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &ROUTER_PUBLIC.to_string(),
+            ])?;
+            // The anchor: accept the floating IP whoever the router sends it to.
+            lb.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{FLOATING_IP}/32"),
+                "dev",
+                "lo",
+            ])?;
+        }
+        for (i, web) in self.web.iter().enumerate() {
+            let port = format!("web{}", i + 1);
+            netns::veth(web, "eth0", &self.switch, &port)?;
+            self.switch
+                .exec(&["ip", "link", "set", &port, "master", "brpriv"])?;
+            web.exec(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", web_private(i)),
+                "dev",
+                "eth0",
+            ])?;
+        }
+        Ok(())
+    }
+
+    fn start_sim(&mut self) -> Result<()> {
+        let mut cmd = self.router.command(&self.bins.dosim);
+        cmd.args(["--token", TOKEN])
+            .arg(format!("--api-listen={ROUTER_PUBLIC}:{API_PORT}"))
+            .arg(format!("--metadata-listen={METADATA_IP}:80"))
+            .arg(format!("--floating-ip={FLOATING_IP}"))
+            .arg(format!(
+                "--action-delay-ms={}",
+                self.opts.action_delay.as_millis()
+            ))
+            .arg("--route")
+            .arg("--state-file")
+            .arg(self.dir.join("sim.json"));
+        for i in 0..2 {
+            cmd.arg(format!("--droplet={}={}", droplet_id(i), lb_public(i)));
+        }
+        let log = std::fs::File::create(self.dir.join("sim.log"))?;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("starting lbha-dosim")?;
+        let stdout = child.stdout.take().context("simulator stdout")?;
+        let guard = Guarded(child);
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .context("waiting for the simulator to listen")?;
+        if line.trim().is_empty() {
+            bail!("the simulator exited: {}", self.sim_log());
+        }
+        self.sim_started_wall = SystemTime::now();
+        self.sim = Some(guard);
+        Ok(())
+    }
+
+    fn lbha_config(&self, i: usize) -> String {
+        let o = &self.opts;
+        format!(
+            r#"[[check]]
+name = "haproxy"
+process = "haproxy"
+interval = 2.0
+weight = 0
+
+[[instance]]
+name = "VI_1"
+interface = "priv0"
+vrid = {VRID}
+priority = {priority}
+version = 3
+advert_interval = {interval}
+unicast_src = "{src}"
+unicast_peers = ["{peer}"]
+track = ["haproxy"]
+{extra}
+[floating_ip]
+ip = "{FLOATING_IP}"
+token_file = "{token}"
+api_url = "http://{ROUTER_PUBLIC}:{API_PORT}"
+metadata_url = "http://{METADATA_IP}"
+recheck_interval = {recheck}
+operation_deadline = 20.0
+request_timeout = 2.0
+metadata_timeout = 1.0
+"#,
+            priority = if i == 0 { 200 } else { 100 },
+            interval = o.advert_interval.as_secs_f64(),
+            src = lb_private(i),
+            peer = lb_private(1 - i),
+            extra = o.extra_instance_toml,
+            token = self.dir.join("token").display(),
+            recheck = o.recheck_interval.as_secs_f64(),
+        )
+    }
+
+    /// Starts HAProxy and lbha on load balancer `i` in a fresh PID namespace
+    /// (so procfs shows lbha only its own HAProxy). Its init is a shell;
+    /// killing it takes the whole node down.
+    pub fn start_lb(&mut self, i: usize) -> Result<()> {
+        let toml = self.dir.join(format!("lb{}.toml", i + 1));
+        std::fs::write(&toml, self.lbha_config(i))?;
+        let script = format!(
+            "{haproxy} 2>>{log}\nexec {agent} --config {toml} 2>>{log}\n",
+            haproxy = self.haproxy_command(i),
+            agent = self.bins.agent.display(),
+            toml = toml.display(),
+            log = self.lb_log_path(i).display(),
+        );
+        let child = self.lb[i]
+            .command("unshare")
+            .args([
+                "--pid",
+                "--fork",
+                "--mount-proc",
+                "--kill-child",
+                "sh",
+                "-c",
+                &script,
+            ])
+            .env("RUST_LOG", "info,lbha_agent::cloud=debug")
+            .stdin(Stdio::null())
+            .spawn()
+            .context("starting a load balancer")?;
+        self.lbs[i] = Some(Guarded(child));
+        Ok(())
+    }
+
+    fn haproxy_command(&self, i: usize) -> String {
+        format!(
+            "haproxy -W -D -f {} -p {}",
+            self.dir.join(format!("lb{}-haproxy.cfg", i + 1)).display(),
+            self.dir.join(format!("lb{}-haproxy.pid", i + 1)).display()
+        )
+    }
+
+    pub fn lb_log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}.log", i + 1))
+    }
+
+    pub fn lb_log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.lb_log_path(i)).unwrap_or_default()
+    }
+
+    pub fn sim_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sim.log")).unwrap_or_default()
+    }
+
+    /// Host PIDs of the processes named `comm` in load balancer `i`.
+    fn lb_pids(&self, i: usize, comm: &str) -> Vec<i32> {
+        self.lb[i]
+            .pids()
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .collect()
+    }
+
+    /// SIGKILLs every HAProxy process of load balancer `i`; returns how many.
+    pub fn kill_haproxy(&self, i: usize) -> usize {
+        let pids = self.lb_pids(i, "haproxy");
+        for pid in &pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        pids.len()
+    }
+
+    /// Starts HAProxy again inside load balancer `i`'s PID namespace.
+    pub fn start_haproxy(&self, i: usize) -> Result<()> {
+        let init = self.lb[i]
+            .pids()
+            .into_iter()
+            .find(|pid| netns::ns_pid(*pid) == Some(1))
+            .context("the load balancer is not running")?;
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &init.to_string(),
+            "-p",
+            "-m",
+            "-n",
+            "sh",
+            "-c",
+            &self.haproxy_command(i),
+        ]);
+        run(&mut cmd)?;
+        Ok(())
+    }
+
+    /// Kills every process of load balancer `i` at once, as a crash would.
+    pub fn crash_lb(&mut self, i: usize) {
+        self.lb[i].kill_all();
+        self.lbs[i] = None;
+    }
+
+    /// Takes load balancer `i`'s links down (or up again): isolated from
+    /// its peer, the API and the clients, but still running.
+    pub fn isolate_lb(&self, i: usize, isolated: bool) -> Result<()> {
+        let state = if isolated { "down" } else { "up" };
+        for link in ["pub0", "priv0"] {
+            self.lb[i].exec(&["ip", "link", "set", link, state])?;
+        }
+        if !isolated {
+            // Routes through a link vanish with it.
+            let _ = self.lb[i].exec(&[
+                "ip",
+                "route",
+                "replace",
+                "default",
+                "via",
+                &ROUTER_PUBLIC.to_string(),
+            ]);
+        }
+        Ok(())
+    }
+
+    /// The simulator's state (holder, actions, call counts).
+    pub fn sim_state(&self) -> Result<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.dir.join("sim.json")).context("simulator state file")?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// The droplet currently holding the floating IP.
+    pub fn holder(&self) -> Option<u64> {
+        let state = self.sim_state().ok()?;
+        state["floating_ips"]
+            .as_array()?
+            .iter()
+            .find(|f| f["ip"] == FLOATING_IP.to_string())?["holder"]
+            .as_u64()
+    }
+
+    /// Assign actions so far: (droplet id, requested at, completed at), as
+    /// times since the lab started.
+    pub fn assigns(&self) -> Vec<(u64, Duration, Option<Duration>)> {
+        let Ok(state) = self.sim_state() else {
+            return Vec::new();
+        };
+        let offset = self
+            .sim_started_wall
+            .duration_since(self.started_wall)
+            .unwrap_or_default();
+        state["actions"]
+            .as_array()
+            .map(|actions| {
+                actions
+                    .iter()
+                    .filter(|a| a["type"] == "assign_ip" || a["type"] == "assign")
+                    .filter_map(|a| {
+                        Some((
+                            a["droplet_id"].as_u64()?,
+                            offset + Duration::from_millis(a["requested_at_ms"].as_u64()?),
+                            a["completed_at_ms"]
+                                .as_u64()
+                                .map(|ms| offset + Duration::from_millis(ms)),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Injects API faults (`{"fail_5xx": 3}` and so on) into the simulator.
+    pub fn sim_faults(&self, faults: &str) -> Result<()> {
+        let body = faults.to_owned();
+        let reply = in_netns(&self.router.0, move || -> Result<String> {
+            http_request(
+                SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                &format!(
+                    "POST /_sim/faults HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ),
+                Duration::from_secs(2),
+            )
+        })??;
+        if !reply.starts_with("HTTP/1.1 2") {
+            bail!(
+                "setting simulator faults: {}",
+                reply.lines().next().unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The state transitions lbha on load balancer `i` logged.
+    pub fn transitions(&self, i: usize) -> Vec<Transition> {
+        parse_transitions(&self.lb_log(i), self.started_wall)
+    }
+
+    /// Starts fetching `http://FLOATING_IP/` from the client every `every`.
+    pub fn start_client(&self, every: Duration) -> Client {
+        Client::start(&self.client.0, self.started, every)
+    }
+
+    pub fn since_start(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// One HTTP/1.x exchange over a fresh connection; returns the raw reply.
+pub fn http_request(addr: SocketAddr, request: &str, timeout: Duration) -> Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(request.as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
+/// The result of one client request.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// When it was sent, since the lab started.
+    pub at: Duration,
+    /// The web server that answered, or why it failed.
+    pub result: Result<String, String>,
+}
+
+/// A client fetching the floating IP in a loop, in the client namespace.
+pub struct Client {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Request>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(netns: &str, started: Instant, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (s, l, ns) = (stop.clone(), log.clone(), netns.to_owned());
+        let thread = std::thread::spawn(move || {
+            if let Err(e) = netns::enter(&ns) {
+                l.lock().unwrap().push(Request {
+                    at: started.elapsed(),
+                    result: Err(format!("entering the client namespace: {e}")),
+                });
+                return;
+            }
+            while !s.load(Ordering::SeqCst) {
+                let at = started.elapsed();
+                let result = http_request(
+                    SocketAddr::from((FLOATING_IP, 80)),
+                    "GET / HTTP/1.0\r\nHost: lab\r\n\r\n",
+                    Duration::from_millis(400),
+                )
+                .map_err(|e| e.to_string())
+                .and_then(|reply| {
+                    if reply.starts_with("HTTP/1.1 200") || reply.starts_with("HTTP/1.0 200") {
+                        Ok(reply.lines().last().unwrap_or_default().trim().to_owned())
+                    } else {
+                        Err(reply.lines().next().unwrap_or("empty reply").to_owned())
+                    }
+                });
+                l.lock().unwrap().push(Request { at, result });
+                let spent = started.elapsed() - at;
+                std::thread::sleep(every.saturating_sub(spent));
+            }
+        });
+        Self {
+            stop,
+            log,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Periods in which requests failed: (first failure, first success
+    /// after it or None, failures).
+    pub fn outages(&self) -> Vec<(Duration, Option<Duration>, usize)> {
+        let mut outages = Vec::new();
+        let mut current: Option<(Duration, usize)> = None;
+        for r in self.requests() {
+            match (&r.result, &mut current) {
+                (Err(_), None) => current = Some((r.at, 1)),
+                (Err(_), Some((_, n))) => *n += 1,
+                (Ok(_), Some((start, n))) => {
+                    outages.push((*start, Some(r.at), *n));
+                    current = None;
+                }
+                (Ok(_), None) => {}
+            }
+        }
+        if let Some((start, n)) = current {
+            outages.push((start, None, n));
+        }
+        outages
+    }
+}
+
+impl Client {
+    /// Stops sending; the log stays readable.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Waits up to `timeout` for `condition`, checking every 20 ms.
+pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,100 @@
+//! Reading lbha's log back into a timeline.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A state transition lbha logged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    /// Since the lab started.
+    pub at: Duration,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 UTC timestamp as
+/// tracing writes it (`2026-11-25T12:59:59.481789Z`).
+pub fn unix_ms(stamp: &str) -> Option<u64> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm) = (
+        t.next()?.parse::<u64>().ok()?,
+        t.next()?.parse::<u64>().ok()?,
+    );
+    let secs: f64 = t.next()?.parse().ok()?;
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let ms = (days as u64) * 86_400_000 + (hh * 3600 + mm * 60) * 1000 + (secs * 1000.0) as u64;
+    Some(ms)
+}
+
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {key}="))? + key.len() + 2;
+    let rest = &line[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next()
+    } else {
+        rest.split_whitespace().next()
+    }
+}
+
+/// The `state transition` lines of an lbha log, placed relative to `start`.
+pub fn parse_transitions(log: &str, start: SystemTime) -> Vec<Transition> {
+    let start_ms = start
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    log.lines()
+        .filter(|l| l.contains("state transition"))
+        .filter_map(|l| {
+            let ms = unix_ms(l.split_whitespace().next()?)?;
+            Some(Transition {
+                at: Duration::from_millis(ms.saturating_sub(start_ms)),
+                from: field(l, "from")?.to_owned(),
+                to: field(l, "to")?.to_owned(),
+                reason: field(l, "reason")?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_to_unix_ms() {
+        assert_eq!(unix_ms("1970-01-01T00:00:00.000Z"), Some(0));
+        assert_eq!(
+            unix_ms("2026-11-25T12:59:59.481789Z"),
+            Some(1_795_611_599_481)
+        );
+        assert_eq!(unix_ms("2024-02-29T00:00:01.5Z"), Some(1_709_164_801_500));
+        assert_eq!(unix_ms("garbage"), None);
+    }
+
+    #[test]
+    fn transitions_from_a_log() {
+        let log = "2026-11-25T12:59:56.066512Z  INFO lbha_agent::daemon: interface ready\n\
+2026-11-25T12:59:59.481789Z  INFO lbha_agent::vrrp::driver: state transition instance=VI_1 vrid=61 from=\"BACKUP\" to=\"MASTER\" reason=\"master down\" priority=150\n";
+        let start = UNIX_EPOCH + Duration::from_millis(1_795_611_599_000);
+        let t = parse_transitions(log, start);
+        assert_eq!(
+            t,
+            vec![Transition {
+                at: Duration::from_millis(481),
+                from: "BACKUP".into(),
+                to: "MASTER".into(),
+                reason: "master down".into(),
+            }]
+        );
+    }
+}
