@@ -218,7 +218,7 @@ impl Lab {
     fn wire(&self) -> Result<()> {
         let r = &self.router;
         // client <-> router
-        netns::veth(&self.client, "eth0", &r, "client0")?;
+        netns::veth(&self.client, "eth0", r, "client0")?;
         self.client
             .exec(&["ip", "addr", "add", "10.230.9.2/24", "dev", "eth0"])?;
         self.client
