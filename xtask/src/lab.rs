@@ -36,6 +36,9 @@ pub struct LabArgs {
     request_ms: u64,
 }
 
+/// One thing the lab does to the load balancers.
+type Step = dyn Fn(&mut Lab) -> Result<()>;
+
 fn ms(d: Duration) -> String {
     format!("{:>8.3}s", d.as_secs_f64())
 }
@@ -106,7 +109,7 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             return Ok(());
         }
 
-        let steps: [(&str, &dyn Fn(&mut Lab) -> Result<()>); 4] = [
+        let steps: [(&str, &Step); 4] = [
             ("kill HAProxy on lb1 (SIGKILL)", &|lab: &mut Lab| {
                 let n = lab.kill_haproxy(0);
                 if n == 0 {
