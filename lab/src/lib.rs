@@ -41,6 +41,8 @@ pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const API_PORT: u16 = 8080;
 pub const TOKEN: &str = "lab-token-7f3a9c";
 pub const VRID: u8 = 51;
+/// `RUST_LOG` of the lbha agents.
+const LBHA_LOG_FILTER: &str = "info,lbha_agent::cloud=debug";
 
 /// Droplet id of load balancer `i` (0 or 1).
 pub fn droplet_id(i: usize) -> u64 {
@@ -76,6 +78,9 @@ pub struct LabOptions {
     pub recheck_interval: Duration,
     /// Extra `--` style keys for lbha's `[[instance]]` (e.g. `preempt = false`).
     pub extra_instance_toml: String,
+    /// Extra keys for lbha's `[floating_ip]` (e.g. `droplet_id = 1002`,
+    /// where `{droplet_id}` stands for the load balancer's own id).
+    pub extra_floating_ip_toml: String,
 }
 
 impl Default for LabOptions {
@@ -85,6 +90,7 @@ impl Default for LabOptions {
             action_delay: Duration::from_millis(300),
             recheck_interval: Duration::from_secs(2),
             extra_instance_toml: String::new(),
+            extra_floating_ip_toml: String::new(),
         }
     }
 }
@@ -370,6 +376,7 @@ recheck_interval = {recheck}
 operation_deadline = 20.0
 request_timeout = 2.0
 metadata_timeout = 1.0
+{extra_floating_ip}
 "#,
             priority = if i == 0 { 200 } else { 100 },
             interval = o.advert_interval.as_secs_f64(),
@@ -378,20 +385,26 @@ metadata_timeout = 1.0
             extra = o.extra_instance_toml,
             token = self.dir.join("token").display(),
             recheck = o.recheck_interval.as_secs_f64(),
+            extra_floating_ip = o
+                .extra_floating_ip_toml
+                .replace("{droplet_id}", &droplet_id(i).to_string()),
         )
     }
 
     /// Starts HAProxy and lbha on load balancer `i` in a fresh PID namespace
-    /// (so procfs shows lbha only its own HAProxy). Its init is a shell;
-    /// killing it takes the whole node down.
+    /// (so procfs shows lbha only its own HAProxy). Its init is a shell that
+    /// outlives lbha (so lbha alone can be killed, as a crash of the daemon
+    /// would, leaving HAProxy up) and reaps orphans; killing the shell takes
+    /// the whole node down.
     pub fn start_lb(&mut self, i: usize) -> Result<()> {
         let toml = self.dir.join(format!("lb{}.toml", i + 1));
         std::fs::write(&toml, self.lbha_config(i))?;
+        // Not `exec`: lbha as the PID namespace's init would take every
+        // process of the node with it when it dies.
         let script = format!(
-            "{haproxy} 2>>{log}\nexec {agent} --config {toml} 2>>{log}\n",
+            "{haproxy} 2>>{log}\n{agent}\nwhile :; do sleep 1; done\n",
             haproxy = self.haproxy_command(i),
-            agent = self.bins.agent.display(),
-            toml = toml.display(),
+            agent = self.agent_command(i),
             log = self.lb_log_path(i).display(),
         );
         let child = self.lb[i]
@@ -405,12 +418,72 @@ metadata_timeout = 1.0
                 "-c",
                 &script,
             ])
-            .env("RUST_LOG", "info,lbha_agent::cloud=debug")
+            .env("RUST_LOG", LBHA_LOG_FILTER)
             .stdin(Stdio::null())
             .spawn()
             .context("starting a load balancer")?;
         self.lbs[i] = Some(Guarded(child));
         Ok(())
+    }
+
+    fn agent_command(&self, i: usize) -> String {
+        format!(
+            "{agent} --config {toml} 2>>{log}",
+            agent = self.bins.agent.display(),
+            toml = self.dir.join(format!("lb{}.toml", i + 1)).display(),
+            log = self.lb_log_path(i).display(),
+        )
+    }
+
+    /// The init (PID 1) of load balancer `i`'s PID namespace, as a host PID.
+    fn lb_init(&self, i: usize) -> Result<i32> {
+        self.lb[i]
+            .pids()
+            .into_iter()
+            .find(|pid| netns::ns_pid(*pid) == Some(1))
+            .context("the load balancer is not running")
+    }
+
+    /// Runs `script` with `sh` inside load balancer `i`'s PID, mount and
+    /// network namespaces.
+    fn lb_sh(&self, i: usize, script: &str) -> Result<()> {
+        let init = self.lb_init(i)?;
+        let mut cmd = Command::new("nsenter");
+        cmd.args([
+            "-t",
+            &init.to_string(),
+            "-p",
+            "-m",
+            "-n",
+            "sh",
+            "-c",
+            script,
+        ])
+        .env("RUST_LOG", LBHA_LOG_FILTER);
+        run(&mut cmd)?;
+        Ok(())
+    }
+
+    /// SIGKILLs lbha (only lbha: HAProxy keeps running) on load balancer
+    /// `i`; returns how many processes it killed.
+    pub fn kill_agent(&self, i: usize) -> usize {
+        let pids = self.lb_pids(i, "lbha-agent");
+        for pid in &pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        pids.len()
+    }
+
+    /// Starts lbha again inside load balancer `i`'s namespaces (as a
+    /// supervisor restarting it would), logging to the same file.
+    pub fn start_agent(&self, i: usize) -> Result<()> {
+        // Backgrounded with its output redirected, so `sh` and nsenter return
+        // at once; the orphan is adopted (and later reaped) by the node's init.
+        self.lb_sh(
+            i,
+            &format!("{} </dev/null >/dev/null &", self.agent_command(i)),
+        )
     }
 
     fn haproxy_command(&self, i: usize) -> String {
@@ -456,24 +529,7 @@ metadata_timeout = 1.0
 
     /// Starts HAProxy again inside load balancer `i`'s PID namespace.
     pub fn start_haproxy(&self, i: usize) -> Result<()> {
-        let init = self.lb[i]
-            .pids()
-            .into_iter()
-            .find(|pid| netns::ns_pid(*pid) == Some(1))
-            .context("the load balancer is not running")?;
-        let mut cmd = Command::new("nsenter");
-        cmd.args([
-            "-t",
-            &init.to_string(),
-            "-p",
-            "-m",
-            "-n",
-            "sh",
-            "-c",
-            &self.haproxy_command(i),
-        ]);
-        run(&mut cmd)?;
-        Ok(())
+        self.lb_sh(i, &self.haproxy_command(i))
     }
 
     /// Kills every process of load balancer `i` at once, as a crash would.
@@ -552,24 +608,33 @@ metadata_timeout = 1.0
 
     /// Injects API faults (`{"fail_5xx": 3}` and so on) into the simulator.
     pub fn sim_faults(&self, faults: &str) -> Result<()> {
-        let body = faults.to_owned();
+        self.sim_post("/_sim/faults", faults)
+    }
+
+    fn sim_post(&self, path: &str, body: &str) -> Result<()> {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let reply = in_netns(&self.router.0, move || -> Result<String> {
             http_request(
                 SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
-                &format!(
-                    "POST /_sim/faults HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                ),
+                &request,
                 Duration::from_secs(2),
             )
         })??;
         if !reply.starts_with("HTTP/1.1 2") {
             bail!(
-                "setting simulator faults: {}",
+                "simulator {path}: {}",
                 reply.lines().next().unwrap_or_default()
             );
         }
         Ok(())
+    }
+
+    /// Clears every injected fault (`POST /_sim/reset_faults`).
+    pub fn reset_faults(&self) -> Result<()> {
+        self.sim_post("/_sim/reset_faults", "")
     }
 
     /// The state transitions lbha on load balancer `i` logged.

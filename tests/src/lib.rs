@@ -58,6 +58,9 @@ use serde::Deserialize;
 pub const SKIP_PRIVILEGED_ENV: &str = "LBHA_SKIP_PRIVILEGED";
 /// Path of the `lbha-agent` binary to test (set by `cargo xtask test`).
 pub const AGENT_BIN_ENV: &str = "LBHA_AGENT_BIN";
+/// Path of the `lbha-dosim` binary (the DigitalOcean simulator) the lab
+/// tests run (set by `cargo xtask test`).
+pub const DOSIM_BIN_ENV: &str = "LBHA_DOSIM_BIN";
 /// A generous upper bound for one wait in a test (daemon start, a run of
 /// `lbha-agent watch` with its own shorter `--timeout`, ...).
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -902,11 +905,25 @@ impl Drop for Keepalived {
 /// `target/debug/lbha-agent` of this workspace (`$CARGO_TARGET_DIR` honoured).
 /// `cargo test` does not build it: run `cargo build -p lbha-agent` first.
 pub fn agent_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os(AGENT_BIN_ENV) {
+    workspace_bin("lbha-agent", "lbha-agent", AGENT_BIN_ENV)
+}
+
+/// The path of the `lbha-dosim` binary (the DigitalOcean simulator):
+/// `$LBHA_DOSIM_BIN` when set (`cargo xtask test` sets it after building
+/// it), otherwise `target/debug/lbha-dosim` of this workspace
+/// (`$CARGO_TARGET_DIR` honoured). `cargo test` does not build it: run
+/// `cargo build -p lbha-dosim` first.
+pub fn dosim_bin() -> PathBuf {
+    workspace_bin("lbha-dosim", "lbha-dosim", DOSIM_BIN_ENV)
+}
+
+/// A binary of this workspace: `$env` when set, else `target/debug/NAME`.
+fn workspace_bin(name: &str, package: &str, env: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env) {
         let path = PathBuf::from(path);
         assert!(
             path.is_file(),
-            "{AGENT_BIN_ENV}={} does not exist; build it with `cargo build -p lbha-agent`",
+            "{env}={} does not exist; build it with `cargo build -p {package}`",
             path.display()
         );
         return path;
@@ -917,11 +934,11 @@ pub fn agent_bin() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(|dir| workspace.join(dir))
         .unwrap_or_else(|| workspace.join("target"));
-    let path = target.join("debug").join("lbha-agent");
+    let path = target.join("debug").join(name);
     assert!(
         path.is_file(),
-        "{} does not exist: `cargo test` does not build the agent binary. Run \
-         `cargo build -p lbha-agent` first, or use `cargo xtask test`, or set {AGENT_BIN_ENV}.",
+        "{} does not exist: `cargo test` does not build the {name} binary. Run \
+         `cargo build -p {package}` first, or use `cargo xtask test`, or set {env}.",
         path.display()
     );
     path

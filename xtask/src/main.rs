@@ -81,14 +81,16 @@ fn build_ebpf() -> Result<()> {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    // The namespace tests run the agent binary, which `cargo test` does not
-    // build for another package; build it first and tell the tests where it is.
-    run(cargo().args(["build", "--package", "lbha-agent"]))?;
-    let agent = workspace_root().join("target/debug/lbha-agent");
+    // The namespace tests run the agent and the DigitalOcean simulator,
+    // binaries `cargo test` does not build for another package; build them
+    // first and tell the tests where they are.
+    run(cargo().args(["build", "--package", "lbha-agent", "--package", "lbha-dosim"]))?;
+    let debug = workspace_root().join("target/debug");
     run(cargo()
         .args(["test", "--workspace", "--exclude", "lbha-ebpf"])
         .args(args)
-        .env("LBHA_AGENT_BIN", agent))
+        .env("LBHA_AGENT_BIN", debug.join("lbha-agent"))
+        .env("LBHA_DOSIM_BIN", debug.join("lbha-dosim")))
 }
 
 fn main() -> Result<()> {

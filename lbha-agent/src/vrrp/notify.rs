@@ -1,5 +1,6 @@
 //! keepalived's notify hooks: `notify_master`/`notify_backup`/`notify_fault`
-//! run as written, then `notify` with `INSTANCE <name> <STATE> <priority>`.
+//! run as written, then `notify` with `INSTANCE <name> <STATE> <priority>`
+//! (STATE is MASTER, BACKUP, FAULT, or STOP when the agent shuts down).
 //! One queue runs them one after the other, in the order the transitions
 //! happened, so a slow script can never reorder MASTER and BACKUP.
 
@@ -39,15 +40,19 @@ impl NotifyJob {
             })
             .into_iter()
             .collect();
-        if state != State::Initialize
-            && let Some(command) = &config.notify.any
-        {
+        if let Some(command) = &config.notify.any {
+            // Initialize is only re-entered on shutdown, which keepalived
+            // reports to the generic script as STOP.
+            let state = match state {
+                State::Initialize => "STOP",
+                other => other.name(),
+            };
             jobs.push(NotifyJob {
                 command: command.clone(),
                 args: vec![
                     "INSTANCE".into(),
                     config.name.clone(),
-                    state.name().into(),
+                    state.into(),
                     priority.to_string(),
                 ],
             });
@@ -64,5 +69,58 @@ pub async fn run_queue(mut jobs: mpsc::UnboundedReceiver<NotifyJob>, policy: Scr
             Ok(false) => tracing::warn!(command = %job.command, "notify script exited non-zero"),
             Err(error) => tracing::error!(%error, "notify script failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Notify;
+
+    fn instance(notify: Notify) -> config::Instance {
+        let mut config = crate::config::parse_keepalived(
+            "vrrp_instance VI_1 {\n interface eth0\n virtual_router_id 7\n}\n",
+            std::path::Path::new("t.conf"),
+        )
+        .expect("valid")
+        .config;
+        let mut instance = config.instances.remove(0);
+        instance.notify = notify;
+        instance
+    }
+
+    #[test]
+    fn hooks_run_as_keepalived_runs_them() {
+        let i = instance(Notify {
+            master: Some("/m.sh".into()),
+            backup: None,
+            fault: Some("/f.sh x".into()),
+            any: Some("/any.sh".into()),
+        });
+        let jobs = NotifyJob::for_transition(&i, State::Master, 150);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(
+            jobs[0],
+            NotifyJob {
+                command: "/m.sh".into(),
+                args: vec![]
+            }
+        );
+        assert_eq!(jobs[1].command, "/any.sh");
+        assert_eq!(jobs[1].args, ["INSTANCE", "VI_1", "MASTER", "150"]);
+        let backup = NotifyJob::for_transition(&i, State::Backup, 100);
+        assert_eq!(
+            backup.len(),
+            1,
+            "no notify_backup configured: only the generic one"
+        );
+        assert_eq!(backup[0].args[2], "BACKUP");
+        assert_eq!(
+            NotifyJob::for_transition(&i, State::Fault, 100)[0].command,
+            "/f.sh x"
+        );
+        let stop = NotifyJob::for_transition(&i, State::Initialize, 100);
+        assert_eq!(stop.len(), 1);
+        assert_eq!(stop[0].args, ["INSTANCE", "VI_1", "STOP", "100"]);
     }
 }
