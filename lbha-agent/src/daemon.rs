@@ -23,6 +23,7 @@ use crate::{
     recv::{AdvertReceiver, ReceiveError},
     vrrp::{
         driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
+        link,
         net::{Addresses, AdvertSender, NetError, interface_ipv4},
         notify,
         track::TrackState,
@@ -208,6 +209,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => (None, None),
     };
 
+    let interfaces: Vec<String> = config
+        .instances
+        .iter()
+        .map(|i| i.interface.clone())
+        .collect();
+    let links = link::watch_links(interfaces);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut by_interface: BTreeMap<&str, Vec<&config::Instance>> = BTreeMap::new();
     for instance in &config.instances {
@@ -252,6 +259,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 addresses: addresses.clone(),
                 notify: notify_tx.clone(),
                 checks: checks_rx.clone(),
+                links: links.clone(),
                 shutdown: shutdown_rx.clone(),
                 mastership: mastership.clone(),
             },

@@ -17,6 +17,7 @@ use crate::{
     config,
     recv::AdvertReceiver,
     vrrp::{
+        link::LinkStates,
         machine::{Action, Machine, Params, ReceivedAdvert, State},
         net::{Addresses, AdvertSender, send_gratuitous_arp},
         notify::NotifyJob,
@@ -73,8 +74,9 @@ impl InstanceRuntime {
         }
     }
 
-    /// Applies the tracked checks' states: effective priority and Fault.
-    fn apply_tracks(&mut self, checks: &[bool], now: u64) -> Vec<Action> {
+    /// Applies the tracked checks' states and the link state: effective
+    /// priority, and Fault when a weight-0 check fails or the link is down.
+    fn apply_tracks(&mut self, checks: &[bool], link_up: bool, now: u64) -> Vec<Action> {
         let weighted: Vec<Weighted> = self
             .tracks
             .iter()
@@ -84,7 +86,8 @@ impl InstanceRuntime {
                 up: checks.get(index).copied().unwrap_or(true),
             })
             .collect();
-        let (priority, fault) = effective_priority(self.config.priority, &weighted);
+        let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
+        let fault = check_fault || !link_up;
         if priority != self.machine.priority() {
             tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
@@ -99,6 +102,8 @@ pub struct Shared {
     pub notify: mpsc::UnboundedSender<NotifyJob>,
     /// Up/down of every check, by index.
     pub checks: watch::Receiver<Arc<Vec<bool>>>,
+    /// Up/down of the interfaces (a down link means Fault).
+    pub links: watch::Receiver<LinkStates>,
     pub shutdown: watch::Receiver<bool>,
     /// The instance the floating IP follows, and where to say whether it is
     /// Master.
@@ -128,8 +133,9 @@ impl InterfaceTask {
     pub async fn run(mut self) {
         let now = monotonic_ns();
         let checks = self.shared.checks.borrow().clone();
+        let link_up = self.link_up();
         for i in 0..self.instances.len() {
-            let mut actions = self.instances[i].apply_tracks(&checks, now);
+            let mut actions = self.instances[i].apply_tracks(&checks, link_up, now);
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
@@ -157,12 +163,11 @@ impl InterfaceTask {
                 }
                 Ok(()) = self.shared.checks.changed() => {
                     self.wakeups += 1;
-                    let checks = self.shared.checks.borrow_and_update().clone();
-                    let now = monotonic_ns();
-                    for i in 0..self.instances.len() {
-                        let actions = self.instances[i].apply_tracks(&checks, now);
-                        self.execute(i, actions).await;
-                    }
+                    self.reapply_tracks().await;
+                }
+                Ok(()) = self.shared.links.changed() => {
+                    self.wakeups += 1;
+                    self.reapply_tracks().await;
                 }
                 _ = self.shared.shutdown.changed() => break,
             }
@@ -172,6 +177,26 @@ impl InterfaceTask {
             self.execute(i, actions).await;
         }
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
+    }
+
+    fn link_up(&self) -> bool {
+        self.shared
+            .links
+            .borrow()
+            .get(&self.interface)
+            .copied()
+            .unwrap_or(true)
+    }
+
+    async fn reapply_tracks(&mut self) {
+        let checks = self.shared.checks.borrow_and_update().clone();
+        self.shared.links.borrow_and_update();
+        let link_up = self.link_up();
+        let now = monotonic_ns();
+        for i in 0..self.instances.len() {
+            let actions = self.instances[i].apply_tracks(&checks, link_up, now);
+            self.execute(i, actions).await;
+        }
     }
 
     /// Processes every advert already queued, then fires due timers.
