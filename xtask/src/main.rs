@@ -84,7 +84,13 @@ fn test(args: &[String]) -> Result<()> {
     // The namespace tests run the agent and the DigitalOcean simulator,
     // binaries `cargo test` does not build for another package; build them
     // first and tell the tests where they are.
-    run(cargo().args(["build", "--package", "lbha-agent", "--package", "lbha-dosim"]))?;
+    run(cargo().args([
+        "build",
+        "--package",
+        "lbha-agent",
+        "--package",
+        "lbha-dosim",
+    ]))?;
     let debug = workspace_root().join("target/debug");
     run(cargo()
         .args(["test", "--workspace", "--exclude", "lbha-ebpf"])

@@ -1364,9 +1364,13 @@ interval = 0.5
     #[test]
     fn readme_example_is_valid() {
         let readme = include_str!("../../../README.md");
-        let start = readme.find("```toml\n").expect("the README has a TOML example") + 8;
+        let start = readme
+            .find("```toml\n")
+            .expect("the README has a TOML example")
+            + 8;
         let end = start + readme[start..].find("```").expect("closed");
-        let loaded = parse(&readme[start..end], Path::new("README.md")).expect("README example parses");
+        let loaded =
+            parse(&readme[start..end], Path::new("README.md")).expect("README example parses");
         assert_eq!(loaded.config.instances.len(), 1);
         assert!(loaded.config.floating_ip.is_some());
     }
