@@ -16,6 +16,7 @@
 //! droplet currently holds it. Everything is removed when the [`Lab`] drops.
 
 mod netns;
+mod stack;
 mod timeline;
 
 use std::{
@@ -33,6 +34,10 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 pub use netns::{Netns, in_netns, run};
+pub use stack::{
+    SimAction, SimClock, Stack, StackScripts, instance_name, instance_vrid, keepalived_conf,
+    keepalived_transitions, write_scripts,
+};
 pub use timeline::{Transition, parse_transitions, unix_ms};
 
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -81,6 +86,12 @@ pub struct LabOptions {
     /// Extra keys for lbha's `[floating_ip]` (e.g. `droplet_id = 1002`,
     /// where `{droplet_id}` stands for the load balancer's own id).
     pub extra_floating_ip_toml: String,
+    /// What runs next to HAProxy: lbha (native TOML or the seed's
+    /// keepalived.conf) or keepalived itself.
+    pub stack: Stack,
+    /// VRRP instances per load balancer (VRIDs from [`VRID`] up); the
+    /// floating IP follows the first.
+    pub instances: u8,
 }
 
 impl Default for LabOptions {
@@ -91,6 +102,8 @@ impl Default for LabOptions {
             recheck_interval: Duration::from_secs(2),
             extra_instance_toml: String::new(),
             extra_floating_ip_toml: String::new(),
+            stack: Stack::Lbha,
+            instances: 1,
         }
     }
 }
@@ -350,7 +363,11 @@ impl Lab {
     fn lbha_config(&self, i: usize) -> String {
         let o = &self.opts;
         format!(
-            r#"[[check]]
+            r#"[global]
+status_socket = "{status}"
+metrics_listen = "127.0.0.1:9464"
+
+[[check]]
 name = "haproxy"
 process = "haproxy"
 interval = 2.0
@@ -385,6 +402,7 @@ metadata_timeout = 1.0
             extra = o.extra_instance_toml,
             token = self.dir.join("token").display(),
             recheck = o.recheck_interval.as_secs_f64(),
+            status = self.status_socket(i).display(),
             extra_floating_ip = o
                 .extra_floating_ip_toml
                 .replace("{droplet_id}", &droplet_id(i).to_string()),
@@ -399,6 +417,7 @@ metadata_timeout = 1.0
     pub fn start_lb(&mut self, i: usize) -> Result<()> {
         let toml = self.dir.join(format!("lb{}.toml", i + 1));
         std::fs::write(&toml, self.lbha_config(i))?;
+        self.write_stack_config(i)?;
         // Not `exec`: lbha as the PID namespace's init would take every
         // process of the node with it when it dies.
         let script = format!(
@@ -427,6 +446,9 @@ metadata_timeout = 1.0
     }
 
     fn agent_command(&self, i: usize) -> String {
+        if self.opts.stack.uses_keepalived_conf() {
+            return self.stack_agent_command(i);
+        }
         format!(
             "{agent} --config {toml} 2>>{log}",
             agent = self.bins.agent.display(),
@@ -467,7 +489,7 @@ metadata_timeout = 1.0
     /// SIGKILLs lbha (only lbha: HAProxy keeps running) on load balancer
     /// `i`; returns how many processes it killed.
     pub fn kill_agent(&self, i: usize) -> usize {
-        let pids = self.lb_pids(i, "lbha-agent");
+        let pids = self.lb_pids(i, self.opts.stack.process_name());
         for pid in &pids {
             // SAFETY: plain kill(2).
             unsafe { libc::kill(*pid, libc::SIGKILL) };
@@ -492,6 +514,11 @@ metadata_timeout = 1.0
             self.dir.join(format!("lb{}-haproxy.cfg", i + 1)).display(),
             self.dir.join(format!("lb{}-haproxy.pid", i + 1)).display()
         )
+    }
+
+    /// Load balancer `i`'s status socket (`lbha-agent status --socket`).
+    pub fn status_socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}.sock", i + 1))
     }
 
     pub fn lb_log_path(&self, i: usize) -> PathBuf {
@@ -639,7 +666,12 @@ metadata_timeout = 1.0
 
     /// The state transitions lbha on load balancer `i` logged.
     pub fn transitions(&self, i: usize) -> Vec<Transition> {
-        parse_transitions(&self.lb_log(i), self.started_wall)
+        match self.opts.stack {
+            Stack::Keepalived => keepalived_transitions(&self.lb_log(i), self.started_wall),
+            Stack::Lbha | Stack::LbhaKeepalivedConf => {
+                parse_transitions(&self.lb_log(i), self.started_wall)
+            }
+        }
     }
 
     /// Starts fetching `http://FLOATING_IP/` from the client every `every`.

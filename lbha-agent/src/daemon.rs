@@ -21,6 +21,7 @@ use crate::{
         script::{self, ScriptError, ScriptPolicy},
     },
     recv::{AdvertReceiver, ReceiveError},
+    status::{self, InstanceStatus, Telemetry},
     vrrp::{
         driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
         link,
@@ -64,22 +65,39 @@ pub fn vrid_config(instance: &config::Instance) -> VridConfig {
 
 type CheckStates = Arc<watch::Sender<Arc<Vec<bool>>>>;
 
-/// Records one result of check `index` and publishes a debounced change.
-fn record(
-    check: &config::Check,
+/// Where a check's results go.
+struct CheckSink {
     index: usize,
-    state: &mut TrackState,
-    ok: bool,
-    states: &CheckStates,
-) {
-    if let Some(up) = state.record(ok, check.rise, check.fall) {
-        tracing::info!(check = %check.name, up, "check changed state");
-        states.send_modify(|all| Arc::make_mut(all)[index] = up);
+    states: CheckStates,
+    telemetry: Telemetry,
+}
+
+impl CheckSink {
+    /// Records one result (and how long it took); publishes a debounced change.
+    fn record(&self, check: &config::Check, state: &mut TrackState, ok: bool, took: Duration) {
+        if let Some(up) = state.record(ok, check.rise, check.fall) {
+            tracing::info!(check = %check.name, up, "check changed state");
+            self.states
+                .send_modify(|all| Arc::make_mut(all)[self.index] = up);
+        }
+        self.telemetry
+            .check_result(&check.name, state.is_up(), ok, took);
     }
 }
 
 /// Runs one check forever, publishing debounced up/down into `states`.
-async fn run_check(index: usize, check: config::Check, policy: ScriptPolicy, states: CheckStates) {
+async fn run_check(
+    index: usize,
+    check: config::Check,
+    policy: ScriptPolicy,
+    states: CheckStates,
+    telemetry: Telemetry,
+) {
+    let sink = CheckSink {
+        index,
+        states,
+        telemetry,
+    };
     let mut state = TrackState::new(true);
     let process = match &check.probe {
         Some(Probe::Process(name)) => Some(ProcessMatch::Name(name.clone())),
@@ -94,8 +112,9 @@ async fn run_check(index: usize, check: config::Check, policy: ScriptPolicy, sta
         tracing::info!(check = %check.name, process = ?what, "watching through procfs (no fork)");
         let mut watcher = ProcessWatcher::new(what);
         loop {
+            let started = std::time::Instant::now();
             let ok = watcher.refresh();
-            record(&check, index, &mut state, ok, &states);
+            sink.record(&check, &mut state, ok, started.elapsed());
             watcher.wait(check.interval).await;
         }
     }
@@ -104,6 +123,7 @@ async fn run_check(index: usize, check: config::Check, policy: ScriptPolicy, sta
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let started = std::time::Instant::now();
         let ok = match &check.probe {
             Some(Probe::Tcp(addr)) => log_probe(&check, probe::tcp(*addr, check.timeout).await),
             Some(Probe::Http(url)) => {
@@ -117,7 +137,7 @@ async fn run_check(index: usize, check: config::Check, policy: ScriptPolicy, sta
                 }
             },
         };
-        record(&check, index, &mut state, ok, &states);
+        sink.record(&check, &mut state, ok, started.elapsed());
     }
 }
 
@@ -151,13 +171,36 @@ fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs,
 
 /// Runs the configuration until `shutdown` completes, then resigns every
 /// master (priority-0 advert, addresses removed) and returns.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+///
+/// `ready` is called once every interface is receiving and every instance
+/// has started (the moment to tell systemd `READY=1`).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
     let policy = ScriptPolicy::new(
         config.global.script_security,
         config.global.script_user.as_deref(),
         config.global.script_group.as_deref(),
     )?;
     let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
+    let telemetry = Telemetry::default();
+    for check in &config.checks {
+        telemetry.add_check(&check.name);
+    }
+    for instance in &config.instances {
+        telemetry.add_instance(InstanceStatus {
+            name: instance.name.clone(),
+            interface: instance.interface.clone(),
+            vrid: instance.vrid,
+            version: instance.version,
+            state: "INIT".into(),
+            priority: instance.priority,
+            configured_priority: instance.priority,
+            ..InstanceStatus::default()
+        });
+    }
     let (notify_tx, notify_rx) = mpsc::unbounded_channel();
     let notify_queue = tokio::spawn(notify::run_queue(notify_rx, policy.clone()));
 
@@ -173,6 +216,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 check.clone(),
                 policy.clone(),
                 checks_tx.clone(),
+                telemetry.clone(),
             ))
         })
         .collect();
@@ -193,12 +237,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             };
             floating_ip.settings.validate().map_err(SetupError::from)?;
             let (metadata, api) = floating_ip.settings.build_clients()?;
+            let calls = api.call_counts();
             let (master_tx, master_rx) = watch::channel(false);
-            let (_status, task) = FloatingIpManager::spawn_watching(
+            let (status, task) = FloatingIpManager::spawn_watching(
                 floating_ip.settings.clone(),
                 metadata,
                 api,
                 master_rx,
+            );
+            telemetry.set_floating_ip(
+                floating_ip.settings.ip.to_string(),
+                instance.name.clone(),
+                status,
+                calls,
             );
             tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
             (
@@ -233,6 +284,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             instances = instances.len(),
             "interface ready"
         );
+        telemetry.add_interface(interface, receiver.path_name());
         let mut runtimes = Vec::new();
         for instance in instances {
             let net_err = |source| DaemonError::Net {
@@ -262,14 +314,38 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
                 links: links.clone(),
                 shutdown: shutdown_rx.clone(),
                 mastership: mastership.clone(),
+                telemetry: telemetry.clone(),
             },
             wakeups: 0,
+            counters_published_ns: 0,
         };
         tasks.push(tokio::spawn(task.run()));
     }
     drop(notify_tx);
 
+    // Status for `lbha-agent status`, and metrics when asked for.
+    let status_server = {
+        let (path, telemetry) = (config.global.status_socket.clone(), telemetry.clone());
+        tokio::spawn(async move {
+            if let Err(error) = status::socket::serve(path.clone(), telemetry).await {
+                tracing::error!(socket = %path.display(), %error, "status socket unavailable");
+            }
+        })
+    };
+    let metrics_server = config.global.metrics_listen.map(|addr| {
+        let telemetry = telemetry.clone();
+        tokio::spawn(async move {
+            if let Err(error) = status::metrics::serve(addr, telemetry).await {
+                tracing::error!(%addr, %error, "metrics listener unavailable");
+            }
+        })
+    });
+    ready();
     shutdown.await;
+    status_server.abort();
+    if let Some(server) = metrics_server {
+        server.abort();
+    }
     tracing::info!("shutting down");
     let _ = shutdown_tx.send(true);
     for task in tasks {

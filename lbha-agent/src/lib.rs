@@ -7,5 +7,7 @@ pub mod cloud;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod ops;
 pub mod recv;
+pub mod status;
 pub mod vrrp;

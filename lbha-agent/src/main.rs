@@ -32,8 +32,33 @@ struct Cli {
     keepalived_conf: Option<PathBuf>,
     #[command(flatten)]
     floating_ip: FloatingIpArgs,
+    #[command(flatten)]
+    ops: OpsArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Operations settings, mainly for keepalived.conf users; with `--config`
+/// these override `[global]`.
+#[derive(clap::Args)]
+struct OpsArgs {
+    /// Serve Prometheus metrics on this address (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_listen: Option<std::net::SocketAddr>,
+    /// Unix socket for `lbha-agent status`.
+    #[arg(long, value_name = "PATH")]
+    status_socket: Option<PathBuf>,
+}
+
+impl OpsArgs {
+    fn apply(&self, config: &mut config::Config) {
+        if let Some(addr) = self.metrics_listen {
+            config.global.metrics_listen = Some(addr);
+        }
+        if let Some(path) = &self.status_socket {
+            config.global.status_socket = path.clone();
+        }
+    }
 }
 
 /// The floating IP for keepalived.conf users (whose file has no place for
@@ -91,6 +116,15 @@ enum Command {
     CheckConfig { file: PathBuf },
     /// Print the native TOML equivalent of a keepalived.conf.
     ImportKeepalived { file: PathBuf },
+    /// Show the running agent's instances, checks, receive path and floating IP.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// The agent's status socket.
+        #[arg(long, default_value = lbha_agent::status::socket::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Receive VRRP adverts on an interface and print them as JSON lines.
     Watch(WatchArgs),
 }
@@ -327,7 +361,7 @@ async fn run_daemon(config: config::Config) -> anyhow::Result<()> {
         checks = config.checks.len(),
         "lbha-agent starting"
     );
-    lbha_agent::daemon::run(config, termination()).await?;
+    lbha_agent::daemon::run(config, termination(), || {}).await?;
     Ok(())
 }
 
@@ -356,14 +390,25 @@ fn main() -> ExitCode {
             (Some(Command::Watch(args)), ..) => watch(args).await,
             (Some(Command::CheckConfig { file }), ..) => check_config(&file),
             (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
+            (Some(Command::Status { json, socket }), ..) => {
+                let status = lbha_agent::status::socket::query(&socket).await?;
+                if json {
+                    print_json(&status)?;
+                } else {
+                    print!("{}", lbha_agent::status::render_table(&status));
+                }
+                Ok(())
+            }
             (None, Some(file), None) => {
                 let mut config = load(config::load_toml(&file))?;
                 cli.floating_ip.apply(&mut config);
+                cli.ops.apply(&mut config);
                 run_daemon(config).await
             }
             (None, None, Some(file)) => {
                 let mut config = load(config::load_keepalived(&file))?;
                 cli.floating_ip.apply(&mut config);
+                cli.ops.apply(&mut config);
                 run_daemon(config).await
             }
             (None, ..) => Err(anyhow::anyhow!(

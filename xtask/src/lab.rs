@@ -185,6 +185,23 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         requests.len() - ok,
         assigns.len()
     );
+    // What an operator sees: `lbha-agent status` on each load balancer.
+    for i in 0..2 {
+        println!("\n$ lbha-agent status   # on lb{}", i + 1);
+        let out = std::process::Command::new(agent)
+            .arg("status")
+            .arg("--socket")
+            .arg(lab.status_socket(i))
+            .output();
+        match out {
+            Ok(out) => print!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => println!("(could not run lbha-agent status: {e})"),
+        }
+    }
     println!("lab: cleaning up");
     drop(client);
     drop(lab);

@@ -16,6 +16,7 @@ use std::{
     fmt,
     net::Ipv4Addr,
     str::FromStr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -285,6 +286,8 @@ pub struct ApiClient {
     auth: HeaderValue,
     /// Kept only to scrub it from anything the server sends back.
     token: Secret,
+    /// Every HTTP exchange by outcome, for metrics.
+    calls: Arc<ApiCallCounts>,
 }
 
 impl fmt::Debug for ApiClient {
@@ -303,6 +306,62 @@ enum Failure {
     /// Retry after exactly this long (rate limiting told us).
     RetryAfter(Duration, String),
     Fatal(ApiError),
+}
+
+/// How one API exchange ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiOutcome {
+    Success,
+    RateLimited,
+    ServerError,
+    ClientError,
+    TransportError,
+}
+
+impl ApiOutcome {
+    pub const ALL: [ApiOutcome; 5] = [
+        ApiOutcome::Success,
+        ApiOutcome::RateLimited,
+        ApiOutcome::ServerError,
+        ApiOutcome::ClientError,
+        ApiOutcome::TransportError,
+    ];
+
+    fn of(status: StatusCode) -> Self {
+        if status.is_success() {
+            ApiOutcome::Success
+        } else if status == StatusCode::TOO_MANY_REQUESTS {
+            ApiOutcome::RateLimited
+        } else if status.is_server_error() {
+            ApiOutcome::ServerError
+        } else {
+            ApiOutcome::ClientError
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            ApiOutcome::Success => "success",
+            ApiOutcome::RateLimited => "rate_limited",
+            ApiOutcome::ServerError => "server_error",
+            ApiOutcome::ClientError => "client_error",
+            ApiOutcome::TransportError => "transport_error",
+        }
+    }
+}
+
+/// Exchanges by [`ApiOutcome`].
+#[derive(Debug, Default)]
+pub struct ApiCallCounts([std::sync::atomic::AtomicU64; 5]);
+
+impl ApiCallCounts {
+    fn count(&self, outcome: ApiOutcome) {
+        self.0[outcome as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn get(&self, outcome: ApiOutcome) -> u64 {
+        self.0[outcome as usize].load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl ApiClient {
@@ -334,7 +393,13 @@ impl ApiClient {
             opts,
             auth,
             token,
+            calls: Arc::default(),
         })
+    }
+
+    /// Counts of the HTTP exchanges this client made, by outcome.
+    pub fn call_counts(&self) -> Arc<ApiCallCounts> {
+        self.calls.clone()
     }
 
     pub fn options(&self) -> &ApiOptions {
@@ -575,9 +640,13 @@ impl ApiClient {
         let sent = Instant::now();
         let resp = match req.send().await {
             Ok(resp) => resp,
-            Err(e) => return Err(self.transport_failure(method, path, e, attempt, sent)),
+            Err(e) => {
+                self.calls.count(ApiOutcome::TransportError);
+                return Err(self.transport_failure(method, path, e, attempt, sent));
+            }
         };
         let status = resp.status();
+        self.calls.count(ApiOutcome::of(status));
         let headers = resp.headers().clone();
         let text = match resp.text().await {
             Ok(t) => t,

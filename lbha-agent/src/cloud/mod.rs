@@ -14,7 +14,7 @@ mod dosim_interop;
 #[cfg(test)]
 mod mock;
 
-pub use api::{Action, ActionStatus, ApiClient, ApiError, ApiOptions, PathFamily};
+pub use api::{Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions, PathFamily};
 pub use floating_ip::{
     AssignRecord, FloatingIpConfig, FloatingIpHandle, FloatingIpManager, FloatingIpStatus,
     SetupError,

@@ -1358,6 +1358,7 @@ vrrp_instance VI_2 {
                 script_user: Some("keepalived_script".into()),
                 script_group: Some("nogroup".into()),
                 vrrp_version: 3,
+                ..Global::default()
             }
         );
         assert_eq!(

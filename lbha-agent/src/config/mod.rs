@@ -41,6 +41,10 @@ pub struct Global {
     /// Default VRRP version for instances that do not set one (keepalived
     /// `vrrp_version`, default 2 as in keepalived).
     pub vrrp_version: u8,
+    /// Prometheus metrics listen address; off when absent.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Unix socket `lbha-agent status` asks (root only).
+    pub status_socket: PathBuf,
 }
 
 impl Default for Global {
@@ -50,6 +54,8 @@ impl Default for Global {
             script_user: None,
             script_group: None,
             vrrp_version: 2,
+            metrics_listen: None,
+            status_socket: PathBuf::from(crate::status::socket::DEFAULT_SOCKET),
         }
     }
 }

@@ -30,6 +30,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "script_security",
     "script_user",
     "script_group",
+    "metrics_listen",
+    "status_socket",
 ];
 const CHECK_KEYS: &[&str] = &[
     "name",
@@ -173,6 +175,22 @@ fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     }
     global.script_user = f.string(r, fl, "script_user");
     global.script_group = f.string(r, fl, "script_group");
+    global.metrics_listen = f.take_with(r, fl, "metrics_listen", |r, v| {
+        let text = r.str(v, "metrics_listen")?;
+        match text.parse::<std::net::SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                r.error_at(
+                    v,
+                    format!("`metrics_listen`: {text:?} is not an address:port"),
+                );
+                None
+            }
+        }
+    });
+    if let Some(path) = f.string(r, fl, "status_socket") {
+        global.status_socket = path.into();
+    }
     f.finish(r, GLOBAL_KEYS);
     global
 }
@@ -799,6 +817,14 @@ pub fn to_toml(config: &Config) -> String {
     if let Some(group) = &g.script_group {
         let _ = writeln!(out, "script_group = {}", string(group));
     }
+    if let Some(addr) = &g.metrics_listen {
+        let _ = writeln!(out, "metrics_listen = {}", string(&addr.to_string()));
+    }
+    let _ = writeln!(
+        out,
+        "status_socket = {}",
+        string(&g.status_socket.to_string_lossy())
+    );
 
     for c in &config.checks {
         let _ = writeln!(out, "\n[[check]]");
@@ -1028,6 +1054,7 @@ receive_path = "xdp"
                 script_user: Some("keepalived_script".into()),
                 script_group: Some("nogroup".into()),
                 vrrp_version: 3,
+                ..Global::default()
             }
         );
         assert_eq!(

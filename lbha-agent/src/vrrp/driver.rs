@@ -16,9 +16,10 @@ use crate::{
     clock::monotonic_ns,
     config,
     recv::AdvertReceiver,
+    status::Telemetry,
     vrrp::{
         link::LinkStates,
-        machine::{Action, Machine, Params, ReceivedAdvert, State},
+        machine::{Action, Machine, Params, Reason, ReceivedAdvert, State},
         net::{Addresses, AdvertSender, send_gratuitous_arp},
         notify::NotifyJob,
         track::{Weighted, effective_priority},
@@ -108,6 +109,7 @@ pub struct Shared {
     /// The instance the floating IP follows, and where to say whether it is
     /// Master.
     pub mastership: Option<Arc<(String, watch::Sender<bool>)>>,
+    pub telemetry: Telemetry,
 }
 
 pub struct InterfaceTask {
@@ -118,6 +120,8 @@ pub struct InterfaceTask {
     /// Times the loop woke up (adverts that changed something, timers,
     /// checks); what the fast path saves shows here.
     pub wakeups: u64,
+    /// When the receive path's counters were last copied into telemetry.
+    pub counters_published_ns: u64,
 }
 
 fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
@@ -171,12 +175,47 @@ impl InterfaceTask {
                 }
                 _ = self.shared.shutdown.changed() => break,
             }
+            self.publish();
         }
         for i in 0..self.instances.len() {
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions).await;
         }
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
+    }
+
+    /// Copies what status and metrics show into telemetry. Cheap (one lock)
+    /// on every wakeup; the receive path's counters, which cost a map read
+    /// each, at most once a second.
+    fn publish(&mut self) {
+        let telemetry = &self.shared.telemetry;
+        for instance in &self.instances {
+            let machine = &instance.machine;
+            telemetry.update_instance(&instance.config.name, |s| {
+                s.state = machine.state().name().to_owned();
+                s.priority = machine.priority();
+                s.master = machine.master().map(|(addr, _, _)| addr.to_string());
+                s.last_advert_ns = match machine.state() {
+                    State::Master => None,
+                    _ => machine.master().map(|(_, _, at)| at),
+                };
+            });
+        }
+        let now = monotonic_ns();
+        let counters = if now.saturating_sub(self.counters_published_ns) >= 1_000_000_000 {
+            self.counters_published_ns = now;
+            self.receiver.counters().ok()
+        } else {
+            None
+        };
+        let (wakeups, link_up) = (self.wakeups, self.link_up());
+        telemetry.update_interface(&self.interface, |s| {
+            s.wakeups = wakeups;
+            s.link_up = link_up;
+            if let Some(counters) = counters {
+                s.counters = counters.iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            }
+        });
     }
 
     fn link_up(&self) -> bool {
@@ -244,6 +283,19 @@ impl InterfaceTask {
                     }
                 }
                 Action::Transition { from, to, reason } => {
+                    let without_master = match (to, reason) {
+                        (State::Master, Reason::MasterDown | Reason::MasterResigned) => instance
+                            .machine
+                            .last_master_advert_ns()
+                            .map(|at| Duration::from_nanos(monotonic_ns().saturating_sub(at))),
+                        _ => None,
+                    };
+                    self.shared.telemetry.transition(
+                        name,
+                        to.name(),
+                        reason.name(),
+                        without_master,
+                    );
                     tracing::info!(
                         instance = %name,
                         vrid = instance.config.vrid,

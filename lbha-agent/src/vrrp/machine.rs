@@ -129,6 +129,9 @@ pub struct Machine {
     lower_master_since: Option<u64>,
     /// The last master we accepted adverts from: address, priority, time.
     master: Option<(Ipv4Addr, u8, u64)>,
+    /// When we last accepted an advert from any master (kept across our own
+    /// takeover, to measure how long the group went without one).
+    last_master_advert_ns: Option<u64>,
 }
 
 impl Machine {
@@ -146,7 +149,13 @@ impl Machine {
             started_at: 0,
             lower_master_since: None,
             master: None,
+            last_master_advert_ns: None,
         }
+    }
+
+    /// When the last advert from a master was accepted.
+    pub fn last_master_advert_ns(&self) -> Option<u64> {
+        self.last_master_advert_ns
     }
 
     pub fn state(&self) -> State {
@@ -324,6 +333,7 @@ impl Machine {
             State::Initialize | State::Fault => return Err(Ignored::NotListening),
             State::Backup => {
                 if advert.priority == 0 {
+                    self.last_master_advert_ns = Some(now);
                     // The master resigned: take over after Skew_Time unless a
                     // higher-priority backup speaks first.
                     self.master_down_at = Some(now + self.skew_time_ns());
@@ -342,6 +352,7 @@ impl Machine {
                     self.master_down_at = Some(now + self.master_down_interval_ns());
                     self.resigned = false;
                     self.master = Some((advert.src, advert.priority, now));
+                    self.last_master_advert_ns = Some(now);
                 } else {
                     // Lower priority master and we preempt: let the
                     // master-down timer run out.

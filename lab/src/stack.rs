@@ -1,0 +1,621 @@
+//! Which failover stack the lab's load balancers run.
+//!
+//! Besides lbha with its native TOML, the lab can run the seed's stack —
+//! keepalived 2.2 from Debian with a `vrrp_script` running `pidof haproxy`
+//! and a `notify_master` script doing what the seed's `master.sh` did — and
+//! lbha fed the very same keepalived.conf (`lbha-agent --keepalived-conf`),
+//! so the two can be compared in the same topology (`cargo xtask bench`).
+
+use std::{
+    fmt::Write as _,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{
+    API_PORT, FLOATING_IP, Lab, METADATA_IP, ROUTER_PUBLIC, TOKEN, Transition, VRID, lb_private,
+};
+
+/// What runs next to HAProxy on each load balancer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stack {
+    /// lbha with its native TOML (`process = "haproxy"`: procfs + pidfds).
+    #[default]
+    Lbha,
+    /// lbha with the keepalived.conf [`Stack::Keepalived`] runs, unchanged
+    /// (`--keepalived-conf FILE --floating-ip ... --do-token-file ...`).
+    LbhaKeepalivedConf,
+    /// The seed's stack: keepalived with the `pidof haproxy` check (through
+    /// a wrapper script) and a master.sh-style `notify_master` script.
+    Keepalived,
+}
+
+impl Stack {
+    /// A short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stack::Lbha => "lbha (native TOML)",
+            Stack::LbhaKeepalivedConf => "lbha (same keepalived.conf)",
+            Stack::Keepalived => "keepalived",
+        }
+    }
+
+    /// The program name (`/proc/PID/comm`) of the stack's daemon.
+    pub fn process_name(self) -> &'static str {
+        match self {
+            Stack::Lbha | Stack::LbhaKeepalivedConf => "lbha-agent",
+            Stack::Keepalived => "keepalived",
+        }
+    }
+
+    /// Whether the load balancers are configured with a keepalived.conf.
+    pub fn uses_keepalived_conf(self) -> bool {
+        self != Stack::Lbha
+    }
+}
+
+/// Name of instance `k` (0-based): `VI_1`, `VI_2`, ...
+pub fn instance_name(k: u8) -> String {
+    format!("VI_{}", u32::from(k) + 1)
+}
+
+/// VRID of instance `k` (0-based): [`VRID`], `VRID + 1`, ...
+pub fn instance_vrid(k: u8) -> u8 {
+    VRID + k
+}
+
+/// The dummy virtual address of instance `k` (keepalived wants at least one
+/// per instance); on the private network, outside every host's address.
+fn dummy_vip(k: u8) -> String {
+    format!("10.230.1.{}/32", 101 + u32::from(k))
+}
+
+/// The check wrapper and notify script the keepalived.conf points to, in
+/// `dir` (both root-owned, 0755, in a root-owned 0755 directory, as
+/// keepalived's script security demands).
+#[derive(Clone, Debug)]
+pub struct StackScripts {
+    /// `vrrp_script` wrapper around `pidof haproxy`.
+    pub check: PathBuf,
+    /// `notify_master`: what the seed's master.sh did.
+    pub notify_master: PathBuf,
+}
+
+impl StackScripts {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            check: dir.join("chk_haproxy"),
+            notify_master: dir.join("master.sh"),
+        }
+    }
+}
+
+/// The check: Debian's `pidof` is a symlink to `killall5`, and keepalived's
+/// script security resolves the link and runs `killall5` (which fails), so
+/// `pidof haproxy` needs a wrapper.
+fn check_script() -> String {
+    "#!/bin/sh\n\
+     # keepalived resolves Debian's pidof -> killall5 link: wrap pidof.\n\
+     exec pidof haproxy >/dev/null\n"
+        .to_owned()
+}
+
+/// What the seed's master.sh (DigitalOcean's tutorial script) did, with
+/// curl instead of the `assign-ip` helper: ask the metadata service for the
+/// droplet id and whether it holds a floating IP, and if not ask the API to
+/// assign it, up to 10 times.
+fn notify_master_script() -> String {
+    format!(
+        r#"#!/bin/sh
+# notify_master: what the seed's master.sh did.
+DO_TOKEN='{TOKEN}'
+IP='{FLOATING_IP}'
+ID=$(curl -s http://{METADATA_IP}/metadata/v1/id)
+HAS_FLOATING_IP=$(curl -s http://{METADATA_IP}/metadata/v1/floating_ip/ipv4/active)
+if [ "$HAS_FLOATING_IP" = "false" ]; then
+    n=0
+    while [ $n -lt 10 ]; do
+        curl -sf -o /dev/null -X POST -H "Content-Type: application/json" \
+            -H "Authorization: Bearer $DO_TOKEN" \
+            -d "{{\"type\":\"assign\",\"droplet_id\":$ID}}" \
+            "http://{ROUTER_PUBLIC}:{API_PORT}/v2/floating_ips/$IP/actions" && break
+        n=$((n + 1))
+        sleep 3
+    done
+fi
+"#
+    )
+}
+
+/// Writes the check wrapper and the notify script into `dir` (created, mode
+/// 0755) and returns their paths.
+pub fn write_scripts(dir: &Path) -> Result<StackScripts> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let scripts = StackScripts::in_dir(dir);
+    for (path, text) in [
+        (&scripts.check, check_script()),
+        (&scripts.notify_master, notify_master_script()),
+    ] {
+        // Unchanged scripts are left alone: a shell running one (a notify
+        // script in its retry loop) reads it as it goes.
+        if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(scripts)
+}
+
+/// The seed's keepalived.conf for load balancer `node` (0: `state MASTER`,
+/// priority 200; 1: `state BACKUP`, priority 100), with `instances` VRRP
+/// instances on `priv0` (VRIDs from [`VRID`] up). The first instance
+/// carries the `notify_master` script; all track the HAProxy check. Version
+/// 2 uses PASS authentication as the seed did (and whole-second
+/// intervals); version 3 has no authentication.
+pub fn keepalived_conf(
+    node: usize,
+    advert_interval: Duration,
+    version: u8,
+    instances: u8,
+    scripts: &StackScripts,
+) -> String {
+    let mut conf = format!(
+        "global_defs {{\n    enable_script_security\n    script_user root\n}}\n\n\
+         vrrp_script chk_haproxy {{\n    script \"{}\"\n    interval 2\n}}\n",
+        scripts.check.display()
+    );
+    for k in 0..instances.max(1) {
+        let auth = if version == 2 {
+            "    authentication {\n        auth_type PASS\n        auth_pass password\n    }\n"
+        } else {
+            ""
+        };
+        let notify = if k == 0 {
+            format!("    notify_master {}\n", scripts.notify_master.display())
+        } else {
+            String::new()
+        };
+        let _ = write!(
+            conf,
+            "\nvrrp_instance {name} {{\n    interface priv0\n    state {state}\n    priority {priority}\n\n    \
+             virtual_router_id {vrid}\n    version {version}\n    advert_int {interval}\n    \
+             unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n{auth}\n    \
+             virtual_ipaddress {{\n        {vip} dev priv0\n    }}\n\n    \
+             track_script {{\n        chk_haproxy\n    }}\n{notify}}}\n",
+            name = instance_name(k),
+            state = if node == 0 { "MASTER" } else { "BACKUP" },
+            priority = if node == 0 { 200 } else { 100 },
+            vrid = instance_vrid(k),
+            interval = advert_interval.as_secs_f64(),
+            src = lb_private(node),
+            peer = lb_private(1 - node),
+            vip = dummy_vip(k),
+        );
+    }
+    conf
+}
+
+/// The native TOML `[[instance]]` tables of instances 2.. (the lab's own
+/// configuration has the first), for [`crate::LabOptions::instances`] > 1.
+fn extra_native_instances(node: usize, advert_interval: Duration, instances: u8) -> String {
+    let mut toml = String::new();
+    for k in 1..instances.max(1) {
+        let _ = write!(
+            toml,
+            "\n[[instance]]\nname = \"{name}\"\ninterface = \"priv0\"\nvrid = {vrid}\n\
+             priority = {priority}\nversion = 3\nadvert_interval = {interval}\n\
+             unicast_src = \"{src}\"\nunicast_peers = [\"{peer}\"]\ntrack = [\"haproxy\"]\n",
+            name = instance_name(k),
+            vrid = instance_vrid(k),
+            priority = if node == 0 { 200 } else { 100 },
+            interval = advert_interval.as_secs_f64(),
+            src = lb_private(node),
+            peer = lb_private(1 - node),
+        );
+    }
+    toml
+}
+
+/// keepalived's state changes (`(VI_1) Entering MASTER STATE`, `(VI_1)
+/// entering FAULT state`, ...) in its console log, placed relative to
+/// `start`. keepalived stamps lines to the second only, so `at` is coarse.
+/// The first state of each instance comes from `INIT`; repeated lines
+/// about the same state are one transition. `reason` is the instance name,
+/// with keepalived's note when it gives one (`VI_1 init`).
+pub fn keepalived_transitions(log: &str, start: std::time::SystemTime) -> Vec<Transition> {
+    let start_ms = start
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let mut current: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let lower = line.to_ascii_lowercase();
+        let Some(pos) = lower.find("entering ") else {
+            continue;
+        };
+        let mut rest = lower[pos + "entering ".len()..].split_whitespace();
+        let (Some(state), Some("state")) = (rest.next(), rest.next()) else {
+            continue;
+        };
+        let to = state.to_ascii_uppercase();
+        if !matches!(to.as_str(), "MASTER" | "BACKUP" | "FAULT") {
+            continue;
+        }
+        let Some(instance) = line[..pos]
+            .rfind('(')
+            .and_then(|open| line[open + 1..pos].split(')').next())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        let note: String = line[pos..]
+            .split_whitespace()
+            .skip(3)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let note = note.trim_matches(|c| c == '(' || c == ')');
+        let from = match current.iter_mut().find(|(name, _)| *name == instance) {
+            Some((_, state)) if *state == to => continue,
+            Some((_, state)) => std::mem::replace(state, to.clone()),
+            None => {
+                current.push((instance.clone(), to.clone()));
+                "INIT".to_owned()
+            }
+        };
+        let at_ms = keepalived_stamp_ms(line).unwrap_or(start_ms);
+        out.push(Transition {
+            at: Duration::from_millis(at_ms.saturating_sub(start_ms).max(0) as u64),
+            from,
+            to,
+            reason: if note.is_empty() {
+                instance
+            } else {
+                format!("{instance} {note}")
+            },
+        });
+    }
+    out
+}
+
+/// Unix milliseconds of a keepalived console line's local-time stamp
+/// (`Wed Nov 25 13:22:10 2026: ...`).
+fn keepalived_stamp_ms(line: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let mut words = line.split_whitespace();
+    let _weekday = words.next()?;
+    let month_name = words.next()?;
+    let month = MONTHS.iter().position(|m| *m == month_name)?;
+    let day: i32 = words.next()?.parse().ok()?;
+    let mut hms = words.next()?.split(':').map(|p| p.parse::<i32>());
+    let (h, m, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
+    let year: i32 = words.next()?.trim_end_matches(':').parse().ok()?;
+    // SAFETY: an all-zero `tm` is valid; mktime reads and normalises it.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    tm.tm_year = year - 1900;
+    tm.tm_mon = month as i32;
+    tm.tm_mday = day;
+    tm.tm_hour = h;
+    tm.tm_min = m;
+    tm.tm_sec = s;
+    tm.tm_isdst = -1;
+    // SAFETY: valid pointer to an initialised tm.
+    let secs = unsafe { libc::mktime(&mut tm) };
+    (secs != -1).then_some(secs as i64 * 1000)
+}
+
+/// The simulator's clock seen from here: action times (`requested_at_ms`,
+/// milliseconds since the simulator started) against [`Instant`]s.
+#[derive(Clone, Copy, Debug)]
+pub struct SimClock {
+    /// The instant the simulator's clock reads 0.
+    zero: Instant,
+    /// Half the round trip of the calibrating request: the error bound.
+    pub uncertainty: Duration,
+}
+
+impl SimClock {
+    /// `at` on the simulator's clock, in (fractional) milliseconds.
+    pub fn ms(&self, at: Instant) -> f64 {
+        if at >= self.zero {
+            at.duration_since(self.zero).as_secs_f64() * 1e3
+        } else {
+            -(self.zero.duration_since(at).as_secs_f64() * 1e3)
+        }
+    }
+}
+
+/// An action the simulator recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimAction {
+    pub kind: String,
+    pub droplet_id: Option<u64>,
+    pub status: String,
+    /// Milliseconds since the simulator started (its monotonic clock).
+    pub requested_at_ms: u64,
+    pub completed_at_ms: Option<u64>,
+}
+
+impl Lab {
+    /// The stack the load balancers run.
+    pub fn stack(&self) -> Stack {
+        self.opts.stack
+    }
+
+    /// Where the keepalived.conf of load balancer `i` is (for the stacks
+    /// that use one).
+    pub fn keepalived_conf_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}-keepalived.conf", i + 1))
+    }
+
+    /// The directory of the check and notify scripts.
+    pub fn scripts_dir(&self) -> PathBuf {
+        self.dir.join("scripts")
+    }
+
+    /// Writes what load balancer `i`'s stack needs besides the native TOML
+    /// (which [`Lab::start_lb`] has just written).
+    pub(crate) fn write_stack_config(&self, i: usize) -> Result<()> {
+        let o = &self.opts;
+        match o.stack {
+            Stack::Lbha => {
+                if o.instances > 1 {
+                    let toml = self.dir.join(format!("lb{}.toml", i + 1));
+                    let mut text = std::fs::read_to_string(&toml)?;
+                    text.push_str(&extra_native_instances(i, o.advert_interval, o.instances));
+                    std::fs::write(&toml, text)?;
+                }
+            }
+            Stack::LbhaKeepalivedConf | Stack::Keepalived => {
+                // Script security: no directory above the scripts may be
+                // writable by others (the temp dir's sticky bit is fine).
+                std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))?;
+                let scripts = write_scripts(&self.scripts_dir())?;
+                std::fs::write(
+                    self.keepalived_conf_path(i),
+                    keepalived_conf(i, o.advert_interval, 3, o.instances, &scripts),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The shell command starting the daemon of a keepalived.conf stack on
+    /// load balancer `i` (stderr to the node's log).
+    pub(crate) fn stack_agent_command(&self, i: usize) -> String {
+        let conf = self.keepalived_conf_path(i);
+        let log = self.lb_log_path(i);
+        match self.opts.stack {
+            Stack::Keepalived => format!(
+                // Foreground, console logging (stderr) with detail, no
+                // syslog, VRRP only.
+                "keepalived -n -l -D -G -P -f {conf} -p {pid} -r {vrrp_pid} 2>>{log}",
+                conf = conf.display(),
+                pid = self
+                    .dir
+                    .join(format!("lb{}-keepalived.pid", i + 1))
+                    .display(),
+                vrrp_pid = self.dir.join(format!("lb{}-vrrp.pid", i + 1)).display(),
+                log = log.display(),
+            ),
+            Stack::LbhaKeepalivedConf | Stack::Lbha => format!(
+                "{agent} --keepalived-conf {conf} --floating-ip {FLOATING_IP} \
+                 --do-token-file {token} --do-api-url http://{ROUTER_PUBLIC}:{API_PORT} \
+                 --do-metadata-url http://{METADATA_IP} 2>>{log}",
+                agent = self.bins.agent.display(),
+                conf = conf.display(),
+                token = self.dir.join("token").display(),
+                log = log.display(),
+            ),
+        }
+    }
+
+    /// Host PIDs of the stack's daemon on load balancer `i`: lbha's one
+    /// process, or keepalived's parent and its VRRP child (not the short
+    /// lived children they fork to run scripts).
+    pub fn agent_pids(&self, i: usize) -> Vec<i32> {
+        let comm = self.opts.stack.process_name();
+        let is_agent = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        };
+        self.lb_pids(i, comm)
+            .into_iter()
+            .filter(|pid| {
+                // Depth among the daemon's own processes: parent 0, child 1.
+                let mut depth = 0;
+                let mut current = *pid;
+                while let Some(parent) = parent_pid(current) {
+                    if !is_agent(parent) {
+                        break;
+                    }
+                    depth += 1;
+                    current = parent;
+                }
+                match self.opts.stack {
+                    Stack::Keepalived => depth <= 1,
+                    Stack::Lbha | Stack::LbhaKeepalivedConf => depth == 0,
+                }
+            })
+            .collect()
+    }
+
+    /// SIGKILLs every HAProxy process of load balancer `i` and returns the
+    /// instant just before the first kill (the processes are looked up
+    /// before it) and how many it killed.
+    pub fn kill_haproxy_at(&self, i: usize) -> (Instant, usize) {
+        let pids = self.lb_pids(i, "haproxy");
+        let at = Instant::now();
+        for pid in &pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        (at, pids.len())
+    }
+
+    /// Crashes load balancer `i` as [`Lab::crash_lb`] does and returns the
+    /// instant just before the first kill: its processes are looked up
+    /// first, then all SIGKILLed at once.
+    pub fn crash_lb_at(&mut self, i: usize) -> Instant {
+        let pids = self.lb[i].pids();
+        let at = Instant::now();
+        for pid in &pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(*pid, libc::SIGKILL) };
+        }
+        self.crash_lb(i);
+        at
+    }
+
+    /// `GET /_sim/state` from the router namespace; the parsed body.
+    fn sim_state_live(&self) -> Result<serde_json::Value> {
+        let reply = crate::in_netns(&self.router.0, || {
+            crate::http_request(
+                std::net::SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                "GET /_sim/state HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(2),
+            )
+        })??;
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .context("simulator reply without a body")?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// Calibrates the simulator's clock against this process's: reads its
+    /// `uptime_ms` a few times and keeps the reading with the shortest
+    /// round trip (typically well under a millisecond).
+    pub fn sim_clock(&self) -> Result<SimClock> {
+        let mut best: Option<SimClock> = None;
+        for _ in 0..5 {
+            let sent = Instant::now();
+            let state = self.sim_state_live()?;
+            let received = Instant::now();
+            let uptime = state["uptime_ms"]
+                .as_u64()
+                .context("simulator state without uptime_ms")?;
+            let half = received.duration_since(sent) / 2;
+            // uptime_ms is truncated: the simulator read uptime + 0.5 ms on average.
+            let zero = (sent + half)
+                .checked_sub(Duration::from_micros(uptime * 1000 + 500))
+                .context("simulator clock before this process's")?;
+            if best.is_none_or(|b| half < b.uncertainty) {
+                best = Some(SimClock {
+                    zero,
+                    uncertainty: half,
+                });
+            }
+        }
+        best.context("no calibration")
+    }
+
+    /// Every action the simulator recorded (from its state file).
+    pub fn sim_actions(&self) -> Vec<SimAction> {
+        let Ok(state) = self.sim_state() else {
+            return Vec::new();
+        };
+        state["actions"]
+            .as_array()
+            .map(|actions| {
+                actions
+                    .iter()
+                    .filter_map(|a| {
+                        Some(SimAction {
+                            kind: a["type"].as_str()?.to_owned(),
+                            droplet_id: a["droplet_id"].as_u64(),
+                            status: a["status"].as_str().unwrap_or_default().to_owned(),
+                            requested_at_ms: a["requested_at_ms"].as_u64()?,
+                            completed_at_ms: a["completed_at_ms"].as_u64(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Checks that load balancer `i`'s daemon is alive (for errors that
+    /// would otherwise be a mute timeout).
+    pub fn ensure_agent_running(&self, i: usize) -> Result<()> {
+        if self.agent_pids(i).is_empty() {
+            bail!(
+                "{} is not running on lb{}; its log:\n{}",
+                self.opts.stack.process_name(),
+                i + 1,
+                self.lb_log(i)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The parent of `pid`, from `/proc/PID/stat`.
+fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the parenthesised name: state, ppid, ...
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalived_conf_has_what_the_seed_had() {
+        let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
+        let conf = keepalived_conf(1, Duration::from_millis(10), 3, 2, &scripts);
+        assert!(conf.contains("script \"/tmp/x/scripts/chk_haproxy\""));
+        assert!(conf.contains("vrrp_instance VI_1 {"));
+        assert!(conf.contains("vrrp_instance VI_2 {"));
+        assert!(conf.contains("virtual_router_id 52"));
+        assert!(conf.contains("advert_int 0.01"));
+        assert!(conf.contains("state BACKUP"));
+        assert!(conf.contains("priority 100"));
+        assert!(conf.contains("unicast_src_ip 10.230.1.12"));
+        assert_eq!(conf.matches("notify_master").count(), 1);
+        assert!(!conf.contains("auth_type"));
+        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, 1, &scripts);
+        assert!(v2.contains("auth_type PASS"));
+        assert!(v2.contains("advert_int 1\n"));
+        assert!(v2.contains("state MASTER"));
+    }
+
+    #[test]
+    fn notify_script_posts_the_assign() {
+        let script = notify_master_script();
+        assert!(script.contains("/metadata/v1/floating_ip/ipv4/active"));
+        assert!(script.contains(r#"-d "{\"type\":\"assign\",\"droplet_id\":$ID}""#));
+        assert!(script.contains("http://10.230.0.1:8080/v2/floating_ips/$IP/actions"));
+        assert!(script.contains("while [ $n -lt 10 ]"));
+    }
+
+    #[test]
+    fn transitions_from_a_keepalived_log() {
+        let log = "Wed Nov 25 13:22:10 2026: (VI_1) Entering BACKUP STATE (init)\n\
+Wed Nov 25 13:22:10 2026: (VI_1) Entering BACKUP STATE\n\
+Wed Nov 25 13:22:11 2026: (VI_2): entering FAULT state (interface priv0 down)\n\
+Wed Nov 25 13:22:11 2026: (VI_2) entering FAULT state\n\
+Wed Nov 25 13:22:12 2026: (VI_1) Entering MASTER STATE\n\
+Wed Nov 25 13:22:12 2026: (VI_1) Receive advertisement timeout\n";
+        let t = keepalived_transitions(log, std::time::UNIX_EPOCH);
+        let brief: Vec<_> = t
+            .iter()
+            .map(|t| (t.from.as_str(), t.to.as_str(), t.reason.as_str()))
+            .collect();
+        assert_eq!(
+            brief,
+            [
+                ("INIT", "BACKUP", "VI_1 init"),
+                ("INIT", "FAULT", "VI_2 interface priv0 down"),
+                ("BACKUP", "MASTER", "VI_1"),
+            ]
+        );
+        assert!(t[2].at >= t[0].at + Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,404 @@
+//! Prometheus metrics over HTTP (`GET /metrics`), off unless a listen
+//! address is configured. The exposition is rendered from a [`Telemetry`]
+//! snapshot at scrape time, so scrapes never wake the VRRP tasks.
+
+use std::{fmt::Write, net::SocketAddr};
+
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+use super::{CHECK_BUCKETS, FAILOVER_BUCKETS, Histogram, Telemetry};
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn histogram(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    value: &str,
+    bounds: &[f64],
+    h: &Histogram,
+) {
+    for (bound, count) in bounds.iter().zip(&h.counts) {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{}\",le=\"{bound}\"}} {count}",
+            escape(value)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}=\"{}\",le=\"+Inf\"}} {}",
+        escape(value),
+        h.count
+    );
+    let _ = writeln!(out, "{name}_sum{{{label}=\"{}\"}} {}", escape(value), h.sum);
+    let _ = writeln!(
+        out,
+        "{name}_count{{{label}=\"{}\"}} {}",
+        escape(value),
+        h.count
+    );
+}
+
+const STATES: [&str; 4] = ["INIT", "BACKUP", "MASTER", "FAULT"];
+
+/// The Prometheus text exposition of everything the agent knows.
+pub fn render(telemetry: &Telemetry) -> String {
+    let status = telemetry.snapshot();
+    let (failover, latency) = telemetry.histograms();
+    let mut out = String::new();
+
+    header(
+        &mut out,
+        "lbha_vrrp_state",
+        "gauge",
+        "1 for the state the instance is in.",
+    );
+    for i in &status.instances {
+        for state in STATES {
+            let _ = writeln!(
+                out,
+                "lbha_vrrp_state{{instance=\"{}\",state=\"{state}\"}} {}",
+                escape(&i.name),
+                u8::from(i.state == state)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "lbha_vrrp_priority",
+        "gauge",
+        "Effective priority (after tracked checks).",
+    );
+    for i in &status.instances {
+        let _ = writeln!(
+            out,
+            "lbha_vrrp_priority{{instance=\"{}\"}} {}",
+            escape(&i.name),
+            i.priority
+        );
+    }
+    header(
+        &mut out,
+        "lbha_vrrp_transitions_total",
+        "counter",
+        "State transitions.",
+    );
+    for i in &status.instances {
+        let _ = writeln!(
+            out,
+            "lbha_vrrp_transitions_total{{instance=\"{}\"}} {}",
+            escape(&i.name),
+            i.transitions
+        );
+    }
+    header(
+        &mut out,
+        "lbha_vrrp_last_transition_timestamp_seconds",
+        "gauge",
+        "Unix time of the last state transition.",
+    );
+    for i in &status.instances {
+        if let Some(ms) = i.last_transition_unix_ms {
+            let _ = writeln!(
+                out,
+                "lbha_vrrp_last_transition_timestamp_seconds{{instance=\"{}\"}} {:.3}",
+                escape(&i.name),
+                ms as f64 / 1000.0
+            );
+        }
+    }
+    header(
+        &mut out,
+        "lbha_vrrp_failover_duration_seconds",
+        "histogram",
+        "Time from the last advert of the previous master to this node becoming Master.",
+    );
+    for (name, h) in &failover {
+        histogram(
+            &mut out,
+            "lbha_vrrp_failover_duration_seconds",
+            "instance",
+            name,
+            &FAILOVER_BUCKETS,
+            h,
+        );
+    }
+    header(
+        &mut out,
+        "lbha_check_up",
+        "gauge",
+        "1 while the tracked check counts as up.",
+    );
+    for c in &status.checks {
+        let _ = writeln!(
+            out,
+            "lbha_check_up{{check=\"{}\"}} {}",
+            escape(&c.name),
+            u8::from(c.up)
+        );
+    }
+    header(
+        &mut out,
+        "lbha_check_runs_total",
+        "counter",
+        "Check runs (process checks: evaluations).",
+    );
+    for c in &status.checks {
+        let _ = writeln!(
+            out,
+            "lbha_check_runs_total{{check=\"{}\"}} {}",
+            escape(&c.name),
+            c.runs
+        );
+    }
+    header(
+        &mut out,
+        "lbha_check_failures_total",
+        "counter",
+        "Check runs that failed.",
+    );
+    for c in &status.checks {
+        let _ = writeln!(
+            out,
+            "lbha_check_failures_total{{check=\"{}\"}} {}",
+            escape(&c.name),
+            c.failures
+        );
+    }
+    header(
+        &mut out,
+        "lbha_check_duration_seconds",
+        "histogram",
+        "How long one check run took.",
+    );
+    for (name, h) in &latency {
+        histogram(
+            &mut out,
+            "lbha_check_duration_seconds",
+            "check",
+            name,
+            &CHECK_BUCKETS,
+            h,
+        );
+    }
+    header(
+        &mut out,
+        "lbha_receive_path",
+        "gauge",
+        "1 for the receive path in use on the interface (xdp, xdp-skb, raw-socket).",
+    );
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "lbha_receive_path{{interface=\"{}\",path=\"{}\"}} 1",
+            escape(&i.name),
+            escape(&i.receive_path)
+        );
+    }
+    header(
+        &mut out,
+        "lbha_link_up",
+        "gauge",
+        "1 while the interface is up.",
+    );
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "lbha_link_up{{interface=\"{}\"}} {}",
+            escape(&i.name),
+            u8::from(i.link_up)
+        );
+    }
+    header(
+        &mut out,
+        "lbha_packets_total",
+        "counter",
+        "Receive path counters: packets seen, adverts accepted, drops by reason, ring buffer, wakeups.",
+    );
+    for i in &status.interfaces {
+        for (counter, value) in &i.counters {
+            let _ = writeln!(
+                out,
+                "lbha_packets_total{{interface=\"{}\",counter=\"{}\"}} {value}",
+                escape(&i.name),
+                escape(counter)
+            );
+        }
+    }
+    header(
+        &mut out,
+        "lbha_loop_wakeups_total",
+        "counter",
+        "Times the interface's VRRP task woke up.",
+    );
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "lbha_loop_wakeups_total{{interface=\"{}\"}} {}",
+            escape(&i.name),
+            i.wakeups
+        );
+    }
+    if let Some(f) = &status.floating_ip {
+        header(
+            &mut out,
+            "lbha_do_api_requests_total",
+            "counter",
+            "DigitalOcean API requests by outcome.",
+        );
+        for (outcome, value) in &f.api_calls {
+            let _ = writeln!(
+                out,
+                "lbha_do_api_requests_total{{outcome=\"{}\"}} {value}",
+                escape(outcome)
+            );
+        }
+        header(
+            &mut out,
+            "lbha_floating_ip_assigns_total",
+            "counter",
+            "Floating IP assigns requested.",
+        );
+        let _ = writeln!(
+            out,
+            "lbha_floating_ip_assigns_total{{ip=\"{}\"}} {}",
+            escape(&f.ip),
+            f.assigns
+        );
+        header(
+            &mut out,
+            "lbha_floating_ip_held",
+            "gauge",
+            "1 if this droplet holds the floating IP, 0 if not (absent: unknown).",
+        );
+        if let Some(held) = f.held_by_us {
+            let _ = writeln!(
+                out,
+                "lbha_floating_ip_held{{ip=\"{}\"}} {}",
+                escape(&f.ip),
+                u8::from(held)
+            );
+        }
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "metrics listening");
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                tracing::warn!(%error, "metrics accept failed");
+                continue;
+            }
+        };
+        let telemetry = telemetry.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                let telemetry = telemetry.clone();
+                async move {
+                    if req.uri().path() == "/metrics" {
+                        Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(render(&telemetry))))
+                    } else {
+                        Response::builder()
+                            .status(StatusCode::NOT_FOUND)
+                            .body(Full::new(Bytes::from_static(b"try /metrics\n")))
+                    }
+                }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%error, "metrics connection ended with an error");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::status::{InstanceStatus, Telemetry};
+
+    #[test]
+    fn exposition_has_types_and_labels() {
+        let t = Telemetry::default();
+        t.add_instance(InstanceStatus {
+            name: "VI_\"1".into(),
+            state: "BACKUP".into(),
+            priority: 100,
+            ..InstanceStatus::default()
+        });
+        t.add_interface("eth1", "xdp");
+        t.update_interface("eth1", |i| {
+            i.counters.insert("drop_bad_ttl".into(), 3);
+        });
+        t.transition(
+            "VI_\"1",
+            "MASTER",
+            "master down",
+            Some(Duration::from_millis(30)),
+        );
+        let text = render(&t);
+        assert!(text.contains("# TYPE lbha_vrrp_state gauge"));
+        assert!(
+            text.contains(r#"lbha_vrrp_state{instance="VI_\"1",state="MASTER"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"lbha_vrrp_state{instance="VI_\"1",state="BACKUP"} 0"#));
+        assert!(text.contains(r#"lbha_packets_total{interface="eth1",counter="drop_bad_ttl"} 3"#));
+        assert!(text.contains(r#"lbha_receive_path{interface="eth1",path="xdp"} 1"#));
+        assert!(text.contains(
+            r#"lbha_vrrp_failover_duration_seconds_bucket{instance="VI_\"1",le="0.05"} 1"#
+        ));
+        assert!(text.contains(
+            r#"lbha_vrrp_failover_duration_seconds_bucket{instance="VI_\"1",le="0.02"} 0"#
+        ));
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let t = Telemetry::default();
+        t.add_check("haproxy");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let server = tokio::spawn(serve(addr, t));
+        let client = reqwest::Client::new();
+        let mut body = None;
+        for _ in 0..50 {
+            if let Ok(resp) = client.get(format!("http://{addr}/metrics")).send().await {
+                body = Some(resp.text().await.unwrap());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        server.abort();
+        let body = body.expect("metrics answered");
+        assert!(
+            body.contains(r#"lbha_check_up{check="haproxy"} 1"#),
+            "{body}"
+        );
+    }
+}

@@ -1,0 +1,406 @@
+//! What the agent knows about itself, for `lbha-agent status` (a root-only
+//! Unix socket) and Prometheus metrics. Components write into one
+//! [`Telemetry`]; readers take a consistent [`AgentStatus`] snapshot without
+//! waking the VRRP tasks.
+
+pub mod metrics;
+pub mod socket;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::{
+    clock::monotonic_ns,
+    cloud::{ApiCallCounts, FloatingIpStatus, api::ApiOutcome},
+};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    pub state: String,
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// Address of the current master (ours when Master), if known.
+    pub master: Option<String>,
+    /// Age of the last advert from the master, in milliseconds.
+    pub last_advert_age_ms: Option<u64>,
+    #[serde(skip)]
+    pub last_advert_ns: Option<u64>,
+    pub transitions: u64,
+    pub last_transition_unix_ms: Option<u64>,
+    pub last_transition_reason: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    pub name: String,
+    pub up: bool,
+    pub runs: u64,
+    pub failures: u64,
+    pub last_duration_us: Option<u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// "xdp", "xdp-skb" or "raw-socket".
+    pub receive_path: String,
+    pub link_up: bool,
+    /// The receive path's packet counters (see `lbha_common::Counter`).
+    pub counters: BTreeMap<String, u64>,
+    /// Times the interface's task woke up.
+    pub wakeups: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FloatingIpReport {
+    pub ip: String,
+    pub instance: String,
+    /// Whether this droplet holds the IP, if known.
+    pub held_by_us: Option<bool>,
+    pub assigns: u64,
+    pub last_assign_ms: Option<u64>,
+    pub last_assign_ok: Option<bool>,
+    pub last_error: Option<String>,
+    /// API exchanges by outcome.
+    pub api_calls: BTreeMap<String, u64>,
+}
+
+/// Everything `status` shows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub instances: Vec<InstanceStatus>,
+    pub checks: Vec<CheckStatus>,
+    pub interfaces: Vec<InterfaceStatus>,
+    pub floating_ip: Option<FloatingIpReport>,
+}
+
+/// Upper bounds (seconds) of the failover-duration histogram buckets.
+pub const FAILOVER_BUCKETS: [f64; 10] = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds (seconds) of the check-latency histogram buckets.
+pub const CHECK_BUCKETS: [f64; 8] = [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0];
+
+/// A cumulative histogram as Prometheus exposes it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Histogram {
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.counts.len() != bounds.len() {
+            self.counts = vec![0; bounds.len()];
+        }
+        for (i, bound) in bounds.iter().enumerate() {
+            if value <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    status: AgentStatus,
+    /// Per instance: time from losing the master to becoming Master.
+    failover: BTreeMap<String, Histogram>,
+    check_latency: BTreeMap<String, Histogram>,
+    floating_ip: Option<(watch::Receiver<FloatingIpStatus>, Arc<ApiCallCounts>)>,
+}
+
+/// Shared by every component of the daemon.
+#[derive(Clone, Default)]
+pub struct Telemetry(Arc<Mutex<Inner>>);
+
+fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Telemetry {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
+        // A panic elsewhere must not take status down with it.
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut inner)
+    }
+
+    pub fn add_instance(&self, instance: InstanceStatus) {
+        self.with(|i| i.status.instances.push(instance));
+    }
+
+    pub fn add_check(&self, name: &str) {
+        self.with(|i| {
+            i.status.checks.push(CheckStatus {
+                name: name.to_owned(),
+                up: true,
+                ..CheckStatus::default()
+            })
+        });
+    }
+
+    pub fn add_interface(&self, name: &str, receive_path: &str) {
+        self.with(|i| {
+            i.status.interfaces.push(InterfaceStatus {
+                name: name.to_owned(),
+                receive_path: receive_path.to_owned(),
+                link_up: true,
+                ..InterfaceStatus::default()
+            })
+        });
+    }
+
+    pub fn set_floating_ip(
+        &self,
+        ip: String,
+        instance: String,
+        status: watch::Receiver<FloatingIpStatus>,
+        calls: Arc<ApiCallCounts>,
+    ) {
+        self.with(|i| {
+            i.status.floating_ip = Some(FloatingIpReport {
+                ip,
+                instance,
+                ..FloatingIpReport::default()
+            });
+            i.floating_ip = Some((status, calls));
+        });
+    }
+
+    /// Updates one instance's live fields.
+    pub fn update_instance(&self, name: &str, f: impl FnOnce(&mut InstanceStatus)) {
+        self.with(|i| {
+            if let Some(instance) = i.status.instances.iter_mut().find(|s| s.name == name) {
+                f(instance);
+            }
+        });
+    }
+
+    /// Records a state change; `without_master` is how long the group had
+    /// no master when this node became Master (a failover).
+    pub fn transition(&self, name: &str, to: &str, reason: &str, without_master: Option<Duration>) {
+        self.with(|i| {
+            if let Some(instance) = i.status.instances.iter_mut().find(|s| s.name == name) {
+                instance.state = to.to_owned();
+                instance.transitions += 1;
+                instance.last_transition_unix_ms = Some(unix_ms_now());
+                instance.last_transition_reason = Some(reason.to_owned());
+            }
+            if let Some(d) = without_master {
+                i.failover
+                    .entry(name.to_owned())
+                    .or_default()
+                    .observe(&FAILOVER_BUCKETS, d.as_secs_f64());
+            }
+        });
+    }
+
+    pub fn check_result(&self, name: &str, up: bool, ok: bool, duration: Duration) {
+        self.with(|i| {
+            if let Some(check) = i.status.checks.iter_mut().find(|c| c.name == name) {
+                check.up = up;
+                check.runs += 1;
+                check.failures += u64::from(!ok);
+                check.last_duration_us = Some(duration.as_micros() as u64);
+            }
+            i.check_latency
+                .entry(name.to_owned())
+                .or_default()
+                .observe(&CHECK_BUCKETS, duration.as_secs_f64());
+        });
+    }
+
+    pub fn update_interface(&self, name: &str, f: impl FnOnce(&mut InterfaceStatus)) {
+        self.with(|i| {
+            if let Some(interface) = i.status.interfaces.iter_mut().find(|s| s.name == name) {
+                f(interface);
+            }
+        });
+    }
+
+    /// A consistent copy, with ages computed now.
+    pub fn snapshot(&self) -> AgentStatus {
+        let now = monotonic_ns();
+        self.with(|i| {
+            let mut status = i.status.clone();
+            for instance in &mut status.instances {
+                instance.last_advert_age_ms = instance
+                    .last_advert_ns
+                    .map(|ts| now.saturating_sub(ts) / 1_000_000);
+            }
+            if let (Some(report), Some((rx, calls))) = (&mut status.floating_ip, &i.floating_ip) {
+                let fip = rx.borrow().clone();
+                // Only a Master keeps checking; a Backup's last answer is stale.
+                report.held_by_us = fip.holder_known.filter(|_| fip.master);
+                report.assigns = fip.assigns;
+                report.last_assign_ms = fip
+                    .last_assign
+                    .as_ref()
+                    .map(|a| a.duration.as_millis() as u64);
+                report.last_assign_ok = fip.last_assign.as_ref().map(|a| a.result.is_ok());
+                report.last_error = fip.last_error.clone();
+                report.api_calls = ApiOutcome::ALL
+                    .iter()
+                    .map(|o| (o.name().to_owned(), calls.get(*o)))
+                    .collect();
+            }
+            status
+        })
+    }
+
+    /// Histograms for metrics: (failover by instance, check latency by check).
+    pub fn histograms(&self) -> (BTreeMap<String, Histogram>, BTreeMap<String, Histogram>) {
+        self.with(|i| (i.failover.clone(), i.check_latency.clone()))
+    }
+}
+
+/// The human table `lbha-agent status` prints.
+pub fn render_table(status: &AgentStatus) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<12} {:<10} {:>4} {:<7} {:>8} {:<16} {:>10} {:>11}",
+        "INSTANCE", "INTERFACE", "VRID", "STATE", "PRIORITY", "MASTER", "LAST ADV", "TRANSITIONS"
+    );
+    for i in &status.instances {
+        let _ = writeln!(
+            out,
+            "{:<12} {:<10} {:>4} {:<7} {:>8} {:<16} {:>10} {:>11}",
+            i.name,
+            i.interface,
+            i.vrid,
+            i.state,
+            if i.priority == i.configured_priority {
+                i.priority.to_string()
+            } else {
+                format!("{}/{}", i.priority, i.configured_priority)
+            },
+            i.master.as_deref().unwrap_or("-"),
+            i.last_advert_age_ms
+                .map_or("-".into(), |ms| format!("{ms} ms")),
+            i.transitions,
+        );
+    }
+    if !status.checks.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<20} {:<5} {:>8} {:>9} {:>12}",
+            "CHECK", "UP", "RUNS", "FAILURES", "LAST (us)"
+        );
+        for c in &status.checks {
+            let _ = writeln!(
+                out,
+                "{:<20} {:<5} {:>8} {:>9} {:>12}",
+                c.name,
+                if c.up { "yes" } else { "NO" },
+                c.runs,
+                c.failures,
+                c.last_duration_us.map_or("-".into(), |us| us.to_string())
+            );
+        }
+    }
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "\ninterface {}: receive path {}, link {}, {} wakeups, {} adverts accepted, {} dropped",
+            i.name,
+            i.receive_path,
+            if i.link_up { "up" } else { "DOWN" },
+            i.wakeups,
+            i.counters.get("adverts_accepted").copied().unwrap_or(0),
+            i.counters
+                .iter()
+                .filter(|(k, _)| k.starts_with("drop_"))
+                .map(|(_, v)| v)
+                .sum::<u64>(),
+        );
+    }
+    if let Some(f) = &status.floating_ip {
+        let holder = match f.held_by_us {
+            Some(true) => "this droplet",
+            Some(false) => "another droplet",
+            None => "not checked (checked only while MASTER)",
+        };
+        let _ = writeln!(
+            out,
+            "\nfloating IP {} (follows {}): held by {holder}; {} assign(s){}{}",
+            f.ip,
+            f.instance,
+            f.assigns,
+            f.last_assign_ms
+                .map_or(String::new(), |ms| format!(", last took {ms} ms")),
+            f.last_error
+                .as_ref()
+                .map_or(String::new(), |e| format!("; last error: {e}")),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let mut h = Histogram::default();
+        h.observe(&FAILOVER_BUCKETS, 0.015);
+        h.observe(&FAILOVER_BUCKETS, 0.3);
+        assert_eq!(h.count, 2);
+        assert_eq!(h.counts[0], 0, "<= 10 ms");
+        assert_eq!(h.counts[1], 1, "<= 20 ms");
+        assert_eq!(h.counts[4], 1, "<= 250 ms");
+        assert_eq!(h.counts[5], 2, "<= 500 ms");
+        assert!((h.sum - 0.315).abs() < 1e-9);
+    }
+
+    #[test]
+    fn transitions_and_checks_show_in_the_snapshot() {
+        let t = Telemetry::default();
+        t.add_instance(InstanceStatus {
+            name: "VI_1".into(),
+            state: "INIT".into(),
+            ..InstanceStatus::default()
+        });
+        t.add_check("haproxy");
+        t.transition(
+            "VI_1",
+            "MASTER",
+            "master down",
+            Some(Duration::from_millis(340)),
+        );
+        t.check_result("haproxy", false, false, Duration::from_micros(120));
+        let s = t.snapshot();
+        assert_eq!(s.instances[0].state, "MASTER");
+        assert_eq!(s.instances[0].transitions, 1);
+        assert_eq!(
+            s.instances[0].last_transition_reason.as_deref(),
+            Some("master down")
+        );
+        assert!(!s.checks[0].up);
+        assert_eq!(s.checks[0].failures, 1);
+        let table = render_table(&s);
+        assert!(
+            table.contains("VI_1") && table.contains("MASTER") && table.contains("haproxy"),
+            "{table}"
+        );
+        let (failover, latency) = t.histograms();
+        assert_eq!(failover["VI_1"].count, 1);
+        assert_eq!(latency["haproxy"].count, 1);
+    }
+}
