@@ -510,6 +510,12 @@ impl ApiClient {
 
     /// The droplet `ip` is assigned to, or None when it is unassigned.
     pub async fn holder(&self, ip: Ipv4Addr) -> Result<Option<u64>, ApiError> {
+        Ok(self.holder_and_lock(ip).await?.0)
+    }
+
+    /// Who holds the IP, and whether an action on it is still pending
+    /// (`locked`): then the holder is about to change.
+    pub async fn holder_and_lock(&self, ip: Ipv4Addr) -> Result<(Option<u64>, bool), ApiError> {
         let path = self.ip_path(ip);
         let deadline = deadline_after(self.opts.operation_deadline);
         let v: serde_json::Value = self
@@ -529,10 +535,11 @@ impl ApiClient {
                 "no floating_ip/reserved_ip object",
             ));
         };
+        let locked = obj.get("locked").and_then(|l| l.as_bool()).unwrap_or(false);
         match obj.get("droplet") {
-            None | Some(serde_json::Value::Null) => Ok(None),
+            None | Some(serde_json::Value::Null) => Ok((None, locked)),
             Some(d) => match d.get("id").and_then(|id| id.as_u64()) {
-                Some(id) => Ok(Some(id)),
+                Some(id) => Ok((Some(id), locked)),
                 None => Err(self.decode_error(
                     Method::GET,
                     &path,
@@ -666,6 +673,14 @@ impl ApiClient {
             });
         }
         if status.is_server_error() {
+            return Err(Failure::Transient(summary));
+        }
+        // "Floating IP already has a pending event": another assign (ours
+        // or the old master's) is still running. It ends by itself, and
+        // then ours must go through, so wait and retry like a 5xx.
+        if status == StatusCode::UNPROCESSABLE_ENTITY
+            && message.to_ascii_lowercase().contains("pending")
+        {
             return Err(Failure::Transient(summary));
         }
         Err(Failure::Fatal(ApiError::Rejected {
@@ -969,8 +984,8 @@ mod tests {
         let mock = MockDo::start().await;
         mock.set_polls_to_complete(0);
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let started = tokio::time::Instant::now();
         let reset = now.as_secs() + 2;
-        let expected_wait = Duration::from_secs(reset) - now;
         mock.push_fault(rate_limited(&[
             ("ratelimit-limit", "5000".into()),
             ("ratelimit-remaining", "0".into()),
@@ -983,7 +998,10 @@ mod tests {
             .filter(|r| r.method == "POST")
             .collect();
         assert_eq!(posts.len(), 2);
-        // Less the time the first exchange itself took.
+        // The wait runs from when the 429 came back (however slow the
+        // machine was to send it) to the reset second.
+        let answered_unix = now + (posts[0].at - started);
+        let expected_wait = Duration::from_secs(reset).saturating_sub(answered_unix);
         let gap = posts[1].at - posts[0].at;
         assert!(
             gap + Duration::from_millis(50) >= expected_wait,
@@ -1056,6 +1074,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pending_event_is_waited_out() {
+        // The old master's assign is still running: ours must follow it.
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        mock.push_fault(Fault::status(
+            422,
+            "unprocessable_entity",
+            "Floating IP already has a pending event.",
+        ));
+        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(mock.count("POST", "/v2/"), 2, "rejected once, then retried");
+    }
+
+    #[tokio::test]
     async fn client_errors_are_clear_and_not_retried() {
         for (code, id, message) in [
             (401, "unauthorized", "Unable to authenticate you"),
@@ -1067,7 +1099,7 @@ mod tests {
             (
                 422,
                 "unprocessable_entity",
-                "Droplet already has a pending event.",
+                "Droplet 42 could not be found.",
             ),
         ] {
             let mock = MockDo::start().await;

@@ -256,6 +256,20 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<bool>, recheck: Durat
     let mut next_check = Instant::now();
     ctx.status.send_modify(|s| s.master = master);
     info!(ip = %ctx.ip, master, "floating IP manager started");
+    if droplet.is_none() {
+        // Learn our id now, while metadata is (probably) up, so that a
+        // Backup can still fail over if metadata is down when it matters.
+        match ctx.metadata.droplet_id().await {
+            Ok(id) => {
+                info!(ip = %ctx.ip, droplet_id = id, "learned our droplet id from metadata");
+                droplet = Some(id);
+                ctx.status.send_modify(|s| s.droplet_id = droplet);
+            }
+            Err(e) => {
+                warn!(ip = %ctx.ip, error = %e, "cannot learn our droplet id yet; will retry when Master")
+            }
+        }
+    }
 
     loop {
         tokio::select! {
@@ -344,6 +358,22 @@ async fn reconcile(
             None => Some("holder unknown: metadata and API both failed".into()),
         };
     });
+    // Metadata says ours, but an action still pending on the IP (the old
+    // master's assign, say) will move it away when it completes. Only the
+    // API knows; treat a pending action as "not ours" and assign: our
+    // request waits for the pending one and then wins.
+    let held = match held {
+        Some(true) => match ctx.api.holder_and_lock(ip).await {
+            Ok((_, true)) => {
+                warn!(%ip, droplet_id = droplet, "an action on the floating IP is pending; asserting our assignment");
+                Some(false)
+            }
+            Ok((holder, false)) => Some(holder == Some(droplet)),
+            // The API being unreachable is no reason to distrust metadata.
+            Err(_) => Some(true),
+        },
+        other => other,
+    };
     match held {
         Some(true) => {
             debug!(%ip, droplet_id = droplet, "floating IP is ours");
@@ -544,7 +574,11 @@ mod tests {
         let s = wait_for(&h, "checks", |s| s.checks >= 3).await;
         assert_eq!(s.holder_known, Some(true));
         assert_eq!(s.assigns, 0);
-        assert!(mock.requests().is_empty(), "{:?}", mock.requests());
+        assert!(
+            mock.requests().iter().all(|r| r.method == "GET"),
+            "only look-ups, no assign: {:?}",
+            mock.requests()
+        );
         h.shutdown().await;
     }
 
