@@ -2,7 +2,12 @@
 //! VRRP instances, the notify queue, and an orderly shutdown in which every
 //! master resigns.
 
-use std::{collections::BTreeMap, future::Future, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    sync::Arc,
+    time::Duration,
+};
 
 use lbha_common::{
     VridConfig,
@@ -51,6 +56,8 @@ pub enum DaemonError {
     FloatingIp(#[from] SetupError),
     #[error("[floating_ip] follows instance {0}, which is not configured")]
     UnknownFloatingIpInstance(String),
+    #[error("starting an interface: {0}")]
+    Startup(String),
 }
 
 /// The XDP/raw-socket VRID table entry for an instance.
@@ -169,115 +176,149 @@ fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs,
         .collect()
 }
 
-/// Runs the configuration until `shutdown` completes, then resigns every
-/// master (priority-0 advert, addresses removed) and returns.
-///
-/// `ready` is called once every interface is receiving and every instance
-/// has started (the moment to tell systemd `READY=1`).
-pub async fn run(
-    config: Config,
-    shutdown: impl Future<Output = ()>,
-    ready: impl FnOnce(),
-) -> Result<(), DaemonError> {
-    let policy = ScriptPolicy::new(
-        config.global.script_security,
-        config.global.script_user.as_deref(),
-        config.global.script_group.as_deref(),
-    )?;
-    let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
-    let telemetry = Telemetry::default();
-    for check in &config.checks {
-        telemetry.add_check(&check.name);
-    }
-    for instance in &config.instances {
-        telemetry.add_instance(InstanceStatus {
-            name: instance.name.clone(),
-            interface: instance.interface.clone(),
-            vrid: instance.vrid,
-            version: instance.version,
-            state: "INIT".into(),
-            priority: instance.priority,
-            configured_priority: instance.priority,
-            ..InstanceStatus::default()
-        });
-    }
-    let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-    let notify_queue = tokio::spawn(notify::run_queue(notify_rx, policy.clone()));
+/// What one configuration runs besides its instances: checks, the notify
+/// queue, the floating IP manager and the link watcher. Rebuilt on reload
+/// only when the checks, `[global]` or `[floating_ip]` change.
+struct Core {
+    checks_rx: watch::Receiver<Arc<Vec<bool>>>,
+    check_tasks: Vec<tokio::task::JoinHandle<()>>,
+    notify_tx: mpsc::UnboundedSender<notify::NotifyJob>,
+    notify_queue: tokio::task::JoinHandle<()>,
+    mastership: Option<Arc<(String, watch::Sender<bool>)>>,
+    floating_ip_task: Option<tokio::task::JoinHandle<()>>,
+    links: watch::Receiver<link::LinkStates>,
+}
 
-    let (checks_tx, checks_rx) = watch::channel(Arc::new(vec![true; config.checks.len()]));
-    let checks_tx = Arc::new(checks_tx);
-    let check_tasks: Vec<_> = config
-        .checks
-        .iter()
-        .enumerate()
-        .map(|(index, check)| {
-            tokio::spawn(run_check(
-                index,
-                check.clone(),
-                policy.clone(),
-                checks_tx.clone(),
-                telemetry.clone(),
-            ))
-        })
-        .collect();
-
-    // The floating IP follows one instance's mastership.
-    let (mastership, floating_ip_task) = match &config.floating_ip {
-        Some(floating_ip) => {
-            let instance = match &floating_ip.instance {
-                Some(name) => config
-                    .instances
-                    .iter()
-                    .find(|i| &i.name == name)
-                    .ok_or_else(|| DaemonError::UnknownFloatingIpInstance(name.clone()))?,
-                None => config
-                    .instances
-                    .first()
-                    .ok_or_else(|| DaemonError::UnknownFloatingIpInstance("(none)".into()))?,
-            };
-            floating_ip.settings.validate().map_err(SetupError::from)?;
-            let (metadata, api) = floating_ip.settings.build_clients()?;
-            let calls = api.call_counts();
-            let (master_tx, master_rx) = watch::channel(false);
-            let (status, task) = FloatingIpManager::spawn_watching(
-                floating_ip.settings.clone(),
-                metadata,
-                api,
-                master_rx,
-            );
-            telemetry.set_floating_ip(
-                floating_ip.settings.ip.to_string(),
-                instance.name.clone(),
-                status,
-                calls,
-            );
-            tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
-            (
-                Some(Arc::new((instance.name.clone(), master_tx))),
-                Some(task),
-            )
+impl Core {
+    fn start(config: &Config, telemetry: &Telemetry) -> Result<Self, DaemonError> {
+        let policy = ScriptPolicy::new(
+            config.global.script_security,
+            config.global.script_user.as_deref(),
+            config.global.script_group.as_deref(),
+        )?;
+        for check in &config.checks {
+            telemetry.add_check(&check.name);
         }
-        None => (None, None),
-    };
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let notify_queue = tokio::spawn(notify::run_queue(notify_rx, policy.clone()));
 
-    let interfaces: Vec<String> = config
-        .instances
-        .iter()
-        .map(|i| i.interface.clone())
-        .collect();
-    let links = link::watch_links(interfaces);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let mut by_interface: BTreeMap<&str, Vec<&config::Instance>> = BTreeMap::new();
-    for instance in &config.instances {
-        by_interface
-            .entry(&instance.interface)
-            .or_default()
-            .push(instance);
+        let (checks_tx, checks_rx) = watch::channel(Arc::new(vec![true; config.checks.len()]));
+        let checks_tx = Arc::new(checks_tx);
+        let check_tasks = config
+            .checks
+            .iter()
+            .enumerate()
+            .map(|(index, check)| {
+                tokio::spawn(run_check(
+                    index,
+                    check.clone(),
+                    policy.clone(),
+                    checks_tx.clone(),
+                    telemetry.clone(),
+                ))
+            })
+            .collect();
+
+        // The floating IP follows one instance's mastership.
+        let (mastership, floating_ip_task) = match &config.floating_ip {
+            Some(floating_ip) => {
+                let instance = match &floating_ip.instance {
+                    Some(name) => config
+                        .instances
+                        .iter()
+                        .find(|i| &i.name == name)
+                        .ok_or_else(|| DaemonError::UnknownFloatingIpInstance(name.clone()))?,
+                    None => config
+                        .instances
+                        .first()
+                        .ok_or_else(|| DaemonError::UnknownFloatingIpInstance("(none)".into()))?,
+                };
+                floating_ip.settings.validate().map_err(SetupError::from)?;
+                let (metadata, api) = floating_ip.settings.build_clients()?;
+                let calls = api.call_counts();
+                let (master_tx, master_rx) = watch::channel(false);
+                let (status, task) = FloatingIpManager::spawn_watching(
+                    floating_ip.settings.clone(),
+                    metadata,
+                    api,
+                    master_rx,
+                );
+                telemetry.set_floating_ip(
+                    floating_ip.settings.ip.to_string(),
+                    instance.name.clone(),
+                    status,
+                    calls,
+                );
+                tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
+                (
+                    Some(Arc::new((instance.name.clone(), master_tx))),
+                    Some(task),
+                )
+            }
+            None => (None, None),
+        };
+        let interfaces = config
+            .instances
+            .iter()
+            .map(|i| i.interface.clone())
+            .collect();
+        Ok(Self {
+            checks_rx,
+            check_tasks,
+            notify_tx,
+            notify_queue,
+            mastership,
+            floating_ip_task,
+            links: link::watch_links(interfaces),
+        })
     }
-    let mut tasks = Vec::new();
-    for (interface, instances) in by_interface {
+
+    /// Stops everything; call after the instances that used it stopped.
+    async fn stop(self) {
+        for task in self.check_tasks {
+            task.abort();
+        }
+        // Dropping the last mastership sender stops the floating IP manager.
+        drop(self.mastership);
+        if let Some(task) = self.floating_ip_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        drop(self.notify_tx);
+        // Let the notify scripts of the final transitions run, within reason.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.notify_queue).await;
+    }
+}
+
+/// The instances of one interface, running in their own task.
+struct Group {
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Group {
+    async fn start(
+        config: &Config,
+        interface: &str,
+        core: &Core,
+        addresses: &Addresses,
+        telemetry: &Telemetry,
+    ) -> Result<Self, DaemonError> {
+        let instances: Vec<config::Instance> = config
+            .instances
+            .iter()
+            .filter(|i| i.interface == interface)
+            .cloned()
+            .collect();
         let vrids: Vec<_> = instances.iter().map(|i| (i.vrid, vrid_config(i))).collect();
-        let receiver = AdvertReceiver::open(interface, &vrids, instances[0].receive_path)?;
+        // Loading the XDP program runs the verifier for hundreds of
+        // milliseconds: off the runtime thread, or the instances already
+        // running (on a reload) would miss their adverts meanwhile.
+        let receiver = {
+            let (interface, path) = (interface.to_owned(), instances[0].receive_path);
+            tokio::task::spawn_blocking(move || AdvertReceiver::open(&interface, &vrids, path))
+                .await
+                .map_err(|e| DaemonError::Startup(e.to_string()))??
+        };
         tracing::info!(
             interface,
             receive_path = receiver.path_name(),
@@ -286,7 +327,7 @@ pub async fn run(
         );
         telemetry.add_interface(interface, receiver.path_name());
         let mut runtimes = Vec::new();
-        for instance in instances {
+        for instance in &instances {
             let net_err = |source| DaemonError::Net {
                 instance: instance.name.clone(),
                 source,
@@ -297,31 +338,113 @@ pub async fn run(
             };
             let sender =
                 AdvertSender::open(interface, src, &instance.unicast_peers).map_err(net_err)?;
+            telemetry.add_instance(InstanceStatus {
+                name: instance.name.clone(),
+                interface: instance.interface.clone(),
+                vrid: instance.vrid,
+                version: instance.version,
+                state: "INIT".into(),
+                priority: instance.priority,
+                configured_priority: instance.priority,
+                ..InstanceStatus::default()
+            });
             runtimes.push(InstanceRuntime::new(
                 instance.clone(),
                 sender,
-                track_refs(&config, instance)?,
+                track_refs(config, instance)?,
             ));
         }
+        let (shutdown, shutdown_rx) = watch::channel(false);
         let task = InterfaceTask {
             interface: interface.to_owned(),
             receiver,
             instances: runtimes,
             shared: Shared {
                 addresses: addresses.clone(),
-                notify: notify_tx.clone(),
-                checks: checks_rx.clone(),
-                links: links.clone(),
-                shutdown: shutdown_rx.clone(),
-                mastership: mastership.clone(),
+                notify: core.notify_tx.clone(),
+                checks: core.checks_rx.clone(),
+                links: core.links.clone(),
+                shutdown: shutdown_rx,
+                mastership: core.mastership.clone(),
                 telemetry: telemetry.clone(),
             },
             wakeups: 0,
             counters_published_ns: 0,
         };
-        tasks.push(tokio::spawn(task.run()));
+        Ok(Self {
+            shutdown,
+            task: tokio::spawn(task.run()),
+        })
     }
-    drop(notify_tx);
+
+    /// Stops the instances (a master resigns) and waits for them.
+    async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn interfaces_of(config: &Config) -> BTreeSet<String> {
+    config
+        .instances
+        .iter()
+        .map(|i| i.interface.clone())
+        .collect()
+}
+
+fn instances_on<'a>(config: &'a Config, interface: &str) -> Vec<&'a config::Instance> {
+    config
+        .instances
+        .iter()
+        .filter(|i| i.interface == interface)
+        .collect()
+}
+
+/// Starts every interface's group; on error, stops those already started.
+async fn start_groups(
+    config: &Config,
+    core: &Core,
+    addresses: &Addresses,
+    telemetry: &Telemetry,
+) -> Result<BTreeMap<String, Group>, DaemonError> {
+    let mut groups = BTreeMap::new();
+    for interface in interfaces_of(config) {
+        match Group::start(config, &interface, core, addresses, telemetry).await {
+            Ok(group) => {
+                groups.insert(interface, group);
+            }
+            Err(error) => {
+                for (_, group) in groups {
+                    group.stop().await;
+                }
+                return Err(error);
+            }
+        }
+    }
+    Ok(groups)
+}
+
+/// Runs the configuration until `shutdown` completes, then resigns every
+/// master (priority-0 advert, addresses removed) and returns.
+///
+/// Each configuration received on `reload` (SIGHUP) replaces the running
+/// one: instances whose interface group is unchanged keep running (and
+/// keep mastership); changed groups restart. A change to the checks,
+/// `[global]` or `[floating_ip]` restarts everything. A configuration that
+/// cannot start leaves the agent without the affected instances and says so.
+///
+/// `ready` is called once every interface is receiving and every instance
+/// has started (the moment to tell systemd `READY=1`).
+pub async fn run(
+    mut config: Config,
+    shutdown: impl Future<Output = ()>,
+    mut reload: mpsc::Receiver<Config>,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
+    let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
+    let telemetry = Telemetry::default();
+    let mut core = Core::start(&config, &telemetry)?;
+    let mut groups = start_groups(&config, &core, &addresses, &telemetry).await?;
 
     // Status for `lbha-agent status`, and metrics when asked for.
     let status_server = {
@@ -341,25 +464,75 @@ pub async fn run(
         })
     });
     ready();
-    shutdown.await;
+
+    tokio::pin!(shutdown);
+    loop {
+        // The systemd watchdog pings only while these tasks run; none while
+        // a reload stops and restarts them.
+        crate::ops::systemd::watch_tasks(groups.values().map(|g| g.task.abort_handle()));
+        let new = tokio::select! {
+            () = &mut shutdown => break,
+            Some(new) = reload.recv() => new,
+        };
+        crate::ops::systemd::watch_tasks([]);
+        if new == config {
+            tracing::info!("configuration reloaded: nothing changed");
+            continue;
+        }
+        let core_changed = new.checks != config.checks
+            || new.global != config.global
+            || new.floating_ip != config.floating_ip;
+        if core_changed {
+            tracing::info!(
+                "configuration reloaded: checks, [global] or [floating_ip] changed; restarting every instance"
+            );
+            for (_, group) in std::mem::take(&mut groups) {
+                group.stop().await;
+            }
+            core.stop().await;
+            telemetry.clear();
+            core = Core::start(&new, &telemetry)?;
+        } else {
+            for interface in interfaces_of(&config).union(&interfaces_of(&new)) {
+                if instances_on(&config, interface) == instances_on(&new, interface) {
+                    continue;
+                }
+                if let Some(group) = groups.remove(interface) {
+                    tracing::info!(
+                        interface,
+                        "configuration reloaded: restarting the instances of this interface"
+                    );
+                    telemetry.forget_interface(interface);
+                    group.stop().await;
+                }
+            }
+        }
+        for interface in interfaces_of(&new) {
+            if groups.contains_key(&interface) {
+                continue;
+            }
+            match Group::start(&new, &interface, &core, &addresses, &telemetry).await {
+                Ok(group) => {
+                    groups.insert(interface, group);
+                }
+                Err(error) => tracing::error!(
+                    interface,
+                    error = %crate::error_chain(&error),
+                    "could not start the reloaded instances"
+                ),
+            }
+        }
+        config = new;
+    }
+
     status_server.abort();
     if let Some(server) = metrics_server {
         server.abort();
     }
     tracing::info!("shutting down");
-    let _ = shutdown_tx.send(true);
-    for task in tasks {
-        let _ = task.await;
+    for (_, group) in groups {
+        group.stop().await;
     }
-    for task in check_tasks {
-        task.abort();
-    }
-    // Dropping the last mastership sender stops the floating IP manager.
-    drop(mastership);
-    if let Some(task) = floating_ip_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
-    // Let the notify scripts of the final transitions run, within reason.
-    let _ = tokio::time::timeout(Duration::from_secs(10), notify_queue).await;
+    core.stop().await;
     Ok(())
 }

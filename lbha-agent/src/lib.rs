@@ -11,3 +11,15 @@ pub mod ops;
 pub mod recv;
 pub mod status;
 pub mod vrrp;
+
+/// An error and its sources on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

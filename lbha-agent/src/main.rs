@@ -355,25 +355,86 @@ async fn termination() {
     }
 }
 
-async fn run_daemon(config: config::Config) -> anyhow::Result<()> {
+/// Reloads the configuration on every SIGHUP and hands it to the daemon; a
+/// configuration with errors is reported and the running one kept.
+fn reload_on_sighup(
+    load_config: impl Fn() -> anyhow::Result<config::Config> + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<config::Config> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    lbha_agent::ops::systemd::reloading();
+                    match load_config() {
+                        Ok(config) => {
+                            tracing::info!("SIGHUP: configuration reloaded");
+                            if tx.send(config).await.is_err() {
+                                return;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(
+                                "SIGHUP: configuration not reloaded, keeping the running one: {error:#}"
+                            )
+                        }
+                    }
+                    lbha_agent::ops::systemd::ready("configuration reloaded");
+                }
+            });
+        }
+        Err(error) => tracing::error!(%error, "cannot handle SIGHUP; reloading needs a restart"),
+    }
+    rx
+}
+
+async fn run_daemon(
+    config: config::Config,
+    load_config: impl Fn() -> anyhow::Result<config::Config> + Send + 'static,
+) -> anyhow::Result<()> {
     tracing::info!(
         instances = config.instances.len(),
         checks = config.checks.len(),
         "lbha-agent starting"
     );
-    lbha_agent::daemon::run(config, termination(), || {}).await?;
+    // The ready hook drops capabilities, sends READY=1 and starts the watchdog.
+    let ready = lbha_agent::ops::ready_hook(&config);
+    let shutdown = async {
+        termination().await;
+        lbha_agent::ops::systemd::stopping();
+    };
+    let reload = reload_on_sighup(load_config);
+    lbha_agent::daemon::run(config, shutdown, reload, ready).await?;
     Ok(())
 }
 
-fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+/// Logs to stderr; when that is journald (under systemd), without our own
+/// timestamps (journald adds its own) and with syslog priority prefixes.
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if lbha_agent::ops::systemd::stderr_is_journal() {
+        builder
+            .with_ansi(false)
+            .without_time()
+            .map_event_format(lbha_agent::ops::systemd::JournalPrefix)
+            .init();
+    } else {
+        builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    // SAFETY: no other thread exists yet (the runtime starts below).
+    unsafe { lbha_agent::ops::systemd::take_from_env() };
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -399,17 +460,20 @@ fn main() -> ExitCode {
                 }
                 Ok(())
             }
-            (None, Some(file), None) => {
-                let mut config = load(config::load_toml(&file))?;
-                cli.floating_ip.apply(&mut config);
-                cli.ops.apply(&mut config);
-                run_daemon(config).await
-            }
-            (None, None, Some(file)) => {
-                let mut config = load(config::load_keepalived(&file))?;
-                cli.floating_ip.apply(&mut config);
-                cli.ops.apply(&mut config);
-                run_daemon(config).await
+            (None, config_file, keepalived_file) if config_file.is_some() || keepalived_file.is_some() => {
+                // Loaded at start and again on every SIGHUP, CLI overrides included.
+                let load_config = move || -> anyhow::Result<config::Config> {
+                    let mut config = match (&config_file, &keepalived_file) {
+                        (Some(file), _) => load(config::load_toml(file))?,
+                        (None, Some(file)) => load(config::load_keepalived(file))?,
+                        (None, None) => unreachable!("checked by the match guard"),
+                    };
+                    cli.floating_ip.apply(&mut config);
+                    cli.ops.apply(&mut config);
+                    Ok(config)
+                };
+                let config = load_config()?;
+                run_daemon(config, load_config).await
             }
             (None, ..) => Err(anyhow::anyhow!(
                 "nothing to do: give --config FILE, --keepalived-conf FILE or a subcommand (see --help)"

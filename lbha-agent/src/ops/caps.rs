@@ -8,6 +8,7 @@
 //! | `CAP_NET_RAW` | a gratuitous-ARP packet socket on every transition to Master; re-opening advert sockets (raw IP, `SO_BINDTODEVICE`) on a reload |
 //! | `CAP_NET_ADMIN` | adding and removing virtual addresses through rtnetlink; attaching XDP on a reload |
 //! | `CAP_BPF` (`CAP_SYS_ADMIN` before Linux 5.8) | the `bpf()` calls that read the counter and last-advert maps (refused without it while `kernel.unprivileged_bpf_disabled` is set, before Linux 6.5); loading the program again on a reload |
+//! | `CAP_PERFMON` (with `CAP_BPF`) | loading the program again on a reload: without it the verifier refuses the program ("pointer arithmetic with it prohibited for !root") |
 //! | `CAP_SETUID`, `CAP_SETGID` | only when scripts run as a `script_user`/`script_group` other than root |
 //! | `CAP_KILL` | only when scripts run as another user: killing them on timeout |
 //!
@@ -74,11 +75,11 @@ fn kernel_knows(cap: u8) -> bool {
     unsafe { libc::prctl(libc::PR_CAPBSET_READ, libc::c_ulong::from(cap), 0, 0, 0) >= 0 }
 }
 
-/// The capabilities to keep for `needs`. `bpf_cap` is the capability that
-/// stands for BPF access: `CAP_BPF` on Linux 5.8 and later, `CAP_SYS_ADMIN`
-/// before (see [`bpf_capability`]).
-pub fn kept(needs: Needs, bpf_cap: Capability) -> Vec<Capability> {
-    let mut keep = vec![Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN, bpf_cap];
+/// The capabilities to keep for `needs`. `bpf` are the capabilities that
+/// stand for BPF access (see [`bpf_capabilities`]).
+pub fn kept(needs: Needs, bpf: &[Capability]) -> Vec<Capability> {
+    let mut keep = vec![Capability::CAP_NET_RAW, Capability::CAP_NET_ADMIN];
+    keep.extend_from_slice(bpf);
     if needs.switch_user {
         keep.extend([Capability::CAP_SETUID, Capability::CAP_SETGID]);
     }
@@ -90,16 +91,37 @@ pub fn kept(needs: Needs, bpf_cap: Capability) -> Vec<Capability> {
     keep
 }
 
-/// `CAP_BPF` when the kernel has it (5.8+) and this thread holds it;
-/// otherwise `CAP_SYS_ADMIN`, which covers BPF everywhere.
-pub fn bpf_capability() -> Capability {
+/// `CAP_BPF` and `CAP_PERFMON` when the kernel has them (5.8+) and this
+/// thread holds `CAP_BPF`; otherwise `CAP_SYS_ADMIN`, which covers BPF on
+/// every kernel.
+pub fn bpf_capabilities() -> Vec<Capability> {
     let held = ::caps::has_cap(None, CapSet::Permitted, Capability::CAP_BPF).unwrap_or(false);
     if kernel_knows(Capability::CAP_BPF.index()) && held {
-        Capability::CAP_BPF
+        vec![Capability::CAP_BPF, Capability::CAP_PERFMON]
     } else {
-        Capability::CAP_SYS_ADMIN
+        vec![Capability::CAP_SYS_ADMIN]
     }
 }
+
+/// The capabilities `config` would need after setup that this thread no
+/// longer holds (e.g. a reload that sets a non-root `script_user` after the
+/// drop: scripts then cannot switch user until the agent restarts).
+/// Empty unless [`drop_after_setup`] dropped something.
+pub fn missing_for(config: &Config) -> Vec<Capability> {
+    if !DROPPED.load(std::sync::atomic::Ordering::Relaxed) {
+        return Vec::new();
+    }
+    let Ok(permitted) = ::caps::read(None, CapSet::Permitted) else {
+        return Vec::new();
+    };
+    kept(Needs::of_config(config), &bpf_capabilities())
+        .into_iter()
+        .filter(|cap| !permitted.contains(cap))
+        .collect()
+}
+
+/// Whether [`drop_after_setup`] has dropped capabilities.
+static DROPPED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A capability mask as `/proc/PID/status` prints it.
 pub fn mask(caps: &[Capability]) -> u64 {
@@ -294,9 +316,10 @@ pub fn drop_after_setup(needs: Needs) {
         tracing::warn!("{KEEP_ENV}=1: keeping every capability (scripts run with them too)");
         return;
     }
-    let keep = kept(needs, bpf_capability());
+    let keep = kept(needs, &bpf_capabilities());
     match drop_all_except(&keep) {
         Ok(report) => {
+            DROPPED.store(true, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(
                 kept = %names(&report.kept),
                 effective = format_args!("{:016x}", report.after.effective),
@@ -333,20 +356,22 @@ mod tests {
             switch_user: false,
             kill_other_users: false,
         };
+        let bpf = [Capability::CAP_BPF, Capability::CAP_PERFMON];
         assert_eq!(
-            kept(none, Capability::CAP_BPF),
+            kept(none, &bpf),
             [
                 Capability::CAP_NET_ADMIN,
                 Capability::CAP_NET_RAW,
+                Capability::CAP_PERFMON,
                 Capability::CAP_BPF
             ]
         );
         assert_eq!(
-            mask(&kept(none, Capability::CAP_BPF)),
-            (1 << 12) | (1 << 13) | (1 << 39)
+            mask(&kept(none, &bpf)),
+            (1 << 12) | (1 << 13) | (1 << 38) | (1 << 39)
         );
         assert_eq!(
-            kept(Needs::ALL, Capability::CAP_SYS_ADMIN),
+            kept(Needs::ALL, &[Capability::CAP_SYS_ADMIN]),
             [
                 Capability::CAP_KILL,
                 Capability::CAP_SETGID,
@@ -436,7 +461,8 @@ mod tests {
             .filter(|cap| keep_mask & cap.bitmask() != 0)
             .collect();
         let report = drop_all_except(&keep).unwrap();
-        println!("CHILD {}", report.after);
+        // libtest has printed "test NAME ... " on this line.
+        println!("\nCHILD {}", report.after);
         println!("CHILD-KEPT {}", names(&report.kept));
         println!("CHILD-BOUNDING-UNCHANGED {}", report.bounding_unchanged);
         let grandchild = Command::new("cat")
@@ -463,7 +489,7 @@ mod tests {
             switch_user: true,
             kill_other_users: false,
         };
-        let keep = mask(&kept(needs, bpf_capability()));
+        let keep = mask(&kept(needs, &bpf_capabilities()));
         let output = run_child("ops::caps::tests::drop_child", keep);
         eprintln!("runner before: {before}\n{output}");
         let child = parse_line(field(&output, "CHILD "));
@@ -511,7 +537,7 @@ mod tests {
             .unwrap();
         assert!(status.success());
         let report = drop_all_except(&keep).unwrap();
-        println!("CHILD {}", report.after);
+        println!("\nCHILD {}", report.after);
         println!("CHILD-KEPT {}", names(&report.kept));
 
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -550,20 +576,20 @@ mod tests {
             eprintln!("skipping: needs root (CAP_SETPCAP, CAP_SYS_ADMIN, BPF)");
             return;
         }
-        let bpf = bpf_capability();
+        let bpf = bpf_capabilities();
         let needs = Needs {
             switch_user: false,
             kill_other_users: false,
         };
         let output = run_child(
             "ops::caps::tests::after_setup_child",
-            mask(&kept(needs, bpf)),
+            mask(&kept(needs, &bpf)),
         );
         eprintln!("{output}");
         for tag in ["XDP ", "COUNTERS ", "RAW ", "SENDER ", "NETLINK ", "GARP "] {
             field(&output, tag);
         }
-        if bpf == Capability::CAP_BPF {
+        if bpf.contains(&Capability::CAP_BPF) {
             assert_eq!(field(&output, "UNSHARE "), "refused", "{output}");
         }
     }

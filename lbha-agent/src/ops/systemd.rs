@@ -21,7 +21,10 @@ use std::{
             net::{SocketAddr, UnixDatagram},
         },
     },
-    sync::{Mutex, OnceLock},
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -175,8 +178,12 @@ pub fn reloading() {
     ));
 }
 
+/// Set once shutdown has begun: tasks finishing is expected from then on.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
 /// `STOPPING=1` when shutdown begins.
 pub fn stopping() {
+    STOPPING.store(true, Ordering::Relaxed);
     systemd().notify("STOPPING=1\nSTATUS=stopping: resigning mastership");
 }
 
@@ -229,7 +236,7 @@ pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) -> Option<JoinH
     Some(tokio::spawn(run_watchdog(
         interval,
         || sd.notify("WATCHDOG=1"),
-        move || alive() && watched_tasks_alive(),
+        move || STOPPING.load(Ordering::Relaxed) || (alive() && watched_tasks_alive()),
     )))
 }
 
@@ -479,8 +486,8 @@ mod tests {
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
-        assert!(lines[0].starts_with("<4> WARN"), "{text}");
+        assert!(lines[0].starts_with("<4> WARN "), "{text}");
         assert!(lines[0].ends_with("disk on fire"), "{text}");
-        assert!(lines[1].starts_with("<6>  INFO"), "{text}");
+        assert!(lines[1].starts_with("<6> INFO "), "{text}");
     }
 }

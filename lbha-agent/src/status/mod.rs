@@ -143,6 +143,24 @@ impl Telemetry {
         self.with(|i| i.status.instances.push(instance));
     }
 
+    /// Forgets instances, checks and interfaces (a full reload re-adds them).
+    /// Histograms and the floating IP report stay.
+    pub fn clear(&self) {
+        self.with(|i| {
+            i.status.instances.clear();
+            i.status.checks.clear();
+            i.status.interfaces.clear();
+        });
+    }
+
+    /// Forgets one interface and its instances (its group restarts).
+    pub fn forget_interface(&self, interface: &str) {
+        self.with(|i| {
+            i.status.instances.retain(|s| s.interface != interface);
+            i.status.interfaces.retain(|s| s.name != interface);
+        });
+    }
+
     pub fn add_check(&self, name: &str) {
         self.with(|i| {
             i.status.checks.push(CheckStatus {
