@@ -394,8 +394,11 @@ impl Lab {
         match self.opts.stack {
             Stack::Keepalived => format!(
                 // Foreground, console logging (stderr) with detail, no
-                // syslog, VRRP only.
-                "keepalived -n -l -D -G -P -f {conf} -p {pid} -r {vrrp_pid} 2>>{log}",
+                // syslog, VRRP only. Pid files a crash left behind go first:
+                // in the node's new PID namespace their numbers may belong to
+                // another process, and keepalived would think it is running.
+                "rm -f {pid} {vrrp_pid}; \
+                 keepalived -n -l -D -G -P -f {conf} -p {pid} -r {vrrp_pid} 2>>{log}",
                 conf = conf.display(),
                 pid = self
                     .dir
@@ -513,6 +516,29 @@ impl Lab {
             }
         }
         best.context("no calibration")
+    }
+
+    /// Asks the simulated API, as an operator would, to assign the
+    /// floating IP to `droplet` (`POST /v2/floating_ips/IP/actions`).
+    pub fn api_assign(&self, droplet: u64) -> Result<()> {
+        let body = format!(r#"{{"type":"assign","droplet_id":{droplet}}}"#);
+        let request = format!(
+            "POST /v2/floating_ips/{FLOATING_IP}/actions HTTP/1.1\r\nHost: api\r\n\
+             Authorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let reply = crate::in_netns(&self.router.0, move || {
+            crate::http_request(
+                std::net::SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                &request,
+                Duration::from_secs(2),
+            )
+        })??;
+        if !reply.starts_with("HTTP/1.1 2") {
+            bail!("assign: {}", reply.lines().next().unwrap_or_default());
+        }
+        Ok(())
     }
 
     /// Every action the simulator recorded (from its state file).

@@ -1,6 +1,7 @@
 //! `cargo xtask`: lbha's developer commands. Every command that builds or
 //! runs something calls `setup` first, so they all work from a fresh clone.
 
+mod dist;
 mod lab;
 mod setup;
 
@@ -30,6 +31,8 @@ enum Cmd {
     },
     /// Run the local lab in network namespaces (needs root).
     Lab(lab::LabArgs),
+    /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
+    Dist,
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -109,6 +112,10 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup::setup()?;
             test(&args)
+        }
+        Cmd::Dist => {
+            setup::setup()?;
+            dist::dist()
         }
         Cmd::Lab(args) => {
             setup::setup()?;
