@@ -36,6 +36,8 @@ pub struct InstanceRuntime {
     sender: AdvertSender,
     tracks: TrackRefs,
     vips: Vec<Ipv4Addr>,
+    /// Whether the checks (not the link) were failing at the last update.
+    faulted_by_checks: bool,
 }
 
 /// The VRRP advertisement interval of an instance in centiseconds.
@@ -61,6 +63,7 @@ impl InstanceRuntime {
             sender,
             tracks,
             vips,
+            faulted_by_checks: false,
         }
     }
 
@@ -89,11 +92,20 @@ impl InstanceRuntime {
             .collect();
         let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
         let fault = check_fault || !link_up;
+        let reason = match (fault, link_up) {
+            (true, false) => Reason::InterfaceDown,
+            (true, true) => Reason::TrackFault,
+            (false, _) if self.machine.state() == State::Fault && !self.faulted_by_checks => {
+                Reason::InterfaceUp
+            }
+            (false, _) => Reason::TrackRecovered,
+        };
+        self.faulted_by_checks = check_fault;
         if priority != self.machine.priority() {
             tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
         }
-        self.machine.set_fault(now, fault)
+        self.machine.set_fault_because(now, fault, reason)
     }
 }
 

@@ -79,6 +79,10 @@ pub enum Reason {
     TrackFault,
     /// All tracked checks with weight 0 are up again.
     TrackRecovered,
+    /// The interface went down (no one can hear us, nor we them).
+    InterfaceDown,
+    /// The interface is up again.
+    InterfaceUp,
     Shutdown,
 }
 
@@ -92,6 +96,8 @@ impl Reason {
             Reason::HigherPriorityMaster => "higher priority master",
             Reason::TrackFault => "tracked check failed",
             Reason::TrackRecovered => "tracked checks recovered",
+            Reason::InterfaceDown => "interface down",
+            Reason::InterfaceUp => "interface up",
             Reason::Shutdown => "shutdown",
         }
     }
@@ -118,6 +124,8 @@ pub struct Machine {
     /// Effective priority (configured priority adjusted by tracked checks).
     priority: u8,
     fault: bool,
+    /// Why we are (or would start) in Fault.
+    fault_reason: Reason,
     /// Master_Adver_Interval: v3 learns it from the master's adverts.
     master_adver_interval_cs: u16,
     master_down_at: Option<u64>,
@@ -142,6 +150,7 @@ impl Machine {
             state: State::Initialize,
             priority,
             fault: false,
+            fault_reason: Reason::TrackFault,
             master_adver_interval_cs: interval,
             master_down_at: None,
             resigned: false,
@@ -245,7 +254,7 @@ impl Machine {
         self.master_adver_interval_cs = self.params.advert_interval_cs;
         if self.fault {
             self.master_down_at = None;
-            self.transition(State::Fault, Reason::TrackFault, actions);
+            self.transition(State::Fault, self.fault_reason, actions);
         } else if self.priority == 255 {
             self.become_master(now, Reason::AddressOwner, actions);
         } else {
@@ -398,22 +407,35 @@ impl Machine {
 
     /// A tracked check with weight 0 went down (`true`) or all came back.
     pub fn set_fault(&mut self, now: u64, fault: bool) -> Vec<Action> {
+        let reason = if fault {
+            Reason::TrackFault
+        } else {
+            Reason::TrackRecovered
+        };
+        self.set_fault_because(now, fault, reason)
+    }
+
+    /// Enters or leaves Fault, saying why (a check, the interface).
+    pub fn set_fault_because(&mut self, now: u64, fault: bool, reason: Reason) -> Vec<Action> {
         let mut actions = Vec::new();
         if fault == self.fault {
             return actions;
         }
         self.fault = fault;
+        if fault {
+            self.fault_reason = reason;
+        }
         match (fault, self.state) {
             (true, State::Master) => {
                 actions.push(Action::SendAdvert { priority: 0 });
                 self.adver_at = None;
-                self.transition(State::Fault, Reason::TrackFault, &mut actions);
+                self.transition(State::Fault, reason, &mut actions);
             }
             (true, State::Backup) => {
                 self.master_down_at = None;
-                self.transition(State::Fault, Reason::TrackFault, &mut actions);
+                self.transition(State::Fault, reason, &mut actions);
             }
-            (false, State::Fault) => self.initialize(now, Reason::TrackRecovered, &mut actions),
+            (false, State::Fault) => self.initialize(now, reason, &mut actions),
             _ => {}
         }
         actions
@@ -821,5 +843,18 @@ mod tests {
             m.next_deadline(),
             Some(2500 * MS + m.master_down_interval_ns())
         );
+    }
+
+    #[test]
+    fn interface_down_is_a_fault_with_its_own_reason() {
+        let mut m = machine(100);
+        m.start(0);
+        m.poll_timers(m.next_deadline().unwrap());
+        assert_eq!(m.state(), State::Master);
+        let actions = m.set_fault_because(5_000 * MS, true, Reason::InterfaceDown);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+        assert!(actions.iter().any(to(State::Fault, Reason::InterfaceDown)));
+        let actions = m.set_fault_because(6_000 * MS, false, Reason::InterfaceUp);
+        assert!(actions.iter().any(to(State::Backup, Reason::InterfaceUp)));
     }
 }
