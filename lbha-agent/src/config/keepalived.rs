@@ -541,23 +541,7 @@ impl Builder {
     }
 
     fn vrrp_script(&mut self, s: &Statement, cx: &mut Cx) {
-        let name = match s.args() {
-            [] => {
-                cx.error(s.line(), "`vrrp_script` needs a name".into());
-                String::new()
-            }
-            [name, rest @ ..] => {
-                if !rest.is_empty() {
-                    cx.extra_words(s.line(), rest, "", "vrrp_script NAME");
-                }
-                name.text.clone()
-            }
-        };
-        let mut fl = FieldLines::at(s.line());
-        fl.set("name", s.line());
-        if name.is_empty() {
-            fl.mark_bad("name");
-        }
+        let (name, mut fl) = block_name(s, cx, "vrrp_script");
         let context = format!("vrrp_script `{name}`: ");
         let context = context.as_str();
         let mut check = Check {
@@ -653,23 +637,7 @@ impl Builder {
     }
 
     fn vrrp_instance(&mut self, s: &Statement, cx: &mut Cx) {
-        let name = match s.args() {
-            [] => {
-                cx.error(s.line(), "`vrrp_instance` needs a name".into());
-                String::new()
-            }
-            [name, rest @ ..] => {
-                if !rest.is_empty() {
-                    cx.extra_words(s.line(), rest, "", "vrrp_instance NAME");
-                }
-                name.text.clone()
-            }
-        };
-        let mut fl = FieldLines::at(s.line());
-        fl.set("name", s.line());
-        if name.is_empty() {
-            fl.mark_bad("name");
-        }
+        let (name, mut fl) = block_name(s, cx, "vrrp_instance");
         let context = format!("vrrp_instance `{name}`: ");
         let context = context.as_str();
         let mut inst = Instance {
@@ -1125,6 +1093,29 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
             Ok(None)
         }
     }
+}
+
+/// The name of a `vrrp_script NAME {` / `vrrp_instance NAME {` block, and
+/// the field lines of the block with the name's line recorded.
+fn block_name(s: &Statement, cx: &mut Cx, keyword: &str) -> (String, FieldLines) {
+    let name = match s.args() {
+        [] => {
+            cx.error(s.line(), format!("`{keyword}` needs a name"));
+            String::new()
+        }
+        [name, rest @ ..] => {
+            if !rest.is_empty() {
+                cx.extra_words(s.line(), rest, "", &format!("{keyword} NAME"));
+            }
+            name.text.clone()
+        }
+    };
+    let mut fl = FieldLines::at(s.line());
+    fl.set("name", s.line());
+    if name.is_empty() {
+        fl.mark_bad("name");
+    }
+    (name, fl)
 }
 
 #[cfg(test)]
