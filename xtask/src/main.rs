@@ -96,7 +96,13 @@ fn test(args: &[String]) -> Result<()> {
     ]))?;
     let debug = workspace_root().join("target/debug");
     run(cargo()
-        .args(["test", "--workspace", "--exclude", "lbha-ebpf", "--no-fail-fast"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "lbha-ebpf",
+            "--no-fail-fast",
+        ])
         .args(args)
         .env("LBHA_AGENT_BIN", debug.join("lbha-agent"))
         .env("LBHA_DOSIM_BIN", debug.join("lbha-dosim")))
