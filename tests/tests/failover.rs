@@ -846,7 +846,6 @@ fn metadata_down_failover_with_cached_droplet_id() {
 ///    must notice the pending move and reclaim the IP as soon as the action
 ///    completes, not a whole re-check interval later.
 #[test]
-#[ignore = "known bug: the new Master trusts metadata and waits a re-check interval (see the report)"]
 fn master_failing_during_its_own_assign() {
     if !require_root() {
         return;

@@ -308,6 +308,10 @@ enum Failure {
     Fatal(ApiError),
 }
 
+/// How soon to retry an assign refused because another action on the IP
+/// is still pending.
+const PENDING_RETRY: Duration = Duration::from_millis(250);
+
 /// How one API exchange ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApiOutcome {
@@ -681,7 +685,9 @@ impl ApiClient {
         if status == StatusCode::UNPROCESSABLE_ENTITY
             && message.to_ascii_lowercase().contains("pending")
         {
-            return Err(Failure::Transient(summary));
+            // Not an overload: poll at a steady pace rather than backing
+            // off, so ours follows the pending action as soon as it ends.
+            return Err(Failure::RetryAfter(PENDING_RETRY, summary));
         }
         Err(Failure::Fatal(ApiError::Rejected {
             method: method.clone(),
