@@ -350,13 +350,13 @@ pub fn render_table(status: &AgentStatus) -> String {
     }
     if let Some(f) = &status.floating_ip {
         let holder = match f.held_by_us {
-            Some(true) => "this droplet",
-            Some(false) => "another droplet",
-            None => "not checked (checked only while MASTER)",
+            Some(true) => "held by this droplet",
+            Some(false) => "held by another droplet",
+            None => "holder not checked (only a MASTER checks)",
         };
         let _ = writeln!(
             out,
-            "\nfloating IP {} (follows {}): held by {holder}; {} assign(s){}{}",
+            "\nfloating IP {} (follows {}): {holder}; {} assign(s){}{}",
             f.ip,
             f.instance,
             f.assigns,
