@@ -1546,3 +1546,73 @@ impl Watch {
         self.finish(timeout)
     }
 }
+
+/// Daemons started with extra command-line options, and their status socket.
+impl Agent {
+    /// Like [`Agent::start`], with `extra_args` after `--keepalived-conf FILE`
+    /// (e.g. `--metrics-listen ADDR`).
+    pub fn start_with_args(ns: &Netns, keepalived_conf: &str, extra_args: &[&str]) -> Result<Self> {
+        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |_| {
+            extra_args.iter().map(Into::into).collect()
+        })
+    }
+
+    /// Like [`Agent::start`], with its status socket at
+    /// [`Agent::status_socket`] (inside its own directory, so parallel tests
+    /// never share one), for [`Agent::status`].
+    pub fn start_with_status(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
+        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |dir| {
+            vec!["--status-socket".into(), status_socket_in(dir).into()]
+        })
+    }
+
+    /// Where [`Agent::start_with_status`] puts the status socket.
+    pub fn status_socket(&self) -> PathBuf {
+        status_socket_in(self.dir.path())
+    }
+
+    /// What `lbha-agent status --json` answers (the agent must have been
+    /// started with [`Agent::start_with_status`]).
+    pub fn status(&self) -> Result<serde_json::Value> {
+        let out = run_command(
+            Command::new(agent_bin())
+                .args(["status", "--json", "--socket"])
+                .arg(self.status_socket()),
+            COMMAND_TIMEOUT,
+        )?;
+        serde_json::from_str(&out).with_context(|| format!("status is not JSON: {out:?}"))
+    }
+
+    /// Writes the configuration into `dir` and starts the agent with it and
+    /// `extra_args(dir)`.
+    fn spawn_in(
+        dir: TempDir,
+        ns: &Netns,
+        keepalived_conf: &str,
+        extra_args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
+    ) -> Result<Self> {
+        let conf = dir.path().join("keepalived.conf");
+        std::fs::write(&conf, keepalived_conf)
+            .with_context(|| format!("writing {}", conf.display()))?;
+        let log = std::fs::File::create(dir.path().join("agent.log"))?;
+        let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
+        let child = ChildGuard::spawn(
+            "lbha-agent",
+            ns.command(agent_bin())
+                .arg("--keepalived-conf")
+                .arg(&conf)
+                .args(extra_args(dir.path()))
+                .env("RUST_LOG", filter)
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log),
+        )?;
+        Ok(Self { child, dir })
+    }
+}
+
+/// The status socket of an agent whose directory is `dir`.
+fn status_socket_in(dir: &Path) -> PathBuf {
+    dir.join("run").join("status.sock")
+}

@@ -167,19 +167,33 @@ impl Statement {
 
 fn parse_statements(tokens: &[Token], cx: &mut Cx) -> Vec<Statement> {
     let mut pos = 0;
-    let statements = parse_block(tokens, &mut pos, None, cx);
+    let statements = parse_block(tokens, &mut pos, None, cx, 0);
     debug_assert_eq!(pos, tokens.len());
     statements
 }
 
 /// Parses statements until the `}` closing the block opened on `open_line`
 /// (or the end of the file at the top level).
+/// keepalived's own configurations nest three levels deep; anything deeper
+/// than this is not a configuration, and recursing on it could exhaust the
+/// stack.
+const MAX_NESTING: usize = 16;
+
 fn parse_block(
     tokens: &[Token],
     pos: &mut usize,
     open_line: Option<usize>,
     cx: &mut Cx,
+    depth: usize,
 ) -> Vec<Statement> {
+    if depth > MAX_NESTING {
+        cx.error(
+            open_line.unwrap_or(1),
+            format!("blocks nested more than {MAX_NESTING} deep; the rest of the file is ignored"),
+        );
+        *pos = tokens.len();
+        return Vec::new();
+    }
     let mut statements = Vec::new();
     while let Some(token) = tokens.get(*pos) {
         match token {
@@ -197,7 +211,7 @@ fn parse_block(
                     Some(Token::Open(line)) => {
                         let line = *line;
                         *pos += 1;
-                        Some(parse_block(tokens, pos, Some(line), cx))
+                        Some(parse_block(tokens, pos, Some(line), cx, depth + 1))
                     }
                     _ => None,
                 };
@@ -207,7 +221,7 @@ fn parse_block(
                 cx.error(*line, "`{` without a keyword before it".into());
                 *pos += 1;
                 // Parse and drop the block so that its `}` is not unexpected.
-                parse_block(tokens, pos, Some(*line), cx);
+                parse_block(tokens, pos, Some(*line), cx, depth + 1);
             }
             Token::Close(line) => {
                 *pos += 1;
@@ -1112,7 +1126,8 @@ fn block_name(s: &Statement, cx: &mut Cx, keyword: &str) -> (String, FieldLines)
     };
     let mut fl = FieldLines::at(s.line());
     fl.set("name", s.line());
-    if name.is_empty() {
+    if s.args().is_empty() {
+        // Reported above; an empty quoted name ("") is left to validation.
         fl.mark_bad("name");
     }
     (name, fl)
@@ -1758,5 +1773,22 @@ vrrp_instance VI_4 {
         assert_eq!(command_line(&[w("a b", true)]), "a b");
         assert_eq!(command_line(&[w("a", false), w("b c", true)]), "a \"b c\"");
         assert_eq!(command_line(&[w("a", false), w("", true)]), "a \"\"");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let text = "{".repeat(50_000);
+        let errors = parse(&text, std::path::Path::new("deep.conf")).unwrap_err().0;
+        assert!(
+            errors.iter().any(|e| e.message.contains("nested more than")),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn empty_quoted_names_are_errors() {
+        let text = "vrrp_script \"\" {\n  script true\n}\nvrrp_instance \"\" {\n  interface eth0\n  virtual_router_id 5\n}\n";
+        let errors = parse(text, std::path::Path::new("e.conf")).unwrap_err().0;
+        assert!(errors.len() >= 2, "{errors:?}");
     }
 }

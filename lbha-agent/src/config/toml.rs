@@ -485,11 +485,13 @@ pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
 
 /// Converts float seconds to a [`Duration`], to the nearest nanosecond.
 pub(crate) fn secs_to_duration(secs: f64) -> Option<Duration> {
-    // A year is far beyond any sensible interval and keeps the nanosecond
-    // arithmetic exact enough to round-trip through f64.
+    // A year is far beyond any sensible interval. Microseconds: an f64 of
+    // seconds up to a year holds them exactly, so durations written back by
+    // `to_toml` read back the same (nanoseconds would not survive above
+    // ~48 days), and nothing here needs finer than 10 ms anyway.
     const MAX_SECS: f64 = 366.0 * 24.0 * 3600.0;
     if secs.is_finite() && (0.0..=MAX_SECS).contains(&secs) {
-        Some(Duration::from_nanos((secs * 1e9).round() as u64))
+        Some(Duration::from_micros((secs * 1e6).round() as u64))
     } else {
         None
     }
@@ -798,7 +800,14 @@ pub fn to_toml(config: &Config) -> String {
         Value::String(s.to_string()).to_string()
     }
     fn secs(d: Duration) -> String {
-        Value::Float(d.as_secs_f64()).to_string()
+        // Exact decimal microseconds (what parsing keeps), not an f64 print.
+        let micros = d.as_micros();
+        let (whole, frac) = (micros / 1_000_000, micros % 1_000_000);
+        if frac == 0 {
+            format!("{whole}.0")
+        } else {
+            format!("{whole}.{}", format!("{frac:06}").trim_end_matches('0'))
+        }
     }
     fn strings<I: IntoIterator<Item = String>>(items: I) -> String {
         let items: Vec<String> = items.into_iter().map(|s| string(&s)).collect();
@@ -1400,5 +1409,15 @@ interval = 0.5
             parse(&readme[start..end], Path::new("README.md")).expect("README example parses");
         assert_eq!(loaded.config.instances.len(), 1);
         assert!(loaded.config.floating_ip.is_some());
+    }
+
+    #[test]
+    fn durations_round_trip_exactly() {
+        for text in ["4297188.009010294", "0.033", "0.03", "2", "31622400"] {
+            let conf = format!("{MINIMAL}advert_interval = 1\n\n[[check]]\nname = \"c\"\nscript = \"true\"\ninterval = {text}\n");
+            let loaded = parse(&conf, &path()).expect(text);
+            let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
+            assert_eq!(again.config, loaded.config, "{text}");
+        }
     }
 }
