@@ -1,6 +1,7 @@
 //! `cargo xtask`: lbha's developer commands. Every command that builds or
 //! runs something calls `setup` first, so they all work from a fresh clone.
 
+mod bench;
 mod dist;
 mod lab;
 mod setup;
@@ -33,6 +34,8 @@ enum Cmd {
     Lab(lab::LabArgs),
     /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
     Dist,
+    /// Benchmark lbha against keepalived in the lab (needs root; writes target/bench/).
+    Bench(bench::BenchArgs),
 }
 
 /// The workspace root (xtask lives one level below it).
@@ -135,6 +138,23 @@ fn main() -> Result<()> {
             ]))?;
             let release = workspace_root().join("target/release");
             lab::run_lab(
+                &args,
+                &release.join("lbha-agent"),
+                &release.join("lbha-dosim"),
+            )
+        }
+        Cmd::Bench(args) => {
+            setup::setup()?;
+            run(cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "lbha-agent",
+                "--package",
+                "lbha-dosim",
+            ]))?;
+            let release = workspace_root().join("target/release");
+            bench::run_bench(
                 &args,
                 &release.join("lbha-agent"),
                 &release.join("lbha-dosim"),
