@@ -1778,9 +1778,13 @@ vrrp_instance VI_4 {
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let text = "{".repeat(50_000);
-        let errors = parse(&text, std::path::Path::new("deep.conf")).unwrap_err().0;
+        let errors = parse(&text, std::path::Path::new("deep.conf"))
+            .unwrap_err()
+            .0;
         assert!(
-            errors.iter().any(|e| e.message.contains("nested more than")),
+            errors
+                .iter()
+                .any(|e| e.message.contains("nested more than")),
             "{errors:?}"
         );
     }

@@ -1414,7 +1414,9 @@ interval = 0.5
     #[test]
     fn durations_round_trip_exactly() {
         for text in ["4297188.009010294", "0.033", "0.03", "2", "31622400"] {
-            let conf = format!("{MINIMAL}advert_interval = 1\n\n[[check]]\nname = \"c\"\nscript = \"true\"\ninterval = {text}\n");
+            let conf = format!(
+                "{MINIMAL}advert_interval = 1\n\n[[check]]\nname = \"c\"\nscript = \"true\"\ninterval = {text}\n"
+            );
             let loaded = parse(&conf, &path()).expect(text);
             let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
             assert_eq!(again.config, loaded.config, "{text}");
