@@ -111,6 +111,22 @@ fn test(args: &[String]) -> Result<()> {
         .env("LBHA_DOSIM_BIN", debug.join("lbha-dosim")))
 }
 
+/// Sets up, builds the agent and the simulator in release mode, and returns
+/// their paths (what the lab and the benchmark run).
+fn release_binaries() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
+    setup::setup()?;
+    run(cargo().args([
+        "build",
+        "--release",
+        "--package",
+        "lbha-agent",
+        "--package",
+        "lbha-dosim",
+    ]))?;
+    let release = workspace_root().join("target/release");
+    Ok((release.join("lbha-agent"), release.join("lbha-dosim")))
+}
+
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Setup => setup::setup(),
@@ -127,38 +143,12 @@ fn main() -> Result<()> {
             dist::dist()
         }
         Cmd::Lab(args) => {
-            setup::setup()?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "lbha-agent",
-                "--package",
-                "lbha-dosim",
-            ]))?;
-            let release = workspace_root().join("target/release");
-            lab::run_lab(
-                &args,
-                &release.join("lbha-agent"),
-                &release.join("lbha-dosim"),
-            )
+            let (agent, dosim) = release_binaries()?;
+            lab::run_lab(&args, &agent, &dosim)
         }
         Cmd::Bench(args) => {
-            setup::setup()?;
-            run(cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "lbha-agent",
-                "--package",
-                "lbha-dosim",
-            ]))?;
-            let release = workspace_root().join("target/release");
-            bench::run_bench(
-                &args,
-                &release.join("lbha-agent"),
-                &release.join("lbha-dosim"),
-            )
+            let (agent, dosim) = release_binaries()?;
+            bench::run_bench(&args, &agent, &dosim)
         }
     }
 }
