@@ -22,7 +22,7 @@ use crate::{
     config::{self, Config},
     health::{
         probe::{self, ProbeResult},
-        process::{ProcessMatch, ProcessWatcher, process_check_of},
+        process::{ProcessMatch, ProcessWatcher, process_check_of, wrapped_process_check},
         script::{self, ScriptError, ScriptPolicy},
     },
     recv::{AdvertReceiver, ReceiveError},
@@ -109,8 +109,20 @@ async fn run_check(
     let process = match &check.probe {
         Some(Probe::Process(name)) => Some(ProcessMatch::Name(name.clone())),
         Some(Probe::Pidfile(path)) => Some(ProcessMatch::Pidfile(path.clone())),
-        // `pidof haproxy` and friends are answered from procfs too.
-        None => process_check_of(&script::split_command(&check.script)).map(ProcessMatch::Name),
+        // `pidof haproxy` and friends, or a tiny shell wrapper around them,
+        // are answered from procfs too (unless script security would refuse
+        // the wrapper: then it runs, and fails, as a script).
+        None => {
+            let words = script::split_command(&check.script);
+            process_check_of(&words)
+                .or_else(|| {
+                    wrapped_process_check(&words).filter(|_| {
+                        !policy.security
+                            || script::check_secure(std::path::Path::new(&words[0])).is_ok()
+                    })
+                })
+                .map(ProcessMatch::Name)
+        }
         Some(Probe::Tcp(_) | Probe::Http(_)) => None,
     };
     if let Some(what) = process {

@@ -167,6 +167,57 @@ pub fn process_check_of(command: &[String]) -> Option<String> {
     }
 }
 
+/// If `command` runs a tiny shell script whose only command is one of
+/// [`process_check_of`]'s forms (the wrapper Debian users put around
+/// `pidof` because keepalived's script security trips on the `pidof ->
+/// killall5` link), the process it looks for. Output redirections and a
+/// leading `exec` are allowed; anything else means "run the script".
+pub fn wrapped_process_check(command: &[String]) -> Option<String> {
+    let [script] = command else {
+        return None;
+    };
+    let path = Path::new(script);
+    if !path.is_absolute() || std::fs::metadata(path).ok()?.len() > 4096 {
+        return None;
+    }
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut lines = text.lines();
+    let shebang = lines.next()?.trim();
+    const SHELLS: [&str; 6] = [
+        "#!/bin/sh",
+        "#!/bin/bash",
+        "#!/usr/bin/sh",
+        "#!/usr/bin/bash",
+        "#!/usr/bin/env sh",
+        "#!/usr/bin/env bash",
+    ];
+    if !SHELLS.contains(&shebang) {
+        return None;
+    }
+    let mut commands = lines
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let only = commands.next()?;
+    if commands.next().is_some() {
+        return None;
+    }
+    const REDIRECTIONS: [&str; 6] = [
+        ">/dev/null",
+        "1>/dev/null",
+        "2>/dev/null",
+        "2>&1",
+        "&>/dev/null",
+        ">&/dev/null",
+    ];
+    let words: Vec<String> = only
+        .split_whitespace()
+        .filter(|w| !REDIRECTIONS.contains(w))
+        .skip_while(|w| *w == "exec")
+        .map(String::from)
+        .collect();
+    process_check_of(&words)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -250,6 +301,39 @@ mod tests {
         );
         drop(child);
         assert!(scan(&ProcessMatch::Pidfile(pidfile)).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn recognises_a_pidof_wrapper_script() {
+        let dir = std::env::temp_dir().join(format!("lbha-wrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, text).unwrap();
+            vec![p.to_string_lossy().into_owned()]
+        };
+        let wrapper = write(
+            "chk.sh",
+            "#!/bin/sh\n# keepalived resolves pidof -> killall5: wrap it\nexec pidof haproxy >/dev/null 2>&1\n",
+        );
+        assert_eq!(wrapped_process_check(&wrapper), Some("haproxy".into()));
+        let plain = write("chk2.sh", "#!/bin/bash\n\n/usr/bin/pgrep -x haproxy\n");
+        assert_eq!(wrapped_process_check(&plain), Some("haproxy".into()));
+        let more = write(
+            "chk3.sh",
+            "#!/bin/sh\npidof haproxy\ncurl -f http://localhost/\n",
+        );
+        assert_eq!(
+            wrapped_process_check(&more),
+            None,
+            "a second command must run"
+        );
+        let other = write("chk4.sh", "#!/usr/bin/python3\nprint(1)\n");
+        assert_eq!(wrapped_process_check(&other), None);
+        let piped = write("chk5.sh", "#!/bin/sh\npidof haproxy | grep -q .\n");
+        assert_eq!(wrapped_process_check(&piped), None);
+        assert_eq!(wrapped_process_check(&["relative.sh".to_string()]), None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
