@@ -167,20 +167,19 @@ impl Bytes<'_> {
         String::from_utf8_lossy(bytes).into_owned()
     }
 
-    /// A duration as `parse_toml` makes one: seconds as an `f64`, rounded
-    /// to whole nanoseconds, at most 366 days.
+    /// A duration as `parse_toml` makes one: whole microseconds (the
+    /// precision the configuration keeps), at most 366 days.
     fn duration(&mut self) -> Duration {
-        const MAX_NANOS: u64 = 366 * 24 * 3600 * 1_000_000_000;
-        let nanos = match self.u8() % 4 {
+        const MAX_MICROS: u64 = 366 * 24 * 3600 * 1_000_000;
+        let micros = match self.u8() % 4 {
             // Whole centiseconds (what VRRPv3 advert intervals must be).
-            0 => u64::from(self.u16()) * 10_000_000,
+            0 => u64::from(self.u16()) * 10_000,
             // Whole seconds.
-            1 => u64::from(self.u32() % (366 * 24 * 3600)) * 1_000_000_000,
-            2 => self.u64() % (MAX_NANOS + 1),
+            1 => u64::from(self.u32() % (366 * 24 * 3600)) * 1_000_000,
+            2 => self.u64() % (MAX_MICROS + 1),
             _ => u64::from(self.u32()),
         };
-        let secs = nanos as f64 / 1e9;
-        Duration::from_nanos((secs * 1e9).round() as u64)
+        Duration::from_micros(micros)
     }
 
     fn ipv4(&mut self) -> Ipv4Addr {
