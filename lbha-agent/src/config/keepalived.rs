@@ -571,13 +571,7 @@ impl Builder {
         };
         let mut timeout = None;
         let mut has_script = false;
-        let block = match &s.block {
-            Some(block) => block.as_slice(),
-            None => {
-                cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
-                &[]
-            }
-        };
+        let block = block_of(s, cx, context);
         let mut seen = HashSet::new();
         for item in block {
             let kw = item.keyword();
@@ -675,13 +669,7 @@ impl Builder {
         let mut version = None;
         let mut tracks = Vec::new();
         let mut has_vrid = false;
-        let block = match &s.block {
-            Some(block) => block.as_slice(),
-            None => {
-                cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
-                &[]
-            }
-        };
+        let block = block_of(s, cx, context);
         let mut seen = HashSet::new();
         for item in block {
             let kw = item.keyword();
@@ -1105,6 +1093,17 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
                 );
             }
             Ok(None)
+        }
+    }
+}
+
+/// The statements of `s`'s `{ ... }` block; an error (and none) without one.
+fn block_of<'a>(s: &'a Statement, cx: &mut Cx, context: &str) -> &'a [Statement] {
+    match &s.block {
+        Some(block) => block.as_slice(),
+        None => {
+            cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
+            &[]
         }
     }
 }

@@ -2,7 +2,7 @@
 //! the interface, for kernels or permissions without XDP. Same parser, same
 //! counters, same change classification as the XDP program.
 
-use std::{ffi::CString, io, mem::MaybeUninit, net::Ipv4Addr};
+use std::{io, mem::MaybeUninit, net::Ipv4Addr};
 
 use lbha_common::{
     AdvertEvent, Counter, Outcome, VridConfig,
@@ -48,17 +48,10 @@ pub struct RawSocketReceiver {
     pending: std::collections::VecDeque<AdvertEvent>,
 }
 
-fn if_index(interface: &str) -> Option<u32> {
-    let name = CString::new(interface).ok()?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    (index != 0).then_some(index)
-}
-
 impl RawSocketReceiver {
     pub fn open(interface: &str, vrids: &[(u8, VridConfig)]) -> Result<Self, ReceiveError> {
-        let ifindex =
-            if_index(interface).ok_or_else(|| ReceiveError::UnknownInterface(interface.into()))?;
+        let ifindex = crate::vrrp::net::if_index(interface)
+            .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
         let err = |source| ReceiveError::RawSocket {
             interface: interface.to_owned(),
             source,
