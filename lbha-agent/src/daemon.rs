@@ -327,9 +327,14 @@ impl Group {
         // running (on a reload) would miss their adverts meanwhile.
         let receiver = {
             let (interface, path) = (interface.to_owned(), instances[0].receive_path);
-            tokio::task::spawn_blocking(move || AdvertReceiver::open(&interface, &vrids, path))
-                .await
-                .map_err(|e| DaemonError::Startup(e.to_string()))??
+            let pin_root = config.global.bpf_pin_dir.clone();
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let _runtime = runtime.enter();
+                AdvertReceiver::open(&interface, &vrids, path, pin_root.as_deref())
+            })
+            .await
+            .map_err(|e| DaemonError::Startup(e.to_string()))??
         };
         tracing::info!(
             interface,

@@ -48,6 +48,13 @@ struct OpsArgs {
     /// Unix socket for `lbha-agent status`.
     #[arg(long, value_name = "PATH")]
     status_socket: Option<PathBuf>,
+    /// bpffs directory to pin the XDP program in, so it stays attached
+    /// across restarts (default /sys/fs/bpf/lbha, mounted when absent).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_bpf_pin")]
+    bpf_pin_dir: Option<PathBuf>,
+    /// Do not pin: the XDP program is detached when lbha stops.
+    #[arg(long)]
+    no_bpf_pin: bool,
 }
 
 impl OpsArgs {
@@ -57,6 +64,12 @@ impl OpsArgs {
         }
         if let Some(path) = &self.status_socket {
             config.global.status_socket = path.clone();
+        }
+        if let Some(dir) = &self.bpf_pin_dir {
+            config.global.bpf_pin_dir = Some(dir.clone());
+        }
+        if self.no_bpf_pin {
+            config.global.bpf_pin_dir = None;
         }
     }
 }
@@ -127,6 +140,14 @@ enum Command {
     },
     /// Receive VRRP adverts on an interface and print them as JSON lines.
     Watch(WatchArgs),
+    /// Detach the XDP programs lbha left pinned in this network namespace
+    /// (they stay attached across restarts, passing adverts on while no
+    /// agent runs). Use after stopping lbha for good, e.g. when uninstalling.
+    Detach {
+        /// The bpffs directory the agent pins in (`bpf_pin_dir`).
+        #[arg(long, default_value = lbha_agent::bpf::DEFAULT_PIN_ROOT)]
+        pin_dir: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -246,7 +267,8 @@ struct Summary<'a> {
 }
 
 async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    let mut receiver = AdvertReceiver::open(&args.interface, &args.vrids, args.receive_path)
+    // A diagnostic tool: never leaves anything attached behind it.
+    let mut receiver = AdvertReceiver::open(&args.interface, &args.vrids, args.receive_path, None)
         .with_context(|| format!("opening the VRRP receive path on {}", args.interface))?;
     let path = receiver.path_name();
     tracing::info!(interface = %args.interface, receive_path = path, "watching VRRP adverts");
@@ -451,6 +473,17 @@ fn main() -> ExitCode {
             (Some(Command::Watch(args)), ..) => watch(args).await,
             (Some(Command::CheckConfig { file }), ..) => check_config(&file),
             (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
+            (Some(Command::Detach { pin_dir }), ..) => {
+                let removed = lbha_agent::bpf::pin::remove_namespace_pins(&pin_dir)
+                    .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
+                for dir in &removed {
+                    println!("unpinned {}", dir.display());
+                }
+                if removed.is_empty() {
+                    println!("nothing pinned under {} for this network namespace", pin_dir.display());
+                }
+                Ok(())
+            }
             (Some(Command::Status { json, socket }), ..) => {
                 let status = lbha_agent::status::socket::query(&socket).await?;
                 if json {

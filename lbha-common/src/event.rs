@@ -119,10 +119,13 @@ pub enum Counter {
     Wakeups = 11,
     /// Accepted adverts submitted without a wakeup (nothing changed).
     WakeupsSaved = 12,
+    /// Accepted adverts passed to the network stack instead of consumed
+    /// because no agent holds the lease (lbha stopped, program left pinned).
+    PassedNoAgent = 13,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 13;
+    pub const COUNT: u32 = 14;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -137,6 +140,7 @@ impl Counter {
         Counter::RingBufFull,
         Counter::Wakeups,
         Counter::WakeupsSaved,
+        Counter::PassedNoAgent,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -155,7 +159,29 @@ impl Counter {
             Counter::RingBufFull => "ringbuf_full",
             Counter::Wakeups => "wakeups",
             Counter::WakeupsSaved => "wakeups_saved",
+            Counter::PassedNoAgent => "passed_no_agent",
         }
+    }
+}
+
+/// The running agent's claim on the XDP program. The program stays attached
+/// (pinned) across agent restarts; while nobody holds the lease it passes
+/// every advert to the network stack untouched, so a stopped or crashed lbha
+/// never silences VRRP for whatever runs in its place (keepalived, say).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(bytemuck::Pod, bytemuck::Zeroable))]
+pub struct AgentLease {
+    /// `CLOCK_MONOTONIC` nanoseconds until which an agent is reading the
+    /// ring buffer; the agent renews it periodically and zeroes it on exit.
+    pub until_ns: u64,
+}
+
+impl AgentLease {
+    /// Whether an agent holds the lease at `now_ns`.
+    #[inline(always)]
+    pub const fn held_at(&self, now_ns: u64) -> bool {
+        now_ns < self.until_ns
     }
 }
 
@@ -165,7 +191,9 @@ mod user {
     // padding (checked by the size assertions below), so any bit pattern is valid.
     unsafe impl aya::Pod for super::AdvertEvent {}
     unsafe impl aya::Pod for super::VridConfig {}
+    unsafe impl aya::Pod for super::AgentLease {}
 }
 
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 32);
 const _: () = assert!(core::mem::size_of::<VridConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<AgentLease>() == 8);

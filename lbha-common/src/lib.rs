@@ -13,5 +13,5 @@ pub mod fastpath;
 pub mod packet;
 pub mod vrrp;
 
-pub use event::{AdvertEvent, Counter, VridConfig};
+pub use event::{AdvertEvent, AgentLease, Counter, VridConfig};
 pub use vrrp::{DropReason, Outcome};

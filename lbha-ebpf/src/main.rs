@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use lbha_common::{
-    AdvertEvent, Counter, Outcome, VridConfig,
+    AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
     event::ReceivePath,
     fastpath,
     packet::PacketView,
@@ -36,6 +36,11 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT
 /// Accepted adverts for user space. 256 KiB holds 8192 events.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Entry 0: the running agent's lease. Without it accepted adverts are
+/// passed on instead of consumed (see `AgentLease`).
+#[map]
+static AGENT_LEASE: Array<AgentLease> = Array::with_max_entries(1, 0);
 
 /// Offsets beyond this are never needed (Ethernet + VLAN + 60-byte IP header +
 /// the largest VRRP packet) and bounding them keeps the verifier's range
@@ -114,9 +119,17 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
         Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
         Outcome::Drop(_) => xdp_action::XDP_DROP,
         Outcome::Accept(mut event) => {
-            event.timestamp_ns = unsafe { bpf_ktime_get_ns() };
+            let now = unsafe { bpf_ktime_get_ns() };
+            event.timestamp_ns = now;
             event.ifindex = ctx.ingress_ifindex() as u32;
             event.receive_path = ReceivePath::Xdp as u8;
+            event.flags = remember(&event);
+            if !agent_present(now) {
+                // Kept attached for the next agent, but nobody reads the
+                // ring buffer: let the stack (or another VRRP daemon) have it.
+                count(Counter::PassedNoAgent);
+                return xdp_action::XDP_PASS;
+            }
             deliver(event);
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
@@ -127,14 +140,29 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn deliver(mut event: AdvertEvent) {
+fn agent_present(now: u64) -> bool {
+    AGENT_LEASE.get(0).is_some_and(|lease| lease.held_at(now))
+}
+
+/// Records `event` as the VRID's last advert and returns why it matters
+/// (its `change` flags), compared with the one it replaces.
+#[inline(always)]
+fn remember(event: &AdvertEvent) -> u8 {
     let vrid = u32::from(event.vrid);
-    if let Some(last) = LAST_ADVERT.get_ptr_mut(vrid) {
-        // SAFETY: pointer to a value of an array map, valid for the program's run.
-        let last = unsafe { &mut *last };
-        event.flags = fastpath::classify(last, &event);
-        *last = event;
+    match LAST_ADVERT.get_ptr_mut(vrid) {
+        Some(last) => {
+            // SAFETY: pointer to a value of an array map, valid for the program's run.
+            let last = unsafe { &mut *last };
+            let flags = fastpath::classify(last, event);
+            *last = AdvertEvent { flags, ..*event };
+            flags
+        }
+        None => 0,
     }
+}
+
+#[inline(always)]
+fn deliver(event: AdvertEvent) {
     let wakeup = if event.flags == 0 {
         count(Counter::WakeupsSaved);
         BPF_RB_NO_WAKEUP

@@ -583,6 +583,52 @@ impl Drop for TempDir {
     }
 }
 
+/// A private BPF filesystem mounted on a [`TempDir`], for agents told to
+/// pin there (`--bpf-pin-dir`). Everything pinned in it is released when it
+/// is unmounted on drop, so nothing outlives the test.
+pub struct BpfFs {
+    dir: TempDir,
+}
+
+impl BpfFs {
+    pub fn mount() -> Result<Self> {
+        let dir = TempDir::new("bpffs")?;
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())?;
+        // SAFETY: C strings valid for the call.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            bail!(
+                "mounting bpffs on {}: {}",
+                dir.path().display(),
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for BpfFs {
+    fn drop(&mut self) {
+        let target = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes())
+            .expect("temp paths have no NUL");
+        // SAFETY: C string valid for the call. MNT_DETACH: even if something
+        // still has a pinned object open, the mount goes away.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
 /// Initial state of a VRRP instance (`state` in keepalived.conf).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum VrrpState {

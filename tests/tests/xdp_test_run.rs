@@ -45,6 +45,8 @@ fn load() -> Option<Loaded> {
             (52, VridConfig::new(3, AUTH_NONE, [0; 8])),
         ])
         .expect("VRID table written");
+    // As the running agent does: it holds the lease while it reads events.
+    tables.set_lease(u64::MAX).expect("lease written");
     Some(Loaded {
         ebpf,
         events,
@@ -380,4 +382,40 @@ fn vrid_table_changes_take_effect_without_reloading() {
         "unconfigured VRIDs are passed on"
     );
     assert_eq!(bpf.counter(Counter::DropUnknownVrid), 1);
+}
+
+#[test]
+fn without_an_agent_lease_adverts_are_passed_on_not_consumed() {
+    let Some(mut bpf) = load() else { return };
+    let advert = frame(&v3(52, 200, 10), PEER);
+
+    // The agent stopped (lease zeroed): the pinned program keeps counting and
+    // remembering, but hands the advert to the stack and queues nothing.
+    bpf.tables.set_lease(0).unwrap();
+    let (verdict, out) = bpf.run(&advert);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, advert, "the frame is passed unmodified");
+    assert!(bpf.drain().is_empty(), "nothing queued for an absent agent");
+    assert_eq!(bpf.counter(Counter::AdvertsAccepted), 1);
+    assert_eq!(bpf.counter(Counter::PassedNoAgent), 1);
+    let remembered = bpf
+        .tables
+        .last_advert(52)
+        .unwrap()
+        .expect("last advert kept");
+    assert_eq!(remembered.priority, 200);
+
+    // An expired lease is no lease.
+    bpf.tables.set_lease(monotonic_ns() - 1).unwrap();
+    assert_eq!(bpf.run(&advert).0, XDP_PASS);
+    assert_eq!(bpf.counter(Counter::PassedNoAgent), 2);
+
+    // A (re)started agent takes the lease: adverts are consumed and queued again.
+    bpf.tables
+        .set_lease(monotonic_ns() + 3_000_000_000)
+        .unwrap();
+    assert_eq!(bpf.run(&advert).0, XDP_DROP);
+    assert_eq!(bpf.drain().len(), 1);
+    assert_eq!(bpf.counter(Counter::PassedNoAgent), 2);
+    assert_eq!(bpf.counter(Counter::AdvertsAccepted), 3);
 }

@@ -1,18 +1,41 @@
 //! Loading and attaching the XDP program, and reading what it produces.
 
-use aya::{
-    Ebpf, EbpfError,
-    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{ProgramError, Xdp, XdpMode},
+pub mod pin;
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
 };
-use lbha_common::{AdvertEvent, Counter, VridConfig};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, Xdp, XdpMode,
+        links::{FdLink, PinnedLink},
+        xdp::XdpLink,
+    },
+};
+use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
+
+pub use pin::{DEFAULT_PIN_ROOT, PinDir, PinError};
 
 /// The XDP object built by lbha-agent's build script from lbha-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lbha"));
 
 const PROGRAM: &str = "lbha_xdp";
+
+/// Size of the EVENTS ring buffer, as declared in lbha-ebpf.
+pub(crate) const EVENTS_BYTES: u32 = 256 * 1024;
+
+/// How long the program keeps consuming adverts after the agent's last
+/// renewal: long enough to ride out a stalled runtime, short enough that a
+/// crashed agent stops swallowing adverts within a few seconds.
+const LEASE: Duration = Duration::from_secs(3);
+const LEASE_RENEWAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Error)]
 pub enum BpfError {
@@ -41,6 +64,8 @@ pub enum BpfError {
     },
     #[error("registering the ring buffer with the reactor failed")]
     Reactor(#[source] std::io::Error),
+    #[error("unknown interface {0}")]
+    UnknownInterface(String),
 }
 
 /// The mode XDP ended up attached in.
@@ -57,6 +82,13 @@ impl AttachMode {
         match self {
             AttachMode::Default => "xdp",
             AttachMode::Skb => "xdp-skb",
+        }
+    }
+
+    const fn xdp_mode(self) -> XdpMode {
+        match self {
+            AttachMode::Default => XdpMode::Default,
+            AttachMode::Skb => XdpMode::Skb,
         }
     }
 }
@@ -89,8 +121,24 @@ fn raise_memlock_limit() {
 /// Loads the program into the kernel without attaching it (`test_run` uses
 /// this directly). Returns the object, its ring buffer and its other maps.
 pub fn load() -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
+    load_with_pins(None)
+}
+
+/// As [`load`], reusing (or creating and pinning) the maps in `pins`.
+fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
     raise_memlock_limit();
-    let mut ebpf = Ebpf::load(EBPF_OBJECT).map_err(|e| BpfError::Load(Box::new(e)))?;
+    let mut loader = EbpfLoader::new();
+    let map_paths;
+    if let Some(pins) = pins {
+        pins.drop_incompatible_maps();
+        map_paths = pin::MAP_SHAPES.map(|shape| (shape.name, pins.map_path(shape.name)));
+        for (name, path) in &map_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+    }
+    let mut ebpf = loader
+        .load(EBPF_OBJECT)
+        .map_err(|e| BpfError::Load(Box::new(e)))?;
     program_mut(&mut ebpf)?
         .load()
         .map_err(|e| BpfError::Verify(Box::new(e)))?;
@@ -102,6 +150,9 @@ pub fn load() -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
             .map_err(map_err("LAST_ADVERT"))?,
         vrid_config: Array::try_from(take_map(&mut ebpf, "VRID_CONFIG")?)
             .map_err(map_err("VRID_CONFIG"))?,
+        lease: Lease(Arc::new(Mutex::new(
+            Array::try_from(take_map(&mut ebpf, "AGENT_LEASE")?).map_err(map_err("AGENT_LEASE"))?,
+        ))),
     };
     Ok((ebpf, events, tables))
 }
@@ -122,6 +173,33 @@ pub struct XdpTables {
     counters: PerCpuArray<MapData, u64>,
     last_advert: Array<MapData, AdvertEvent>,
     vrid_config: Array<MapData, VridConfig>,
+    lease: Lease,
+}
+
+/// The `AGENT_LEASE` map, shared with the task that renews it.
+#[derive(Clone)]
+struct Lease(Arc<Mutex<Array<MapData, AgentLease>>>);
+
+impl Lease {
+    fn set(&self, until_ns: u64) -> Result<(), BpfError> {
+        // A poisoned lock still guards a usable map handle.
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.set(0, AgentLease { until_ns }, 0)
+            .map_err(map_err("AGENT_LEASE"))
+    }
+
+    /// Renews the lease until the task is aborted.
+    async fn keep_renewed(self) {
+        let mut tick = tokio::time::interval(LEASE_RENEWAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let until = crate::clock::monotonic_ns() + LEASE.as_nanos() as u64;
+            if let Err(error) = self.set(until) {
+                tracing::error!(%error, "renewing the XDP agent lease failed; adverts will be passed to the stack");
+            }
+        }
+    }
 }
 
 impl XdpTables {
@@ -138,6 +216,12 @@ impl XdpTables {
                 .map_err(map_err("VRID_CONFIG"))?;
         }
         Ok(())
+    }
+
+    /// Lets the program consume adverts until `until_ns` (`CLOCK_MONOTONIC`);
+    /// 0 hands them back to the network stack at once.
+    pub fn set_lease(&mut self, until_ns: u64) -> Result<(), BpfError> {
+        self.lease.set(until_ns)
     }
 
     /// Sums every counter over all CPUs.
@@ -182,54 +266,216 @@ impl Counters {
     }
 }
 
+/// Attaches in default mode, or in skb mode when the driver refuses.
+fn attach_fresh(
+    program: &mut Xdp,
+    interface: &str,
+) -> Result<(AttachMode, aya::programs::xdp::XdpLinkId), BpfError> {
+    match program.attach(interface, XdpMode::Default) {
+        Ok(id) => Ok((AttachMode::Default, id)),
+        Err(default) => {
+            tracing::warn!(interface, error = %default, "XDP attach in default mode refused; trying skb mode");
+            match program.attach(interface, XdpMode::Skb) {
+                Ok(id) => Ok((AttachMode::Skb, id)),
+                Err(skb) => Err(BpfError::Attach {
+                    interface: interface.to_owned(),
+                    default: Box::new(default),
+                    skb: Box::new(skb),
+                }),
+            }
+        }
+    }
+}
+
+/// Replaces the program on a link a previous run left pinned for this
+/// interface, keeping the attachment (no window without XDP).
+fn take_over_pinned_link(
+    program: &mut Xdp,
+    pins: &PinDir,
+    ifindex: u32,
+    interface: &str,
+) -> Option<(AttachMode, Attachment)> {
+    let (path, mode) = pins.existing_link(ifindex)?;
+    let mut replace = || -> Result<(), Box<dyn std::error::Error>> {
+        let link = XdpLink::try_from(FdLink::from(PinnedLink::from_pin(&path)?))?;
+        let id = program.attach_to_link(link)?;
+        // The pin keeps the link attached; our handle is not needed.
+        drop(program.take_link(id)?);
+        Ok(())
+    };
+    match replace() {
+        Ok(()) => {
+            tracing::info!(interface, path = %path.display(), "took over the pinned XDP link; program replaced without detaching");
+            Some((mode, Attachment::Pinned))
+        }
+        Err(error) => {
+            tracing::warn!(interface, path = %path.display(), error = %error_chain(error.as_ref()), "could not take over the pinned XDP link; attaching anew");
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// Pins a freshly attached link; on failure the program stays attached,
+/// unpinned.
+fn pin_link(
+    program: &mut Xdp,
+    link_id: aya::programs::xdp::XdpLinkId,
+    pins: &PinDir,
+    mode: AttachMode,
+    interface: &str,
+) -> Attachment {
+    let path = pins.link_path(mode);
+    let link = match program.take_link(link_id) {
+        Ok(link) => link,
+        Err(error) => {
+            tracing::warn!(interface, %error, "XDP link not pinned");
+            return Attachment::Owned;
+        }
+    };
+    // Netlink-attached programs (kernels without XDP bpf_link) have no link
+    // object to pin.
+    let fd_link = match FdLink::try_from(link) {
+        Ok(fd_link) => fd_link,
+        Err(error) => {
+            tracing::warn!(interface, %error, "XDP attached through netlink; it cannot be pinned and is detached when lbha stops");
+            return Attachment::Owned;
+        }
+    };
+    match fd_link.pin(&path) {
+        // Dropping our handle closes only the fd: the pin keeps the link.
+        Ok(_pinned) => Attachment::Pinned,
+        Err(error) => {
+            // The link was consumed by the failed pin: closing it detached
+            // the program. Attach again, unpinned.
+            tracing::warn!(interface, path = %path.display(), %error, "pinning the XDP link failed");
+            match program.attach(interface, mode.xdp_mode()) {
+                Ok(_) => Attachment::Owned,
+                Err(error) => {
+                    tracing::error!(interface, %error, "re-attaching XDP after a failed pin failed");
+                    Attachment::Owned
+                }
+            }
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Reads one ring buffer record as an event.
 pub fn decode_event(bytes: &[u8]) -> Option<AdvertEvent> {
     (bytes.len() == size_of::<AdvertEvent>()).then(|| bytemuck::pod_read_unaligned(bytes))
 }
 
-/// The loaded program, attached to one interface, with its maps. Dropping it
-/// detaches the program.
+/// Whether the program outlives this process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Attachment {
+    /// Pinned: stays attached when the agent exits.
+    Pinned,
+    /// Owned by the `Ebpf` object: detached when the agent exits.
+    Owned,
+}
+
+/// The loaded program, attached to one interface, with its maps. Dropping
+/// it hands adverts back to the network stack; the program itself is
+/// detached too unless it is pinned.
 pub struct XdpProgram {
-    // Kept alive: dropping the Ebpf detaches the link and unloads the program.
+    // Kept alive: dropping the Ebpf unloads the program (and detaches it
+    // unless the link is pinned).
     _ebpf: Ebpf,
+    attachment: Attachment,
     mode: AttachMode,
     events: AsyncFd<RingBuf<MapData>>,
     tables: XdpTables,
+    lease_renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        self.lease_renewal.abort();
+        if let Err(error) = self.tables.lease.set(0) {
+            tracing::warn!(%error, "could not release the XDP agent lease; it expires on its own");
+        }
+    }
 }
 
 impl XdpProgram {
     /// Loads the program, writes the VRID table and attaches to `interface`:
-    /// default mode first, generic (skb) mode if the driver refuses.
-    pub fn attach(interface: &str, vrids: &[(u8, VridConfig)]) -> Result<Self, BpfError> {
-        let (mut ebpf, events, mut tables) = load()?;
+    /// default mode first, generic (skb) mode if the driver refuses. With
+    /// `pin_root`, the link and maps are pinned there, and a link pinned by
+    /// a previous run is taken over (its program replaced atomically)
+    /// instead of attaching anew. Pinning problems are logged and the
+    /// program runs unpinned.
+    ///
+    /// Must run inside a tokio runtime (the lease is renewed by a task).
+    pub fn attach(
+        interface: &str,
+        vrids: &[(u8, VridConfig)],
+        pin_root: Option<&Path>,
+    ) -> Result<Self, BpfError> {
+        let ifindex = crate::vrrp::net::if_index(interface)
+            .map_err(|_| BpfError::UnknownInterface(interface.to_owned()))?;
+        let pins = pin_root.and_then(|root| match PinDir::prepare(root, ifindex) {
+            Ok(pins) => Some(pins),
+            Err(error) => {
+                tracing::warn!(interface, error = %error_chain(&error), "BPF pinning unavailable; the XDP program will be detached when lbha stops");
+                None
+            }
+        });
+        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref())?;
         tables.configure(vrids)?;
+        // Consume adverts from the moment the program runs: the lease is
+        // renewed by a task from here on.
+        tables
+            .lease
+            .set(crate::clock::monotonic_ns() + LEASE.as_nanos() as u64)?;
         let program = program_mut(&mut ebpf)?;
-        let mode = match program.attach(interface, XdpMode::Default) {
-            Ok(_) => AttachMode::Default,
-            Err(default) => {
-                tracing::warn!(interface, error = %default, "XDP attach in default mode refused; trying skb mode");
-                match program.attach(interface, XdpMode::Skb) {
-                    Ok(_) => AttachMode::Skb,
-                    Err(skb) => {
-                        return Err(BpfError::Attach {
-                            interface: interface.to_owned(),
-                            default: Box::new(default),
-                            skb: Box::new(skb),
-                        });
-                    }
-                }
+        let taken_over = pins
+            .as_ref()
+            .and_then(|pins| take_over_pinned_link(program, pins, ifindex, interface));
+        let (mode, attachment) = match taken_over {
+            Some(taken) => taken,
+            None => {
+                let (mode, link_id) = attach_fresh(program, interface)?;
+                let attachment = match &pins {
+                    Some(pins) => pin_link(program, link_id, pins, mode, interface),
+                    None => Attachment::Owned,
+                };
+                (mode, attachment)
             }
         };
         // SAFETY: the RingBuf owns its map fd and returns that same fd until dropped.
         let events = unsafe { AsyncFd::register(events) }
             .map_err(|e| BpfError::Reactor(e.into_parts().1))?;
-        tracing::info!(interface, mode = mode.name(), "XDP program attached");
+        let lease_renewal = tokio::spawn(tables.lease.clone().keep_renewed());
+        tracing::info!(
+            interface,
+            mode = mode.name(),
+            pinned = attachment == Attachment::Pinned,
+            "XDP program attached"
+        );
         Ok(Self {
             _ebpf: ebpf,
+            attachment,
             mode,
             events,
             tables,
+            lease_renewal,
         })
+    }
+
+    /// Whether the program stays attached after this process exits.
+    pub fn pinned(&self) -> bool {
+        self.attachment == Attachment::Pinned
     }
 
     pub fn mode(&self) -> AttachMode {
@@ -271,5 +517,99 @@ impl XdpProgram {
             let mut guard = self.events.readable_mut().await?;
             guard.clear_ready();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::CString;
+
+    use aya::maps::{MapInfo, MapType};
+
+    use super::*;
+
+    /// A private bpffs on a temporary directory, unmounted on drop.
+    struct TempBpffs(std::path::PathBuf);
+
+    impl TempBpffs {
+        fn mount() -> Self {
+            let path = std::env::temp_dir().join(format!("lbha-unit-bpffs-{}", std::process::id()));
+            std::fs::create_dir_all(&path).unwrap();
+            let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: valid C strings.
+            let rc = unsafe {
+                libc::mount(
+                    c"bpf".as_ptr(),
+                    c_path.as_ptr(),
+                    c"bpf".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
+            assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
+            Self(path)
+        }
+    }
+
+    impl Drop for TempBpffs {
+        fn drop(&mut self) {
+            let c_path = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: valid C string.
+            unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+
+    fn map_id(pins: &PinDir, name: &str) -> u32 {
+        MapInfo::from_pin(pins.map_path(name)).unwrap().id()
+    }
+
+    #[test]
+    fn pinned_maps_match_the_declared_shapes_and_are_reused_or_replaced() {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } != 0 {
+            eprintln!("skipped: needs root (BPF, mount)");
+            return;
+        }
+        let bpffs = TempBpffs::mount();
+        let pins = PinDir::prepare(&bpffs.0, 1).unwrap();
+        let (_first, _events, _tables) = load_with_pins(Some(&pins)).unwrap();
+
+        // The table used to recognise stale pins agrees with the object.
+        for shape in &pin::MAP_SHAPES {
+            let info = MapInfo::from_pin(pins.map_path(shape.name)).unwrap();
+            assert_eq!(
+                (
+                    info.map_type().unwrap(),
+                    info.key_size(),
+                    info.value_size(),
+                    info.max_entries()
+                ),
+                (
+                    shape.kind,
+                    shape.key_size,
+                    shape.value_size,
+                    shape.max_entries
+                ),
+                "{}",
+                shape.name
+            );
+        }
+
+        // A second load (a restarted agent) reuses the pinned maps.
+        let counters = map_id(&pins, "COUNTERS");
+        let (_second, _, _) = load_with_pins(Some(&pins)).unwrap();
+        assert_eq!(map_id(&pins, "COUNTERS"), counters);
+
+        // A pin of another shape (another lbha version) is replaced.
+        std::fs::remove_file(pins.map_path("COUNTERS")).unwrap();
+        MapData::from_pin(pins.map_path("LAST_ADVERT"))
+            .unwrap()
+            .pin(pins.map_path("COUNTERS"))
+            .unwrap();
+        let (_third, _, _) = load_with_pins(Some(&pins)).unwrap();
+        let info = MapInfo::from_pin(pins.map_path("COUNTERS")).unwrap();
+        assert_eq!(info.map_type().unwrap(), MapType::PerCpuArray);
+        assert_ne!(info.id(), counters);
     }
 }

@@ -45,6 +45,10 @@ pub struct Global {
     pub metrics_listen: Option<SocketAddr>,
     /// Unix socket `lbha-agent status` asks (root only).
     pub status_socket: PathBuf,
+    /// bpffs directory the XDP link and maps are pinned in, so restarting
+    /// lbha does not detach the program; `None` (`bpf_pin = false`) detaches
+    /// it when lbha stops.
+    pub bpf_pin_dir: Option<PathBuf>,
 }
 
 impl Default for Global {
@@ -56,6 +60,7 @@ impl Default for Global {
             vrrp_version: 2,
             metrics_listen: None,
             status_socket: PathBuf::from(crate::status::socket::DEFAULT_SOCKET),
+            bpf_pin_dir: Some(PathBuf::from(crate::bpf::DEFAULT_PIN_ROOT)),
         }
     }
 }

@@ -32,6 +32,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "script_group",
     "metrics_listen",
     "status_socket",
+    "bpf_pin",
+    "bpf_pin_dir",
 ];
 const CHECK_KEYS: &[&str] = &[
     "name",
@@ -190,6 +192,12 @@ fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     });
     if let Some(path) = f.string(r, fl, "status_socket") {
         global.status_socket = path.into();
+    }
+    if let Some(path) = f.string(r, fl, "bpf_pin_dir") {
+        global.bpf_pin_dir = Some(path.into());
+    }
+    if f.bool(r, fl, "bpf_pin") == Some(false) {
+        global.bpf_pin_dir = None;
     }
     f.finish(r, GLOBAL_KEYS);
     global
@@ -834,6 +842,14 @@ pub fn to_toml(config: &Config) -> String {
         "status_socket = {}",
         string(&g.status_socket.to_string_lossy())
     );
+    match &g.bpf_pin_dir {
+        Some(dir) => {
+            let _ = writeln!(out, "bpf_pin_dir = {}", string(&dir.to_string_lossy()));
+        }
+        None => {
+            let _ = writeln!(out, "bpf_pin = false");
+        }
+    }
 
     for c in &config.checks {
         let _ = writeln!(out, "\n[[check]]");
@@ -976,6 +992,32 @@ name = "VI_1"
 interface = "eth1"
 vrid = 33
 "#;
+
+    #[test]
+    fn config_toml_bpf_pinning_keys() {
+        let pinned = |global: &str| {
+            let text = format!("[global]\n{global}\n{MINIMAL}");
+            let config = parse(&text, &path()).unwrap().config;
+            // Written back and read again, the choice survives.
+            let again = parse(&to_toml(&config), &path()).unwrap().config;
+            assert_eq!(again.global.bpf_pin_dir, config.global.bpf_pin_dir);
+            config.global.bpf_pin_dir
+        };
+        assert_eq!(pinned(""), Some(PathBuf::from("/sys/fs/bpf/lbha")));
+        assert_eq!(
+            pinned("bpf_pin_dir = \"/mnt/bpf/x\""),
+            Some(PathBuf::from("/mnt/bpf/x"))
+        );
+        assert_eq!(pinned("bpf_pin = false"), None);
+        assert_eq!(
+            pinned("bpf_pin = true"),
+            Some(PathBuf::from("/sys/fs/bpf/lbha"))
+        );
+
+        let errs = errors(&format!("[global]\nbpf_pin_dir = \"bpf/lbha\"\n{MINIMAL}"));
+        assert_eq!(lines_of(&errs), vec![Some(2)], "{errs:?}");
+        assert!(errs[0].message.contains("absolute"), "{errs:?}");
+    }
 
     #[test]
     fn config_toml_minimal_instance_gets_defaults() {

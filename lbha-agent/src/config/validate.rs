@@ -202,6 +202,19 @@ pub fn validate(config: &Config, lines: &Lines, file: &Path, syntax: Syntax) -> 
         );
     }
 
+    if let Some(dir) = &config.global.bpf_pin_dir
+        && !dir.is_absolute()
+    {
+        v.error(
+            global,
+            "bpf_pin_dir",
+            format!(
+                "`bpf_pin_dir` must be an absolute path on a BPF filesystem (got {:?})",
+                dir.display().to_string()
+            ),
+        );
+    }
+
     validate_checks(&mut v, config, lines);
     validate_instances(&mut v, config, lines);
 

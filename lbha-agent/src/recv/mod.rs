@@ -4,6 +4,8 @@
 
 pub mod raw;
 
+use std::path::Path;
+
 use lbha_common::{AdvertEvent, VridConfig};
 use thiserror::Error;
 
@@ -36,24 +38,29 @@ pub enum ReceiveError {
 }
 
 pub enum AdvertReceiver {
-    // Boxed: the program's map handles dwarf the raw socket's state.
+    // Boxed: both are large (map handles, counter arrays) and moved around.
     Xdp(Box<XdpProgram>),
-    Raw(RawSocketReceiver),
+    Raw(Box<RawSocketReceiver>),
 }
 
 impl AdvertReceiver {
     /// Opens the receive path for `interface` and the configured VRIDs.
+    /// `pin_root`: where the XDP program is pinned to survive restarts
+    /// (`None`: detached when lbha stops). Must run inside a tokio runtime.
     pub fn open(
         interface: &str,
         vrids: &[(u8, VridConfig)],
         choice: ReceivePathChoice,
+        pin_root: Option<&Path>,
     ) -> Result<Self, ReceiveError> {
         match choice {
-            ReceivePathChoice::Raw => Ok(Self::Raw(RawSocketReceiver::open(interface, vrids)?)),
-            ReceivePathChoice::Xdp => {
-                Ok(Self::Xdp(Box::new(XdpProgram::attach(interface, vrids)?)))
-            }
-            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids) {
+            ReceivePathChoice::Raw => Ok(Self::Raw(Box::new(RawSocketReceiver::open(
+                interface, vrids,
+            )?))),
+            ReceivePathChoice::Xdp => Ok(Self::Xdp(Box::new(XdpProgram::attach(
+                interface, vrids, pin_root,
+            )?))),
+            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids, pin_root) {
                 Ok(program) => Ok(Self::Xdp(Box::new(program))),
                 Err(error) => {
                     tracing::warn!(
@@ -61,7 +68,9 @@ impl AdvertReceiver {
                         %error,
                         "XDP unavailable (old kernel or no BPF permission); receiving adverts on a raw socket instead"
                     );
-                    Ok(Self::Raw(RawSocketReceiver::open(interface, vrids)?))
+                    Ok(Self::Raw(Box::new(RawSocketReceiver::open(
+                        interface, vrids,
+                    )?)))
                 }
             },
         }
