@@ -254,6 +254,12 @@ impl From<&AdvertEvent> for AdvertJson {
     }
 }
 
+/// The kernel's "no advert for three intervals" cue to the agent: not an
+/// advert, so `watch` does not print it.
+fn is_silence_report(event: &AdvertEvent) -> bool {
+    event.flags & change::SILENCE != 0
+}
+
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
@@ -299,6 +305,7 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
         for event in event
             .into_iter()
             .chain(std::iter::from_fn(|| receiver.try_next()))
+            .filter(|event| !is_silence_report(event))
         {
             print_json(&AdvertJson::from(&event))?;
             seen += 1;
@@ -312,6 +319,9 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     while !done(seen)
         && let Some(event) = receiver.try_next()
     {
+        if is_silence_report(&event) {
+            continue;
+        }
         print_json(&AdvertJson::from(&event))?;
         seen += 1;
     }

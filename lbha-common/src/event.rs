@@ -46,6 +46,11 @@ pub mod change {
     pub const AFTER_SILENCE: u8 = 1 << 4;
     /// Same source, different VRRP version.
     pub const VERSION: u8 = 1 << 5;
+    /// Not an advert: the kernel's silence timer for this VRID fired, no
+    /// advert having arrived for [`crate::fastpath::SILENCE_INTERVALS`]
+    /// intervals. Only `timestamp_ns`, `vrid`, `interval_cs` (of the last
+    /// advert) and `receive_path` are set.
+    pub const SILENCE: u8 = 1 << 6;
 }
 
 /// How an advert reached user space.
@@ -122,10 +127,16 @@ pub enum Counter {
     /// Accepted adverts passed to the network stack instead of consumed
     /// because no agent holds the lease (lbha stopped, program left pinned).
     PassedNoAgent = 13,
+    /// Silence reports queued by the per-VRID kernel timer (no advert for
+    /// three intervals): the backup's cue to check the master-down timer.
+    SilenceReported = 14,
+    /// Failures to arm the silence timer or to queue its report; user
+    /// space then relies on its own (later) deadline.
+    SilenceTimerErrors = 15,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -141,6 +152,8 @@ impl Counter {
         Counter::Wakeups,
         Counter::WakeupsSaved,
         Counter::PassedNoAgent,
+        Counter::SilenceReported,
+        Counter::SilenceTimerErrors,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -160,6 +173,8 @@ impl Counter {
             Counter::Wakeups => "wakeups",
             Counter::WakeupsSaved => "wakeups_saved",
             Counter::PassedNoAgent => "passed_no_agent",
+            Counter::SilenceReported => "silence_reported",
+            Counter::SilenceTimerErrors => "silence_timer_errors",
         }
     }
 }
@@ -184,6 +199,11 @@ impl AgentLease {
         now_ns < self.until_ns
     }
 }
+
+/// Size of a value of the XDP program's `SILENCE_TIMERS` map: a kernel
+/// `struct bpf_timer` (16 bytes, opaque to user space) and the time the
+/// timer is due.
+pub const SILENCE_TIMER_VALUE_SIZE: u32 = 24;
 
 #[cfg(feature = "user")]
 mod user {

@@ -6,15 +6,18 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, xdp_action},
-    helpers::generated::bpf_ktime_get_ns,
-    macros::{map, xdp},
+    bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_timer, xdp_action},
+    btf_maps,
+    helpers::generated::{
+        bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+    },
+    macros::{btf_map, map, xdp},
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
-    event::ReceivePath,
+    event::{ReceivePath, SILENCE_TIMER_VALUE_SIZE, change},
     fastpath,
     packet::PacketView,
     vrrp::{self, DropReason, VridTable},
@@ -41,6 +44,28 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// passed on instead of consumed (see `AgentLease`).
 #[map]
 static AGENT_LEASE: Array<AgentLease> = Array::with_max_entries(1, 0);
+
+/// One VRID's silence timer.
+#[repr(C)]
+pub struct SilenceTimer {
+    timer: bpf_timer,
+    /// When the timer is due (`CLOCK_MONOTONIC` ns), for inspection.
+    due_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SilenceTimer>() == SILENCE_TIMER_VALUE_SIZE as usize);
+
+/// VRID -> a timer restarted by every accepted advert and firing after
+/// `SILENCE_INTERVALS` intervals without one. Its report is what wakes a
+/// backup whose master went quiet, so the backup need not wake at its own
+/// master-down deadlines while the master is healthy. A BTF map: the kernel
+/// finds the `bpf_timer` through the value's BTF. Timers only run while user
+/// space (the agent's fd, or a pin) holds the map.
+#[btf_map]
+static SILENCE_TIMERS: btf_maps::Array<SilenceTimer, 256> = btf_maps::Array::new();
+
+const CLOCK_MONOTONIC: u64 = 1;
+const EBUSY: i64 = 16;
 
 /// Offsets beyond this are never needed (Ethernet + VLAN + 60-byte IP header +
 /// the largest VRRP packet) and bounding them keeps the verifier's range
@@ -131,6 +156,7 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
                 return xdp_action::XDP_PASS;
             }
             deliver(event);
+            arm_silence_timer(event.vrid, event.interval_cs, now);
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
             // stack answer unicast adverts with ICMP protocol-unreachable.
@@ -177,6 +203,69 @@ fn deliver(event: AdvertEvent) {
         }
         None => count(Counter::RingBufFull),
     }
+}
+
+/// (Re)starts the VRID's silence timer: due `SILENCE_INTERVALS` advert
+/// intervals from now.
+#[inline(always)]
+fn arm_silence_timer(vrid: u8, interval_cs: u16, now: u64) {
+    let Some(slot) = SILENCE_TIMERS.get_ptr_mut(u32::from(vrid)) else {
+        return;
+    };
+    // SAFETY: pointer to a value of an array map, valid for the program's run.
+    let slot = unsafe { &mut *slot };
+    let after_ns = fastpath::silence_threshold_ns(interval_cs);
+    let map = core::ptr::from_ref(&SILENCE_TIMERS).cast_mut().cast();
+    // SAFETY: helpers called on a bpf_timer inside a map value, as the
+    // verifier requires; the callback has the signature timers expect.
+    let armed = unsafe {
+        let init = bpf_timer_init(&mut slot.timer, map, CLOCK_MONOTONIC);
+        // -EBUSY: already initialised (every advert after the first).
+        (init == 0 || init == -EBUSY)
+            && bpf_timer_set_callback(&mut slot.timer, silence_reached as *mut _) == 0
+            && bpf_timer_start(&mut slot.timer, after_ns, 0) == 0
+    };
+    if armed {
+        slot.due_ns = now + after_ns;
+    } else {
+        count(Counter::SilenceTimerErrors);
+    }
+}
+
+/// Timer callback: no advert for the VRID since the timer was armed.
+/// Queues a silence report (with a wakeup) while an agent is listening.
+extern "C" fn silence_reached(
+    _map: *mut core::ffi::c_void,
+    vrid: *mut u32,
+    _timer: *mut SilenceTimer,
+) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if !agent_present(now) {
+        return 0;
+    }
+    // SAFETY: the kernel passes a pointer to the element's key.
+    let vrid = unsafe { *vrid } as u8;
+    let interval_cs = LAST_ADVERT
+        .get(u32::from(vrid))
+        .map_or(0, |last| last.interval_cs);
+    let report = AdvertEvent {
+        timestamp_ns: now,
+        vrid,
+        interval_cs,
+        flags: change::SILENCE,
+        receive_path: ReceivePath::Xdp as u8,
+        ..AdvertEvent::default()
+    };
+    match EVENTS.reserve::<AdvertEvent>(0) {
+        Some(mut entry) => {
+            entry.write(report);
+            entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
+            count(Counter::SilenceReported);
+        }
+        None => count(Counter::SilenceTimerErrors),
+    }
+    // Timer callbacks must return 0.
+    0
 }
 
 #[cfg(not(test))]

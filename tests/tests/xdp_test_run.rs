@@ -317,7 +317,8 @@ impl Drop for Epoll {
 fn only_changes_wake_user_space() {
     let Some(mut bpf) = load() else { return };
     let epoll = Epoll::watch(bpf.events.as_raw_fd());
-    let wait = Duration::from_millis(300);
+    // Under the silence timer of the shortest interval used (3 x 10 cs).
+    let wait = Duration::from_millis(100);
     let step = |bpf: &mut Loaded, advert: Advert<'_>, src: Ipv4Addr| -> (bool, u8) {
         bpf.run(&frame(&advert, src));
         let woken = epoll.woken(wait);
@@ -357,17 +358,44 @@ fn only_changes_wake_user_space() {
     assert_eq!(bpf.counter(Counter::Wakeups), 5);
     assert_eq!(bpf.counter(Counter::WakeupsSaved), 2);
 
-    // Silence: 10 cs adverts, then a gap over three intervals.
+    // Silence: 10 cs adverts, then a gap. When it reaches three intervals
+    // the kernel's silence timer queues a report with a wakeup (what wakes a
+    // backup whose master died); the next advert is flagged AFTER_SILENCE.
     assert_eq!(
         step(&mut bpf, v3(52, 100, 10), PEER),
         (true, change::NEW_SOURCE)
     );
     assert_eq!(step(&mut bpf, v3(52, 100, 10), PEER).1, 0);
-    std::thread::sleep(Duration::from_millis(350));
+    let last_advert = bpf.tables.last_advert(52).unwrap().unwrap().timestamp_ns;
+    assert!(
+        epoll.woken(Duration::from_secs(2)),
+        "the silence report wakes user space"
+    );
+    let reports = bpf.drain();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report = reports[0];
+    assert_eq!(
+        (report.flags, report.vrid, report.interval_cs),
+        (change::SILENCE, 52, 10)
+    );
+    let after = report.timestamp_ns - last_advert;
+    assert!(
+        (300_000_000..500_000_000).contains(&after),
+        "reported {after} ns after the last advert (3 x 100 ms expected)"
+    );
+    assert_eq!(bpf.counter(Counter::SilenceReported), 1);
+    while epoll.woken(Duration::ZERO) {}
     assert_eq!(
         step(&mut bpf, v3(52, 100, 10), PEER),
         (true, change::AFTER_SILENCE)
     );
+    // A steady master keeps restarting the timer: no report.
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(50));
+        bpf.run(&frame(&v3(52, 100, 10), PEER));
+    }
+    assert_eq!(bpf.counter(Counter::SilenceReported), 1);
+    assert_eq!(bpf.counter(Counter::SilenceTimerErrors), 0);
 }
 
 #[test]
@@ -418,4 +446,11 @@ fn without_an_agent_lease_adverts_are_passed_on_not_consumed() {
     assert_eq!(bpf.drain().len(), 1);
     assert_eq!(bpf.counter(Counter::PassedNoAgent), 2);
     assert_eq!(bpf.counter(Counter::AdvertsAccepted), 3);
+
+    // That advert armed the silence timer (3 x 10 cs); the agent going away
+    // before it fires means nobody is told.
+    bpf.tables.set_lease(0).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(bpf.drain().is_empty());
+    assert_eq!(bpf.counter(Counter::SilenceReported), 0);
 }

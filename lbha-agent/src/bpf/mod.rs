@@ -142,6 +142,14 @@ fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpT
     program_mut(&mut ebpf)?
         .load()
         .map_err(|e| BpfError::Verify(Box::new(e)))?;
+    // SILENCE_TIMERS stays inside the Ebpf object on purpose: the kernel
+    // cancels a map's timers once no user-space fd (or pin) holds the map.
+    if ebpf.map("SILENCE_TIMERS").is_none() {
+        return Err(BpfError::Missing {
+            kind: "map",
+            name: "SILENCE_TIMERS",
+        });
+    }
     let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
     let tables = XdpTables {
         counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)

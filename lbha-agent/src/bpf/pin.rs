@@ -22,7 +22,7 @@ use std::{
 };
 
 use aya::maps::{MapInfo, MapType};
-use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig};
+use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig, event::SILENCE_TIMER_VALUE_SIZE};
 use thiserror::Error;
 
 use super::{AttachMode, EVENTS_BYTES};
@@ -71,7 +71,7 @@ pub(super) struct MapShape {
     pub max_entries: u32,
 }
 
-pub(super) const MAP_SHAPES: [MapShape; 5] = [
+pub(super) const MAP_SHAPES: [MapShape; 6] = [
     MapShape {
         name: "VRID_CONFIG",
         kind: MapType::Array,
@@ -99,6 +99,13 @@ pub(super) const MAP_SHAPES: [MapShape; 5] = [
         key_size: 0,
         value_size: 0,
         max_entries: EVENTS_BYTES,
+    },
+    MapShape {
+        name: "SILENCE_TIMERS",
+        kind: MapType::Array,
+        key_size: 4,
+        value_size: SILENCE_TIMER_VALUE_SIZE,
+        max_entries: 256,
     },
     MapShape {
         name: "AGENT_LEASE",

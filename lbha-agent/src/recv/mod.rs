@@ -84,6 +84,12 @@ impl AdvertReceiver {
         }
     }
 
+    /// Whether the receive path reports a VRID falling silent (events with
+    /// [`lbha_common::event::change::SILENCE`]): the XDP path's kernel timer.
+    pub fn reports_silence(&self) -> bool {
+        matches!(self, AdvertReceiver::Xdp(_))
+    }
+
     /// Waits for an advert that changes something for the state machine (the
     /// XDP path queues repeats silently; see [`Self::try_next`]).
     pub async fn next(&mut self) -> Result<AdvertEvent, ReceiveError> {

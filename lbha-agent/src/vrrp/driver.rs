@@ -1,15 +1,19 @@
 //! Runs the instances of one interface: feeds their state machines from the
 //! receive path, timers and tracked checks, and carries out what they decide.
 //!
-//! The XDP program queues steady adverts without waking us, so a backup
-//! sleeps until its master-down deadline, then drains what was queued (each
-//! advert with its kernel timestamp) before deciding whether the master is
-//! gone: the same outcome as waking on every advert, with a fraction of the
-//! wakeups.
+//! The XDP program queues steady adverts without waking us, and a kernel
+//! timer per VRID reports when adverts stop for three intervals. So a backup
+//! following a healthy master sleeps (up to a backstop of a second past its
+//! master-down deadline, in case the kernel timer could not be armed), and
+//! wakes when something changed or the master went quiet; it then drains
+//! what was queued (each advert with its kernel timestamp) and from there
+//! keeps its exact master-down deadline: the same decisions as waking on
+//! every advert, with almost none of the wakeups. On the raw-socket path,
+//! which has no such timer, it wakes at every master-down deadline.
 
 use std::{net::Ipv4Addr, sync::Arc, time::Duration};
 
-use lbha_common::{AdvertEvent, vrrp::encode::Advert};
+use lbha_common::{AdvertEvent, event::change, vrrp::encode::Advert};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -38,7 +42,14 @@ pub struct InstanceRuntime {
     vips: Vec<Ipv4Addr>,
     /// Whether the checks (not the link) were failing at the last update.
     faulted_by_checks: bool,
+    /// The kernel reported this VRID silent since the last advert we processed.
+    silence_reported: bool,
 }
+
+/// How long past its master-down deadline a backup following a healthy
+/// master may sleep when the kernel reports silence: only matters if the
+/// kernel's timer failed (counted as `silence_timer_errors`).
+const SILENCE_BACKSTOP_NS: u64 = 1_000_000_000;
 
 /// The VRRP advertisement interval of an instance in centiseconds.
 pub fn interval_cs(instance: &config::Instance) -> u16 {
@@ -64,6 +75,18 @@ impl InstanceRuntime {
             tracks,
             vips,
             faulted_by_checks: false,
+            silence_reported: false,
+        }
+    }
+
+    /// When the loop must wake for this instance. `kernel_reports_silence`:
+    /// the receive path wakes us when the VRID's adverts stop.
+    fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
+        let deadline = self.machine.next_deadline()?;
+        if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
+            Some(deadline + SILENCE_BACKSTOP_NS)
+        } else {
+            Some(deadline)
         }
     }
 
@@ -156,10 +179,11 @@ impl InterfaceTask {
             self.execute(i, actions).await;
         }
         loop {
+            let silence_reports = self.receiver.reports_silence();
             let deadline = self
                 .instances
                 .iter()
-                .filter_map(|i| i.machine.next_deadline())
+                .filter_map(|i| i.wake_at(silence_reports))
                 .min();
             tokio::select! {
                 event = self.receiver.next() => {
@@ -270,6 +294,12 @@ impl InterfaceTask {
         else {
             return;
         };
+        if event.flags & change::SILENCE != 0 {
+            tracing::debug!(instance = %self.instances[i].config.name, "kernel reports the VRID silent");
+            self.instances[i].silence_reported = true;
+            return;
+        }
+        self.instances[i].silence_reported = false;
         let advert = ReceivedAdvert {
             timestamp_ns: event.timestamp_ns,
             src: Ipv4Addr::from(event.src_addr),

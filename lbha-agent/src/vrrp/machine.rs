@@ -140,6 +140,9 @@ pub struct Machine {
     /// When we last accepted an advert from any master (kept across our own
     /// takeover, to measure how long the group went without one).
     last_master_advert_ns: Option<u64>,
+    /// Backup: the last advert came from a lower-priority master we are
+    /// waiting out in order to preempt it.
+    ignoring_lower_master: bool,
 }
 
 impl Machine {
@@ -159,7 +162,22 @@ impl Machine {
             lower_master_since: None,
             master: None,
             last_master_advert_ns: None,
+            ignoring_lower_master: false,
         }
+    }
+
+    /// Whether this Backup follows a master whose adverts it accepts, so that
+    /// the master-down timer can only matter once that master falls silent
+    /// or its adverts change. Then a kernel report of silence can stand in
+    /// for waking at every master-down deadline. Not while a resignation's
+    /// Skew_Time runs, nor while waiting out a lower-priority master.
+    pub fn follows_master(&self) -> bool {
+        self.state == State::Backup
+            && !self.resigned
+            && !self.ignoring_lower_master
+            && self
+                .master
+                .is_some_and(|(_, priority, _)| !self.params.preempt || priority >= self.priority)
     }
 
     /// When the last advert from a master was accepted.
@@ -233,6 +251,7 @@ impl Machine {
     fn become_master(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
         self.master_down_at = None;
         self.resigned = false;
+        self.ignoring_lower_master = false;
         self.lower_master_since = None;
         self.master = None;
         actions.push(Action::SendAdvert {
@@ -245,6 +264,7 @@ impl Machine {
     fn become_backup(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
         self.adver_at = None;
         self.resigned = false;
+        self.ignoring_lower_master = false;
         self.master_down_at = Some(now + self.master_down_interval_ns());
         self.transition(State::Backup, reason, actions);
     }
@@ -347,6 +367,7 @@ impl Machine {
                     // higher-priority backup speaks first.
                     self.master_down_at = Some(now + self.skew_time_ns());
                     self.resigned = true;
+                    self.ignoring_lower_master = false;
                     self.master = None;
                 } else if !self.params.preempt
                     || advert.priority >= self.priority
@@ -360,11 +381,13 @@ impl Machine {
                     }
                     self.master_down_at = Some(now + self.master_down_interval_ns());
                     self.resigned = false;
+                    self.ignoring_lower_master = false;
                     self.master = Some((advert.src, advert.priority, now));
                     self.last_master_advert_ns = Some(now);
                 } else {
                     // Lower priority master and we preempt: let the
                     // master-down timer run out.
+                    self.ignoring_lower_master = true;
                     return Err(Ignored::LowerPriority);
                 }
             }
@@ -598,6 +621,50 @@ mod tests {
                 .iter()
                 .any(to(State::Master, Reason::MasterDown))
         );
+    }
+
+    #[test]
+    fn follows_master_only_while_an_accepted_master_keeps_the_timer_meaningful() {
+        let mut m = machine(100);
+        assert!(!m.follows_master(), "Initialize");
+        m.start(0);
+        assert!(!m.follows_master(), "Backup without a master yet");
+        m.advert(&adv(100, HIGH, 200)).unwrap();
+        assert!(m.follows_master(), "Backup of a higher-priority master");
+
+        // Our priority rises above the master's: we preempt, so its steady
+        // adverts no longer keep us from taking over.
+        m.set_priority(250);
+        assert!(!m.follows_master());
+        m.set_priority(100);
+        assert!(m.follows_master());
+
+        // The master resigns: Skew_Time runs.
+        m.advert(&adv(200, HIGH, 0)).unwrap();
+        assert!(!m.follows_master());
+        m.advert(&adv(300, HIGH, 200)).unwrap();
+        assert!(m.follows_master());
+
+        // A lower-priority master takes over the group and we wait it out.
+        assert_eq!(m.advert(&adv(400, LOW, 50)), Err(Ignored::LowerPriority));
+        assert!(!m.follows_master());
+
+        // Without preemption a lower-priority master is simply followed.
+        let mut nopreempt = Machine::new(
+            Params {
+                preempt: false,
+                ..params(3, 100)
+            },
+            100,
+        );
+        nopreempt.start(0);
+        nopreempt.advert(&adv(100, LOW, 50)).unwrap();
+        assert!(nopreempt.follows_master());
+
+        // Master never follows.
+        let actions = m.poll_timers(10_000 * MS);
+        assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
+        assert!(!m.follows_master());
     }
 
     #[test]
