@@ -339,10 +339,11 @@ impl Group {
         tracing::info!(
             interface,
             receive_path = receiver.path_name(),
+            pinned = receiver.pinned(),
             instances = instances.len(),
             "interface ready"
         );
-        telemetry.add_interface(interface, receiver.path_name());
+        telemetry.add_interface(interface, receiver.path_name(), receiver.pinned());
         let mut runtimes = Vec::new();
         for instance in &instances {
             let net_err = |source| DaemonError::Net {

@@ -84,6 +84,14 @@ impl AdvertReceiver {
         }
     }
 
+    /// Whether the XDP program stays attached when the agent exits.
+    pub fn pinned(&self) -> bool {
+        match self {
+            AdvertReceiver::Xdp(program) => program.pinned(),
+            AdvertReceiver::Raw(_) => false,
+        }
+    }
+
     /// Whether the receive path reports a VRID falling silent (events with
     /// [`lbha_common::event::change::SILENCE`]): the XDP path's kernel timer.
     pub fn reports_silence(&self) -> bool {

@@ -210,6 +210,20 @@ pub fn render(telemetry: &Telemetry) -> String {
     }
     header(
         &mut out,
+        "lbha_xdp_pinned",
+        "gauge",
+        "1 when the interface's XDP program is pinned (stays attached across agent restarts).",
+    );
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "lbha_xdp_pinned{{interface=\"{}\"}} {}",
+            escape(&i.name),
+            u8::from(i.pinned)
+        );
+    }
+    header(
+        &mut out,
         "lbha_link_up",
         "gauge",
         "1 while the interface is up.",
@@ -350,7 +364,7 @@ mod tests {
             priority: 100,
             ..InstanceStatus::default()
         });
-        t.add_interface("eth1", "xdp");
+        t.add_interface("eth1", "xdp", true);
         t.update_interface("eth1", |i| {
             i.counters.insert("drop_bad_ttl".into(), 3);
         });
@@ -369,6 +383,7 @@ mod tests {
         assert!(text.contains(r#"lbha_vrrp_state{instance="VI_\"1",state="BACKUP"} 0"#));
         assert!(text.contains(r#"lbha_packets_total{interface="eth1",counter="drop_bad_ttl"} 3"#));
         assert!(text.contains(r#"lbha_receive_path{interface="eth1",path="xdp"} 1"#));
+        assert!(text.contains(r#"lbha_xdp_pinned{interface="eth1"} 1"#));
         assert!(text.contains(
             r#"lbha_vrrp_failover_duration_seconds_bucket{instance="VI_\"1",le="0.05"} 1"#
         ));

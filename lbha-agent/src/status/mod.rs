@@ -54,6 +54,10 @@ pub struct InterfaceStatus {
     pub name: String,
     /// "xdp", "xdp-skb" or "raw-socket".
     pub receive_path: String,
+    /// The XDP program is pinned under bpffs: it stays attached across
+    /// restarts of the agent.
+    #[serde(default)]
+    pub pinned: bool,
     pub link_up: bool,
     /// The receive path's packet counters (see `lbha_common::Counter`).
     pub counters: BTreeMap<String, u64>,
@@ -171,11 +175,12 @@ impl Telemetry {
         });
     }
 
-    pub fn add_interface(&self, name: &str, receive_path: &str) {
+    pub fn add_interface(&self, name: &str, receive_path: &str, pinned: bool) {
         self.with(|i| {
             i.status.interfaces.push(InterfaceStatus {
                 name: name.to_owned(),
                 receive_path: receive_path.to_owned(),
+                pinned,
                 link_up: true,
                 ..InterfaceStatus::default()
             })
@@ -335,9 +340,10 @@ pub fn render_table(status: &AgentStatus) -> String {
     for i in &status.interfaces {
         let _ = writeln!(
             out,
-            "\ninterface {}: receive path {}, link {}, {} wakeups, {} adverts accepted, {} dropped",
+            "\ninterface {}: receive path {}{}, link {}, {} wakeups, {} adverts accepted, {} dropped",
             i.name,
             i.receive_path,
+            if i.pinned { " (pinned)" } else { "" },
             if i.link_up { "up" } else { "DOWN" },
             i.wakeups,
             i.counters.get("adverts_accepted").copied().unwrap_or(0),
