@@ -184,7 +184,15 @@ pub async fn run(
     if policy.uid != 0 || policy.gid != 0 {
         cmd.uid(policy.uid).gid(policy.gid);
     }
-    let mut child = cmd.spawn().map_err(|source| ScriptError::Spawn {
+    // Spawning blocks the calling thread until the child has exec'd, which
+    // takes milliseconds on a loaded machine. The daemon runs on one runtime
+    // thread, so spawning there would hold up adverts and the floating-IP
+    // requests of the very failover a notify script reports: spawn on the
+    // blocking pool instead.
+    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
+        .await
+        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
+    let mut child = spawned.map_err(|source| ScriptError::Spawn {
         command: command.to_owned(),
         source,
     })?;
