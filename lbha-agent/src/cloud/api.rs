@@ -11,31 +11,35 @@
 //! Retrying a POST is safe here: assigning an IP to the droplet that already
 //! holds it is a no-op action on DO's side, so a request that reached DO and
 //! lost its answer costs one extra action at most.
+//!
+//! What an answer means (status, headers and body in; an action, a holder,
+//! an error or a wait out) is decided by the plain functions of
+//! [`response`], which the client runs on every answer and the fuzzer drives
+//! directly.
 
 use std::{
     fmt,
     net::Ipv4Addr,
     str::FromStr,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 use reqwest::{
     Method, StatusCode,
-    header::{AUTHORIZATION, HeaderMap, HeaderValue},
+    header::{AUTHORIZATION, HeaderValue},
 };
-use serde::{Deserialize, Deserializer, de::DeserializeOwned};
+use serde::{Deserialize, Deserializer};
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use self::response::Failure;
 use super::secret::Secret;
 
-pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+pub mod response;
 
-/// DO error bodies are short JSON; an HTML error page from a proxy is not,
-/// and is cut before it reaches an error message or a log line.
-const MAX_SHOWN_BODY: usize = 256;
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
 
 /// Which name the API is addressed by. DO renamed floating IPs to reserved
 /// IPs; both paths work today, and the response object key follows the path.
@@ -153,19 +157,6 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
     })
 }
 
-#[derive(Deserialize)]
-struct ActionEnvelope {
-    action: Action,
-}
-
-#[derive(Deserialize)]
-struct DoErrorBody {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error("building DigitalOcean API client")]
@@ -212,6 +203,9 @@ pub enum ApiError {
         attempts: u32,
         last: String,
     },
+    /// A 2xx answer that does not say what it should. `body` (what the
+    /// server sent, or the part that is wrong) and the source's message are
+    /// scrubbed: without the token, and cut.
     #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}")]
     Decode {
         method: Method,
@@ -298,19 +292,6 @@ impl fmt::Debug for ApiClient {
             .finish_non_exhaustive()
     }
 }
-
-/// Why one attempt failed, and whether another may succeed.
-enum Failure {
-    /// Retry after a jittered backoff.
-    Transient(String),
-    /// Retry after exactly this long (rate limiting told us).
-    RetryAfter(Duration, String),
-    Fatal(ApiError),
-}
-
-/// How soon to retry an assign refused because another action on the IP
-/// is still pending.
-const PENDING_RETRY: Duration = Duration::from_millis(250);
 
 /// How one API exchange ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,11 +413,12 @@ impl ApiClient {
         let path = format!("{}/actions", self.ip_path(ip));
         let body = serde_json::json!({ "type": "assign", "droplet_id": droplet_id });
         let deadline = deadline_after(self.opts.operation_deadline);
-        let env: ActionEnvelope = self
+        let text = self
             .call(Method::POST, &path, Some(&body), deadline, &still_wanted)
             .await?;
-        info!(%ip, droplet_id, action_id = env.action.id, status = %env.action.status, "assign action created");
-        Ok(env.action)
+        let action = response::decode_action(&Method::POST, &path, &text, &self.token)?;
+        info!(%ip, droplet_id, action_id = action.id, status = %action.status, "assign action created");
+        Ok(action)
     }
 
     /// The current state of action `id` on `ip`.
@@ -452,10 +434,10 @@ impl ApiClient {
         deadline: Instant,
     ) -> Result<Action, ApiError> {
         let path = format!("{}/actions/{id}", self.ip_path(ip));
-        let env: ActionEnvelope = self
+        let text = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
-        Ok(env.action)
+        response::decode_action(&Method::GET, &path, &text, &self.token)
     }
 
     /// Polls action `id` until it completes (Ok), errors (Err) or `deadline`
@@ -522,57 +504,23 @@ impl ApiClient {
     pub async fn holder_and_lock(&self, ip: Ipv4Addr) -> Result<(Option<u64>, bool), ApiError> {
         let path = self.ip_path(ip);
         let deadline = deadline_after(self.opts.operation_deadline);
-        let v: serde_json::Value = self
+        let text = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
-        // The key follows the path family; accept the other one too so a
-        // half-finished rename on DO's side cannot break the lookup.
-        let family = self.opts.path_family;
-        let obj = v
-            .get(family.object_key())
-            .or_else(|| v.get(family.other().object_key()));
-        let Some(obj) = obj else {
-            return Err(self.decode_error(
-                Method::GET,
-                &path,
-                &v.to_string(),
-                "no floating_ip/reserved_ip object",
-            ));
-        };
-        let locked = obj.get("locked").and_then(|l| l.as_bool()).unwrap_or(false);
-        match obj.get("droplet") {
-            None | Some(serde_json::Value::Null) => Ok((None, locked)),
-            Some(d) => match d.get("id").and_then(|id| id.as_u64()) {
-                Some(id) => Ok((Some(id), locked)),
-                None => Err(self.decode_error(
-                    Method::GET,
-                    &path,
-                    &d.to_string(),
-                    "droplet without a numeric id",
-                )),
-            },
-        }
-    }
-
-    fn decode_error(&self, method: Method, path: &str, body: &str, what: &str) -> ApiError {
-        ApiError::Decode {
-            method,
-            path: path.to_owned(),
-            body: self.scrub(body),
-            source: <serde_json::Error as serde::de::Error>::custom(what),
-        }
+        response::decode_holder(self.opts.path_family, &path, &text, &self.token)
     }
 
     /// One operation: attempts until success, a fatal answer, the deadline,
-    /// or `still_wanted` turning false.
-    async fn call<T: DeserializeOwned>(
+    /// or `still_wanted` turning false. Ok carries the body of the 2xx
+    /// answer, for the caller to decode.
+    async fn call(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
         deadline: Instant,
         still_wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<T, ApiError> {
+    ) -> Result<String, ApiError> {
         let start = Instant::now();
         let mut attempts: u32 = 0;
         let mut previous: Option<String> = None;
@@ -581,14 +529,7 @@ impl ApiClient {
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (pause, mut last) =
                 match self.attempt(&method, path, body, remaining, attempts).await {
-                    Ok(text) => {
-                        return serde_json::from_str(&text).map_err(|source| ApiError::Decode {
-                            method: method.clone(),
-                            path: path.to_owned(),
-                            body: self.scrub(&text),
-                            source,
-                        });
-                    }
+                    Ok(text) => return Ok(text),
                     Err(Failure::Fatal(e)) => return Err(e),
                     Err(Failure::Transient(last)) => (self.backoff(attempts), last),
                     Err(Failure::RetryAfter(wait, last)) => (wait, last),
@@ -665,37 +606,16 @@ impl ApiClient {
         };
         // Method, path and status only: headers and bodies stay out of logs.
         debug!(method = %method, path, status = status.as_u16(), attempt, elapsed_ms = sent.elapsed().as_millis() as u64, "DigitalOcean API request");
-        if status.is_success() {
-            return Ok(text);
-        }
-        let (id, message) = self.error_body(&text, status);
-        let summary = format!("HTTP {} {id}: {message}", status.as_u16());
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(match rate_limit_wait(&headers, SystemTime::now()) {
-                Some(wait) => Failure::RetryAfter(wait, summary),
-                None => Failure::Transient(summary),
-            });
-        }
-        if status.is_server_error() {
-            return Err(Failure::Transient(summary));
-        }
-        // "Floating IP already has a pending event": another assign (ours
-        // or the old master's) is still running. It ends by itself, and
-        // then ours must go through, so wait and retry like a 5xx.
-        if status == StatusCode::UNPROCESSABLE_ENTITY
-            && message.to_ascii_lowercase().contains("pending")
-        {
-            // Not an overload: poll at a steady pace rather than backing
-            // off, so ours follows the pending action as soon as it ends.
-            return Err(Failure::RetryAfter(PENDING_RETRY, summary));
-        }
-        Err(Failure::Fatal(ApiError::Rejected {
-            method: method.clone(),
-            path: path.to_owned(),
-            status: status.as_u16(),
-            id,
-            message,
-        }))
+        response::check_status(
+            method,
+            path,
+            status,
+            &headers,
+            &text,
+            &self.token,
+            SystemTime::now(),
+        )?;
+        Ok(text)
     }
 
     fn transport_failure(
@@ -726,40 +646,6 @@ impl ApiClient {
         Failure::Transient(format!("{kind}: {}", error_chain(&e.without_url())))
     }
 
-    /// DO's `{"id","message"}`, or a cut and scrubbed raw body when the
-    /// answer is not DO's JSON (a proxy's HTML page, say).
-    fn error_body(&self, text: &str, status: StatusCode) -> (String, String) {
-        let parsed: Option<DoErrorBody> = serde_json::from_str(text).ok();
-        let id = parsed
-            .as_ref()
-            .and_then(|b| b.id.clone())
-            .unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_lowercase()
-                    .replace(' ', "_")
-            });
-        let message = parsed
-            .and_then(|b| b.message)
-            .unwrap_or_else(|| text.to_owned());
-        (self.scrub(&id), self.scrub(&message))
-    }
-
-    /// Cuts server-supplied text and removes the token should the server (or
-    /// a proxy) echo our request back.
-    fn scrub(&self, text: &str) -> String {
-        let token = self.token.expose();
-        // Replaced before cutting, so a token straddling the cut cannot leave
-        // half of itself behind.
-        let clean = if token.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(token, "***")
-        };
-        clean.chars().take(MAX_SHOWN_BODY).collect()
-    }
-
     /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
     fn backoff(&self, attempt: u32) -> Duration {
         let base = self.opts.backoff_base.as_millis() as u64;
@@ -772,25 +658,6 @@ impl ApiClient {
             .min(cap);
         Duration::from_millis(fastrand::u64(0..=ceiling))
     }
-}
-
-/// How long a 429 tells us to wait: `Retry-After` (seconds) first, else
-/// `ratelimit-reset` (unix seconds) when `ratelimit-remaining` is 0. None
-/// means "no usable hint; back off as for a 5xx".
-fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
-    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
-    if let Some(secs) = num("retry-after") {
-        return Some(Duration::from_secs(secs));
-    }
-    if num("ratelimit-remaining") == Some(0) {
-        let reset = num("ratelimit-reset")?;
-        let now = now.duration_since(UNIX_EPOCH).ok()?;
-        // The reset second has begun once its whole second is reached; wait
-        // until then, at least a little so a stale header cannot spin us.
-        let wait = Duration::from_secs(reset).saturating_sub(now);
-        return Some(wait.max(Duration::from_millis(100)));
-    }
-    None
 }
 
 /// `now + d`, saturating: a configured `Duration::MAX` means "no deadline to
@@ -814,6 +681,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::UNIX_EPOCH;
+
     use super::*;
     use crate::cloud::mock::{
         Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs, closed_port_url,
@@ -1015,54 +884,26 @@ mod tests {
         );
     }
 
-    #[test]
-    fn rate_limit_headers() {
-        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        let h = |pairs: &[(&'static str, &'static str)]| {
-            let mut m = HeaderMap::new();
-            for (k, v) in pairs {
-                m.insert(*k, HeaderValue::from_static(v));
-            }
-            m
-        };
-        assert_eq!(
-            rate_limit_wait(&h(&[("retry-after", "7")]), now),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            rate_limit_wait(
-                &h(&[
-                    ("ratelimit-remaining", "0"),
-                    ("ratelimit-reset", "1700000003")
-                ]),
-                now
-            ),
-            Some(Duration::from_secs(3))
-        );
-        // A reset in the past still waits a little rather than spinning.
-        assert_eq!(
-            rate_limit_wait(
-                &h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1")]),
-                now
-            ),
-            Some(Duration::from_millis(100))
-        );
-        assert_eq!(
-            rate_limit_wait(
-                &h(&[
-                    ("ratelimit-remaining", "12"),
-                    ("ratelimit-reset", "1700000003")
-                ]),
-                now
-            ),
-            None
-        );
-        // HTTP-date Retry-After is not supported: fall back to backoff.
-        assert_eq!(
-            rate_limit_wait(&h(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), now),
-            None
-        );
-        assert_eq!(rate_limit_wait(&h(&[]), now), None);
+    #[tokio::test]
+    async fn zero_retry_after_still_pauses() {
+        // `Retry-After: 0` from an overloaded API must not turn the retries
+        // into a busy loop that only deepens the rate limiting.
+        let mock = MockDo::start().await;
+        mock.set_polls_to_complete(0);
+        for _ in 0..3 {
+            mock.push_fault(rate_limited(&[("retry-after", "0".into())]));
+        }
+        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts: Vec<_> = mock
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect();
+        assert_eq!(posts.len(), 4);
+        for pair in posts.windows(2) {
+            let gap = pair[1].at - pair[0].at;
+            assert!(gap >= response::MIN_RATE_LIMIT_WAIT, "{gap:?}");
+        }
     }
 
     #[tokio::test]

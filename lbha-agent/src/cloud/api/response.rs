@@ -1,0 +1,456 @@
+//! What the client makes of one HTTP answer from the DigitalOcean API: its
+//! status, headers and body in, an outcome out (a decoded [`Action`], the
+//! holder of an IP, an [`ApiError`], or how long to wait before retrying).
+//!
+//! These are plain functions, without I/O or clock of their own, and
+//! [`ApiClient`](super::ApiClient) runs exactly them on every answer it gets,
+//! so unit tests and the fuzzer (`fuzz/fuzz_targets/do_api_response.rs`)
+//! exercise the client's real response handling.
+//!
+//! Everything the server sends that ends up in an error or a retry summary is
+//! passed through [`scrub`]: the API token never appears in it (should the
+//! server or a proxy echo the request back), and it is cut to
+//! [`MAX_SHOWN_TEXT`] characters.
+
+use std::{
+    fmt,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use serde::Deserialize;
+
+use super::{Action, ApiError, PathFamily};
+use crate::cloud::secret::Secret;
+
+/// DO error bodies are short JSON; an HTML error page from a proxy is not,
+/// and is cut to this many characters before it reaches an error message or
+/// a log line.
+pub const MAX_SHOWN_TEXT: usize = 256;
+
+/// The shortest wait a rate-limit hint gives: `Retry-After: 0` or a stale
+/// `ratelimit-reset` must not make a rate-limited client hammer the API.
+pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_millis(100);
+
+/// The longest wait a rate-limit hint gives. DO's limits reset within the
+/// hour, so a longer hint is a broken header; the client gives up at once
+/// anyway when a wait would end past its operation deadline.
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+
+/// How soon to retry an assign refused because another action on the IP
+/// is still pending.
+pub const PENDING_RETRY: Duration = Duration::from_millis(250);
+
+/// Why one attempt failed, and whether another may succeed.
+#[derive(Debug)]
+pub enum Failure {
+    /// Retry after a jittered backoff. The text says what went wrong.
+    Transient(String),
+    /// Retry after exactly this long (rate limiting, or a pending action,
+    /// told us).
+    RetryAfter(Duration, String),
+    /// Retrying will not help.
+    Fatal(ApiError),
+}
+
+/// The body of `POST /v2/{family}/{ip}/actions` and
+/// `GET /v2/{family}/{ip}/actions/{id}`.
+#[derive(Deserialize)]
+struct ActionEnvelope {
+    action: Action,
+}
+
+/// DO's error body, `{"id": "not_found", "message": "..."}`.
+#[derive(Deserialize)]
+struct DoErrorBody {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// Judges an answer by its status (and, for some, headers and body), for the
+/// request `method path`. `Ok(())` for a 2xx: the body is then the caller's
+/// to decode ([`decode_action`], [`decode_holder`]). Otherwise:
+///
+/// * 429: [`Failure::RetryAfter`] with the wait [`rate_limit_wait`] reads
+///   from the headers (`now` is when the answer came), else
+///   [`Failure::Transient`];
+/// * 5xx: [`Failure::Transient`];
+/// * 422 whose message mentions a pending event (another action on the IP
+///   is still running): [`Failure::RetryAfter`] [`PENDING_RETRY`];
+/// * anything else (other 4xx, an unexpected 1xx or 3xx):
+///   [`Failure::Fatal`] with [`ApiError::Rejected`] carrying DO's error id
+///   and message ([`error_body`]).
+///
+/// The text of a retryable failure is `HTTP <status> <id>: <message>`.
+pub fn check_status(
+    method: &Method,
+    path: &str,
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    token: &Secret,
+    now: SystemTime,
+) -> Result<(), Failure> {
+    if status.is_success() {
+        return Ok(());
+    }
+    let (id, message) = error_body(status, body, token);
+    let summary = format!("HTTP {} {id}: {message}", status.as_u16());
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(match rate_limit_wait(headers, now) {
+            Some(wait) => Failure::RetryAfter(wait, summary),
+            None => Failure::Transient(summary),
+        });
+    }
+    if status.is_server_error() {
+        return Err(Failure::Transient(summary));
+    }
+    // "Floating IP already has a pending event": another assign (ours or the
+    // old master's) is still running. It ends by itself, and then ours must
+    // go through, so wait and retry like a 5xx.
+    if status == StatusCode::UNPROCESSABLE_ENTITY
+        && message.to_ascii_lowercase().contains("pending")
+    {
+        // Not an overload: poll at a steady pace rather than backing off,
+        // so ours follows the pending action as soon as it ends.
+        return Err(Failure::RetryAfter(PENDING_RETRY, summary));
+    }
+    Err(Failure::Fatal(ApiError::Rejected {
+        method: method.clone(),
+        path: path.to_owned(),
+        status: status.as_u16(),
+        id,
+        message,
+    }))
+}
+
+/// The action in the 2xx body of `method path` (an assign, or a poll of an
+/// action): `{"action": {...}}`. Anything else is [`ApiError::Decode`].
+pub fn decode_action(
+    method: &Method,
+    path: &str,
+    body: &str,
+    token: &Secret,
+) -> Result<Action, ApiError> {
+    serde_json::from_str::<ActionEnvelope>(body)
+        .map(|envelope| envelope.action)
+        .map_err(|e| decode_error(method, path, body, &e, token))
+}
+
+/// Who holds the IP according to the 2xx body of `GET path`
+/// (`GET /v2/{family}/{ip}`), and whether an action on it is still pending
+/// (`locked`): `(None, _)` when it is unassigned.
+///
+/// The object is under `floating_ip` or `reserved_ip` after the path family;
+/// the other key is accepted too, so a half-finished rename on DO's side
+/// cannot break the lookup. It must be a JSON object (`"floating_ip": null`
+/// does not say "unassigned"). `droplet` absent or `null` means unassigned;
+/// otherwise it must have a numeric `id`. `locked` is false unless it is
+/// `true`. Anything else is [`ApiError::Decode`].
+pub fn decode_holder(
+    family: PathFamily,
+    path: &str,
+    body: &str,
+    token: &Secret,
+) -> Result<(Option<u64>, bool), ApiError> {
+    let decode_error =
+        |body: &str, what: &dyn fmt::Display| decode_error(&Method::GET, path, body, what, token);
+    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| decode_error(body, &e))?;
+    let obj = v
+        .get(family.object_key())
+        .or_else(|| v.get(family.other().object_key()))
+        .filter(|obj| obj.is_object());
+    let Some(obj) = obj else {
+        return Err(decode_error(
+            &v.to_string(),
+            &"no floating_ip/reserved_ip object",
+        ));
+    };
+    let locked = obj.get("locked").and_then(|l| l.as_bool()).unwrap_or(false);
+    match obj.get("droplet") {
+        None | Some(serde_json::Value::Null) => Ok((None, locked)),
+        Some(d) => match d.get("id").and_then(|id| id.as_u64()) {
+            Some(id) => Ok((Some(id), locked)),
+            None => Err(decode_error(
+                &d.to_string(),
+                &"droplet without a numeric id",
+            )),
+        },
+    }
+}
+
+/// [`ApiError::Decode`] for the answer `body` to `method path`. `what` went
+/// wrong is scrubbed like the body: `serde_json`'s messages quote the
+/// offending value (`invalid type: string "..."`), which may be anything
+/// the server sent, the token included.
+fn decode_error(
+    method: &Method,
+    path: &str,
+    body: &str,
+    what: &dyn fmt::Display,
+    token: &Secret,
+) -> ApiError {
+    ApiError::Decode {
+        method: method.clone(),
+        path: path.to_owned(),
+        body: scrub(body, token),
+        source: serde::de::Error::custom(scrub(&what.to_string(), token)),
+    }
+}
+
+/// How long a 429 tells us to wait: `Retry-After` (seconds) first, else
+/// `ratelimit-reset` (unix seconds) when `ratelimit-remaining` is 0, kept
+/// within [`MIN_RATE_LIMIT_WAIT`] and [`MAX_RATE_LIMIT_WAIT`]. `now` is when
+/// the answer came. None means "no usable hint; back off as for a 5xx" (a
+/// `Retry-After` given as an HTTP date is not read).
+pub fn rate_limit_wait(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let num = |name: &str| -> Option<u64> { headers.get(name)?.to_str().ok()?.trim().parse().ok() };
+    let wait = if let Some(secs) = num("retry-after") {
+        Duration::from_secs(secs)
+    } else if num("ratelimit-remaining") == Some(0) {
+        let reset = num("ratelimit-reset")?;
+        let now = now.duration_since(UNIX_EPOCH).ok()?;
+        // The reset second has begun once its whole second is reached.
+        Duration::from_secs(reset).saturating_sub(now)
+    } else {
+        return None;
+    };
+    Some(wait.clamp(MIN_RATE_LIMIT_WAIT, MAX_RATE_LIMIT_WAIT))
+}
+
+/// DO's `{"id","message"}` from an error answer's body, or, when the body is
+/// not DO's JSON (a proxy's HTML page, say), the status's reason as the id
+/// (`not_found`) and the raw body as the message; both [`scrub`]bed.
+pub fn error_body(status: StatusCode, body: &str, token: &Secret) -> (String, String) {
+    let parsed: Option<DoErrorBody> = serde_json::from_str(body).ok();
+    let id = parsed
+        .as_ref()
+        .and_then(|b| b.id.clone())
+        .unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("error")
+                .to_lowercase()
+                .replace(' ', "_")
+        });
+    let message = parsed
+        .and_then(|b| b.message)
+        .unwrap_or_else(|| body.to_owned());
+    (scrub(&id, token), scrub(&message, token))
+}
+
+/// Server-supplied `text` as it may be shown: without the token (replaced by
+/// `***`) and cut to [`MAX_SHOWN_TEXT`] characters.
+///
+/// The token is also taken out as JSON (and Rust's Debug) quotes it, which
+/// differs for a token with `"` or `\`: that is how it appears in a JSON
+/// body, in a body printed with `{:?}`, and in `serde_json`'s messages.
+pub fn scrub(text: &str, token: &Secret) -> String {
+    let token = token.expose();
+    if token.is_empty() {
+        return text.chars().take(MAX_SHOWN_TEXT).collect();
+    }
+    let quoted = format!("{token:?}");
+    let quoted = &quoted[1..quoted.len() - 1];
+    // Replaced before cutting, so a token straddling the cut cannot leave
+    // half of itself behind.
+    let mut clean = text.replace(token, "***").replace(quoted, "***");
+    // A token containing `*` can be formed anew by the replacement itself
+    // (`a` + `a**` gives `a***`); show nothing of such a text.
+    if clean.contains(token) || clean.contains(quoted) {
+        clean = "***".to_owned();
+    }
+    clean.chars().take(MAX_SHOWN_TEXT).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+    use crate::cloud::mock::TOKEN;
+
+    const PATH: &str = "/v2/floating_ips/203.0.113.10/actions";
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(*k, HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    /// Display, Debug and every source of `e`.
+    fn everything_shown(e: &dyn Error) -> Vec<String> {
+        let mut shown = vec![e.to_string(), format!("{e:?}")];
+        let mut source = e.source();
+        while let Some(s) = source {
+            shown.push(s.to_string());
+            shown.push(format!("{s:?}"));
+            source = s.source();
+        }
+        shown
+    }
+
+    #[test]
+    fn rate_limit_headers() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let h = headers;
+        assert_eq!(
+            rate_limit_wait(&h(&[("retry-after", "7")]), now),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[
+                    ("ratelimit-remaining", "0"),
+                    ("ratelimit-reset", "1700000003")
+                ]),
+                now
+            ),
+            Some(Duration::from_secs(3))
+        );
+        // A reset in the past still waits a little rather than spinning.
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[("ratelimit-remaining", "0"), ("ratelimit-reset", "1")]),
+                now
+            ),
+            Some(MIN_RATE_LIMIT_WAIT)
+        );
+        assert_eq!(
+            rate_limit_wait(
+                &h(&[
+                    ("ratelimit-remaining", "12"),
+                    ("ratelimit-reset", "1700000003")
+                ]),
+                now
+            ),
+            None
+        );
+        // HTTP-date Retry-After is not supported: fall back to backoff.
+        assert_eq!(
+            rate_limit_wait(&h(&[("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")]), now),
+            None
+        );
+        assert_eq!(rate_limit_wait(&h(&[]), now), None);
+    }
+
+    /// A huge `Retry-After` or `ratelimit-reset` gave an unbounded wait
+    /// (found by the do_api_response fuzzer), and `Retry-After: 0` a zero
+    /// one: a rate-limited client retrying in a busy loop.
+    #[test]
+    fn rate_limit_wait_is_bounded() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let wait = |pairs| rate_limit_wait(&headers(pairs), now);
+        assert_eq!(wait(&[("retry-after", "0")]), Some(MIN_RATE_LIMIT_WAIT));
+        assert_eq!(
+            wait(&[("retry-after", "18446744073709551615")]),
+            Some(MAX_RATE_LIMIT_WAIT)
+        );
+        assert_eq!(
+            wait(&[
+                ("ratelimit-remaining", "0"),
+                ("ratelimit-reset", "18446744073709551615")
+            ]),
+            Some(MAX_RATE_LIMIT_WAIT)
+        );
+        assert_eq!(
+            wait(&[("retry-after", "3600")]),
+            Some(Duration::from_secs(3600))
+        );
+    }
+
+    /// Found by the do_api_response fuzzer: serde_json's message for a
+    /// mistyped value quotes the value, and the decode error kept that
+    /// message (unscrubbed, uncut) as its source.
+    #[test]
+    fn decode_errors_scrub_serde_messages() {
+        let token = Secret::new(TOKEN);
+        let long = "x".repeat(10_000);
+        for body in [
+            format!("\"Bearer {TOKEN}\""),
+            format!(r#"{{"action":{{"id":"Bearer {TOKEN}","status":"completed"}}}}"#),
+            format!(r#"{{"action":{{"id":1,"status":"completed","type":["{TOKEN}"]}}}}"#),
+            format!(r#"{{"action":"{long}"}}"#),
+        ] {
+            let err = decode_action(&Method::POST, PATH, &body, &token).unwrap_err();
+            let ApiError::Decode { source, .. } = &err else {
+                panic!("{err:?}");
+            };
+            assert!(
+                source.to_string().chars().count() <= MAX_SHOWN_TEXT,
+                "{source}"
+            );
+            for shown in everything_shown(&err) {
+                assert!(!shown.contains(TOKEN), "token leaked: {shown}");
+                assert!(shown.len() < 2 * MAX_SHOWN_TEXT + 200, "{shown}");
+            }
+        }
+        // The message still says what was wrong, and where.
+        let err = decode_action(&Method::POST, PATH, r#"{"action":{"id":"x"}}"#, &token)
+            .unwrap_err()
+            .source()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("invalid type") && err.contains("line 1"),
+            "{err}"
+        );
+    }
+
+    /// An IP object that is not an object (`null`, a number) read as
+    /// "unassigned" (found writing the do_api_response fuzzer's model).
+    #[test]
+    fn holder_object_must_be_an_object() {
+        let token = Secret::new(TOKEN);
+        let holder = |family, body: &str| decode_holder(family, PATH, body, &token);
+        for body in [
+            r#"{"floating_ip":null}"#,
+            r#"{"floating_ip":5,"reserved_ip":{"droplet":{"id":9}}}"#,
+            r#"{"reserved_ip":"unassigned"}"#,
+            r#"{"floating_ip":[]}"#,
+        ] {
+            let err = holder(PathFamily::FloatingIps, body).unwrap_err();
+            assert!(matches!(err, ApiError::Decode { .. }), "{body}: {err:?}");
+        }
+        assert_eq!(
+            holder(PathFamily::FloatingIps, r#"{"floating_ip":{}}"#).unwrap(),
+            (None, false)
+        );
+        assert_eq!(
+            holder(
+                PathFamily::FloatingIps,
+                r#"{"reserved_ip":{"droplet":{"id":9},"locked":true}}"#
+            )
+            .unwrap(),
+            (Some(9), true)
+        );
+    }
+
+    /// A token holding `"` showed in a body as JSON quotes it (found by the
+    /// do_api_response fuzzer), and one holding `***` could be re-formed by
+    /// the replacement.
+    #[test]
+    fn scrub_takes_out_quoted_and_reformed_tokens() {
+        let quoted = Secret::new(r#"dop_v1_"q"_secret"#);
+        let shown = scrub(r#"{"message":"Bearer dop_v1_\"q\"_secret"}"#, &quoted);
+        assert_eq!(shown, r#"{"message":"Bearer ***"}"#);
+
+        let starry = Secret::new("ab***cd");
+        assert_eq!(scrub("ab***cd", &starry), "***");
+        let shown = scrub("abab***cdcd", &starry);
+        assert!(!shown.contains("ab***cd"), "{shown}");
+
+        let plain = Secret::new(TOKEN);
+        let long = format!("{}{TOKEN}", "é".repeat(MAX_SHOWN_TEXT - 2));
+        let shown = scrub(&long, &plain);
+        assert_eq!(shown.chars().count(), MAX_SHOWN_TEXT);
+        assert!(shown.ends_with("é**"), "{shown}");
+        assert_eq!(scrub("no token here", &plain), "no token here");
+    }
+}
