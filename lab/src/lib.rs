@@ -144,7 +144,12 @@ impl Drop for Lab {
         for ns in self.all_namespaces() {
             ns.kill_all();
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // LBHA_LAB_KEEP=1 leaves the logs and configs for a post-mortem.
+        if std::env::var_os("LBHA_LAB_KEEP").is_some() {
+            eprintln!("lab: kept {}", self.dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

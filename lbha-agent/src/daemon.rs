@@ -198,6 +198,7 @@ struct Core {
     notify_queue: tokio::task::JoinHandle<()>,
     mastership: Option<Arc<(String, watch::Sender<bool>)>>,
     floating_ip_task: Option<tokio::task::JoinHandle<()>>,
+    floating_ip_status: Option<watch::Receiver<crate::cloud::FloatingIpStatus>>,
     links: watch::Receiver<link::LinkStates>,
 }
 
@@ -211,8 +212,6 @@ impl Core {
         for check in &config.checks {
             telemetry.add_check(&check.name);
         }
-        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
-        let notify_queue = tokio::spawn(notify::run_queue(notify_rx, policy.clone()));
 
         let (checks_tx, checks_rx) = watch::channel(Arc::new(vec![true; config.checks.len()]));
         let checks_tx = Arc::new(checks_tx);
@@ -232,7 +231,7 @@ impl Core {
             .collect();
 
         // The floating IP follows one instance's mastership.
-        let (mastership, floating_ip_task) = match &config.floating_ip {
+        let (mastership, floating_ip_task, floating_ip_status) = match &config.floating_ip {
             Some(floating_ip) => {
                 let instance = match &floating_ip.instance {
                     Some(name) => config
@@ -258,17 +257,24 @@ impl Core {
                 telemetry.set_floating_ip(
                     floating_ip.settings.ip.to_string(),
                     instance.name.clone(),
-                    status,
+                    status.clone(),
                     calls,
                 );
                 tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
                 (
                     Some(Arc::new((instance.name.clone(), master_tx))),
                     Some(task),
+                    Some(status),
                 )
             }
-            None => (None, None),
+            None => (None, None, None),
         };
+        let (notify_tx, notify_rx) = mpsc::unbounded_channel();
+        let notify_queue = tokio::spawn(notify::run_queue(
+            notify_rx,
+            policy.clone(),
+            floating_ip_status.clone(),
+        ));
         let interfaces = config
             .instances
             .iter()
@@ -281,6 +287,7 @@ impl Core {
             notify_queue,
             mastership,
             floating_ip_task,
+            floating_ip_status,
             links: link::watch_links(interfaces),
         })
     }
@@ -384,6 +391,7 @@ impl Group {
                 links: core.links.clone(),
                 shutdown: shutdown_rx,
                 mastership: core.mastership.clone(),
+                floating_ip_status: core.floating_ip_status.clone(),
                 telemetry: telemetry.clone(),
             },
             wakeups: 0,

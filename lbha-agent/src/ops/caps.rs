@@ -516,7 +516,7 @@ mod tests {
     fn after_setup_child() {
         use crate::{
             recv::{AdvertReceiver, ReceivePathChoice},
-            vrrp::net::{Addresses, AdvertSender, send_gratuitous_arp},
+            vrrp::net::{Addresses, AdvertSender, GarpSender},
         };
         use lbha_common::{VridConfig, vrrp::AUTH_NONE};
         use std::net::Ipv4Addr;
@@ -561,7 +561,9 @@ mod tests {
             addresses.add("lo", vip).await.expect("netlink add");
             addresses.remove("lo", vip).await.expect("netlink remove");
             println!("NETLINK ok");
-            send_gratuitous_arp("lo", &[vip.0]).expect("gratuitous ARP");
+            GarpSender::open("lo")
+                .and_then(|garp| garp.send(&[vip.0]))
+                .expect("gratuitous ARP");
             println!("GARP ok");
         });
         // What was dropped stays dropped: a new namespace needs CAP_SYS_ADMIN.

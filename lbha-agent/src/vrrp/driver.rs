@@ -24,7 +24,7 @@ use crate::{
     vrrp::{
         link::LinkStates,
         machine::{Action, Machine, Params, Reason, ReceivedAdvert, State},
-        net::{Addresses, AdvertSender, send_gratuitous_arp},
+        net::{Addresses, AdvertSender, GarpSender},
         notify::NotifyJob,
         track::{Weighted, effective_priority},
     },
@@ -44,6 +44,8 @@ pub struct InstanceRuntime {
     faulted_by_checks: bool,
     /// The kernel reported this VRID silent since the last advert we processed.
     silence_reported: bool,
+    /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
+    garp: Option<GarpSender>,
 }
 
 /// How long past its master-down deadline a backup following a healthy
@@ -67,7 +69,14 @@ impl InstanceRuntime {
             primary_addr: sender.source(),
         };
         let machine = Machine::new(params, config.priority);
-        let vips = config.virtual_addresses.iter().map(|(a, _)| *a).collect();
+        let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|(a, _)| *a).collect();
+        let garp = if vips.is_empty() {
+            None
+        } else {
+            GarpSender::open(&config.interface)
+                .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
+                .ok()
+        };
         Self {
             config,
             machine,
@@ -76,6 +85,7 @@ impl InstanceRuntime {
             vips,
             faulted_by_checks: false,
             silence_reported: false,
+            garp,
         }
     }
 
@@ -144,6 +154,8 @@ pub struct Shared {
     /// The instance the floating IP follows, and where to say whether it is
     /// Master.
     pub mastership: Option<Arc<(String, watch::Sender<bool>)>>,
+    /// The floating-IP manager's status, when there is one.
+    pub floating_ip_status: Option<watch::Receiver<crate::cloud::FloatingIpStatus>>,
     pub telemetry: Telemetry,
 }
 
@@ -368,10 +380,24 @@ impl InterfaceTask {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
-            if !instance.vips.is_empty()
-                && let Err(error) = send_gratuitous_arp(&config.interface, &instance.vips)
-            {
-                tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent");
+            if !instance.vips.is_empty() {
+                // Normally opened at start; if that failed, one for this
+                // takeover (slower: closing it stalls the thread briefly).
+                let fallback;
+                let garp = match &instance.garp {
+                    Some(garp) => Some(garp),
+                    None => {
+                        fallback = GarpSender::open(&config.interface)
+                            .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
+                            .ok();
+                        fallback.as_ref()
+                    }
+                };
+                if let Some(garp) = garp
+                    && let Err(error) = garp.send(&instance.vips)
+                {
+                    tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent");
+                }
             }
         } else if from == State::Master || from == State::Initialize {
             // Leaving Master, and at startup: a crashed predecessor may have
@@ -383,7 +409,18 @@ impl InterfaceTask {
                 }
             }
         }
-        for job in NotifyJob::for_transition(config, to, instance.machine.priority()) {
+        // The floating IP goes first (see notify's FLOATING_IP_FIRST).
+        let after_floating_ip_check =
+            match (&self.shared.floating_ip_status, &self.shared.mastership) {
+                (Some(status), Some(mastership))
+                    if to == State::Master && mastership.0 == config.name =>
+                {
+                    Some(status.borrow().checks)
+                }
+                _ => None,
+            };
+        for mut job in NotifyJob::for_transition(config, to, instance.machine.priority()) {
+            job.after_floating_ip_check = after_floating_ip_check;
             let _ = self.shared.notify.send(job);
         }
     }

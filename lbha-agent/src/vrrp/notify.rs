@@ -3,12 +3,20 @@
 //! (STATE is MASTER, BACKUP, FAULT, or STOP when the agent shuts down).
 //! One queue runs them one after the other, in the order the transitions
 //! happened, so a slow script can never reorder MASTER and BACKUP.
+//!
+//! The scripts of a transition to MASTER on the instance the floating IP
+//! follows start once the floating-IP manager has decided (and, when the IP
+//! is elsewhere, sent its assign request), at most [`FLOATING_IP_FIRST`]
+//! later: starting shells and curls at the same moment competes for CPU with
+//! the one request a failover depends on (measured: 10-20 ms later assign
+//! requests on a busy 2-CPU machine).
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::{
+    cloud::FloatingIpStatus,
     config,
     health::script::{self, ScriptPolicy},
     vrrp::machine::State,
@@ -18,10 +26,17 @@ use crate::{
 /// every later transition forever, so lbha allows this long.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long MASTER notify scripts wait for the floating-IP manager's
+/// decision (a metadata round trip; the API's own retries are not waited for).
+pub const FLOATING_IP_FIRST: Duration = Duration::from_millis(250);
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NotifyJob {
     pub command: String,
     pub args: Vec<String>,
+    /// Start only after the floating-IP manager completed a check beyond
+    /// this many (its `checks` count when the transition happened).
+    pub after_floating_ip_check: Option<u64>,
 }
 
 impl NotifyJob {
@@ -37,6 +52,7 @@ impl NotifyJob {
             .map(|command| NotifyJob {
                 command: command.clone(),
                 args: Vec::new(),
+                after_floating_ip_check: None,
             })
             .into_iter()
             .collect();
@@ -55,15 +71,30 @@ impl NotifyJob {
                     state.into(),
                     priority.to_string(),
                 ],
+                after_floating_ip_check: None,
             });
         }
         jobs
     }
 }
 
-/// Runs queued jobs in order until every sender is gone.
-pub async fn run_queue(mut jobs: mpsc::UnboundedReceiver<NotifyJob>, policy: ScriptPolicy) {
+/// Runs queued jobs in order until every sender is gone. `floating_ip`:
+/// the floating-IP manager's status, for jobs that wait for its decision.
+pub async fn run_queue(
+    mut jobs: mpsc::UnboundedReceiver<NotifyJob>,
+    policy: ScriptPolicy,
+    mut floating_ip: Option<watch::Receiver<FloatingIpStatus>>,
+) {
     while let Some(job) = jobs.recv().await {
+        if let (Some(before), Some(status)) = (job.after_floating_ip_check, floating_ip.as_mut()) {
+            let decided = status.wait_for(|s| s.checks > before);
+            if tokio::time::timeout(FLOATING_IP_FIRST, decided)
+                .await
+                .is_err()
+            {
+                tracing::debug!(command = %job.command, "floating IP still undecided; running the notify script anyway");
+            }
+        }
         match script::run(&job.command, &job.args, &policy, NOTIFY_TIMEOUT).await {
             Ok(true) => tracing::debug!(command = %job.command, "notify script done"),
             Ok(false) => tracing::warn!(command = %job.command, "notify script exited non-zero"),
@@ -103,7 +134,8 @@ mod tests {
             jobs[0],
             NotifyJob {
                 command: "/m.sh".into(),
-                args: vec![]
+                args: vec![],
+                after_floating_ip_check: None,
             }
         );
         assert_eq!(jobs[1].command, "/any.sh");
@@ -122,5 +154,53 @@ mod tests {
         let stop = NotifyJob::for_transition(&i, State::Initialize, 100);
         assert_eq!(stop.len(), 1);
         assert_eq!(stop[0].args, ["INSTANCE", "VI_1", "STOP", "100"]);
+    }
+
+    /// Polls for `path` for up to `within`.
+    async fn appears(path: &std::path::Path, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        while tokio::time::Instant::now() < deadline {
+            if path.exists() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        path.exists()
+    }
+
+    #[tokio::test]
+    async fn master_scripts_wait_for_the_floating_ip_decision_but_not_forever() {
+        let dir = std::env::temp_dir().join(format!("lbha-notify-gate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (status_tx, status_rx) = watch::channel(FloatingIpStatus::default());
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let policy = ScriptPolicy::new(false, None, None).unwrap();
+        let queue = tokio::spawn(run_queue(jobs_rx, policy, Some(status_rx)));
+        let touch = |name: &str, gate: Option<u64>| NotifyJob {
+            command: format!("touch {}", dir.join(name).display()),
+            args: vec![],
+            after_floating_ip_check: gate,
+        };
+
+        // Held back until the manager finishes the check after the transition.
+        jobs_tx.send(touch("decided", Some(0))).unwrap();
+        assert!(!appears(&dir.join("decided"), Duration::from_millis(150)).await);
+        status_tx.send_modify(|s| s.checks = 1);
+        assert!(appears(&dir.join("decided"), Duration::from_secs(5)).await);
+
+        // A manager that never answers delays scripts by FLOATING_IP_FIRST only.
+        let sent = std::time::Instant::now();
+        jobs_tx.send(touch("undecided", Some(1))).unwrap();
+        assert!(appears(&dir.join("undecided"), Duration::from_secs(5)).await);
+        let waited = sent.elapsed();
+        assert!(waited >= FLOATING_IP_FIRST, "{waited:?}");
+
+        // Ungated jobs run at once.
+        jobs_tx.send(touch("plain", None)).unwrap();
+        assert!(appears(&dir.join("plain"), Duration::from_millis(150)).await);
+
+        drop(jobs_tx);
+        queue.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,142 @@
+//! A new master announces its virtual addresses with gratuitous ARP, from
+//! its interface's MAC, so neighbours switch to it at once.
+
+use std::{
+    net::Ipv4Addr,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use lbha_tests::{Agent, KeepalivedConfig, Netns, VrrpInstance, require_root, veth_pair};
+
+const VIP: Ipv4Addr = Ipv4Addr::new(10, 205, 1, 100);
+const CAPTURE: Duration = Duration::from_secs(20);
+
+/// Gratuitous ARP frames (sender IP == target IP) seen on `interface` of
+/// the namespace: (sender MAC, sender IP), until one for `VIP` arrives or
+/// `CAPTURE` passes. Sends `()` on `ready` once the socket is listening.
+fn capture_garp(interface: String, ready: mpsc::Sender<()>) -> Vec<([u8; 6], Ipv4Addr)> {
+    const ETH_P_ARP: u16 = 0x0806;
+    let ifindex = {
+        let name = std::ffi::CString::new(interface).unwrap();
+        // SAFETY: valid C string.
+        unsafe { libc::if_nametoindex(name.as_ptr()) }
+    };
+    assert_ne!(ifindex, 0, "capture interface exists");
+    // SAFETY: plain syscalls on a socket we own and close below.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            i32::from(ETH_P_ARP.to_be()),
+        )
+    };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    addr.sll_family = libc::AF_PACKET as u16;
+    addr.sll_protocol = ETH_P_ARP.to_be();
+    addr.sll_ifindex = ifindex as i32;
+    let timeout = libc::timeval {
+        tv_sec: 0,
+        tv_usec: 200_000,
+    };
+    // SAFETY: valid pointers and sizes.
+    unsafe {
+        assert_eq!(
+            libc::bind(
+                fd,
+                (&raw const addr).cast(),
+                size_of::<libc::sockaddr_ll>() as u32
+            ),
+            0
+        );
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            size_of::<libc::timeval>() as u32,
+        );
+    }
+    ready.send(()).unwrap();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + CAPTURE;
+    let mut frame = [0u8; 1514];
+    while Instant::now() < deadline {
+        // SAFETY: valid buffer.
+        let n = unsafe { libc::recv(fd, frame.as_mut_ptr().cast(), frame.len(), 0) };
+        if n < 42 {
+            continue;
+        }
+        let sender_mac: [u8; 6] = frame[22..28].try_into().unwrap();
+        let sender_ip = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[28..32]).unwrap());
+        let target_ip = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[38..42]).unwrap());
+        if sender_ip == target_ip {
+            seen.push((sender_mac, sender_ip));
+            if sender_ip == VIP {
+                break;
+            }
+        }
+    }
+    // SAFETY: closing our own fd.
+    unsafe { libc::close(fd) };
+    seen
+}
+
+fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
+    let text = ns
+        .exec(&["cat", &format!("/sys/class/net/{interface}/address")])
+        .unwrap();
+    let mut mac = [0u8; 6];
+    for (byte, part) in mac.iter_mut().zip(text.trim().split(':')) {
+        *byte = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
+}
+
+#[test]
+fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("gpa").unwrap();
+    let b = Netns::new("gpb").unwrap();
+    veth_pair(&a, "va", "10.205.1.1/24", &b, "vb", "10.205.1.2/24").unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let capture_ns = b.name().to_owned();
+    let capture = std::thread::spawn(move || {
+        lbha_lab::in_netns(&capture_ns, move || capture_garp("vb".into(), ready_tx))
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("capture listening");
+
+    // Nobody else speaks for VRID 62: lbha becomes master after
+    // Master_Down_Interval.
+    let conf = KeepalivedConfig::new()
+        .global_def("vrrp_version 3")
+        .instance(
+            VrrpInstance::unicast("VI_1", "va", 62, Ipv4Addr::new(10, 205, 1, 1))
+                .priority(150)
+                .advert_int("0.1")
+                .version(3)
+                .unicast_peer(Ipv4Addr::new(10, 205, 1, 2))
+                .virtual_ipaddress("10.205.1.100/32"),
+        )
+        .render();
+    let mut agent = Agent::start(&a, &conf).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
+        .unwrap();
+
+    let seen = capture.join().unwrap().unwrap();
+    assert!(
+        seen.contains(&(mac_of(&a, "va"), VIP)),
+        "gratuitous ARP for {VIP} from va's MAC; saw {seen:?}\n{}",
+        agent.log()
+    );
+}
