@@ -351,6 +351,9 @@ impl Group {
             "interface ready"
         );
         telemetry.add_interface(interface, receiver.path_name(), receiver.pinned());
+        if let Some(source) = receiver.last_advert_source() {
+            telemetry.set_last_advert_source(interface, source);
+        }
         let mut runtimes = Vec::new();
         for instance in &instances {
             let net_err = |source| DaemonError::Net {

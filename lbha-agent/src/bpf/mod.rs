@@ -154,8 +154,9 @@ fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpT
     let tables = XdpTables {
         counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
             .map_err(map_err("COUNTERS"))?,
-        last_advert: Array::try_from(take_map(&mut ebpf, "LAST_ADVERT")?)
-            .map_err(map_err("LAST_ADVERT"))?,
+        last_advert: Arc::new(Mutex::new(
+            Array::try_from(take_map(&mut ebpf, "LAST_ADVERT")?).map_err(map_err("LAST_ADVERT"))?,
+        )),
         vrid_config: Array::try_from(take_map(&mut ebpf, "VRID_CONFIG")?)
             .map_err(map_err("VRID_CONFIG"))?,
         lease: Lease(Arc::new(Mutex::new(
@@ -179,7 +180,8 @@ pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, BpfError> {
 /// The program's array maps, owned by user space.
 pub struct XdpTables {
     counters: PerCpuArray<MapData, u64>,
-    last_advert: Array<MapData, AdvertEvent>,
+    /// Shared with status queries (see [`XdpTables::last_advert_reader`]).
+    last_advert: Arc<Mutex<Array<MapData, AdvertEvent>>>,
     vrid_config: Array<MapData, VridConfig>,
     lease: Lease,
 }
@@ -247,12 +249,27 @@ impl XdpTables {
 
     /// The last advert accepted for `vrid`, if any.
     pub fn last_advert(&self, vrid: u8) -> Result<Option<AdvertEvent>, BpfError> {
-        let event = self
-            .last_advert
-            .get(&u32::from(vrid), 0)
-            .map_err(map_err("LAST_ADVERT"))?;
-        Ok((event.timestamp_ns != 0).then_some(event))
+        read_last_advert(&self.last_advert, vrid)
     }
+
+    /// A handle reading [`Self::last_advert`] from elsewhere (status), valid
+    /// as long as it is kept.
+    pub fn last_advert_reader(&self) -> impl Fn(u8) -> Option<AdvertEvent> + Send + Sync + 'static {
+        let map = Arc::clone(&self.last_advert);
+        move |vrid| read_last_advert(&map, vrid).ok().flatten()
+    }
+}
+
+fn read_last_advert(
+    map: &Mutex<Array<MapData, AdvertEvent>>,
+    vrid: u8,
+) -> Result<Option<AdvertEvent>, BpfError> {
+    // A poisoned lock still guards a usable map handle.
+    let map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let event = map
+        .get(&u32::from(vrid), 0)
+        .map_err(map_err("LAST_ADVERT"))?;
+    Ok((event.timestamp_ns != 0).then_some(event))
 }
 
 /// A snapshot of the packet counters, indexed by [`Counter`].

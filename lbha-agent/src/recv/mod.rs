@@ -84,6 +84,20 @@ impl AdvertReceiver {
         }
     }
 
+    /// For status: the kernel's last accepted advert per VRID (XDP path
+    /// only; the raw socket path wakes for every advert anyway).
+    pub fn last_advert_source(&self) -> Option<crate::status::LastAdvertSource> {
+        match self {
+            AdvertReceiver::Xdp(program) => {
+                let read = program.tables().last_advert_reader();
+                Some(std::sync::Arc::new(move |vrid| {
+                    read(vrid).map(|e| (std::net::Ipv4Addr::from(e.src_addr), e.timestamp_ns))
+                }))
+            }
+            AdvertReceiver::Raw(_) => None,
+        }
+    }
+
     /// Whether the XDP program stays attached when the agent exits.
     pub fn pinned(&self) -> bool {
         match self {

@@ -116,9 +116,17 @@ impl Histogram {
     }
 }
 
+/// Reads the kernel's last accepted advert of a VRID on one interface:
+/// (source, `CLOCK_MONOTONIC` ns).
+pub type LastAdvertSource = Arc<dyn Fn(u8) -> Option<(std::net::Ipv4Addr, u64)> + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     status: AgentStatus,
+    /// Per interface (XDP path): a backup following a healthy master only
+    /// processes the queued adverts about once a second, so the advert age
+    /// comes from the kernel's last-advert map when status is asked.
+    last_advert_sources: BTreeMap<String, LastAdvertSource>,
     /// Per instance: time from losing the master to becoming Master.
     failover: BTreeMap<String, Histogram>,
     check_latency: BTreeMap<String, Histogram>,
@@ -154,6 +162,7 @@ impl Telemetry {
             i.status.instances.clear();
             i.status.checks.clear();
             i.status.interfaces.clear();
+            i.last_advert_sources.clear();
         });
     }
 
@@ -162,6 +171,14 @@ impl Telemetry {
         self.with(|i| {
             i.status.instances.retain(|s| s.interface != interface);
             i.status.interfaces.retain(|s| s.name != interface);
+            i.last_advert_sources.remove(interface);
+        });
+    }
+
+    /// Where [`Self::snapshot`] reads the last advert of `interface`'s VRIDs.
+    pub fn set_last_advert_source(&self, interface: &str, source: LastAdvertSource) {
+        self.with(|i| {
+            i.last_advert_sources.insert(interface.to_owned(), source);
         });
     }
 
@@ -261,6 +278,19 @@ impl Telemetry {
         self.with(|i| {
             let mut status = i.status.clone();
             for instance in &mut status.instances {
+                // A backup's master may have advertised since the machine
+                // last processed the queue: the kernel's map knows.
+                let master: Option<std::net::Ipv4Addr> =
+                    instance.master.as_deref().and_then(|m| m.parse().ok());
+                if instance.state == "BACKUP"
+                    && let (Some(master), Some(source)) =
+                        (master, i.last_advert_sources.get(&instance.interface))
+                    && let Some((src, at)) = source(instance.vrid)
+                    && src == master
+                    && instance.last_advert_ns.is_none_or(|seen| at > seen)
+                {
+                    instance.last_advert_ns = Some(at);
+                }
                 instance.last_advert_age_ms = instance
                     .last_advert_ns
                     .map(|ts| now.saturating_sub(ts) / 1_000_000);
@@ -426,5 +456,42 @@ mod tests {
         let (failover, latency) = t.histograms();
         assert_eq!(failover["VI_1"].count, 1);
         assert_eq!(latency["haproxy"].count, 1);
+    }
+
+    #[test]
+    fn backup_advert_age_comes_from_the_kernel_when_it_is_newer() {
+        let t = Telemetry::default();
+        let now = monotonic_ns();
+        let master: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap();
+        t.add_instance(InstanceStatus {
+            name: "VI_1".into(),
+            interface: "eth1".into(),
+            vrid: 51,
+            state: "BACKUP".into(),
+            master: Some(master.to_string()),
+            // What the state machine last processed: 5 s ago.
+            last_advert_ns: Some(now - 5_000_000_000),
+            ..InstanceStatus::default()
+        });
+        let age = |t: &Telemetry| t.snapshot().instances[0].last_advert_age_ms.unwrap();
+        assert!(age(&t) >= 5_000);
+
+        // The kernel saw the master 100 ms ago.
+        let kernel = Arc::new(std::sync::Mutex::new((master, now - 100_000_000)));
+        let reader = Arc::clone(&kernel);
+        t.set_last_advert_source(
+            "eth1",
+            Arc::new(move |vrid| (vrid == 51).then(|| *reader.lock().unwrap())),
+        );
+        assert!((100..1_000).contains(&age(&t)), "{}", age(&t));
+
+        // Another router's advert says nothing about our master.
+        *kernel.lock().unwrap() = ("10.0.0.9".parse().unwrap(), now);
+        assert!(age(&t) >= 5_000);
+
+        // Forgotten with its interface.
+        *kernel.lock().unwrap() = (master, now);
+        t.forget_interface("eth1");
+        assert!(t.snapshot().instances.is_empty());
     }
 }
