@@ -334,7 +334,7 @@ fn take_over_pinned_link(
             Some((mode, Attachment::Pinned))
         }
         Err(error) => {
-            tracing::warn!(interface, path = %path.display(), error = %error_chain(error.as_ref()), "could not take over the pinned XDP link; attaching anew");
+            tracing::warn!(interface, path = %path.display(), error = %crate::error_chain(error.as_ref()), "could not take over the pinned XDP link; attaching anew");
             let _ = std::fs::remove_file(&path);
             None
         }
@@ -383,17 +383,6 @@ fn pin_link(
             }
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Reads one ring buffer record as an event.
@@ -452,7 +441,7 @@ impl XdpProgram {
         let pins = pin_root.and_then(|root| match PinDir::prepare(root, ifindex) {
             Ok(pins) => Some(pins),
             Err(error) => {
-                tracing::warn!(interface, error = %error_chain(&error), "BPF pinning unavailable; the XDP program will be detached when lbha stops");
+                tracing::warn!(interface, error = %crate::error_chain(&error), "BPF pinning unavailable; the XDP program will be detached when lbha stops");
                 None
             }
         });

@@ -643,7 +643,7 @@ impl ApiClient {
         } else {
             "connection error"
         };
-        Failure::Transient(format!("{kind}: {}", error_chain(&e.without_url())))
+        Failure::Transient(format!("{kind}: {}", crate::error_chain(&e.without_url())))
     }
 
     /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
@@ -666,17 +666,6 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -291,16 +291,6 @@ impl fmt::Display for ProcCaps {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(&format!(": {inner}"));
-        source = inner.source();
-    }
-    text
-}
-
 fn names(caps: &[Capability]) -> String {
     caps.iter()
         .map(|cap| cap.to_string())
@@ -339,7 +329,7 @@ pub fn drop_after_setup(needs: Needs) {
             }
         }
         Err(error) => tracing::warn!(
-            error = %error_chain(&error),
+            error = %crate::error_chain(&error),
             "could not drop capabilities; running with all of them"
         ),
     }
