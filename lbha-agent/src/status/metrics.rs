@@ -22,6 +22,22 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// A metric family with one label: its header, then one sample per
+/// (label value, value).
+fn family<'a, V: std::fmt::Display>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    samples: impl IntoIterator<Item = (&'a str, V)>,
+) {
+    header(out, name, kind, help);
+    for (key, value) in samples {
+        let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {value}", escape(key));
+    }
+}
+
 fn histogram(
     out: &mut String,
     name: &str,
@@ -76,50 +92,39 @@ pub fn render(telemetry: &Telemetry) -> String {
             );
         }
     }
-    header(
+    family(
         &mut out,
         "lbha_vrrp_priority",
         "gauge",
         "Effective priority (after tracked checks).",
+        "instance",
+        status
+            .instances
+            .iter()
+            .map(|i| (i.name.as_str(), i.priority)),
     );
-    for i in &status.instances {
-        let _ = writeln!(
-            out,
-            "lbha_vrrp_priority{{instance=\"{}\"}} {}",
-            escape(&i.name),
-            i.priority
-        );
-    }
-    header(
+    family(
         &mut out,
         "lbha_vrrp_transitions_total",
         "counter",
         "State transitions.",
+        "instance",
+        status
+            .instances
+            .iter()
+            .map(|i| (i.name.as_str(), i.transitions)),
     );
-    for i in &status.instances {
-        let _ = writeln!(
-            out,
-            "lbha_vrrp_transitions_total{{instance=\"{}\"}} {}",
-            escape(&i.name),
-            i.transitions
-        );
-    }
-    header(
+    family(
         &mut out,
         "lbha_vrrp_last_transition_timestamp_seconds",
         "gauge",
         "Unix time of the last state transition.",
+        "instance",
+        status.instances.iter().filter_map(|i| {
+            let ms = i.last_transition_unix_ms?;
+            Some((i.name.as_str(), format!("{:.3}", ms as f64 / 1000.0)))
+        }),
     );
-    for i in &status.instances {
-        if let Some(ms) = i.last_transition_unix_ms {
-            let _ = writeln!(
-                out,
-                "lbha_vrrp_last_transition_timestamp_seconds{{instance=\"{}\"}} {:.3}",
-                escape(&i.name),
-                ms as f64 / 1000.0
-            );
-        }
-    }
     header(
         &mut out,
         "lbha_vrrp_failover_duration_seconds",
@@ -136,48 +141,33 @@ pub fn render(telemetry: &Telemetry) -> String {
             h,
         );
     }
-    header(
+    family(
         &mut out,
         "lbha_check_up",
         "gauge",
         "1 while the tracked check counts as up.",
+        "check",
+        status
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), u8::from(c.up))),
     );
-    for c in &status.checks {
-        let _ = writeln!(
-            out,
-            "lbha_check_up{{check=\"{}\"}} {}",
-            escape(&c.name),
-            u8::from(c.up)
-        );
-    }
-    header(
+    family(
         &mut out,
         "lbha_check_runs_total",
         "counter",
         "Check runs (process checks: evaluations).",
+        "check",
+        status.checks.iter().map(|c| (c.name.as_str(), c.runs)),
     );
-    for c in &status.checks {
-        let _ = writeln!(
-            out,
-            "lbha_check_runs_total{{check=\"{}\"}} {}",
-            escape(&c.name),
-            c.runs
-        );
-    }
-    header(
+    family(
         &mut out,
         "lbha_check_failures_total",
         "counter",
         "Check runs that failed.",
+        "check",
+        status.checks.iter().map(|c| (c.name.as_str(), c.failures)),
     );
-    for c in &status.checks {
-        let _ = writeln!(
-            out,
-            "lbha_check_failures_total{{check=\"{}\"}} {}",
-            escape(&c.name),
-            c.failures
-        );
-    }
     header(
         &mut out,
         "lbha_check_duration_seconds",
@@ -208,34 +198,28 @@ pub fn render(telemetry: &Telemetry) -> String {
             escape(&i.receive_path)
         );
     }
-    header(
+    family(
         &mut out,
         "lbha_xdp_pinned",
         "gauge",
         "1 when the interface's XDP program is pinned (stays attached across agent restarts).",
+        "interface",
+        status
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), u8::from(i.pinned))),
     );
-    for i in &status.interfaces {
-        let _ = writeln!(
-            out,
-            "lbha_xdp_pinned{{interface=\"{}\"}} {}",
-            escape(&i.name),
-            u8::from(i.pinned)
-        );
-    }
-    header(
+    family(
         &mut out,
         "lbha_link_up",
         "gauge",
         "1 while the interface is up.",
+        "interface",
+        status
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), u8::from(i.link_up))),
     );
-    for i in &status.interfaces {
-        let _ = writeln!(
-            out,
-            "lbha_link_up{{interface=\"{}\"}} {}",
-            escape(&i.name),
-            u8::from(i.link_up)
-        );
-    }
     header(
         &mut out,
         "lbha_packets_total",
@@ -252,60 +236,44 @@ pub fn render(telemetry: &Telemetry) -> String {
             );
         }
     }
-    header(
+    family(
         &mut out,
         "lbha_loop_wakeups_total",
         "counter",
         "Times the interface's VRRP task woke up.",
+        "interface",
+        status
+            .interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), i.wakeups)),
     );
-    for i in &status.interfaces {
-        let _ = writeln!(
-            out,
-            "lbha_loop_wakeups_total{{interface=\"{}\"}} {}",
-            escape(&i.name),
-            i.wakeups
-        );
-    }
     if let Some(f) = &status.floating_ip {
-        header(
+        family(
             &mut out,
             "lbha_do_api_requests_total",
             "counter",
             "DigitalOcean API requests by outcome.",
+            "outcome",
+            f.api_calls
+                .iter()
+                .map(|(outcome, value)| (outcome.as_str(), value)),
         );
-        for (outcome, value) in &f.api_calls {
-            let _ = writeln!(
-                out,
-                "lbha_do_api_requests_total{{outcome=\"{}\"}} {value}",
-                escape(outcome)
-            );
-        }
-        header(
+        family(
             &mut out,
             "lbha_floating_ip_assigns_total",
             "counter",
             "Floating IP assigns requested.",
+            "ip",
+            [(f.ip.as_str(), f.assigns)],
         );
-        let _ = writeln!(
-            out,
-            "lbha_floating_ip_assigns_total{{ip=\"{}\"}} {}",
-            escape(&f.ip),
-            f.assigns
-        );
-        header(
+        family(
             &mut out,
             "lbha_floating_ip_held",
             "gauge",
             "1 if this droplet holds the floating IP, 0 if not (absent: unknown).",
+            "ip",
+            f.held_by_us.map(|held| (f.ip.as_str(), u8::from(held))),
         );
-        if let Some(held) = f.held_by_us {
-            let _ = writeln!(
-                out,
-                "lbha_floating_ip_held{{ip=\"{}\"}} {}",
-                escape(&f.ip),
-                u8::from(held)
-            );
-        }
     }
     out
 }
