@@ -1011,24 +1011,7 @@ impl Agent {
     /// with it inside `ns`. It does not wait: see [`Agent::wait_for_log`]
     /// (e.g. `interface ready`) or [`Agent::wait_for_transition`].
     pub fn start(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        let dir = TempDir::new("agent")?;
-        let conf = dir.path().join("keepalived.conf");
-        std::fs::write(&conf, keepalived_conf)
-            .with_context(|| format!("writing {}", conf.display()))?;
-        let log = std::fs::File::create(dir.path().join("agent.log"))?;
-        let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
-        let child = ChildGuard::spawn(
-            "lbha-agent",
-            ns.command(agent_bin())
-                .arg("--keepalived-conf")
-                .arg(&conf)
-                .env("RUST_LOG", filter)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log),
-        )?;
-        Ok(Self { child, dir })
+        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |_| Vec::new())
     }
 
     /// The directory holding keepalived.conf and agent.log.
