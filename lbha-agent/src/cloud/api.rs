@@ -829,11 +829,7 @@ mod tests {
         mock.push_fault(rate_limited(&[("retry-after", "1".into())]));
         let start = Instant::now();
         client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts: Vec<_> = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == "POST")
-            .collect();
+        let posts = mock.posts();
         assert_eq!(posts.len(), 2);
         assert!(
             posts[1].at - posts[0].at >= Duration::from_secs(1),
@@ -856,11 +852,7 @@ mod tests {
             ("ratelimit-reset", reset.to_string()),
         ]));
         client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts: Vec<_> = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == "POST")
-            .collect();
+        let posts = mock.posts();
         assert_eq!(posts.len(), 2);
         // The wait runs from when the 429 came back (however slow the
         // machine was to send it) to the reset second.
@@ -883,11 +875,7 @@ mod tests {
             mock.push_fault(rate_limited(&[("retry-after", "0".into())]));
         }
         client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts: Vec<_> = mock
-            .requests()
-            .into_iter()
-            .filter(|r| r.method == "POST")
-            .collect();
+        let posts = mock.posts();
         assert_eq!(posts.len(), 4);
         for pair in posts.windows(2) {
             let gap = pair[1].at - pair[0].at;

@@ -158,6 +158,13 @@ impl MockDo {
     pub fn requests(&self) -> Vec<Recorded> {
         self.state().requests.clone()
     }
+    /// The POST requests, in order.
+    pub fn posts(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST")
+            .collect()
+    }
     /// API requests (metadata excluded) with this method whose path starts
     /// with `prefix`.
     pub fn count(&self, method: &str, prefix: &str) -> usize {
