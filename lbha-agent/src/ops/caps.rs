@@ -445,11 +445,7 @@ mod tests {
         let Some(keep) = std::env::var(CHILD_ENV).ok() else {
             return;
         };
-        let keep_mask = u64::from_str_radix(&keep, 16).unwrap();
-        let keep: Vec<Capability> = ::caps::all()
-            .into_iter()
-            .filter(|cap| keep_mask & cap.bitmask() != 0)
-            .collect();
+        let keep = caps_in_mask(&keep);
         let report = drop_all_except(&keep).unwrap();
         // libtest has printed "test NAME ... " on this line.
         println!("\nCHILD {}", report.after);
@@ -461,6 +457,15 @@ mod tests {
             .unwrap();
         let status = String::from_utf8(grandchild.stdout).unwrap();
         println!("GRANDCHILD {}", ProcCaps::parse(&status).unwrap());
+    }
+
+    /// The capabilities of a hex mask (how the parent passes the kept set).
+    fn caps_in_mask(hex: &str) -> Vec<Capability> {
+        let mask = u64::from_str_radix(hex, 16).unwrap();
+        ::caps::all()
+            .into_iter()
+            .filter(|cap| mask & cap.bitmask() != 0)
+            .collect()
     }
 
     fn parse_line(line: &str) -> ProcCaps {
@@ -514,11 +519,7 @@ mod tests {
         let Some(keep) = std::env::var(CHILD_ENV).ok() else {
             return;
         };
-        let keep_mask = u64::from_str_radix(&keep, 16).unwrap();
-        let keep: Vec<Capability> = ::caps::all()
-            .into_iter()
-            .filter(|cap| keep_mask & cap.bitmask() != 0)
-            .collect();
+        let keep = caps_in_mask(&keep);
         // SAFETY: plain syscall; this process is the child alone.
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
         let status = Command::new("ip")
