@@ -151,7 +151,7 @@ impl PinDir {
     }
 
     pub fn link_path(&self, mode: AttachMode) -> PathBuf {
-        self.path.join(format!("link-{}", mode.name()))
+        link_file(&self.path, mode)
     }
 
     /// Unpins maps whose shape differs from what this build declares, so the
@@ -190,6 +190,12 @@ impl PinDir {
         }
         None
     }
+}
+
+/// The link pin in an interface directory: named after the mode it was
+/// attached in, which the kernel's link info does not tell.
+fn link_file(interface_dir: &Path, mode: AttachMode) -> PathBuf {
+    interface_dir.join(format!("link-{}", mode.name()))
 }
 
 /// This network namespace's directory under `root`.
@@ -248,8 +254,8 @@ fn sweep_defunct(root: &Path) {
             continue;
         };
         for dir in interfaces.flatten() {
-            let links = [AttachMode::Default, AttachMode::Skb]
-                .map(|mode| dir.path().join(format!("link-{}", mode.name())));
+            let links =
+                [AttachMode::Default, AttachMode::Skb].map(|mode| link_file(&dir.path(), mode));
             let Some(link) = links.iter().find(|p| p.exists()) else {
                 continue;
             };
