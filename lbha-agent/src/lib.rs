@@ -4,13 +4,17 @@
 pub mod bpf;
 pub mod clock;
 pub mod cloud;
-pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod ops;
 pub mod recv;
 pub mod status;
+pub mod sys;
 pub mod vrrp;
+
+/// The configuration model and its parsers: a crate of its own, so that it
+/// cannot depend on the runtime that carries it out.
+pub use lbha_config as config;
 
 /// An error and its sources on one line, for logs.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -1,20 +1,13 @@
 //! `lbha-agent`: command-line entry point.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lbha_agent::{
-    bpf::Counters,
-    config::{self, Loaded},
-    recv::{AdvertReceiver, ReceivePathChoice},
-};
-use lbha_common::{
-    AdvertEvent, VridConfig,
-    event::{ReceivePath, change},
-    vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
-};
+use lbha_agent::config::{self, Loaded};
 use serde::Serialize;
+
+mod watch;
 
 #[derive(Parser)]
 #[command(
@@ -94,7 +87,7 @@ struct FloatingIpArgs {
 
 impl FloatingIpArgs {
     fn apply(&self, config: &mut config::Config) {
-        use lbha_agent::cloud::{FloatingIpConfig, TokenSource};
+        use lbha_agent::config::{FloatingIpConfig, TokenSource};
         if let Some(ip) = self.floating_ip {
             let token = TokenSource::Env("DIGITALOCEAN_TOKEN".into());
             match &mut config.floating_ip {
@@ -134,204 +127,25 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// The agent's status socket.
-        #[arg(long, default_value = lbha_agent::status::socket::DEFAULT_SOCKET)]
+        /// The agent's status socket (the daemon's `--status-socket`).
+        #[arg(long = "status-socket", visible_alias = "socket", value_name = "PATH", default_value = lbha_agent::config::DEFAULT_STATUS_SOCKET)]
         socket: PathBuf,
     },
     /// Receive VRRP adverts on an interface and print them as JSON lines.
-    Watch(WatchArgs),
+    Watch(watch::WatchArgs),
     /// Detach the XDP programs lbha left pinned in this network namespace
     /// (they stay attached across restarts, passing adverts on while no
     /// agent runs). Use after stopping lbha for good, e.g. when uninstalling.
     Detach {
-        /// The bpffs directory the agent pins in (`bpf_pin_dir`).
-        #[arg(long, default_value = lbha_agent::bpf::DEFAULT_PIN_ROOT)]
+        /// The bpffs directory the agent pins in (the daemon's `--bpf-pin-dir`).
+        #[arg(long = "bpf-pin-dir", visible_alias = "pin-dir", value_name = "DIR", default_value = lbha_agent::config::DEFAULT_BPF_PIN_ROOT)]
         pin_dir: PathBuf,
     },
-}
-
-#[derive(clap::Args)]
-struct WatchArgs {
-    /// Interface to receive adverts on.
-    #[arg(long, short)]
-    interface: String,
-    /// VRID to accept: `VRID`, `VRID:v2`, `VRID:v3` or `VRID:v2:pass=SECRET`
-    /// (repeatable). Version defaults to 3.
-    #[arg(long = "vrid", required = true, value_parser = parse_vrid_spec)]
-    vrids: Vec<(u8, VridConfig)>,
-    /// Receive path: XDP with raw-socket fallback, XDP only, or raw socket only.
-    #[arg(long, value_enum, default_value = "auto")]
-    receive_path: ReceivePathChoice,
-    /// Also print adverts the kernel queued without waking us, checking every
-    /// this many milliseconds (0: only print adverts that changed something).
-    #[arg(long, default_value = "1000")]
-    drain_ms: u64,
-    /// Exit after this many adverts.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Exit with an error if `--count` adverts have not arrived after this many seconds.
-    #[arg(long)]
-    timeout: Option<u64>,
-}
-
-/// Parses `51`, `51:v2`, `51:v3`, `51:v2:pass=secret`.
-fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
-    let mut parts = spec.split(':');
-    let vrid: u8 = parts
-        .next()
-        .unwrap_or_default()
-        .parse()
-        .map_err(|_| format!("VRID must be 1-255 in {spec:?}"))?;
-    if vrid == 0 {
-        return Err(format!("VRID must be 1-255 in {spec:?}"));
-    }
-    let mut version = 3;
-    let mut auth = (AUTH_NONE, [0u8; 8]);
-    for part in parts {
-        match part {
-            "v2" => version = 2,
-            "v3" => version = 3,
-            _ => match part.strip_prefix("pass=") {
-                Some(pass) if !pass.is_empty() => auth = (AUTH_PASS, auth_data(pass.as_bytes())),
-                _ => return Err(format!("unknown VRID option {part:?} in {spec:?}")),
-            },
-        }
-    }
-    if version == 3 && auth.0 != AUTH_NONE {
-        return Err(format!("VRRPv3 has no authentication ({spec:?})"));
-    }
-    Ok((vrid, VridConfig::new(version, auth.0, auth.1)))
-}
-
-#[derive(Serialize)]
-struct AdvertJson {
-    timestamp_ns: u64,
-    src: String,
-    dst: String,
-    first_vip: String,
-    ifindex: u32,
-    vrid: u8,
-    priority: u8,
-    version: u8,
-    interval_cs: u16,
-    count_addr: u8,
-    changes: Vec<&'static str>,
-    receive_path: &'static str,
-}
-
-impl From<&AdvertEvent> for AdvertJson {
-    fn from(e: &AdvertEvent) -> Self {
-        const NAMES: [(u8, &str); 6] = [
-            (change::NEW_SOURCE, "new_source"),
-            (change::PRIORITY, "priority"),
-            (change::RESIGN, "resign"),
-            (change::INTERVAL, "interval"),
-            (change::AFTER_SILENCE, "after_silence"),
-            (change::VERSION, "version"),
-        ];
-        Self {
-            timestamp_ns: e.timestamp_ns,
-            src: std::net::Ipv4Addr::from(e.src_addr).to_string(),
-            dst: std::net::Ipv4Addr::from(e.dst_addr).to_string(),
-            first_vip: std::net::Ipv4Addr::from(e.first_vip).to_string(),
-            ifindex: e.ifindex,
-            vrid: e.vrid,
-            priority: e.priority,
-            version: e.version,
-            interval_cs: e.interval_cs,
-            count_addr: e.count_addr,
-            changes: NAMES
-                .iter()
-                .filter(|(bit, _)| e.flags & bit != 0)
-                .map(|(_, name)| *name)
-                .collect(),
-            receive_path: match ReceivePath::from_u8(e.receive_path) {
-                Some(ReceivePath::Xdp) => "xdp",
-                Some(ReceivePath::RawSocket) => "raw-socket",
-                None => "unknown",
-            },
-        }
-    }
-}
-
-/// The kernel's "no advert for three intervals" cue to the agent: not an
-/// advert, so `watch` does not print it.
-fn is_silence_report(event: &AdvertEvent) -> bool {
-    event.flags & change::SILENCE != 0
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string(value)?);
     Ok(())
-}
-
-#[derive(Serialize)]
-struct Summary<'a> {
-    receive_path: &'a str,
-    adverts: u64,
-    counters: std::collections::BTreeMap<&'static str, u64>,
-}
-
-async fn watch(args: WatchArgs) -> anyhow::Result<()> {
-    // A diagnostic tool: never leaves anything attached behind it.
-    let mut receiver = AdvertReceiver::open(&args.interface, &args.vrids, args.receive_path, None)
-        .with_context(|| format!("opening the VRRP receive path on {}", args.interface))?;
-    let path = receiver.path_name();
-    tracing::info!(interface = %args.interface, receive_path = path, "watching VRRP adverts");
-    eprintln!("receive path: {path}");
-
-    let deadline = args
-        .timeout
-        .map(|secs| tokio::time::Instant::now() + Duration::from_secs(secs));
-    let mut drain = (args.drain_ms > 0).then(|| {
-        let mut tick = tokio::time::interval(Duration::from_millis(args.drain_ms));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick
-    });
-    let mut seen = 0u64;
-    let done = |seen| args.count.is_some_and(|n| seen >= n);
-    let result = loop {
-        if done(seen) {
-            break Ok(());
-        }
-        let event = tokio::select! {
-            event = receiver.next() => Some(event?),
-            _ = async { drain.as_mut().expect("checked").tick().await }, if drain.is_some() => None,
-            _ = async { tokio::time::sleep_until(deadline.expect("checked")).await }, if deadline.is_some() => {
-                break Err(anyhow::anyhow!("timed out after {seen} adverts"));
-            }
-            _ = tokio::signal::ctrl_c() => break Ok(()),
-        };
-        for event in event
-            .into_iter()
-            .chain(std::iter::from_fn(|| receiver.try_next()))
-            .filter(|event| !is_silence_report(event))
-        {
-            print_json(&AdvertJson::from(&event))?;
-            seen += 1;
-            if done(seen) {
-                break;
-            }
-        }
-    };
-    // Adverts the kernel queued silently since the last drain are still
-    // reported, so the summary and the printed events agree.
-    while !done(seen)
-        && let Some(event) = receiver.try_next()
-    {
-        if is_silence_report(&event) {
-            continue;
-        }
-        print_json(&AdvertJson::from(&event))?;
-        seen += 1;
-    }
-    let counters: Counters = receiver.counters()?;
-    print_json(&Summary {
-        receive_path: path,
-        adverts: seen,
-        counters: counters.iter().collect(),
-    })?;
-    result
 }
 
 /// Logs the warnings of a loaded configuration and returns it.
@@ -480,7 +294,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match (cli.command, cli.config, cli.keepalived_conf) {
-            (Some(Command::Watch(args)), ..) => watch(args).await,
+            (Some(Command::Watch(args)), ..) => watch::run(args).await,
             (Some(Command::CheckConfig { file }), ..) => check_config(&file),
             (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
             (Some(Command::Detach { pin_dir }), ..) => {

@@ -21,7 +21,7 @@ use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
-pub use pin::{DEFAULT_PIN_ROOT, PinDir, PinError};
+pub use pin::{PinDir, PinError};
 
 /// The XDP object built by lbha-agent's build script from lbha-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lbha"));
@@ -436,7 +436,7 @@ impl XdpProgram {
         vrids: &[(u8, VridConfig)],
         pin_root: Option<&Path>,
     ) -> Result<Self, BpfError> {
-        let ifindex = crate::vrrp::net::if_index(interface)
+        let ifindex = crate::sys::iface::if_index(interface)
             .map_err(|_| BpfError::UnknownInterface(interface.to_owned()))?;
         let pins = pin_root.and_then(|root| match PinDir::prepare(root, ifindex) {
             Ok(pins) => Some(pins),

@@ -27,8 +27,6 @@ use thiserror::Error;
 
 use super::{AttachMode, EVENTS_BYTES};
 
-/// Where pins go unless the configuration says otherwise.
-pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/lbha";
 /// Where the system's bpffs is expected (and mounted when absent).
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;

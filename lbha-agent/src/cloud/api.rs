@@ -20,7 +20,6 @@
 use std::{
     fmt,
     net::Ipv4Addr,
-    str::FromStr,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -37,61 +36,23 @@ use tracing::{debug, info, warn};
 use self::response::Failure;
 use super::secret::Secret;
 
+use lbha_config::{DEFAULT_API_URL, PathFamily};
+
 pub mod response;
 
-pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
-
-/// Which name the API is addressed by. DO renamed floating IPs to reserved
-/// IPs; both paths work today, and the response object key follows the path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PathFamily {
-    #[default]
-    FloatingIps,
-    ReservedIps,
-}
-
-impl PathFamily {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PathFamily::FloatingIps => "floating_ips",
-            PathFamily::ReservedIps => "reserved_ips",
-        }
-    }
-
-    /// The key of the object in `GET /v2/{family}/{ip}`.
-    fn object_key(self) -> &'static str {
-        match self {
-            PathFamily::FloatingIps => "floating_ip",
-            PathFamily::ReservedIps => "reserved_ip",
-        }
-    }
-
-    fn other(self) -> Self {
-        match self {
-            PathFamily::FloatingIps => PathFamily::ReservedIps,
-            PathFamily::ReservedIps => PathFamily::FloatingIps,
-        }
+/// The key of the object in `GET /v2/{family}/{ip}`.
+fn object_key(family: PathFamily) -> &'static str {
+    match family {
+        PathFamily::FloatingIps => "floating_ip",
+        PathFamily::ReservedIps => "reserved_ip",
     }
 }
 
-impl fmt::Display for PathFamily {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Error)]
-#[error("unknown path family {0:?} (expected floating_ips or reserved_ips)")]
-pub struct UnknownPathFamily(pub String);
-
-impl FromStr for PathFamily {
-    type Err = UnknownPathFamily;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "floating_ips" => Ok(PathFamily::FloatingIps),
-            "reserved_ips" => Ok(PathFamily::ReservedIps),
-            _ => Err(UnknownPathFamily(s.to_owned())),
-        }
+/// The other name of the same API (tried when one answers 404).
+fn other_family(family: PathFamily) -> PathFamily {
+    match family {
+        PathFamily::FloatingIps => PathFamily::ReservedIps,
+        PathFamily::ReservedIps => PathFamily::FloatingIps,
     }
 }
 
@@ -772,11 +733,6 @@ mod tests {
             mock.count("POST", &format!("/v2/reserved_ips/{IP}/actions")),
             1
         );
-        assert_eq!(
-            "reserved_ips".parse::<PathFamily>().unwrap(),
-            PathFamily::ReservedIps
-        );
-        assert!("reserved".parse::<PathFamily>().is_err());
     }
 
     #[tokio::test]

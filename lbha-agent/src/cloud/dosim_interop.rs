@@ -12,10 +12,11 @@ use tokio::time::Instant;
 
 use super::{
     api::{ApiClient, ApiError, ApiOptions},
-    floating_ip::{FloatingIpConfig, FloatingIpHandle, FloatingIpManager, FloatingIpStatus},
+    floating_ip::{FloatingIpHandle, FloatingIpManager, FloatingIpStatus, api_options},
     metadata::MetadataClient,
-    secret::{Secret, TokenSource},
+    secret::Secret,
 };
+use crate::config::{FloatingIpConfig, TokenSource};
 
 const TOKEN: &str = "dop_v1_d05170ken0000000000000000000000000000000000000000000000000";
 const OUR: u64 = 4100;
@@ -50,7 +51,7 @@ fn api(cfg: &FloatingIpConfig, token: &str) -> ApiClient {
             backoff_base: Duration::from_millis(20),
             backoff_max: Duration::from_millis(100),
             action_poll_interval: Duration::from_millis(25),
-            ..cfg.api_options()
+            ..api_options(cfg)
         },
         Secret::new(token),
     )

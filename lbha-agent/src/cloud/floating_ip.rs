@@ -13,46 +13,19 @@
 //! - Losing mastership does not cancel a running assign (the request may
 //!   already be with DO), but its retries stop and no new one starts.
 
-use std::{future::Future, net::Ipv4Addr, path::PathBuf, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, net::Ipv4Addr, pin::Pin, sync::Arc, time::Duration};
 
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
 use tracing::{debug, info, warn};
 
+use lbha_config::{FloatingIpConfig, InvalidFloatingIpConfig};
+
 use super::{
-    api::{
-        ActionStatus, ApiClient, ApiError, ApiOptions, DEFAULT_API_URL, PathFamily, deadline_after,
-    },
-    metadata::{DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL, MetadataClient, MetadataError},
-    secret::{TokenError, TokenSource},
+    api::{ActionStatus, ApiClient, ApiError, ApiOptions, deadline_after},
+    metadata::{MetadataClient, MetadataError},
+    secret::{TokenError, load_token},
 };
-
-/// Everything the floating IP side needs. The config files map onto this.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FloatingIpConfig {
-    pub ip: Ipv4Addr,
-    pub api_url: String,
-    pub metadata_url: String,
-    pub path_family: PathFamily,
-    pub token: TokenSource,
-    /// Our droplet id when known in advance; otherwise asked from metadata
-    /// (and cached). Setting it lets failover work with metadata down.
-    pub droplet_id: Option<u64>,
-    /// How often a Master verifies it still holds the IP.
-    pub recheck_interval: Duration,
-    /// Bound on one API operation including retries, and on waiting for an
-    /// assign action to complete.
-    pub operation_deadline: Duration,
-    /// Bound on one HTTP exchange with the API.
-    pub request_timeout: Duration,
-    pub metadata_timeout: Duration,
-}
-
-#[derive(Debug, Error, PartialEq, Eq)]
-#[error("floating IP config: {field} must be greater than zero")]
-pub struct InvalidFloatingIpConfig {
-    pub field: &'static str,
-}
 
 #[derive(Debug, Error)]
 pub enum SetupError {
@@ -66,63 +39,27 @@ pub enum SetupError {
     Metadata(#[from] MetadataError),
 }
 
-impl FloatingIpConfig {
-    /// A config with the production defaults for everything but the IP and
-    /// the token.
-    pub fn new(ip: Ipv4Addr, token: TokenSource) -> Self {
-        Self {
-            ip,
-            api_url: DEFAULT_API_URL.to_owned(),
-            metadata_url: DEFAULT_METADATA_URL.to_owned(),
-            path_family: PathFamily::default(),
-            token,
-            droplet_id: None,
-            recheck_interval: Duration::from_secs(10),
-            operation_deadline: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(10),
-            metadata_timeout: DEFAULT_METADATA_TIMEOUT,
-        }
+/// The API client's options for these settings.
+pub fn api_options(settings: &FloatingIpConfig) -> ApiOptions {
+    ApiOptions {
+        base_url: settings.api_url.clone(),
+        path_family: settings.path_family,
+        request_timeout: settings.request_timeout,
+        operation_deadline: settings.operation_deadline,
+        ..ApiOptions::default()
     }
+}
 
-    /// Token from a file, the usual deployment.
-    pub fn with_token_file(ip: Ipv4Addr, path: impl Into<PathBuf>) -> Self {
-        Self::new(ip, TokenSource::File(path.into()))
-    }
-
-    /// Zero durations would spin or never succeed; reject them up front.
-    pub fn validate(&self) -> Result<(), InvalidFloatingIpConfig> {
-        for (field, d) in [
-            ("recheck_interval", self.recheck_interval),
-            ("operation_deadline", self.operation_deadline),
-            ("request_timeout", self.request_timeout),
-            ("metadata_timeout", self.metadata_timeout),
-        ] {
-            if d.is_zero() {
-                return Err(InvalidFloatingIpConfig { field });
-            }
-        }
-        Ok(())
-    }
-
-    pub fn api_options(&self) -> ApiOptions {
-        ApiOptions {
-            base_url: self.api_url.clone(),
-            path_family: self.path_family,
-            request_timeout: self.request_timeout,
-            operation_deadline: self.operation_deadline,
-            ..ApiOptions::default()
-        }
-    }
-
-    /// Validates, loads the token and builds both clients.
-    pub fn build_clients(&self) -> Result<(MetadataClient, ApiClient), SetupError> {
-        self.validate()?;
-        let token = self.token.load()?;
-        let api = ApiClient::new(self.api_options(), token)?;
-        let metadata =
-            MetadataClient::with_timeout(self.metadata_url.clone(), self.metadata_timeout)?;
-        Ok((metadata, api))
-    }
+/// Validates the settings, loads the token and builds both clients.
+pub fn build_clients(
+    settings: &FloatingIpConfig,
+) -> Result<(MetadataClient, ApiClient), SetupError> {
+    settings.validate()?;
+    let token = load_token(&settings.token)?;
+    let api = ApiClient::new(api_options(settings), token)?;
+    let metadata =
+        MetadataClient::with_timeout(settings.metadata_url.clone(), settings.metadata_timeout)?;
+    Ok((metadata, api))
 }
 
 /// The outcome of one assign.
@@ -465,9 +402,12 @@ async fn held_by_us(ctx: &Ctx, droplet: u64) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cloud::{
-        mock::{Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs},
-        secret::Secret,
+    use crate::{
+        cloud::{
+            mock::{Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs},
+            secret::Secret,
+        },
+        config::{DEFAULT_API_URL, DEFAULT_METADATA_URL, TokenSource},
     };
 
     /// Only ever used inside URL paths sent to the loopback mock.
@@ -492,7 +432,7 @@ mod tests {
                 backoff_base: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(100),
                 action_poll_interval: Duration::from_millis(20),
-                ..cfg.api_options()
+                ..api_options(&cfg)
             },
             Secret::new(TOKEN),
         )
@@ -733,7 +673,7 @@ mod tests {
         assert_eq!(cfg.metadata_url, DEFAULT_METADATA_URL);
         assert!(cfg.validate().is_ok());
         assert!(matches!(
-            cfg.build_clients(),
+            build_clients(&cfg),
             Err(SetupError::Token(TokenError::Read { .. }))
         ));
         cfg.recheck_interval = Duration::ZERO;
@@ -747,7 +687,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("lbha-cloud-{}-setup", std::process::id()));
         std::fs::write(&path, format!("{TOKEN}\n")).unwrap();
         let cfg = FloatingIpConfig::with_token_file(IP, &path);
-        let (md, api) = cfg.build_clients().unwrap();
+        let (md, api) = build_clients(&cfg).unwrap();
         assert_eq!(md.base_url(), DEFAULT_METADATA_URL);
         assert!(!format!("{api:?}").contains(TOKEN));
         std::fs::remove_file(path).unwrap();

@@ -8,10 +8,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tracing::debug;
 
-pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
-/// Link-local round trips are sub-millisecond; 2 s is generous and still
-/// keeps a failover from stalling on a missing service.
-pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+use lbha_config::DEFAULT_METADATA_TIMEOUT;
 
 const ID_PATH: &str = "/metadata/v1/id";
 const ACTIVE_PATH: &str = "/metadata/v1/floating_ip/ipv4/active";

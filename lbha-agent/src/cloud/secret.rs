@@ -5,6 +5,7 @@
 
 use std::{fmt, path::PathBuf};
 
+use lbha_config::TokenSource;
 use thiserror::Error;
 
 /// A string that never shows itself in Debug/Display output.
@@ -35,15 +36,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// Where the token is read from. A file is preferred in deployments (mode
-/// 0600, outside the config); the environment suits systemd credentials and
-/// containers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TokenSource {
-    File(PathBuf),
-    Env(String),
-}
-
 #[derive(Debug, Error)]
 pub enum TokenError {
     #[error("reading API token file {path}")]
@@ -64,43 +56,42 @@ pub enum TokenError {
     Invalid(String),
 }
 
-impl TokenSource {
-    /// Loads and trims the token (files usually end in a newline).
-    pub fn load(&self) -> Result<Secret, TokenError> {
-        let raw = match self {
-            TokenSource::File(path) => {
-                std::fs::read_to_string(path).map_err(|source| TokenError::Read {
-                    path: path.clone(),
-                    source,
-                })?
+/// Loads and trims the token (files usually end in a newline).
+pub fn load_token(source: &TokenSource) -> Result<Secret, TokenError> {
+    let raw = match source {
+        TokenSource::File(path) => {
+            std::fs::read_to_string(path).map_err(|source| TokenError::Read {
+                path: path.clone(),
+                source,
+            })?
+        }
+        TokenSource::Env(name) => match std::env::var(name) {
+            Ok(v) => v,
+            Err(std::env::VarError::NotPresent) => {
+                return Err(TokenError::EnvMissing(name.clone()));
             }
-            TokenSource::Env(name) => match std::env::var(name) {
-                Ok(v) => v,
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(TokenError::EnvMissing(name.clone()));
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(TokenError::EnvNotUnicode(name.clone()));
-                }
-            },
-        };
-        let token = raw.trim();
-        if token.is_empty() {
-            return Err(TokenError::Empty(self.describe()));
-        }
-        // Checked here rather than when building the header so a bad token
-        // is a configuration error at startup, not a failure at failover time.
-        if !token.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(TokenError::Invalid(self.describe()));
-        }
-        Ok(Secret::new(token))
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(TokenError::EnvNotUnicode(name.clone()));
+            }
+        },
+    };
+    let token = raw.trim();
+    if token.is_empty() {
+        return Err(TokenError::Empty(describe(source)));
     }
+    // Checked here rather than when building the header so a bad token
+    // is a configuration error at startup, not a failure at failover time.
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TokenError::Invalid(describe(source)));
+    }
+    Ok(Secret::new(token))
+}
 
-    fn describe(&self) -> String {
-        match self {
-            TokenSource::File(path) => format!("file {}", path.display()),
-            TokenSource::Env(name) => format!("environment variable {name}"),
-        }
+/// Where a token comes from, for errors (never the token itself).
+fn describe(source: &TokenSource) -> String {
+    match source {
+        TokenSource::File(path) => format!("file {}", path.display()),
+        TokenSource::Env(name) => format!("environment variable {name}"),
     }
 }
 
@@ -128,7 +119,7 @@ mod tests {
     #[test]
     fn file_token_is_trimmed() {
         let path = temp_file("trim", &format!("  {TOKEN}\n\n"));
-        let s = TokenSource::File(path.clone()).load().unwrap();
+        let s = load_token(&TokenSource::File(path.clone())).unwrap();
         assert_eq!(s.expose(), TOKEN);
         std::fs::remove_file(path).unwrap();
     }
@@ -140,12 +131,14 @@ mod tests {
         // reads or writes it.
         unsafe { std::env::set_var(&name, format!("{TOKEN}\n")) };
         assert_eq!(
-            TokenSource::Env(name.clone()).load().unwrap().expose(),
+            load_token(&TokenSource::Env(name.clone()))
+                .unwrap()
+                .expose(),
             TOKEN
         );
         // SAFETY: as above.
         unsafe { std::env::remove_var(&name) };
-        let err = TokenSource::Env(name.clone()).load().unwrap_err();
+        let err = load_token(&TokenSource::Env(name.clone())).unwrap_err();
         assert!(
             matches!(err, TokenError::EnvMissing(ref n) if *n == name),
             "{err}"
@@ -155,19 +148,17 @@ mod tests {
     #[test]
     fn bad_tokens_are_rejected_without_echoing_them() {
         let empty = temp_file("empty", " \n");
-        let err = TokenSource::File(empty.clone()).load().unwrap_err();
+        let err = load_token(&TokenSource::File(empty.clone())).unwrap_err();
         assert!(matches!(err, TokenError::Empty(_)), "{err}");
         std::fs::remove_file(empty).unwrap();
 
         let inner_space = temp_file("invalid", &format!("{TOKEN} {TOKEN}\n"));
-        let err = TokenSource::File(inner_space.clone()).load().unwrap_err();
+        let err = load_token(&TokenSource::File(inner_space.clone())).unwrap_err();
         assert!(matches!(err, TokenError::Invalid(_)), "{err}");
         assert!(!format!("{err} {err:?}").contains(TOKEN));
         std::fs::remove_file(inner_space).unwrap();
 
-        let missing = TokenSource::File("/nonexistent/lbha/token".into())
-            .load()
-            .unwrap_err();
+        let missing = load_token(&TokenSource::File("/nonexistent/lbha/token".into())).unwrap_err();
         assert!(
             missing.to_string().contains("/nonexistent/lbha/token"),
             "{missing}"

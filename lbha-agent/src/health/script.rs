@@ -12,6 +12,8 @@ use std::{
 
 use thiserror::Error;
 
+use crate::sys::users::{lookup_group, lookup_user};
+
 #[derive(Debug, Error)]
 pub enum ScriptError {
     #[error("empty command")]
@@ -88,29 +90,6 @@ impl ScriptPolicy {
         }
         Ok(Self { security, uid, gid })
     }
-}
-
-fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getpwnam returns a pointer to static storage or null; we copy
-    // the two ids out before any other call.
-    let pw = unsafe { libc::getpwnam(cname.as_ptr()) };
-    if pw.is_null() {
-        return None;
-    }
-    // SAFETY: non-null result of getpwnam.
-    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
-}
-
-fn lookup_group(name: &str) -> Option<u32> {
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: as for getpwnam.
-    let gr = unsafe { libc::getgrnam(cname.as_ptr()) };
-    if gr.is_null() {
-        return None;
-    }
-    // SAFETY: non-null result of getgrnam.
-    unsafe { Some((*gr).gr_gid) }
 }
 
 /// Finds `program` as a shell would (a path, or a name searched in PATH).

@@ -510,7 +510,8 @@ mod tests {
     #[test]
     fn after_setup_child() {
         use crate::{
-            recv::{AdvertReceiver, ReceivePathChoice},
+            config::ReceivePathChoice,
+            recv::AdvertReceiver,
             vrrp::net::{Addresses, AdvertSender, GarpSender},
         };
         use lbha_common::{VridConfig, vrrp::AUTH_NONE};

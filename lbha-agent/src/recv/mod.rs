@@ -7,21 +7,11 @@ pub mod raw;
 use std::path::Path;
 
 use lbha_common::{AdvertEvent, VridConfig};
+use lbha_config::ReceivePathChoice;
 use thiserror::Error;
 
 use crate::bpf::{BpfError, Counters, XdpProgram};
 pub use raw::RawSocketReceiver;
-
-/// Which receive path the operator asked for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReceivePathChoice {
-    /// XDP, falling back to the raw socket when XDP cannot be used.
-    Auto,
-    /// XDP only; fail if it cannot be attached.
-    Xdp,
-    /// The raw socket only.
-    Raw,
-}
 
 #[derive(Debug, Error)]
 pub enum ReceiveError {

@@ -50,7 +50,7 @@ pub struct RawSocketReceiver {
 
 impl RawSocketReceiver {
     pub fn open(interface: &str, vrids: &[(u8, VridConfig)]) -> Result<Self, ReceiveError> {
-        let ifindex = crate::vrrp::net::if_index(interface)
+        let ifindex = crate::sys::iface::if_index(interface)
             .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
         let err = |source| ReceiveError::RawSocket {
             interface: interface.to_owned(),

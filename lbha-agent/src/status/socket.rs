@@ -7,8 +7,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{AgentStatus, Telemetry};
 
-pub const DEFAULT_SOCKET: &str = "/run/lbha/lbha.sock";
-
 /// Listens on `path` (replacing a stale socket) until the task is dropped.
 pub async fn serve(path: PathBuf, telemetry: Telemetry) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;

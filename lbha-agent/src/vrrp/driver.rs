@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock::monotonic_ns,
+    cloud::{FloatingIpStatus, Mastership},
     config,
     recv::AdvertReceiver,
     status::Telemetry,
@@ -153,9 +154,9 @@ pub struct Shared {
     pub shutdown: watch::Receiver<bool>,
     /// The instance the floating IP follows, and where to say whether it is
     /// Master.
-    pub mastership: Option<Arc<(String, watch::Sender<bool>)>>,
+    pub mastership: Option<Arc<Mastership>>,
     /// The floating-IP manager's status, when there is one.
-    pub floating_ip_status: Option<watch::Receiver<crate::cloud::FloatingIpStatus>>,
+    pub floating_ip_status: Option<watch::Receiver<FloatingIpStatus>>,
     pub telemetry: Telemetry,
 }
 
@@ -370,9 +371,9 @@ impl InterfaceTask {
         let config = &instance.config;
         // First, so the floating IP assign starts before anything slower.
         if let Some(mastership) = &self.shared.mastership
-            && mastership.0 == config.name
+            && mastership.instance == config.name
         {
-            mastership.1.send_replace(to == State::Master);
+            mastership.set(to == State::Master);
         }
         if to == State::Master {
             for vip in &config.virtual_addresses {
@@ -413,7 +414,7 @@ impl InterfaceTask {
         let after_floating_ip_check =
             match (&self.shared.floating_ip_status, &self.shared.mastership) {
                 (Some(status), Some(mastership))
-                    if to == State::Master && mastership.0 == config.name =>
+                    if to == State::Master && mastership.instance == config.name =>
                 {
                     Some(status.borrow().checks)
                 }

@@ -2,7 +2,6 @@
 //! addresses, announcing them with gratuitous ARP.
 
 use std::{
-    ffi::CString,
     io,
     net::{Ipv4Addr, SocketAddrV4},
 };
@@ -11,10 +10,12 @@ use lbha_common::vrrp::{VRRP_MULTICAST_GROUP, encode::Advert};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
 
+use crate::sys::iface::{IfaceError, if_index, interface_mac};
+
 #[derive(Debug, Error)]
 pub enum NetError {
-    #[error("interface {0} does not exist")]
-    UnknownInterface(String),
+    #[error(transparent)]
+    Interface(#[from] IfaceError),
     #[error("interface {0} has no IPv4 address to send adverts from (set unicast_src_ip)")]
     NoSourceAddress(String),
     #[error("{what} on {interface}")]
@@ -32,53 +33,6 @@ pub enum NetError {
         interface: String,
         message: String,
     },
-}
-
-pub fn if_index(interface: &str) -> Result<u32, NetError> {
-    let name = CString::new(interface).map_err(|_| NetError::UnknownInterface(interface.into()))?;
-    // SAFETY: valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        return Err(NetError::UnknownInterface(interface.into()));
-    }
-    Ok(index)
-}
-
-/// The first IPv4 address configured on `interface` (keepalived's default
-/// source when `unicast_src_ip` is not set).
-pub fn interface_ipv4(interface: &str) -> Result<Ipv4Addr, NetError> {
-    let mut addrs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills the pointer; freed below.
-    if unsafe { libc::getifaddrs(&mut addrs) } != 0 {
-        return Err(NetError::Io {
-            what: "getifaddrs",
-            interface: interface.into(),
-            source: io::Error::last_os_error(),
-        });
-    }
-    let mut found = None;
-    let mut cursor = addrs;
-    while !cursor.is_null() {
-        // SAFETY: a node of the list getifaddrs returned.
-        let entry = unsafe { &*cursor };
-        cursor = entry.ifa_next;
-        if entry.ifa_addr.is_null() || entry.ifa_name.is_null() {
-            continue;
-        }
-        // SAFETY: NUL-terminated name from the kernel.
-        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) };
-        // SAFETY: ifa_addr is non-null; sa_family says how to read it.
-        let family = unsafe { (*entry.ifa_addr).sa_family };
-        if name.to_bytes() == interface.as_bytes() && i32::from(family) == libc::AF_INET {
-            // SAFETY: AF_INET addresses are sockaddr_in.
-            let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
-            found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            break;
-        }
-    }
-    // SAFETY: the list from getifaddrs.
-    unsafe { libc::freeifaddrs(addrs) };
-    found.ok_or_else(|| NetError::NoSourceAddress(interface.into()))
 }
 
 /// Sends one instance's adverts: an `IPPROTO_RAW` socket (we write the IP
@@ -233,27 +187,25 @@ impl Addresses {
 #[derive(Debug)]
 pub struct GarpSender {
     interface: String,
-    ifindex: u32,
-    socket: std::os::fd::OwnedFd,
+    broadcast: SockAddr,
+    socket: Socket,
 }
 
 impl GarpSender {
     pub fn open(interface: &str) -> Result<Self, NetError> {
         let ifindex = if_index(interface)?;
-        // SAFETY: plain socket(2); the fd is owned by `socket` below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if fd < 0 {
-            return Err(NetError::Io {
+        // Protocol 0: the socket sends only, nothing is ever queued on it.
+        let socket = Socket::new(Domain::PACKET, Type::RAW.cloexec(), None).map_err(|source| {
+            NetError::Io {
                 what: "opening a packet socket",
                 interface: interface.to_owned(),
-                source: io::Error::last_os_error(),
-            });
-        }
+                source,
+            }
+        })?;
         Ok(Self {
             interface: interface.to_owned(),
-            ifindex,
-            // SAFETY: fd is a fresh, valid descriptor we own.
-            socket: unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) },
+            broadcast: link_broadcast(ifindex),
+            socket,
         })
     }
 
@@ -266,47 +218,37 @@ impl GarpSender {
                 source,
             }
         };
-        let mac = interface_mac(&self.interface).map_err(err("reading the MAC address"))?;
-        const ETH_P_ARP: u16 = 0x0806;
-        // SAFETY: sockaddr_ll is plain data; zero is a valid starting value.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_protocol = ETH_P_ARP.to_be();
-        to.sll_ifindex = self.ifindex as i32;
-        to.sll_halen = 6;
-        to.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        let mac = interface_mac(&self.interface)?;
         for address in addresses {
             let frame = gratuitous_arp_frame(mac, *address);
-            // SAFETY: valid buffer and sockaddr_ll of the right size.
-            let rc = unsafe {
-                libc::sendto(
-                    std::os::fd::AsRawFd::as_raw_fd(&self.socket),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&raw const to).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32,
-                )
-            };
-            if rc < 0 {
-                return Err(err("sending gratuitous ARP")(io::Error::last_os_error()));
-            }
+            self.socket
+                .send_to(&frame, &self.broadcast)
+                .map_err(err("sending gratuitous ARP"))?;
         }
         Ok(())
     }
 }
 
-fn interface_mac(interface: &str) -> io::Result<[u8; 6]> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address"))?;
-    let mut mac = [0u8; 6];
-    let mut parts = text.trim().split(':');
-    for byte in &mut mac {
-        *byte = parts
-            .next()
-            .and_then(|p| u8::from_str_radix(p, 16).ok())
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad MAC address"))?;
+/// The link-layer broadcast address of interface `ifindex`, for ARP.
+fn link_broadcast(ifindex: u32) -> SockAddr {
+    const ETH_P_ARP: u16 = 0x0806;
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: the storage is large and aligned enough for any socket
+    // address, sockaddr_ll included; it is zeroed, which is a valid
+    // sockaddr_ll, and every field is written before it is used.
+    let ll = unsafe { storage.view_as::<libc::sockaddr_ll>() };
+    ll.sll_family = libc::AF_PACKET as u16;
+    ll.sll_protocol = ETH_P_ARP.to_be();
+    ll.sll_ifindex = ifindex as i32;
+    ll.sll_halen = 6;
+    ll.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+    // SAFETY: the storage holds an initialised sockaddr_ll of this length.
+    unsafe {
+        SockAddr::new(
+            storage,
+            size_of::<libc::sockaddr_ll>() as socket2::socklen_t,
+        )
     }
-    Ok(mac)
 }
 
 /// A broadcast ARP request for `address` from `address` (the form keepalived

@@ -20,7 +20,7 @@ use std::{
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::Deserialize;
 
-use super::{Action, ApiError, PathFamily};
+use super::{Action, ApiError, PathFamily, object_key, other_family};
 use crate::cloud::secret::Secret;
 
 /// DO error bodies are short JSON; an HTML error page from a proxy is not,
@@ -159,8 +159,8 @@ pub fn decode_holder(
         |body: &str, what: &dyn fmt::Display| decode_error(&Method::GET, path, body, what, token);
     let v: serde_json::Value = serde_json::from_str(body).map_err(|e| decode_error(body, &e))?;
     let obj = v
-        .get(family.object_key())
-        .or_else(|| v.get(family.other().object_key()))
+        .get(object_key(family))
+        .or_else(|| v.get(object_key(other_family(family))))
         .filter(|obj| obj.is_object());
     let Some(obj) = obj else {
         return Err(decode_error(

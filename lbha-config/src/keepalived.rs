@@ -21,7 +21,7 @@ use super::{
     toml::{parse_cidr, secs_to_duration},
     validate::{FieldLines, Lines, Syntax, finish},
 };
-use crate::recv::ReceivePathChoice;
+use crate::ReceivePathChoice;
 
 /// Parses a keepalived.conf.
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
@@ -1163,7 +1163,7 @@ mod tests {
             .collect()
     }
 
-    const SEED: &str = include_str!("../../../examples/keepalived.conf");
+    const SEED: &str = include_str!("../../examples/keepalived.conf");
 
     fn seed_config() -> Config {
         Config {
@@ -1219,8 +1219,8 @@ mod tests {
     #[test]
     fn config_keepalived_seed_round_trips_through_toml() {
         let config = load(SEED).config;
-        let text = super::super::to_toml(&config);
-        let again = super::super::parse_toml(&text, Path::new("seed.toml")).unwrap();
+        let text = crate::to_toml(&config);
+        let again = crate::parse_toml(&text, Path::new("seed.toml")).unwrap();
         assert_eq!(again.config, config, "{text}");
         assert!(again.warnings.is_empty());
     }
@@ -1228,7 +1228,7 @@ mod tests {
     #[test]
     fn config_keepalived_seed_equals_the_native_example() {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/lbha.toml");
-        let native = super::super::load_toml(&file).unwrap();
+        let native = crate::load_toml(&file).unwrap();
         assert_eq!(native.config, seed_config());
     }
 
@@ -1434,7 +1434,7 @@ vrrp_instance VI_2 {
         assert_eq!(i2.auth_pass.as_deref(), Some("se cret"));
 
         // And the whole thing round-trips through the native format.
-        let again = super::super::parse_toml(&super::super::to_toml(&c), Path::new("t")).unwrap();
+        let again = crate::parse_toml(&crate::to_toml(&c), Path::new("t")).unwrap();
         assert_eq!(again.config, c);
     }
 
@@ -1742,11 +1742,11 @@ vrrp_instance VI_4 {
     #[test]
     fn config_load_any_dispatches_on_the_extension() {
         let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        let from_conf = super::super::load_any(&examples.join("keepalived.conf")).unwrap();
-        let from_toml = super::super::load_any(&examples.join("lbha.toml")).unwrap();
+        let from_conf = crate::load_any(&examples.join("keepalived.conf")).unwrap();
+        let from_toml = crate::load_any(&examples.join("lbha.toml")).unwrap();
         assert_eq!(from_conf.config, from_toml.config);
         let missing = examples.join("no-such-file.conf");
-        let ConfigErrors(errs) = super::super::load_any(&missing).unwrap_err();
+        let ConfigErrors(errs) = crate::load_any(&missing).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].file, missing);
         assert_eq!(errs[0].line, None);

@@ -542,10 +542,7 @@ mod tests {
     use std::{net::Ipv4Addr, path::PathBuf};
 
     use super::*;
-    use crate::{
-        config::{Check, Global, Instance, Notify},
-        recv::ReceivePathChoice,
-    };
+    use crate::{Check, Global, Instance, Notify, ReceivePathChoice};
 
     fn check(name: &str) -> Check {
         Check {

@@ -18,10 +18,7 @@ use super::{
     Notify, Probe,
     validate::{FieldLines, Lines, Syntax, finish},
 };
-use crate::{
-    cloud::{FloatingIpConfig, PathFamily, TokenSource},
-    recv::ReceivePathChoice,
-};
+use crate::{FloatingIpConfig, PathFamily, ReceivePathChoice, TokenSource};
 
 type SValue<'i> = Spanned<DeValue<'i>>;
 
@@ -915,12 +912,7 @@ pub fn to_toml(config: &Config) -> String {
             )
         );
         let _ = writeln!(out, "track = {}", strings(i.track.iter().cloned()));
-        let receive_path = match i.receive_path {
-            ReceivePathChoice::Auto => "auto",
-            ReceivePathChoice::Xdp => "xdp",
-            ReceivePathChoice::Raw => "raw",
-        };
-        let _ = writeln!(out, "receive_path = {}", string(receive_path));
+        let _ = writeln!(out, "receive_path = {}", string(i.receive_path.as_str()));
         let n = &i.notify;
         if n.master.is_some() || n.backup.is_some() || n.fault.is_some() || n.any.is_some() {
             let _ = writeln!(out, "\n[instance.notify]");
@@ -1423,7 +1415,7 @@ interval = 0.5
             env!("CARGO_MANIFEST_DIR"),
             "/../examples/digitalocean.toml"
         ));
-        let loaded = crate::config::load_toml(file).expect("examples/digitalocean.toml is valid");
+        let loaded = crate::load_toml(file).expect("examples/digitalocean.toml is valid");
         assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let f = loaded
             .config
@@ -1441,7 +1433,7 @@ interval = 0.5
 
     #[test]
     fn readme_example_is_valid() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../README.md");
         let start = readme
             .find("```toml\n")
             .expect("the README has a TOML example")

@@ -1,6 +1,11 @@
-//! The agent's configuration model, and the two ways to write it: lbha's
-//! native TOML (`toml.rs`) and keepalived.conf (`keepalived.rs`), which both
-//! produce a [`Config`].
+//! lbha's configuration model, and the two ways to write it: lbha's native
+//! TOML (`toml.rs`) and keepalived.conf (`keepalived.rs`), which both produce
+//! a [`Config`].
+//!
+//! A leaf: it knows nothing of the runtime that carries the configuration
+//! out. The agent depends on it, the fuzzers parse with it without building
+//! the XDP program, and a value here is only data (defaults, units, the
+//! choices an operator makes), never a socket or a task.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -8,7 +13,39 @@ use std::{
     time::Duration,
 };
 
-use crate::recv::ReceivePathChoice;
+mod floating_ip;
+
+pub use floating_ip::{
+    DEFAULT_API_URL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL, FloatingIpConfig,
+    InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
+};
+
+/// Where `lbha-agent status` finds the running agent (root only).
+pub const DEFAULT_STATUS_SOCKET: &str = "/run/lbha/lbha.sock";
+/// The bpffs directory the XDP link and maps are pinned under.
+pub const DEFAULT_BPF_PIN_ROOT: &str = "/sys/fs/bpf/lbha";
+
+/// Which receive path the operator asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceivePathChoice {
+    /// XDP, falling back to the raw socket when XDP cannot be used.
+    Auto,
+    /// XDP only; fail if it cannot be attached.
+    Xdp,
+    /// The raw socket only.
+    Raw,
+}
+
+impl ReceivePathChoice {
+    /// The name in configuration files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceivePathChoice::Auto => "auto",
+            ReceivePathChoice::Xdp => "xdp",
+            ReceivePathChoice::Raw => "raw",
+        }
+    }
+}
 
 /// Everything the agent runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +64,7 @@ pub struct Config {
 pub struct FloatingIp {
     /// The instance whose Master state holds the IP (default: the first).
     pub instance: Option<String>,
-    pub settings: crate::cloud::FloatingIpConfig,
+    pub settings: FloatingIpConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -59,8 +96,8 @@ impl Default for Global {
             script_group: None,
             vrrp_version: 2,
             metrics_listen: None,
-            status_socket: PathBuf::from(crate::status::socket::DEFAULT_SOCKET),
-            bpf_pin_dir: Some(PathBuf::from(crate::bpf::DEFAULT_PIN_ROOT)),
+            status_socket: PathBuf::from(DEFAULT_STATUS_SOCKET),
+            bpf_pin_dir: Some(PathBuf::from(DEFAULT_BPF_PIN_ROOT)),
         }
     }
 }

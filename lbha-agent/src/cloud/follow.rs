@@ -1,0 +1,88 @@
+//! The floating IP following one VRRP instance: which instance that is, the
+//! channel its interface task reports mastership on, and the manager task
+//! that acts on it.
+
+use std::{sync::Arc, time::Duration};
+
+use thiserror::Error;
+use tokio::{sync::watch, task::JoinHandle};
+
+use super::{ApiCallCounts, FloatingIpManager, FloatingIpStatus, SetupError, build_clients};
+use crate::config::Config;
+
+#[derive(Debug, Error)]
+pub enum FollowError {
+    #[error("floating IP")]
+    Setup(#[from] SetupError),
+    #[error("[floating_ip] follows instance {0}, which is not configured")]
+    UnknownInstance(String),
+}
+
+/// Where the instance the floating IP follows says whether it is Master.
+#[derive(Debug)]
+pub struct Mastership {
+    pub instance: String,
+    is_master: watch::Sender<bool>,
+}
+
+impl Mastership {
+    pub fn set(&self, is_master: bool) {
+        self.is_master.send_replace(is_master);
+    }
+}
+
+/// A running floating-IP manager and what the rest of the agent needs of it.
+pub struct Follower {
+    pub mastership: Arc<Mastership>,
+    pub status: watch::Receiver<FloatingIpStatus>,
+    pub calls: Arc<ApiCallCounts>,
+    task: JoinHandle<()>,
+}
+
+impl Follower {
+    /// Starts the manager for `config`'s `[floating_ip]`, if there is one:
+    /// it follows the named instance, or the first.
+    pub fn start(config: &Config) -> Result<Option<Self>, FollowError> {
+        let Some(floating_ip) = &config.floating_ip else {
+            return Ok(None);
+        };
+        let instance = match &floating_ip.instance {
+            Some(name) => config
+                .instances
+                .iter()
+                .find(|i| &i.name == name)
+                .ok_or_else(|| FollowError::UnknownInstance(name.clone()))?,
+            None => config
+                .instances
+                .first()
+                .ok_or_else(|| FollowError::UnknownInstance("(none)".into()))?,
+        };
+        let (metadata, api) = build_clients(&floating_ip.settings)?;
+        let calls = api.call_counts();
+        let (is_master, master_rx) = watch::channel(false);
+        let (status, task) = FloatingIpManager::spawn_watching(
+            floating_ip.settings.clone(),
+            metadata,
+            api,
+            master_rx,
+        );
+        tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
+        Ok(Some(Self {
+            mastership: Arc::new(Mastership {
+                instance: instance.name.clone(),
+                is_master,
+            }),
+            status,
+            calls,
+            task,
+        }))
+    }
+
+    /// Stops the manager once the interface tasks (which hold clones of the
+    /// mastership) have stopped: dropping the last sender ends it, and an
+    /// assign in flight gets a few seconds to finish.
+    pub async fn stop(self) {
+        drop(self.mastership);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
+}

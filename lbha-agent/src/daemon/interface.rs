@@ -1,0 +1,155 @@
+//! Starting and stopping the instances of one interface: its receive path,
+//! an advert sender per instance, and the task that runs them.
+
+use lbha_common::{
+    VridConfig,
+    vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
+};
+use tokio::sync::watch;
+
+use super::{DaemonError, core::Core};
+use crate::{
+    config::{self, Config},
+    recv::AdvertReceiver,
+    status::{InstanceStatus, Telemetry},
+    sys::iface::interface_ipv4,
+    vrrp::{
+        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
+        net::{Addresses, AdvertSender},
+    },
+};
+
+/// The XDP/raw-socket VRID table entry for an instance.
+pub fn vrid_config(instance: &config::Instance) -> VridConfig {
+    match &instance.auth_pass {
+        Some(pass) if instance.version == 2 => {
+            VridConfig::new(2, AUTH_PASS, auth_data(pass.as_bytes()))
+        }
+        _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
+    }
+}
+
+/// How an instance's tracked checks weigh: (check index, weight, reverse).
+fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs, DaemonError> {
+    instance
+        .track
+        .iter()
+        .map(|name| {
+            config
+                .checks
+                .iter()
+                .position(|c| &c.name == name)
+                .map(|index| {
+                    let check = &config.checks[index];
+                    (index, check.weight, check.weight_reverse)
+                })
+                .ok_or_else(|| DaemonError::UnknownCheck {
+                    instance: instance.name.clone(),
+                    check: name.clone(),
+                })
+        })
+        .collect()
+}
+
+/// The instances of one interface, running in their own task.
+pub(super) struct Group {
+    shutdown: watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+impl Group {
+    pub async fn start(
+        config: &Config,
+        interface: &str,
+        core: &Core,
+        addresses: &Addresses,
+        telemetry: &Telemetry,
+    ) -> Result<Self, DaemonError> {
+        let instances: Vec<config::Instance> = super::reload::instances_on(config, interface)
+            .into_iter()
+            .cloned()
+            .collect();
+        let vrids: Vec<_> = instances.iter().map(|i| (i.vrid, vrid_config(i))).collect();
+        // Loading the XDP program runs the verifier for hundreds of
+        // milliseconds: off the runtime thread, or the instances already
+        // running (on a reload) would miss their adverts meanwhile.
+        let receiver = {
+            let (interface, path) = (interface.to_owned(), instances[0].receive_path);
+            let pin_root = config.global.bpf_pin_dir.clone();
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                let _runtime = runtime.enter();
+                AdvertReceiver::open(&interface, &vrids, path, pin_root.as_deref())
+            })
+            .await
+            .map_err(|e| DaemonError::Startup(e.to_string()))??
+        };
+        tracing::info!(
+            interface,
+            receive_path = receiver.path_name(),
+            pinned = receiver.pinned(),
+            instances = instances.len(),
+            "interface ready"
+        );
+        telemetry.add_interface(interface, receiver.path_name(), receiver.pinned());
+        if let Some(source) = receiver.last_advert_source() {
+            telemetry.set_last_advert_source(interface, source);
+        }
+        let mut runtimes = Vec::new();
+        for instance in &instances {
+            let net_err = |source| DaemonError::Net {
+                instance: instance.name.clone(),
+                source,
+            };
+            let src = match instance.unicast_src {
+                Some(src) => src,
+                None => interface_ipv4(interface).map_err(|e| net_err(e.into()))?,
+            };
+            let sender =
+                AdvertSender::open(interface, src, &instance.unicast_peers).map_err(net_err)?;
+            telemetry.add_instance(InstanceStatus {
+                name: instance.name.clone(),
+                interface: instance.interface.clone(),
+                vrid: instance.vrid,
+                version: instance.version,
+                state: "INIT".into(),
+                priority: instance.priority,
+                configured_priority: instance.priority,
+                ..InstanceStatus::default()
+            });
+            runtimes.push(InstanceRuntime::new(
+                instance.clone(),
+                sender,
+                track_refs(config, instance)?,
+            ));
+        }
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = InterfaceTask {
+            interface: interface.to_owned(),
+            receiver,
+            instances: runtimes,
+            shared: Shared {
+                addresses: addresses.clone(),
+                notify: core.notify_tx.clone(),
+                checks: core.check_states(),
+                links: core.links.clone(),
+                shutdown: shutdown_rx,
+                mastership: core.mastership(),
+                floating_ip_status: core.floating_ip_status(),
+                telemetry: telemetry.clone(),
+            },
+            wakeups: 0,
+            counters_published_ns: 0,
+        };
+        Ok(Self {
+            shutdown,
+            task: tokio::spawn(task.run()),
+        })
+    }
+
+    /// Stops the instances (a master resigns) and waits for them.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+}

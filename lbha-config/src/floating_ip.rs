@@ -1,0 +1,157 @@
+//! The DigitalOcean side of the configuration: which floating (reserved) IP
+//! follows mastership, where the API and the metadata service are, and where
+//! the token comes from. Only data and its defaults; the client that acts on
+//! it is the agent's `cloud` module.
+
+use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+
+use thiserror::Error;
+
+/// DigitalOcean's public API.
+pub const DEFAULT_API_URL: &str = "https://api.digitalocean.com";
+/// The droplet metadata service (link-local, answers only from the droplet).
+pub const DEFAULT_METADATA_URL: &str = "http://169.254.169.254";
+/// Link-local round trips are sub-millisecond; 2 s is generous and still
+/// keeps a failover from stalling on a missing service.
+pub const DEFAULT_METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where the token is read from. A file is preferred in deployments (mode
+/// 0600, outside the config); the environment suits systemd credentials and
+/// containers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Which name the API is addressed by. DO renamed floating IPs to reserved
+/// IPs; both paths work today, and the response object key follows the path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PathFamily {
+    #[default]
+    FloatingIps,
+    ReservedIps,
+}
+
+impl PathFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PathFamily::FloatingIps => "floating_ips",
+            PathFamily::ReservedIps => "reserved_ips",
+        }
+    }
+}
+
+impl fmt::Display for PathFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Error)]
+#[error("unknown path family {0:?} (expected floating_ips or reserved_ips)")]
+pub struct UnknownPathFamily(pub String);
+
+impl FromStr for PathFamily {
+    type Err = UnknownPathFamily;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "floating_ips" => Ok(PathFamily::FloatingIps),
+            "reserved_ips" => Ok(PathFamily::ReservedIps),
+            _ => Err(UnknownPathFamily(s.to_owned())),
+        }
+    }
+}
+
+/// Everything the floating IP side needs. The config files map onto this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FloatingIpConfig {
+    pub ip: Ipv4Addr,
+    pub api_url: String,
+    pub metadata_url: String,
+    pub path_family: PathFamily,
+    pub token: TokenSource,
+    /// Our droplet id when known in advance; otherwise asked from metadata
+    /// (and cached). Setting it lets failover work with metadata down.
+    pub droplet_id: Option<u64>,
+    /// How often a Master verifies it still holds the IP.
+    pub recheck_interval: Duration,
+    /// Bound on one API operation including retries, and on waiting for an
+    /// assign action to complete.
+    pub operation_deadline: Duration,
+    /// Bound on one HTTP exchange with the API.
+    pub request_timeout: Duration,
+    pub metadata_timeout: Duration,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("floating IP config: {field} must be greater than zero")]
+pub struct InvalidFloatingIpConfig {
+    pub field: &'static str,
+}
+
+impl FloatingIpConfig {
+    /// A config with the production defaults for everything but the IP and
+    /// the token.
+    pub fn new(ip: Ipv4Addr, token: TokenSource) -> Self {
+        Self {
+            ip,
+            api_url: DEFAULT_API_URL.to_owned(),
+            metadata_url: DEFAULT_METADATA_URL.to_owned(),
+            path_family: PathFamily::default(),
+            token,
+            droplet_id: None,
+            recheck_interval: Duration::from_secs(10),
+            operation_deadline: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(10),
+            metadata_timeout: DEFAULT_METADATA_TIMEOUT,
+        }
+    }
+
+    /// Token from a file, the usual deployment.
+    pub fn with_token_file(ip: Ipv4Addr, path: impl Into<PathBuf>) -> Self {
+        Self::new(ip, TokenSource::File(path.into()))
+    }
+
+    /// Zero durations would spin or never succeed; reject them up front.
+    pub fn validate(&self) -> Result<(), InvalidFloatingIpConfig> {
+        for (field, d) in [
+            ("recheck_interval", self.recheck_interval),
+            ("operation_deadline", self.operation_deadline),
+            ("request_timeout", self.request_timeout),
+            ("metadata_timeout", self.metadata_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(InvalidFloatingIpConfig { field });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_family_round_trips_and_rejects_unknown_names() {
+        for family in [PathFamily::FloatingIps, PathFamily::ReservedIps] {
+            assert_eq!(family.as_str().parse::<PathFamily>().unwrap(), family);
+        }
+        assert!("reserved".parse::<PathFamily>().is_err());
+    }
+
+    #[test]
+    fn zero_durations_are_rejected_by_name() {
+        let mut config =
+            FloatingIpConfig::new(Ipv4Addr::new(203, 0, 113, 10), TokenSource::Env("T".into()));
+        assert_eq!(config.validate(), Ok(()));
+        config.operation_deadline = Duration::ZERO;
+        assert_eq!(
+            config.validate(),
+            Err(InvalidFloatingIpConfig {
+                field: "operation_deadline"
+            })
+        );
+    }
+}
