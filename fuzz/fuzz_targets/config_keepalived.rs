@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use lbha_agent::config;
+use lbha_config as config;
 use lbha_fuzz::{KEEPALIVED_PATH, check_result, check_toml_round_trip};
 use libfuzzer_sys::fuzz_target;
 

@@ -30,10 +30,9 @@ use std::{
     time::Duration,
 };
 
-use lbha_agent::{
-    cloud::{PathFamily, TokenSource},
-    config::{self, Config, InitialState, Lines, Probe, Syntax},
-    recv::ReceivePathChoice,
+use lbha_config::{
+    self as config, Config, InitialState, Lines, PathFamily, Probe, ReceivePathChoice, Syntax,
+    TokenSource,
 };
 use lbha_fuzz::{TOML_PATH, check_result, check_toml_round_trip};
 use libfuzzer_sys::fuzz_target;

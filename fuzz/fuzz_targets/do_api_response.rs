@@ -64,11 +64,14 @@ use std::{
 };
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use lbha_agent::cloud::{
-    Action, ActionStatus, ApiError, PathFamily, Secret,
-    api::response::{
-        self, Failure, MAX_RATE_LIMIT_WAIT, MAX_SHOWN_TEXT, MIN_RATE_LIMIT_WAIT, PENDING_RETRY,
+use lbha_agent::{
+    cloud::{
+        Action, ActionStatus, ApiError, Secret,
+        api::response::{
+            self, Failure, MAX_RATE_LIMIT_WAIT, MAX_SHOWN_TEXT, MIN_RATE_LIMIT_WAIT, PENDING_RETRY,
+        },
     },
+    config::PathFamily,
 };
 use libfuzzer_sys::fuzz_target;
 use serde::{

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use lbha_agent::config::{self, ConfigErrors, Diagnostic, Loaded};
+use lbha_config::{self as config, ConfigErrors, Diagnostic, Loaded};
 
 /// The path the targets give the parsers; it only labels diagnostics.
 pub const TOML_PATH: &str = "/etc/lbha/fuzz.toml";
