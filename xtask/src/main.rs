@@ -30,6 +30,17 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Build the XDP object and the agent, then run `lbha-agent ARGS` as root
+    /// (through `sudo -E` when not root): the one command to iterate with,
+    /// e.g. `cargo xtask run -- --config examples/lbha.toml`.
+    Run {
+        /// Build and run the release binary.
+        #[arg(long)]
+        release: bool,
+        /// Arguments for lbha-agent.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run the local lab in network namespaces (needs root).
     Lab(lab::LabArgs),
     /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
@@ -111,6 +122,31 @@ fn test(args: &[String]) -> Result<()> {
         .env("LBHA_DOSIM_BIN", debug.join("lbha-dosim")))
 }
 
+/// Builds lbha-agent and runs it with `args`, as root: the XDP program,
+/// raw sockets and virtual addresses need it.
+fn run_agent(release: bool, args: &[String]) -> Result<()> {
+    let mut build = cargo();
+    build.args(["build", "--package", "lbha-agent"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let binary = workspace_root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("lbha-agent");
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut agent = if root {
+        Command::new(&binary)
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&binary);
+        sudo
+    };
+    run(agent.args(args))
+}
+
 /// Sets up, builds the agent and the simulator in release mode, and returns
 /// their paths (what the lab and the benchmark run).
 fn release_binaries() -> Result<(std::path::PathBuf, std::path::PathBuf)> {
@@ -137,6 +173,11 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup::setup()?;
             test(&args)
+        }
+        Cmd::Run { release, args } => {
+            setup::setup()?;
+            build_ebpf()?;
+            run_agent(release, &args)
         }
         Cmd::Dist => {
             setup::setup()?;

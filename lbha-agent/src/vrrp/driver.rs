@@ -25,7 +25,7 @@ use crate::{
     vrrp::{
         link::LinkStates,
         machine::{Action, Machine, Params, Reason, ReceivedAdvert, State},
-        net::{Addresses, AdvertSender, GarpSender},
+        net::{Addresses, AdvertOut, GarpSender},
         notify::NotifyJob,
         track::{Weighted, effective_priority},
     },
@@ -38,7 +38,7 @@ pub type TrackRefs = Vec<(usize, i32, bool)>;
 pub struct InstanceRuntime {
     pub config: config::Instance,
     pub machine: Machine,
-    sender: AdvertSender,
+    sender: Box<dyn AdvertOut>,
     tracks: TrackRefs,
     vips: Vec<Ipv4Addr>,
     /// Whether the checks (not the link) were failing at the last update.
@@ -61,7 +61,11 @@ pub fn interval_cs(instance: &config::Instance) -> u16 {
 }
 
 impl InstanceRuntime {
-    pub fn new(config: config::Instance, sender: AdvertSender, tracks: TrackRefs) -> Self {
+    pub fn new(
+        config: config::Instance,
+        sender: impl AdvertOut + 'static,
+        tracks: TrackRefs,
+    ) -> Self {
         let params = Params {
             version: config.version,
             advert_interval_cs: interval_cs(&config),
@@ -81,7 +85,7 @@ impl InstanceRuntime {
         Self {
             config,
             machine,
-            sender,
+            sender: Box::new(sender),
             tracks,
             vips,
             faulted_by_checks: false,
@@ -424,5 +428,168 @@ impl InterfaceTask {
             job.after_floating_ip_check = after_floating_ip_check;
             let _ = self.shared.notify.send(job);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// One recorded advert: version, priority, interval, auth data, VIPs.
+    type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<Ipv4Addr>);
+
+    /// Records the adverts an instance sends instead of sending them.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<Sent>>>);
+
+    impl AdvertOut for Recorder {
+        fn source(&self) -> Ipv4Addr {
+            Ipv4Addr::new(10, 0, 0, 1)
+        }
+
+        fn send(&self, advert: &Advert<'_>) -> Result<usize, crate::vrrp::net::NetError> {
+            self.0.lock().unwrap().push((
+                advert.version,
+                advert.priority,
+                advert.interval_cs,
+                advert.auth_pass.map(<[u8]>::to_vec),
+                advert.virtual_addrs.to_vec(),
+            ));
+            Ok(1)
+        }
+    }
+
+    fn instance(extra: &str) -> config::Instance {
+        let text = format!(
+            "[[check]]\nname = \"c\"\nprocess = \"haproxy\"\n\n[[instance]]\nname = \"VI_1\"\n\
+             interface = \"eth0\"\nvrid = 7\npriority = 100\n{extra}\n"
+        );
+        let loaded = config::parse_toml(&text, std::path::Path::new("t.toml")).expect("valid");
+        loaded
+            .config
+            .instances
+            .into_iter()
+            .next()
+            .expect("one instance")
+    }
+
+    fn runtime(extra: &str, tracks: TrackRefs) -> (InstanceRuntime, Recorder) {
+        let recorder = Recorder::default();
+        (
+            InstanceRuntime::new(instance(extra), recorder.clone(), tracks),
+            recorder,
+        )
+    }
+
+    fn transitions(actions: &[Action]) -> Vec<(State, Reason)> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Transition { to, reason, .. } => Some((*to, *reason)),
+                Action::SendAdvert { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_advert_carries_the_instance_settings() {
+        let (rt, recorder) = runtime(
+            "version = 2\nadvert_interval = 3.0\nauth_pass = \"secret\"\n\
+             virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\"]",
+            vec![],
+        );
+        rt.sender.send(&rt.advert(150)).unwrap();
+        let sent = recorder.0.lock().unwrap().clone();
+        assert_eq!(
+            sent,
+            vec![(
+                2,
+                150,
+                300,
+                Some(b"secret".to_vec()),
+                vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)]
+            )]
+        );
+        assert_eq!(rt.machine.params().primary_addr, Ipv4Addr::new(10, 0, 0, 1));
+    }
+
+    #[test]
+    fn intervals_are_whole_centiseconds_within_the_field() {
+        let cs =
+            |secs: f64| interval_cs(&instance(&format!("version = 3\nadvert_interval = {secs}")));
+        assert_eq!(cs(0.01), 1);
+        assert_eq!(cs(0.1), 10);
+        assert_eq!(cs(40.95), 4095);
+    }
+
+    #[test]
+    fn a_failed_weight_zero_check_faults_and_its_recovery_says_so() {
+        let (mut rt, _) = runtime("", vec![(0, 0, false)]);
+        let mut actions = rt.apply_tracks(&[true], true, 0);
+        actions.extend(rt.machine.start(0));
+        assert_eq!(transitions(&actions), [(State::Backup, Reason::Startup)]);
+
+        let down = rt.apply_tracks(&[false], true, 1_000);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
+        let up = rt.apply_tracks(&[true], true, 2_000);
+        assert_eq!(transitions(&up), [(State::Backup, Reason::TrackRecovered)]);
+    }
+
+    #[test]
+    fn a_down_link_faults_and_the_link_coming_back_says_so() {
+        let (mut rt, _) = runtime("", vec![(0, 0, false)]);
+        rt.machine.start(0);
+        let down = rt.apply_tracks(&[true], false, 1_000);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::InterfaceDown)]);
+        let up = rt.apply_tracks(&[true], true, 2_000);
+        assert_eq!(transitions(&up), [(State::Backup, Reason::InterfaceUp)]);
+    }
+
+    #[test]
+    fn weighted_checks_set_the_effective_priority() {
+        // weight +20 while up, weight -30 while down.
+        let (mut rt, _) = runtime("", vec![(0, 20, false), (1, -30, false)]);
+        rt.machine.start(0);
+        assert!(transitions(&rt.apply_tracks(&[true, true], true, 0)).is_empty());
+        assert_eq!(rt.machine.priority(), 120);
+        rt.apply_tracks(&[false, false], true, 1);
+        assert_eq!(rt.machine.priority(), 70);
+        assert_eq!(rt.machine.state(), State::Backup, "weights never fault");
+    }
+
+    #[test]
+    fn a_backup_following_a_master_sleeps_past_its_deadline_only_with_kernel_silence_reports() {
+        let (mut rt, _) = runtime("version = 3\nadvert_interval = 0.1", vec![]);
+        rt.machine.start(0);
+        let master = ReceivedAdvert {
+            timestamp_ns: 1_000_000,
+            src: Ipv4Addr::new(10, 0, 0, 2),
+            priority: 200,
+            interval_cs: 10,
+        };
+        rt.machine
+            .advert(&master)
+            .expect("a higher-priority master is followed");
+        assert!(rt.machine.follows_master());
+        let deadline = rt.machine.next_deadline().expect("master-down deadline");
+
+        assert_eq!(
+            rt.wake_at(false),
+            Some(deadline),
+            "raw socket: exact deadline"
+        );
+        assert_eq!(
+            rt.wake_at(true),
+            Some(deadline + SILENCE_BACKSTOP_NS),
+            "XDP: the kernel timer reports silence; only a backstop"
+        );
+        rt.silence_reported = true;
+        assert_eq!(
+            rt.wake_at(true),
+            Some(deadline),
+            "after a silence report the exact deadline counts"
+        );
     }
 }

@@ -35,6 +35,15 @@ pub enum NetError {
     },
 }
 
+/// Where an instance's adverts go: [`AdvertSender`] in the daemon, a
+/// recorder in the driver's unit tests (which cannot open raw sockets).
+pub trait AdvertOut: Send + Sync {
+    /// The address adverts are sent from (the instance's primary address).
+    fn source(&self) -> Ipv4Addr;
+    /// Sends `advert` to every destination; returns how many went out.
+    fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError>;
+}
+
 /// Sends one instance's adverts: an `IPPROTO_RAW` socket (we write the IP
 /// header: TTL 255, DSCP CS6 as keepalived) bound to the interface. Such a
 /// socket never receives, so adverts reach us only through the receive path.
@@ -83,13 +92,14 @@ impl AdvertSender {
             destinations,
         })
     }
+}
 
-    pub fn source(&self) -> Ipv4Addr {
+impl AdvertOut for AdvertSender {
+    fn source(&self) -> Ipv4Addr {
         self.src
     }
 
-    /// Sends `advert` to every destination; returns how many went out.
-    pub fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError> {
+    fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError> {
         let mut sent = 0;
         let mut last_error = None;
         for dst in &self.destinations {
