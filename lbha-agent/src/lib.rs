@@ -7,6 +7,7 @@ pub mod cloud;
 pub mod daemon;
 pub mod health;
 pub mod ops;
+pub mod preflight;
 pub mod recv;
 pub mod status;
 pub mod sys;

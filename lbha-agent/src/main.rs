@@ -119,7 +119,13 @@ impl FloatingIpArgs {
 enum Command {
     /// Check a configuration file (TOML if it ends in .toml, else
     /// keepalived.conf); report every problem with its line; exit non-zero on errors.
-    CheckConfig { file: PathBuf },
+    CheckConfig {
+        file: PathBuf,
+        /// Skip the checks against this host (users, interfaces, scripts,
+        /// token, sockets): for a file meant for another machine.
+        #[arg(long)]
+        no_host_checks: bool,
+    },
     /// Print the native TOML equivalent of a keepalived.conf.
     ImportKeepalived { file: PathBuf },
     /// Show the running agent's instances, checks, receive path and floating IP.
@@ -148,26 +154,30 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs the warnings of a loaded configuration and returns it.
-fn load(result: Result<Loaded, config::ConfigErrors>) -> anyhow::Result<config::Config> {
-    let loaded = result?;
-    for warning in &loaded.warnings {
-        tracing::warn!("{warning}");
-    }
-    Ok(loaded.config)
-}
-
-fn check_config(file: &std::path::Path) -> anyhow::Result<()> {
+fn check_config(file: &std::path::Path, host_checks: bool) -> anyhow::Result<()> {
     let loaded = config::load_any(file)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
+    // The same host checks a start or a reload runs: what passes here, a
+    // reload accepts.
+    if host_checks {
+        let problems = lbha_agent::preflight::check_host(&loaded, Default::default());
+        if !problems.is_empty() {
+            return Err(lbha_agent::daemon::DaemonError::Host(problems).into());
+        }
+    }
     println!(
-        "{}: OK ({} instance(s), {} check(s), {} warning(s))",
+        "{}: OK ({} instance(s), {} check(s), {} warning(s){})",
         file.display(),
         loaded.config.instances.len(),
         loaded.config.checks.len(),
-        loaded.warnings.len()
+        loaded.warnings.len(),
+        if host_checks {
+            ""
+        } else {
+            "; host checks skipped"
+        }
     );
     Ok(())
 }
@@ -201,32 +211,20 @@ async fn termination() {
     }
 }
 
-/// Reloads the configuration on every SIGHUP and hands it to the daemon; a
-/// configuration with errors is reported and the running one kept.
-fn reload_on_sighup(
-    load_config: impl Fn() -> anyhow::Result<config::Config> + Send + 'static,
-) -> tokio::sync::mpsc::Receiver<config::Config> {
+/// Turns every SIGHUP into a reload request for the daemon, which reads,
+/// checks and applies the file itself. Requests arriving while one is
+/// pending are folded into it: the file is read once, after the last.
+fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     match signal(SignalKind::hangup()) {
         Ok(mut hangups) => {
             tokio::spawn(async move {
                 while hangups.recv().await.is_some() {
-                    lbha_agent::ops::systemd::reloading();
-                    match load_config() {
-                        Ok(config) => {
-                            tracing::info!("SIGHUP: configuration reloaded");
-                            if tx.send(config).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(error) => {
-                            tracing::error!(
-                                "SIGHUP: configuration not reloaded, keeping the running one: {error:#}"
-                            )
-                        }
+                    match tx.try_send(()) {
+                        Ok(()) | Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {}
+                        Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => return,
                     }
-                    lbha_agent::ops::systemd::ready("configuration reloaded");
                 }
             });
         }
@@ -235,23 +233,22 @@ fn reload_on_sighup(
     rx
 }
 
-async fn run_daemon(
-    config: config::Config,
-    load_config: impl Fn() -> anyhow::Result<config::Config> + Send + 'static,
-) -> anyhow::Result<()> {
+async fn run_daemon(loaded: Loaded, load: lbha_agent::daemon::LoadConfig) -> anyhow::Result<()> {
+    for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
     tracing::info!(
-        instances = config.instances.len(),
-        checks = config.checks.len(),
+        instances = loaded.config.instances.len(),
+        checks = loaded.config.checks.len(),
         "lbha-agent starting"
     );
     // The ready hook drops capabilities, sends READY=1 and starts the watchdog.
-    let ready = lbha_agent::ops::ready_hook(&config);
+    let ready = lbha_agent::ops::ready_hook(&loaded.config);
     let shutdown = async {
         termination().await;
         lbha_agent::ops::systemd::stopping();
     };
-    let reload = reload_on_sighup(load_config);
-    lbha_agent::daemon::run(config, shutdown, reload, ready).await?;
+    lbha_agent::daemon::run(loaded, shutdown, reload_requests(), load, ready).await?;
     Ok(())
 }
 
@@ -295,7 +292,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match (cli.command, cli.config, cli.keepalived_conf) {
             (Some(Command::Watch(args)), ..) => watch::run(args).await,
-            (Some(Command::CheckConfig { file }), ..) => check_config(&file),
+            (Some(Command::CheckConfig { file, no_host_checks }), ..) => {
+                check_config(&file, !no_host_checks)
+            }
             (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
             (Some(Command::Detach { pin_dir }), ..) => {
                 let removed = lbha_agent::bpf::pin::remove_namespace_pins(&pin_dir)
@@ -319,18 +318,19 @@ fn main() -> ExitCode {
             }
             (None, config_file, keepalived_file) if config_file.is_some() || keepalived_file.is_some() => {
                 // Loaded at start and again on every SIGHUP, CLI overrides included.
-                let load_config = move || -> anyhow::Result<config::Config> {
-                    let mut config = match (&config_file, &keepalived_file) {
-                        (Some(file), _) => load(config::load_toml(file))?,
-                        (None, Some(file)) => load(config::load_keepalived(file))?,
+                let (floating_ip, ops) = (cli.floating_ip, cli.ops);
+                let load: lbha_agent::daemon::LoadConfig = std::sync::Arc::new(move || {
+                    let mut loaded = match (&config_file, &keepalived_file) {
+                        (Some(file), _) => config::load_toml(file)?,
+                        (None, Some(file)) => config::load_keepalived(file)?,
                         (None, None) => unreachable!("checked by the match guard"),
                     };
-                    cli.floating_ip.apply(&mut config);
-                    cli.ops.apply(&mut config);
-                    Ok(config)
-                };
-                let config = load_config()?;
-                run_daemon(config, load_config).await
+                    floating_ip.apply(&mut loaded.config);
+                    ops.apply(&mut loaded.config);
+                    Ok(loaded)
+                });
+                let loaded = load()?;
+                run_daemon(loaded, load).await
             }
             (None, ..) => Err(anyhow::anyhow!(
                 "nothing to do: give --config FILE, --keepalived-conf FILE or a subcommand (see --help)"

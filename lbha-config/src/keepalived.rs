@@ -945,6 +945,7 @@ impl Builder {
             global: global_lines,
             checks: check_lines,
             instances: instance_lines,
+            ..Lines::default()
         };
         (
             Config {

@@ -222,11 +222,27 @@ fn display_all(diagnostics: &[Diagnostic]) -> String {
 }
 
 /// A parsed configuration, with the warnings (unsupported keywords and the
-/// like) that did not prevent it from loading.
+/// like) that did not prevent it from loading, and where it came from: the
+/// file and the line of every value, so that problems found later (on the
+/// host, at a reload) still point at a line.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Loaded {
     pub config: Config,
     pub warnings: Vec<Diagnostic>,
+    pub file: PathBuf,
+    pub lines: Lines,
+}
+
+impl Loaded {
+    /// A diagnostic about this file at the line of `field` of `table`
+    /// (`None`: the line is not known, e.g. a command-line override).
+    pub fn diagnostic(&self, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: self.file.clone(),
+            line,
+            message: message.into(),
+        }
+    }
 }
 
 mod keepalived;

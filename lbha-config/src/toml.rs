@@ -131,7 +131,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         Some((_, value)) => match value.get_ref() {
             DeValue::Table(table) => {
                 let line = r.line(value.span().start);
-                read_floating_ip(&mut r, table, line)
+                read_floating_ip(&mut r, table, line, &mut lines.floating_ip)
             }
             _ => {
                 r.type_error(value, "floating_ip", "a table ([floating_ip])");
@@ -200,10 +200,13 @@ fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     global
 }
 
-fn read_floating_ip(r: &mut Reader, table: &DeTable, line: usize) -> Option<FloatingIp> {
-    // Field lines are only needed by instance/check validation.
-    let mut fl = FieldLines::at(line);
-    let fl = &mut fl;
+fn read_floating_ip(
+    r: &mut Reader,
+    table: &DeTable,
+    line: usize,
+    fl: &mut FieldLines,
+) -> Option<FloatingIp> {
+    *fl = FieldLines::at(line);
     let mut f = Fields::new(r, table, line, "[floating_ip]");
     let ip = f.take_with(r, fl, "ip", |r, v| r.ip(v, "ip"));
     let instance = f.string(r, fl, "instance");

@@ -96,16 +96,20 @@ impl FieldLines {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lines {
     pub global: FieldLines,
+    /// `[floating_ip]` (TOML only; keepalived.conf has none).
+    pub floating_ip: FieldLines,
     pub checks: Vec<FieldLines>,
     pub instances: Vec<FieldLines>,
 }
 
 impl Lines {
-    fn check(&self, index: usize) -> &FieldLines {
+    /// Where check `index` was written (empty when unknown).
+    pub fn check(&self, index: usize) -> &FieldLines {
         self.checks.get(index).unwrap_or(&EMPTY)
     }
 
-    fn instance(&self, index: usize) -> &FieldLines {
+    /// Where instance `index` was written (empty when unknown).
+    pub fn instance(&self, index: usize) -> &FieldLines {
         self.instances.get(index).unwrap_or(&EMPTY)
     }
 }
@@ -524,7 +528,12 @@ pub(crate) fn finish(
     errors.sort_by_key(|d| d.line.unwrap_or(0));
     warnings.sort_by_key(|d| d.line.unwrap_or(0));
     if errors.is_empty() {
-        Ok(Loaded { config, warnings })
+        Ok(Loaded {
+            config,
+            warnings,
+            file: file.to_path_buf(),
+            lines: lines.clone(),
+        })
     } else {
         Err(ConfigErrors(errors))
     }

@@ -7,8 +7,11 @@ use std::{sync::Arc, time::Duration};
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle};
 
-use super::{ApiCallCounts, FloatingIpManager, FloatingIpStatus, SetupError, build_clients};
-use crate::config::Config;
+use super::{
+    ApiCallCounts, ApiClient, FloatingIpManager, FloatingIpStatus, MetadataClient, SetupError,
+    build_clients,
+};
+use crate::config::{Config, FloatingIpConfig};
 
 #[derive(Debug, Error)]
 pub enum FollowError {
@@ -31,18 +34,20 @@ impl Mastership {
     }
 }
 
-/// A running floating-IP manager and what the rest of the agent needs of it.
-pub struct Follower {
-    pub mastership: Arc<Mastership>,
-    pub status: watch::Receiver<FloatingIpStatus>,
-    pub calls: Arc<ApiCallCounts>,
-    task: JoinHandle<()>,
+/// Everything a [`Follower`] needs, built before anything starts: the part
+/// that can fail and that blocks (the token file, the TLS set-up), so it
+/// runs on the blocking pool and a failure leaves nothing half-started.
+pub struct FollowerSetup {
+    instance: String,
+    settings: FloatingIpConfig,
+    metadata: MetadataClient,
+    api: ApiClient,
 }
 
-impl Follower {
-    /// Starts the manager for `config`'s `[floating_ip]`, if there is one:
-    /// it follows the named instance, or the first.
-    pub fn start(config: &Config) -> Result<Option<Self>, FollowError> {
+impl FollowerSetup {
+    /// For `config`'s `[floating_ip]`, if there is one: it follows the
+    /// named instance, or the first. Blocks (reads the token).
+    pub fn prepare(config: &Config) -> Result<Option<Self>, FollowError> {
         let Some(floating_ip) = &config.floating_ip else {
             return Ok(None);
         };
@@ -58,26 +63,43 @@ impl Follower {
                 .ok_or_else(|| FollowError::UnknownInstance("(none)".into()))?,
         };
         let (metadata, api) = build_clients(&floating_ip.settings)?;
-        let calls = api.call_counts();
-        let (is_master, master_rx) = watch::channel(false);
-        let (status, task) = FloatingIpManager::spawn_watching(
-            floating_ip.settings.clone(),
+        Ok(Some(Self {
+            instance: instance.name.clone(),
+            settings: floating_ip.settings.clone(),
             metadata,
             api,
-            master_rx,
-        );
-        tracing::info!(ip = %floating_ip.settings.ip, instance = %instance.name, "floating IP follows instance");
-        Ok(Some(Self {
+        }))
+    }
+
+    /// Starts the manager (inside the runtime; cannot fail).
+    pub fn start(self) -> Follower {
+        let calls = self.api.call_counts();
+        let (is_master, master_rx) = watch::channel(false);
+        let ip = self.settings.ip;
+        let (status, task) =
+            FloatingIpManager::spawn_watching(self.settings, self.metadata, self.api, master_rx);
+        tracing::info!(%ip, instance = %self.instance, "floating IP follows instance");
+        Follower {
             mastership: Arc::new(Mastership {
-                instance: instance.name.clone(),
+                instance: self.instance,
                 is_master,
             }),
             status,
             calls,
             task,
-        }))
+        }
     }
+}
 
+/// A running floating-IP manager and what the rest of the agent needs of it.
+pub struct Follower {
+    pub mastership: Arc<Mastership>,
+    pub status: watch::Receiver<FloatingIpStatus>,
+    pub calls: Arc<ApiCallCounts>,
+    task: JoinHandle<()>,
+}
+
+impl Follower {
     /// Stops the manager once the interface tasks (which hold clones of the
     /// mastership) have stopped: dropping the last sender ends it, and an
     /// assign in flight gets a few seconds to finish.

@@ -21,6 +21,6 @@ pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, SetupError, api_options,
     build_clients,
 };
-pub use follow::{FollowError, Follower, Mastership};
+pub use follow::{FollowError, Follower, FollowerSetup, Mastership};
 pub use metadata::{MetadataClient, MetadataError};
 pub use secret::{Secret, TokenError, load_token};

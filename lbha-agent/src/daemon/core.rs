@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::DaemonError;
 use crate::{
-    cloud::{FloatingIpStatus, Follower, Mastership},
+    cloud::{FloatingIpStatus, Follower, FollowerSetup, Mastership},
     config::Config,
     health::{
         runner::{CheckRunner, CheckStates},
@@ -18,25 +18,48 @@ use crate::{
     vrrp::{link, notify},
 };
 
-pub(super) struct Core {
-    checks: CheckRunner,
-    pub notify_tx: mpsc::UnboundedSender<notify::NotifyJob>,
-    notify_queue: tokio::task::JoinHandle<()>,
-    follower: Option<Follower>,
-    pub links: watch::Receiver<link::LinkStates>,
+/// A [`Core`] with everything that can fail already done: user and group
+/// look-ups, the token, the API clients. Built on the blocking pool (all of
+/// that blocks), so neither the runtime thread nor the running
+/// configuration waits for it, and a failure leaves nothing started.
+pub(super) struct CoreSetup {
+    config: Config,
+    policy: ScriptPolicy,
+    follower: Option<FollowerSetup>,
 }
 
-impl Core {
-    pub fn start(config: &Config, telemetry: &Telemetry) -> Result<Self, DaemonError> {
+impl CoreSetup {
+    /// Blocks: call from the blocking pool.
+    fn prepare(config: Config) -> Result<Self, DaemonError> {
         let policy = ScriptPolicy::new(
             config.global.script_security,
             config.global.script_user.as_deref(),
             config.global.script_group.as_deref(),
         )?;
-        // Everything that can fail comes before the first task is spawned,
-        // so a failed start leaves nothing running behind it.
-        let follower = Follower::start(config)?;
-        let checks = CheckRunner::start(&config.checks, &policy, telemetry);
+        let follower = FollowerSetup::prepare(&config)?;
+        Ok(Self {
+            config,
+            policy,
+            follower,
+        })
+    }
+
+    /// Prepares on the blocking pool.
+    pub async fn prepare_off_thread(config: &Config) -> Result<Self, DaemonError> {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Self::prepare(config))
+            .await
+            .map_err(|e| DaemonError::Startup(e.to_string()))?
+    }
+
+    /// Starts the tasks; cannot fail.
+    pub fn start(self, telemetry: &Telemetry) -> Core {
+        let Self {
+            config,
+            policy,
+            follower,
+        } = self;
+        let follower = follower.map(FollowerSetup::start);
         if let (Some(follower), Some(floating_ip)) = (&follower, &config.floating_ip) {
             telemetry.set_floating_ip(
                 floating_ip.settings.ip.to_string(),
@@ -45,6 +68,7 @@ impl Core {
                 follower.calls.clone(),
             );
         }
+        let checks = CheckRunner::start(&config.checks, &policy, telemetry);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let notify_queue = tokio::spawn(notify::run_queue(
             notify_rx,
@@ -56,15 +80,25 @@ impl Core {
             .iter()
             .map(|i| i.interface.clone())
             .collect();
-        Ok(Self {
+        Core {
             checks,
             notify_tx,
             notify_queue,
             follower,
             links: link::watch_links(interfaces),
-        })
+        }
     }
+}
 
+pub(super) struct Core {
+    checks: CheckRunner,
+    pub notify_tx: mpsc::UnboundedSender<notify::NotifyJob>,
+    notify_queue: tokio::task::JoinHandle<()>,
+    follower: Option<Follower>,
+    pub links: watch::Receiver<link::LinkStates>,
+}
+
+impl Core {
     pub fn check_states(&self) -> CheckStates {
         self.checks.states.clone()
     }

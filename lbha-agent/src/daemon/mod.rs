@@ -2,22 +2,33 @@
 //! ([`core`]), one task per interface running its VRRP instances
 //! ([`interface`]), what a reload restarts ([`reload`]), and an orderly
 //! shutdown in which every master resigns.
+//!
+//! A reload never risks the running node: the new file is read, parsed and
+//! checked against the host ([`crate::preflight`]), and everything that can
+//! fail is built, before anything running is touched. Any failure keeps the
+//! running configuration untouched (no advert changes, no resignation) and
+//! is reported in the log, `status`, the metrics and systemd's `STATUS=`.
 
 mod core;
 mod interface;
 pub mod reload;
 
-use std::{collections::BTreeMap, future::Future};
+use std::{collections::BTreeMap, future::Future, sync::Arc};
 
 use thiserror::Error;
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::interface::vrid_config;
-use self::{core::Core, interface::Group, reload::interfaces_of};
+use self::{
+    core::{Core, CoreSetup},
+    interface::Group,
+    reload::interfaces_of,
+};
 use crate::{
     cloud::FollowError,
-    config::Config,
+    config::{Config, ConfigErrors, Diagnostic, Loaded},
     health::script::ScriptError,
+    preflight::{self, Held},
     recv::ReceiveError,
     status::{self, Telemetry},
     vrrp::net::{Addresses, NetError},
@@ -43,140 +54,283 @@ pub enum DaemonError {
     FloatingIp(#[from] FollowError),
     #[error("starting an interface: {0}")]
     Startup(String),
+    #[error("this host cannot run the configuration:\n{}", list(.0))]
+    Host(Vec<Diagnostic>),
 }
 
-/// Starts every interface's group; on error, stops those already started.
-async fn start_groups(
-    config: &Config,
-    core: &Core,
-    addresses: &Addresses,
-    telemetry: &Telemetry,
-) -> Result<BTreeMap<String, Group>, DaemonError> {
-    let mut groups = BTreeMap::new();
-    for interface in interfaces_of(config) {
-        match Group::start(config, &interface, core, addresses, telemetry).await {
-            Ok(group) => {
-                groups.insert(interface, group);
-            }
-            Err(error) => {
-                for (_, group) in groups {
-                    group.stop().await;
-                }
-                return Err(error);
-            }
-        }
+fn list(problems: &[Diagnostic]) -> String {
+    problems
+        .iter()
+        .map(|d| format!("  {d}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Reads the configuration again for a reload (the file the agent was
+/// started with, command-line overrides applied). Blocking: the daemon
+/// calls it on the blocking pool.
+pub type LoadConfig = Arc<dyn Fn() -> Result<Loaded, ConfigErrors> + Send + Sync>;
+
+/// The host checks, on the blocking pool.
+async fn check_host_off_thread(loaded: Loaded, running: Option<Config>) -> Vec<Diagnostic> {
+    tokio::task::spawn_blocking(move || {
+        preflight::check_host(
+            &loaded,
+            Held {
+                running: running.as_ref(),
+            },
+        )
+    })
+    .await
+    .unwrap_or_else(|join| vec![loaded_less_diagnostic(&join.to_string())])
+}
+
+fn loaded_less_diagnostic(message: &str) -> Diagnostic {
+    Diagnostic {
+        file: "(host checks)".into(),
+        line: None,
+        message: message.to_owned(),
     }
-    Ok(groups)
 }
 
-/// Runs the configuration until `shutdown` completes, then resigns every
-/// master (priority-0 advert, addresses removed) and returns.
-///
-/// Each configuration received on `reload` (SIGHUP) replaces the running
-/// one as [`reload::plan`] decides: instances whose interface group is
-/// unchanged keep running (and keep mastership); changed groups restart. A
-/// change to the checks, `[global]` or `[floating_ip]` restarts everything.
-/// A configuration that cannot start leaves the agent without the affected
-/// instances and says so.
-///
-/// `ready` is called once every interface is receiving and every instance
-/// has started (the moment to tell systemd `READY=1`).
-pub async fn run(
-    mut config: Config,
-    shutdown: impl Future<Output = ()>,
-    mut reload: mpsc::Receiver<Config>,
-    ready: impl FnOnce(),
-) -> Result<(), DaemonError> {
-    let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
-    let telemetry = Telemetry::default();
-    let mut core = Core::start(&config, &telemetry)?;
-    let mut groups = start_groups(&config, &core, &addresses, &telemetry).await?;
+/// The running daemon: the configuration, its shared core, one group per
+/// interface, and the status and metrics servers.
+struct Daemon {
+    config: Config,
+    core: Core,
+    groups: BTreeMap<String, Group>,
+    addresses: Addresses,
+    telemetry: Telemetry,
+    status_server: JoinHandle<()>,
+    metrics_server: Option<JoinHandle<()>>,
+}
 
-    // Status for `lbha-agent status`, and metrics when asked for.
-    let status_server = {
-        let (path, telemetry) = (config.global.status_socket.clone(), telemetry.clone());
-        tokio::spawn(async move {
-            if let Err(error) = status::socket::serve(path.clone(), telemetry).await {
-                tracing::error!(socket = %path.display(), %error, "status socket unavailable");
-            }
-        })
-    };
-    let metrics_server = config.global.metrics_listen.map(|addr| {
+fn serve_status(config: &Config, telemetry: &Telemetry) -> JoinHandle<()> {
+    let (path, telemetry) = (config.global.status_socket.clone(), telemetry.clone());
+    tokio::spawn(async move {
+        if let Err(error) = status::socket::serve(path.clone(), telemetry).await {
+            tracing::error!(socket = %path.display(), %error, "status socket unavailable");
+        }
+    })
+}
+
+fn serve_metrics(config: &Config, telemetry: &Telemetry) -> Option<JoinHandle<()>> {
+    config.global.metrics_listen.map(|addr| {
         let telemetry = telemetry.clone();
         tokio::spawn(async move {
             if let Err(error) = status::metrics::serve(addr, telemetry).await {
                 tracing::error!(%addr, %error, "metrics listener unavailable");
             }
         })
-    });
+    })
+}
+
+impl Daemon {
+    async fn start(loaded: &Loaded) -> Result<Self, DaemonError> {
+        let problems = check_host_off_thread(loaded.clone(), None).await;
+        if !problems.is_empty() {
+            return Err(DaemonError::Host(problems));
+        }
+        let config = loaded.config.clone();
+        let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
+        let telemetry = Telemetry::default();
+        let core = CoreSetup::prepare_off_thread(&config)
+            .await?
+            .start(&telemetry);
+        let mut groups = BTreeMap::new();
+        for interface in interfaces_of(&config) {
+            match Group::start(&config, &interface, &core, &addresses, &telemetry).await {
+                Ok(group) => {
+                    groups.insert(interface, group);
+                }
+                Err(error) => {
+                    for (_, group) in groups {
+                        group.stop().await;
+                    }
+                    core.stop().await;
+                    return Err(error);
+                }
+            }
+        }
+        let status_server = serve_status(&config, &telemetry);
+        let metrics_server = serve_metrics(&config, &telemetry);
+        Ok(Self {
+            config,
+            core,
+            groups,
+            addresses,
+            telemetry,
+            status_server,
+            metrics_server,
+        })
+    }
+
+    /// One reload: read, check, prepare, then swap. `Err` says why the
+    /// running configuration was kept (or, after the swap, which
+    /// interfaces could not start).
+    async fn reload(&mut self, load: &LoadConfig) -> Result<(), String> {
+        let load = load.clone();
+        let loaded = tokio::task::spawn_blocking(move || load())
+            .await
+            .map_err(|join| join.to_string())?
+            .map_err(|errors| errors.to_string())?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let problems = check_host_off_thread(loaded.clone(), Some(self.config.clone())).await;
+        if !problems.is_empty() {
+            return Err(DaemonError::Host(problems).to_string());
+        }
+        let new = loaded.config;
+        let plan = reload::plan(&self.config, &new);
+        if plan.is_noop() {
+            tracing::info!("configuration reloaded: nothing changed");
+            self.config = new;
+            return Ok(());
+        }
+        if plan.restart_all {
+            // Built before anything running stops: if this fails, nothing changed.
+            let setup = CoreSetup::prepare_off_thread(&new)
+                .await
+                .map_err(|e| crate::error_chain(&e))?;
+            tracing::info!(
+                "configuration reloaded: checks, [global] or [floating_ip] changed; restarting every instance"
+            );
+            for (_, group) in std::mem::take(&mut self.groups) {
+                group.stop().await;
+            }
+            self.telemetry.clear();
+            let old = std::mem::replace(&mut self.core, setup.start(&self.telemetry));
+            old.stop().await;
+            self.restart_servers(&new);
+        } else {
+            for interface in &plan.stop {
+                if let Some(group) = self.groups.remove(interface) {
+                    tracing::info!(
+                        interface,
+                        "configuration reloaded: restarting the instances of this interface"
+                    );
+                    self.telemetry.forget_interface(interface);
+                    group.stop().await;
+                }
+            }
+        }
+        let mut failed = Vec::new();
+        // Every interface without a running group starts: the plan's, and
+        // any that failed to start on an earlier reload.
+        for interface in interfaces_of(&new) {
+            if self.groups.contains_key(&interface) {
+                continue;
+            }
+            match Group::start(
+                &new,
+                &interface,
+                &self.core,
+                &self.addresses,
+                &self.telemetry,
+            )
+            .await
+            {
+                Ok(group) => {
+                    self.groups.insert(interface, group);
+                }
+                Err(error) => {
+                    let error = crate::error_chain(&error);
+                    tracing::error!(interface, %error, "could not start the reloaded instances");
+                    failed.push(format!("{interface}: {error}"));
+                }
+            }
+        }
+        self.config = new;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "applied, but these interfaces could not start: {}",
+                failed.join("; ")
+            ))
+        }
+    }
+
+    /// Rebinds the status socket or the metrics listener when their
+    /// settings changed.
+    fn restart_servers(&mut self, new: &Config) {
+        if new.global.status_socket != self.config.global.status_socket {
+            self.status_server.abort();
+            self.status_server = serve_status(new, &self.telemetry);
+        }
+        if new.global.metrics_listen != self.config.global.metrics_listen {
+            if let Some(server) = self.metrics_server.take() {
+                server.abort();
+            }
+            self.metrics_server = serve_metrics(new, &self.telemetry);
+        }
+    }
+
+    async fn stop(self) {
+        self.status_server.abort();
+        if let Some(server) = self.metrics_server {
+            server.abort();
+        }
+        tracing::info!("shutting down");
+        for (_, group) in self.groups {
+            group.stop().await;
+        }
+        self.core.stop().await;
+    }
+}
+
+/// Runs the configuration until `shutdown` completes, then resigns every
+/// master (priority-0 advert, addresses removed) and returns.
+///
+/// Every message on `reloads` (SIGHUP) reads the configuration again with
+/// `load` and replaces the running one as [`reload::plan`] decides: instances
+/// whose interface group is unchanged keep running (and keep mastership);
+/// changed groups restart; a change to the checks, `[global]` or
+/// `[floating_ip]` restarts everything. A file that does not parse or that
+/// this host cannot run is refused and the running configuration kept.
+///
+/// `ready` is called once every interface is receiving and every instance
+/// has started (the moment to tell systemd `READY=1`).
+pub async fn run(
+    initial: Loaded,
+    shutdown: impl Future<Output = ()>,
+    mut reloads: mpsc::Receiver<()>,
+    load: LoadConfig,
+    ready: impl FnOnce(),
+) -> Result<(), DaemonError> {
+    let mut daemon = Daemon::start(&initial).await?;
     ready();
 
     tokio::pin!(shutdown);
     loop {
         // The systemd watchdog pings only while these tasks run; none while
         // a reload stops and restarts them.
-        crate::ops::systemd::watch_tasks(groups.values().map(|g| g.task.abort_handle()));
-        let new = tokio::select! {
+        crate::ops::systemd::watch_tasks(daemon.groups.values().map(|g| g.task.abort_handle()));
+        tokio::select! {
             () = &mut shutdown => break,
-            Some(new) = reload.recv() => new,
-        };
+            Some(()) = reloads.recv() => {}
+        }
         crate::ops::systemd::watch_tasks([]);
-        let plan = reload::plan(&config, &new);
-        if plan.is_noop() {
-            tracing::info!("configuration reloaded: nothing changed");
-            config = new;
-            continue;
-        }
-        if plan.restart_all {
-            tracing::info!(
-                "configuration reloaded: checks, [global] or [floating_ip] changed; restarting every instance"
-            );
-            for (_, group) in std::mem::take(&mut groups) {
-                group.stop().await;
+        crate::ops::systemd::reloading();
+        let result = daemon.reload(&load).await;
+        match &result {
+            Ok(()) => {
+                tracing::info!("SIGHUP: configuration reloaded");
+                crate::ops::systemd::ready(&crate::ops::running_status(&daemon.config));
             }
-            core.stop().await;
-            telemetry.clear();
-            core = Core::start(&new, &telemetry)?;
-        } else {
-            for interface in &plan.stop {
-                if let Some(group) = groups.remove(interface) {
-                    tracing::info!(
-                        interface,
-                        "configuration reloaded: restarting the instances of this interface"
-                    );
-                    telemetry.forget_interface(interface);
-                    group.stop().await;
-                }
+            Err(error) => {
+                tracing::error!(
+                    "SIGHUP: configuration not reloaded, keeping the running one: {error}"
+                );
+                crate::ops::systemd::ready(&format!(
+                    "reload refused, running the previous configuration: {}",
+                    error.lines().next().unwrap_or_default()
+                ));
             }
         }
-        // Every interface without a running group starts: the plan's, and
-        // any that failed to start on an earlier reload.
-        for interface in interfaces_of(&new) {
-            if groups.contains_key(&interface) {
-                continue;
-            }
-            match Group::start(&new, &interface, &core, &addresses, &telemetry).await {
-                Ok(group) => {
-                    groups.insert(interface, group);
-                }
-                Err(error) => tracing::error!(
-                    interface,
-                    error = %crate::error_chain(&error),
-                    "could not start the reloaded instances"
-                ),
-            }
-        }
-        config = new;
+        daemon.telemetry.reload_result(result);
     }
-
-    status_server.abort();
-    if let Some(server) = metrics_server {
-        server.abort();
-    }
-    tracing::info!("shutting down");
-    for (_, group) in groups {
-        group.stop().await;
-    }
-    core.stop().await;
+    daemon.stop().await;
     Ok(())
 }

@@ -13,14 +13,19 @@ use crate::config::Config;
 /// pinger (the daemon registers its tasks with [`systemd::watch_tasks`]).
 pub fn ready_hook(config: &Config) -> impl FnOnce() + use<> {
     let needs = caps::Needs::of_config(config);
-    let status = format!(
-        "running: {} instance(s), {} check(s)",
-        config.instances.len(),
-        config.checks.len()
-    );
+    let status = running_status(config);
     move || {
         caps::drop_after_setup(needs);
         systemd::ready(&status);
         systemd::spawn_watchdog(|| true);
     }
+}
+
+/// systemd's `STATUS=` while running normally.
+pub fn running_status(config: &Config) -> String {
+    format!(
+        "running: {} instance(s), {} check(s)",
+        config.instances.len(),
+        config.checks.len()
+    )
 }

@@ -247,6 +247,25 @@ pub fn render(telemetry: &Telemetry) -> String {
             .iter()
             .map(|i| (i.name.as_str(), i.wakeups)),
     );
+    header(
+        &mut out,
+        "lbha_config_reload_success",
+        "gauge",
+        "1 if the last configuration reload applied (or none was asked), 0 if it was refused.",
+    );
+    let reload = &status.reload;
+    let _ = writeln!(
+        out,
+        "lbha_config_reload_success {}",
+        u8::from(reload.reloads == 0 || reload.last_ok)
+    );
+    header(
+        &mut out,
+        "lbha_config_reload_failures_total",
+        "counter",
+        "Configuration reloads refused (the running configuration was kept).",
+    );
+    let _ = writeln!(out, "lbha_config_reload_failures_total {}", reload.failures);
     if let Some(f) = &status.floating_ip {
         family(
             &mut out,

@@ -79,6 +79,21 @@ pub struct FloatingIpReport {
     pub api_calls: BTreeMap<String, u64>,
 }
 
+/// How the last configuration reload went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Reloads asked for (SIGHUP) since start.
+    pub reloads: u64,
+    /// Reloads refused: the running configuration was kept.
+    pub failures: u64,
+    /// Whether the last reload applied (meaningless while `reloads` is 0).
+    pub last_ok: bool,
+    /// When the last reload finished (Unix ms).
+    pub last_at_unix_ms: Option<u64>,
+    /// Why the last reload was refused, if it was.
+    pub last_error: Option<String>,
+}
+
 /// Everything `status` shows.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -86,6 +101,8 @@ pub struct AgentStatus {
     pub checks: Vec<CheckStatus>,
     pub interfaces: Vec<InterfaceStatus>,
     pub floating_ip: Option<FloatingIpReport>,
+    #[serde(default)]
+    pub reload: ReloadReport,
 }
 
 /// Upper bounds (seconds) of the failover-duration histogram buckets.
@@ -156,13 +173,28 @@ impl Telemetry {
     }
 
     /// Forgets instances, checks and interfaces (a full reload re-adds them).
-    /// Histograms and the floating IP report stay.
+    /// Histograms, the floating IP report and the reload report stay.
     pub fn clear(&self) {
         self.with(|i| {
             i.status.instances.clear();
             i.status.checks.clear();
             i.status.interfaces.clear();
             i.last_advert_sources.clear();
+        });
+    }
+
+    /// Records a reload's outcome: `Err` carries why the running
+    /// configuration was kept.
+    pub fn reload_result(&self, result: Result<(), String>) {
+        self.with(|i| {
+            let report = &mut i.status.reload;
+            report.reloads += 1;
+            report.last_at_unix_ms = Some(unix_ms_now());
+            report.last_ok = result.is_ok();
+            if result.is_err() {
+                report.failures += 1;
+            }
+            report.last_error = result.err();
         });
     }
 
@@ -382,6 +414,12 @@ pub fn render_table(status: &AgentStatus) -> String {
                 .filter(|(k, _)| k.starts_with("drop_"))
                 .map(|(_, v)| v)
                 .sum::<u64>(),
+        );
+    }
+    if let Some(error) = &status.reload.last_error {
+        let _ = writeln!(
+            out,
+            "\nconfiguration: the last reload was refused, the previous configuration keeps running: {error}"
         );
     }
     if let Some(f) = &status.floating_ip {
