@@ -109,8 +109,21 @@ impl ProcessWatcher {
 
     /// Rescans procfs, starts watching new processes and returns whether
     /// any matching process is alive.
-    pub fn refresh(&mut self) -> bool {
-        let pids = scan(&self.what);
+    ///
+    /// The scan runs on the blocking pool: it reads every process's stat,
+    /// cmdline and exe, thousands of reads on a busy host, and a cmdline
+    /// read waits for that process's memory lock, which another process
+    /// can hold for long (a big mmap, a core dump). On the runtime thread
+    /// that would delay the adverts.
+    pub async fn refresh(&mut self) -> bool {
+        let what = self.what.clone();
+        let pids = match tokio::task::spawn_blocking(move || scan(&what)).await {
+            Ok(pids) => pids,
+            Err(error) => {
+                tracing::warn!(%error, "process scan failed; keeping the processes already watched");
+                return !self.pidfds.is_empty();
+            }
+        };
         self.pidfds.retain(|pid, _| pids.contains(pid));
         for pid in &pids {
             if self.pidfds.contains_key(pid) {
@@ -271,11 +284,11 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let name = format!("lbhaproc{}", std::process::id() % 100_000);
         let mut watcher = ProcessWatcher::new(ProcessMatch::Name(name.clone()));
-        assert!(!watcher.refresh(), "nothing runs yet");
+        assert!(!watcher.refresh().await, "nothing runs yet");
 
         let mut child = spawn_named(&dir, &name);
         let pid = child.0.id() as i32;
-        assert!(watcher.refresh());
+        assert!(watcher.refresh().await);
         assert_eq!(watcher.pids(), vec![pid]);
         assert_eq!(scan(&ProcessMatch::Name(name.clone())), vec![pid]);
 
@@ -287,7 +300,7 @@ mod tests {
             started.elapsed() < Duration::from_secs(10),
             "woken by the pidfd, not the rescan"
         );
-        assert!(!watcher.refresh(), "a zombie is not alive");
+        assert!(!watcher.refresh().await, "a zombie is not alive");
         let _ = child.0.wait();
         drop(child);
 

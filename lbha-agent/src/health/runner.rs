@@ -109,12 +109,20 @@ async fn run_check(check: config::Check, policy: ScriptPolicy, sink: CheckSink) 
         let mut watcher = ProcessWatcher::new(what);
         loop {
             let started = std::time::Instant::now();
-            let ok = watcher.refresh();
+            let ok = watcher.refresh().await;
             sink.record(&check, &mut state, ok, started.elapsed());
             watcher.wait(check.interval).await;
         }
     }
-    let http = reqwest::Client::new();
+    let http = match reqwest::Client::builder().build() {
+        Ok(http) => Some(http),
+        Err(error) => {
+            // No TLS or resolver set-up: HTTP probes cannot run (and count
+            // as failed); every other kind of check is unaffected.
+            tracing::error!(check = %check.name, error = %crate::error_chain(&error), "HTTP client unavailable");
+            None
+        }
+    };
     let mut tick = tokio::time::interval(check.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -122,9 +130,10 @@ async fn run_check(check: config::Check, policy: ScriptPolicy, sink: CheckSink) 
         let started = std::time::Instant::now();
         let ok = match &check.probe {
             Some(Probe::Tcp(addr)) => log_probe(&check, probe::tcp(*addr, check.timeout).await),
-            Some(Probe::Http(url)) => {
-                log_probe(&check, probe::http(&http, url, check.timeout).await)
-            }
+            Some(Probe::Http(url)) => match &http {
+                Some(http) => log_probe(&check, probe::http(http, url, check.timeout).await),
+                None => false,
+            },
             _ => match script::run(&check.script, &[], &policy, check.timeout).await {
                 Ok(ok) => ok,
                 Err(error) => {

@@ -149,32 +149,44 @@ pub async fn run(
 ) -> Result<bool, ScriptError> {
     let words = split_command(command);
     let (program, args) = words.split_first().ok_or(ScriptError::Empty)?;
-    let path = resolve(program)?;
-    if policy.security {
-        check_secure(&path)?;
-    }
-    let mut cmd = tokio::process::Command::new(&path);
-    cmd.args(args)
-        .args(extra_args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if policy.uid != 0 || policy.gid != 0 {
-        cmd.uid(policy.uid).gid(policy.gid);
-    }
-    // Spawning blocks the calling thread until the child has exec'd, which
-    // takes milliseconds on a loaded machine. The daemon runs on one runtime
-    // thread, so spawning there would hold up adverts and the floating-IP
-    // requests of the very failover a notify script reports: spawn on the
-    // blocking pool instead.
-    let spawned = tokio::task::spawn_blocking(move || cmd.spawn())
-        .await
-        .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())));
-    let mut child = spawned.map_err(|source| ScriptError::Spawn {
-        command: command.to_owned(),
-        source,
-    })?;
+    let mut argv: Vec<String> = args.to_vec();
+    argv.extend_from_slice(extra_args);
+    let (program, policy, owned_command) = (program.clone(), policy.clone(), command.to_owned());
+    // Finding the program, script security's checks (a stat per directory
+    // up to /) and spawning (which blocks the calling thread until the
+    // child has exec'd: milliseconds on a loaded machine) all run on the
+    // blocking pool. The daemon runs on one runtime thread, so doing them
+    // there would hold up adverts and the floating-IP requests of the very
+    // failover a notify script reports.
+    let spawned = tokio::task::spawn_blocking(move || {
+        let path = resolve(&program)?;
+        if policy.security {
+            check_secure(&path)?;
+        }
+        let mut cmd = tokio::process::Command::new(&path);
+        cmd.args(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if policy.uid != 0 || policy.gid != 0 {
+            cmd.uid(policy.uid).gid(policy.gid);
+        }
+        cmd.spawn().map_err(|source| ScriptError::Spawn {
+            command: owned_command,
+            source,
+        })
+    })
+    .await;
+    let mut child = match spawned {
+        Ok(result) => result?,
+        Err(join) => {
+            return Err(ScriptError::Spawn {
+                command: command.to_owned(),
+                source: std::io::Error::other(join.to_string()),
+            });
+        }
+    };
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => Ok(status.success()),
         Ok(Err(source)) => Err(ScriptError::Spawn {

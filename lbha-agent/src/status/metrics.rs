@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 
-use super::{CHECK_BUCKETS, FAILOVER_BUCKETS, Histogram, Telemetry};
+use super::{ADVERT_LATENESS_BUCKETS, CHECK_BUCKETS, FAILOVER_BUCKETS, Histogram, Telemetry};
 
 fn escape(value: &str) -> String {
     value
@@ -141,6 +141,31 @@ pub fn render(telemetry: &Telemetry) -> String {
             h,
         );
     }
+    let lateness = telemetry.advert_lateness();
+    header(
+        &mut out,
+        "lbha_vrrp_advert_lateness_seconds",
+        "histogram",
+        "How long after its deadline each advert went out while Master.",
+    );
+    for (name, (h, _)) in &lateness {
+        histogram(
+            &mut out,
+            "lbha_vrrp_advert_lateness_seconds",
+            "instance",
+            name,
+            &ADVERT_LATENESS_BUCKETS,
+            h,
+        );
+    }
+    family(
+        &mut out,
+        "lbha_vrrp_advert_lateness_max_seconds",
+        "gauge",
+        "The latest an advert went out after its deadline while Master.",
+        "instance",
+        lateness.iter().map(|(name, (_, max))| (name.as_str(), max)),
+    );
     family(
         &mut out,
         "lbha_check_up",

@@ -107,6 +107,13 @@ pub struct AgentStatus {
 
 /// Upper bounds (seconds) of the failover-duration histogram buckets.
 pub const FAILOVER_BUCKETS: [f64; 10] = [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+/// Upper bounds (seconds) of the advert-lateness histogram buckets: how long
+/// after its deadline a Master's advert went out. Fine below a millisecond,
+/// where a healthy agent sits.
+pub const ADVERT_LATENESS_BUCKETS: [f64; 16] = [
+    0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01,
+    0.025, 0.1, 0.5, 1.0,
+];
 /// Upper bounds (seconds) of the check-latency histogram buckets.
 pub const CHECK_BUCKETS: [f64; 8] = [0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 2.0];
 
@@ -146,6 +153,8 @@ struct Inner {
     last_advert_sources: BTreeMap<String, LastAdvertSource>,
     /// Per instance: time from losing the master to becoming Master.
     failover: BTreeMap<String, Histogram>,
+    /// Per instance: how late its adverts went out as Master, and the worst.
+    advert_lateness: BTreeMap<String, (Histogram, f64)>,
     check_latency: BTreeMap<String, Histogram>,
     floating_ip: Option<(watch::Receiver<FloatingIpStatus>, Arc<ApiCallCounts>)>,
 }
@@ -345,6 +354,21 @@ impl Telemetry {
             }
             status
         })
+    }
+
+    /// A Master sent an advert `late` after its deadline.
+    pub fn advert_sent(&self, name: &str, late: Duration) {
+        self.with(|i| {
+            let (histogram, max) = i.advert_lateness.entry(name.to_owned()).or_default();
+            let seconds = late.as_secs_f64();
+            histogram.observe(&ADVERT_LATENESS_BUCKETS, seconds);
+            *max = max.max(seconds);
+        });
+    }
+
+    /// For metrics: per instance, the advert-lateness histogram and the worst.
+    pub fn advert_lateness(&self) -> BTreeMap<String, (Histogram, f64)> {
+        self.with(|i| i.advert_lateness.clone())
     }
 
     /// Histograms for metrics: (failover by instance, check latency by check).

@@ -3,4 +3,5 @@
 //! nothing from the rest of the agent.
 
 pub mod iface;
+pub mod timer;
 pub mod users;

@@ -22,6 +22,7 @@ use crate::{
     config,
     recv::AdvertReceiver,
     status::Telemetry,
+    sys::timer::DeadlineTimer,
     vrrp::{
         link::LinkStates,
         machine::{Action, Machine, Params, Reason, ReceivedAdvert, State},
@@ -47,6 +48,9 @@ pub struct InstanceRuntime {
     silence_reported: bool,
     /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
     garp: Option<GarpSender>,
+    /// As Master: the deadline of the advert about to be sent, so its
+    /// lateness can be measured when it goes out.
+    advert_due: Option<u64>,
 }
 
 /// How long past its master-down deadline a backup following a healthy
@@ -91,6 +95,7 @@ impl InstanceRuntime {
             faulted_by_checks: false,
             silence_reported: false,
             garp,
+            advert_due: None,
         }
     }
 
@@ -185,8 +190,25 @@ fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
     tokio::time::sleep(wait)
 }
 
+/// Waits for `deadline` on the timerfd when there is one (exact to
+/// microseconds), else on tokio's millisecond timer.
+async fn until(timer: Option<&DeadlineTimer>, deadline: Option<u64>) {
+    match timer {
+        Some(timer) => {
+            if let Err(error) = timer.expired().await {
+                tracing::warn!(%error, "deadline timer failed; waiting on the runtime's timer");
+                sleep_until_ns(deadline).await;
+            }
+        }
+        None => sleep_until_ns(deadline).await,
+    }
+}
+
 impl InterfaceTask {
     pub async fn run(mut self) {
+        let mut timer = DeadlineTimer::new()
+            .inspect_err(|error| tracing::warn!(interface = %self.interface, %error, "no timerfd; deadlines are kept to the millisecond"))
+            .ok();
         let now = monotonic_ns();
         let checks = self.shared.checks.borrow().clone();
         let link_up = self.link_up();
@@ -202,6 +224,12 @@ impl InterfaceTask {
                 .iter()
                 .filter_map(|i| i.wake_at(silence_reports))
                 .min();
+            if let Some(armed) = &timer
+                && let Err(error) = armed.set(deadline)
+            {
+                tracing::warn!(interface = %self.interface, %error, "deadline timer unusable; deadlines are kept to the millisecond");
+                timer = None;
+            }
             tokio::select! {
                 event = self.receiver.next() => {
                     self.wakeups += 1;
@@ -214,7 +242,7 @@ impl InterfaceTask {
                     }
                     self.drain_and_poll().await;
                 }
-                () = sleep_until_ns(deadline) => {
+                () = until(timer.as_ref(), deadline) => {
                     self.wakeups += 1;
                     self.drain_and_poll().await;
                 }
@@ -298,7 +326,13 @@ impl InterfaceTask {
         }
         let now = monotonic_ns();
         for i in 0..self.instances.len() {
-            let actions = self.instances[i].machine.poll_timers(now);
+            let instance = &mut self.instances[i];
+            instance.advert_due = match (instance.machine.state(), instance.machine.next_deadline())
+            {
+                (State::Master, Some(due)) if due <= now => Some(due),
+                _ => None,
+            };
+            let actions = instance.machine.poll_timers(now);
             self.execute(i, actions).await;
         }
     }
@@ -339,6 +373,12 @@ impl InterfaceTask {
                 Action::SendAdvert { priority } => {
                     if let Err(error) = instance.sender.send(&instance.advert(priority)) {
                         tracing::warn!(instance = %name, %error, "advert not sent");
+                    }
+                    if let Some(due) = self.instances[i].advert_due.take() {
+                        let late = Duration::from_nanos(monotonic_ns().saturating_sub(due));
+                        self.shared
+                            .telemetry
+                            .advert_sent(&self.instances[i].config.name, late);
                     }
                 }
                 Action::Transition { from, to, reason } => {

@@ -27,8 +27,14 @@ pub type LinkStates = Arc<BTreeMap<String, bool>>;
 /// here: the peers take over after Master_Down_Interval regardless.
 pub const LINK_DOWN_GRACE: Duration = Duration::from_secs(3);
 
-fn read(names: &[String]) -> BTreeMap<String, bool> {
-    names.iter().map(|n| (n.clone(), is_up(n))).collect()
+/// Reads every interface's operstate (sysfs files) on the blocking pool,
+/// as every file read of the daemon.
+async fn read(names: &[String]) -> BTreeMap<String, bool> {
+    let owned = names.to_vec();
+    tokio::task::spawn_blocking(move || owned.iter().map(|n| (n.clone(), is_up(n))).collect())
+        .await
+        // The read could not run: report nothing as down rather than guess.
+        .unwrap_or_else(|_| names.iter().map(|n| (n.clone(), true)).collect())
 }
 
 /// Publishes the state of `interfaces` (all up at first, corrected at once
@@ -49,13 +55,13 @@ pub fn watch_links(interfaces: Vec<String>) -> watch::Receiver<LinkStates> {
     };
     tokio::spawn(async move {
         loop {
-            let mut states = read(&interfaces);
+            let mut states = read(&interfaces).await;
             let newly_down = states
                 .iter()
                 .any(|(name, up)| !up && tx.borrow().get(name) == Some(&true));
             if newly_down {
                 tokio::time::sleep(LINK_DOWN_GRACE).await;
-                states = read(&interfaces);
+                states = read(&interfaces).await;
             }
             tx.send_if_modified(|current| {
                 let changed = **current != states;
