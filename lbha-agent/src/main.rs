@@ -254,6 +254,8 @@ async fn run_daemon(loaded: Loaded, load: lbha_agent::daemon::LoadConfig) -> any
 
 /// Logs to stderr; when that is journald (under systemd), without our own
 /// timestamps (journald adds its own) and with syslog priority prefixes.
+/// `init()` also installs the `log` -> tracing bridge (tracing-log), through
+/// which the XDP program's aya-log records arrive, under the same filter.
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let builder = tracing_subscriber::fmt()

@@ -8,6 +8,7 @@
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
 
 pub mod checksum;
+pub mod diag;
 pub mod event;
 pub mod fastpath;
 pub mod packet;

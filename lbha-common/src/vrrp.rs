@@ -94,22 +94,49 @@ pub trait VridTable {
 /// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
 #[inline(always)]
 pub fn parse_frame<P: PacketView + ?Sized, T: VridTable + ?Sized>(pkt: &P, table: &T) -> Outcome {
-    let Some(ethertype) = pkt.load::<2>(12) else {
-        return Outcome::NotVrrp;
-    };
-    let mut ethertype = u16::from_be_bytes(ethertype);
+    match ipv4_offset(pkt) {
+        Some(l3) => parse_ipv4(pkt, l3, table),
+        None => Outcome::NotVrrp,
+    }
+}
+
+/// Where the IPv4 header of an Ethernet frame starts (after at most one
+/// 802.1Q/802.1ad tag), or `None` when the frame does not carry IPv4.
+#[inline(always)]
+pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
+    let mut ethertype = u16::from_be_bytes(pkt.load::<2>(12)?);
     let mut l3 = ETH_HEADER_LEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
-        let Some(inner) = pkt.load::<2>(ETH_HEADER_LEN + 2) else {
-            return Outcome::NotVrrp;
-        };
-        ethertype = u16::from_be_bytes(inner);
+        ethertype = u16::from_be_bytes(pkt.load::<2>(ETH_HEADER_LEN + 2)?);
         l3 += VLAN_TAG_LEN;
     }
-    if ethertype != ETH_P_IPV4 {
-        return Outcome::NotVrrp;
+    (ethertype == ETH_P_IPV4).then_some(l3)
+}
+
+/// Who sent a VRRP frame, as far as it can be read: for reporting drops,
+/// whose [`Outcome`] carries only the reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sender {
+    /// IPv4 source, network order; zeros when the IPv4 header is cut short.
+    pub src_addr: [u8; 4],
+    /// VRID; 0 (never a valid VRID) when the VRRP header is cut short.
+    pub vrid: u8,
+}
+
+/// The [`Sender`] of an Ethernet frame, read without validating anything.
+#[inline(always)]
+pub fn frame_sender<P: PacketView + ?Sized>(pkt: &P) -> Sender {
+    let Some(l3) = ipv4_offset(pkt) else {
+        return Sender::default();
+    };
+    let Some(ip) = pkt.load::<IPV4_MIN_HEADER_LEN>(l3) else {
+        return Sender::default();
+    };
+    let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
+    Sender {
+        src_addr: [ip[12], ip[13], ip[14], ip[15]],
+        vrid: pkt.load::<2>(l3 + ip_header_len).map_or(0, |vrrp| vrrp[1]),
     }
-    parse_ipv4(pkt, l3, table)
 }
 
 /// Parses an IPv4 packet starting at `l3` (0 for what a raw socket returns).

@@ -15,7 +15,7 @@
 use lbha_common::{
     AdvertEvent, DropReason, Outcome, VridConfig,
     checksum::{checksum, pseudo_header_sum},
-    vrrp::{AUTH_NONE, AUTH_PASS, IPPROTO_VRRP, VridTable, parse_frame},
+    vrrp::{AUTH_NONE, AUTH_PASS, IPPROTO_VRRP, Sender, VridTable, frame_sender, parse_frame},
 };
 
 /// Offset of the IPv4 header in an untagged frame.
@@ -761,6 +761,44 @@ fn ip_options_are_skipped() {
         f[L3 + 21] ^= 0x01;
         assert_drop(&f, &table, DropReason::BadChecksum, c.name);
     }
+}
+
+#[test]
+fn the_sender_of_a_dropped_frame_is_read_where_it_can_be() {
+    for c in captures() {
+        let expected = Sender {
+            src_addr: c.expected.src_addr,
+            vrid: c.expected.vrid,
+        };
+        assert_eq!(frame_sender(c.frame), expected, "{}", c.name);
+        assert_eq!(
+            frame_sender(&tagged(c.frame, 0x8100, 10)[..]),
+            expected,
+            "{} tagged",
+            c.name
+        );
+        // The VRID follows the options, not the first 20 bytes.
+        let f = with_ip_options(c.frame, &[0x94, 0x04, 0x00, 0x00]);
+        assert_eq!(frame_sender(&f[..]), expected, "{} with options", c.name);
+        // Cut before the VRID: the source alone.
+        assert_eq!(
+            frame_sender(&c.frame[..L3 + 21]),
+            Sender {
+                src_addr: c.expected.src_addr,
+                vrid: 0
+            },
+            "{} cut in the VRRP header",
+            c.name
+        );
+        // Cut inside the IPv4 header: nothing.
+        assert_eq!(
+            frame_sender(&c.frame[..L3 + 19]),
+            Sender::default(),
+            "{} cut in the IP header",
+            c.name
+        );
+    }
+    assert_eq!(frame_sender(&KEEPALIVED_GARP[..]), Sender::default());
 }
 
 #[test]

@@ -2,10 +2,15 @@
 //! `lbha_common::vrrp`, queues accepted ones in a ring buffer (waking user
 //! space only when something changed), records the last advert per VRID and
 //! counts every packet. Non-VRRP traffic is always passed untouched.
+//!
+//! When the agent loads it with diagnostics on, it also reports through
+//! aya-log what the counters cannot say: its first packet, each VRID's first
+//! advert, and who sent what it drops, and why (see [`diagnose`]).
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
+    Global,
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_timer, xdp_action},
     btf_maps,
     helpers::generated::{
@@ -15,8 +20,10 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, RingBuf},
     programs::XdpContext,
 };
+use aya_log_ebpf::debug;
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
+    diag::{self, BPF_LOG_TARGET, seen},
     event::{ReceivePath, SILENCE_TIMER_VALUE_SIZE, change},
     fastpath,
     packet::PacketView,
@@ -44,6 +51,22 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 /// passed on instead of consumed (see `AgentLease`).
 #[map]
 static AGENT_LEASE: Array<AgentLease> = Array::with_max_entries(1, 0);
+
+/// Non-zero: report diagnostics through aya-log. Set by the agent at load
+/// time under the name `diag::DIAGNOSTICS_GLOBAL`, which must stay this
+/// symbol's (the load fails otherwise). A `Global` lives in `.rodata`, which aya
+/// freezes before the program is verified, so the verifier knows the value:
+/// with 0 it never walks the diagnostic code, and the XDP path pays one
+/// branch on a constant.
+#[unsafe(no_mangle)]
+static LBHA_DIAGNOSTICS: Global<u8> = Global::new(0);
+
+/// What the once-only diagnostics already reported (`diag::seen` bits):
+/// entry VRID per VRID, entry `diag::SEEN_PROGRAM` for the program. Not
+/// pinned, unlike the other maps, so that every loaded program (a restarted
+/// agent's included) reports afresh.
+#[map]
+static DIAG_SEEN: Array<u8> = Array::with_max_entries(diag::SEEN_ENTRIES, 0);
 
 /// One VRID's silence timer.
 #[repr(C)]
@@ -137,8 +160,14 @@ fn count(counter: Counter) {
 
 #[xdp]
 pub fn lbha_xdp(ctx: XdpContext) -> u32 {
+    let frame = Frame(&ctx);
+    let outcome = vrrp::parse_frame(&frame, &ConfiguredVrids);
+    // Ahead of the counters only because that order measured cheapest for
+    // the verifier with diagnostics off; what is counted is the same.
+    if LBHA_DIAGNOSTICS.load() != 0 {
+        diagnose(&ctx, &frame, &outcome);
+    }
     count(Counter::PacketsSeen);
-    let outcome = vrrp::parse_frame(&Frame(&ctx), &ConfiguredVrids);
     count(outcome.counter());
     match outcome {
         Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
@@ -163,6 +192,79 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
             xdp_action::XDP_DROP
         }
     }
+}
+
+/// Debug records for the agent's log. Accepted adverts and foreign VRIDs
+/// are reported once per VRID (a steady master sends one per interval);
+/// every other drop each time, as each means a broken or hostile sender.
+/// Records go to aya-log's own ring buffer, never to `EVENTS`.
+#[inline(always)]
+fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
+    if first_time(diag::SEEN_PROGRAM, seen::PACKET) {
+        let ifindex = ctx.ingress_ifindex() as u32;
+        debug!(
+            ctx,
+            target: BPF_LOG_TARGET,
+            "XDP program running: first packet on ifindex {}",
+            ifindex
+        );
+    }
+    match outcome {
+        Outcome::NotVrrp => {}
+        Outcome::Accept(event) => {
+            if first_time(u32::from(event.vrid), seen::ADVERT) {
+                debug!(
+                    ctx,
+                    target: BPF_LOG_TARGET,
+                    "first advert for VRID {} from {:i}: VRRPv{}, priority {}, interval {} cs",
+                    event.vrid,
+                    event.src_addr,
+                    event.version,
+                    event.priority,
+                    event.interval_cs
+                );
+            }
+        }
+        Outcome::Drop(DropReason::UnknownVrid) => {
+            let sender = vrrp::frame_sender(frame);
+            if first_time(u32::from(sender.vrid), seen::UNKNOWN_VRID) {
+                debug!(
+                    ctx,
+                    target: BPF_LOG_TARGET,
+                    "advert for unconfigured VRID {} from {:i} passed to the stack (reported once per VRID)",
+                    sender.vrid,
+                    sender.src_addr
+                );
+            }
+        }
+        Outcome::Drop(reason) => {
+            let sender = vrrp::frame_sender(frame);
+            debug!(
+                ctx,
+                target: BPF_LOG_TARGET,
+                "dropped VRRP from {:i} (VRID {}): {}",
+                sender.src_addr,
+                sender.vrid,
+                reason.counter().name()
+            );
+        }
+    }
+}
+
+/// Whether `bit` of `DIAG_SEEN[slot]` was clear, setting it. Not atomic:
+/// two CPUs may both report a first time, which is harmless.
+#[inline(always)]
+fn first_time(slot: u32, bit: u8) -> bool {
+    let Some(seen) = DIAG_SEEN.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: pointer to a value of an array map, valid for the program's run.
+    let seen = unsafe { &mut *seen };
+    if *seen & bit != 0 {
+        return false;
+    }
+    *seen |= bit;
+    true
 }
 
 #[inline(always)]

@@ -17,7 +17,8 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig};
+use aya_log::EbpfLogger;
+use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig, diag};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
@@ -64,6 +65,8 @@ pub enum BpfError {
     },
     #[error("registering the ring buffer with the reactor failed")]
     Reactor(#[source] std::io::Error),
+    #[error("opening the XDP program's log records failed")]
+    KernelLog(#[source] Box<aya_log::Error>),
     #[error("unknown interface {0}")]
     UnknownInterface(String),
 }
@@ -118,16 +121,44 @@ fn raise_memlock_limit() {
     }
 }
 
+/// Whether the program is loaded with its kernel-side diagnostics: aya-log
+/// records of its first packet, each VRID's first advert, and every drop
+/// with its sender and reason. Fixed at load time (see `diagnose` in
+/// lbha-ebpf): off, the verifier proves that code unreachable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Diagnostics {
+    Off,
+    On,
+}
+
+impl Diagnostics {
+    /// On when the current subscriber logs the records' target
+    /// ([`diag::BPF_LOG_TARGET`]) at debug level, e.g. with
+    /// `RUST_LOG=lbha_agent=debug`.
+    pub fn from_tracing() -> Self {
+        if tracing::enabled!(target: diag::BPF_LOG_TARGET, tracing::Level::DEBUG) {
+            Self::On
+        } else {
+            Self::Off
+        }
+    }
+}
+
 /// Loads the program into the kernel without attaching it (`test_run` uses
 /// this directly). Returns the object, its ring buffer and its other maps.
-pub fn load() -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
-    load_with_pins(None)
+pub fn load(diagnostics: Diagnostics) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
+    load_with_pins(None, diagnostics)
 }
 
 /// As [`load`], reusing (or creating and pinning) the maps in `pins`.
-fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
+fn load_with_pins(
+    pins: Option<&PinDir>,
+    diagnostics: Diagnostics,
+) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
+    let diagnostics_switch = u8::from(diagnostics == Diagnostics::On);
+    loader.override_global(diag::DIAGNOSTICS_GLOBAL, &diagnostics_switch, true);
     let map_paths;
     if let Some(pins) = pins {
         pins.drop_incompatible_maps();
@@ -139,9 +170,16 @@ fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpT
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .map_err(|e| BpfError::Load(Box::new(e)))?;
-    program_mut(&mut ebpf)?
-        .load()
-        .map_err(|e| BpfError::Verify(Box::new(e)))?;
+    let program = program_mut(&mut ebpf)?;
+    program.load().map_err(|e| BpfError::Verify(Box::new(e)))?;
+    tracing::debug!(
+        ?diagnostics,
+        verified_insns = program
+            .info()
+            .ok()
+            .and_then(|info| info.verified_instruction_count()),
+        "XDP program verified"
+    );
     // SILENCE_TIMERS stays inside the Ebpf object on purpose: the kernel
     // cancels a map's timers once no user-space fd (or pin) holds the map.
     if ebpf.map("SILENCE_TIMERS").is_none() {
@@ -164,6 +202,48 @@ fn load_with_pins(pins: Option<&PinDir>) -> Result<(Ebpf, RingBuf<MapData>, XdpT
         ))),
     };
     Ok((ebpf, events, tables))
+}
+
+/// Reader of the records the program writes to aya-log's ring buffer
+/// (`AYA_LOGS`), handing them to `logger`: only a program loaded with
+/// [`Diagnostics::On`] writes any. Takes the map out of `ebpf`.
+pub fn kernel_log<T: log::Log>(ebpf: &mut Ebpf, logger: T) -> Result<EbpfLogger<T>, BpfError> {
+    EbpfLogger::init_with_logger(ebpf, logger).map_err(|e| BpfError::KernelLog(Box::new(e)))
+}
+
+/// Forwards the program's log records to the `log` crate's logger, which
+/// tracing-subscriber bridges into the agent's `tracing` output, until the
+/// task is aborted.
+async fn forward_kernel_log(mut records: AsyncFd<EbpfLogger<&'static dyn log::Log>>) {
+    loop {
+        match records.readable_mut().await {
+            Ok(mut guard) => {
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+            }
+            Err(error) => {
+                tracing::warn!(%error, "waiting for XDP log records failed; kernel diagnostics stop");
+                return;
+            }
+        }
+    }
+}
+
+/// Starts forwarding the program's log records; a failure only costs the
+/// diagnostics.
+fn spawn_kernel_log(ebpf: &mut Ebpf, interface: &str) -> Option<tokio::task::JoinHandle<()>> {
+    let records = kernel_log(ebpf, log::logger()).and_then(|records| {
+        // SAFETY: the logger owns its ring buffer's fd and returns that same
+        // fd until dropped.
+        unsafe { AsyncFd::register(records) }.map_err(|e| BpfError::Reactor(e.into_parts().1))
+    });
+    match records {
+        Ok(records) => Some(tokio::spawn(forward_kernel_log(records))),
+        Err(error) => {
+            tracing::warn!(interface, error = %crate::error_chain(&error), "XDP diagnostics unavailable");
+            None
+        }
+    }
 }
 
 /// The XDP program inside a loaded object.
@@ -411,11 +491,16 @@ pub struct XdpProgram {
     events: AsyncFd<RingBuf<MapData>>,
     tables: XdpTables,
     lease_renewal: tokio::task::JoinHandle<()>,
+    /// Forwards the program's log records (loaded with diagnostics only).
+    kernel_log: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for XdpProgram {
     fn drop(&mut self) {
         self.lease_renewal.abort();
+        if let Some(task) = &self.kernel_log {
+            task.abort();
+        }
         if let Err(error) = self.tables.lease.set(0) {
             tracing::warn!(%error, "could not release the XDP agent lease; it expires on its own");
         }
@@ -428,7 +513,9 @@ impl XdpProgram {
     /// `pin_root`, the link and maps are pinned there, and a link pinned by
     /// a previous run is taken over (its program replaced atomically)
     /// instead of attaching anew. Pinning problems are logged and the
-    /// program runs unpinned.
+    /// program runs unpinned. With debug logging on for
+    /// [`diag::BPF_LOG_TARGET`], the program's diagnostics are loaded and
+    /// forwarded to the log (see [`Diagnostics`]).
     ///
     /// Must run inside a tokio runtime (the lease is renewed by a task).
     pub fn attach(
@@ -445,7 +532,8 @@ impl XdpProgram {
                 None
             }
         });
-        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref())?;
+        let diagnostics = Diagnostics::from_tracing();
+        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref(), diagnostics)?;
         tables.configure(vrids)?;
         // Consume adverts from the moment the program runs: the lease is
         // renewed by a task from here on.
@@ -471,10 +559,17 @@ impl XdpProgram {
         let events = unsafe { AsyncFd::register(events) }
             .map_err(|e| BpfError::Reactor(e.into_parts().1))?;
         let lease_renewal = tokio::spawn(tables.lease.clone().keep_renewed());
+        // Started once attached, so that a failed attach leaves no task
+        // behind; records written since wait in aya-log's ring buffer.
+        let kernel_log = match diagnostics {
+            Diagnostics::On => spawn_kernel_log(&mut ebpf, interface),
+            Diagnostics::Off => None,
+        };
         tracing::info!(
             interface,
             mode = mode.name(),
             pinned = attachment == Attachment::Pinned,
+            diagnostics = kernel_log.is_some(),
             "XDP program attached"
         );
         Ok(Self {
@@ -484,6 +579,7 @@ impl XdpProgram {
             events,
             tables,
             lease_renewal,
+            kernel_log,
         })
     }
 
@@ -574,6 +670,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn diagnostics_follow_the_debug_level_of_the_bpf_target() {
+        let cases = [
+            ("info", Diagnostics::Off),
+            ("lbha_agent=info", Diagnostics::Off),
+            ("lbha_agent::status=debug", Diagnostics::Off),
+            ("debug", Diagnostics::On),
+            ("lbha_agent=debug", Diagnostics::On),
+            ("lbha_agent::bpf=trace", Diagnostics::On),
+            ("info,lbha_agent::bpf::xdp=debug", Diagnostics::On),
+        ];
+        for (filter, expected) in cases {
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::sink)
+                .finish();
+            let got = tracing::subscriber::with_default(subscriber, Diagnostics::from_tracing);
+            assert_eq!(got, expected, "RUST_LOG={filter}");
+        }
+    }
+
     fn map_id(pins: &PinDir, name: &str) -> u32 {
         MapInfo::from_pin(pins.map_path(name)).unwrap().id()
     }
@@ -587,7 +704,34 @@ mod tests {
         }
         let bpffs = TempBpffs::mount();
         let pins = PinDir::prepare(&bpffs.0, 1).unwrap();
-        let (_first, _events, _tables) = load_with_pins(Some(&pins)).unwrap();
+        let (mut first, _events, _tables) = load_with_pins(Some(&pins), Diagnostics::On).unwrap();
+
+        // Every map the program uses is pinned with a declared shape, or
+        // deliberately left unpinned: a map added to the program without a
+        // decision either way fails here.
+        let program = program_mut(&mut first).unwrap();
+        let map_ids = program.info().unwrap().map_ids().unwrap().unwrap();
+        let mut names: Vec<String> = map_ids
+            .iter()
+            .map(|id| {
+                MapInfo::from_id(*id)
+                    .unwrap()
+                    .name_as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        let mut declared: Vec<&str> = pin::MAP_SHAPES
+            .iter()
+            .map(|shape| shape.name)
+            .chain(pin::UNPINNED_MAPS)
+            .collect();
+        declared.sort();
+        assert_eq!(names, declared);
+        for name in pin::UNPINNED_MAPS {
+            assert!(!pins.map_path(name).exists(), "{name} is not pinned");
+        }
 
         // The table used to recognise stale pins agrees with the object.
         for shape in &pin::MAP_SHAPES {
@@ -612,7 +756,7 @@ mod tests {
 
         // A second load (a restarted agent) reuses the pinned maps.
         let counters = map_id(&pins, "COUNTERS");
-        let (_second, _, _) = load_with_pins(Some(&pins)).unwrap();
+        let (_second, _, _) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
         assert_eq!(map_id(&pins, "COUNTERS"), counters);
 
         // A pin of another shape (another lbha version) is replaced.
@@ -621,7 +765,7 @@ mod tests {
             .unwrap()
             .pin(pins.map_path("COUNTERS"))
             .unwrap();
-        let (_third, _, _) = load_with_pins(Some(&pins)).unwrap();
+        let (_third, _, _) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
         let info = MapInfo::from_pin(pins.map_path("COUNTERS")).unwrap();
         assert_eq!(info.map_type().unwrap(), MapType::PerCpuArray);
         assert_ne!(info.id(), counters);

@@ -1,0 +1,29 @@
+//! Kernel-side diagnostics: aya-log records the XDP program writes when the
+//! agent asks for them at load time, and what both sides must agree on.
+
+/// The `log` target of the XDP program's records. Under the agent's crate so
+/// that `RUST_LOG=lbha_agent=debug` shows them with the agent's own debug
+/// logs; the agent asks its subscriber about this target to decide whether
+/// to load the program with diagnostics on.
+pub const BPF_LOG_TARGET: &str = "lbha_agent::bpf::xdp";
+
+/// Name of the program's `.rodata` switch (a `u8`, 0 = off) that the agent
+/// overrides at load time. The program defaults to off, so an object loaded
+/// by anything else (bpftool, a test) stays quiet.
+pub const DIAGNOSTICS_GLOBAL: &str = "LBHA_DIAGNOSTICS";
+
+/// Entries of the program's `DIAG_SEEN` map: one per VRID, then one for the
+/// program as a whole.
+pub const SEEN_ENTRIES: u32 = 257;
+/// The `DIAG_SEEN` entry recording that the first packet was reported.
+pub const SEEN_PROGRAM: u32 = 256;
+
+/// Bits of a `DIAG_SEEN` entry: what was already reported once.
+pub mod seen {
+    /// The program's first packet (entry [`super::SEEN_PROGRAM`]).
+    pub const PACKET: u8 = 1 << 0;
+    /// The VRID's first accepted advert.
+    pub const ADVERT: u8 = 1 << 1;
+    /// An advert for the VRID while it was not configured.
+    pub const UNKNOWN_VRID: u8 = 1 << 2;
+}
