@@ -503,6 +503,16 @@ mod tests {
         move |a| matches!(a, Action::Transition { to, reason: r, .. } if *to == state && *r == reason)
     }
 
+    /// A non-owner that became master when nobody spoke for
+    /// Master_Down_Interval after it started.
+    fn master_by_timeout(priority: u8) -> Machine {
+        let mut m = machine(priority);
+        m.start(0);
+        m.poll_timers(m.next_deadline().unwrap());
+        assert_eq!(m.state(), State::Master);
+        m
+    }
+
     /// Whether the timers due at `at` make `m` master, for `reason`.
     fn becomes_master(m: &mut Machine, at: u64, reason: Reason) -> bool {
         m.poll_timers(at).iter().any(to(State::Master, reason))
@@ -739,10 +749,7 @@ mod tests {
 
     #[test]
     fn equal_priority_tie_goes_to_the_higher_address() {
-        let mut m = machine(100);
-        m.start(0);
-        m.poll_timers(m.next_deadline().unwrap());
-        assert_eq!(m.state(), State::Master);
+        let mut m = master_by_timeout(100);
         assert_eq!(m.advert(&adv(5000, LOW, 100)), Err(Ignored::LowerPriority));
         assert_eq!(m.state(), State::Master);
         let actions = m.advert(&adv(5100, HIGH, 100)).unwrap();
@@ -918,10 +925,7 @@ mod tests {
 
     #[test]
     fn interface_down_is_a_fault_with_its_own_reason() {
-        let mut m = machine(100);
-        m.start(0);
-        m.poll_timers(m.next_deadline().unwrap());
-        assert_eq!(m.state(), State::Master);
+        let mut m = master_by_timeout(100);
         let actions = m.set_fault_because(5_000 * MS, true, Reason::InterfaceDown);
         assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
         assert!(actions.iter().any(to(State::Fault, Reason::InterfaceDown)));
