@@ -92,6 +92,8 @@ pub struct LabOptions {
     /// VRRP instances per load balancer (VRIDs from [`VRID`] up); the
     /// floating IP follows the first.
     pub instances: u8,
+    /// How often lbha's HAProxy check rescans the processes.
+    pub check_interval: Duration,
 }
 
 impl Default for LabOptions {
@@ -104,6 +106,7 @@ impl Default for LabOptions {
             extra_floating_ip_toml: String::new(),
             stack: Stack::Lbha,
             instances: 1,
+            check_interval: Duration::from_secs(2),
         }
     }
 }
@@ -375,7 +378,7 @@ metrics_listen = "127.0.0.1:9464"
 [[check]]
 name = "haproxy"
 process = "haproxy"
-interval = 2.0
+interval = {check_interval}
 weight = 0
 
 [[instance]]
@@ -401,6 +404,7 @@ metadata_timeout = 1.0
 {extra_floating_ip}
 "#,
             priority = if i == 0 { 200 } else { 100 },
+            check_interval = o.check_interval.as_secs_f64(),
             interval = o.advert_interval.as_secs_f64(),
             src = lb_private(i),
             peer = lb_private(1 - i),
@@ -489,6 +493,30 @@ metadata_timeout = 1.0
         .env("RUST_LOG", LBHA_LOG_FILTER);
         run(&mut cmd)?;
         Ok(())
+    }
+
+    /// Starts `count` idle processes (`sleep`) inside load balancer `i`'s
+    /// PID namespace, where lbha's process check scans them; they end with
+    /// the node.
+    pub fn spawn_idle_processes(&self, i: usize, count: usize) -> Result<()> {
+        self.lb_sh(
+            i,
+            &format!(
+                "n=0; while [ $n -lt {count} ]; do sleep 86400 </dev/null >/dev/null 2>&1 & n=$((n+1)); done"
+            ),
+        )
+    }
+
+    /// Load balancer `i`'s Prometheus metrics (lbha stacks only).
+    pub fn metrics(&self, i: usize) -> Result<String> {
+        let reply = in_netns(&self.lb[i].0, || {
+            http_request(
+                SocketAddr::from(([127, 0, 0, 1], 9464)),
+                "GET /metrics HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(2),
+            )
+        })??;
+        Ok(reply)
     }
 
     /// SIGKILLs lbha (only lbha: HAProxy keeps running) on load balancer

@@ -135,7 +135,10 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
         if let Err(error) = load_token(&floating_ip.settings.token) {
             problem(
                 lines.floating_ip.line("token_file").or(at),
-                format!("{error}: the floating IP could not be moved"),
+                format!(
+                    "{}: the floating IP could not be moved",
+                    crate::error_chain(&error)
+                ),
             );
         }
     }

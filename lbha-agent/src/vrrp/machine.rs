@@ -467,6 +467,8 @@ impl Machine {
 
 #[cfg(test)]
 mod tests {
+    use rstest::rstest;
+
     use super::*;
 
     const MS: u64 = 1_000_000;
@@ -501,19 +503,40 @@ mod tests {
         move |a| matches!(a, Action::Transition { to, reason: r, .. } if *to == state && *r == reason)
     }
 
-    #[test]
-    fn rfc_timers() {
-        // v3, priority 100, 1 s: skew = 156 * 100 cs / 256 = 60.9375 cs.
-        let m = machine(100);
-        assert_eq!(m.skew_time_ns(), 156 * 100 * 10_000_000 / 256);
-        assert_eq!(m.master_down_interval_ns(), 3_000 * MS + 609_375_000);
-        // v2, priority 200: skew = 56/256 s.
-        let m = Machine::new(params(2, 100), 200);
-        assert_eq!(m.skew_time_ns(), 218_750_000);
-        assert_eq!(m.master_down_interval_ns(), 3_218_750_000);
-        // 10 ms adverts: master down within 3 intervals + skew.
-        let m = Machine::new(params(3, 1), 254);
-        assert_eq!(m.master_down_interval_ns(), 30 * MS + 2 * 10 * MS / 256);
+    /// A non-owner that became master when nobody spoke for
+    /// Master_Down_Interval after it started.
+    fn master_by_timeout(priority: u8) -> Machine {
+        let mut m = machine(priority);
+        m.start(0);
+        m.poll_timers(m.next_deadline().unwrap());
+        assert_eq!(m.state(), State::Master);
+        m
+    }
+
+    /// Whether the timers due at `at` make `m` master, for `reason`.
+    fn becomes_master(m: &mut Machine, at: u64, reason: Reason) -> bool {
+        m.poll_timers(at).iter().any(to(State::Master, reason))
+    }
+
+    /// RFC 5798 6.1: Skew_Time = ((256 - priority) * interval) / 256 and
+    /// Master_Down_Interval = 3 * interval + Skew_Time (v2: whole seconds).
+    #[rstest]
+    // v3, priority 100, 1 s: skew = 156 * 100 cs / 256 = 60.9375 cs.
+    #[case::v3_priority_100_1s(3, 100, 100, 156 * 100 * 10_000_000 / 256, 3_000 * MS + 609_375_000)]
+    // v2, priority 200: skew = 56/256 s.
+    #[case::v2_priority_200_1s(2, 100, 200, 218_750_000, 3_218_750_000)]
+    // 10 ms adverts: master down within 3 intervals + skew.
+    #[case::v3_priority_254_10ms(3, 1, 254, 2 * 10 * MS / 256, 30 * MS + 2 * 10 * MS / 256)]
+    fn rfc_timers(
+        #[case] version: u8,
+        #[case] interval_cs: u16,
+        #[case] priority: u8,
+        #[case] skew_ns: u64,
+        #[case] master_down_ns: u64,
+    ) {
+        let m = Machine::new(params(version, interval_cs), priority);
+        assert_eq!(m.skew_time_ns(), skew_ns);
+        assert_eq!(m.master_down_interval_ns(), master_down_ns);
     }
 
     #[test]
@@ -573,8 +596,7 @@ mod tests {
         m.start(0);
         assert_eq!(m.advert(&adv(500, LOW, 50)), Err(Ignored::LowerPriority));
         let down = m.master_down_interval_ns();
-        let actions = m.poll_timers(down);
-        assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
     }
 
     #[test]
@@ -594,11 +616,7 @@ mod tests {
         assert_eq!(m.state(), State::Backup);
         // ...but still takes over when that master goes silent.
         let at = 4500 * MS + m.master_down_interval_ns();
-        assert!(
-            m.poll_timers(at)
-                .iter()
-                .any(to(State::Master, Reason::MasterDown))
-        );
+        assert!(becomes_master(&mut m, at, Reason::MasterDown));
     }
 
     #[test]
@@ -616,11 +634,7 @@ mod tests {
         }
         assert_eq!(m.advert(&adv(5500, LOW, 50)), Err(Ignored::LowerPriority));
         let at = 4500 * MS + m.master_down_interval_ns();
-        assert!(
-            m.poll_timers(at)
-                .iter()
-                .any(to(State::Master, Reason::MasterDown))
-        );
+        assert!(becomes_master(&mut m, at, Reason::MasterDown));
     }
 
     #[test]
@@ -662,8 +676,7 @@ mod tests {
         assert!(nopreempt.follows_master());
 
         // Master never follows.
-        let actions = m.poll_timers(10_000 * MS);
-        assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
+        assert!(becomes_master(&mut m, 10_000 * MS, Reason::MasterDown));
         assert!(!m.follows_master());
     }
 
@@ -677,12 +690,11 @@ mod tests {
         assert!(skew < 1_000 * MS);
         assert_eq!(m.next_deadline(), Some(1000 * MS + skew));
         assert!(m.poll_timers(1000 * MS + skew - 1).is_empty());
-        let actions = m.poll_timers(1000 * MS + skew);
-        assert!(
-            actions
-                .iter()
-                .any(to(State::Master, Reason::MasterResigned))
-        );
+        assert!(becomes_master(
+            &mut m,
+            1000 * MS + skew,
+            Reason::MasterResigned
+        ));
     }
 
     #[test]
@@ -706,11 +718,7 @@ mod tests {
         }
         assert!(high.next_deadline() < low.next_deadline());
         let at = high.next_deadline().unwrap();
-        assert!(
-            high.poll_timers(at)
-                .iter()
-                .any(to(State::Master, Reason::MasterResigned))
-        );
+        assert!(becomes_master(&mut high, at, Reason::MasterResigned));
         let takeover = ReceivedAdvert {
             timestamp_ns: at,
             src: HIGH,
@@ -740,19 +748,8 @@ mod tests {
     }
 
     #[test]
-    fn master_ignores_lower_priority() {
-        let mut m = machine(255);
-        m.start(0);
-        assert_eq!(m.advert(&adv(100, HIGH, 200)), Err(Ignored::LowerPriority));
-        assert_eq!(m.state(), State::Master);
-    }
-
-    #[test]
     fn equal_priority_tie_goes_to_the_higher_address() {
-        let mut m = machine(100);
-        m.start(0);
-        m.poll_timers(m.next_deadline().unwrap());
-        assert_eq!(m.state(), State::Master);
+        let mut m = master_by_timeout(100);
         assert_eq!(m.advert(&adv(5000, LOW, 100)), Err(Ignored::LowerPriority));
         assert_eq!(m.state(), State::Master);
         let actions = m.advert(&adv(5100, HIGH, 100)).unwrap();
@@ -863,12 +860,7 @@ mod tests {
             Err(Ignored::LowerPriority)
         );
         let at = backup.next_deadline().unwrap();
-        assert!(
-            backup
-                .poll_timers(at)
-                .iter()
-                .any(to(State::Master, Reason::MasterDown))
-        );
+        assert!(becomes_master(&mut backup, at, Reason::MasterDown));
     }
 
     #[test]
@@ -887,16 +879,35 @@ mod tests {
         );
     }
 
-    #[test]
-    fn v2_discards_interval_mismatch_and_own_adverts() {
-        let mut m = Machine::new(params(2, 100), 100);
+    /// Adverts a started machine discards: the verdict, and no change of state.
+    #[rstest]
+    #[case::master_ignores_lower_priority(
+        machine(255),
+        adv(100, HIGH, 200),
+        Ignored::LowerPriority,
+        State::Master
+    )]
+    #[case::v2_discards_interval_mismatch(
+        Machine::new(params(2, 100), 100),
+        ReceivedAdvert { interval_cs: 200, ..adv(500, HIGH, 200) },
+        Ignored::IntervalMismatch,
+        State::Backup
+    )]
+    #[case::v2_discards_own_adverts(
+        Machine::new(params(2, 100), 100),
+        adv(500, ME, 200),
+        Ignored::Own,
+        State::Backup
+    )]
+    fn discarded_advert(
+        #[case] mut m: Machine,
+        #[case] advert: ReceivedAdvert,
+        #[case] verdict: Ignored,
+        #[case] state: State,
+    ) {
         m.start(0);
-        let other = ReceivedAdvert {
-            interval_cs: 200,
-            ..adv(500, HIGH, 200)
-        };
-        assert_eq!(m.advert(&other), Err(Ignored::IntervalMismatch));
-        assert_eq!(m.advert(&adv(500, ME, 200)), Err(Ignored::Own));
+        assert_eq!(m.advert(&advert), Err(verdict));
+        assert_eq!(m.state(), state);
     }
 
     #[test]
@@ -914,10 +925,7 @@ mod tests {
 
     #[test]
     fn interface_down_is_a_fault_with_its_own_reason() {
-        let mut m = machine(100);
-        m.start(0);
-        m.poll_timers(m.next_deadline().unwrap());
-        assert_eq!(m.state(), State::Master);
+        let mut m = master_by_timeout(100);
         let actions = m.set_fault_because(5_000 * MS, true, Reason::InterfaceDown);
         assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
         assert!(actions.iter().any(to(State::Fault, Reason::InterfaceDown)));
