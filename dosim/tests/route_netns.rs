@@ -4,7 +4,8 @@
 //! which the kernel removes once that thread ends: nothing to clean up,
 //! nothing left behind. Addresses are documentation ranges on a veth pair
 //! inside that namespace; no packet is sent, routes are only read back.
-//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN); skipped otherwise.
+//! Needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN): fails without it, unless
+//! `LBHA_SKIP_PRIVILEGED=1` says to skip it.
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -34,8 +35,7 @@ fn fip_route() -> String {
 
 #[test]
 fn routes_follow_the_holder_in_a_private_namespace() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: needs root to create a network namespace");
+    if !lbha_harness::require_root() {
         return;
     }
     std::thread::spawn(|| {

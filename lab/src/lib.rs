@@ -14,8 +14,11 @@
 //! Like DigitalOcean's anchor IPs, both load balancers accept the floating
 //! IP (it is on their loopback); the simulator's router sends it to whichever
 //! droplet currently holds it. Everything is removed when the [`Lab`] drops.
+//!
+//! Namespaces, links and the guards of the lab's daemons (the simulator and
+//! each load balancer's node) are `lbha-harness`'s, the same the integration
+//! tests use.
 
-mod netns;
 mod stack;
 mod timeline;
 
@@ -23,7 +26,7 @@ use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -33,7 +36,10 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-pub use netns::{Netns, in_netns, run};
+use lbha_harness::{
+    COMMAND_TIMEOUT, Daemon, Netns, TempDir, bridge, bridge_port, enter, in_netns, ns_pid,
+    run_command, send_signal, temp_dir, veth_pair,
+};
 pub use stack::{
     SimAction, SimClock, Stack, StackScripts, instance_name, instance_vrid, keepalived_conf,
     keepalived_transitions, write_scripts,
@@ -111,16 +117,6 @@ impl Default for LabOptions {
     }
 }
 
-/// A child process killed on drop.
-struct Guarded(Child);
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 pub struct Lab {
     pub dir: PathBuf,
     pub started: Instant,
@@ -130,14 +126,18 @@ pub struct Lab {
     sim_started_wall: SystemTime,
     bins: Binaries,
     opts: LabOptions,
-    sim: Option<Guarded>,
-    lbs: [Option<Guarded>; 2],
-    // Field order matters: processes above die before namespaces below go.
+    // The daemons print no log of their own when a test panics: the
+    // failover tests print the lab's logs (with the token redacted).
+    sim: Option<Daemon>,
+    lbs: [Option<Daemon>; 2],
+    // Field order matters: processes above die before namespaces below go,
+    // and the directory (`temp`, which `dir` names) last.
     pub client: Netns,
     pub router: Netns,
     pub switch: Netns,
     pub lb: [Netns; 2],
     pub web: [Netns; 3],
+    temp: TempDir,
 }
 
 impl Drop for Lab {
@@ -149,9 +149,8 @@ impl Drop for Lab {
         }
         // LBHA_LAB_KEEP=1 leaves the logs and configs for a post-mortem.
         if std::env::var_os("LBHA_LAB_KEEP").is_some() {
+            self.temp.disable_cleanup(true);
             eprintln!("lab: kept {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -187,11 +186,10 @@ impl Lab {
     pub fn start(tag: &str, bins: Binaries, opts: LabOptions) -> Result<Self> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        let dir = std::env::temp_dir().join(format!("lbha-lab-{tag}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let name = |role: &str| format!("lbha-{tag}-{}-{role}", std::process::id());
+        let temp = temp_dir(&format!("lab-{tag}"))?;
+        let ns = |role: &str| Netns::new(&format!("{tag}-{role}"));
         let mut lab = Lab {
-            dir,
+            dir: temp.path().to_owned(),
             started,
             started_wall,
             sim_started_wall: started_wall,
@@ -199,15 +197,12 @@ impl Lab {
             opts,
             sim: None,
             lbs: [None, None],
-            client: Netns::create(&name("client"))?,
-            router: Netns::create(&name("router"))?,
-            switch: Netns::create(&name("switch"))?,
-            lb: [Netns::create(&name("lb1"))?, Netns::create(&name("lb2"))?],
-            web: [
-                Netns::create(&name("web1"))?,
-                Netns::create(&name("web2"))?,
-                Netns::create(&name("web3"))?,
-            ],
+            client: ns("client")?,
+            router: ns("router")?,
+            switch: ns("switch")?,
+            lb: [ns("lb1")?, ns("lb2")?],
+            web: [ns("web1")?, ns("web2")?, ns("web3")?],
+            temp,
         };
         lab.wire()?;
         lab.start_sim()?;
@@ -245,89 +240,42 @@ impl Lab {
     fn wire(&self) -> Result<()> {
         let r = &self.router;
         // client <-> router
-        netns::veth(&self.client, "eth0", r, "client0")?;
+        veth_pair(
+            &self.client,
+            "eth0",
+            "10.230.9.2/24",
+            r,
+            "client0",
+            "10.230.9.1/24",
+        )?;
         self.client
-            .exec(&["ip", "addr", "add", "10.230.9.2/24", "dev", "eth0"])?;
-        self.client
-            .exec(&["ip", "route", "add", "default", "via", "10.230.9.1"])?;
-        r.exec(&["ip", "addr", "add", "10.230.9.1/24", "dev", "client0"])?;
+            .ip(&["route", "add", "default", "via", "10.230.9.1"])?;
         // the public bridge in the router, the private one in the switch
-        r.exec(&["ip", "link", "add", "brpub", "type", "bridge"])?;
-        r.exec(&[
-            "ip",
+        bridge(r, "brpub")?;
+        r.ip(&[
             "addr",
             "add",
             &format!("{ROUTER_PUBLIC}/24"),
             "dev",
             "brpub",
         ])?;
-        r.exec(&["ip", "link", "set", "brpub", "up"])?;
-        r.exec(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{METADATA_IP}/32"),
-            "dev",
-            "lo",
-        ])?;
+        r.ip(&["addr", "add", &format!("{METADATA_IP}/32"), "dev", "lo"])?;
         r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        self.switch
-            .exec(&["ip", "link", "add", "brpriv", "type", "bridge"])?;
-        self.switch.exec(&["ip", "link", "set", "brpriv", "up"])?;
+        bridge(&self.switch, "brpriv")?;
         for (i, lb) in self.lb.iter().enumerate() {
-            let pub_port = format!("lb{}", i + 1);
-            netns::veth(lb, "pub0", r, &pub_port)?;
-            r.exec(&["ip", "link", "set", &pub_port, "master", "brpub"])?;
-            netns::veth(lb, "priv0", &self.switch, &pub_port)?;
-            self.switch
-                .exec(&["ip", "link", "set", &pub_port, "master", "brpriv"])?;
-            lb.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", lb_public(i)),
-                "dev",
-                "pub0",
-            ])?;
-            lb.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", lb_private(i)),
-                "dev",
-                "priv0",
-            ])?;
-            lb.exec(&[
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &ROUTER_PUBLIC.to_string(),
-            ])?;
+            let port = format!("lb{}", i + 1);
+            let public = format!("{}/24", lb_public(i));
+            bridge_port(r, "brpub", &port, lb, "pub0", &public)?;
+            let private = format!("{}/24", lb_private(i));
+            bridge_port(&self.switch, "brpriv", &port, lb, "priv0", &private)?;
+            lb.ip(&["route", "add", "default", "via", &ROUTER_PUBLIC.to_string()])?;
             // The anchor: accept the floating IP whoever the router sends it to.
-            lb.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{FLOATING_IP}/32"),
-                "dev",
-                "lo",
-            ])?;
+            lb.ip(&["addr", "add", &format!("{FLOATING_IP}/32"), "dev", "lo"])?;
         }
         for (i, web) in self.web.iter().enumerate() {
             let port = format!("web{}", i + 1);
-            netns::veth(web, "eth0", &self.switch, &port)?;
-            self.switch
-                .exec(&["ip", "link", "set", &port, "master", "brpriv"])?;
-            web.exec(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{}/24", web_private(i)),
-                "dev",
-                "eth0",
-            ])?;
+            let private = format!("{}/24", web_private(i));
+            bridge_port(&self.switch, "brpriv", &port, web, "eth0", &private)?;
         }
         Ok(())
     }
@@ -348,14 +296,16 @@ impl Lab {
         for i in 0..2 {
             cmd.arg(format!("--droplet={}={}", droplet_id(i), lb_public(i)));
         }
-        let log = std::fs::File::create(self.dir.join("sim.log"))?;
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting lbha-dosim")?;
-        let stdout = child.stdout.take().context("simulator stdout")?;
-        let guard = Guarded(child);
+        let log = self.dir.join("sim.log");
+        cmd.stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log)?);
+        let mut guard = Daemon::spawn("lbha-dosim", &mut cmd, log)?.quiet_on_panic();
+        let stdout = guard
+            .child_mut()
+            .child_mut()
+            .stdout
+            .take()
+            .context("simulator stdout")?;
         let mut line = String::new();
         BufReader::new(stdout)
             .read_line(&mut line)
@@ -435,22 +385,22 @@ metadata_timeout = 1.0
             agent = self.agent_command(i),
             log = self.lb_log_path(i).display(),
         );
-        let child = self.lb[i]
-            .command("unshare")
-            .args([
-                "--pid",
-                "--fork",
-                "--mount-proc",
-                "--kill-child",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .env("RUST_LOG", LBHA_LOG_FILTER)
-            .stdin(Stdio::null())
-            .spawn()
+        let mut cmd = self.lb[i].command("unshare");
+        cmd.args([
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .env("RUST_LOG", LBHA_LOG_FILTER)
+        .stdin(Stdio::null());
+        // The node's shell writes the log (its commands redirect into it).
+        let node = Daemon::spawn(&format!("lb{}", i + 1), &mut cmd, self.lb_log_path(i))
             .context("starting a load balancer")?;
-        self.lbs[i] = Some(Guarded(child));
+        self.lbs[i] = Some(node.quiet_on_panic());
         Ok(())
     }
 
@@ -471,7 +421,7 @@ metadata_timeout = 1.0
         self.lb[i]
             .pids()
             .into_iter()
-            .find(|pid| netns::ns_pid(*pid) == Some(1))
+            .find(|pid| ns_pid(*pid) == Some(1))
             .context("the load balancer is not running")
     }
 
@@ -491,7 +441,7 @@ metadata_timeout = 1.0
             script,
         ])
         .env("RUST_LOG", LBHA_LOG_FILTER);
-        run(&mut cmd)?;
+        run_command(&mut cmd, COMMAND_TIMEOUT)?;
         Ok(())
     }
 
@@ -509,7 +459,7 @@ metadata_timeout = 1.0
 
     /// Load balancer `i`'s Prometheus metrics (lbha stacks only).
     pub fn metrics(&self, i: usize) -> Result<String> {
-        let reply = in_netns(&self.lb[i].0, || {
+        let reply = in_netns(self.lb[i].name(), || {
             http_request(
                 SocketAddr::from(([127, 0, 0, 1], 9464)),
                 "GET /metrics HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n",
@@ -524,8 +474,7 @@ metadata_timeout = 1.0
     pub fn kill_agent(&self, i: usize) -> usize {
         let pids = self.lb_pids(i, self.opts.stack.process_name());
         for pid in &pids {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            send_signal(*pid, libc::SIGKILL);
         }
         pids.len()
     }
@@ -581,8 +530,7 @@ metadata_timeout = 1.0
     pub fn kill_haproxy(&self, i: usize) -> usize {
         let pids = self.lb_pids(i, "haproxy");
         for pid in &pids {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            send_signal(*pid, libc::SIGKILL);
         }
         pids.len()
     }
@@ -676,7 +624,7 @@ metadata_timeout = 1.0
             "POST {path} HTTP/1.1\r\nHost: sim\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let reply = in_netns(&self.router.0, move || -> Result<String> {
+        let reply = in_netns(self.router.name(), move || -> Result<String> {
             http_request(
                 SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
                 &request,
@@ -709,7 +657,7 @@ metadata_timeout = 1.0
 
     /// Starts fetching `http://FLOATING_IP/` from the client every `every`.
     pub fn start_client(&self, every: Duration) -> Client {
-        Client::start(&self.client.0, self.started, every)
+        Client::start(self.client.name(), self.started, every)
     }
 
     pub fn since_start(&self) -> Duration {
@@ -750,7 +698,7 @@ impl Client {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l, ns) = (stop.clone(), log.clone(), netns.to_owned());
         let thread = std::thread::spawn(move || {
-            if let Err(e) = netns::enter(&ns) {
+            if let Err(e) = enter(&ns) {
                 l.lock().unwrap().push(Request {
                     at: started.elapsed(),
                     result: Err(format!("entering the client namespace: {e}")),

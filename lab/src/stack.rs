@@ -14,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lbha_harness::{in_netns, send_signal};
 
 use crate::{
     API_PORT, FLOATING_IP, Lab, METADATA_IP, ROUTER_PUBLIC, TOKEN, Transition, VRID, lb_private,
@@ -455,8 +456,7 @@ impl Lab {
         let pids = self.lb_pids(i, "haproxy");
         let at = Instant::now();
         for pid in &pids {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            send_signal(*pid, libc::SIGKILL);
         }
         (at, pids.len())
     }
@@ -468,8 +468,7 @@ impl Lab {
         let pids = self.lb[i].pids();
         let at = Instant::now();
         for pid in &pids {
-            // SAFETY: plain kill(2).
-            unsafe { libc::kill(*pid, libc::SIGKILL) };
+            send_signal(*pid, libc::SIGKILL);
         }
         self.crash_lb(i);
         at
@@ -477,7 +476,7 @@ impl Lab {
 
     /// `GET /_sim/state` from the router namespace; the parsed body.
     fn sim_state_live(&self) -> Result<serde_json::Value> {
-        let reply = crate::in_netns(&self.router.0, || {
+        let reply = in_netns(self.router.name(), || {
             crate::http_request(
                 std::net::SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
                 "GET /_sim/state HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n",
@@ -528,7 +527,7 @@ impl Lab {
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let reply = crate::in_netns(&self.router.0, move || {
+        let reply = in_netns(self.router.name(), move || {
             crate::http_request(
                 std::net::SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
                 &request,

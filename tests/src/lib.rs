@@ -1,12 +1,15 @@
-//! Helpers for lbha's integration tests: network namespaces joined by veth
-//! pairs, real daemons (keepalived, `lbha-agent watch`) running inside them,
-//! and cleanup that happens even when a test panics.
+//! Helpers for lbha's integration tests: keepalived and `lbha-agent` (the
+//! VRRP daemon, and its `watch` subcommand) running in network namespaces,
+//! their configurations, and what they log and print read back.
 //!
-//! Every resource is an RAII guard: [`Netns`] deletes its namespace (killing
-//! whatever still runs in it), [`ChildGuard`] kills and reaps its process,
-//! [`Keepalived`] stops keepalived and removes its files, [`TempDir`] removes
-//! its directory. Every wait is bounded, so a broken daemon fails a test
-//! instead of hanging it.
+//! The namespaces, links, command runner and process guards come from
+//! `lbha-harness`, re-exported here so that a test imports from this crate
+//! alone. Every resource is an RAII guard: [`Netns`] deletes its namespace
+//! (killing whatever still runs in it), [`ChildGuard`] kills and reaps its
+//! process, [`Keepalived`] and [`Agent`] (each a harness [`Daemon`]) stop
+//! their daemon and remove its files, [`TempDir`] removes its directory.
+//! Every wait is bounded, so a broken daemon fails a test instead of hanging
+//! it.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -37,25 +40,25 @@
 
 use std::{
     collections::BTreeMap,
-    ffi::OsStr,
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     net::Ipv4Addr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
+    process::{Command, ExitStatus, Stdio},
     sync::{
-        Arc, Mutex, Once,
-        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
         mpsc::{self, Receiver, RecvTimeoutError},
     },
     thread,
     time::{Duration, Instant, SystemTime},
 };
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, bail};
+pub use lbha_harness::{
+    BpfFs, COMMAND_TIMEOUT, ChildGuard, Daemon, Netns, SKIP_PRIVILEGED_ENV, TempDir, bridge,
+    bridge_port, in_netns, require_root, run_command, send_signal, temp_dir, veth_pair,
+};
 use serde::Deserialize;
 
-/// Set to `1` to skip (instead of fail) tests that need root.
-pub const SKIP_PRIVILEGED_ENV: &str = "LBHA_SKIP_PRIVILEGED";
 /// Path of the `lbha-agent` binary to test (set by `cargo xtask test`).
 pub const AGENT_BIN_ENV: &str = "LBHA_AGENT_BIN";
 /// Path of the `lbha-dosim` binary (the DigitalOcean simulator) the lab
@@ -64,570 +67,6 @@ pub const DOSIM_BIN_ENV: &str = "LBHA_DOSIM_BIN";
 /// A generous upper bound for one wait in a test (daemon start, a run of
 /// `lbha-agent watch` with its own shorter `--timeout`, ...).
 pub const WAIT: Duration = Duration::from_secs(20);
-/// Bound for short helper commands (`ip ...`).
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Prefix of every namespace [`Netns`] creates; used to find leftovers of
-/// earlier, killed test runs.
-const NETNS_PREFIX: &str = "lbt";
-/// Linux limits interface names to 15 characters; namespace names have no such
-/// limit but short ones are friendlier in `ip netns list`.
-const NETNS_NAME_MAX: usize = 15;
-
-static UNIQUE: AtomicU32 = AtomicU32::new(0);
-
-/// `PID-N`, unique within this machine while this process lives.
-fn unique_suffix() -> String {
-    format!(
-        "{}-{}",
-        std::process::id(),
-        UNIQUE.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Name of the running test (libtest names each test's thread after it).
-fn test_name() -> String {
-    thread::current()
-        .name()
-        .unwrap_or("<unnamed test>")
-        .to_string()
-}
-
-/// Returns `true` when running as root. Otherwise panics with an explanation,
-/// unless `LBHA_SKIP_PRIVILEGED=1` is set: then it prints that the test was
-/// skipped and returns `false`, and the test should return early:
-///
-/// ```no_run
-/// if !lbha_tests::require_root() {
-///     return;
-/// }
-/// ```
-pub fn require_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    if std::env::var(SKIP_PRIVILEGED_ENV).as_deref() == Ok("1") {
-        eprintln!(
-            "SKIPPED {}: needs root (network namespaces, XDP); {SKIP_PRIVILEGED_ENV}=1 is set",
-            test_name()
-        );
-        return false;
-    }
-    panic!(
-        "{} needs root (it creates network namespaces and attaches XDP programs). \
-         Run the tests as root (e.g. `sudo -E cargo xtask test`), or set \
-         {SKIP_PRIVILEGED_ENV}=1 to skip them.",
-        test_name()
-    );
-}
-
-/// Waits up to `timeout` for `child` to exit; `None` if it is still running.
-pub fn wait_timeout(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(2);
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(Some(status));
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
-        thread::sleep(pause.min(deadline - now));
-        pause = (pause * 2).min(Duration::from_millis(50));
-    }
-}
-
-/// Reads `reader` to the end on a thread; the text arrives on the channel.
-fn read_in_thread(mut reader: impl Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = reader.read_to_end(&mut bytes);
-        let _ = tx.send(String::from_utf8_lossy(&bytes).into_owned());
-    });
-    rx
-}
-
-/// Runs `cmd` to completion (stdin closed, output captured), killing it after
-/// `timeout`. Returns its stdout; fails, with its stderr, if it exits non-zero.
-pub fn run_command(cmd: &mut Command, timeout: Duration) -> Result<String> {
-    let description = format!("{cmd:?}");
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {description}"))?;
-    let stdout = read_in_thread(child.stdout.take().expect("piped"));
-    let stderr = read_in_thread(child.stderr.take().expect("piped"));
-    let Some(status) = wait_timeout(&mut child, timeout)? else {
-        let _ = child.kill();
-        let _ = child.wait();
-        bail!("{description} did not finish within {timeout:?}");
-    };
-    // A grandchild could keep the pipes open: bound the wait for EOF too.
-    let grace = Duration::from_secs(2);
-    let stdout = stdout.recv_timeout(grace).unwrap_or_default();
-    let stderr = stderr.recv_timeout(grace).unwrap_or_default();
-    ensure!(
-        status.success(),
-        "{description} failed ({status}): {}{}",
-        stderr.trim(),
-        if stderr.trim().is_empty() {
-            stdout.trim()
-        } else {
-            ""
-        }
-    );
-    Ok(stdout)
-}
-
-/// Whether process `pid` exists (zombies included).
-fn process_exists(pid: i32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-/// Sends `signal` to process `pid`, ignoring a process that is already gone.
-fn send_signal(pid: i32, signal: libc::c_int) {
-    if pid > 0 {
-        // SAFETY: plain kill(2).
-        unsafe { libc::kill(pid, signal) };
-    }
-}
-
-/// A network namespace created for one test, deleted on drop.
-///
-/// Its name is `lbt<tag>-<pid>-<n>` (at most 15 characters): unique per
-/// process and call, so parallel tests never share one. The loopback
-/// interface is up. On drop, every process still running in the namespace is
-/// killed (SIGKILL) before the namespace is deleted, so daemons whose guards
-/// were leaked or dropped later cannot keep it alive.
-///
-/// The first `Netns::new` of a process also deletes `lbt*` namespaces left by
-/// earlier test processes that no longer run (e.g. killed by a timeout).
-#[derive(Debug)]
-pub struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates a namespace; `tag` (letters and digits, shortened as needed)
-    /// makes its name recognisable, e.g. `ka` or `lb`.
-    pub fn new(tag: &str) -> Result<Self> {
-        static CLEANUP: Once = Once::new();
-        CLEANUP.call_once(remove_stale_namespaces);
-
-        let suffix = unique_suffix();
-        let room = NETNS_NAME_MAX.saturating_sub(NETNS_PREFIX.len() + 1 + suffix.len());
-        let tag: String = tag
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .map(|c| c.to_ascii_lowercase())
-            .take(room)
-            .collect();
-        let name = format!("{NETNS_PREFIX}{tag}-{suffix}");
-        run_command(
-            Command::new("ip").args(["netns", "add", &name]),
-            COMMAND_TIMEOUT,
-        )
-        .with_context(|| format!("creating network namespace {name}"))?;
-        let ns = Netns { name };
-        ns.exec(&["ip", "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    /// The namespace's name, as `ip netns` knows it.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// `ip netns exec NAME program`: add arguments, then spawn or run it (e.g.
-    /// with [`run_command`] or [`ChildGuard::spawn`]). `ip netns exec` execs
-    /// the program, so the child's pid is the program's own.
-    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-
-    /// Runs `argv` inside the namespace (bounded by [`COMMAND_TIMEOUT`]) and
-    /// returns its stdout; an error, with its stderr, if it fails.
-    pub fn exec(&self, argv: &[&str]) -> Result<String> {
-        let (program, args) = argv.split_first().context("exec needs a program")?;
-        run_command(self.command(program).args(args), COMMAND_TIMEOUT)
-            .with_context(|| format!("in network namespace {}", self.name))
-    }
-
-    /// Index of `interface` inside the namespace.
-    pub fn ifindex(&self, interface: &str) -> Result<u32> {
-        let out = run_command(
-            Command::new("ip").args(["-n", &self.name, "-o", "link", "show", "dev", interface]),
-            COMMAND_TIMEOUT,
-        )?;
-        out.split(':')
-            .next()
-            .and_then(|index| index.trim().parse().ok())
-            .with_context(|| format!("no interface index in {out:?}"))
-    }
-
-    /// The IPv4 addresses on `interface` inside the namespace, in CIDR
-    /// notation (`10.201.1.1/24`), as `ip -4 addr` lists them.
-    pub fn ipv4_addresses(&self, interface: &str) -> Result<Vec<String>> {
-        let out = run_command(
-            Command::new("ip").args([
-                "-n", &self.name, "-o", "-4", "addr", "show", "dev", interface,
-            ]),
-            COMMAND_TIMEOUT,
-        )?;
-        Ok(out
-            .lines()
-            .filter_map(|line| {
-                let mut words = line.split_whitespace();
-                words.find(|word| *word == "inet")?;
-                words.next().map(str::to_string)
-            })
-            .collect())
-    }
-
-    /// Pids of the processes running in the namespace (`ip netns pids`).
-    pub fn pids(&self) -> Vec<i32> {
-        run_command(
-            Command::new("ip").args(["netns", "pids", &self.name]),
-            COMMAND_TIMEOUT,
-        )
-        .map(|out| {
-            out.split_whitespace()
-                .filter_map(|pid| pid.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-    }
-
-    /// SIGKILLs every process in the namespace, waiting (bounded) for them to go.
-    pub fn kill_all(&self) {
-        for _ in 0..20 {
-            let pids = self.pids();
-            if pids.is_empty() {
-                return;
-            }
-            for pid in pids {
-                send_signal(pid, libc::SIGKILL);
-            }
-            thread::sleep(Duration::from_millis(25));
-        }
-        eprintln!(
-            "warning: processes still running in namespace {}",
-            self.name
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        self.kill_all();
-        if let Err(error) = run_command(
-            Command::new("ip").args(["netns", "del", &self.name]),
-            COMMAND_TIMEOUT,
-        ) {
-            eprintln!(
-                "warning: deleting network namespace {}: {error:#}",
-                self.name
-            );
-        }
-    }
-}
-
-/// Deletes `lbt<tag>-<pid>-<n>` namespaces whose creating process is gone (or
-/// is a recycled pid: ours, before we created any). Never touches other names.
-fn remove_stale_namespaces() {
-    let Ok(list) = run_command(Command::new("ip").args(["netns", "list"]), COMMAND_TIMEOUT) else {
-        return;
-    };
-    let own_pid = std::process::id() as i32;
-    for name in list
-        .lines()
-        .filter_map(|line| line.split_whitespace().next())
-    {
-        let mut parts = name.rsplitn(3, '-');
-        let (Some(n), Some(pid), Some(head)) = (parts.next(), parts.next(), parts.next()) else {
-            continue;
-        };
-        let ours = head.strip_prefix(NETNS_PREFIX).is_some_and(|tag| {
-            tag.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        }) && n.parse::<u32>().is_ok();
-        let Ok(pid) = pid.parse::<i32>() else {
-            continue;
-        };
-        if ours && (pid == own_pid || !process_exists(pid)) {
-            let stale = Netns {
-                name: name.to_string(),
-            };
-            eprintln!("removing stale test namespace {name}");
-            drop(stale);
-        }
-    }
-}
-
-/// Creates a veth pair with one end in each namespace, assigns the addresses
-/// (CIDR notation, e.g. `10.201.3.1/24`) and brings both ends up. The ends are
-/// created directly inside the namespaces; nothing appears in the host's.
-pub fn veth_pair(
-    ns_a: &Netns,
-    name_a: &str,
-    addr_a: &str,
-    ns_b: &Netns,
-    name_b: &str,
-    addr_b: &str,
-) -> Result<()> {
-    run_command(
-        Command::new("ip").args([
-            "link", "add", name_a, "netns", &ns_a.name, "type", "veth", "peer", "name", name_b,
-            "netns", &ns_b.name,
-        ]),
-        COMMAND_TIMEOUT,
-    )
-    .with_context(|| format!("creating veth {name_a}/{name_b}"))?;
-    for (ns, name, addr) in [(ns_a, name_a, addr_a), (ns_b, name_b, addr_b)] {
-        for args in [
-            &["addr", "add", addr, "dev", name][..],
-            &["link", "set", name, "up"][..],
-        ] {
-            run_command(
-                Command::new("ip").args(["-n", &ns.name]).args(args),
-                COMMAND_TIMEOUT,
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// Creates the bridge `name` inside `ns` and brings it up. Spanning tree is
-/// off, so its ports forward at once: a "switch" for tests that need more
-/// than two namespaces on one link (see [`bridge_port`]).
-pub fn bridge(ns: &Netns, name: &str) -> Result<()> {
-    for args in [
-        &["link", "add", name, "type", "bridge", "stp_state", "0"][..],
-        &["link", "set", name, "up"][..],
-    ] {
-        run_command(
-            Command::new("ip").args(["-n", &ns.name]).args(args),
-            COMMAND_TIMEOUT,
-        )
-        .with_context(|| format!("bridge {name} in {}", ns.name))?;
-    }
-    Ok(())
-}
-
-/// Plugs `ns` into `bridge` (made by [`bridge`] inside `switch`) with a veth
-/// pair: `name`, with `addr` (CIDR notation), inside `ns`, and `port`,
-/// enslaved to the bridge, inside `switch`. Both ends are brought up.
-pub fn bridge_port(
-    switch: &Netns,
-    bridge: &str,
-    port: &str,
-    ns: &Netns,
-    name: &str,
-    addr: &str,
-) -> Result<()> {
-    run_command(
-        Command::new("ip").args([
-            "link",
-            "add",
-            port,
-            "netns",
-            &switch.name,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            name,
-            "netns",
-            &ns.name,
-        ]),
-        COMMAND_TIMEOUT,
-    )
-    .with_context(|| format!("creating veth {port}/{name}"))?;
-    for (netns, args) in [
-        (switch, &["link", "set", port, "master", bridge][..]),
-        (switch, &["link", "set", port, "up"][..]),
-        (ns, &["addr", "add", addr, "dev", name][..]),
-        (ns, &["link", "set", name, "up"][..]),
-    ] {
-        run_command(
-            Command::new("ip").args(["-n", &netns.name]).args(args),
-            COMMAND_TIMEOUT,
-        )?;
-    }
-    Ok(())
-}
-
-/// A child process killed (SIGKILL) and reaped on drop.
-#[derive(Debug)]
-pub struct ChildGuard {
-    child: Child,
-    name: String,
-    exited: Option<ExitStatus>,
-}
-
-impl ChildGuard {
-    /// Guards an already spawned child; `name` appears in messages.
-    pub fn new(name: impl Into<String>, child: Child) -> Self {
-        Self {
-            child,
-            name: name.into(),
-            exited: None,
-        }
-    }
-
-    /// Spawns `cmd` (stdin closed unless the command set it) and guards it.
-    pub fn spawn(name: impl Into<String>, cmd: &mut Command) -> Result<Self> {
-        let name = name.into();
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {name}: {cmd:?}"))?;
-        Ok(Self::new(name, child))
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The process id (that of the program itself under `ip netns exec`).
-    pub fn id(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// The guarded child, e.g. to take its pipes.
-    pub fn child_mut(&mut self) -> &mut Child {
-        &mut self.child
-    }
-
-    /// Its exit status if it has exited.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        if self.exited.is_none() {
-            self.exited = self.child.try_wait()?;
-        }
-        Ok(self.exited)
-    }
-
-    /// Waits up to `timeout` for it to exit; `None` if it is still running.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        if self.exited.is_none() {
-            self.exited = wait_timeout(&mut self.child, timeout)?;
-        }
-        Ok(self.exited)
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGTERM`) unless it has already been reaped.
-    pub fn signal(&mut self, signal: libc::c_int) {
-        if self.exited.is_none() {
-            send_signal(self.child.id() as i32, signal);
-        }
-    }
-
-    /// SIGTERM, then SIGKILL if it has not exited after `grace`.
-    pub fn terminate(&mut self, grace: Duration) -> Result<ExitStatus> {
-        self.signal(libc::SIGTERM);
-        match self.wait_timeout(grace)? {
-            Some(status) => Ok(status),
-            None => self.kill(),
-        }
-    }
-
-    /// SIGKILL and reap it.
-    pub fn kill(&mut self) -> Result<ExitStatus> {
-        if let Some(status) = self.exited {
-            return Ok(status);
-        }
-        let _ = self.child.kill();
-        let status = self
-            .child
-            .wait()
-            .with_context(|| format!("reaping {}", self.name))?;
-        self.exited = Some(status);
-        Ok(status)
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.kill();
-    }
-}
-
-/// A directory under [`std::env::temp_dir`], removed with its content on drop.
-#[derive(Debug)]
-pub struct TempDir {
-    path: PathBuf,
-}
-
-impl TempDir {
-    /// Creates `<tmp>/lbha-test-<tag>-<pid>-<n>`.
-    pub fn new(tag: &str) -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("lbha-test-{tag}-{}", unique_suffix()));
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
-
-/// A private BPF filesystem mounted on a [`TempDir`], for agents told to
-/// pin there (`--bpf-pin-dir`). Everything pinned in it is released when it
-/// is unmounted on drop, so nothing outlives the test.
-pub struct BpfFs {
-    dir: TempDir,
-}
-
-impl BpfFs {
-    pub fn mount() -> Result<Self> {
-        let dir = TempDir::new("bpffs")?;
-        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())?;
-        // SAFETY: C strings valid for the call.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            bail!(
-                "mounting bpffs on {}: {}",
-                dir.path().display(),
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Self { dir })
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for BpfFs {
-    fn drop(&mut self) {
-        let target = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes())
-            .expect("temp paths have no NUL");
-        // SAFETY: C string valid for the call. MNT_DETACH: even if something
-        // still has a pinned object open, the mount goes away.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
 
 /// Initial state of a VRRP instance (`state` in keepalived.conf).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -814,72 +253,66 @@ impl KeepalivedConfig {
     }
 }
 
+/// Lets a guard built on a [`Daemon`] (in a field `daemon`) be used as one:
+/// the daemon guard's methods, written once, are the guard's.
+macro_rules! is_a_daemon {
+    ($guard:ty) => {
+        impl std::ops::Deref for $guard {
+            type Target = Daemon;
+
+            fn deref(&self) -> &Daemon {
+                &self.daemon
+            }
+        }
+
+        impl std::ops::DerefMut for $guard {
+            fn deref_mut(&mut self) -> &mut Daemon {
+                &mut self.daemon
+            }
+        }
+    };
+}
+
 /// keepalived (VRRP subsystem only, in the foreground) running in a namespace.
 ///
 /// Its config, pid files and log (stdout and stderr: it logs to the console,
 /// not syslog) live in a [`TempDir`]. On drop it is killed abruptly (no
 /// priority-0 advert) and, if the test is panicking, its log is printed.
 pub struct Keepalived {
-    // Field order matters: the process goes before its directory.
-    child: ChildGuard,
-    dir: TempDir,
+    daemon: Daemon,
 }
 
 impl Keepalived {
     /// Checks `config` with `keepalived --config-test`, then starts
     /// `keepalived -n -l -D -G -P` with it inside `ns`.
     pub fn start(ns: &Netns, config: &str) -> Result<Self> {
-        let dir = TempDir::new("keepalived")?;
-        let conf = dir.path().join("keepalived.conf");
-        std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
-        run_command(
-            ns.command("keepalived")
-                .arg("--config-test")
-                .arg("-f")
-                .arg(&conf),
-            COMMAND_TIMEOUT,
-        )
-        .with_context(|| format!("keepalived rejects its configuration:\n{config}"))?;
-        let log = std::fs::File::create(dir.path().join("keepalived.log"))?;
-        let child = ChildGuard::spawn(
-            "keepalived",
-            ns.command("keepalived")
-                // Foreground, console logging with detail, no syslog, VRRP only.
-                .args(["-n", "-l", "-D", "-G", "-P", "-f"])
+        let daemon = Daemon::start_in_temp_dir("keepalived", "keepalived", |dir| {
+            let conf = dir.join("keepalived.conf");
+            std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
+            run_command(
+                ns.command("keepalived")
+                    .arg("--config-test")
+                    .arg("-f")
+                    .arg(&conf),
+                COMMAND_TIMEOUT,
+            )
+            .with_context(|| format!("keepalived rejects its configuration:\n{config}"))?;
+            let mut cmd = ns.command("keepalived");
+            // Foreground, console logging with detail, no syslog, VRRP only.
+            cmd.args(["-n", "-l", "-D", "-G", "-P", "-f"])
                 .arg(&conf)
                 .arg("-p")
-                .arg(dir.path().join("k.pid"))
+                .arg(dir.join("k.pid"))
                 .arg("-r")
-                .arg(dir.path().join("v.pid"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log),
-        )?;
-        Ok(Self { child, dir })
-    }
-
-    /// The directory holding keepalived.conf, keepalived.log and pid files.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("keepalived.log")
-    }
-
-    /// Everything keepalived has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// Pid of the parent (monitor) process.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+                .arg(dir.join("v.pid"));
+            anyhow::Ok(cmd)
+        })?;
+        Ok(Self { daemon })
     }
 
     /// Pid of the VRRP child process, once it has written its pid file.
     pub fn vrrp_pid(&self) -> Option<i32> {
-        let pid: i32 = std::fs::read_to_string(self.dir.path().join("v.pid"))
+        let pid: i32 = std::fs::read_to_string(self.dir().join("v.pid"))
             .ok()?
             .trim()
             .parse()
@@ -888,33 +321,10 @@ impl Keepalived {
         (comm.trim() == "keepalived").then_some(pid)
     }
 
-    /// Waits until the log contains `needle`; fails early if keepalived exits.
-    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("keepalived exited ({status}) before logging {needle:?}; its log:\n{log}");
-            }
-            if Instant::now() >= deadline {
-                bail!("keepalived did not log {needle:?} within {timeout:?}; its log:\n{log}");
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// Waits until `instance` logs `Entering STATE STATE` (e.g. "MASTER").
     pub fn wait_for_state(&mut self, instance: &str, state: &str, timeout: Duration) -> Result<()> {
-        self.wait_for_log(&format!("({instance}) Entering {state} STATE"), timeout)
-    }
-
-    /// Stops keepalived as a service manager would (SIGTERM): a master
-    /// resigns by sending a priority-0 advert. SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
-        self.child.terminate(grace)
+        let needle = format!("({instance}) Entering {state} STATE");
+        Ok(self.daemon.wait_for_log(&needle, timeout)?)
     }
 
     /// Kills keepalived abruptly, as a crash would: no priority-0 advert.
@@ -922,27 +332,28 @@ impl Keepalived {
     /// killing the child alone makes the parent respawn it, so the parent is
     /// stopped first.)
     pub fn kill(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
+        if self.daemon.try_wait().ok().flatten().is_some() {
             return;
         }
-        self.child.signal(libc::SIGSTOP);
+        self.daemon.child_mut().signal(libc::SIGSTOP);
         if let Some(pid) = self.vrrp_pid() {
             send_signal(pid, libc::SIGKILL);
         }
-        let _ = self.child.kill();
+        let _ = self.daemon.kill();
     }
 }
 
+// keepalived is a Daemon: its log, directory (keepalived.conf,
+// keepalived.log, pid files), pid (the parent, monitor process),
+// `wait_for_log` and `stop` (SIGTERM, as a service manager would: a master
+// resigns with a priority-0 advert) are the daemon guard's.
+is_a_daemon!(Keepalived);
+
 impl Drop for Keepalived {
+    /// The crash-like kill before the daemon guard's own (which then prints
+    /// the log of a failing test).
     fn drop(&mut self) {
         self.kill();
-        if thread::panicking() {
-            eprintln!(
-                "---- keepalived log ({}) ----\n{}---- end of keepalived log ----",
-                self.log_path().display(),
-                self.log()
-            );
-        }
     }
 }
 
@@ -1001,64 +412,20 @@ pub const AGENT_LOG_ENV: &str = "LBHA_TEST_AGENT_LOG";
 /// colours) live in a [`TempDir`]; on drop it is killed abruptly (no
 /// priority-0 advert) and, if the test is panicking, its log is printed.
 pub struct Agent {
-    // Field order matters: the process goes before its directory.
-    child: ChildGuard,
-    dir: TempDir,
+    daemon: Daemon,
 }
 
 impl Agent {
     /// Writes `keepalived_conf` (keepalived.conf syntax) and starts the agent
-    /// with it inside `ns`. It does not wait: see [`Agent::wait_for_log`]
+    /// with it inside `ns`. It does not wait: see [`Daemon::wait_for_log`]
     /// (e.g. `interface ready`) or [`Agent::wait_for_transition`].
     pub fn start(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |_| Vec::new())
-    }
-
-    /// The directory holding keepalived.conf and agent.log.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("agent.log")
-    }
-
-    /// Everything the agent has logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.log_path()).unwrap_or_default()
-    }
-
-    /// The agent's pid (`ip netns exec` execs it).
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Its exit status if it has exited.
-    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
-        self.child.try_wait()
-    }
-
-    /// Waits until the log contains `needle`; fails early if the agent exits.
-    pub fn wait_for_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let log = self.log();
-            if log.contains(needle) {
-                return Ok(());
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!("lbha-agent exited ({status}) before logging {needle:?}; its log:\n{log}");
-            }
-            if Instant::now() >= deadline {
-                bail!("lbha-agent did not log {needle:?} within {timeout:?}; its log:\n{log}");
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        Self::spawn_in(ns, keepalived_conf, |_| Vec::new())
     }
 
     /// The `state transition` lines logged so far, in order.
     pub fn transitions(&self) -> Vec<Transition> {
-        self.log().lines().filter_map(Transition::parse).collect()
+        transitions_in(&self.log())
     }
 
     /// Waits for the first transition of `instance` to `to` (e.g. "MASTER")
@@ -1071,55 +438,24 @@ impl Agent {
         since: usize,
         timeout: Duration,
     ) -> Result<Transition> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self
-                .transitions()
+        let what = format!("{instance} to enter {to}");
+        Ok(self.daemon.wait_until(&what, timeout, |log| {
+            transitions_in(log)
                 .into_iter()
                 .skip(since)
                 .find(|t| t.instance == instance && t.to == to)
-            {
-                return Ok(found);
-            }
-            if let Some(status) = self.child.try_wait()? {
-                bail!(
-                    "lbha-agent exited ({status}) before {instance} entered {to}; its log:\n{}",
-                    self.log()
-                );
-            }
-            if Instant::now() >= deadline {
-                bail!(
-                    "{instance} did not enter {to} within {timeout:?}; lbha-agent's log:\n{}",
-                    self.log()
-                );
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stops the agent as a service manager would (SIGTERM): masters resign
-    /// with a priority-0 advert. SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration) -> Result<ExitStatus> {
-        self.child.terminate(grace)
-    }
-
-    /// Kills the agent abruptly (SIGKILL), as a crash would.
-    pub fn kill(&mut self) -> Result<ExitStatus> {
-        self.child.kill()
+        })?)
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.kill();
-        if thread::panicking() {
-            eprintln!(
-                "---- lbha-agent log ({}) ----\n{}---- end of lbha-agent log ----",
-                self.log_path().display(),
-                self.log()
-            );
-        }
-    }
+// The agent is a Daemon: its log, directory (keepalived.conf, agent.log),
+// pid, `wait_for_log`, `try_wait`, `stop` (SIGTERM: masters resign with a
+// priority-0 advert) and `kill` (as a crash would) are the daemon guard's.
+is_a_daemon!(Agent);
+
+/// The `state transition` lines of an agent's log, in order.
+fn transitions_in(log: &str) -> Vec<Transition> {
+    log.lines().filter_map(Transition::parse).collect()
 }
 
 /// One `state transition` line of the agent's log.
@@ -1196,7 +532,7 @@ pub struct NotifyScript {
 impl NotifyScript {
     pub fn new() -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = TempDir::new("notify")?;
+        let dir = temp_dir("notify")?;
         // Script security: neither the script nor its directory may be
         // writable by anyone but root.
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
@@ -1581,7 +917,7 @@ impl Agent {
     /// Like [`Agent::start`], with `extra_args` after `--keepalived-conf FILE`
     /// (e.g. `--metrics-listen ADDR`).
     pub fn start_with_args(ns: &Netns, keepalived_conf: &str, extra_args: &[&str]) -> Result<Self> {
-        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |_| {
+        Self::spawn_in(ns, keepalived_conf, |_| {
             extra_args.iter().map(Into::into).collect()
         })
     }
@@ -1590,14 +926,14 @@ impl Agent {
     /// [`Agent::status_socket`] (inside its own directory, so parallel tests
     /// never share one), for [`Agent::status`].
     pub fn start_with_status(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        Self::spawn_in(TempDir::new("agent")?, ns, keepalived_conf, |dir| {
+        Self::spawn_in(ns, keepalived_conf, |dir| {
             vec!["--status-socket".into(), status_socket_in(dir).into()]
         })
     }
 
     /// Where [`Agent::start_with_status`] puts the status socket.
     pub fn status_socket(&self) -> PathBuf {
-        status_socket_in(self.dir.path())
+        status_socket_in(self.dir())
     }
 
     /// What `lbha-agent status --json` answers (the agent must have been
@@ -1612,32 +948,27 @@ impl Agent {
         serde_json::from_str(&out).with_context(|| format!("status is not JSON: {out:?}"))
     }
 
-    /// Writes the configuration into `dir` and starts the agent with it and
-    /// `extra_args(dir)`.
+    /// Writes the configuration into a directory of its own and starts the
+    /// agent with it and `extra_args(dir)`.
     fn spawn_in(
-        dir: TempDir,
         ns: &Netns,
         keepalived_conf: &str,
         extra_args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
     ) -> Result<Self> {
-        let conf = dir.path().join("keepalived.conf");
-        std::fs::write(&conf, keepalived_conf)
-            .with_context(|| format!("writing {}", conf.display()))?;
-        let log = std::fs::File::create(dir.path().join("agent.log"))?;
-        let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
-        let child = ChildGuard::spawn(
-            "lbha-agent",
-            ns.command(agent_bin())
-                .arg("--keepalived-conf")
+        let daemon = Daemon::start_in_temp_dir("lbha-agent", "agent", |dir| {
+            let conf = dir.join("keepalived.conf");
+            std::fs::write(&conf, keepalived_conf)
+                .with_context(|| format!("writing {}", conf.display()))?;
+            let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
+            let mut cmd = ns.command(agent_bin());
+            cmd.arg("--keepalived-conf")
                 .arg(&conf)
-                .args(extra_args(dir.path()))
+                .args(extra_args(dir))
                 .env("RUST_LOG", filter)
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log),
-        )?;
-        Ok(Self { child, dir })
+                .env("NO_COLOR", "1");
+            anyhow::Ok(cmd)
+        })?;
+        Ok(Self { daemon })
     }
 }
 

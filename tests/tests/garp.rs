@@ -109,7 +109,7 @@ fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
     let (ready_tx, ready_rx) = mpsc::channel();
     let capture_ns = b.name().to_owned();
     let capture = std::thread::spawn(move || {
-        lbha_lab::in_netns(&capture_ns, move || capture_garp("vb".into(), ready_tx))
+        lbha_tests::in_netns(&capture_ns, move || capture_garp("vb".into(), ready_tx))
     });
     ready_rx
         .recv_timeout(Duration::from_secs(10))

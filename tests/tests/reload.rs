@@ -152,7 +152,7 @@ fn reloads_this_host_cannot_run_keep_the_master_serving() {
                 .virtual_ipaddress("10.203.1.100/32"),
         )
         .render();
-    let files = lbha_tests::TempDir::new("reload-files").unwrap();
+    let files = lbha_tests::temp_dir("reload-files").unwrap();
     let token = files.path().join("token");
     std::fs::write(&token, "dop_v1_reloadtest\n").unwrap();
     let check = files.path().join("check.sh");

@@ -27,6 +27,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use lbha_harness::{COMMAND_TIMEOUT, run_command};
 use lbha_lab::{Binaries, Lab, LabOptions, Stack, droplet_id};
 use serde_json::{Value, json};
 
@@ -1088,10 +1089,11 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
         "cargo xtask {}",
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
-    let date = lbha_lab::run(
+    let date = run_command(
         std::process::Command::new("date")
             .arg("-u")
             .arg("+%Y-%m-%dT%H:%M:%SZ"),
+        COMMAND_TIMEOUT,
     )
     .unwrap_or_default();
     // SAFETY: sysconf has no preconditions.
@@ -1159,7 +1161,10 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
         "cpus": cpus,
         "loadavg_before": loadavg_before,
         "loadavg_after": std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
-        "keepalived_version": lbha_lab::run(std::process::Command::new("keepalived").arg("--version"))
+        "keepalived_version": run_command(
+            std::process::Command::new("keepalived").arg("--version"),
+            COMMAND_TIMEOUT,
+        )
             .ok()
             .and_then(|v| v.lines().next().map(str::to_owned)),
         "scenarios": scenarios,

@@ -632,43 +632,9 @@ impl XdpProgram {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::CString;
-
     use aya::maps::{MapInfo, MapType};
 
     use super::*;
-
-    /// A private bpffs on a temporary directory, unmounted on drop.
-    struct TempBpffs(std::path::PathBuf);
-
-    impl TempBpffs {
-        fn mount() -> Self {
-            let path = std::env::temp_dir().join(format!("lbha-unit-bpffs-{}", std::process::id()));
-            std::fs::create_dir_all(&path).unwrap();
-            let c_path = CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: valid C strings.
-            let rc = unsafe {
-                libc::mount(
-                    c"bpf".as_ptr(),
-                    c_path.as_ptr(),
-                    c"bpf".as_ptr(),
-                    0,
-                    std::ptr::null(),
-                )
-            };
-            assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
-            Self(path)
-        }
-    }
-
-    impl Drop for TempBpffs {
-        fn drop(&mut self) {
-            let c_path = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
-            // SAFETY: valid C string.
-            unsafe { libc::umount2(c_path.as_ptr(), libc::MNT_DETACH) };
-            let _ = std::fs::remove_dir(&self.0);
-        }
-    }
 
     #[test]
     fn diagnostics_follow_the_debug_level_of_the_bpf_target() {
@@ -697,13 +663,11 @@ mod tests {
 
     #[test]
     fn pinned_maps_match_the_declared_shapes_and_are_reused_or_replaced() {
-        // SAFETY: getuid has no preconditions.
-        if unsafe { libc::getuid() } != 0 {
-            eprintln!("skipped: needs root (BPF, mount)");
+        if !lbha_harness::require_root() {
             return;
         }
-        let bpffs = TempBpffs::mount();
-        let pins = PinDir::prepare(&bpffs.0, 1).unwrap();
+        let bpffs = lbha_harness::BpfFs::mount().unwrap();
+        let pins = PinDir::prepare(bpffs.path(), 1).unwrap();
         let (mut first, _events, _tables) = load_with_pins(Some(&pins), Diagnostics::On).unwrap();
 
         // Every map the program uses is pinned with a declared shape, or

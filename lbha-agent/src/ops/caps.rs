@@ -475,8 +475,7 @@ mod tests {
 
     #[test]
     fn drop_in_a_child_process() {
-        if !has_setpcap() {
-            eprintln!("skipping: needs CAP_SETPCAP (run as root)");
+        if !lbha_harness::require_privilege(has_setpcap(), "CAP_SETPCAP (run as root)") {
             return;
         }
         let before = ProcCaps::of_thread().unwrap();
@@ -566,8 +565,8 @@ mod tests {
 
     #[test]
     fn kept_set_suffices_after_setup() {
-        if !has_setpcap() || std::env::var_os("LBHA_SKIP_PRIVILEGED").is_some() {
-            eprintln!("skipping: needs root (CAP_SETPCAP, CAP_SYS_ADMIN, BPF)");
+        if !lbha_harness::require_privilege(has_setpcap(), "root (CAP_SETPCAP, CAP_SYS_ADMIN, BPF)")
+        {
             return;
         }
         let bpf = bpf_capabilities();

@@ -317,27 +317,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "lbha-ops-{tag}-{}-{}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            Self(dir)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 
     fn receive(listener: &UnixDatagram) -> String {
         listener
@@ -350,8 +329,8 @@ mod tests {
 
     #[test]
     fn notifies_a_path_socket() {
-        let dir = TempDir::new("notify");
-        let path = dir.0.join("notify.sock");
+        let dir = lbha_harness::temp_dir("ops-notify").unwrap();
+        let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
         let systemd = Systemd::from_vars(|name| match name {
             "NOTIFY_SOCKET" => Some(path.clone().into_os_string()),
