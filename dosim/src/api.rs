@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::Shared;
-use crate::requests::NewRequest;
+use crate::requests::RequestRecord;
 use crate::server::{Dropped, Peer};
 use crate::state::{
     ActionRecord, ActionStatus, ApiError, ApiFault, Family, FaultsUpdate, ScriptedFault,
@@ -139,7 +139,12 @@ pub(crate) async fn handle(
         }
     };
     let mut logged = Logged {
-        seq: shared.lock().log_request(NewRequest {
+        seq: shared.lock().log_request(RequestRecord {
+            // The log's to set.
+            seq: 0,
+            received_us: 0,
+            finished_us: None,
+            status: None,
             method: method.to_string(),
             path: parts
                 .uri

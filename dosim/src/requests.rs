@@ -57,17 +57,6 @@ impl RequestRecord {
     }
 }
 
-/// What the API listener knows of a request when it arrives.
-#[derive(Clone, Debug)]
-pub struct NewRequest {
-    pub method: String,
-    pub path: String,
-    pub endpoint: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    pub caller: SocketAddr,
-}
-
 #[derive(Debug, Default)]
 pub struct RequestLog {
     records: VecDeque<RequestRecord>,
@@ -75,33 +64,19 @@ pub struct RequestLog {
 }
 
 impl RequestLog {
-    /// Logs a request that arrived at `now_us`; returns its `seq`.
-    pub fn push(&mut self, request: NewRequest, now_us: u64) -> u64 {
+    /// Logs `request`, which arrived at `now_us`; returns its `seq`. The
+    /// log sets `seq`, `received_us`, `finished_us` and `status`.
+    pub fn push(&mut self, mut request: RequestRecord, now_us: u64) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.records.len() == REQUEST_LOG_LIMIT {
             self.records.pop_front();
         }
-        let NewRequest {
-            method,
-            path,
-            endpoint,
-            headers,
-            body,
-            caller,
-        } = request;
-        self.records.push_back(RequestRecord {
-            seq,
-            method,
-            path,
-            endpoint,
-            headers,
-            body,
-            caller,
-            received_us: now_us,
-            finished_us: None,
-            status: None,
-        });
+        request.seq = seq;
+        request.received_us = now_us;
+        request.finished_us = None;
+        request.status = None;
+        self.records.push_back(request);
         seq
     }
 
@@ -150,8 +125,13 @@ pub fn max_concurrent<'a>(records: impl IntoIterator<Item = &'a RequestRecord>) 
 mod tests {
     use super::*;
 
-    fn request(method: &str, path: &str) -> NewRequest {
-        NewRequest {
+    fn request(method: &str, path: &str) -> RequestRecord {
+        RequestRecord {
+            // Set by the log.
+            seq: 99,
+            received_us: 99,
+            finished_us: Some(99),
+            status: Some("99".into()),
             method: method.into(),
             path: path.into(),
             endpoint: format!("{method} other"),

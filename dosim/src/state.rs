@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
-use crate::requests::{NewRequest, RequestLog, RequestRecord};
+use crate::requests::{RequestLog, RequestRecord};
 use crate::time::rfc3339;
 
 /// `ratelimit-limit`: DO allows 5,000 requests an hour per token.
@@ -957,8 +957,9 @@ impl State {
         }
     }
 
-    /// Logs an API request that just arrived; returns its `seq`.
-    pub fn log_request(&mut self, request: NewRequest) -> u64 {
+    /// Logs an API request that just arrived (see [`RequestLog::push`]);
+    /// returns its `seq`.
+    pub fn log_request(&mut self, request: RequestRecord) -> u64 {
         let now = self.now_us();
         self.requests.push(request, now)
     }
@@ -1082,6 +1083,12 @@ mod tests {
             caller(),
             SystemTime::now(),
         )
+    }
+
+    /// An assign of `ip` to `droplet` that the state accepts.
+    fn assign(state: &mut State, ip: &str, droplet: u64) -> ActionRecord {
+        let body = format!(r#"{{"type":"assign","droplet_id":{droplet}}}"#);
+        request(state, ip, &body).unwrap()
     }
 
     #[test]
@@ -1376,12 +1383,7 @@ mod tests {
     fn action_plans_follow_the_faults_at_request_time() {
         let mut s = state();
         // Timed (the default): no poll ends it.
-        let timed = request(
-            &mut s,
-            "203.0.113.20",
-            r#"{"type":"assign","droplet_id":1}"#,
-        )
-        .unwrap();
+        let timed = assign(&mut s, "203.0.113.20", 1);
         assert_eq!(
             s.action_plan(timed.id),
             Some(ActionPlan {
@@ -1397,12 +1399,7 @@ mod tests {
             action_errors: Some(1),
             ..Default::default()
         });
-        let errored = request(
-            &mut s,
-            "203.0.113.10",
-            r#"{"type":"assign","droplet_id":2}"#,
-        )
-        .unwrap();
+        let errored = assign(&mut s, "203.0.113.10", 2);
         assert_eq!(s.faults().action_errors, 0, "consumed by the action");
         assert!(!s.count_poll(errored.id));
         assert!(s.count_poll(errored.id), "the second poll ends it");
@@ -1416,12 +1413,7 @@ mod tests {
         assert_eq!(s.action(errored.id).unwrap().status, ActionStatus::Errored);
         assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
 
-        let next = request(
-            &mut s,
-            "203.0.113.10",
-            r#"{"type":"assign","droplet_id":2}"#,
-        )
-        .unwrap();
+        let next = assign(&mut s, "203.0.113.10", 2);
         assert!(s.action_plan(next.id).unwrap().success);
         assert!(!s.count_poll(next.id));
         assert!(s.count_poll(next.id));

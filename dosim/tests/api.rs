@@ -80,37 +80,53 @@ impl Sim {
         .await
     }
 
-    async fn sim_post(&self, path: &str, body: Value) -> Value {
-        let response = self
-            .client
+    /// `POST path` (a `/_sim/` control) without auth; the raw answer.
+    async fn sim_post_response(&self, path: &str, body: &Value) -> Response {
+        self.client
             .post(self.url(path))
-            .json(&body)
+            .json(body)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    async fn sim_post(&self, path: &str, body: Value) -> Value {
+        let response = self.sim_post_response(path, &body).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// `GET path` (a `/_sim/` control) without auth; the 200 answer's JSON.
+    async fn sim_get(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
         response.json().await.unwrap()
     }
 
     async fn state(&self) -> Value {
-        let response = self
-            .client
-            .get(self.url("/_sim/state"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.unwrap()
+        self.sim_get("/_sim/state").await
     }
 
     async fn metadata(&self, path: &str) -> (StatusCode, String) {
         metadata_from(&self.client, &self.sim, path).await
     }
 
+    /// `GET path`'s JSON.
+    async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.unwrap()
+    }
+
     /// The `status` of the action that `GET path` answers.
     async fn action_status(&self, path: &str) -> String {
-        let body: Value = self.get(path).await.json().await.unwrap();
+        let body = self.get_json(path).await;
         body["action"]["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Assigns and returns the answer's action, and its id.
+    async fn assign_action(&self, family: &str, ip: Ipv4Addr, droplet: u64) -> (Value, u64) {
+        let body: Value = self.assign(family, ip, droplet).await.json().await.unwrap();
+        let id = body["action"]["id"].as_u64().expect("an action id");
+        (body["action"].clone(), id)
     }
 
     /// Polls `GET /v2/actions/{id}` until completed; returns the action.
@@ -759,24 +775,10 @@ async fn fault_endpoint_rejects_bad_input() {
         json!({"fail_5xx": -1}),
         json!({"fail_5xx_status": 404}),
     ] {
-        let response = s
-            .client
-            .post(s.url("/_sim/faults"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = s.sim_post_response("/_sim/faults", &body).await;
         assert_eq!(response.status().as_u16(), 422, "{body}");
     }
-    let current: Value = s
-        .client
-        .get(s.url("/_sim/faults"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let current = s.sim_get("/_sim/faults").await;
     assert_eq!(current["fail_5xx"], 0);
     assert_eq!(current["retry_after_secs"], 1);
 }
@@ -849,13 +851,11 @@ async fn scripted_answers_in_order() {
     assert_eq!(holder_calls["200"], 3);
 
     // A bad script is refused whole.
-    let response = s
-        .client
-        .post(s.url("/_sim/faults"))
-        .json(&json!({"script": [{"kind": "drop"}, {"kind": "error", "status": 99, "id": "x", "message": "y"}]}))
-        .send()
-        .await
-        .unwrap();
+    let bad = json!({"script": [
+        {"kind": "drop"},
+        {"kind": "error", "status": 99, "id": "x", "message": "y"}
+    ]});
+    let response = s.sim_post_response("/_sim/faults", &bad).await;
     assert_eq!(response.status().as_u16(), 422);
     assert!(s.sim.state().faults.script.is_empty());
 }
@@ -897,14 +897,8 @@ async fn actions_end_on_a_chosen_poll() {
         json!({"complete_after_polls": 2, "pending_status": "queued"}),
     )
     .await;
-    let body: Value = s
-        .assign("floating_ips", FIP, LOCAL_DROPLET)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(body["action"]["status"], "queued");
-    let id = body["action"]["id"].as_u64().unwrap();
+    let (action, id) = s.assign_action("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(action["status"], "queued");
     assert_eq!(
         s.action_status(&format!("/v2/floating_ips/{FIP}/actions/{id}"))
             .await,
@@ -931,13 +925,7 @@ async fn actions_end_on_a_chosen_poll() {
         json!({"complete_after_polls": 1, "action_errors": 1}),
     )
     .await;
-    let body: Value = s
-        .assign("reserved_ips", FIP, REMOTE_DROPLET)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = body["action"]["id"].as_u64().unwrap();
+    let (_, id) = s.assign_action("reserved_ips", FIP, REMOTE_DROPLET).await;
     assert_eq!(
         s.action_status(&format!("/v2/reserved_ips/{FIP}/actions/{id}"))
             .await,
@@ -949,12 +937,7 @@ async fn actions_end_on_a_chosen_poll() {
         "an errored action moves nothing"
     );
     assert_eq!(s.state().await["faults"]["action_errors"], 0);
-    let ip: Value = s
-        .get(&format!("/v2/floating_ips/{FIP}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ip = s.get_json(&format!("/v2/floating_ips/{FIP}")).await;
     assert_eq!(ip["floating_ip"]["locked"], false);
 }
 
@@ -998,16 +981,8 @@ async fn request_log() {
     assert!(s.sim.started_at() + Duration::from_micros(post.received_us) <= Instant::now());
 
     // Over HTTP too.
-    let over_http: Value = s
-        .client
-        .get(s.url("/_sim/requests"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let over_http: Vec<lbha_dosim::RequestRecord> = serde_json::from_value(over_http).unwrap();
+    let over_http: Vec<lbha_dosim::RequestRecord> =
+        serde_json::from_value(s.sim_get("/_sim/requests").await).unwrap();
     assert_eq!(over_http, requests);
 
     // Overlap: two slow calls at once, then one after the other.
@@ -1057,12 +1032,7 @@ async fn holder_set_directly() {
         s.metadata("/metadata/v1/floating_ip/ipv4/active").await.1,
         "true"
     );
-    let ip: Value = s
-        .get(&format!("/v2/floating_ips/{FIP}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let ip = s.get_json(&format!("/v2/floating_ips/{FIP}")).await;
     assert_eq!(ip["floating_ip"]["droplet"]["id"], LOCAL_DROPLET);
     assert!(s.sim.state().actions.is_empty(), "no action involved");
 
@@ -1080,13 +1050,7 @@ async fn holder_set_directly() {
         json!({"ip": "198.51.100.1", "holder": null}),
         json!({"ip": FIP, "droplet": 1}),
     ] {
-        let response = s
-            .client
-            .post(s.url("/_sim/holder"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let response = s.sim_post_response("/_sim/holder", &body).await;
         assert_eq!(response.status().as_u16(), 422, "{body}");
     }
     assert_eq!(s.sim.holder(FIP), None);

@@ -675,6 +675,17 @@ mod tests {
         }
     }
 
+    /// The next `n` API calls answer 429 with `Retry-After: secs`; actions
+    /// end in the POST answer, so one successful assign is one request.
+    fn rate_limited_calls(n: u32, retry_after_secs: u64) -> FaultsUpdate {
+        FaultsUpdate {
+            rate_limit: Some(n),
+            retry_after_secs: Some(retry_after_secs),
+            complete_after_polls: Some(0),
+            ..FaultsUpdate::default()
+        }
+    }
+
     fn rate_limited(headers: &[(&str, String)]) -> ScriptedFault {
         ScriptedFault::Error {
             status: 429,
@@ -830,12 +841,7 @@ mod tests {
     #[tokio::test]
     async fn rate_limit_honours_retry_after() {
         let sim = Sim::start(None).await;
-        sim.faults(FaultsUpdate {
-            rate_limit: Some(1),
-            retry_after_secs: Some(1),
-            complete_after_polls: Some(0),
-            ..FaultsUpdate::default()
-        });
+        sim.faults(rate_limited_calls(1, 1));
         let start = Instant::now();
         client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
         let posts = sim.posts();
@@ -876,12 +882,7 @@ mod tests {
         // `Retry-After: 0` from an overloaded API must not turn the retries
         // into a busy loop that only deepens the rate limiting.
         let sim = Sim::start(None).await;
-        sim.faults(FaultsUpdate {
-            rate_limit: Some(3),
-            retry_after_secs: Some(0),
-            complete_after_polls: Some(0),
-            ..FaultsUpdate::default()
-        });
+        sim.faults(rate_limited_calls(3, 0));
         client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
         let posts = sim.posts();
         assert_eq!(posts.len(), 4);
@@ -894,11 +895,7 @@ mod tests {
     #[tokio::test]
     async fn retry_after_beyond_deadline_fails_fast() {
         let sim = Sim::start(None).await;
-        sim.faults(FaultsUpdate {
-            rate_limit: Some(1),
-            retry_after_secs: Some(60),
-            ..FaultsUpdate::default()
-        });
+        sim.faults(rate_limited_calls(1, 60));
         let start = Instant::now();
         let err = client(&sim).assign(IP, OUR_DROPLET).await.unwrap_err();
         assert!(

@@ -456,6 +456,16 @@ mod tests {
         }
     }
 
+    /// Every API call answers `delay_ms` late, so that mastership can change
+    /// while an assign is in flight; actions end on their `polls`-th poll.
+    fn slow_answers(delay_ms: u64, polls: u32) -> FaultsUpdate {
+        FaultsUpdate {
+            delay_ms: Some(delay_ms),
+            complete_after_polls: Some(polls),
+            ..FaultsUpdate::default()
+        }
+    }
+
     /// For conditions on the simulator, which the status channel does not
     /// signal.
     async fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
@@ -552,13 +562,7 @@ mod tests {
     #[tokio::test]
     async fn master_flaps_never_overlap_assigns() {
         let sim = Sim::start(None).await;
-        // Slow answers (every API call; the assigns are what matters), so
-        // that mastership flaps while an assign is in flight.
-        sim.faults(FaultsUpdate {
-            delay_ms: Some(150),
-            complete_after_polls: Some(3),
-            ..FaultsUpdate::default()
-        });
+        sim.faults(slow_answers(150, 3));
         let h = spawn(config(&sim));
         for i in 0..40u64 {
             h.set_master(i % 2 == 0);
@@ -593,13 +597,7 @@ mod tests {
     #[tokio::test]
     async fn losing_master_lets_a_running_assign_finish_without_retry() {
         let sim = Sim::start(None).await;
-        // Slow answers, so that mastership goes while the assign is in
-        // flight.
-        sim.faults(FaultsUpdate {
-            delay_ms: Some(300),
-            complete_after_polls: Some(2),
-            ..FaultsUpdate::default()
-        });
+        sim.faults(slow_answers(300, 2));
         let h = spawn(config(&sim));
         h.set_master(true);
         wait_for(&h, "assign sent", |s| s.assigns == 1).await;
