@@ -10,15 +10,20 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Extension, Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
-use axum::http::{HeaderValue, Request, Response, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::routing::{get, post};
 use hyper::body::Incoming;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::Shared;
+use crate::requests::RequestRecord;
 use crate::server::{Dropped, Peer};
-use crate::state::{ActionRecord, ApiError, ApiFault, Family, FaultsUpdate, api_endpoint};
+use crate::state::{
+    ActionRecord, ActionStatus, ApiError, ApiFault, Family, FaultsUpdate, ScriptedFault,
+    api_endpoint,
+};
 use crate::time::unix_secs;
 
 const JSON: &str = "application/json; charset=utf-8";
@@ -66,7 +71,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                               Extension(Peer(peer)): Extension<Peer>,
                               Path(ip): Path<String>,
                               body: Bytes| async move {
-                            create_action(&s, family, &ip, peer, &body)
+                            create_action(&s, family, &ip, peer, &body).await
                         },
                     ),
                 )
@@ -75,7 +80,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                     get(
                         move |State(s): State<Arc<Shared>>,
                               Path((ip, id)): Path<(String, String)>| async move {
-                            show_action(&s, Some((family, &ip)), &id)
+                            show_action(&s, Some((family, &ip)), &id).await
                         },
                     ),
                 );
@@ -85,13 +90,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v2/actions/{id}",
             get(
                 |State(s): State<Arc<Shared>>, Path(id): Path<String>| async move {
-                    show_action(&s, None, &id)
+                    show_action(&s, None, &id).await
                 },
             ),
         )
         .route("/_sim/state", get(sim_state))
         .route("/_sim/faults", post(sim_set_faults).get(sim_faults))
         .route("/_sim/reset_faults", post(sim_reset_faults))
+        .route("/_sim/requests", get(sim_requests))
+        .route("/_sim/holder", post(sim_set_holder))
         .fallback(|| async { error_response(&ApiError::not_found()) })
         .method_not_allowed_fallback(|| async {
             json_response(
@@ -102,9 +109,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
+/// Bodies bigger than this are not DO API requests; the connection is
+/// closed (a simulator need not answer 413 nicely).
+const MAX_BODY: usize = 1 << 20;
+
 /// Serves one API-listener request: `/_sim/` goes straight to the router;
-/// everything else gets the fault decided on arrival, the delay, bearer
-/// auth, then the rate-limit headers and a counter bump.
+/// everything else is logged, gets the fault decided on arrival, the delay,
+/// bearer auth, then the rate-limit headers and a counter bump.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     router: Router,
@@ -118,31 +129,98 @@ pub(crate) async fn handle(
     }
     let method = request.method().clone();
     let endpoint = api_endpoint(method.as_str(), &path);
+    // The whole body first, so the log has it before anything can fail.
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::debug!(%peer, %method, %path, %error, "reading the request body");
+            return Err(Dropped);
+        }
+    };
+    let mut logged = Logged {
+        seq: shared.lock().log_request(RequestRecord {
+            // The log's to set.
+            seq: 0,
+            received_us: 0,
+            finished_us: None,
+            status: None,
+            method: method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| path.clone(), |p| p.to_string()),
+            endpoint: endpoint.clone(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                    (name.as_str().to_owned(), value)
+                })
+                .collect(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+            caller: peer,
+        }),
+        shared: Arc::clone(&shared),
+        status: None,
+    };
+    let request = Request::from_parts(parts, Body::from(body));
+
     let (fault, delay) = shared.lock().take_api_fault();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     if fault == ApiFault::Drop {
+        logged.status = Some("dropped".into());
         shared.lock().count_api_call(endpoint, "dropped");
         shared.persist();
         tracing::info!(%peer, %method, %path, "fault: closing the connection unanswered");
         return Err(Dropped);
     }
-    let mut response = match fault {
-        ApiFault::ServerError(status) => error_response(&ApiError::server_error(status)),
+    let (mut response, extra_headers) = match &fault {
+        ApiFault::ServerError(status, message) => {
+            let mut error = ApiError::server_error(*status);
+            if let Some(message) = message {
+                error.message.clone_from(message);
+            }
+            (error_response(&error), None)
+        }
         ApiFault::RateLimited { retry_after_secs } => {
             let mut response = error_response(&ApiError::too_many_requests());
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after_secs));
-            response
+                .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            (response, None)
         }
-        ApiFault::None | ApiFault::Drop => {
-            if authorized(&request, &shared.token) {
+        ApiFault::Scripted(ScriptedFault::Error {
+            status,
+            id,
+            message,
+            headers,
+        }) => (
+            json_response(*status, &json!({ "id": id, "message": message })),
+            Some(headers),
+        ),
+        ApiFault::Scripted(ScriptedFault::Raw {
+            status,
+            body,
+            headers,
+        }) => {
+            let mut response = Response::new(Body::from(body.clone()));
+            *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            (response, Some(headers))
+        }
+        // Folded into `Drop` and the delay by `take_api_fault`.
+        ApiFault::Scripted(ScriptedFault::Drop | ScriptedFault::Delay { .. })
+        | ApiFault::None
+        | ApiFault::Drop => {
+            let response = if authorized(&request, &shared.token) {
                 router.oneshot(request).await.unwrap_or_else(|e| match e {})
             } else {
                 error_response(&ApiError::unauthorized())
-            }
+            };
+            (response, None)
         }
     };
     let status = response.status();
@@ -151,7 +229,7 @@ pub(crate) async fn handle(
         state.count_api_call(endpoint, status.as_str());
         state.consume_rate(
             unix_secs(SystemTime::now()),
-            matches!(fault, ApiFault::RateLimited { .. }),
+            status == StatusCode::TOO_MANY_REQUESTS,
         )
     };
     let headers = response.headers_mut();
@@ -159,9 +237,36 @@ pub(crate) async fn handle(
     headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_unix));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    // Validated when the script was set.
+    for (name, value) in extra_headers.into_iter().flatten() {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
+    logged.status = Some(status.as_str().to_owned());
     shared.persist();
-    tracing::debug!(%peer, %method, %path, status = status.as_u16(), ?fault, "API call");
+    tracing::debug!(%peer, %method, %path, status = status.as_u16(), fault = fault.kind(), "API call");
     Ok(response)
+}
+
+/// Ends a logged request's record when its handling ends, however it ends:
+/// answered, dropped, or abandoned because the caller went away (hyper
+/// then drops the handler), so concurrency computed from the log is right.
+struct Logged {
+    shared: Arc<Shared>,
+    seq: u64,
+    status: Option<String>,
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        self.shared
+            .lock()
+            .finish_request(self.seq, self.status.as_deref());
+    }
 }
 
 /// `Authorization: Bearer TOKEN` (scheme case-insensitive).
@@ -210,11 +315,21 @@ fn ip_json(shared: &Shared, (ip, holder, locked): (Ipv4Addr, Option<u64>, bool))
     })
 }
 
-/// The action object DO returns; `resource_type` from `family`.
-pub(crate) fn action_json(action: &ActionRecord, family: Family, region: &str) -> Value {
+/// The action object DO returns; `resource_type` from `family`, and an
+/// in-progress action's status `pending_status` when the faults set one.
+pub(crate) fn action_json(
+    action: &ActionRecord,
+    family: Family,
+    region: &str,
+    pending_status: Option<&str>,
+) -> Value {
+    let status = match pending_status {
+        Some(status) if action.status == ActionStatus::InProgress => json!(status),
+        _ => json!(action.status),
+    };
     json!({
         "id": action.id,
-        "status": action.status,
+        "status": status,
         "type": action.kind.api_type(),
         "started_at": action.started_at,
         "completed_at": action.completed_at,
@@ -253,18 +368,16 @@ fn show(shared: &Shared, family: Family, ip: &str) -> Response<Body> {
     }
 }
 
-fn create_action(
+async fn create_action(
     shared: &Arc<Shared>,
     family: Family,
     ip: &str,
     peer: SocketAddr,
     body: &[u8],
 ) -> Response<Body> {
-    let (result, region) = {
-        let mut state = shared.lock();
-        let result = state.request_action(family, ip, body, peer, SystemTime::now());
-        (result, state.region().to_owned())
-    };
+    let result = shared
+        .lock()
+        .request_action(family, ip, body, peer, SystemTime::now());
     match result {
         Ok(action) => {
             tracing::info!(
@@ -276,11 +389,13 @@ fn create_action(
                 caller_droplet = ?action.caller_droplet_id,
                 "action requested"
             );
-            crate::spawn_completion(Arc::clone(shared), action.id);
-            json_response(
-                201,
-                &json!({ "action": action_json(&action, family, &region) }),
-            )
+            let plan = shared.lock().action_plan(action.id);
+            match plan.and_then(|plan| plan.polls_left) {
+                None => crate::spawn_completion(Arc::clone(shared), action.id),
+                Some(0) => crate::finish_action(shared, action.id).await,
+                Some(_) => {}
+            }
+            render_action(shared, 201, action.id, family)
         }
         Err(e) => {
             tracing::info!(%ip, caller = %peer, status = e.status, message = %e.message, "action refused");
@@ -290,10 +405,14 @@ fn create_action(
 }
 
 /// `GET .../{ip}/actions/{id}` (the action must be on that IP) or
-/// `GET /v2/actions/{id}`.
-fn show_action(shared: &Shared, scope: Option<(Family, &str)>, id: &str) -> Response<Body> {
-    let state = shared.lock();
-    let Some(action) = id.parse().ok().and_then(|id| state.action(id)) else {
+/// `GET /v2/actions/{id}`. Counts as a poll for a `complete_after_polls`
+/// plan, which may end the action before this answer.
+async fn show_action(shared: &Shared, scope: Option<(Family, &str)>, id: &str) -> Response<Body> {
+    let found = {
+        let state = shared.lock();
+        id.parse().ok().and_then(|id| state.action(id)).cloned()
+    };
+    let Some(action) = found else {
         return error_response(&ApiError::not_found());
     };
     let family = match scope {
@@ -305,9 +424,23 @@ fn show_action(shared: &Shared, scope: Option<(Family, &str)>, id: &str) -> Resp
         }
         None => action.family,
     };
+    let completes = shared.lock().count_poll(action.id);
+    if completes {
+        crate::finish_action(shared, action.id).await;
+    }
+    render_action(shared, 200, action.id, family)
+}
+
+/// `status` with `{"action": {..}}` for action `id` as it is now.
+fn render_action(shared: &Shared, status: u16, id: u64, family: Family) -> Response<Body> {
+    let state = shared.lock();
+    let Some(action) = state.action(id) else {
+        return error_response(&ApiError::not_found());
+    };
+    let pending_status = state.faults().pending_status.as_deref();
     json_response(
-        200,
-        &json!({ "action": action_json(action, family, state.region()) }),
+        status,
+        &json!({ "action": action_json(action, family, state.region(), pending_status) }),
     )
 }
 
@@ -333,6 +466,30 @@ async fn sim_set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
     tracing::info!(?faults, "faults set");
     shared.persist();
     json_response(200, &json!(faults))
+}
+
+async fn sim_requests(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    let requests = shared.lock().requests();
+    json_response(200, &json!(requests))
+}
+
+/// The body of `POST /_sim/holder`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HolderUpdate {
+    ip: Ipv4Addr,
+    holder: Option<u64>,
+}
+
+async fn sim_set_holder(State(shared): State<Arc<Shared>>, body: Bytes) -> Response<Body> {
+    let update: HolderUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(e) => return error_response(&ApiError::unprocessable(e.to_string())),
+    };
+    if let Err(message) = crate::set_holder(&shared, update.ip, update.holder).await {
+        return error_response(&ApiError::unprocessable(message));
+    }
+    json_response(200, &json!({ "ip": update.ip, "holder": update.holder }))
 }
 
 async fn sim_reset_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {

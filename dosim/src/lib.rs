@@ -5,9 +5,12 @@
 //! * Droplets are told apart by the source address of their requests.
 //! * An action is `in-progress` for the configured delay, then `completed`;
 //!   the IP's holder changes only then.
-//! * Faults (5xx, 429, delays, connections closed unanswered, metadata
-//!   down) are injected through `POST /_sim/faults` or [`SimHandle`], and
-//!   everything that happened is in `GET /_sim/state` / [`SimHandle::state`].
+//! * Faults (scripted answers, 5xx, 429, delays, connections closed
+//!   unanswered, actions that end errored or on a chosen poll, metadata
+//!   down, slow or wrong) are injected through `POST /_sim/faults` or
+//!   [`SimHandle`], and everything that happened is in `GET /_sim/state` /
+//!   [`SimHandle::state`], each API request with its headers and body in
+//!   `GET /_sim/requests` / [`SimHandle::requests`].
 //! * With `route`, the simulator keeps `IP/32 via HOLDER` in its own network
 //!   namespace so packets to the floating IP reach the holder.
 //!
@@ -22,19 +25,25 @@
 //! | `GET /v2/{family}/{ip}` | `{"floating_ip":{..}}` (`reserved_ip` on that path) |
 //! | `GET /v2/{family}` | the list, with `links` and `meta.total` |
 //!
-//! Also on the API listener, without auth, faults or counting:
+//! Also on the API listener, without auth, faults, counting or logging:
 //! `GET /_sim/state` ([`SimState`]), `GET`/`POST /_sim/faults`
 //! ([`Faults`] / [`FaultsUpdate`]: fields given replace, others stay),
-//! `POST /_sim/reset_faults`. Faults apply to API calls only, one per call
-//! in the order drop, 5xx, 429; `delay_ms` delays every API call; `drop`
-//! closes the call's connection with no response (per call, so a pooled
-//! keep-alive connection is closed too).
+//! `POST /_sim/reset_faults`, `GET /_sim/requests` ([`RequestRecord`]s,
+//! oldest first, the last [`requests::REQUEST_LOG_LIMIT`]), and
+//! `POST /_sim/holder` `{"ip":IP,"holder":N|null}` (moves the IP at once,
+//! as another droplet would). Faults apply to API calls only, one per call
+//! in the order script (its front entry), drop, 5xx, 429; `delay_ms`
+//! delays every API call; `drop` closes the call's connection with no
+//! response (per call, so a pooled keep-alive connection is closed too).
+//! An action ends after the action delay, or, while `complete_after_polls`
+//! is set, on that status poll (0: in the POST answer).
 //!
 //! Metadata listener (no auth; text; 404 for an unknown caller):
 //! `/metadata/v1/id`, `hostname`, `region`,
 //! `/metadata/v1/{floating_ip,reserved_ip}/ipv4/{active,ip_address}`,
 //! `/metadata/v1.json`. `metadata_down` makes it answer 503,
-//! `metadata_drop` close connections unanswered.
+//! `metadata_drop` close connections unanswered, `metadata_body` answer
+//! that text, `metadata_delay_ms` answer late.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -51,6 +60,7 @@
 
 mod api;
 mod metadata;
+pub mod requests;
 pub mod route;
 mod server;
 pub mod state;
@@ -60,16 +70,17 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, bail};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use requests::{RequestRecord, max_concurrent};
 pub use state::{
     ActionKind, ActionRecord, ActionStatus, CallCounts, DropletState, Family, Faults, FaultsUpdate,
-    FloatingIpState, SimState,
+    FloatingIpState, ScriptedFault, SimState,
 };
 
 use crate::route::RouteTable;
@@ -229,37 +240,64 @@ impl Shared {
     }
 }
 
-/// Completes action `id` after the configured delay: first the route (with
-/// `route`), then the holder and status, so that a client that sees
-/// `completed` also finds the route in place.
+/// Completes action `id` after the configured delay (see [`finish_action`]).
 pub(crate) fn spawn_completion(shared: Arc<Shared>, id: u64) {
     tokio::spawn(async move {
         tokio::select! {
             () = server::stopped(shared.shutdown.clone()) => return,
             () = tokio::time::sleep(shared.action_delay) => {}
         }
-        let Some(completion) = shared.lock().completion(id) else {
-            return;
-        };
-        if let Some(routes) = &shared.routes {
-            let holder = completion.holder.map(|(_, address)| address);
-            match routes.set(completion.ip, holder).await {
-                Ok(()) => tracing::info!(ip = %completion.ip, via = ?holder, "route updated"),
-                Err(error) => {
-                    tracing::error!(%error, "route update failed");
-                    shared.lock().record_route_error(error);
-                }
+        finish_action(&shared, id).await;
+    });
+}
+
+/// Ends in-progress action `id` as planned: on success first the route
+/// (with `route`), then the holder and status, so that a client that sees
+/// `completed` also finds the route in place. Called when the delay is over,
+/// or on the poll (or POST) that a `complete_after_polls` plan ends it on.
+pub(crate) async fn finish_action(shared: &Shared, id: u64) {
+    let Some(completion) = shared.lock().completion(id) else {
+        return;
+    };
+    if completion.success
+        && let Some(routes) = &shared.routes
+    {
+        let holder = completion.holder.map(|(_, address)| address);
+        match routes.set(completion.ip, holder).await {
+            Ok(()) => tracing::info!(ip = %completion.ip, via = ?holder, "route updated"),
+            Err(error) => {
+                tracing::error!(%error, "route update failed");
+                shared.lock().record_route_error(error);
             }
         }
-        shared.lock().complete_action(id, true, SystemTime::now());
-        tracing::info!(
-            id,
-            ip = %completion.ip,
-            holder = ?completion.holder.map(|(droplet, _)| droplet),
-            "action completed"
-        );
-        shared.persist();
-    });
+    }
+    shared
+        .lock()
+        .complete_action(id, completion.success, SystemTime::now());
+    tracing::info!(
+        id,
+        ip = %completion.ip,
+        holder = ?completion.holder.map(|(droplet, _)| droplet),
+        success = completion.success,
+        "action ended"
+    );
+    shared.persist();
+}
+
+/// Moves `ip` to `holder` now (route first, as for a completed action).
+pub(crate) async fn set_holder(
+    shared: &Shared,
+    ip: Ipv4Addr,
+    holder: Option<u64>,
+) -> Result<(), String> {
+    let address = shared.lock().check_holder(ip, holder)?;
+    if let Some(routes) = &shared.routes {
+        routes.set(ip, address).await?;
+    }
+    shared.lock().set_holder(ip, holder);
+    tracing::info!(%ip, ?holder, "holder set");
+    shared.persist();
+    Ok(())
 }
 
 /// A running simulator. Dropping it stops the listeners and pending
@@ -301,6 +339,32 @@ impl SimHandle {
     /// The droplet holding `ip` now (completed actions only).
     pub fn holder(&self, ip: Ipv4Addr) -> Option<u64> {
         self.state().holder(ip)
+    }
+
+    /// What `POST /_sim/holder` does: moves `ip` to `holder` at once, as
+    /// another droplet (or the DO console) would, without an action.
+    pub async fn set_holder(&self, ip: Ipv4Addr, holder: Option<u64>) -> anyhow::Result<()> {
+        set_holder(&self.shared, ip, holder)
+            .await
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// What `GET /_sim/requests` returns: the API requests, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests()
+    }
+
+    /// The API requests with `method` whose path starts with `path_prefix`.
+    pub fn requests_to(&self, method: &str, path_prefix: &str) -> Vec<RequestRecord> {
+        let mut requests = self.requests();
+        requests.retain(|r| r.is(method, path_prefix));
+        requests
+    }
+
+    /// The instant `uptime_ms` and [`RequestRecord::received_us`] count
+    /// from, to compare them with the caller's clock.
+    pub fn started_at(&self) -> Instant {
+        self.shared.lock().started_at()
     }
 
     /// What `POST /_sim/faults` does; returns the faults now in force.

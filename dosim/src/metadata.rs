@@ -130,8 +130,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     router.fallback(|| async { not_found() }).with_state(shared)
 }
 
-/// Serves one metadata request, unless `metadata_drop` (close unanswered)
-/// or `metadata_down` (503) says otherwise.
+/// Serves one metadata request, unless `metadata_drop` (close unanswered),
+/// `metadata_down` (503) or `metadata_body` (that text) says otherwise;
+/// after `metadata_delay_ms`, whichever it is.
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     router: Router,
@@ -145,17 +146,31 @@ pub(crate) async fn handle(
         request.method(),
         PATHS.iter().find(|p| **p == path).unwrap_or(&"other")
     );
-    let faults = shared.lock().faults().clone();
-    if faults.metadata_drop {
+    let (drop, down, delay_ms, body) = {
+        let state = shared.lock();
+        let faults = state.faults();
+        (
+            faults.metadata_drop,
+            faults.metadata_down,
+            faults.metadata_delay_ms,
+            faults.metadata_body.clone(),
+        )
+    };
+    if delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+    }
+    if drop {
         shared.lock().count_metadata_call(endpoint, "dropped");
         shared.persist();
         return Err(Dropped);
     }
-    let response = if faults.metadata_down {
+    let response = if down {
         text(
             StatusCode::SERVICE_UNAVAILABLE,
             "503 Service Unavailable\n".into(),
         )
+    } else if let Some(body) = body {
+        text(StatusCode::OK, body)
     } else {
         router.oneshot(request).await.unwrap_or_else(|e| match e {})
     };

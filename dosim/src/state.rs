@@ -1,13 +1,16 @@
 //! The simulator's state machine: droplets, floating IPs and their holders,
-//! actions, faults, rate-limit window and call counters. Pure (no I/O), so
-//! every rule is unit-tested here; the HTTP layers only translate.
+//! actions and how they will end, faults, rate-limit window, call counters
+//! and the request log. Pure (no I/O), so every rule is unit-tested here;
+//! the HTTP layers only translate.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
+use axum::http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
+use crate::requests::{RequestLog, RequestRecord};
 use crate::time::rfc3339;
 
 /// `ratelimit-limit`: DO allows 5,000 requests an hour per token.
@@ -102,14 +105,20 @@ pub struct ActionRecord {
     pub caller_droplet_id: Option<u64>,
 }
 
-/// Current faults. Counters count down as API calls consume them.
+/// Current faults. Counters count down as API calls (or, for
+/// `action_errors`, new actions) consume them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Faults {
+    /// Answers for the next API calls, one per call, front first; they come
+    /// before every other API fault.
+    pub script: Vec<ScriptedFault>,
     /// The next n API calls answer 5xx (500, 503, 500, ... unless
     /// `fail_5xx_status` fixes one).
     pub fail_5xx: u32,
     pub fail_5xx_status: Option<u16>,
+    /// The `message` of those 5xx bodies (default: DO's for the status).
+    pub fail_5xx_message: Option<String>,
     /// The next n API calls answer 429 with `Retry-After`.
     pub rate_limit: u32,
     pub retry_after_secs: u64,
@@ -117,98 +126,247 @@ pub struct Faults {
     pub delay_ms: u64,
     /// The next n API calls get their connection closed without a response.
     pub drop: u32,
+    /// Actions requested while this is set complete on their n-th status
+    /// poll (`GET .../actions/{id}`) instead of after the action delay: 0
+    /// means already completed in the POST answer, `u32::MAX` practically
+    /// never. Lets a test decide exactly what each poll sees.
+    pub complete_after_polls: Option<u32>,
+    /// The next n actions requested end `errored` instead of `completed`
+    /// (the holder stays).
+    pub action_errors: u32,
+    /// Answers report in-progress actions with this status instead (one DO
+    /// might add); `/_sim/state` keeps the real one.
+    pub pending_status: Option<String>,
     /// The metadata service answers 503.
     pub metadata_down: bool,
     /// The metadata service closes every connection without a response
     /// (wins over `metadata_down`).
     pub metadata_drop: bool,
+    /// Every metadata answer is delayed this long (past a client's timeout,
+    /// it is a link-local address with nothing answering).
+    pub metadata_delay_ms: u64,
+    /// Every metadata answer is 200 with this text instead (a captive
+    /// portal or a proxy in the way); `metadata_drop`/`_down` win.
+    pub metadata_body: Option<String>,
 }
 
 impl Default for Faults {
     fn default() -> Self {
         Self {
+            script: Vec::new(),
             fail_5xx: 0,
             fail_5xx_status: None,
+            fail_5xx_message: None,
             rate_limit: 0,
             retry_after_secs: 1,
             delay_ms: 0,
             drop: 0,
+            complete_after_polls: None,
+            action_errors: 0,
+            pending_status: None,
             metadata_down: false,
             metadata_drop: false,
+            metadata_delay_ms: 0,
+            metadata_body: None,
         }
     }
 }
 
+/// One scripted answer to one API call (`script` in [`Faults`]), as JSON
+/// `{"kind": "error", "status": 404, ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ScriptedFault {
+    /// Close the connection without answering.
+    Drop,
+    /// Serve the call as usual, this much later (on top of `delay_ms`).
+    Delay { ms: u64 },
+    /// Answer `status` with DO's error body `{"id", "message"}`.
+    /// `headers` are set last, so they replace the simulator's own (a
+    /// `ratelimit-remaining: 0` on a 429, say); no `Retry-After` unless
+    /// given.
+    Error {
+        status: u16,
+        id: String,
+        message: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    },
+    /// Answer `status` with `body` verbatim: what a proxy or a changed API
+    /// might send, not DO's JSON or not the shape the request expects.
+    /// `headers` as for `error`.
+    Raw {
+        status: u16,
+        body: String,
+        #[serde(default)]
+        headers: BTreeMap<String, String>,
+    },
+}
+
+impl ScriptedFault {
+    /// DO's error answer `status` with `id` and `message`, no extra headers.
+    pub fn error(status: u16, id: &str, message: &str) -> Self {
+        ScriptedFault::Error {
+            status,
+            id: id.to_owned(),
+            message: message.to_owned(),
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// What a log line may say about it: the kind only, since bodies and
+    /// headers are whatever the test put there (an echoed token, say).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ScriptedFault::Drop => "drop",
+            ScriptedFault::Delay { .. } => "delay",
+            ScriptedFault::Error { .. } => "error",
+            ScriptedFault::Raw { .. } => "raw",
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let (status, headers) = match self {
+            ScriptedFault::Drop | ScriptedFault::Delay { .. } => return Ok(()),
+            ScriptedFault::Error {
+                status, headers, ..
+            }
+            | ScriptedFault::Raw {
+                status, headers, ..
+            } => (*status, headers),
+        };
+        // 1xx are not final answers, and hyper will not send one as such.
+        if !(200..=599).contains(&status) {
+            return Err(format!("a scripted status must be 200..=599, not {status}"));
+        }
+        for (name, value) in headers {
+            if HeaderName::from_bytes(name.as_bytes()).is_err()
+                || HeaderValue::from_str(value).is_err()
+            {
+                return Err(format!(
+                    "scripted header {name:?}: {value:?} is not valid HTTP"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A change to [`Faults`] (the body of `POST /_sim/faults`): fields given
-/// replace the current values, fields left out keep them.
+/// replace the current values, fields left out keep them (`script` is
+/// replaced whole). `POST /_sim/reset_faults` is the way back to `None`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FaultsUpdate {
+    pub script: Option<Vec<ScriptedFault>>,
     pub fail_5xx: Option<u32>,
     pub fail_5xx_status: Option<u16>,
+    pub fail_5xx_message: Option<String>,
     pub rate_limit: Option<u32>,
     pub retry_after_secs: Option<u64>,
     pub delay_ms: Option<u64>,
     pub drop: Option<u32>,
+    pub complete_after_polls: Option<u32>,
+    pub action_errors: Option<u32>,
+    pub pending_status: Option<String>,
     pub metadata_down: Option<bool>,
     pub metadata_drop: Option<bool>,
+    pub metadata_delay_ms: Option<u64>,
+    pub metadata_body: Option<String>,
 }
 
 impl FaultsUpdate {
     /// Checks values that the types allow but the simulator doesn't.
     pub fn validate(&self) -> Result<(), String> {
-        match self.fail_5xx_status {
-            Some(status) if !(500..=599).contains(&status) => {
-                Err(format!("fail_5xx_status must be 500..=599, not {status}"))
-            }
-            _ => Ok(()),
+        if let Some(status) = self.fail_5xx_status
+            && !(500..=599).contains(&status)
+        {
+            return Err(format!("fail_5xx_status must be 500..=599, not {status}"));
         }
+        self.script
+            .iter()
+            .flatten()
+            .try_for_each(ScriptedFault::validate)
     }
 }
 
 impl Faults {
     fn apply(&mut self, update: &FaultsUpdate) {
         let FaultsUpdate {
+            script,
             fail_5xx,
             fail_5xx_status,
+            fail_5xx_message,
             rate_limit,
             retry_after_secs,
             delay_ms,
             drop,
+            complete_after_polls,
+            action_errors,
+            pending_status,
             metadata_down,
             metadata_drop,
+            metadata_delay_ms,
+            metadata_body,
         } = update.clone();
         macro_rules! set {
             ($($field:ident),*) => {$( if let Some(v) = $field { self.$field = v; } )*};
         }
         set!(
+            script,
             fail_5xx,
             rate_limit,
             retry_after_secs,
             delay_ms,
             drop,
+            action_errors,
             metadata_down,
-            metadata_drop
+            metadata_drop,
+            metadata_delay_ms
         );
-        if fail_5xx_status.is_some() {
-            self.fail_5xx_status = fail_5xx_status;
+        // Optional in `Faults` too: a value given sets it.
+        macro_rules! set_some {
+            ($($field:ident),*) => {$( if $field.is_some() { self.$field = $field; } )*};
         }
+        set_some!(
+            fail_5xx_status,
+            fail_5xx_message,
+            complete_after_polls,
+            pending_status,
+            metadata_body
+        );
     }
 }
 
 /// What an API call must do instead of being served, decided (and the
 /// fault consumed) when it arrives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ApiFault {
     None,
     /// Close the connection without answering.
     Drop,
-    /// Answer this 5xx status.
-    ServerError(u16),
+    /// Answer this 5xx status, with this message if not DO's.
+    ServerError(u16, Option<String>),
     /// Answer 429 with this `Retry-After`.
     RateLimited {
         retry_after_secs: u64,
     },
+    /// The front of the script: its answer, or (`Delay`) its delay and then
+    /// the usual answer.
+    Scripted(ScriptedFault),
+}
+
+impl ApiFault {
+    /// For log lines: what kind of fault, never what it sends.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApiFault::None => "none",
+            ApiFault::Drop => "drop",
+            ApiFault::ServerError(..) => "5xx",
+            ApiFault::RateLimited { .. } => "429",
+            ApiFault::Scripted(scripted) => scripted.kind(),
+        }
+    }
 }
 
 /// A DO error response: status, `id` and `message`.
@@ -360,6 +518,18 @@ pub struct Completion {
     pub ip: Ipv4Addr,
     /// The new holder and its address; `None` when the IP ends unassigned.
     pub holder: Option<(u64, IpAddr)>,
+    /// `completed` (the holder changes) or `errored` (nothing changes).
+    pub success: bool,
+}
+
+/// How an action will end, fixed when it is requested from the faults then
+/// in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionPlan {
+    /// `None`: after the action delay; `Some(n)`: on its n-th status poll
+    /// from now (0: at once).
+    pub polls_left: Option<u32>,
+    pub success: bool,
 }
 
 pub struct State {
@@ -368,6 +538,9 @@ pub struct State {
     droplets: BTreeMap<u64, IpAddr>,
     ips: BTreeMap<Ipv4Addr, IpEntry>,
     actions: Vec<ActionRecord>,
+    /// By action id.
+    plans: BTreeMap<u64, ActionPlan>,
+    requests: RequestLog,
     api_calls: CallCounts,
     metadata_calls: CallCounts,
     faults: Faults,
@@ -433,6 +606,8 @@ impl State {
             droplets: by_id,
             ips,
             actions: Vec::new(),
+            plans: BTreeMap::new(),
+            requests: RequestLog::default(),
             api_calls: CallCounts::new(),
             metadata_calls: CallCounts::new(),
             faults: Faults::default(),
@@ -449,6 +624,16 @@ impl State {
     /// Milliseconds since start, monotonic.
     pub fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
+    }
+
+    /// Microseconds since start, monotonic (request times).
+    pub fn now_us(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    /// What `uptime_ms` and request times count from.
+    pub fn started_at(&self) -> Instant {
+        self.start
     }
 
     /// The droplet whose address `address` is.
@@ -571,7 +756,69 @@ impl State {
         if let Some(entry) = self.ips.get_mut(&ip) {
             entry.pending = Some(id);
         }
+        let success = if self.faults.action_errors > 0 {
+            self.faults.action_errors -= 1;
+            false
+        } else {
+            true
+        };
+        self.plans.insert(
+            id,
+            ActionPlan {
+                polls_left: self.faults.complete_after_polls,
+                success,
+            },
+        );
         Ok(record)
+    }
+
+    /// How action `id` will end.
+    pub fn action_plan(&self, id: u64) -> Option<ActionPlan> {
+        self.plans.get(&id).copied()
+    }
+
+    /// Counts a status poll of action `id`; true when this is the poll its
+    /// plan completes it on (the caller then completes it before answering).
+    pub fn count_poll(&mut self, id: u64) -> bool {
+        let in_progress = self
+            .action(id)
+            .is_some_and(|a| a.status == ActionStatus::InProgress);
+        match self.plans.get_mut(&id) {
+            Some(ActionPlan {
+                polls_left: Some(left),
+                ..
+            }) if in_progress && *left > 0 => {
+                *left -= 1;
+                *left == 0
+            }
+            _ => false,
+        }
+    }
+
+    /// Checks that `ip` is a floating IP and `holder` (if any) a droplet;
+    /// returns the holder's address, for the route.
+    pub fn check_holder(
+        &self,
+        ip: Ipv4Addr,
+        holder: Option<u64>,
+    ) -> Result<Option<IpAddr>, String> {
+        if !self.ips.contains_key(&ip) {
+            return Err(format!("{ip} is not a floating IP"));
+        }
+        holder
+            .map(|id| {
+                self.droplet_address(id)
+                    .ok_or_else(|| format!("droplet {id} is not configured"))
+            })
+            .transpose()
+    }
+
+    /// Moves `ip` to `holder` at once, as another droplet's assign or the
+    /// DO console would; an action pending on it still ends as planned.
+    pub fn set_holder(&mut self, ip: Ipv4Addr, holder: Option<u64>) {
+        if let Some(entry) = self.ips.get_mut(&ip) {
+            entry.holder = holder;
+        }
     }
 
     /// What completing in-progress action `id` will change.
@@ -590,6 +837,7 @@ impl State {
         Some(Completion {
             ip: action.ip,
             holder,
+            success: self.plans.get(&id).is_none_or(|plan| plan.success),
         })
     }
 
@@ -645,12 +893,23 @@ impl State {
     }
 
     /// Decides (and consumes) the fault for an API call that just arrived,
-    /// and returns the delay to apply before answering. One fault per call,
-    /// first drop, then 5xx, then 429.
+    /// and returns the delay to apply before answering. One fault per call:
+    /// the front of the script, else drop, then 5xx, then 429. A scripted
+    /// `drop` is [`ApiFault::Drop`] and a scripted `delay` adds to the
+    /// delay, so only scripted answers are [`ApiFault::Scripted`].
     pub fn take_api_fault(&mut self) -> (ApiFault, Duration) {
         let faults = &mut self.faults;
-        let delay = Duration::from_millis(faults.delay_ms);
-        let fault = if faults.drop > 0 {
+        let mut delay = Duration::from_millis(faults.delay_ms);
+        let fault = if !faults.script.is_empty() {
+            match faults.script.remove(0) {
+                ScriptedFault::Drop => ApiFault::Drop,
+                ScriptedFault::Delay { ms } => {
+                    delay = delay.saturating_add(Duration::from_millis(ms));
+                    ApiFault::None
+                }
+                answer => ApiFault::Scripted(answer),
+            }
+        } else if faults.drop > 0 {
             faults.drop -= 1;
             ApiFault::Drop
         } else if faults.fail_5xx > 0 {
@@ -664,7 +923,7 @@ impl State {
                         503
                     });
             self.fail_5xx_served += 1;
-            ApiFault::ServerError(status)
+            ApiFault::ServerError(status, faults.fail_5xx_message.clone())
         } else if faults.rate_limit > 0 {
             faults.rate_limit -= 1;
             ApiFault::RateLimited {
@@ -696,6 +955,25 @@ impl State {
             },
             reset_unix: rate.start_unix + RATE_WINDOW_SECS,
         }
+    }
+
+    /// Logs an API request that just arrived (see [`RequestLog::push`]);
+    /// returns its `seq`.
+    pub fn log_request(&mut self, request: RequestRecord) -> u64 {
+        let now = self.now_us();
+        self.requests.push(request, now)
+    }
+
+    /// Notes that request `seq` was answered with `status` (`None`: the
+    /// caller went away first).
+    pub fn finish_request(&mut self, seq: u64, status: Option<&str>) {
+        let now = self.now_us();
+        self.requests.finish(seq, status, now);
+    }
+
+    /// The logged API requests, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.requests.records()
     }
 
     pub fn count_api_call(&mut self, endpoint: String, status: &str) {
@@ -807,6 +1085,12 @@ mod tests {
         )
     }
 
+    /// An assign of `ip` to `droplet` that the state accepts.
+    fn assign(state: &mut State, ip: &str, droplet: u64) -> ActionRecord {
+        let body = format!(r#"{{"type":"assign","droplet_id":{droplet}}}"#);
+        request(state, ip, &body).unwrap()
+    }
+
     #[test]
     fn config_is_checked() {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
@@ -836,7 +1120,8 @@ mod tests {
             completion,
             Completion {
                 ip: IP,
-                holder: Some((2, "192.0.2.12".parse().unwrap()))
+                holder: Some((2, "192.0.2.12".parse().unwrap())),
+                success: true,
             }
         );
         s.complete_action(action.id, true, SystemTime::now());
@@ -963,9 +1248,9 @@ mod tests {
             faults,
             vec![
                 (ApiFault::Drop, d),
-                (ApiFault::ServerError(500), d),
-                (ApiFault::ServerError(503), d),
-                (ApiFault::ServerError(500), d),
+                (ApiFault::ServerError(500, None), d),
+                (ApiFault::ServerError(503, None), d),
+                (ApiFault::ServerError(500, None), d),
                 (
                     ApiFault::RateLimited {
                         retry_after_secs: 7
@@ -980,7 +1265,7 @@ mod tests {
             fail_5xx_status: Some(502),
             ..Default::default()
         });
-        assert_eq!(s.take_api_fault().0, ApiFault::ServerError(502));
+        assert_eq!(s.take_api_fault().0, ApiFault::ServerError(502, None));
         assert_eq!(s.faults().delay_ms, 5, "untouched fields keep their value");
         s.reset_faults();
         assert_eq!(s.faults(), &Faults::default());
@@ -999,6 +1284,167 @@ mod tests {
             serde_json::from_str(r#"{"fail_5xx":2,"metadata_down":true}"#).unwrap();
         assert_eq!(parsed.fail_5xx, Some(2));
         assert_eq!(parsed.metadata_down, Some(true));
+    }
+
+    #[test]
+    fn script_comes_first_and_is_consumed_in_order() {
+        let mut s = state();
+        let not_found = ScriptedFault::error(404, "not_found", "gone");
+        let raw = ScriptedFault::Raw {
+            status: 200,
+            body: "<html>".into(),
+            headers: BTreeMap::new(),
+        };
+        s.update_faults(&FaultsUpdate {
+            script: Some(vec![
+                ScriptedFault::Drop,
+                ScriptedFault::Delay { ms: 40 },
+                not_found.clone(),
+                raw.clone(),
+            ]),
+            fail_5xx: Some(1),
+            fail_5xx_message: Some("upstream down".into()),
+            delay_ms: Some(5),
+            ..Default::default()
+        });
+        let d = Duration::from_millis(5);
+        let faults: Vec<_> = (0..6).map(|_| s.take_api_fault()).collect();
+        assert_eq!(
+            faults,
+            vec![
+                (ApiFault::Drop, d),
+                (ApiFault::None, Duration::from_millis(45)),
+                (ApiFault::Scripted(not_found), d),
+                (ApiFault::Scripted(raw), d),
+                (ApiFault::ServerError(500, Some("upstream down".into())), d),
+                (ApiFault::None, d),
+            ]
+        );
+        assert!(s.faults().script.is_empty());
+        assert_eq!(
+            s.faults().fail_5xx_message.as_deref(),
+            Some("upstream down"),
+            "kept for later 5xx until reset"
+        );
+    }
+
+    #[test]
+    fn script_validation_and_json() {
+        let parsed: FaultsUpdate = serde_json::from_str(
+            r#"{"script": [
+                {"kind": "drop"},
+                {"kind": "delay", "ms": 7},
+                {"kind": "error", "status": 429, "id": "too_many_requests", "message": "slow down",
+                 "headers": {"ratelimit-remaining": "0"}},
+                {"kind": "raw", "status": 200, "body": "not json"}
+            ]}"#,
+        )
+        .unwrap();
+        let script = parsed.script.clone().unwrap();
+        assert_eq!(script.len(), 4);
+        assert_eq!(script[1], ScriptedFault::Delay { ms: 7 });
+        assert!(
+            matches!(&script[2], ScriptedFault::Error { status: 429, headers, .. }
+                if headers["ratelimit-remaining"] == "0")
+        );
+        assert!(parsed.validate().is_ok());
+        let kinds: Vec<_> = script.iter().map(ScriptedFault::kind).collect();
+        assert_eq!(kinds, ["drop", "delay", "error", "raw"]);
+        for bad in [
+            r#"{"script": [{"kind": "explode"}]}"#,
+            r#"{"script": [{"kind": "delay", "ms": 1, "extra": 1}]}"#,
+            r#"{"script": [{"kind": "error", "status": 500}]}"#,
+        ] {
+            assert!(serde_json::from_str::<FaultsUpdate>(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            ScriptedFault::error(100, "x", "y"),
+            ScriptedFault::error(600, "x", "y"),
+            ScriptedFault::Raw {
+                status: 200,
+                body: String::new(),
+                headers: BTreeMap::from([("bad name".into(), "v".into())]),
+            },
+            ScriptedFault::Raw {
+                status: 200,
+                body: String::new(),
+                headers: BTreeMap::from([("x-ok".into(), "line\nbreak".into())]),
+            },
+        ] {
+            let update = FaultsUpdate {
+                script: Some(vec![bad.clone()]),
+                ..Default::default()
+            };
+            assert!(update.validate().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn action_plans_follow_the_faults_at_request_time() {
+        let mut s = state();
+        // Timed (the default): no poll ends it.
+        let timed = assign(&mut s, "203.0.113.20", 1);
+        assert_eq!(
+            s.action_plan(timed.id),
+            Some(ActionPlan {
+                polls_left: None,
+                success: true
+            })
+        );
+        assert!(!s.count_poll(timed.id));
+        s.complete_action(timed.id, true, SystemTime::now());
+
+        s.update_faults(&FaultsUpdate {
+            complete_after_polls: Some(2),
+            action_errors: Some(1),
+            ..Default::default()
+        });
+        let errored = assign(&mut s, "203.0.113.10", 2);
+        assert_eq!(s.faults().action_errors, 0, "consumed by the action");
+        assert!(!s.count_poll(errored.id));
+        assert!(s.count_poll(errored.id), "the second poll ends it");
+        let completion = s.completion(errored.id).unwrap();
+        assert!(!completion.success);
+        s.complete_action(errored.id, completion.success, SystemTime::now());
+        assert!(
+            !s.count_poll(errored.id),
+            "ended actions are not polled to an end"
+        );
+        assert_eq!(s.action(errored.id).unwrap().status, ActionStatus::Errored);
+        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
+
+        let next = assign(&mut s, "203.0.113.10", 2);
+        assert!(s.action_plan(next.id).unwrap().success);
+        assert!(!s.count_poll(next.id));
+        assert!(s.count_poll(next.id));
+        assert!(s.completion(next.id).unwrap().success);
+
+        // A refused request consumes nothing.
+        s.update_faults(&FaultsUpdate {
+            action_errors: Some(1),
+            ..Default::default()
+        });
+        request(&mut s, "203.0.113.10", r#"{"type":"resize"}"#).unwrap_err();
+        assert_eq!(s.faults().action_errors, 1);
+    }
+
+    #[test]
+    fn holder_can_be_set_directly() {
+        let mut s = state();
+        assert_eq!(
+            s.check_holder(IP, Some(2)),
+            Ok(Some("192.0.2.12".parse().unwrap()))
+        );
+        assert_eq!(s.check_holder(IP, None), Ok(None));
+        assert!(s.check_holder(IP, Some(9)).is_err());
+        assert!(
+            s.check_holder(Ipv4Addr::new(198, 51, 100, 1), None)
+                .is_err()
+        );
+        s.set_holder(IP, Some(2));
+        assert_eq!(s.held_by(2), vec![IP]);
+        s.set_holder(IP, None);
+        assert_eq!(s.floating_ip("203.0.113.10").unwrap().1, None);
     }
 
     #[test]

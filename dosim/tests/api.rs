@@ -131,6 +131,36 @@ impl Sim {
         response.json().await.unwrap()
     }
 
+    /// `POST path` (a `/_sim/` control) without auth; the raw answer.
+    async fn sim_post_response(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` (a `/_sim/` control) without auth; the 200 answer's JSON.
+    async fn sim_get(&self, path: &str) -> Value {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().await.unwrap()
+    }
+
+    /// The `status` of the action that `GET path` answers.
+    async fn action_status(&self, path: &str) -> String {
+        let body = self.get_json(path).await;
+        body["action"]["status"].as_str().unwrap().to_owned()
+    }
+
+    /// Assigns and returns the answer's action, and its id.
+    async fn assign_action(&self, family: &str, ip: Ipv4Addr, droplet: u64) -> (Value, u64) {
+        let body: Value = self.assign(family, ip, droplet).await.json().await.unwrap();
+        let id = body["action"]["id"].as_u64().expect("an action id");
+        (body["action"].clone(), id)
+    }
+
     async fn metadata(&self, path: &str) -> (StatusCode, String) {
         metadata_from(&self.client, &self.sim, path).await
     }
@@ -925,4 +955,309 @@ fn binary_serves_and_exits_on_sigterm() {
         .status()
         .unwrap();
     assert!(!bad.success());
+}
+
+#[tokio::test]
+async fn scripted_answers_in_order() {
+    let s = sim(50).await;
+    let faults = s
+        .sim_post(
+            "/_sim/faults",
+            json!({"script": [
+                {"kind": "error", "status": 429, "id": "too_many_requests", "message": "slow down",
+                 "headers": {"ratelimit-remaining": "0", "ratelimit-reset": "123"}},
+                {"kind": "raw", "status": 200, "body": "<html>portal</html>",
+                 "headers": {"content-type": "text/html"}},
+                {"kind": "drop"},
+                {"kind": "delay", "ms": 300},
+                {"kind": "error", "status": 422, "id": "unprocessable_entity",
+                 "message": "Floating IP already has a pending event."}
+            ]}),
+        )
+        .await;
+    assert_eq!(faults["script"].as_array().unwrap().len(), 5);
+    let path = format!("/v2/floating_ips/{FIP}");
+
+    let limited = s.get(&path).await;
+    assert!(limited.headers().get("retry-after").is_none());
+    assert_eq!(header(&limited, "ratelimit-remaining"), "0");
+    assert_eq!(header(&limited, "ratelimit-reset"), "123");
+    assert_eq!(header(&limited, "ratelimit-limit"), "5000");
+    assert_eq!(limited.status().as_u16(), 429);
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"id": "too_many_requests", "message": "slow down"})
+    );
+
+    let raw = s.get(&path).await;
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert_eq!(header(&raw, "content-type"), "text/html");
+    assert_eq!(raw.text().await.unwrap(), "<html>portal</html>");
+
+    let dropped = s.client.get(s.url(&path)).bearer_auth(TOKEN).send().await;
+    assert!(dropped.is_err());
+
+    let started = Instant::now();
+    let late = s.get(&path).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let body: Value = late.json().await.unwrap();
+    assert_eq!(body["floating_ip"]["droplet"]["id"], REMOTE_DROPLET);
+
+    // Scripted answers come before auth and create no action.
+    let refused = s
+        .client
+        .post(s.url(&format!("{path}/actions")))
+        .json(&json!({"type": "assign", "droplet_id": 1}))
+        .send()
+        .await
+        .unwrap();
+    let message = assert_error(refused, 422, "unprocessable_entity").await;
+    assert_eq!(message, "Floating IP already has a pending event.");
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+
+    let state = s.sim.state();
+    assert!(state.actions.is_empty());
+    assert!(state.faults.script.is_empty());
+    let holder_calls = &state.api_calls["GET /v2/floating_ips/{ip}"];
+    assert_eq!(holder_calls["429"], 1);
+    assert_eq!(holder_calls["dropped"], 1);
+    assert_eq!(holder_calls["200"], 3);
+
+    // A bad script is refused whole.
+    let bad = json!({"script": [
+        {"kind": "drop"},
+        {"kind": "error", "status": 99, "id": "x", "message": "y"}
+    ]});
+    let response = s.sim_post_response("/_sim/faults", &bad).await;
+    assert_eq!(response.status().as_u16(), 422);
+    assert!(s.sim.state().faults.script.is_empty());
+}
+
+#[tokio::test]
+async fn fault_5xx_message() {
+    let s = sim(50).await;
+    s.sim_post(
+        "/_sim/faults",
+        json!({"fail_5xx": 2, "fail_5xx_status": 502, "fail_5xx_message": "upstream down"}),
+    )
+    .await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    for _ in 0..2 {
+        let message = assert_error(s.get(&path).await, 502, "bad_gateway").await;
+        assert_eq!(message, "upstream down");
+    }
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn actions_end_on_a_chosen_poll() {
+    // A long delay: only polls end these actions.
+    let s = sim(60_000).await;
+    s.sim_post("/_sim/faults", json!({"complete_after_polls": 0}))
+        .await;
+    let response = s.assign("floating_ips", OTHER_FIP, LOCAL_DROPLET).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["action"]["status"], "completed",
+        "ended in the POST answer"
+    );
+    assert!(body["action"]["completed_at"].is_string());
+    assert_eq!(s.sim.holder(OTHER_FIP), Some(LOCAL_DROPLET));
+
+    s.sim_post(
+        "/_sim/faults",
+        json!({"complete_after_polls": 2, "pending_status": "queued"}),
+    )
+    .await;
+    let (action, id) = s.assign_action("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(action["status"], "queued");
+    assert_eq!(
+        s.action_status(&format!("/v2/floating_ips/{FIP}/actions/{id}"))
+            .await,
+        "queued"
+    );
+    // The real status stays in the state.
+    assert_eq!(
+        s.sim.state().actions[1].status,
+        lbha_dosim::ActionStatus::InProgress
+    );
+    assert_eq!(s.sim.holder(FIP), Some(REMOTE_DROPLET));
+    assert_eq!(
+        s.action_status(&format!("/v2/actions/{id}")).await,
+        "completed"
+    );
+    assert_eq!(s.sim.holder(FIP), Some(LOCAL_DROPLET));
+    assert_eq!(
+        s.action_status(&format!("/v2/actions/{id}")).await,
+        "completed"
+    );
+
+    s.sim_post(
+        "/_sim/faults",
+        json!({"complete_after_polls": 1, "action_errors": 1}),
+    )
+    .await;
+    let (_, id) = s.assign_action("reserved_ips", FIP, REMOTE_DROPLET).await;
+    assert_eq!(
+        s.action_status(&format!("/v2/reserved_ips/{FIP}/actions/{id}"))
+            .await,
+        "errored"
+    );
+    assert_eq!(
+        s.sim.holder(FIP),
+        Some(LOCAL_DROPLET),
+        "an errored action moves nothing"
+    );
+    assert_eq!(s.state().await["faults"]["action_errors"], 0);
+    let ip = s.get_json(&format!("/v2/floating_ips/{FIP}")).await;
+    assert_eq!(ip["floating_ip"]["locked"], false);
+}
+
+#[tokio::test]
+async fn request_log() {
+    let s = sim(50).await;
+    s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    s.get(&format!("/v2/floating_ips/{FIP}?page=1")).await;
+    s.state().await;
+    s.metadata("/metadata/v1/id").await;
+    s.client
+        .get(s.url("/v2/floating_ips"))
+        .send()
+        .await
+        .unwrap();
+
+    let requests = s.sim.requests();
+    assert_eq!(requests.len(), 3, "API calls only: {requests:?}");
+    let post = &requests[0];
+    assert_eq!(post.seq, 0);
+    assert_eq!(post.method, "POST");
+    assert_eq!(post.path, format!("/v2/floating_ips/{FIP}/actions"));
+    assert_eq!(post.endpoint, "POST /v2/floating_ips/{ip}/actions");
+    assert_eq!(
+        post.header("authorization"),
+        Some(&*format!("Bearer {TOKEN}"))
+    );
+    assert_eq!(post.header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_str(&post.body).unwrap();
+    assert_eq!(body, json!({"type": "assign", "droplet_id": LOCAL_DROPLET}));
+    assert_eq!(post.status.as_deref(), Some("201"));
+    assert_eq!(post.caller.ip(), IpAddr::from([127, 0, 0, 1]));
+    assert!(post.finished_us.unwrap() >= post.received_us);
+    assert_eq!(requests[1].path, format!("/v2/floating_ips/{FIP}?page=1"));
+    assert!(requests[1].received_us >= post.finished_us.unwrap());
+    assert_eq!(requests[2].header("authorization"), None);
+    assert_eq!(requests[2].status.as_deref(), Some("401"));
+    assert_eq!(s.sim.requests_to("GET", "/v2/floating_ips").len(), 2);
+    assert_eq!(s.sim.requests_to("POST", "/v2/").len(), 1);
+    // Times are on the simulator's clock, which started before any request.
+    assert!(s.sim.started_at() + Duration::from_micros(post.received_us) <= Instant::now());
+
+    // Over HTTP too.
+    let over_http: Vec<lbha_dosim::RequestRecord> =
+        serde_json::from_value(s.sim_get("/_sim/requests").await).unwrap();
+    assert_eq!(over_http, requests);
+
+    // Overlap: two slow calls at once, then one after the other.
+    s.sim_post("/_sim/faults", json!({"delay_ms": 200})).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    tokio::join!(s.get(&path), s.get(&path));
+    let together = s.sim.requests();
+    assert_eq!(lbha_dosim::max_concurrent(&together[3..]), 2);
+    s.get(&path).await;
+    s.get(&path).await;
+    let apart = s.sim.requests();
+    assert_eq!(lbha_dosim::max_concurrent(&apart[5..]), 1);
+
+    // A caller that gives up long before the answer still ends its record
+    // (its handling is dropped with the connection).
+    s.sim_post(
+        "/_sim/faults",
+        json!({"delay_ms": 0, "script": [{"kind": "delay", "ms": 60_000}]}),
+    )
+    .await;
+    let impatient = Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    impatient
+        .get(s.url(&path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap_err();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = s.sim.requests().pop().unwrap();
+    assert!(last.finished_us.is_some(), "{last:?}");
+    assert_eq!(last.status, None, "never answered");
+}
+
+#[tokio::test]
+async fn holder_set_directly() {
+    let s = sim(50).await;
+    let answer = s
+        .sim_post("/_sim/holder", json!({"ip": FIP, "holder": LOCAL_DROPLET}))
+        .await;
+    assert_eq!(answer, json!({"ip": FIP, "holder": LOCAL_DROPLET}));
+    assert_eq!(s.sim.holder(FIP), Some(LOCAL_DROPLET));
+    assert_eq!(
+        s.metadata("/metadata/v1/floating_ip/ipv4/active").await.1,
+        "true"
+    );
+    let ip = s.get_json(&format!("/v2/floating_ips/{FIP}")).await;
+    assert_eq!(ip["floating_ip"]["droplet"]["id"], LOCAL_DROPLET);
+    assert!(s.sim.state().actions.is_empty(), "no action involved");
+
+    s.sim.set_holder(FIP, None).await.unwrap();
+    assert_eq!(s.sim.holder(FIP), None);
+    assert!(s.sim.set_holder(FIP, Some(99)).await.is_err());
+    assert!(
+        s.sim
+            .set_holder(Ipv4Addr::new(198, 51, 100, 1), None)
+            .await
+            .is_err()
+    );
+    for body in [
+        json!({"ip": FIP, "holder": 99}),
+        json!({"ip": "198.51.100.1", "holder": null}),
+        json!({"ip": FIP, "droplet": 1}),
+    ] {
+        let response = s.sim_post_response("/_sim/holder", &body).await;
+        assert_eq!(response.status().as_u16(), 422, "{body}");
+    }
+    assert_eq!(s.sim.holder(FIP), None);
+}
+
+#[tokio::test]
+async fn fault_metadata_delay_and_body() {
+    let s = sim(50).await;
+    s.sim_post("/_sim/faults", json!({"metadata_delay_ms": 300}))
+        .await;
+    let started = Instant::now();
+    assert_eq!(
+        s.metadata("/metadata/v1/id").await,
+        (StatusCode::OK, "1".into())
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    s.sim_post(
+        "/_sim/faults",
+        json!({"metadata_delay_ms": 0, "metadata_body": "<html>captive portal</html>"}),
+    )
+    .await;
+    for path in ["/metadata/v1/id", "/metadata/v1/floating_ip/ipv4/active"] {
+        assert_eq!(
+            s.metadata(path).await,
+            (StatusCode::OK, "<html>captive portal</html>".into()),
+            "{path}"
+        );
+    }
+    s.sim_post("/_sim/faults", json!({"metadata_down": true}))
+        .await;
+    assert_eq!(
+        s.metadata("/metadata/v1/id").await.0,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "down wins over the body"
+    );
 }

@@ -631,15 +631,14 @@ pub(crate) fn deadline_after(d: Duration) -> Instant {
 
 #[cfg(test)]
 mod tests {
-    use std::time::UNIX_EPOCH;
+    use std::{collections::BTreeMap, time::UNIX_EPOCH};
+
+    use lbha_dosim::{FaultsUpdate, ScriptedFault};
 
     use super::*;
-    use crate::cloud::mock::{
-        Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs, closed_port_url,
+    use crate::cloud::test_support::{
+        ALWAYS, IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, closed_port_url,
     };
-
-    /// Only ever used inside URL paths sent to the loopback mock.
-    const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
     fn opts(url: String) -> ApiOptions {
         ApiOptions {
@@ -653,31 +652,74 @@ mod tests {
         }
     }
 
-    fn client(mock: &MockDo) -> ApiClient {
-        ApiClient::new(opts(mock.url()), Secret::new(TOKEN)).unwrap()
+    fn client(sim: &Sim) -> ApiClient {
+        ApiClient::new(opts(sim.api_url()), Secret::new(TOKEN)).unwrap()
     }
 
-    fn rate_limited(headers: &[(&str, String)]) -> Fault {
-        Fault::Status {
-            code: 429,
+    /// Actions end on their `n`-th status poll (0: in the POST answer).
+    fn polls_to_complete(n: u32) -> FaultsUpdate {
+        FaultsUpdate {
+            complete_after_polls: Some(n),
+            ..FaultsUpdate::default()
+        }
+    }
+
+    /// Every API call answers `status` with DO's error body saying
+    /// `message`, until a test sets `fail_5xx` back to 0.
+    fn server_errors(status: u16, message: &str) -> FaultsUpdate {
+        FaultsUpdate {
+            fail_5xx: Some(ALWAYS),
+            fail_5xx_status: Some(status),
+            fail_5xx_message: Some(message.to_owned()),
+            ..FaultsUpdate::default()
+        }
+    }
+
+    /// The next `n` API calls answer 429 with `Retry-After: secs`; actions
+    /// end in the POST answer, so one successful assign is one request.
+    fn rate_limited_calls(n: u32, retry_after_secs: u64) -> FaultsUpdate {
+        FaultsUpdate {
+            rate_limit: Some(n),
+            retry_after_secs: Some(retry_after_secs),
+            complete_after_polls: Some(0),
+            ..FaultsUpdate::default()
+        }
+    }
+
+    fn rate_limited(headers: &[(&str, String)]) -> ScriptedFault {
+        ScriptedFault::Error {
+            status: 429,
+            id: "too_many_requests".into(),
+            message: "API Rate limit exceeded.".into(),
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
-            body: r#"{"id":"too_many_requests","message":"API Rate limit exceeded."}"#.into(),
+        }
+    }
+
+    fn raw(status: u16, body: impl Into<String>) -> ScriptedFault {
+        ScriptedFault::Raw {
+            status,
+            body: body.into(),
+            headers: BTreeMap::new(),
         }
     }
 
     #[tokio::test]
     async fn assign_lifecycle_polls_until_completed() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(3);
-        let api = client(&mock);
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(3));
+        let api = client(&sim);
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         assert_eq!(action.status, ActionStatus::InProgress);
         assert_eq!(action.kind.as_deref(), Some("assign_ip"));
-        assert_eq!(action.resource_id, Some(758604968));
-        assert_eq!(mock.holder(), None, "not moved before the action completes");
+        assert_eq!(action.resource_id, Some(u64::from(u32::from(IP))));
+        assert_eq!(
+            sim.holder(IP),
+            None,
+            "not moved before the action completes"
+        );
 
         let done = api
             .wait_action(IP, action.id, Instant::now() + Duration::from_secs(5))
@@ -686,76 +728,94 @@ mod tests {
         assert_eq!(done.id, action.id);
         assert_eq!(done.status, ActionStatus::Completed);
         assert!(done.completed_at.is_some());
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        assert_eq!(sim.assigns(), 1);
         assert_eq!(
-            mock.count(
+            sim.count(
                 "GET",
                 &format!("/v2/floating_ips/{IP}/actions/{}", action.id)
             ),
             3
         );
 
-        let post = mock
-            .requests()
-            .into_iter()
-            .find(|r| r.method == "POST")
-            .unwrap();
+        let post = sim.posts().remove(0);
         assert_eq!(post.path, format!("/v2/floating_ips/{IP}/actions"));
         let body: serde_json::Value = serde_json::from_str(&post.body).unwrap();
         assert_eq!(
             body,
             serde_json::json!({"type": "assign", "droplet_id": OUR_DROPLET})
         );
+        // The token goes in the Authorization header of every request, and
+        // nowhere else.
+        for request in sim.requests() {
+            assert_eq!(
+                request.header("authorization"),
+                Some(&*format!("Bearer {TOKEN}")),
+                "{} {}",
+                request.method,
+                request.path
+            );
+            let elsewhere = request
+                .headers
+                .iter()
+                .filter(|(name, _)| name != "authorization")
+                .any(|(_, value)| value.contains(TOKEN));
+            assert!(!elsewhere && !request.path.contains(TOKEN) && !request.body.contains(TOKEN));
+        }
+        assert_eq!(post.header("content-type"), Some("application/json"));
         assert_eq!(api.holder(IP).await.unwrap(), Some(OUR_DROPLET));
     }
 
     #[tokio::test]
     async fn holder_on_both_path_families() {
-        let mock = MockDo::start().await;
-        let floating = client(&mock);
+        let sim = Sim::start(None).await;
+        let floating = client(&sim);
         assert_eq!(floating.holder(IP).await.unwrap(), None);
-        mock.set_holder(Some(OTHER_DROPLET));
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
         assert_eq!(floating.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
 
         let reserved = ApiClient::new(
             ApiOptions {
                 path_family: PathFamily::ReservedIps,
-                ..opts(format!("{}/", mock.url()))
+                ..opts(format!("{}/", sim.api_url()))
             },
             Secret::new(TOKEN),
         )
         .unwrap();
         assert_eq!(reserved.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
         reserved.assign(IP, OUR_DROPLET).await.unwrap();
-        assert_eq!(mock.count("GET", "/v2/reserved_ips/"), 1);
+        assert_eq!(sim.count("GET", "/v2/reserved_ips/"), 1);
         assert_eq!(
-            mock.count("POST", &format!("/v2/reserved_ips/{IP}/actions")),
+            sim.count("POST", &format!("/v2/reserved_ips/{IP}/actions")),
             1
         );
     }
 
     #[tokio::test]
     async fn server_errors_are_retried_then_succeed() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
-        mock.push_fault(Fault::status(500, "server_error", "Server Error"));
-        mock.push_fault(Fault::status(503, "service_unavailable", "try later"));
-        let action = client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(0));
+        sim.script(vec![
+            ScriptedFault::error(500, "server_error", "Server Error"),
+            ScriptedFault::error(503, "service_unavailable", "try later"),
+        ]);
+        let action = client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
         assert_eq!(action.status, ActionStatus::Completed);
-        assert_eq!(mock.assigns(), 3, "two failures and the success");
+        assert_eq!(sim.assigns(), 3, "two failures and the success");
     }
 
     #[tokio::test]
     async fn dropped_connection_and_timeout_are_retried() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
-        mock.push_fault(Fault::Drop);
-        // Longer than the 500 ms request timeout.
-        mock.push_fault(Fault::Delay(Duration::from_millis(1500)));
-        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        assert_eq!(mock.assigns(), 3);
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(0));
+        sim.script(vec![
+            ScriptedFault::Drop,
+            // Longer than the 500 ms request timeout.
+            ScriptedFault::Delay { ms: 1500 },
+        ]);
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(sim.assigns(), 3);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
     }
 
     #[tokio::test]
@@ -780,41 +840,37 @@ mod tests {
 
     #[tokio::test]
     async fn rate_limit_honours_retry_after() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
-        mock.push_fault(rate_limited(&[("retry-after", "1".into())]));
+        let sim = Sim::start(None).await;
+        sim.faults(rate_limited_calls(1, 1));
         let start = Instant::now();
-        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts = mock.posts();
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts = sim.posts();
         assert_eq!(posts.len(), 2);
-        assert!(
-            posts[1].at - posts[0].at >= Duration::from_secs(1),
-            "{:?}",
-            posts[1].at - posts[0].at
-        );
+        let gap = sim.arrival(&posts[1]) - sim.arrival(&posts[0]);
+        assert!(gap >= Duration::from_secs(1), "{gap:?}");
         assert!(start.elapsed() < Duration::from_secs(3));
     }
 
     #[tokio::test]
     async fn rate_limit_uses_reset_when_remaining_is_zero() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(0));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let started = tokio::time::Instant::now();
         let reset = now.as_secs() + 2;
-        mock.push_fault(rate_limited(&[
+        sim.script(vec![rate_limited(&[
             ("ratelimit-limit", "5000".into()),
             ("ratelimit-remaining", "0".into()),
             ("ratelimit-reset", reset.to_string()),
-        ]));
-        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts = mock.posts();
+        ])]);
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts = sim.posts();
         assert_eq!(posts.len(), 2);
         // The wait runs from when the 429 came back (however slow the
         // machine was to send it) to the reset second.
-        let answered_unix = now + (posts[0].at - started);
+        let answered_unix = now + (sim.arrival(&posts[0]) - started);
         let expected_wait = Duration::from_secs(reset).saturating_sub(answered_unix);
-        let gap = posts[1].at - posts[0].at;
+        let gap = sim.arrival(&posts[1]) - sim.arrival(&posts[0]);
         assert!(
             gap + Duration::from_millis(50) >= expected_wait,
             "{gap:?} < {expected_wait:?}"
@@ -825,26 +881,23 @@ mod tests {
     async fn zero_retry_after_still_pauses() {
         // `Retry-After: 0` from an overloaded API must not turn the retries
         // into a busy loop that only deepens the rate limiting.
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
-        for _ in 0..3 {
-            mock.push_fault(rate_limited(&[("retry-after", "0".into())]));
-        }
-        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        let posts = mock.posts();
+        let sim = Sim::start(None).await;
+        sim.faults(rate_limited_calls(3, 0));
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts = sim.posts();
         assert_eq!(posts.len(), 4);
         for pair in posts.windows(2) {
-            let gap = pair[1].at - pair[0].at;
+            let gap = sim.arrival(&pair[1]) - sim.arrival(&pair[0]);
             assert!(gap >= response::MIN_RATE_LIMIT_WAIT, "{gap:?}");
         }
     }
 
     #[tokio::test]
     async fn retry_after_beyond_deadline_fails_fast() {
-        let mock = MockDo::start().await;
-        mock.push_fault(rate_limited(&[("retry-after", "60".into())]));
+        let sim = Sim::start(None).await;
+        sim.faults(rate_limited_calls(1, 60));
         let start = Instant::now();
-        let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+        let err = client(&sim).assign(IP, OUR_DROPLET).await.unwrap_err();
         assert!(
             matches!(err, ApiError::DeadlineExceeded { attempts: 1, .. }),
             "{err:?}"
@@ -856,15 +909,15 @@ mod tests {
     #[tokio::test]
     async fn pending_event_is_waited_out() {
         // The old master's assign is still running: ours must follow it.
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(0);
-        mock.push_fault(Fault::status(
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(0));
+        sim.script(vec![ScriptedFault::error(
             422,
             "unprocessable_entity",
             "Floating IP already has a pending event.",
-        ));
-        client(&mock).assign(IP, OUR_DROPLET).await.unwrap();
-        assert_eq!(mock.count("POST", "/v2/"), 2, "rejected once, then retried");
+        )]);
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        assert_eq!(sim.count("POST", "/v2/"), 2, "rejected once, then retried");
     }
 
     #[tokio::test]
@@ -882,9 +935,9 @@ mod tests {
                 "Droplet 42 could not be found.",
             ),
         ] {
-            let mock = MockDo::start().await;
-            mock.push_fault(Fault::status(code, id, message));
-            let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+            let sim = Sim::start(None).await;
+            sim.script(vec![ScriptedFault::error(code, id, message)]);
+            let err = client(&sim).assign(IP, OUR_DROPLET).await.unwrap_err();
             match &err {
                 ApiError::Rejected {
                     status,
@@ -905,27 +958,45 @@ mod tests {
                 shown.contains(&code.to_string()) && shown.contains(id) && shown.contains(message),
                 "{shown}"
             );
-            assert_eq!(mock.assigns(), 1, "{code} must not be retried");
+            assert_eq!(sim.assigns(), 1, "{code} must not be retried");
         }
     }
 
     #[tokio::test]
     async fn wrong_token_is_rejected_by_server() {
-        let mock = MockDo::start().await;
-        let api = ApiClient::new(opts(mock.url()), Secret::new("dop_v1_wrong")).unwrap();
+        let sim = Sim::start(None).await;
+        let api = ApiClient::new(opts(sim.api_url()), Secret::new("dop_v1_wrong")).unwrap();
         let err = api.holder(IP).await.unwrap_err();
         assert_eq!(err.status(), Some(401), "{err}");
-        assert_eq!(mock.requests().len(), 1);
+        assert_eq!(sim.requests().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn rejects_a_wrong_token_without_retry() {
+        let sim = Sim::start(None).await;
+        let wrong = ApiClient::new(opts(sim.api_url()), Secret::new("dop_v1_wrong")).unwrap();
+        let err = wrong.assign(IP, OUR_DROPLET).await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::Rejected { status: 401, .. }),
+            "{err:?}"
+        );
+        assert_eq!(sim.assign_actions(), 0);
+
+        let err = client(&sim)
+            .holder(Ipv4Addr::new(203, 0, 113, 99))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(404), "{err}");
     }
 
     #[tokio::test]
     async fn persistent_server_errors_exceed_the_deadline() {
-        let mock = MockDo::start().await;
-        mock.set_sticky_fault(Some(Fault::status(502, "bad_gateway", "upstream down")));
+        let sim = Sim::start(None).await;
+        sim.faults(server_errors(502, "upstream down"));
         let api = ApiClient::new(
             ApiOptions {
                 operation_deadline: Duration::from_millis(400),
-                ..opts(mock.url())
+                ..opts(sim.api_url())
             },
             Secret::new(TOKEN),
         )
@@ -945,7 +1016,14 @@ mod tests {
         }
         // Generous: only "stops near the deadline, not after many more tries" matters.
         assert!(elapsed <= Duration::from_millis(1500), "{elapsed:?}");
-        assert_eq!(mock.assigns() as u32, err_attempts(&err));
+        // The last attempt may be cut short by the deadline while its
+        // request is still on the way to the simulator: wait for it.
+        let attempts = err_attempts(&err);
+        let until = Instant::now() + Duration::from_secs(1);
+        while (sim.assigns() as u32) < attempts && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(sim.assigns() as u32, attempts);
     }
 
     fn err_attempts(e: &ApiError) -> u32 {
@@ -959,9 +1037,9 @@ mod tests {
 
     #[tokio::test]
     async fn unwanted_assign_stops_retrying() {
-        let mock = MockDo::start().await;
-        mock.set_sticky_fault(Some(Fault::status(500, "server_error", "boom")));
-        let err = client(&mock)
+        let sim = Sim::start(None).await;
+        sim.faults(server_errors(500, "boom"));
+        let err = client(&sim)
             .assign_while(IP, OUR_DROPLET, || false)
             .await
             .unwrap_err();
@@ -969,15 +1047,18 @@ mod tests {
             matches!(err, ApiError::Abandoned { attempts: 1, .. }),
             "{err:?}"
         );
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.assigns(), 1);
     }
 
     #[tokio::test]
     async fn errored_action_is_an_error() {
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(2);
-        mock.set_final_status("errored");
-        let api = client(&mock);
+        let sim = Sim::start(None).await;
+        sim.faults(FaultsUpdate {
+            complete_after_polls: Some(2),
+            action_errors: Some(1),
+            ..FaultsUpdate::default()
+        });
+        let api = client(&sim);
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         let err = api
             .wait_action(IP, action.id, Instant::now() + Duration::from_secs(5))
@@ -987,15 +1068,18 @@ mod tests {
             matches!(err, ApiError::ActionErrored { id, .. } if id == action.id),
             "{err:?}"
         );
-        assert_eq!(mock.holder(), None);
+        assert_eq!(sim.holder(IP), None);
     }
 
     #[tokio::test]
     async fn unknown_status_keeps_polling() {
-        let mock = MockDo::start().await;
-        mock.set_pending_status("queued");
-        mock.set_polls_to_complete(3);
-        let api = client(&mock);
+        let sim = Sim::start(None).await;
+        sim.faults(FaultsUpdate {
+            pending_status: Some("queued".into()),
+            complete_after_polls: Some(3),
+            ..FaultsUpdate::default()
+        });
+        let api = client(&sim);
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         assert_eq!(action.status, ActionStatus::Other("queued".into()));
         let done = api
@@ -1005,7 +1089,7 @@ mod tests {
         assert_eq!(done.status, ActionStatus::Completed);
 
         // Never finishing: the deadline ends the wait with the last status.
-        mock.set_polls_to_complete(u32::MAX);
+        sim.faults(polls_to_complete(u32::MAX));
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         let start = Instant::now();
         let err = api
@@ -1021,44 +1105,32 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_answers_are_decode_errors() {
-        let mock = MockDo::start().await;
-        mock.push_fault(Fault::Status {
-            code: 200,
-            headers: vec![],
-            body: "<html>not json</html>".into(),
-        });
-        let err = client(&mock).holder(IP).await.unwrap_err();
+        let sim = Sim::start(None).await;
+        sim.script(vec![raw(200, "<html>not json</html>")]);
+        let err = client(&sim).holder(IP).await.unwrap_err();
         assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
-        mock.push_fault(Fault::Status {
-            code: 200,
-            headers: vec![],
-            body: r#"{"floating_ip":{"droplet":{"id":"x"}}}"#.into(),
-        });
-        let err = client(&mock).holder(IP).await.unwrap_err();
+        sim.script(vec![raw(200, r#"{"floating_ip":{"droplet":{"id":"x"}}}"#)]);
+        let err = client(&sim).holder(IP).await.unwrap_err();
         assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
-        mock.push_fault(Fault::Status {
-            code: 201,
-            headers: vec![],
-            body: r#"{"action":{"status":"completed"}}"#.into(),
-        });
-        let err = client(&mock).assign(IP, OUR_DROPLET).await.unwrap_err();
+        sim.script(vec![raw(201, r#"{"action":{"status":"completed"}}"#)]);
+        let err = client(&sim).assign(IP, OUR_DROPLET).await.unwrap_err();
         assert!(matches!(err, ApiError::Decode { .. }), "{err:?}");
     }
 
     #[tokio::test]
     async fn huge_durations_do_not_panic() {
-        let mock = MockDo::start().await;
+        let sim = Sim::start(None).await;
         let api = ApiClient::new(
             ApiOptions {
                 operation_deadline: Duration::MAX,
                 request_timeout: Duration::MAX,
                 backoff_max: Duration::MAX,
-                ..opts(mock.url())
+                ..opts(sim.api_url())
             },
             Secret::new(TOKEN),
         )
         .unwrap();
-        mock.push_fault(Fault::status(500, "server_error", "once"));
+        sim.script(vec![ScriptedFault::error(500, "server_error", "once")]);
         assert_eq!(api.holder(IP).await.unwrap(), None);
     }
 
@@ -1082,32 +1154,24 @@ mod tests {
     #[tokio::test]
     async fn token_never_appears_in_errors_debug_or_logs() {
         let (_guard, logs) = capture_logs();
-        let mock = MockDo::start().await;
-        let api = client(&mock);
+        let sim = Sim::start(None).await;
+        let api = client(&sim);
         let mut errors: Vec<Box<dyn std::error::Error>> = Vec::new();
 
         // A server (or proxy) that echoes the Authorization header back.
-        mock.push_fault(Fault::status(
+        sim.script(vec![ScriptedFault::error(
             403,
             "forbidden",
             &format!("bad header Bearer {TOKEN}"),
-        ));
+        )]);
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
-        mock.push_fault(Fault::Status {
-            code: 200,
-            headers: vec![],
-            body: format!("not json {TOKEN}"),
-        });
+        sim.script(vec![raw(200, format!("not json {TOKEN}"))]);
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
-        mock.set_sticky_fault(Some(Fault::status(
-            500,
-            "server_error",
-            &format!("echo {TOKEN}"),
-        )));
+        sim.faults(server_errors(500, &format!("echo {TOKEN}")));
         let short = ApiClient::new(
             ApiOptions {
                 operation_deadline: Duration::from_millis(150),
-                ..opts(mock.url())
+                ..opts(sim.api_url())
             },
             Secret::new(TOKEN),
         )
@@ -1119,24 +1183,26 @@ mod tests {
                 .await
                 .unwrap_err(),
         ));
-        mock.set_sticky_fault(None);
-        mock.set_polls_to_complete(1);
-        mock.set_final_status("errored");
+        sim.faults(FaultsUpdate {
+            fail_5xx: Some(0),
+            complete_after_polls: Some(1),
+            action_errors: Some(1),
+            ..FaultsUpdate::default()
+        });
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         errors.push(Box::new(
             api.wait_action(IP, action.id, Instant::now() + Duration::from_secs(2))
                 .await
                 .unwrap_err(),
         ));
-        mock.set_polls_to_complete(u32::MAX);
+        sim.faults(polls_to_complete(u32::MAX));
         let action = api.assign(IP, OUR_DROPLET).await.unwrap();
         errors.push(Box::new(
             api.wait_action(IP, action.id, Instant::now() + Duration::from_millis(50))
                 .await
                 .unwrap_err(),
         ));
-        mock.push_fault(Fault::Drop);
-        mock.push_fault(Fault::Delay(Duration::from_millis(800)));
+        sim.script(vec![ScriptedFault::Drop, ScriptedFault::Delay { ms: 800 }]);
         api.holder(IP).await.unwrap();
         let refused = ApiClient::new(
             ApiOptions {
@@ -1151,7 +1217,7 @@ mod tests {
             ApiClient::new(opts("bad url".into()), Secret::new(TOKEN)).unwrap_err(),
         ));
         errors.push(Box::new(
-            ApiClient::new(opts(mock.url()), Secret::new(format!("{TOKEN}\n"))).unwrap_err(),
+            ApiClient::new(opts(sim.api_url()), Secret::new(format!("{TOKEN}\n"))).unwrap_err(),
         ));
         let request_err = reqwest::Client::new().get("http://[").build().unwrap_err();
         errors.push(Box::new(ApiError::Request {

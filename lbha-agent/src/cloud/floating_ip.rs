@@ -401,23 +401,25 @@ async fn held_by_us(ctx: &Ctx, droplet: u64) -> Option<bool> {
 
 #[cfg(test)]
 mod tests {
+    use lbha_dosim::{FaultsUpdate, ScriptedFault, max_concurrent};
+
     use super::*;
     use crate::{
         cloud::{
-            mock::{Fault, MockDo, OTHER_DROPLET, OUR_DROPLET, TOKEN, capture_logs},
             secret::Secret,
+            test_support::{
+                ALWAYS, IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, metadata_hangs,
+            },
         },
         config::{DEFAULT_API_URL, DEFAULT_METADATA_URL, TokenSource},
     };
 
-    /// Only ever used inside URL paths sent to the loopback mock.
-    const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
     const RECHECK: Duration = Duration::from_millis(100);
 
-    fn config(mock: &MockDo) -> FloatingIpConfig {
+    fn config(sim: &Sim) -> FloatingIpConfig {
         FloatingIpConfig {
-            api_url: mock.url(),
-            metadata_url: mock.url(),
+            api_url: sim.api_url(),
+            metadata_url: sim.metadata_url(),
             recheck_interval: RECHECK,
             operation_deadline: Duration::from_secs(3),
             request_timeout: Duration::from_millis(500),
@@ -454,7 +456,18 @@ mod tests {
         }
     }
 
-    /// For conditions on the mock, which the status channel does not signal.
+    /// Every API call answers `delay_ms` late, so that mastership can change
+    /// while an assign is in flight; actions end on their `polls`-th poll.
+    fn slow_answers(delay_ms: u64, polls: u32) -> FaultsUpdate {
+        FaultsUpdate {
+            delay_ms: Some(delay_ms),
+            complete_after_polls: Some(polls),
+            ..FaultsUpdate::default()
+        }
+    }
+
+    /// For conditions on the simulator, which the status channel does not
+    /// signal.
     async fn poll_until(what: &str, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(5);
         while !f() {
@@ -466,9 +479,12 @@ mod tests {
     #[tokio::test]
     async fn becoming_master_assigns_exactly_once() {
         let (_guard, logs) = capture_logs();
-        let mock = MockDo::start().await;
-        mock.set_polls_to_complete(2);
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        sim.faults(FaultsUpdate {
+            complete_after_polls: Some(2),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(config(&sim));
         h.set_master(true);
         let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
         let record = s.last_assign.clone().unwrap();
@@ -476,12 +492,12 @@ mod tests {
         assert_eq!(record.droplet_id, OUR_DROPLET);
         assert_eq!(s.holder_known, Some(true));
         assert_eq!(s.droplet_id, Some(OUR_DROPLET));
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
 
         // Several re-checks later: metadata says it is ours, no new assign.
         let checks = s.checks;
         wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.assigns(), 1);
         assert_eq!(h.status().assigns, 1);
         h.shutdown().await;
 
@@ -496,42 +512,41 @@ mod tests {
 
     #[tokio::test]
     async fn backup_leaves_the_ip_alone() {
-        let mock = MockDo::start().await;
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        let h = spawn(config(&sim));
         h.set_master(false);
         tokio::time::sleep(RECHECK * 3).await;
-        assert!(mock.requests().is_empty());
+        assert!(sim.requests().is_empty());
         assert_eq!(h.status().checks, 0);
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn holder_already_does_not_assign() {
-        let mock = MockDo::start().await;
-        mock.set_holder(Some(OUR_DROPLET));
-        let h = spawn(config(&mock));
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = spawn(config(&sim));
         h.set_master(true);
         let s = wait_for(&h, "checks", |s| s.checks >= 3).await;
         assert_eq!(s.holder_known, Some(true));
         assert_eq!(s.assigns, 0);
         assert!(
-            mock.requests().iter().all(|r| r.method == "GET"),
+            sim.requests().iter().all(|r| r.method == "GET"),
             "only look-ups, no assign: {:?}",
-            mock.requests()
+            sim.requests()
         );
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn recheck_reclaims_the_ip_once_after_a_takeover() {
-        let mock = MockDo::start().await;
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        let h = spawn(config(&sim));
         h.set_master(true);
         wait_for(&h, "first assign", |s| s.last_assign.is_some()).await;
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.assigns(), 1);
 
         // Split brain: another droplet takes the IP while we stay Master.
-        mock.set_holder(Some(OTHER_DROPLET));
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
         let s = wait_for(&h, "re-assign", |s| {
             s.assigns == 2 && !s.in_flight && s.holder_known == Some(true)
         })
@@ -539,129 +554,182 @@ mod tests {
         assert!(s.last_assign.unwrap().result.is_ok());
         let checks = h.status().checks;
         wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
-        assert_eq!(mock.assigns(), 2);
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        assert_eq!(sim.assigns(), 2);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn master_flaps_never_overlap_assigns() {
-        let mock = MockDo::start().await;
-        mock.set_post_delay(Duration::from_millis(150));
-        mock.set_polls_to_complete(3);
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        sim.faults(slow_answers(150, 3));
+        let h = spawn(config(&sim));
         for i in 0..40u64 {
             h.set_master(i % 2 == 0);
             tokio::time::sleep(Duration::from_millis(5 + (i * 7) % 30)).await;
             // Someone keeps stealing the IP, so every check wants to assign.
             if i % 5 == 0 {
-                mock.set_holder(Some(OTHER_DROPLET));
+                sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
             }
         }
         h.set_master(true);
-        mock.set_holder(Some(OTHER_DROPLET));
-        poll_until("settled on us", || mock.holder() == Some(OUR_DROPLET)).await;
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        poll_until("settled on us", || sim.holder(IP) == Some(OUR_DROPLET)).await;
         let s = wait_for(&h, "idle", |s| !s.in_flight).await;
-        assert!(mock.assigns() >= 1);
-        assert_eq!(s.assigns as usize, mock.assigns());
+        assert!(sim.assigns() >= 1);
+        assert_eq!(s.assigns as usize, sim.assigns());
         assert_eq!(
-            mock.max_concurrent_posts(),
+            max_concurrent(&sim.posts()),
             1,
             "two assign requests at once"
         );
-        assert_eq!(
-            mock.overlapping_assigns(),
-            0,
-            "assign started while another was unfinished"
-        );
+        // The simulator refuses an assign while another action on the IP
+        // is unfinished ("pending event").
+        let refused = sim
+            .posts()
+            .iter()
+            .filter(|r| r.status.as_deref() == Some("422"))
+            .count();
+        assert_eq!(refused, 0, "assign started while another was unfinished");
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn losing_master_lets_a_running_assign_finish_without_retry() {
-        let mock = MockDo::start().await;
-        mock.set_post_delay(Duration::from_millis(300));
-        mock.set_polls_to_complete(2);
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        sim.faults(slow_answers(300, 2));
+        let h = spawn(config(&sim));
         h.set_master(true);
         wait_for(&h, "assign sent", |s| s.assigns == 1).await;
         h.set_master(false);
         let s = wait_for(&h, "assign finished", |s| s.last_assign.is_some()).await;
         assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
         // Someone else takes it: as Backup we must not react.
-        mock.set_holder(Some(OTHER_DROPLET));
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
         tokio::time::sleep(RECHECK * 4).await;
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.assigns(), 1);
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn losing_master_stops_assign_retries() {
-        let mock = MockDo::start().await;
-        mock.set_sticky_fault(Some(Fault::status(503, "service_unavailable", "busy")));
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        sim.faults(FaultsUpdate {
+            fail_5xx: Some(ALWAYS),
+            fail_5xx_status: Some(503),
+            fail_5xx_message: Some("busy".into()),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(config(&sim));
         h.set_master(true);
-        poll_until("assign sent", || mock.assigns() >= 1).await;
+        poll_until("assign sent", || sim.assigns() >= 1).await;
         h.set_master(false);
         let s = wait_for(&h, "assign given up", |s| s.last_assign.is_some()).await;
         let err = s.last_assign.unwrap().result.unwrap_err();
         assert!(err.contains("abandoned"), "{err}");
-        let sent = mock.assigns();
+        let sent = sim.assigns();
         tokio::time::sleep(RECHECK * 4).await;
-        assert_eq!(mock.assigns(), sent, "retried after losing mastership");
+        assert_eq!(sim.assigns(), sent, "retried after losing mastership");
         assert_eq!(h.status().assigns, 1);
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn metadata_down_falls_back_to_the_api() {
-        let mock = MockDo::start().await;
-        mock.set_metadata_down(true);
-        mock.set_holder(Some(OTHER_DROPLET));
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(metadata_hangs());
         let h = spawn(FloatingIpConfig {
             droplet_id: Some(OUR_DROPLET),
-            ..config(&mock)
+            ..config(&sim)
         });
         h.set_master(true);
         let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
         assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(mock.holder(), Some(OUR_DROPLET));
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
         let checks = h.status().checks;
         let s = wait_for(&h, "re-checks", |s| s.checks >= checks + 2).await;
         assert_eq!(s.holder_known, Some(true));
-        assert_eq!(mock.assigns(), 1);
-        assert!(mock.count("GET", &format!("/v2/floating_ips/{IP}")) >= 3);
+        assert_eq!(sim.assigns(), 1);
+        assert!(sim.count("GET", &format!("/v2/floating_ips/{IP}")) >= 3);
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn metadata_down_without_droplet_id_cannot_assign() {
-        let mock = MockDo::start().await;
-        mock.set_metadata_down(true);
-        let h = spawn(config(&mock));
+        let sim = Sim::start(None).await;
+        sim.faults(metadata_hangs());
+        let h = spawn(config(&sim));
         h.set_master(true);
         let s = wait_for(&h, "failed check", |s| s.last_error.is_some()).await;
         assert!(s.last_error.unwrap().contains("droplet id unknown"));
         assert_eq!(s.holder_known, None);
-        assert_eq!(mock.assigns(), 0);
+        assert_eq!(sim.assigns(), 0);
         h.shutdown().await;
     }
 
     #[tokio::test]
     async fn unknown_holder_still_assigns_as_master() {
-        let mock = MockDo::start().await;
-        mock.set_metadata_down(true);
+        let sim = Sim::start(None).await;
+        sim.faults(metadata_hangs());
         // The holder lookup fails for good; the assign goes through.
-        mock.push_fault(Fault::status(404, "not_found", "gone"));
+        sim.script(vec![ScriptedFault::error(404, "not_found", "gone")]);
         let h = spawn(FloatingIpConfig {
             droplet_id: Some(OUR_DROPLET),
-            ..config(&mock)
+            ..config(&sim)
         });
         h.set_master(true);
         let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
         assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(mock.assigns(), 1);
+        assert_eq!(sim.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn failover_through_faults_assigns_once() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            fail_5xx: Some(2),
+            rate_limit: Some(1),
+            retry_after_secs: Some(1),
+            drop: Some(1),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(config(&sim));
+        let start = Instant::now();
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        let record = s.last_assign.unwrap();
+        assert!(record.result.is_ok(), "{record:?}");
+        assert!(
+            start.elapsed() >= Duration::from_secs(1),
+            "Retry-After not honoured"
+        );
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        assert_eq!(s.droplet_id, Some(OUR_DROPLET));
+
+        let checks = h.status().checks;
+        wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
+        assert_eq!(sim.assign_actions(), 1);
+        assert_eq!(h.status().assigns, 1);
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn metadata_503_uses_the_api_holder() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            metadata_down: Some(true),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(FloatingIpConfig {
+            droplet_id: Some(OUR_DROPLET),
+            ..config(&sim)
+        });
+        h.set_master(true);
+        let s = wait_for(&h, "checks", |s| s.checks >= 2).await;
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!(sim.assign_actions(), 0);
         h.shutdown().await;
     }
 

@@ -124,19 +124,18 @@ fn shown(body: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use lbha_dosim::FaultsUpdate;
+
     use super::*;
-    use crate::cloud::mock::{MockDo, closed_port_url};
+    use crate::cloud::test_support::{IP, OUR_DROPLET, Sim, closed_port_url, metadata_hangs};
 
     #[tokio::test]
     async fn reads_id_and_active() {
-        let mock = MockDo::start().await;
-        let md = MetadataClient::new(mock.url()).unwrap();
-        assert_eq!(
-            md.droplet_id().await.unwrap(),
-            crate::cloud::mock::OUR_DROPLET
-        );
+        let sim = Sim::start(None).await;
+        let md = MetadataClient::new(sim.metadata_url()).unwrap();
+        assert_eq!(md.droplet_id().await.unwrap(), OUR_DROPLET);
         assert!(!md.floating_ip_active().await.unwrap());
-        mock.set_holder(Some(crate::cloud::mock::OUR_DROPLET));
+        sim.set_holder(IP, Some(OUR_DROPLET)).await.unwrap();
         assert!(md.floating_ip_active().await.unwrap());
     }
 
@@ -153,18 +152,22 @@ mod tests {
 
     #[tokio::test]
     async fn down_service_times_out_as_unreachable() {
-        let mock = MockDo::start().await;
-        mock.set_metadata_down(true);
-        let md = MetadataClient::with_timeout(mock.url(), Duration::from_millis(300)).unwrap();
+        let sim = Sim::start(None).await;
+        sim.faults(metadata_hangs());
+        let md =
+            MetadataClient::with_timeout(sim.metadata_url(), Duration::from_millis(300)).unwrap();
         let err = md.floating_ip_active().await.unwrap_err();
         assert!(matches!(err, MetadataError::Unreachable { .. }), "{err:?}");
     }
 
     #[tokio::test]
     async fn garbage_is_a_parse_error() {
-        let mock = MockDo::start().await;
-        mock.set_metadata_body(Some("<html>captive portal</html>".repeat(20)));
-        let md = MetadataClient::new(mock.url()).unwrap();
+        let sim = Sim::start(None).await;
+        sim.faults(FaultsUpdate {
+            metadata_body: Some("<html>captive portal</html>".repeat(20)),
+            ..FaultsUpdate::default()
+        });
+        let md = MetadataClient::new(sim.metadata_url()).unwrap();
         let err = md.droplet_id().await.unwrap_err();
         assert!(
             matches!(err, MetadataError::Parse { ref body, .. } if body.len() <= MAX_SHOWN_BODY),

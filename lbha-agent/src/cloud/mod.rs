@@ -12,9 +12,7 @@ pub mod metadata;
 pub mod secret;
 
 #[cfg(test)]
-mod dosim_interop;
-#[cfg(test)]
-mod mock;
+mod test_support;
 
 pub use api::{Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions};
 pub use floating_ip::{

@@ -272,7 +272,7 @@ mod tests {
     use reqwest::header::HeaderValue;
 
     use super::*;
-    use crate::cloud::mock::TOKEN;
+    use crate::cloud::test_support::TOKEN;
 
     const PATH: &str = "/v2/floating_ips/203.0.113.10/actions";
 
