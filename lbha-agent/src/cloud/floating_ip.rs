@@ -73,6 +73,52 @@ pub struct AssignRecord {
     pub result: Result<u64, String>,
 }
 
+/// A VRRP router as the manager needs to rank it: what an election compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Router {
+    /// Effective priority.
+    pub priority: u8,
+    /// Primary (advert source) address: breaks priority ties.
+    pub address: Ipv4Addr,
+}
+
+impl Router {
+    /// Whether `self` wins a VRRP election against `other` (higher
+    /// priority, then higher address).
+    pub fn outranks(&self, other: &Router) -> bool {
+        (self.priority, u32::from(self.address)) > (other.priority, u32::from(other.address))
+    }
+}
+
+/// A peer agent as the heartbeat reports it, for the followed instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerRouter {
+    pub droplet_id: u64,
+    pub router: Router,
+    /// The peer says it is Master of the instance.
+    pub master: bool,
+    /// Its last heartbeat is recent enough to count.
+    pub fresh: bool,
+}
+
+/// What the VRRP side tells the manager about the instance it follows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VrrpView {
+    /// The instance is Master: the floating IP belongs here.
+    pub is_master: bool,
+    /// This node, as the instance's adverts show it.
+    pub us: Option<Router>,
+    /// The master this node followed last before it became Master itself
+    /// (the node it took over from), as that master last advertised.
+    pub last_master: Option<Router>,
+    /// Counts adverts from other routers received while Master: a peer is
+    /// back on the VRRP path (after a partition, a freeze, a false
+    /// takeover), so who holds the IP deserves a look now.
+    pub peer_adverts_while_master: u64,
+    /// Peers known through the heartbeat (empty without one).
+    pub peers: Vec<PeerRouter>,
+}
+
 /// What the manager knows, for health endpoints, logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FloatingIpStatus {
@@ -95,14 +141,19 @@ pub struct FloatingIpStatus {
 /// stops the task.
 #[derive(Debug)]
 pub struct FloatingIpHandle {
-    master: watch::Sender<bool>,
+    master: watch::Sender<VrrpView>,
     status: watch::Receiver<FloatingIpStatus>,
     task: JoinHandle<()>,
 }
 
 impl FloatingIpHandle {
     pub fn set_master(&self, master: bool) {
-        self.master.send_replace(master);
+        self.master.send_modify(|view| view.is_master = master);
+    }
+
+    /// Replaces the whole view (tests of the split-brain rules).
+    pub fn set_view(&self, view: VrrpView) {
+        self.master.send_replace(view);
     }
 
     pub fn status(&self) -> FloatingIpStatus {
@@ -135,7 +186,7 @@ impl FloatingIpManager {
         metadata: MetadataClient,
         api: ApiClient,
     ) -> FloatingIpHandle {
-        let (master_tx, master_rx) = watch::channel(false);
+        let (master_tx, master_rx) = watch::channel(VrrpView::default());
         let (status, task) = Self::spawn_watching(config, metadata, api, master_rx);
         FloatingIpHandle {
             master: master_tx,
@@ -150,7 +201,7 @@ impl FloatingIpManager {
         config: FloatingIpConfig,
         metadata: MetadataClient,
         api: ApiClient,
-        master: watch::Receiver<bool>,
+        master: watch::Receiver<VrrpView>,
     ) -> (watch::Receiver<FloatingIpStatus>, JoinHandle<()>) {
         let (status_tx, status_rx) = watch::channel(FloatingIpStatus {
             droplet_id: config.droplet_id,
@@ -183,8 +234,8 @@ struct Ctx {
 
 type Job = Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
 
-async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<bool>, recheck: Duration) {
-    let mut master = *master_rx.borrow_and_update();
+async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: Duration) {
+    let mut master = master_rx.borrow_and_update().is_master;
     let mut droplet = ctx.configured_droplet;
     let mut job: Option<Job> = None;
     // Mastership (re)gained while a job ran: check again as soon as it ends
@@ -215,7 +266,7 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<bool>, recheck: Durat
                     info!(ip = %ctx.ip, "mastership input closed; floating IP manager stopping");
                     return;
                 }
-                let now_master = *master_rx.borrow_and_update();
+                let now_master = master_rx.borrow_and_update().is_master;
                 if now_master != master {
                     info!(ip = %ctx.ip, master = now_master, "mastership changed");
                 }
@@ -262,7 +313,7 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<bool>, recheck: Durat
 async fn reconcile(
     ctx: Arc<Ctx>,
     cached: Option<u64>,
-    master: watch::Receiver<bool>,
+    master: watch::Receiver<VrrpView>,
 ) -> Option<u64> {
     let ip = ctx.ip;
     let droplet = match cached {
@@ -325,7 +376,7 @@ async fn reconcile(
             warn!(%ip, droplet_id = droplet, "cannot tell who holds the floating IP; assigning anyway")
         }
     }
-    if !*master.borrow() {
+    if !master.borrow().is_master {
         info!(%ip, "no longer Master; not assigning");
         return Some(droplet);
     }
@@ -363,11 +414,11 @@ async fn reconcile(
 async fn assign_and_wait(
     ctx: &Ctx,
     droplet: u64,
-    master: watch::Receiver<bool>,
+    master: watch::Receiver<VrrpView>,
 ) -> Result<u64, ApiError> {
     let action = ctx
         .api
-        .assign_while(ctx.ip, droplet, || *master.borrow())
+        .assign_while(ctx.ip, droplet, || master.borrow().is_master)
         .await?;
     if action.status == ActionStatus::Completed {
         return Ok(action.id);

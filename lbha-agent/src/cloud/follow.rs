@@ -9,7 +9,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
     ApiCallCounts, ApiClient, FloatingIpManager, FloatingIpStatus, MetadataClient, SetupError,
-    build_clients,
+    VrrpView, build_clients,
 };
 use crate::config::{Config, FloatingIpConfig};
 
@@ -21,16 +21,31 @@ pub enum FollowError {
     UnknownInstance(String),
 }
 
-/// Where the instance the floating IP follows says whether it is Master.
+/// Where the instance the floating IP follows tells the manager whether it
+/// is Master, and what it knows of its peers ([`VrrpView`]).
 #[derive(Debug)]
 pub struct Mastership {
     pub instance: String,
-    is_master: watch::Sender<bool>,
+    view: watch::Sender<VrrpView>,
 }
 
 impl Mastership {
     pub fn set(&self, is_master: bool) {
-        self.is_master.send_replace(is_master);
+        self.view.send_if_modified(|view| {
+            let changed = view.is_master != is_master;
+            view.is_master = is_master;
+            changed
+        });
+    }
+
+    /// Changes the view; the manager hears of it only when `f` changed
+    /// something.
+    pub fn update(&self, f: impl FnOnce(&mut VrrpView)) {
+        self.view.send_if_modified(|view| {
+            let before = view.clone();
+            f(view);
+            *view != before
+        });
     }
 }
 
@@ -74,7 +89,7 @@ impl FollowerSetup {
     /// Starts the manager (inside the runtime; cannot fail).
     pub fn start(self) -> Follower {
         let calls = self.api.call_counts();
-        let (is_master, master_rx) = watch::channel(false);
+        let (view, master_rx) = watch::channel(VrrpView::default());
         let ip = self.settings.ip;
         let (status, task) =
             FloatingIpManager::spawn_watching(self.settings, self.metadata, self.api, master_rx);
@@ -82,7 +97,7 @@ impl FollowerSetup {
         Follower {
             mastership: Arc::new(Mastership {
                 instance: self.instance,
-                is_master,
+                view,
             }),
             status,
             calls,

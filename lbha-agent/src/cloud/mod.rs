@@ -16,8 +16,8 @@ mod test_support;
 
 pub use api::{Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions};
 pub use floating_ip::{
-    AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, SetupError, api_options,
-    build_clients,
+    AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,
+    SetupError, VrrpView, api_options, build_clients,
 };
 pub use follow::{FollowError, Follower, FollowerSetup, Mastership};
 pub use metadata::{MetadataClient, MetadataError};

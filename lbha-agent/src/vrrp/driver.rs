@@ -18,14 +18,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock::monotonic_ns,
-    cloud::{FloatingIpStatus, Mastership},
+    cloud::{FloatingIpStatus, Mastership, Router},
     config,
     recv::AdvertReceiver,
     status::Telemetry,
     sys::timer::DeadlineTimer,
     vrrp::{
         link::LinkStates,
-        machine::{Action, Machine, Params, Reason, ReceivedAdvert, State},
+        machine::{Action, Ignored, Machine, Params, Reason, ReceivedAdvert, State},
         net::{Addresses, AdvertOut, GarpSender},
         notify::NotifyJob,
         track::{Weighted, effective_priority},
@@ -51,6 +51,9 @@ pub struct InstanceRuntime {
     /// As Master: the deadline of the advert about to be sent, so its
     /// lateness can be measured when it goes out.
     advert_due: Option<u64>,
+    /// The effective priority changed since the floating-IP view was last
+    /// published.
+    priority_changed: bool,
 }
 
 /// How long past its master-down deadline a backup following a healthy
@@ -96,6 +99,7 @@ impl InstanceRuntime {
             silence_reported: false,
             garp,
             advert_due: None,
+            priority_changed: false,
         }
     }
 
@@ -107,6 +111,14 @@ impl InstanceRuntime {
             Some(deadline + SILENCE_BACKSTOP_NS)
         } else {
             Some(deadline)
+        }
+    }
+
+    /// This instance as an election ranks it.
+    fn router(&self) -> Router {
+        Router {
+            priority: self.machine.priority(),
+            address: self.machine.params().primary_addr,
         }
     }
 
@@ -147,6 +159,7 @@ impl InstanceRuntime {
         if priority != self.machine.priority() {
             tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
+            self.priority_changed = true;
         }
         self.machine.set_fault_because(now, fault, reason)
     }
@@ -265,10 +278,27 @@ impl InterfaceTask {
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
     }
 
+    /// The floating IP's mastership channel, if instance `i` is the one it
+    /// follows.
+    fn followed_by_floating_ip(&self, i: usize) -> Option<&Arc<Mastership>> {
+        self.shared
+            .mastership
+            .as_ref()
+            .filter(|m| m.instance == self.instances[i].config.name)
+    }
+
     /// Copies what status and metrics show into telemetry. Cheap (one lock)
     /// on every wakeup; the receive path's counters, which cost a map read
     /// each, at most once a second.
     fn publish(&mut self) {
+        for i in 0..self.instances.len() {
+            if std::mem::take(&mut self.instances[i].priority_changed)
+                && let Some(mastership) = self.followed_by_floating_ip(i)
+            {
+                let us = self.instances[i].router();
+                mastership.update(|view| view.us = Some(us));
+            }
+        }
         let telemetry = &self.shared.telemetry;
         for instance in &self.instances {
             let machine = &instance.machine;
@@ -360,7 +390,16 @@ impl InterfaceTask {
         match self.instances[i].machine.advert(&advert) {
             Ok(actions) => self.execute(i, actions).await,
             Err(ignored) => {
-                tracing::trace!(instance = %self.instances[i].config.name, ?ignored, src = %advert.src, "advert ignored")
+                tracing::trace!(instance = %self.instances[i].config.name, ?ignored, src = %advert.src, "advert ignored");
+                // Another router advertising while we are Master: it is back
+                // on the VRRP path (a healed partition, a thawed node, a
+                // false takeover), and the floating IP may be on it.
+                if ignored == Ignored::LowerPriority
+                    && self.instances[i].machine.state() == State::Master
+                    && let Some(mastership) = self.followed_by_floating_ip(i)
+                {
+                    mastership.update(|view| view.peer_adverts_while_master += 1);
+                }
             }
         }
     }
@@ -414,10 +453,17 @@ impl InterfaceTask {
         let instance = &self.instances[i];
         let config = &instance.config;
         // First, so the floating IP assign starts before anything slower.
-        if let Some(mastership) = &self.shared.mastership
-            && mastership.instance == config.name
-        {
-            mastership.set(to == State::Master);
+        if let Some(mastership) = self.followed_by_floating_ip(i) {
+            let previous = instance.machine.previous_master();
+            let us = instance.router();
+            mastership.update(|view| {
+                view.is_master = to == State::Master;
+                view.us = Some(us);
+                if to == State::Master {
+                    view.last_master =
+                        previous.map(|(address, priority)| Router { priority, address });
+                }
+            });
         }
         if to == State::Master {
             for vip in &config.virtual_addresses {

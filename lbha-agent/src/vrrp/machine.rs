@@ -143,6 +143,9 @@ pub struct Machine {
     /// Backup: the last advert came from a lower-priority master we are
     /// waiting out in order to preempt it.
     ignoring_lower_master: bool,
+    /// The master we followed when we last became Master ourselves
+    /// (address, priority): the node we took over from.
+    previous_master: Option<(Ipv4Addr, u8)>,
 }
 
 impl Machine {
@@ -163,7 +166,14 @@ impl Machine {
             master: None,
             last_master_advert_ns: None,
             ignoring_lower_master: false,
+            previous_master: None,
         }
+    }
+
+    /// The master we followed before we last became Master (address,
+    /// priority as it advertised), if we took over from one.
+    pub fn previous_master(&self) -> Option<(Ipv4Addr, u8)> {
+        self.previous_master
     }
 
     /// Whether this Backup follows a master whose adverts it accepts, so that
@@ -249,6 +259,9 @@ impl Machine {
     }
 
     fn become_master(&mut self, now: u64, reason: Reason, actions: &mut Vec<Action>) {
+        self.previous_master = self
+            .master
+            .map(|(address, priority, _)| (address, priority));
         self.master_down_at = None;
         self.resigned = false;
         self.ignoring_lower_master = false;
@@ -516,6 +529,25 @@ mod tests {
     /// Whether the timers due at `at` make `m` master, for `reason`.
     fn becomes_master(m: &mut Machine, at: u64, reason: Reason) -> bool {
         m.poll_timers(at).iter().any(to(State::Master, reason))
+    }
+
+    /// The floating IP's split-brain rule needs to know whom a Master took
+    /// over from: the last master it followed, as that master advertised.
+    #[test]
+    fn a_takeover_remembers_the_master_it_replaced() {
+        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let mut m = machine(100);
+        m.start(0);
+        m.advert(&adv(10, peer, 200)).unwrap();
+        assert_eq!(m.previous_master(), None, "still Backup");
+        let down = m.next_deadline().unwrap();
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
+        assert_eq!(m.previous_master(), Some((peer, 200)));
+
+        // Becoming Master without having followed anyone forgets it.
+        let mut fresh = master_by_timeout(100);
+        assert_eq!(fresh.previous_master(), None);
+        fresh.shutdown();
     }
 
     /// RFC 5798 6.1: Skew_Time = ((256 - priority) * interval) / 256 and
