@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cloud;
 pub mod daemon;
 pub mod health;
+pub mod heartbeat;
 pub mod ops;
 pub mod preflight;
 pub mod recv;

@@ -27,6 +27,8 @@ struct Cli {
     floating_ip: FloatingIpArgs,
     #[command(flatten)]
     ops: OpsArgs,
+    #[command(flatten)]
+    heartbeat: HeartbeatArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -63,6 +65,44 @@ impl OpsArgs {
         }
         if self.no_bpf_pin {
             config.global.bpf_pin_dir = None;
+        }
+    }
+}
+
+/// The heartbeat for keepalived.conf users (whose file has no place for
+/// it); with `--config` these replace the `[heartbeat]` table.
+#[derive(clap::Args)]
+struct HeartbeatArgs {
+    /// Exchange authenticated heartbeats with the peers on this local
+    /// address:port, over another network than VRRP (e.g. the public one).
+    #[arg(long, value_name = "ADDR:PORT", requires_all = ["heartbeat_peer", "heartbeat_key_file"])]
+    heartbeat_listen: Option<std::net::SocketAddr>,
+    /// A peer agent's heartbeat address:port (repeatable).
+    #[arg(long, value_name = "ADDR:PORT", requires = "heartbeat_listen")]
+    heartbeat_peer: Vec<std::net::SocketAddr>,
+    /// File holding the shared heartbeat secret (at least 16 bytes).
+    #[arg(long, value_name = "FILE", requires = "heartbeat_listen")]
+    heartbeat_key_file: Option<PathBuf>,
+    /// Seconds between heartbeats (default 0.1).
+    #[arg(long, value_name = "SECS", requires = "heartbeat_listen")]
+    heartbeat_interval: Option<f64>,
+}
+
+impl HeartbeatArgs {
+    fn apply(&self, config: &mut config::Config) {
+        if let (Some(listen), Some(key_file)) = (self.heartbeat_listen, &self.heartbeat_key_file) {
+            config.heartbeat = Some(config::Heartbeat {
+                listen,
+                peers: self.heartbeat_peer.clone(),
+                key_file: key_file.clone(),
+                interval: self
+                    .heartbeat_interval
+                    .filter(|secs| secs.is_finite() && *secs >= 0.01)
+                    .map_or(
+                        config::Heartbeat::DEFAULT_INTERVAL,
+                        std::time::Duration::from_secs_f64,
+                    ),
+            });
         }
     }
 }
@@ -320,7 +360,7 @@ fn main() -> ExitCode {
             }
             (None, config_file, keepalived_file) if config_file.is_some() || keepalived_file.is_some() => {
                 // Loaded at start and again on every SIGHUP, CLI overrides included.
-                let (floating_ip, ops) = (cli.floating_ip, cli.ops);
+                let (floating_ip, ops, heartbeat) = (cli.floating_ip, cli.ops, cli.heartbeat);
                 let load: lbha_agent::daemon::LoadConfig = std::sync::Arc::new(move || {
                     let mut loaded = match (&config_file, &keepalived_file) {
                         (Some(file), _) => config::load_toml(file)?,
@@ -329,6 +369,7 @@ fn main() -> ExitCode {
                     };
                     floating_ip.apply(&mut loaded.config);
                     ops.apply(&mut loaded.config);
+                    heartbeat.apply(&mut loaded.config);
                     Ok(loaded)
                 });
                 let loaded = load()?;

@@ -143,6 +143,28 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
         }
     }
 
+    if let Some(heartbeat) = &config.heartbeat {
+        let at = &lines.heartbeat;
+        if let Err(error) = crate::heartbeat::read_key(&heartbeat.key_file) {
+            problem(at.line("key_file"), crate::error_chain(&error));
+        }
+        let held_listen = held
+            .running
+            .and_then(|c| c.heartbeat.as_ref())
+            .map(|h| h.listen);
+        if held_listen != Some(heartbeat.listen)
+            && let Err(error) = std::net::UdpSocket::bind(heartbeat.listen)
+        {
+            problem(
+                at.line("listen"),
+                format!(
+                    "[heartbeat] listen {} cannot be bound: {error}",
+                    heartbeat.listen
+                ),
+            );
+        }
+    }
+
     let running = held.running.map(|c| &c.global);
     if let Some(addr) = config.global.metrics_listen
         && running.and_then(|g| g.metrics_listen) != Some(addr)
@@ -287,6 +309,29 @@ mod tests {
         assert!(
             problems[1].starts_with("host.toml:10: check gone: "),
             "a missing script: {problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_heartbeat_needs_a_long_enough_key_and_its_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("hb.key");
+        std::fs::write(&key, "short\n").unwrap();
+        let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let text = format!(
+            "{LO}\n[heartbeat]\nlisten = \"{}\"\npeers = [\"127.0.0.1:9\"]\nkey_file = \"{}\"\n",
+            taken.local_addr().unwrap(),
+            key.display()
+        );
+        let problems = messages(&check_host(&load(&text), Held::default()));
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("fewer than 16 bytes"), "{problems:?}");
+        assert!(problems[1].contains("cannot be bound"), "{problems:?}");
+        std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+        drop(taken);
+        assert_eq!(
+            messages(&check_host(&load(&text), Held::default())),
+            Vec::<String>::new()
         );
     }
 

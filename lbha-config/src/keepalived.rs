@@ -954,6 +954,7 @@ impl Builder {
                 instances: out,
                 // keepalived.conf has no such block; `--floating-ip` adds it.
                 floating_ip: None,
+                heartbeat: None,
             },
             lines,
         )
@@ -1169,6 +1170,7 @@ mod tests {
     fn seed_config() -> Config {
         Config {
             floating_ip: None,
+            heartbeat: None,
             global: Global::default(),
             checks: vec![Check {
                 name: "chk_haproxy".into(),

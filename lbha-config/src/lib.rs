@@ -57,6 +57,34 @@ pub struct Config {
     /// The DigitalOcean floating IP that follows mastership (replaces
     /// keepalived's `notify_master` + master.sh).
     pub floating_ip: Option<FloatingIp>,
+    /// A second path between the agents, besides VRRP (optional).
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// Authenticated heartbeats between the agents over another network than
+/// the VRRP one (the public interface, say). Each carries the sender's
+/// droplet id and, per VRID, its state and effective priority. When VRRP
+/// adverts stop but the heartbeat shows the master alive and healthy, a
+/// backup does not take over: the VRRP path is partitioned, the master is
+/// not gone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Local address and UDP port heartbeats are received on and sent from.
+    pub listen: SocketAddr,
+    /// The other agents' addresses and ports.
+    pub peers: Vec<SocketAddr>,
+    /// A file holding the shared secret (at least 16 bytes) that
+    /// authenticates every heartbeat (HMAC-SHA256).
+    pub key_file: PathBuf,
+    /// Time between heartbeats; a peer counts as alive for three of them.
+    pub interval: Duration,
+}
+
+impl Heartbeat {
+    /// The default interval: a master crash is noticed within three.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(100);
+    /// How many intervals without a heartbeat make a peer silent.
+    pub const MISSED_TO_SILENT: u32 = 3;
 }
 
 /// Which floating IP follows which instance, and how to reach DigitalOcean.

@@ -14,8 +14,8 @@ use ::toml::{
 };
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, InitialState, Instance, Loaded,
-    Notify, Probe,
+    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, Heartbeat, InitialState, Instance,
+    Loaded, Notify, Probe,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{FloatingIpConfig, PathFamily, ReceivePathChoice, TokenSource};
@@ -65,6 +65,7 @@ const INSTANCE_KEYS: &[&str] = &[
     "notify",
 ];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "any"];
+const HEARTBEAT_KEYS: &[&str] = &["listen", "peers", "key_file", "interval"];
 const FLOATING_IP_KEYS: &[&str] = &[
     "ip",
     "instance",
@@ -140,7 +141,23 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         },
         None => None,
     };
-    fields.finish(&mut r, &["global", "check", "instance", "floating_ip"]);
+    let heartbeat = match fields.take("heartbeat") {
+        Some((_, value)) => match value.get_ref() {
+            DeValue::Table(table) => {
+                let line = r.line(value.span().start);
+                read_heartbeat(&mut r, table, line, &mut lines.heartbeat)
+            }
+            _ => {
+                r.type_error(value, "heartbeat", "a table ([heartbeat])");
+                None
+            }
+        },
+        None => None,
+    };
+    fields.finish(
+        &mut r,
+        &["global", "check", "instance", "floating_ip", "heartbeat"],
+    );
     if let Some(FloatingIp {
         instance: Some(name),
         ..
@@ -155,6 +172,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
 
     let config = Config {
         floating_ip,
+        heartbeat,
         global,
         checks,
         instances,
@@ -271,6 +289,63 @@ fn read_floating_ip(
         r.error(line, format!("[floating_ip]: {e}"));
     }
     Some(FloatingIp { instance, settings })
+}
+
+/// `address:port`, for `key`.
+fn socket_addr(r: &mut Reader, v: &SValue, key: &str) -> Option<std::net::SocketAddr> {
+    let text = r.str(v, key)?;
+    match text.parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            r.error_at(v, format!("`{key}`: {text:?} is not an address:port"));
+            None
+        }
+    }
+}
+
+fn read_heartbeat(
+    r: &mut Reader,
+    table: &DeTable,
+    line: usize,
+    fl: &mut FieldLines,
+) -> Option<Heartbeat> {
+    *fl = FieldLines::at(line);
+    let mut f = Fields::new(r, table, line, "[heartbeat]");
+    let listen = f.take_with(r, fl, "listen", |r, v| socket_addr(r, v, "listen"));
+    let peers = f.list(r, fl, "peers", |r, v| socket_addr(r, v, "peers"));
+    let key_file = f.string(r, fl, "key_file");
+    let interval = f.secs(r, fl, "interval");
+    f.finish(r, HEARTBEAT_KEYS);
+    let mut missing = |key: &str| {
+        if !fl.is_bad(key) {
+            r.error(line, format!("[heartbeat]: missing key `{key}`"));
+        }
+    };
+    if listen.is_none() {
+        missing("listen");
+    }
+    if key_file.is_none() {
+        missing("key_file");
+    }
+    if peers.is_empty() && !fl.is_bad("peers") {
+        r.error(
+            line,
+            "[heartbeat]: `peers` must name at least one peer".into(),
+        );
+    }
+    let interval = interval.unwrap_or(Heartbeat::DEFAULT_INTERVAL);
+    if interval < std::time::Duration::from_millis(10) {
+        r.error(
+            fl.line("interval").unwrap_or(line),
+            "[heartbeat]: `interval` must be at least 0.01 s".into(),
+        );
+    }
+    Some(Heartbeat {
+        listen: listen?,
+        peers,
+        key_file: key_file?.into(),
+        interval,
+    })
 }
 
 fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Check {
@@ -957,6 +1032,17 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "request_timeout = {}", secs(c.request_timeout));
         let _ = writeln!(out, "metadata_timeout = {}", secs(c.metadata_timeout));
     }
+    if let Some(h) = &config.heartbeat {
+        let _ = writeln!(out, "\n[heartbeat]");
+        let _ = writeln!(out, "listen = {}", string(&h.listen.to_string()));
+        let _ = writeln!(
+            out,
+            "peers = {}",
+            strings(h.peers.iter().map(ToString::to_string))
+        );
+        let _ = writeln!(out, "key_file = {}", string(&h.key_file.to_string_lossy()));
+        let _ = writeln!(out, "interval = {}", secs(h.interval));
+    }
     out
 }
 
@@ -1372,6 +1458,42 @@ interval = 0.5
         let bad = errors("[[check]]\nname = \"c\"\ntcp = \"localhost\"\n");
         assert!(bad[0].message.contains("not an address:port"), "{bad:?}");
         assert_eq!(bad[0].line, Some(3));
+    }
+
+    #[test]
+    fn heartbeat_section_reads_and_round_trips() {
+        let loaded = parse(
+            &format!(
+                "{MINIMAL}\n[heartbeat]\nlisten = \"192.0.2.1:7823\"\npeers = [\"192.0.2.2:7823\", \"[2001:db8::2]:7823\"]\nkey_file = \"/etc/lbha/hb.key\"\n"
+            ),
+            &path(),
+        )
+        .unwrap();
+        let h = loaded.config.heartbeat.clone().expect("section");
+        assert_eq!(h.listen, "192.0.2.1:7823".parse().unwrap());
+        assert_eq!(h.peers.len(), 2);
+        assert_eq!(h.key_file, PathBuf::from("/etc/lbha/hb.key"));
+        assert_eq!(h.interval, Heartbeat::DEFAULT_INTERVAL);
+        let again = parse(&to_toml(&loaded.config), &path()).unwrap();
+        assert_eq!(again.config, loaded.config);
+    }
+
+    #[test]
+    fn heartbeat_mistakes_are_reported_with_lines() {
+        let errs = errors(&format!(
+            "{MINIMAL}\n[heartbeat]\nlisten = \"nowhere\"\npeers = []\ninterval = 0.001\ncolour = 1\n"
+        ));
+        let text: Vec<String> = errs.iter().map(|d| d.message.clone()).collect();
+        let has = |needle: &str| text.iter().any(|m| m.contains(needle));
+        assert!(has("\"nowhere\" is not an address:port"), "{text:?}");
+        assert!(has("missing key `key_file`"), "{text:?}");
+        assert!(has("`peers` must name at least one peer"), "{text:?}");
+        assert!(has("`interval` must be at least 0.01 s"), "{text:?}");
+        assert!(has("unknown key `colour`"), "{text:?}");
+        assert!(
+            !has("missing key `listen`"),
+            "reported once, as unreadable: {text:?}"
+        );
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Lines {
     pub global: FieldLines,
     /// `[floating_ip]` (TOML only; keepalived.conf has none).
     pub floating_ip: FieldLines,
+    /// `[heartbeat]` (TOML only).
+    pub heartbeat: FieldLines,
     pub checks: Vec<FieldLines>,
     pub instances: Vec<FieldLines>,
 }
@@ -594,6 +596,7 @@ mod tests {
             checks,
             instances,
             floating_ip: None,
+            heartbeat: None,
         }
     }
 

@@ -931,6 +931,20 @@ impl Agent {
         })
     }
 
+    /// [`Agent::start_with_status`] and [`Agent::start_with_args`] at once.
+    pub fn start_with_status_and_args(
+        ns: &Netns,
+        keepalived_conf: &str,
+        extra_args: &[&str],
+    ) -> Result<Self> {
+        Self::spawn_in(ns, keepalived_conf, |dir| {
+            let mut args: Vec<std::ffi::OsString> =
+                vec!["--status-socket".into(), status_socket_in(dir).into()];
+            args.extend(extra_args.iter().map(Into::into));
+            args
+        })
+    }
+
     /// Where [`Agent::start_with_status`] puts the status socket.
     pub fn status_socket(&self) -> PathBuf {
         status_socket_in(self.dir())

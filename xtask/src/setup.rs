@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::run;
 
-const APT_PACKAGES: &[&str] = &["haproxy", "keepalived", "iproute2", "curl"];
+// nftables: the fault tests cut and thin the VRRP path inside their namespaces.
+const APT_PACKAGES: &[&str] = &["haproxy", "keepalived", "iproute2", "curl", "nftables"];
 
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd

@@ -8,12 +8,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::DaemonError;
 use crate::{
-    cloud::{FloatingIpStatus, Follower, FollowerSetup, Mastership},
+    cloud::{FloatingIpStatus, Follower, FollowerSetup, Mastership, PeerRouter, Router},
     config::Config,
     health::{
         runner::{CheckRunner, CheckStates},
         script::ScriptPolicy,
     },
+    heartbeat::{self, PeerTable, wire::PeerState},
     status::Telemetry,
     vrrp::{link, notify},
 };
@@ -53,7 +54,7 @@ impl CoreSetup {
     }
 
     /// Starts the tasks; cannot fail.
-    pub fn start(self, telemetry: &Telemetry) -> Core {
+    pub fn start(self, telemetry: &Telemetry, link: &HeartbeatLink) -> Core {
         let Self {
             config,
             policy,
@@ -80,12 +81,32 @@ impl CoreSetup {
             .iter()
             .map(|i| i.interface.clone())
             .collect();
+        let feeder = link.peers.clone().map(|peers| {
+            let vrid = follower.as_ref().and_then(|f| {
+                config
+                    .instances
+                    .iter()
+                    .find(|i| i.name == f.mastership.instance)
+                    .map(|i| i.vrid)
+            });
+            tokio::spawn(feed_from_heartbeat(
+                peers,
+                link.droplet.clone(),
+                follower
+                    .as_ref()
+                    .map(|f| (f.status.clone(), f.mastership.clone())),
+                vrid,
+            ))
+        });
         Core {
             checks,
             notify_tx,
             notify_queue,
             follower,
             links: link::watch_links(interfaces),
+            local: link.local.clone(),
+            peers: link.peers.clone(),
+            feeder,
         }
     }
 }
@@ -96,6 +117,66 @@ pub(super) struct Core {
     notify_queue: tokio::task::JoinHandle<()>,
     follower: Option<Follower>,
     pub links: watch::Receiver<link::LinkStates>,
+    pub local: heartbeat::Local,
+    pub peers: Option<watch::Receiver<PeerTable>>,
+    feeder: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What the daemon's heartbeat (which outlives a core) shares with it.
+#[derive(Clone, Default)]
+pub(super) struct HeartbeatLink {
+    pub local: heartbeat::Local,
+    pub peers: Option<watch::Receiver<PeerTable>>,
+    /// Our droplet id for the heartbeat to send, once the floating-IP
+    /// manager has learned it.
+    pub droplet: Option<Arc<watch::Sender<u64>>>,
+}
+
+/// Keeps the heartbeat and the floating-IP manager informed of each other:
+/// our droplet id goes into our heartbeats, and the peers' heartbeats (their
+/// droplet ids, state and rank for the followed VRID) into the manager's
+/// [`crate::cloud::VrrpView`]. Freshness changes with time alone, so the
+/// view is also refreshed on a timer.
+async fn feed_from_heartbeat(
+    mut peers: watch::Receiver<PeerTable>,
+    droplet: Option<Arc<watch::Sender<u64>>>,
+    follower: Option<(watch::Receiver<FloatingIpStatus>, Arc<Mastership>)>,
+    vrid: Option<u8>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            changed = peers.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+        }
+        let Some((status, mastership)) = &follower else {
+            continue;
+        };
+        if let (Some(droplet), Some(id)) = (&droplet, status.borrow().droplet_id) {
+            droplet.send_if_modified(|current| std::mem::replace(current, id) != id);
+        }
+        let Some(vrid) = vrid else { continue };
+        let now = crate::clock::monotonic_ns();
+        let table = peers.borrow().clone();
+        let known: Vec<PeerRouter> = table
+            .peers
+            .values()
+            .filter_map(|peer| {
+                let record = peer.records.iter().find(|r| r.vrid == vrid)?;
+                Some(PeerRouter {
+                    droplet_id: peer.droplet_id,
+                    router: Router {
+                        priority: record.priority,
+                        address: record.address,
+                    },
+                    master: record.state == PeerState::Master,
+                    fresh: table.is_fresh(peer, now),
+                })
+            })
+            .collect();
+        mastership.update(|view| view.peers = known);
+    }
 }
 
 impl Core {
@@ -113,6 +194,9 @@ impl Core {
 
     /// Stops everything; call after the instances that used it stopped.
     pub async fn stop(self) {
+        if let Some(feeder) = self.feeder {
+            feeder.abort();
+        }
         self.checks.stop();
         if let Some(follower) = self.follower {
             follower.stop().await;

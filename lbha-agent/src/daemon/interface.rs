@@ -137,6 +137,8 @@ impl Group {
                 mastership: core.mastership(),
                 floating_ip_status: core.floating_ip_status(),
                 telemetry: telemetry.clone(),
+                local: core.local.clone(),
+                peers: core.peers.clone(),
             },
             wakeups: 0,
             counters_published_ns: 0,

@@ -20,7 +20,7 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use self::interface::vrid_config;
 use self::{
-    core::{Core, CoreSetup},
+    core::{Core, CoreSetup, HeartbeatLink},
     interface::Group,
     reload::interfaces_of,
 };
@@ -28,6 +28,7 @@ use crate::{
     cloud::FollowError,
     config::{Config, ConfigErrors, Diagnostic, Loaded},
     health::script::ScriptError,
+    heartbeat,
     preflight::{self, Held},
     recv::ReceiveError,
     status::{self, Telemetry},
@@ -56,6 +57,62 @@ pub enum DaemonError {
     Startup(String),
     #[error("this host cannot run the configuration:\n{}", list(.0))]
     Host(Vec<Diagnostic>),
+    #[error("heartbeat: {0}")]
+    Heartbeat(String),
+}
+
+fn report_heartbeat(
+    telemetry: &Telemetry,
+    config: &Config,
+    running: Option<&heartbeat::Heartbeat>,
+) {
+    telemetry.set_heartbeat(
+        running
+            .zip(config.heartbeat.as_ref())
+            .map(|(hb, settings)| {
+                (
+                    hb.peers.clone(),
+                    hb.counters.clone(),
+                    settings.peers.clone(),
+                )
+            }),
+    );
+}
+
+/// Starts the heartbeat `config` asks for (none: a link without peers).
+async fn start_heartbeat(
+    config: &Config,
+    local: heartbeat::Local,
+) -> Result<(Option<heartbeat::Heartbeat>, HeartbeatLink), String> {
+    let Some(settings) = &config.heartbeat else {
+        return Ok((
+            None,
+            HeartbeatLink {
+                local,
+                ..HeartbeatLink::default()
+            },
+        ));
+    };
+    let path = settings.key_file.clone();
+    let key = tokio::task::spawn_blocking(move || heartbeat::read_key(&path))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::error_chain(&e))?;
+    let known_droplet = config
+        .floating_ip
+        .as_ref()
+        .and_then(|f| f.settings.droplet_id)
+        .unwrap_or(0);
+    let (droplet_tx, droplet_rx) = tokio::sync::watch::channel(known_droplet);
+    let running = heartbeat::Heartbeat::start(settings, &key, local.clone(), droplet_rx)
+        .await
+        .map_err(|e| format!("binding {}: {e}", settings.listen))?;
+    let link = HeartbeatLink {
+        local,
+        peers: Some(running.peers.clone()),
+        droplet: Some(Arc::new(droplet_tx)),
+    };
+    Ok((Some(running), link))
 }
 
 fn list(problems: &[Diagnostic]) -> String {
@@ -98,6 +155,8 @@ fn loaded_less_diagnostic(message: &str) -> Diagnostic {
 struct Daemon {
     config: Config,
     core: Core,
+    heartbeat: Option<crate::heartbeat::Heartbeat>,
+    link: HeartbeatLink,
     groups: BTreeMap<String, Group>,
     addresses: Addresses,
     telemetry: Telemetry,
@@ -134,9 +193,12 @@ impl Daemon {
         let config = loaded.config.clone();
         let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
         let telemetry = Telemetry::default();
-        let core = CoreSetup::prepare_off_thread(&config)
-            .await?
-            .start(&telemetry);
+        let setup = CoreSetup::prepare_off_thread(&config).await?;
+        let (heartbeat, link) = start_heartbeat(&config, heartbeat::Local::default())
+            .await
+            .map_err(DaemonError::Heartbeat)?;
+        report_heartbeat(&telemetry, &config, heartbeat.as_ref());
+        let core = setup.start(&telemetry, &link);
         let mut groups = BTreeMap::new();
         for interface in interfaces_of(&config) {
             match Group::start(&config, &interface, &core, &addresses, &telemetry).await {
@@ -157,6 +219,8 @@ impl Daemon {
         Ok(Self {
             config,
             core,
+            heartbeat,
+            link,
             groups,
             addresses,
             telemetry,
@@ -200,7 +264,26 @@ impl Daemon {
                 group.stop().await;
             }
             self.telemetry.clear();
-            let old = std::mem::replace(&mut self.core, setup.start(&self.telemetry));
+            if new.heartbeat != self.config.heartbeat {
+                // The old heartbeat goes first: the new one may bind its address.
+                if let Some(old) = self.heartbeat.take() {
+                    old.stop();
+                }
+                match start_heartbeat(&new, self.link.local.clone()).await {
+                    Ok((heartbeat, link)) => (self.heartbeat, self.link) = (heartbeat, link),
+                    Err(error) => {
+                        // Checked before the swap; should the socket be gone
+                        // since, run without it rather than not at all.
+                        tracing::error!(%error, "heartbeat not started; running without it");
+                        self.link = HeartbeatLink {
+                            local: self.link.local.clone(),
+                            ..HeartbeatLink::default()
+                        };
+                    }
+                }
+            }
+            report_heartbeat(&self.telemetry, &new, self.heartbeat.as_ref());
+            let old = std::mem::replace(&mut self.core, setup.start(&self.telemetry, &self.link));
             old.stop().await;
             self.restart_servers(&new);
         } else {
@@ -268,6 +351,9 @@ impl Daemon {
     }
 
     async fn stop(self) {
+        if let Some(heartbeat) = self.heartbeat {
+            heartbeat.stop();
+        }
         self.status_server.abort();
         if let Some(server) = self.metrics_server {
             server.abort();

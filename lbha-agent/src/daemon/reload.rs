@@ -3,8 +3,8 @@
 //! and the daemon only carries them out.
 //!
 //! - Nothing changed: nothing happens.
-//! - The checks, `[global]` or `[floating_ip]` changed: every instance
-//!   restarts (they all share those).
+//! - The checks, `[global]`, `[floating_ip]` or `[heartbeat]` changed:
+//!   every instance restarts (they all share those).
 //! - Otherwise, per interface: one whose instances are unchanged keeps
 //!   running untouched (and keeps mastership); one whose instances changed
 //!   restarts them; one no longer configured stops; a new one starts.
@@ -16,8 +16,8 @@ use crate::config::{self, Config};
 /// The interfaces a reload stops, starts and leaves alone.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReloadPlan {
-    /// Checks, `[global]` or `[floating_ip]` changed: the shared parts are
-    /// rebuilt and every interface restarts.
+    /// Checks, `[global]`, `[floating_ip]` or `[heartbeat]` changed: the
+    /// shared parts are rebuilt and every interface restarts.
     pub restart_all: bool,
     /// Interfaces whose running instances stop (changed or removed).
     pub stop: BTreeSet<String>,
@@ -54,8 +54,10 @@ pub fn instances_on<'a>(config: &'a Config, interface: &str) -> Vec<&'a config::
 /// What replacing `old` by `new` restarts.
 pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     let (old_interfaces, new_interfaces) = (interfaces_of(old), interfaces_of(new));
-    let shared_changed =
-        new.checks != old.checks || new.global != old.global || new.floating_ip != old.floating_ip;
+    let shared_changed = new.checks != old.checks
+        || new.global != old.global
+        || new.floating_ip != old.floating_ip
+        || new.heartbeat != old.heartbeat;
     if shared_changed {
         return ReloadPlan {
             restart_all: true,

@@ -272,6 +272,37 @@ pub fn render(telemetry: &Telemetry) -> String {
             .iter()
             .map(|i| (i.name.as_str(), i.wakeups)),
     );
+    family(
+        &mut out,
+        "lbha_vrrp_path_partitioned",
+        "gauge",
+        "1 while a Backup hears no adverts but the heartbeat shows the master alive.",
+        "instance",
+        status
+            .instances
+            .iter()
+            .map(|i| (i.name.as_str(), u8::from(i.vrrp_path_partitioned))),
+    );
+    if let Some(h) = &status.heartbeat {
+        family(
+            &mut out,
+            "lbha_heartbeat_packets_total",
+            "counter",
+            "Heartbeats received by outcome (accepted, or why refused), and send errors.",
+            "outcome",
+            h.packets.iter().map(|(k, v)| (k.as_str(), v)),
+        );
+        family(
+            &mut out,
+            "lbha_heartbeat_peer_up",
+            "gauge",
+            "1 while the peer's heartbeats arrive.",
+            "peer",
+            h.peers
+                .iter()
+                .map(|p| (p.address.as_str(), u8::from(p.alive))),
+        );
+    }
     header(
         &mut out,
         "lbha_config_reload_success",

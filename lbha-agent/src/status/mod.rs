@@ -38,6 +38,10 @@ pub struct InstanceStatus {
     pub transitions: u64,
     pub last_transition_unix_ms: Option<u64>,
     pub last_transition_reason: Option<String>,
+    /// Backup held by the heartbeat: adverts stopped, the master is alive
+    /// on the other path (a partitioned VRRP path).
+    #[serde(default)]
+    pub vrrp_path_partitioned: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -94,6 +98,26 @@ pub struct ReloadReport {
     pub last_error: Option<String>,
 }
 
+/// One heartbeat peer, for status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub address: String,
+    pub droplet_id: Option<u64>,
+    /// Since its last heartbeat (none heard yet: absent).
+    pub age_ms: Option<u64>,
+    pub alive: bool,
+    /// VRIDs it says it is Master of.
+    pub master_of: Vec<u8>,
+}
+
+/// The heartbeat, for status.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReport {
+    pub peers: Vec<PeerReport>,
+    /// Heartbeats received by outcome, and send errors.
+    pub packets: BTreeMap<String, u64>,
+}
+
 /// Everything `status` shows.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentStatus {
@@ -103,6 +127,8 @@ pub struct AgentStatus {
     pub floating_ip: Option<FloatingIpReport>,
     #[serde(default)]
     pub reload: ReloadReport,
+    #[serde(default)]
+    pub heartbeat: Option<HeartbeatReport>,
 }
 
 /// Upper bounds (seconds) of the failover-duration histogram buckets.
@@ -157,7 +183,16 @@ struct Inner {
     advert_lateness: BTreeMap<String, (Histogram, f64)>,
     check_latency: BTreeMap<String, Histogram>,
     floating_ip: Option<(watch::Receiver<FloatingIpStatus>, Arc<ApiCallCounts>)>,
+    heartbeat: Option<HeartbeatSource>,
 }
+
+/// Where status reads the heartbeat: the peer table, the counters, and the
+/// configured peers (shown even before they are heard).
+type HeartbeatSource = (
+    watch::Receiver<crate::heartbeat::PeerTable>,
+    Arc<crate::heartbeat::Counters>,
+    Vec<std::net::SocketAddr>,
+);
 
 /// Shared by every component of the daemon.
 #[derive(Clone, Default)]
@@ -190,6 +225,11 @@ impl Telemetry {
             i.status.interfaces.clear();
             i.last_advert_sources.clear();
         });
+    }
+
+    /// The running heartbeat (or none).
+    pub fn set_heartbeat(&self, source: Option<HeartbeatSource>) {
+        self.with(|i| i.heartbeat = source);
     }
 
     /// Records a reload's outcome: `Err` carries why the running
@@ -336,6 +376,35 @@ impl Telemetry {
                     .last_advert_ns
                     .map(|ts| now.saturating_sub(ts) / 1_000_000);
             }
+            status.heartbeat = i.heartbeat.as_ref().map(|(table, counters, configured)| {
+                let table = table.borrow();
+                HeartbeatReport {
+                    peers: configured
+                        .iter()
+                        .map(|address| {
+                            let peer = table.peers.get(address);
+                            PeerReport {
+                                address: address.to_string(),
+                                droplet_id: peer.map(|p| p.droplet_id).filter(|id| *id != 0),
+                                age_ms: peer.map(|p| now.saturating_sub(p.received_ns) / 1_000_000),
+                                alive: peer.is_some_and(|p| table.is_fresh(p, now)),
+                                master_of: peer
+                                    .map(|p| {
+                                        p.records
+                                            .iter()
+                                            .filter(|r| {
+                                                r.state == crate::heartbeat::wire::PeerState::Master
+                                            })
+                                            .map(|r| r.vrid)
+                                            .collect()
+                                    })
+                                    .unwrap_or_default(),
+                            }
+                        })
+                        .collect(),
+                    packets: counters.all().into_iter().collect(),
+                }
+            });
             if let (Some(report), Some((rx, calls))) = (&mut status.floating_ip, &i.floating_ip) {
                 let fip = rx.borrow().clone();
                 // Only a Master keeps checking; a Backup's last answer is stale.
@@ -439,6 +508,33 @@ pub fn render_table(status: &AgentStatus) -> String {
                 .map(|(_, v)| v)
                 .sum::<u64>(),
         );
+    }
+    for i in status.instances.iter().filter(|i| i.vrrp_path_partitioned) {
+        let _ = writeln!(
+            out,
+            "\n{}: VRRP path partitioned: no adverts from the master, which the heartbeat shows alive; staying BACKUP",
+            i.name
+        );
+    }
+    if let Some(h) = &status.heartbeat {
+        for p in &h.peers {
+            let _ = writeln!(
+                out,
+                "\nheartbeat peer {}{}: {}{}{}",
+                p.address,
+                p.droplet_id
+                    .map_or(String::new(), |id| format!(" (droplet {id})")),
+                if p.alive { "alive" } else { "SILENT" },
+                p.age_ms.map_or(", never heard".into(), |ms| format!(
+                    ", last heard {ms} ms ago"
+                )),
+                if p.master_of.is_empty() {
+                    String::new()
+                } else {
+                    format!(", Master of VRID {:?}", p.master_of)
+                },
+            );
+        }
     }
     if let Some(error) = &status.reload.last_error {
         let _ = writeln!(

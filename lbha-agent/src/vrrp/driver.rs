@@ -20,6 +20,10 @@ use crate::{
     clock::monotonic_ns,
     cloud::{FloatingIpStatus, Mastership, Router},
     config,
+    heartbeat::{
+        self, PeerTable,
+        wire::{PeerState, Record},
+    },
     recv::AdvertReceiver,
     status::Telemetry,
     sys::timer::DeadlineTimer,
@@ -180,6 +184,10 @@ pub struct Shared {
     /// The floating-IP manager's status, when there is one.
     pub floating_ip_status: Option<watch::Receiver<FloatingIpStatus>>,
     pub telemetry: Telemetry,
+    /// What this agent's heartbeat reports (kept current here).
+    pub local: heartbeat::Local,
+    /// What the peers' heartbeats say, when there is a heartbeat.
+    pub peers: Option<watch::Receiver<PeerTable>>,
 }
 
 pub struct InterfaceTask {
@@ -274,6 +282,7 @@ impl InterfaceTask {
         for i in 0..self.instances.len() {
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions).await;
+            self.shared.local.remove(self.instances[i].config.vrid);
         }
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
     }
@@ -302,7 +311,15 @@ impl InterfaceTask {
         let telemetry = &self.shared.telemetry;
         for instance in &self.instances {
             let machine = &instance.machine;
+            self.shared.local.set(Record {
+                vrid: instance.config.vrid,
+                state: PeerState::from_name(machine.state().name()),
+                priority: machine.priority(),
+                healthy: machine.state() != State::Fault,
+                address: machine.params().primary_addr,
+            });
             telemetry.update_instance(&instance.config.name, |s| {
+                s.vrrp_path_partitioned = machine.held_by_heartbeat();
                 s.state = machine.state().name().to_owned();
                 s.priority = machine.priority();
                 s.master = machine.master().map(|(addr, _, _)| addr.to_string());
@@ -355,14 +372,27 @@ impl InterfaceTask {
             self.on_advert(event).await;
         }
         let now = monotonic_ns();
+        let peers = self.shared.peers.as_ref().map(|p| p.borrow().clone());
         for i in 0..self.instances.len() {
             let instance = &mut self.instances[i];
+            if let Some(peers) = &peers {
+                let alive = peers.master_alive_until(instance.config.vrid);
+                instance.machine.set_master_alive_until(alive);
+            }
+            let held_before = instance.machine.held_by_heartbeat();
             instance.advert_due = match (instance.machine.state(), instance.machine.next_deadline())
             {
                 (State::Master, Some(due)) if due <= now => Some(due),
                 _ => None,
             };
             let actions = instance.machine.poll_timers(now);
+            let held = instance.machine.held_by_heartbeat();
+            if held && !held_before {
+                tracing::warn!(
+                    instance = %instance.config.name,
+                    "VRRP adverts stopped but the heartbeat shows the master alive: the VRRP path is partitioned; staying BACKUP"
+                );
+            }
             self.execute(i, actions).await;
         }
     }
@@ -387,7 +417,12 @@ impl InterfaceTask {
             priority: event.priority,
             interval_cs: event.interval_cs,
         };
-        match self.instances[i].machine.advert(&advert) {
+        let held_before = self.instances[i].machine.held_by_heartbeat();
+        let result = self.instances[i].machine.advert(&advert);
+        if held_before && !self.instances[i].machine.held_by_heartbeat() {
+            tracing::info!(instance = %self.instances[i].config.name, "VRRP adverts from the master are back");
+        }
+        match result {
             Ok(actions) => self.execute(i, actions).await,
             Err(ignored) => {
                 tracing::trace!(instance = %self.instances[i].config.name, ?ignored, src = %advert.src, "advert ignored");

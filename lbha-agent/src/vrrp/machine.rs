@@ -146,6 +146,12 @@ pub struct Machine {
     /// The master we followed when we last became Master ourselves
     /// (address, priority): the node we took over from.
     previous_master: Option<(Ipv4Addr, u8)>,
+    /// Until when a heartbeat over another network says a healthy master
+    /// of this VRID is alive.
+    master_alive_until: Option<u64>,
+    /// Backup: the master-down timer ran out, but the heartbeat shows the
+    /// master alive: the VRRP path is partitioned, so we stay Backup.
+    held_by_heartbeat: bool,
 }
 
 impl Machine {
@@ -167,7 +173,22 @@ impl Machine {
             last_master_advert_ns: None,
             ignoring_lower_master: false,
             previous_master: None,
+            master_alive_until: None,
+            held_by_heartbeat: false,
         }
+    }
+
+    /// A heartbeat over another network says a healthy master of this VRID
+    /// is alive until `until` (monotonic ns), or no one says so (`None`).
+    /// A Backup whose master-down timer runs out before then stays Backup.
+    pub fn set_master_alive_until(&mut self, until: Option<u64>) {
+        self.master_alive_until = until;
+    }
+
+    /// Whether this Backup stays Backup only because the heartbeat shows the
+    /// master alive while its adverts do not arrive (a partitioned VRRP path).
+    pub fn held_by_heartbeat(&self) -> bool {
+        self.held_by_heartbeat
     }
 
     /// The master we followed before we last became Master (address,
@@ -253,6 +274,7 @@ impl Machine {
     }
 
     fn transition(&mut self, to: State, reason: Reason, actions: &mut Vec<Action>) {
+        self.held_by_heartbeat = false;
         let from = self.state;
         self.state = to;
         actions.push(Action::Transition { from, to, reason });
@@ -325,6 +347,18 @@ impl Machine {
         match self.state {
             State::Backup => {
                 if self.master_down_at.is_some_and(|at| at <= now) {
+                    // Adverts stopped but the master is alive on the other
+                    // path: taking over would make two masters. Look again
+                    // when its heartbeat runs out. (A resignation is the
+                    // master saying it stops: no heartbeat overrides that.)
+                    if !self.resigned
+                        && let Some(alive_until) = self.master_alive_until
+                        && alive_until > now
+                    {
+                        self.master_down_at = Some(alive_until);
+                        self.held_by_heartbeat = true;
+                        return actions;
+                    }
                     let reason = if self.resigned {
                         Reason::MasterResigned
                     } else {
@@ -397,6 +431,7 @@ impl Machine {
                     self.ignoring_lower_master = false;
                     self.master = Some((advert.src, advert.priority, now));
                     self.last_master_advert_ns = Some(now);
+                    self.held_by_heartbeat = false;
                 } else {
                     // Lower priority master and we preempt: let the
                     // master-down timer run out.
@@ -529,6 +564,58 @@ mod tests {
     /// Whether the timers due at `at` make `m` master, for `reason`.
     fn becomes_master(m: &mut Machine, at: u64, reason: Reason) -> bool {
         m.poll_timers(at).iter().any(to(State::Master, reason))
+    }
+
+    /// A partitioned VRRP path is not a dead master: while a heartbeat over
+    /// another network shows the master alive, a Backup whose adverts
+    /// stopped stays Backup, and takes over once the heartbeat stops too.
+    #[test]
+    fn a_heartbeat_holds_a_backup_whose_master_is_only_cut_off() {
+        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let mut m = machine(100);
+        m.start(0);
+        m.advert(&adv(10, peer, 200)).unwrap();
+        let down = m.next_deadline().unwrap();
+        m.set_master_alive_until(Some(down + 250 * MS));
+        assert!(
+            m.poll_timers(down).is_empty(),
+            "no takeover while the master is alive"
+        );
+        assert_eq!(m.state(), State::Backup);
+        assert!(m.held_by_heartbeat());
+        assert_eq!(
+            m.next_deadline(),
+            Some(down + 250 * MS),
+            "looks again when it runs out"
+        );
+
+        // Heartbeats keep coming: still held.
+        m.set_master_alive_until(Some(down + 500 * MS));
+        assert!(m.poll_timers(down + 250 * MS).is_empty());
+        // The heartbeat stops too: the master is gone.
+        assert!(becomes_master(&mut m, down + 500 * MS, Reason::MasterDown));
+        assert!(!m.held_by_heartbeat());
+    }
+
+    #[test]
+    fn adverts_returning_end_the_hold_and_a_resignation_is_never_held() {
+        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let mut m = machine(100);
+        m.start(0);
+        m.advert(&adv(10, peer, 200)).unwrap();
+        let down = m.next_deadline().unwrap();
+        m.set_master_alive_until(Some(down + 10_000 * MS));
+        m.poll_timers(down);
+        assert!(m.held_by_heartbeat());
+        m.advert(&adv(down / MS + 1, peer, 200)).unwrap();
+        assert!(!m.held_by_heartbeat(), "the VRRP path is back");
+
+        // The master resigns (priority 0): it stops on purpose, the heartbeat
+        // (still fresh) does not override that.
+        let at = down / MS + 2;
+        m.advert(&adv(at, peer, 0)).unwrap();
+        let skew = m.next_deadline().unwrap();
+        assert!(becomes_master(&mut m, skew, Reason::MasterResigned));
     }
 
     /// The floating IP's split-brain rule needs to know whom a Master took
