@@ -52,6 +52,19 @@ pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const API_PORT: u16 = 8080;
 pub const TOKEN: &str = "lab-token-7f3a9c";
 pub const VRID: u8 = 51;
+/// The heartbeat's UDP port on the public network (with `heartbeat`).
+pub const HEARTBEAT_PORT: u16 = 7823;
+
+/// What happens to VRRP packets a load balancer sends (its heartbeat, API
+/// and client traffic are untouched), through nftables in its namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VrrpPath {
+    Intact,
+    /// Every advert dropped.
+    Cut,
+    /// One advert in `n` dropped, at random.
+    LoseOneIn(u32),
+}
 /// `RUST_LOG` of the lbha agents.
 const LBHA_LOG_FILTER: &str = "info,lbha_agent::cloud=debug";
 
@@ -100,6 +113,8 @@ pub struct LabOptions {
     pub instances: u8,
     /// How often lbha's HAProxy check rescans the processes.
     pub check_interval: Duration,
+    /// lbha (native TOML) also exchanges heartbeats over the public network.
+    pub heartbeat: bool,
 }
 
 impl Default for LabOptions {
@@ -113,6 +128,7 @@ impl Default for LabOptions {
             stack: Stack::Lbha,
             instances: 1,
             check_interval: Duration::from_secs(2),
+            heartbeat: false,
         }
     }
 }
@@ -220,6 +236,7 @@ impl Lab {
             ])?;
         }
         std::fs::write(lab.dir.join("token"), format!("{TOKEN}\n"))?;
+        std::fs::write(lab.dir.join("heartbeat.key"), "lab-heartbeat-secret-0123456789\n")?;
         for i in 0..2 {
             std::fs::write(
                 lab.dir.join(format!("lb{}-haproxy.cfg", i + 1)),
@@ -352,7 +369,7 @@ operation_deadline = 20.0
 request_timeout = 2.0
 metadata_timeout = 1.0
 {extra_floating_ip}
-"#,
+{heartbeat}"#,
             priority = if i == 0 { 200 } else { 100 },
             check_interval = o.check_interval.as_secs_f64(),
             interval = o.advert_interval.as_secs_f64(),
@@ -365,6 +382,16 @@ metadata_timeout = 1.0
             extra_floating_ip = o
                 .extra_floating_ip_toml
                 .replace("{droplet_id}", &droplet_id(i).to_string()),
+            heartbeat = if o.heartbeat {
+                format!(
+                    "[heartbeat]\nlisten = \"{}:{HEARTBEAT_PORT}\"\npeers = [\"{}:{HEARTBEAT_PORT}\"]\nkey_file = \"{}\"\n",
+                    lb_public(i),
+                    lb_public(1 - i),
+                    self.dir.join("heartbeat.key").display()
+                )
+            } else {
+                String::new()
+            },
         )
     }
 
@@ -443,6 +470,49 @@ metadata_timeout = 1.0
         .env("RUST_LOG", LBHA_LOG_FILTER);
         run_command(&mut cmd, COMMAND_TIMEOUT)?;
         Ok(())
+    }
+
+    /// lbha's native configuration file of load balancer `i` (what a
+    /// SIGHUP reloads).
+    pub fn lbha_config_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}.toml", i + 1))
+    }
+
+    /// Cuts, thins or restores the VRRP adverts load balancer `i` sends.
+    pub fn set_vrrp_path(&self, i: usize, path: VrrpPath) -> Result<()> {
+        const TABLE: &str = "lbha_lab_fault";
+        let ns = &self.lb[i];
+        // Replaced whole each time; absent the first time.
+        let _ = ns.exec(&["nft", "delete", "table", "inet", TABLE]);
+        let verdict = match path {
+            VrrpPath::Intact => return Ok(()),
+            VrrpPath::Cut => "drop".to_owned(),
+            VrrpPath::LoseOneIn(n) => format!("numgen random mod {n} 0 drop"),
+        };
+        ns.exec(&["nft", "add", "table", "inet", TABLE])?;
+        ns.exec(&[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            TABLE,
+            "out",
+            "{ type filter hook output priority 0; }",
+        ])?;
+        let rule = format!("add rule inet {TABLE} out ip protocol vrrp {verdict}");
+        let words: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
+        ns.exec(&words)?;
+        Ok(())
+    }
+
+    /// Sends `signal` to lbha on load balancer `i` (SIGSTOP freezes it,
+    /// SIGCONT thaws it, SIGHUP reloads it); returns how many processes got it.
+    pub fn signal_agent(&self, i: usize, signal: libc::c_int) -> usize {
+        let pids = self.lb_pids(i, self.opts.stack.process_name());
+        for pid in &pids {
+            send_signal(*pid, signal);
+        }
+        pids.len()
     }
 
     /// Starts `count` idle processes (`sleep`) inside load balancer `i`'s

@@ -53,6 +53,8 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+pub mod scenario;
+
 pub use lbha_harness::{
     BpfFs, COMMAND_TIMEOUT, ChildGuard, Daemon, Netns, SKIP_PRIVILEGED_ENV, TempDir, bridge,
     bridge_port, in_netns, require_root, run_command, send_signal, temp_dir, veth_pair,
