@@ -236,7 +236,10 @@ impl Lab {
             ])?;
         }
         std::fs::write(lab.dir.join("token"), format!("{TOKEN}\n"))?;
-        std::fs::write(lab.dir.join("heartbeat.key"), "lab-heartbeat-secret-0123456789\n")?;
+        std::fs::write(
+            lab.dir.join("heartbeat.key"),
+            "lab-heartbeat-secret-0123456789\n",
+        )?;
         for i in 0..2 {
             std::fs::write(
                 lab.dir.join(format!("lb{}-haproxy.cfg", i + 1)),

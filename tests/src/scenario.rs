@@ -444,4 +444,3 @@ impl Scenario {
         (at, master, assign)
     }
 }
-

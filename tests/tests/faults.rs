@@ -17,7 +17,9 @@ const FAULT_SECS: u64 = 60;
 
 fn both(s: &Scenario, path: VrrpPath) {
     for i in [LB1, LB2] {
-        s.lab.set_vrrp_path(i, path).expect("changing the VRRP path");
+        s.lab
+            .set_vrrp_path(i, path)
+            .expect("changing the VRRP path");
     }
 }
 
@@ -115,14 +117,20 @@ fn api_503_for_20s_from_the_moment_haproxy_dies() {
     assert!(s.lab.kill_haproxy(LB1) > 0);
     s.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(20));
-    assert!(s.assigns_from(s.baseline).is_empty(), "nothing got through the 503s");
+    assert!(
+        s.assigns_from(s.baseline).is_empty(),
+        "nothing got through the 503s"
+    );
     s.lab.reset_faults().expect("healing the API");
     let assign = s.one_assign(s.baseline, LB2, Duration::from_secs(30));
     eprintln!(
         "TIMING {}: API back at {}; assign requested +{}ms",
         s.name,
         secs(at + Duration::from_secs(20)),
-        assign.1.saturating_sub(at + Duration::from_secs(20)).as_millis()
+        assign
+            .1
+            .saturating_sub(at + Duration::from_secs(20))
+            .as_millis()
     );
     let settled = s.assert_settled_on(LB2);
     assert_eq!(settled, s.baseline + 1);
@@ -152,7 +160,11 @@ fn master_agent_frozen_for_3s() {
         s.describe(&s.assigns_from(s.baseline))
     );
     let settled = s.assert_settled_on(LB1);
-    assert!(settled - s.baseline <= 2, "{:?}", s.describe(&s.assigns_from(s.baseline)));
+    assert!(
+        settled - s.baseline <= 2,
+        "{:?}",
+        s.describe(&s.assigns_from(s.baseline))
+    );
     assert_agents_alive(&s);
 }
 
@@ -208,7 +220,12 @@ fn twenty_sighups_with_an_unchanged_file() {
         std::thread::sleep(Duration::from_millis(500));
     }
     for i in [LB1, LB2] {
-        let changed = s.lab.transitions(i).into_iter().filter(|t| t.at >= at).count();
+        let changed = s
+            .lab
+            .transitions(i)
+            .into_iter()
+            .filter(|t| t.at >= at)
+            .count();
         assert_eq!(changed, 0, "{}: lb{} changed state", s.name, i + 1);
     }
     let settled = s.assert_settled_on(LB1);
@@ -227,7 +244,11 @@ fn a_bad_reload_on_the_master_keeps_it_serving() {
     let at = s.lab.since_start();
     let path = s.lab.lbha_config_path(LB1);
     let good = std::fs::read_to_string(&path).unwrap();
-    let bad = good.replacen("[global]", "[global]\nscript_user = \"lbha-no-such-user\"", 1);
+    let bad = good.replacen(
+        "[global]",
+        "[global]\nscript_user = \"lbha-no-such-user\"",
+        1,
+    );
     std::fs::write(&path, &bad).unwrap();
     assert_eq!(s.lab.signal_agent(LB1, libc::SIGHUP), 1);
     s.wait(Duration::from_secs(10), "the refusal", |s| {

@@ -111,13 +111,9 @@ fn map_err(name: &'static str) -> impl FnOnce(MapError) -> BpfError {
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps
 /// against it. Harmless where memory cgroups do the accounting.
 fn raise_memlock_limit() {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: plain syscall with a valid struct.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "could not raise RLIMIT_MEMLOCK");
+    use nix::sys::resource::{RLIM_INFINITY, Resource, setrlimit};
+    if let Err(errno) = setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        tracing::debug!(error = %errno, "could not raise RLIMIT_MEMLOCK");
     }
 }
 

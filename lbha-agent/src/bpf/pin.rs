@@ -29,7 +29,6 @@ use super::{AttachMode, EVENTS_BYTES};
 
 /// Where the system's bpffs is expected (and mounted when absent).
 const SYSTEM_BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: libc::c_long = 0xcafe_4a11;
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
@@ -212,32 +211,21 @@ fn netns_dir(root: &Path) -> Result<PathBuf, PinError> {
 }
 
 fn is_bpffs(path: &Path) -> io::Result<bool> {
-    let c_path = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and a statfs buffer of the right type.
-    if unsafe { libc::statfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(stat.f_type as libc::c_long == BPF_FS_MAGIC)
+    let stat = nix::sys::statfs::statfs(path).map_err(io::Error::from)?;
+    Ok(stat.filesystem_type() == nix::sys::statfs::BPF_FS_MAGIC)
 }
 
 fn ensure_bpffs(root: &Path) -> Result<(), PinError> {
     let system = Path::new(SYSTEM_BPFFS);
     if root.starts_with(system) && !is_bpffs(system).unwrap_or(false) {
-        // SAFETY: constant C strings; mounting a fresh bpffs instance.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                c"/sys/fs/bpf".as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                c"mode=0700".as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(PinError::Mount(io::Error::last_os_error()));
-        }
+        nix::mount::mount(
+            Some("bpf"),
+            system,
+            Some("bpf"),
+            nix::mount::MsFlags::empty(),
+            Some("mode=0700"),
+        )
+        .map_err(|errno| PinError::Mount(io::Error::from(errno)))?;
         tracing::info!(path = SYSTEM_BPFFS, "mounted a BPF filesystem");
     }
     std::fs::create_dir_all(root).map_err(io_err("creating", root))?;

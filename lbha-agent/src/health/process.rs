@@ -293,7 +293,7 @@ mod tests {
         assert_eq!(scan(&ProcessMatch::Name(name.clone())), vec![pid]);
 
         // Kill without reaping: the child stays a zombie, which must not count.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL).unwrap();
         let started = std::time::Instant::now();
         watcher.wait(Duration::from_secs(20)).await;
         assert!(

@@ -229,7 +229,7 @@ mod tests {
         let script = dir.join("check.sh");
         std::fs::write(&script, "#!/bin/sh\nexit 0\n").unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let root = unsafe { libc::geteuid() } == 0;
+        let root = nix::unistd::geteuid().is_root();
         if root {
             assert!(check_secure(&script).is_ok(), "{:?}", check_secure(&script));
         }

@@ -193,13 +193,7 @@ pub fn status(status: &str) {
 }
 
 fn monotonic_usec() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    (now.tv_sec as u64) * 1_000_000 + (now.tv_nsec as u64) / 1_000
+    crate::clock::monotonic_ns() / 1_000
 }
 
 /// The tasks whose liveness the watchdog vouches for (the daemon's
