@@ -19,6 +19,7 @@
 //! each load balancer's node) are `lbha-harness`'s, the same the integration
 //! tests use.
 
+pub mod relay;
 mod stack;
 mod timeline;
 
