@@ -43,7 +43,7 @@ use lbha_harness::{
 };
 pub use stack::{
     SimAction, SimClock, Stack, StackScripts, instance_name, instance_vrid, keepalived_conf,
-    keepalived_transitions, write_scripts,
+    keepalived_transitions, vrrp_address, vrrp_interface, write_scripts,
 };
 pub use timeline::{Transition, parse_transitions, unix_ms};
 
@@ -109,9 +109,12 @@ pub struct LabOptions {
     /// What runs next to HAProxy: lbha (native TOML or the seed's
     /// keepalived.conf) or keepalived itself.
     pub stack: Stack,
-    /// VRRP instances per load balancer (VRIDs from [`VRID`] up); the
-    /// floating IP follows the first.
+    /// VRRP instances per VRRP interface (VRIDs from [`VRID`] up, wrapping
+    /// at 255); the floating IP follows the first.
     pub instances: u8,
+    /// VRRP interfaces per load balancer: `priv0`, then `vrrp1`.. on
+    /// networks of their own (for the scale benchmark).
+    pub interfaces: u8,
     /// How often lbha's HAProxy check rescans the processes.
     pub check_interval: Duration,
     /// lbha (native TOML) also exchanges heartbeats over the public network.
@@ -128,6 +131,7 @@ impl Default for LabOptions {
             extra_floating_ip_toml: String::new(),
             stack: Stack::Lbha,
             instances: 1,
+            interfaces: 1,
             check_interval: Duration::from_secs(2),
             heartbeat: false,
         }
@@ -292,6 +296,23 @@ impl Lab {
             lb.ip(&["route", "add", "default", "via", &ROUTER_PUBLIC.to_string()])?;
             // The anchor: accept the floating IP whoever the router sends it to.
             lb.ip(&["addr", "add", &format!("{FLOATING_IP}/32"), "dev", "lo"])?;
+        }
+        // Extra VRRP networks: a bridge each in the switch.
+        for j in 1..self.opts.interfaces.max(1) {
+            let bridge_name = format!("brvrrp{j}");
+            bridge(&self.switch, &bridge_name)?;
+            for (i, lb) in self.lb.iter().enumerate() {
+                let port = format!("lb{}v{j}", i + 1);
+                let address = format!("{}/24", vrrp_address(i, j));
+                bridge_port(
+                    &self.switch,
+                    &bridge_name,
+                    &port,
+                    lb,
+                    &vrrp_interface(j),
+                    &address,
+                )?;
+            }
         }
         for (i, web) in self.web.iter().enumerate() {
             let port = format!("web{}", i + 1);

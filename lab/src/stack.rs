@@ -58,20 +58,46 @@ impl Stack {
     }
 }
 
-/// Name of instance `k` (0-based): `VI_1`, `VI_2`, ...
-pub fn instance_name(k: u8) -> String {
-    format!("VI_{}", u32::from(k) + 1)
+/// Name of instance `k` (0-based) on VRRP interface `j`: `VI_1`, `VI_2`,
+/// ... on the first, `VI2_1`, ... on the others.
+pub fn instance_name(j: u8, k: u8) -> String {
+    if j == 0 {
+        format!("VI_{}", u32::from(k) + 1)
+    } else {
+        format!("VI{}_{}", u32::from(j) + 1, u32::from(k) + 1)
+    }
 }
 
-/// VRID of instance `k` (0-based): [`VRID`], `VRID + 1`, ...
+/// VRID of instance `k` (0-based): [`VRID`], `VRID + 1`, ..., wrapping
+/// after 255 to 1 (255 instances per interface use every VRID once).
 pub fn instance_vrid(k: u8) -> u8 {
-    VRID + k
+    ((u32::from(VRID) - 1 + u32::from(k)) % 255 + 1) as u8
 }
 
-/// The dummy virtual address of instance `k` (keepalived wants at least one
-/// per instance); on the private network, outside every host's address.
-fn dummy_vip(k: u8) -> String {
-    format!("10.230.1.{}/32", 101 + u32::from(k))
+/// The lab's VRRP interfaces on a load balancer: `priv0` (the private
+/// network, shared with the web servers), then `vrrp1`.. (see
+/// [`crate::LabOptions::interfaces`]).
+pub fn vrrp_interface(j: u8) -> String {
+    if j == 0 {
+        "priv0".to_owned()
+    } else {
+        format!("vrrp{j}")
+    }
+}
+
+/// Load balancer `node`'s address on VRRP interface `j`.
+pub fn vrrp_address(node: usize, j: u8) -> std::net::Ipv4Addr {
+    if j == 0 {
+        lb_private(node)
+    } else {
+        std::net::Ipv4Addr::new(10, 231, j, 11 + node as u8)
+    }
+}
+
+/// The dummy virtual address of instance `k` on interface `j` (keepalived
+/// wants at least one per instance), outside every host's address.
+fn dummy_vip(j: u8, k: u8) -> String {
+    format!("10.{}.{k}.1/32", 240 + u32::from(j))
 }
 
 /// The check wrapper and notify script the keepalived.conf points to, in
@@ -161,7 +187,7 @@ pub fn keepalived_conf(
     node: usize,
     advert_interval: Duration,
     version: u8,
-    instances: u8,
+    (interfaces, instances): (u8, u8),
     scripts: &StackScripts,
 ) -> String {
     let mut conf = format!(
@@ -169,53 +195,61 @@ pub fn keepalived_conf(
          vrrp_script chk_haproxy {{\n    script \"{}\"\n    interval 2\n}}\n",
         scripts.check.display()
     );
-    for k in 0..instances.max(1) {
+    for (j, k) in (0..interfaces.max(1)).flat_map(|j| (0..instances.max(1)).map(move |k| (j, k))) {
         let auth = if version == 2 {
             "    authentication {\n        auth_type PASS\n        auth_pass password\n    }\n"
         } else {
             ""
         };
-        let notify = if k == 0 {
+        let notify = if j == 0 && k == 0 {
             format!("    notify_master {}\n", scripts.notify_master.display())
         } else {
             String::new()
         };
         let _ = write!(
             conf,
-            "\nvrrp_instance {name} {{\n    interface priv0\n    state {state}\n    priority {priority}\n\n    \
+            "\nvrrp_instance {name} {{\n    interface {dev}\n    state {state}\n    priority {priority}\n\n    \
              virtual_router_id {vrid}\n    version {version}\n    advert_int {interval}\n    \
              unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n{auth}\n    \
-             virtual_ipaddress {{\n        {vip} dev priv0\n    }}\n\n    \
+             virtual_ipaddress {{\n        {vip} dev {dev}\n    }}\n\n    \
              track_script {{\n        chk_haproxy\n    }}\n{notify}}}\n",
-            name = instance_name(k),
+            name = instance_name(j, k),
+            dev = vrrp_interface(j),
             state = if node == 0 { "MASTER" } else { "BACKUP" },
             priority = if node == 0 { 200 } else { 100 },
             vrid = instance_vrid(k),
             interval = advert_interval.as_secs_f64(),
-            src = lb_private(node),
-            peer = lb_private(1 - node),
-            vip = dummy_vip(k),
+            src = vrrp_address(node, j),
+            peer = vrrp_address(1 - node, j),
+            vip = dummy_vip(j, k),
         );
     }
     conf
 }
 
-/// The native TOML `[[instance]]` tables of instances 2.. (the lab's own
-/// configuration has the first), for [`crate::LabOptions::instances`] > 1.
-fn extra_native_instances(node: usize, advert_interval: Duration, instances: u8) -> String {
+/// The native TOML `[[instance]]` tables of every instance but the first
+/// (the lab's own configuration has it), for
+/// [`crate::LabOptions::instances`] > 1 or [`crate::LabOptions::interfaces`] > 1.
+fn extra_native_instances(
+    node: usize,
+    advert_interval: Duration,
+    (interfaces, instances): (u8, u8),
+) -> String {
     let mut toml = String::new();
-    for k in 1..instances.max(1) {
+    let all = (0..interfaces.max(1)).flat_map(|j| (0..instances.max(1)).map(move |k| (j, k)));
+    for (j, k) in all.skip(1) {
         let _ = write!(
             toml,
-            "\n[[instance]]\nname = \"{name}\"\ninterface = \"priv0\"\nvrid = {vrid}\n\
+            "\n[[instance]]\nname = \"{name}\"\ninterface = \"{dev}\"\nvrid = {vrid}\n\
              priority = {priority}\nversion = 3\nadvert_interval = {interval}\n\
              unicast_src = \"{src}\"\nunicast_peers = [\"{peer}\"]\ntrack = [\"haproxy\"]\n",
-            name = instance_name(k),
+            name = instance_name(j, k),
+            dev = vrrp_interface(j),
             vrid = instance_vrid(k),
             priority = if node == 0 { 200 } else { 100 },
             interval = advert_interval.as_secs_f64(),
-            src = lb_private(node),
-            peer = lb_private(1 - node),
+            src = vrrp_address(node, j),
+            peer = vrrp_address(1 - node, j),
         );
     }
     toml
@@ -366,10 +400,14 @@ impl Lab {
         let o = &self.opts;
         match o.stack {
             Stack::Lbha => {
-                if o.instances > 1 {
+                if o.instances > 1 || o.interfaces > 1 {
                     let toml = self.dir.join(format!("lb{}.toml", i + 1));
                     let mut text = std::fs::read_to_string(&toml)?;
-                    text.push_str(&extra_native_instances(i, o.advert_interval, o.instances));
+                    text.push_str(&extra_native_instances(
+                        i,
+                        o.advert_interval,
+                        (o.interfaces, o.instances),
+                    ));
                     std::fs::write(&toml, text)?;
                 }
             }
@@ -380,7 +418,13 @@ impl Lab {
                 let scripts = write_scripts(&self.scripts_dir())?;
                 std::fs::write(
                     self.keepalived_conf_path(i),
-                    keepalived_conf(i, o.advert_interval, 3, o.instances, &scripts),
+                    keepalived_conf(
+                        i,
+                        o.advert_interval,
+                        3,
+                        (o.interfaces, o.instances),
+                        &scripts,
+                    ),
                 )?;
             }
         }
@@ -594,7 +638,7 @@ mod tests {
     #[test]
     fn keepalived_conf_has_what_the_seed_had() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(1, Duration::from_millis(10), 3, 2, &scripts);
+        let conf = keepalived_conf(1, Duration::from_millis(10), 3, (1, 2), &scripts);
         assert!(conf.contains("script \"/tmp/x/scripts/chk_haproxy\""));
         assert!(conf.contains("vrrp_instance VI_1 {"));
         assert!(conf.contains("vrrp_instance VI_2 {"));
@@ -605,10 +649,50 @@ mod tests {
         assert!(conf.contains("unicast_src_ip 10.230.1.12"));
         assert_eq!(conf.matches("notify_master").count(), 1);
         assert!(!conf.contains("auth_type"));
-        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, 1, &scripts);
+        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, (1, 1), &scripts);
         assert!(v2.contains("auth_type PASS"));
         assert!(v2.contains("advert_int 1\n"));
         assert!(v2.contains("state MASTER"));
+    }
+
+    /// The scale benchmark's 1,020 instances: 4 interfaces, each using
+    /// every VRID once, every name distinct.
+    #[test]
+    fn four_interfaces_of_255_instances_use_each_vrid_once_per_interface() {
+        let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
+        let conf = keepalived_conf(0, Duration::from_millis(10), 3, (4, 255), &scripts);
+        assert_eq!(conf.matches("vrrp_instance ").count(), 1020);
+        for j in 0..4u8 {
+            let dev = vrrp_interface(j);
+            let vrids: std::collections::BTreeSet<u8> = conf
+                .split("vrrp_instance ")
+                .skip(1)
+                .filter(|block| block.contains(&format!("interface {dev}\n")))
+                .filter_map(|block| {
+                    block
+                        .split("virtual_router_id ")
+                        .nth(1)?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                })
+                .collect();
+            assert_eq!(vrids.len(), 255, "{dev}");
+            assert!(!vrids.contains(&0));
+        }
+        let names: std::collections::BTreeSet<&str> = conf
+            .split("vrrp_instance ")
+            .skip(1)
+            .filter_map(|block| block.split_whitespace().next())
+            .collect();
+        assert_eq!(names.len(), 1020);
+        let native = extra_native_instances(0, Duration::from_millis(10), (4, 255));
+        assert_eq!(
+            native.matches("[[instance]]").count(),
+            1019,
+            "the first is the lab's own"
+        );
     }
 
     #[test]
