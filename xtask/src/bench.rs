@@ -39,7 +39,7 @@ pub struct BenchArgs {
     /// Shorter windows: 5 s CPU windows and a 60 s stress run instead of 20 s and 10 minutes.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, e.g. `--only 1,3` (default: all five).
+    /// Scenarios to run, e.g. `--only 1,3` (default: all six).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Override the CPU measurement window of scenario 3, in seconds.
@@ -48,6 +48,9 @@ pub struct BenchArgs {
     /// Override the duration of the stress run of scenario 4, in seconds.
     #[arg(long)]
     stress_secs: Option<u64>,
+    /// Override the measurement window of scenario 6 (scale), in seconds.
+    #[arg(long)]
+    scale_secs: Option<u64>,
     /// Directory for results.json and results.md.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -93,6 +96,8 @@ struct Bench {
     quick: bool,
     /// Scenario 5's measurement window.
     lateness_window: Duration,
+    /// Scenario 6's measurement window.
+    scale_window: Duration,
 }
 
 impl Bench {
@@ -749,6 +754,89 @@ fn quantile_bound(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option
         .map(|(bound, _)| *bound)
 }
 
+/// Resident memory of `pids` together, in KiB (VmRSS).
+fn rss_kib(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok())
+        .filter_map(|status| {
+            // "VmRSS:	   11432 kB"
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// The sum of one XDP counter over a load balancer's interfaces, from its
+/// metrics (lbha stacks only).
+fn xdp_counter(metrics: &str, counter: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("lbha_packets_total{") && l.contains(&format!("counter=\"{counter}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Scenario 6: the cost of `interfaces × instances` VRIDs at 10 ms adverts
+/// on both nodes, and whether they hold: state transitions after start-up
+/// should be zero.
+fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<Value> {
+    let vrids = u32::from(interfaces) * u32::from(instances);
+    let opts = LabOptions {
+        advert_interval: FAST_ADVERTS,
+        stack,
+        instances,
+        interfaces,
+        ..LabOptions::default()
+    };
+    let lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
+    let repairs = settle(bench, &lab, 0, true)?;
+    let pids = [lab.agent_pids(0), lab.agent_pids(1)];
+    let transitions = |lab: &Lab| lab.transitions(0).len() + lab.transitions(1).len();
+    let before = transitions(&lab);
+    let metrics_before = (stack == Stack::Lbha).then(|| lab.metrics(1).unwrap_or_default());
+    let (u0, t0) = ([usage(&pids[0])?, usage(&pids[1])?], Instant::now());
+    bench.sleep(bench.scale_window)?;
+    let (u1, t1) = ([usage(&pids[0])?, usage(&pids[1])?], Instant::now());
+    let secs = (t1 - t0).as_secs_f64();
+    let hz = clock_ticks_per_sec();
+    let cpu = |i: usize| (u1[i].ticks.saturating_sub(u0[i].ticks)) as f64 / hz / secs * 1e3;
+    let ringbuf_full = metrics_before.map(|m0| {
+        let m1 = lab.metrics(1).unwrap_or_default();
+        xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
+    });
+    let result = json!({
+        "stack": stack.name(),
+        "vrids": vrids,
+        "window_s": secs,
+        "master_cpu_ms_per_s": cpu(0),
+        "backup_cpu_ms_per_s": cpu(1),
+        "master_rss_kib": rss_kib(&pids[0]),
+        "backup_rss_kib": rss_kib(&pids[1]),
+        "transitions_during_window": transitions(&lab) - before,
+        "backup_ringbuf_full": ringbuf_full,
+        "floating_ip_repairs": repairs,
+    });
+    println!(
+        "bench: scale {:<28} {vrids:>4} VRIDs: master {:.1} ms/s, backup {:.1} ms/s, RSS {} / {} KiB, {} transitions, ringbuf_full {:?}",
+        stack.name(),
+        cpu(0),
+        cpu(1),
+        result["master_rss_kib"],
+        result["backup_rss_kib"],
+        result["transitions_during_window"],
+        ringbuf_full,
+    );
+    Ok(result)
+}
+
 /// Scenario 5: how late the Master's adverts go out (10 ms adverts) while
 /// its HAProxy check rescans `extra` idle processes every second.
 fn advert_lateness(bench: &Bench, extra: usize) -> Result<Value> {
@@ -982,6 +1070,31 @@ fn report(results: &Value) -> String {
             &format!("zero: conf {}, native {}", verdict(1), verdict(2)),
         );
     }
+    if let Some(runs) = s["scale"].as_array() {
+        let _ = writeln!(
+            md,
+            "\n6. Scale: N VRIDs (VRRPv3, unicast, 10 ms adverts, no scripts), one agent per node; \
+             CPU from /proc over the window, RSS summed over each daemon's processes\n\n\
+             | stack | VRIDs | master CPU (ms/s) | backup CPU (ms/s) | RSS master / backup (KiB) | transitions | backup ringbuf_full |\n\
+             |---|---|---|---|---|---|---|"
+        );
+        for run in runs {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.1} | {:.2} | {} / {} | {} | {} |",
+                run["stack"].as_str().unwrap_or("?"),
+                run["vrids"],
+                run["master_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["backup_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["master_rss_kib"],
+                run["backup_rss_kib"],
+                run["transitions_during_window"],
+                run["backup_ringbuf_full"]
+                    .as_u64()
+                    .map_or("—".into(), |n| n.to_string()),
+            );
+        }
+    }
     if let Some(runs) = s["advert_lateness"].as_array() {
         let _ = writeln!(
             md,
@@ -1077,6 +1190,11 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
         ),
         quick: args.quick,
         lateness_window: Duration::from_secs(if args.quick { 20 } else { 60 }),
+        scale_window: Duration::from_secs(args.scale_secs.unwrap_or(if args.quick {
+            20
+        } else {
+            600
+        })),
     };
     if bench.quick {
         println!(
@@ -1151,6 +1269,15 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
             .map(|extra| advert_lateness(&bench, extra))
             .collect();
         scenarios.insert("advert_lateness".into(), Value::Array(runs?));
+    }
+    if only(6) {
+        let mut runs = Vec::new();
+        for (interfaces, instances) in [(1u8, 1u8), (1, 255), (4, 255)] {
+            for stack in [Stack::Keepalived, Stack::Lbha] {
+                runs.push(scale(&bench, stack, interfaces, instances)?);
+            }
+        }
+        scenarios.insert("scale".into(), Value::Array(runs));
     }
 
     let results = json!({
