@@ -85,6 +85,8 @@ preempt = true
 preempt_delay = 30.5
 unicast_src = "10.132.7.12"
 unicast_peers = ["10.132.7.13", "10.132.7.14"]
+check_unicast_src = true
+down_timer_adverts = 4
 auth_pass = "password"
 virtual_addresses = ["203.0.113.10/24", "203.0.113.11"]
 track = ["chk_haproxy", "chk_tcp"]
@@ -279,7 +281,7 @@ fn edit(c: &mut Config, b: &mut Bytes) {
             let Some(i) = instance else { return };
             let names: Vec<String> = c.checks.iter().map(|check| check.name.clone()).collect();
             let inst = &mut c.instances[i];
-            match b.u8() % 20 {
+            match b.u8() % 22 {
                 0 => inst.name = b.string(),
                 1 => inst.interface = b.string(),
                 2 => inst.vrid = b.u8(),
@@ -324,6 +326,8 @@ fn edit(c: &mut Config, b: &mut Bytes) {
                         _ => ReceivePathChoice::Raw,
                     }
                 }
+                19 => inst.check_unicast_src = !inst.check_unicast_src,
+                20 => inst.down_timer_adverts = b.u8(),
                 _ => inst.version = c.global.vrrp_version,
             }
         }

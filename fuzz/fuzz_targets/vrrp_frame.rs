@@ -36,13 +36,16 @@ const ALL_CHANGE_BITS: u8 = change::NEW_SOURCE
 struct Table([VridConfig; 256]);
 
 impl VridTable for Table {
-    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
-        let config = self.0[usize::from(vrid)];
+    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
+        let config = &self.0[usize::from(vrid)];
         (config.enabled != 0).then_some(config)
     }
 }
 
-const SCENARIOS: u8 = 7;
+const SCENARIOS: u8 = 9;
+
+/// The sources scenario 7 allows: the seeds' sender among other peers.
+const PEERS: [[u8; 4]; 3] = [[10, 0, 0, 7], [10, 0, 0, 1], [192, 0, 2, 1]];
 
 fn table(selector: u8) -> Table {
     let mut slots = [VridConfig::default(); 256];
@@ -66,7 +69,16 @@ fn table(selector: u8) -> Table {
         // Every VRID, version 0 (the parser takes it as "either version").
         5 => slots = [VridConfig::new(0, vrrp::AUTH_NONE, [0; 8]); 256],
         // A slot that holds a config but is disabled.
-        _ => slots[usize::from(VRID)] = VridConfig { enabled: 0, ..v3 },
+        6 => slots[usize::from(VRID)] = VridConfig { enabled: 0, ..v3 },
+        // Unicast peers: adverts only from them.
+        7 => {
+            slots[usize::from(VRID)] = v3.with_allowed_sources(&PEERS).expect("3 <= 8");
+            slots[usize::from(OTHER_VRID)] = v2_pass
+                .with_allowed_sources(&PEERS[..1])
+                .expect("1 <= 8");
+        }
+        // A short master-down timer (down_timer_adverts 1), for the fast path.
+        _ => slots[usize::from(VRID)] = v3.with_down_timer_adverts(1),
     }
     Table(slots)
 }
@@ -140,7 +152,8 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
         Outcome::Accept(event) => {
             assert!(valid, "accepted an advert the model rejects: {event:?}");
             check_event(ip, ihl, total, &event, table);
-            check_classify(&event, input);
+            let intervals = table.lookup(event.vrid).map_or(3, |c| c.silence_intervals());
+            check_classify(&event, input, intervals);
         }
         Outcome::Drop(reason) => assert!(!valid, "dropped a valid advert as {reason:?}"),
         Outcome::NotVrrp => unreachable!(),
@@ -167,12 +180,13 @@ fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
     {
         return false;
     }
-    if version == 2 {
-        v[4] == config.auth_type
-            && (v[4] != vrrp::AUTH_PASS || v[v.len() - 8..] == config.auth_data)
-    } else {
-        true
-    }
+    let auth_ok = version != 2
+        || (v[4] == config.auth_type
+            && (v[4] != vrrp::AUTH_PASS || v[v.len() - 8..] == config.auth_data));
+    // With unicast peers, only their adverts.
+    let count = usize::from(config.allowed_source_count);
+    let source_ok = count == 0 || config.allowed_sources[..count].contains(&[ip[12], ip[13], ip[14], ip[15]]);
+    auth_ok && source_ok
 }
 
 /// VRRP checksum over the packet, plus the pseudo-header for v3 (RFC 5798
@@ -230,7 +244,7 @@ fn check_event(ip: &[u8], ihl: usize, total: usize, event: &AdvertEvent, table: 
 
 /// Runs the fast-path wakeup decision on an accepted advert against a few
 /// previous adverts, one of them made of fuzzer bytes.
-fn check_classify(event: &AdvertEvent, input: &[u8]) {
+fn check_classify(event: &AdvertEvent, input: &[u8], intervals: u8) {
     let resign = if event.priority == 0 {
         change::RESIGN
     } else {
@@ -240,25 +254,25 @@ fn check_classify(event: &AdvertEvent, input: &[u8]) {
     next.timestamp_ns = 2_000_000_000;
 
     // No previous advert.
-    let flags = fastpath::classify(&AdvertEvent::default(), &next);
+    let flags = fastpath::classify(&AdvertEvent::default(), &next, intervals);
     assert_eq!(flags, change::NEW_SOURCE | resign);
 
     // The master repeating itself promptly.
     let mut previous = next;
     previous.timestamp_ns = 1_000_000_000;
-    // One second apart: silence only for intervals under 1/3 s.
-    let silence = if u64::from(next.interval_cs) * 3 * 10_000_000 < 1_000_000_000 {
+    // One second apart: silence only for `intervals` intervals under 1 s.
+    let silence = if u64::from(next.interval_cs) * u64::from(intervals) * 10_000_000 < 1_000_000_000 {
         change::AFTER_SILENCE
     } else {
         0
     };
-    assert_eq!(fastpath::classify(&previous, &next), resign | silence);
+    assert_eq!(fastpath::classify(&previous, &next, intervals), resign | silence);
 
     // Extreme timestamps in both directions.
     for (prev_ts, next_ts) in [(1, u64::MAX), (u64::MAX, 1), (u64::MAX, u64::MAX)] {
         previous.timestamp_ns = prev_ts;
         next.timestamp_ns = next_ts;
-        let flags = fastpath::classify(&previous, &next);
+        let flags = fastpath::classify(&previous, &next, intervals);
         assert_eq!(flags & !ALL_CHANGE_BITS, 0);
         assert_eq!(flags & (change::NEW_SOURCE | change::RESIGN), resign);
     }
@@ -274,7 +288,7 @@ fn check_classify(event: &AdvertEvent, input: &[u8]) {
         version: byte(),
         ..*event
     };
-    let flags = fastpath::classify(&previous, &next);
+    let flags = fastpath::classify(&previous, &next, intervals);
     assert_eq!(flags & !ALL_CHANGE_BITS, 0);
     assert_eq!(flags & change::RESIGN, resign);
     let new_source = previous.timestamp_ns == 0 || previous.src_addr != next.src_addr;

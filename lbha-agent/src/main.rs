@@ -29,6 +29,8 @@ struct Cli {
     ops: OpsArgs,
     #[command(flatten)]
     heartbeat: HeartbeatArgs,
+    #[command(flatten)]
+    sources: SourceCheckArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -107,6 +109,36 @@ impl HeartbeatArgs {
     }
 }
 
+/// Source checking for keepalived.conf users: keepalived has no keyword
+/// to turn off what it does not do by default, so the command line says it.
+#[derive(clap::Args)]
+struct SourceCheckArgs {
+    /// Accept adverts from any source, not only from an instance's unicast
+    /// peers (which lbha does by default, as keepalived's
+    /// `check_unicast_src`); for --config, overrides every instance's
+    /// `check_unicast_src`.
+    #[arg(long)]
+    no_check_unicast_src: bool,
+}
+
+impl SourceCheckArgs {
+    /// Reads `file` (`syntax`) with this applied before validation: it
+    /// decides whether a long peer list is valid.
+    fn load(
+        &self,
+        file: &std::path::Path,
+        syntax: config::Syntax,
+    ) -> Result<Loaded, config::ConfigErrors> {
+        config::load_with(file, syntax, |config| {
+            if self.no_check_unicast_src {
+                for instance in &mut config.instances {
+                    instance.check_unicast_src = false;
+                }
+            }
+        })
+    }
+}
+
 /// The floating IP for keepalived.conf users (whose file has no place for
 /// it); with `--config` these override the `[floating_ip]` table.
 #[derive(clap::Args)]
@@ -165,9 +197,15 @@ enum Command {
         /// token, sockets): for a file meant for another machine.
         #[arg(long)]
         no_host_checks: bool,
+        #[command(flatten)]
+        sources: SourceCheckArgs,
     },
     /// Print the native TOML equivalent of a keepalived.conf.
-    ImportKeepalived { file: PathBuf },
+    ImportKeepalived {
+        file: PathBuf,
+        #[command(flatten)]
+        sources: SourceCheckArgs,
+    },
     /// Show the running agent's instances, checks, receive path and floating IP.
     Status {
         /// Print JSON instead of a table.
@@ -194,8 +232,12 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_config(file: &std::path::Path, host_checks: bool) -> anyhow::Result<()> {
-    let loaded = config::load_any(file)?;
+fn check_config(
+    file: &std::path::Path,
+    host_checks: bool,
+    sources: &SourceCheckArgs,
+) -> anyhow::Result<()> {
+    let loaded = sources.load(file, config::Syntax::of_path(file))?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
@@ -222,8 +264,8 @@ fn check_config(file: &std::path::Path, host_checks: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-fn import_keepalived(file: &std::path::Path) -> anyhow::Result<()> {
-    let loaded = config::load_keepalived(file)?;
+fn import_keepalived(file: &std::path::Path, sources: &SourceCheckArgs) -> anyhow::Result<()> {
+    let loaded = sources.load(file, config::Syntax::Keepalived)?;
     for warning in &loaded.warnings {
         eprintln!("warning: {warning}");
     }
@@ -334,10 +376,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match (cli.command, cli.config, cli.keepalived_conf) {
             (Some(Command::Watch(args)), ..) => watch::run(args).await,
-            (Some(Command::CheckConfig { file, no_host_checks }), ..) => {
-                check_config(&file, !no_host_checks)
+            (Some(Command::CheckConfig { file, no_host_checks, sources }), ..) => {
+                check_config(&file, !no_host_checks, &sources)
             }
-            (Some(Command::ImportKeepalived { file }), ..) => import_keepalived(&file),
+            (Some(Command::ImportKeepalived { file, sources }), ..) => {
+                import_keepalived(&file, &sources)
+            }
             (Some(Command::Detach { pin_dir }), ..) => {
                 let removed = lbha_agent::bpf::pin::remove_namespace_pins(&pin_dir)
                     .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
@@ -360,11 +404,12 @@ fn main() -> ExitCode {
             }
             (None, config_file, keepalived_file) if config_file.is_some() || keepalived_file.is_some() => {
                 // Loaded at start and again on every SIGHUP, CLI overrides included.
-                let (floating_ip, ops, heartbeat) = (cli.floating_ip, cli.ops, cli.heartbeat);
+                let (floating_ip, ops, heartbeat, sources) =
+                    (cli.floating_ip, cli.ops, cli.heartbeat, cli.sources);
                 let load: lbha_agent::daemon::LoadConfig = std::sync::Arc::new(move || {
                     let mut loaded = match (&config_file, &keepalived_file) {
-                        (Some(file), _) => config::load_toml(file)?,
-                        (None, Some(file)) => config::load_keepalived(file)?,
+                        (Some(file), _) => sources.load(file, config::Syntax::Toml)?,
+                        (None, Some(file)) => sources.load(file, config::Syntax::Keepalived)?,
                         (None, None) => unreachable!("checked by the match guard"),
                     };
                     floating_ip.apply(&mut loaded.config);

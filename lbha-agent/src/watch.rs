@@ -2,13 +2,13 @@
 //! receive path the daemon uses, and print them as JSON lines (a diagnostic
 //! tool; it never leaves anything attached behind it).
 
-use std::time::Duration;
+use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Context;
 use lbha_agent::{bpf::Counters, config::ReceivePathChoice, recv::AdvertReceiver};
 use lbha_common::{
     AdvertEvent, VridConfig,
-    event::{ReceivePath, change},
+    event::{MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, change},
     vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
 };
 use serde::Serialize;
@@ -38,8 +38,10 @@ pub struct WatchArgs {
     /// Interface to receive adverts on.
     #[arg(long, short)]
     interface: String,
-    /// VRID to accept: `VRID`, `VRID:v2`, `VRID:v3` or `VRID:v2:pass=SECRET`
-    /// (repeatable). Version defaults to 3.
+    /// VRID to accept: `VRID`, `VRID:v2`, `VRID:v3` or `VRID:v2:pass=SECRET`,
+    /// plus `:from=IP` (repeatable, up to 8) to accept adverts only from
+    /// those sources, as the daemon does with unicast peers (repeatable).
+    /// Version defaults to 3.
     #[arg(long = "vrid", required = true, value_parser = parse_vrid_spec)]
     vrids: Vec<(u8, VridConfig)>,
     /// Receive path: XDP with raw-socket fallback, XDP only, or raw socket only.
@@ -57,7 +59,8 @@ pub struct WatchArgs {
     timeout: Option<u64>,
 }
 
-/// Parses `51`, `51:v2`, `51:v3`, `51:v2:pass=secret`.
+/// Parses `51`, `51:v2`, `51:v3`, `51:v2:pass=secret`, each optionally
+/// with `:from=10.0.0.1:from=10.0.0.2`.
 fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
     let mut parts = spec.split(':');
     let vrid: u8 = parts
@@ -70,20 +73,34 @@ fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
     }
     let mut version = 3;
     let mut auth = (AUTH_NONE, [0u8; 8]);
+    let mut sources = Vec::new();
     for part in parts {
         match part {
             "v2" => version = 2,
             "v3" => version = 3,
-            _ => match part.strip_prefix("pass=") {
-                Some(pass) if !pass.is_empty() => auth = (AUTH_PASS, auth_data(pass.as_bytes())),
-                _ => return Err(format!("unknown VRID option {part:?} in {spec:?}")),
-            },
+            _ => {
+                if let Some(pass) = part.strip_prefix("pass=").filter(|p| !p.is_empty()) {
+                    auth = (AUTH_PASS, auth_data(pass.as_bytes()));
+                } else if let Some(ip) = part.strip_prefix("from=") {
+                    let ip: Ipv4Addr = ip
+                        .parse()
+                        .map_err(|_| format!("{ip:?} is not an IPv4 address in {spec:?}"))?;
+                    sources.push(ip.octets());
+                } else {
+                    return Err(format!("unknown VRID option {part:?} in {spec:?}"));
+                }
+            }
         }
     }
     if version == 3 && auth.0 != AUTH_NONE {
         return Err(format!("VRRPv3 has no authentication ({spec:?})"));
     }
-    Ok((vrid, VridConfig::new(version, auth.0, auth.1)))
+    VridConfig::new(version, auth.0, auth.1)
+        .with_allowed_sources(&sources)
+        .map(|config| (vrid, config))
+        .map_err(|TooManySources(n)| {
+            format!("{n} sources in {spec:?}: at most {MAX_ALLOWED_SOURCES} can be checked")
+        })
 }
 
 #[derive(Serialize)]
@@ -137,8 +154,8 @@ impl From<&AdvertEvent> for AdvertJson {
     }
 }
 
-/// The kernel's "no advert for three intervals" cue to the agent: not an
-/// advert, so `watch` does not print it.
+/// The kernel's "no advert for `down_timer_adverts` intervals" cue to the
+/// agent: not an advert, so `watch` does not print it.
 fn is_silence_report(event: &AdvertEvent) -> bool {
     event.flags & change::SILENCE != 0
 }
@@ -211,4 +228,28 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         counters: counters.iter().collect(),
     })?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vrid_specs_may_name_the_sources_to_accept() {
+        let (vrid, config) =
+            parse_vrid_spec("51:v2:pass=secret:from=10.0.0.1:from=10.0.0.2").unwrap();
+        assert_eq!((vrid, config.version, config.auth_type), (51, 2, AUTH_PASS));
+        assert!(config.allows_source([10, 0, 0, 1]));
+        assert!(config.allows_source([10, 0, 0, 2]));
+        assert!(!config.allows_source([10, 0, 0, 3]));
+
+        let (_, any) = parse_vrid_spec("52").unwrap();
+        assert!(any.allows_source([192, 0, 2, 1]), "no from=: any source");
+
+        let nine: String = (1..=9).map(|i| format!(":from=10.0.0.{i}")).collect();
+        let error = parse_vrid_spec(&format!("53{nine}")).unwrap_err();
+        assert!(error.contains("at most 8"), "{error}");
+        let error = parse_vrid_spec("53:from=10.0.0").unwrap_err();
+        assert!(error.contains("not an IPv4 address"), "{error}");
+    }
 }

@@ -47,8 +47,8 @@ pub mod change {
     /// Same source, different VRRP version.
     pub const VERSION: u8 = 1 << 5;
     /// Not an advert: the kernel's silence timer for this VRID fired, no
-    /// advert having arrived for [`crate::fastpath::SILENCE_INTERVALS`]
-    /// intervals. Only `timestamp_ns`, `vrid`, `interval_cs` (of the last
+    /// advert having arrived for the VRID's `down_timer_adverts`
+    /// ([`VridConfig::silence_intervals`]) intervals. Only `timestamp_ns`, `vrid`, `interval_cs` (of the last
     /// advert) and `receive_path` are set.
     pub const SILENCE: u8 = 1 << 6;
 }
@@ -71,6 +71,16 @@ impl ReceivePath {
     }
 }
 
+/// How many IPv4 sources one VRID can restrict its adverts to (its unicast
+/// peers). keepalived configurations rarely list more than a handful of
+/// peers; a configuration with more is refused (see lbha-config) rather than
+/// silently left unfiltered.
+pub const MAX_ALLOWED_SOURCES: usize = 8;
+
+/// Master_Down_Interval in advert intervals when nothing else is
+/// configured: RFC 5798's 3, keepalived's default `down_timer_adverts`.
+pub const DEFAULT_DOWN_TIMER_ADVERTS: u8 = 3;
+
 /// What user space configured for one VRID; the XDP program drops adverts for
 /// VRIDs whose entry is not `enabled` as "unknown VRID".
 #[repr(C)]
@@ -83,20 +93,84 @@ pub struct VridConfig {
     pub version: u8,
     /// Expected v2 auth type: [`crate::vrrp::AUTH_NONE`] or [`crate::vrrp::AUTH_PASS`].
     pub auth_type: u8,
-    pub _reserved: u8,
+    /// keepalived's `down_timer_adverts`: the master counts as down after
+    /// this many advert intervals (plus Skew_Time) without one, so the
+    /// kernel's silence timer reports after this many. 0 means
+    /// [`DEFAULT_DOWN_TIMER_ADVERTS`].
+    pub down_timer_adverts: u8,
     /// PASS password, zero padded to 8 bytes, compared byte for byte as
     /// keepalived does (it keeps only the first 8 characters).
     pub auth_data: [u8; 8],
+    /// How many entries of `allowed_sources` apply. 0: adverts from any
+    /// source are accepted (multicast, or source checking turned off).
+    pub allowed_source_count: u8,
+    pub _reserved: [u8; 3],
+    /// The IPv4 sources (network order) adverts must come from: the
+    /// instance's unicast peers (keepalived's `check_unicast_src`).
+    pub allowed_sources: [[u8; 4]; MAX_ALLOWED_SOURCES],
 }
 
+/// More allowed sources than a [`VridConfig`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManySources(pub usize);
+
 impl VridConfig {
+    /// A configured VRID accepting adverts from any source, with the
+    /// default Master_Down_Interval.
     pub const fn new(version: u8, auth_type: u8, auth_data: [u8; 8]) -> Self {
         Self {
             enabled: 1,
             version,
             auth_type,
-            _reserved: 0,
+            down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
             auth_data,
+            allowed_source_count: 0,
+            _reserved: [0; 3],
+            allowed_sources: [[0; 4]; MAX_ALLOWED_SOURCES],
+        }
+    }
+
+    /// The same, with the master counted down after `adverts` intervals.
+    pub const fn with_down_timer_adverts(mut self, adverts: u8) -> Self {
+        self.down_timer_adverts = adverts;
+        self
+    }
+
+    /// The same, accepting adverts only from `sources` (any source when
+    /// empty).
+    pub fn with_allowed_sources(mut self, sources: &[[u8; 4]]) -> Result<Self, TooManySources> {
+        if sources.len() > MAX_ALLOWED_SOURCES {
+            return Err(TooManySources(sources.len()));
+        }
+        self.allowed_sources = [[0; 4]; MAX_ALLOWED_SOURCES];
+        self.allowed_sources[..sources.len()].copy_from_slice(sources);
+        self.allowed_source_count = sources.len() as u8;
+        Ok(self)
+    }
+
+    /// Whether an advert from IPv4 address `src` may be accepted. A loop of
+    /// at most [`MAX_ALLOWED_SOURCES`] steps, so the BPF verifier bounds it.
+    #[inline(always)]
+    pub fn allows_source(&self, src: [u8; 4]) -> bool {
+        let count = usize::from(self.allowed_source_count);
+        if count == 0 {
+            return true;
+        }
+        // Compared as words: no memcmp call in the BPF object.
+        let src = u32::from_ne_bytes(src);
+        self.allowed_sources
+            .iter()
+            .take(count)
+            .any(|allowed| u32::from_ne_bytes(*allowed) == src)
+    }
+
+    /// Intervals without an advert after which the VRID counts as silent.
+    #[inline(always)]
+    pub const fn silence_intervals(&self) -> u8 {
+        if self.down_timer_adverts == 0 {
+            DEFAULT_DOWN_TIMER_ADVERTS
+        } else {
+            self.down_timer_adverts
         }
     }
 }
@@ -124,19 +198,28 @@ pub enum Counter {
     Wakeups = 11,
     /// Accepted adverts submitted without a wakeup (nothing changed).
     WakeupsSaved = 12,
-    /// Accepted adverts passed to the network stack instead of consumed
-    /// because no agent holds the lease (lbha stopped, program left pinned).
+    /// Adverts passed to the network stack instead of consumed because no
+    /// agent holds the lease (lbha stopped, program left pinned): accepted
+    /// ones, and those from a source the last agent did not allow (its
+    /// peer list is its own policy, not something a keepalived started in
+    /// its place must live with).
     PassedNoAgent = 13,
     /// Silence reports queued by the per-VRID kernel timer (no advert for
-    /// three intervals): the backup's cue to check the master-down timer.
+    /// `down_timer_adverts` intervals): the backup's cue to check the
+    /// master-down timer.
     SilenceReported = 14,
     /// Failures to arm the silence timer or to queue its report; user
     /// space then relies on its own (later) deadline.
     SilenceTimerErrors = 15,
+    /// Well-formed adverts for a configured VRID whose IPv4 source is not
+    /// one of the instance's unicast peers (keepalived's
+    /// `check_unicast_src`, on by default in lbha). An outcome, like the
+    /// other drops.
+    DropUnknownSource = 16,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -154,6 +237,7 @@ impl Counter {
         Counter::PassedNoAgent,
         Counter::SilenceReported,
         Counter::SilenceTimerErrors,
+        Counter::DropUnknownSource,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -175,6 +259,7 @@ impl Counter {
             Counter::PassedNoAgent => "passed_no_agent",
             Counter::SilenceReported => "silence_reported",
             Counter::SilenceTimerErrors => "silence_timer_errors",
+            Counter::DropUnknownSource => "drop_unknown_source",
         }
     }
 }
@@ -215,5 +300,80 @@ mod user {
 }
 
 const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<VridConfig>() == 12);
+const _: () = assert!(core::mem::size_of::<VridConfig>() == 48);
 const _: () = assert!(core::mem::size_of::<AgentLease>() == 8);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PEER: [u8; 4] = [10, 0, 0, 1];
+    const OTHER: [u8; 4] = [10, 0, 0, 9];
+
+    #[test]
+    fn no_allowed_sources_allows_every_source() {
+        let config = VridConfig::new(3, 0, [0; 8]);
+        assert_eq!(config.allowed_source_count, 0);
+        assert!(config.allows_source(PEER));
+        assert!(config.allows_source([0; 4]));
+        // An emptied list filters nothing again.
+        let emptied = config
+            .with_allowed_sources(&[PEER])
+            .unwrap()
+            .with_allowed_sources(&[])
+            .unwrap();
+        assert!(emptied.allows_source(OTHER));
+    }
+
+    #[test]
+    fn allowed_sources_are_the_only_ones_allowed() {
+        let peers: Vec<[u8; 4]> = (1..=MAX_ALLOWED_SOURCES as u8)
+            .map(|i| [10, 0, 0, i])
+            .collect();
+        let config = VridConfig::new(3, 0, [0; 8])
+            .with_allowed_sources(&peers)
+            .unwrap();
+        assert_eq!(
+            usize::from(config.allowed_source_count),
+            MAX_ALLOWED_SOURCES
+        );
+        for peer in &peers {
+            assert!(config.allows_source(*peer), "{peer:?}");
+        }
+        assert!(!config.allows_source(OTHER));
+        // A byte order mix-up would let 1.0.0.10 through.
+        assert!(!config.allows_source([1, 0, 0, 10]));
+
+        // Only the first `allowed_source_count` entries count: zeroed
+        // slots do not allow 0.0.0.0.
+        let one = VridConfig::new(3, 0, [0; 8])
+            .with_allowed_sources(&[PEER])
+            .unwrap();
+        assert!(one.allows_source(PEER));
+        assert!(!one.allows_source([0; 4]));
+        assert!(!one.allows_source([10, 0, 0, 2]));
+        // Replacing the list forgets the old one.
+        let other = one.with_allowed_sources(&[OTHER]).unwrap();
+        assert!(!other.allows_source(PEER));
+        assert!(other.allows_source(OTHER));
+    }
+
+    #[test]
+    fn more_sources_than_the_table_holds_are_refused() {
+        let peers = [PEER; MAX_ALLOWED_SOURCES + 1];
+        assert_eq!(
+            VridConfig::new(3, 0, [0; 8]).with_allowed_sources(&peers),
+            Err(TooManySources(MAX_ALLOWED_SOURCES + 1))
+        );
+    }
+
+    #[test]
+    fn silence_intervals_default_to_three() {
+        let config = VridConfig::new(3, 0, [0; 8]);
+        assert_eq!(config.silence_intervals(), 3);
+        assert_eq!(config.with_down_timer_adverts(1).silence_intervals(), 1);
+        assert_eq!(config.with_down_timer_adverts(100).silence_intervals(), 100);
+        // A zeroed entry (never written by this build) keeps the RFC's 3.
+        assert_eq!(config.with_down_timer_adverts(0).silence_intervals(), 3);
+    }
+}

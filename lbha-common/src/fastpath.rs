@@ -4,24 +4,24 @@
 
 use crate::event::{AdvertEvent, change};
 
-/// Adverts further apart than this many intervals count as "after silence".
-/// Three intervals is the core of RFC 5798's Master_Down_Interval, so a gap
-/// that long is one a backup would already be acting on.
-pub const SILENCE_INTERVALS: u64 = 3;
-
 const NS_PER_CENTISECOND: u64 = 10_000_000;
 
-/// Gap after which an advert is reported as [`change::AFTER_SILENCE`].
+/// Gap after which a VRID counts as silent: `intervals` advert intervals
+/// (the VRID's `down_timer_adverts`, [`crate::VridConfig::silence_intervals`]),
+/// the core of its Master_Down_Interval, so a gap that long is one a backup
+/// acts on after Skew_Time more. The kernel's silence timer fires after it,
+/// and an advert after such a gap is reported as [`change::AFTER_SILENCE`].
 #[inline(always)]
-pub fn silence_threshold_ns(interval_cs: u16) -> u64 {
-    SILENCE_INTERVALS * u64::from(interval_cs) * NS_PER_CENTISECOND
+pub fn silence_threshold_ns(interval_cs: u16, intervals: u8) -> u64 {
+    u64::from(intervals) * u64::from(interval_cs) * NS_PER_CENTISECOND
 }
 
 /// Returns the [`change`] bits of `next` relative to `previous` (the last
-/// advert seen for the VRID; a zero timestamp means none). Zero means the
+/// advert seen for the VRID; a zero timestamp means none), for a VRID that
+/// counts as silent after `silence_intervals` intervals. Zero means the
 /// advert can be submitted without waking user space.
 #[inline(always)]
-pub fn classify(previous: &AdvertEvent, next: &AdvertEvent) -> u8 {
+pub fn classify(previous: &AdvertEvent, next: &AdvertEvent, silence_intervals: u8) -> u8 {
     let mut flags = 0;
     if next.priority == 0 {
         // Every resignation matters: backups must act within Skew_Time.
@@ -40,7 +40,7 @@ pub fn classify(previous: &AdvertEvent, next: &AdvertEvent) -> u8 {
         flags |= change::VERSION;
     }
     let gap = next.timestamp_ns.saturating_sub(previous.timestamp_ns);
-    if gap > silence_threshold_ns(previous.interval_cs) {
+    if gap > silence_threshold_ns(previous.interval_cs, silence_intervals) {
         flags |= change::AFTER_SILENCE;
     }
     flags
@@ -51,6 +51,12 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+    /// RFC 5798's three intervals.
+    const RFC: u8 = 3;
+
+    fn classify(previous: &AdvertEvent, next: &AdvertEvent) -> u8 {
+        super::classify(previous, next, RFC)
+    }
 
     fn advert(ts_ms: u64, src: u8, priority: u8, interval_cs: u16) -> AdvertEvent {
         AdvertEvent {
@@ -104,6 +110,26 @@ mod tests {
     fn repeated_resignation_always_wakes() {
         let prev = advert(1000, 1, 0, 100);
         assert_eq!(classify(&prev, &advert(1010, 1, 0, 100)), change::RESIGN);
+    }
+
+    #[test]
+    fn silence_threshold_is_the_vrids_down_timer_adverts() {
+        assert_eq!(silence_threshold_ns(100, 3), 3_000 * MS);
+        assert_eq!(silence_threshold_ns(10, 1), 100 * MS);
+        assert_eq!(silence_threshold_ns(4095, 100), 4_095_000 * MS);
+        let prev = advert(1000, 1, 100, 100);
+        // One interval: a gap just over it is silence, one at it is not.
+        assert_eq!(super::classify(&prev, &advert(2000, 1, 100, 100), 1), 0);
+        assert_eq!(
+            super::classify(&prev, &advert(2001, 1, 100, 100), 1),
+            change::AFTER_SILENCE
+        );
+        // Ten intervals: nine and a half seconds is still a steady master.
+        assert_eq!(super::classify(&prev, &advert(10_500, 1, 100, 100), 10), 0);
+        assert_eq!(
+            super::classify(&prev, &advert(11_001, 1, 100, 100), 10),
+            change::AFTER_SILENCE
+        );
     }
 
     #[test]

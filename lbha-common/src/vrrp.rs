@@ -49,6 +49,11 @@ pub enum DropReason {
     UnknownVrid,
     /// v2 authentication type or PASS data differs from the configuration.
     AuthMismatch,
+    /// A valid advert from an IPv4 source that is not one of the VRID's
+    /// allowed sources (its unicast peers). Checked last, as keepalived
+    /// checks `check_unicast_src`, so a malformed advert from anywhere is
+    /// counted as malformed.
+    UnknownSource,
 }
 
 impl DropReason {
@@ -61,6 +66,7 @@ impl DropReason {
             DropReason::BadLength => Counter::DropBadLength,
             DropReason::UnknownVrid => Counter::DropUnknownVrid,
             DropReason::AuthMismatch => Counter::DropAuthMismatch,
+            DropReason::UnknownSource => Counter::DropUnknownSource,
         }
     }
 }
@@ -86,9 +92,11 @@ impl Outcome {
     }
 }
 
-/// Which VRIDs are configured, and how.
+/// Which VRIDs are configured, and how. A reference, not a copy: in the XDP
+/// program it points into the map value, and a copy of every field would
+/// not fit the BPF stack next to the parser's own.
 pub trait VridTable {
-    fn lookup(&self, vrid: u8) -> Option<VridConfig>;
+    fn lookup(&self, vrid: u8) -> Option<&VridConfig>;
 }
 
 /// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
@@ -261,6 +269,10 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         // v3: 4 reserved bits, then 12 bits of centiseconds.
         u16::from_be_bytes([header[4] & 0x0f, header[5]])
     };
+
+    if !config.allows_source(src) {
+        return Err(DropReason::UnknownSource);
+    }
 
     let first_vip = if count_addr > 0 {
         pkt.load::<4>(vrrp + VRRP_HEADER_LEN)

@@ -142,8 +142,19 @@ impl Table {
         self
     }
 
-    /// What an lbha configured like the three keepalived instances would load.
+    /// What an lbha configured like the three keepalived instances would
+    /// load: the unicast ones (51, 52) with their sender as unicast peer,
+    /// whose adverts alone they accept; the multicast one (53) has no peers.
     fn keepalived() -> Self {
+        Self::empty()
+            .with(51, peers(v2_pass(b"secret12"), &[SENDER]))
+            .with(52, peers(v3(), &[SENDER]))
+            .with(53, v3())
+    }
+
+    /// The same with source checking off (`check_unicast_src = false`):
+    /// no VRID restricts the source.
+    fn keepalived_unfiltered() -> Self {
         Self::empty()
             .with(51, v2_pass(b"secret12"))
             .with(52, v3())
@@ -152,9 +163,22 @@ impl Table {
 }
 
 impl VridTable for Table {
-    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
-        self.0[usize::from(vrid)]
+    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
+        self.0[usize::from(vrid)].as_ref()
     }
+}
+
+/// The source of every capture: the keepalived master, the unicast peer of
+/// an lbha receiving its adverts.
+const SENDER: [u8; 4] = [10, 231, 0, 1];
+/// An address on the same link that is no instance's peer.
+const NOT_A_PEER: [u8; 4] = [10, 231, 0, 66];
+
+/// `config` accepting adverts only from `sources`.
+fn peers(config: VridConfig, sources: &[[u8; 4]]) -> VridConfig {
+    config
+        .with_allowed_sources(sources)
+        .expect("at most 8 peers")
 }
 
 fn v2_pass(pass: &[u8; 8]) -> VridConfig {
@@ -701,7 +725,8 @@ fn flipped_vrrp_byte_is_bad_checksum(
 fn v3_checksum_covers_the_pseudo_header(
     #[values(v2_unicast_pass(), v3_unicast_100ms(), v3_multicast())] c: Capture,
 ) {
-    let table = Table::keepalived();
+    // Unfiltered: the changed source is nobody's peer.
+    let table = Table::keepalived_unfiltered();
     for (field, addr) in [(L3 + 12, [10, 231, 0, 9]), (L3 + 16, [10, 231, 0, 3])] {
         let mut f = c.frame.to_vec();
         f[field..field + 4].copy_from_slice(&addr);
@@ -868,4 +893,108 @@ fn the_sender_of_a_dropped_frame_is_read_where_it_can_be(
 #[test]
 fn a_frame_that_is_not_ipv4_has_no_sender() {
     assert_eq!(frame_sender(&KEEPALIVED_GARP[..]), Sender::default());
+}
+
+/// `frame` as if sent from `src`: the IPv4 header checksum and (v3, whose
+/// checksum covers the addresses) the VRRP checksum fixed, so that only the
+/// source differs.
+fn sent_from(frame: &[u8], src: [u8; 4]) -> Vec<u8> {
+    let mut f = frame.to_vec();
+    f[L3 + 12..L3 + 16].copy_from_slice(&src);
+    fix_ip_checksum(&mut f, L3);
+    fix_vrrp_checksum(&mut f, L3);
+    f
+}
+
+/// Another host's address, for peer lists that leave room for the sender.
+fn host(i: u8) -> [u8; 4] {
+    [10, 231, 0, 10 + i]
+}
+
+/// With unicast peers configured, an advert from one of them is accepted,
+/// wherever it stands in the list (up to its full 8 entries).
+#[rstest]
+#[case::the_only_peer(vec![SENDER])]
+#[case::first_of_two(vec![SENDER, host(1)])]
+#[case::last_of_three(vec![host(1), host(2), SENDER])]
+#[case::last_of_eight((1..8).map(host).chain([SENDER]).collect())]
+fn an_advert_from_a_unicast_peer_is_accepted(
+    #[case] sources: Vec<[u8; 4]>,
+    #[values(v2_unicast_pass(), v3_unicast_100ms(), v3_multicast())] c: Capture,
+) {
+    let config = Table::keepalived_unfiltered().0[usize::from(c.expected.vrid)].unwrap();
+    let table = Table::empty().with(c.expected.vrid, peers(config, &sources));
+    assert_eq!(accept(c.frame, &table), c.expected, "{}", c.name);
+}
+
+/// A well-formed advert from an address that is not a peer is dropped as
+/// an unknown source; the multicast instance has no peers and takes it.
+#[rstest]
+fn an_advert_from_another_source_is_an_unknown_source(
+    #[values(v2_unicast_pass(), v3_unicast_100ms(), v3_multicast())] c: Capture,
+) {
+    let spoofed = sent_from(c.frame, NOT_A_PEER);
+    let unicast = c.expected.dst_addr != [224, 0, 0, 18];
+    if unicast {
+        assert_drop(
+            &spoofed,
+            &Table::keepalived(),
+            DropReason::UnknownSource,
+            c.name,
+        );
+    } else {
+        let event = accept(&spoofed, &Table::keepalived());
+        assert_eq!(event.src_addr, NOT_A_PEER, "{}", c.name);
+    }
+    // The capture itself, against peers that do not include its sender.
+    let config = Table::keepalived_unfiltered().0[usize::from(c.expected.vrid)].unwrap();
+    let others: Vec<[u8; 4]> = (1..=8).map(host).collect();
+    let table = Table::empty().with(c.expected.vrid, peers(config, &others));
+    assert_drop(c.frame, &table, DropReason::UnknownSource, c.name);
+    // One octet off is another host.
+    let near = Table::empty().with(c.expected.vrid, peers(config, &[[10, 231, 0, 2]]));
+    assert_drop(c.frame, &near, DropReason::UnknownSource, c.name);
+}
+
+/// Without allowed sources (source checking off, or no peers at all) an
+/// advert from any address is accepted.
+#[rstest]
+fn without_allowed_sources_any_source_is_accepted(
+    #[values(v2_unicast_pass(), v3_unicast_100ms(), v3_multicast())] c: Capture,
+    #[values(NOT_A_PEER, [192, 0, 2, 1], [0, 0, 0, 0])] src: [u8; 4],
+) {
+    let event = accept(&sent_from(c.frame, src), &Table::keepalived_unfiltered());
+    assert_eq!(
+        event,
+        AdvertEvent {
+            src_addr: src,
+            ..c.expected
+        },
+        "{}",
+        c.name
+    );
+}
+
+/// The source is judged last, as keepalived judges `check_unicast_src`: a
+/// malformed or foreign advert from a stranger keeps its own reason.
+#[rstest]
+#[case::bad_ttl(|f: &[u8]| ip_set(f, 8, &[64]), DropReason::BadTtl)]
+#[case::bad_ip_checksum(|f: &[u8]| ip_flip(f, 4), DropReason::BadChecksum)]
+#[case::bad_length(|f: &[u8]| vrrp_set(f, 3, 0), DropReason::BadLength)]
+#[case::bad_version(|f: &[u8]| vrrp_set(f, 0, 0x41), DropReason::BadVersionType)]
+#[case::fragment(|f: &[u8]| ip_set(f, 6, &0x2000u16.to_be_bytes()), DropReason::Truncated)]
+#[case::foreign_vrid(|f: &[u8]| vrrp_set(f, 1, 99), DropReason::UnknownVrid)]
+fn a_strangers_malformed_advert_keeps_its_reason(
+    #[case] change: fn(&[u8]) -> Vec<u8>,
+    #[case] reason: DropReason,
+    #[values(v2_unicast_pass(), v3_unicast_100ms())] c: Capture,
+) {
+    let f = change(&sent_from(c.frame, NOT_A_PEER));
+    assert_drop(&f, &Table::keepalived(), reason, c.name);
+}
+
+#[test]
+fn a_strangers_wrong_password_is_an_auth_mismatch() {
+    let f = sent_from(&v2_pass_byte_flipped(0), NOT_A_PEER);
+    assert_drop(&f, &Table::keepalived(), DropReason::AuthMismatch, "PASS");
 }

@@ -21,10 +21,15 @@ use super::{
     toml::{parse_cidr, secs_to_duration},
     validate::{FieldLines, Lines, Syntax, finish},
 };
-use crate::ReceivePathChoice;
+use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, ReceivePathChoice};
 
-/// Parses a keepalived.conf.
-pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+/// Parses a keepalived.conf; `adjust` sees the configuration before it is
+/// validated.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    adjust: &mut dyn FnMut(&mut Config),
+) -> Result<Loaded, ConfigErrors> {
     let mut cx = Cx {
         file: path,
         errors: Vec::new(),
@@ -36,7 +41,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
     for statement in &statements {
         builder.top_level(statement, &mut cx);
     }
-    let (config, lines) = builder.resolve();
+    let (mut config, lines) = builder.resolve();
+    adjust(&mut config);
     finish(
         config,
         &lines,
@@ -467,6 +473,7 @@ struct TrackRef {
 struct PendingInstance {
     instance: Instance,
     version: Option<u8>,
+    down_timer_adverts: Option<u8>,
     tracks: Vec<TrackRef>,
     lines: FieldLines,
 }
@@ -475,6 +482,8 @@ struct PendingInstance {
 struct Builder {
     global: Global,
     global_lines: FieldLines,
+    /// global_defs `vrrp_down_timer_adverts`: the instances' default.
+    down_timer_adverts: Option<u8>,
     checks: Vec<(Check, FieldLines)>,
     instances: Vec<PendingInstance>,
 }
@@ -549,6 +558,14 @@ impl Builder {
                         None => self.global_lines.mark_bad("vrrp_version"),
                     }
                 }
+                "vrrp_down_timer_adverts" => {
+                    if let Some(n) = down_timer_adverts(item, context, cx) {
+                        self.down_timer_adverts = Some(n);
+                    }
+                }
+                // What lbha does anyway: with unicast peers, only their
+                // adverts are accepted (unless --no-check-unicast-src).
+                "vrrp_check_unicast_src" => cx.no_args(item, context),
                 _ => cx.warn(line, format!("{context}`{kw}` ignored")),
             }
         }
@@ -660,6 +677,9 @@ impl Builder {
             preempt_delay: Duration::ZERO,
             unicast_src: None,
             unicast_peers: Vec::new(),
+            // On by default in lbha, unlike keepalived: see the README.
+            check_unicast_src: true,
+            down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
             auth_pass: None,
             virtual_addresses: Vec::new(),
             track: Vec::new(),
@@ -667,6 +687,7 @@ impl Builder {
             receive_path: ReceivePathChoice::Auto,
         };
         let mut version = None;
+        let mut down_timer = None;
         let mut tracks = Vec::new();
         let mut has_vrid = false;
         let block = block_of(s, cx, context);
@@ -772,6 +793,18 @@ impl Builder {
                             );
                             inst.unicast_peers.push(ip);
                         }
+                    }
+                }
+                "check_unicast_src" => {
+                    cx.no_args(item, context);
+                    fl.set("check_unicast_src", line);
+                    inst.check_unicast_src = true;
+                }
+                "down_timer_adverts" => {
+                    fl.set("down_timer_adverts", line);
+                    match down_timer_adverts(item, context, cx) {
+                        Some(n) => down_timer = Some(n),
+                        None => fl.mark_bad("down_timer_adverts"),
                     }
                 }
                 "authentication" => {
@@ -880,6 +913,7 @@ impl Builder {
         self.instances.push(PendingInstance {
             instance: inst,
             version,
+            down_timer_adverts: down_timer,
             tracks,
             lines: fl,
         });
@@ -891,6 +925,7 @@ impl Builder {
         let Builder {
             global,
             global_lines,
+            down_timer_adverts: default_down_timer,
             checks,
             instances,
         } = self;
@@ -909,10 +944,14 @@ impl Builder {
             let PendingInstance {
                 mut instance,
                 version,
+                down_timer_adverts,
                 tracks,
                 mut lines,
             } = pending;
             instance.version = version.unwrap_or(global.vrrp_version);
+            instance.down_timer_adverts = down_timer_adverts
+                .or(default_down_timer)
+                .unwrap_or(DEFAULT_DOWN_TIMER_ADVERTS);
             for (i, track) in tracks.into_iter().enumerate() {
                 lines.set(format!("track[{i}]"), track.line);
                 let name = match (track.weight, by_name.get(&track.name)) {
@@ -968,6 +1007,15 @@ fn derived_name(base: &str, weight: i32, reverse: bool) -> String {
     } else {
         format!("{base}:weight={weight}")
     }
+}
+
+/// `down_timer_adverts N` / `vrrp_down_timer_adverts N`: keepalived's 1..=100.
+fn down_timer_adverts(s: &Statement, context: &str, cx: &mut Cx) -> Option<u8> {
+    let (min, max) = (
+        *DOWN_TIMER_ADVERTS_RANGE.start(),
+        *DOWN_TIMER_ADVERTS_RANGE.end(),
+    );
+    cx.int(s, context, min.into(), max.into()).map(|n| n as u8)
 }
 
 /// `N [reverse]` after `weight`.
@@ -1144,6 +1192,11 @@ mod tests {
         PathBuf::from("/etc/keepalived/keepalived.conf")
     }
 
+    /// The parser without adjustments, as `parse_*` calls it.
+    fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+        super::parse(text, path, &mut |_| {})
+    }
+
     fn load(text: &str) -> Loaded {
         match parse(text, &path()) {
             Ok(loaded) => loaded,
@@ -1195,6 +1248,8 @@ mod tests {
                 preempt_delay: Duration::ZERO,
                 unicast_src: Some(Ipv4Addr::new(10, 132, 7, 12)),
                 unicast_peers: vec![Ipv4Addr::new(10, 132, 7, 13)],
+                check_unicast_src: true,
+                down_timer_adverts: 3,
                 auth_pass: Some("password".into()),
                 virtual_addresses: vec![],
                 track: vec!["chk_haproxy".into()],
@@ -1300,6 +1355,8 @@ global_defs {
     enable_script_security
     script_user keepalived_script nogroup
     vrrp_version 3
+    vrrp_down_timer_adverts 5
+    vrrp_check_unicast_src
 }
 
 vrrp_script chk_haproxy {
@@ -1329,6 +1386,8 @@ vrrp_instance VI_1 {
         10.0.0.3
         10.0.0.4
     }
+    check_unicast_src
+    down_timer_adverts 2
     virtual_ipaddress {
         203.0.113.10/24
         203.0.113.11
@@ -1410,6 +1469,8 @@ vrrp_instance VI_2 {
             i.unicast_peers,
             vec![Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4)]
         );
+        assert!(i.check_unicast_src);
+        assert_eq!(i.down_timer_adverts, 2, "its own down_timer_adverts");
         assert_eq!(
             i.virtual_addresses,
             vec![
@@ -1435,6 +1496,10 @@ vrrp_instance VI_2 {
         assert_eq!(i2.advert_interval, Duration::from_secs(3));
         assert!(i2.preempt);
         assert_eq!(i2.auth_pass.as_deref(), Some("se cret"));
+        assert_eq!(i2.down_timer_adverts, 5, "global vrrp_down_timer_adverts");
+        // Without peers there is nothing to check against; the flag says
+        // what would happen with some.
+        assert!(i2.check_unicast_src);
 
         // And the whole thing round-trips through the native format.
         let again = crate::parse_toml(&crate::to_toml(&c), Path::new("t")).unwrap();
@@ -1740,6 +1805,74 @@ vrrp_instance VI_4 {
                 .message
                 .contains("`nopreempt` only works")
         );
+    }
+
+    /// lbha checks advert sources unless told not to, and keepalived's own
+    /// defaults for the master-down timer apply.
+    #[test]
+    fn config_keepalived_source_checking_and_down_timer_defaults() {
+        let loaded = load(&instance_with(
+            "    unicast_peer {\n        10.0.0.3\n    }",
+        ));
+        let i = &loaded.config.instances[0];
+        assert!(i.check_unicast_src, "on by default, unlike keepalived");
+        assert_eq!(i.down_timer_adverts, 3, "RFC 5798's 3 intervals");
+    }
+
+    #[test]
+    fn config_keepalived_down_timer_adverts_range() {
+        for (body, line) in [
+            ("    down_timer_adverts 0", 4),
+            ("    down_timer_adverts 101", 4),
+            ("    down_timer_adverts x", 4),
+        ] {
+            let errs = errors(&instance_with(body));
+            assert_eq!(errs.len(), 1, "{body}: {errs:?}");
+            assert_eq!(errs[0].line, Some(line), "{body}");
+            assert!(errs[0].message.contains("`down_timer_adverts`"), "{errs:?}");
+        }
+        for n in [1, 100] {
+            let loaded = load(&instance_with(&format!("    down_timer_adverts {n}")));
+            assert_eq!(loaded.config.instances[0].down_timer_adverts, n);
+        }
+        let errs = errors(&format!(
+            "global_defs {{\n    vrrp_down_timer_adverts 101\n}}\n{}",
+            instance_with("")
+        ));
+        assert_eq!(at(&errs)[0].0, 2, "{errs:?}");
+        assert!(errs[0].message.contains("must be 1..=100"), "{errs:?}");
+    }
+
+    /// More unicast peers than lbha can check sources against: an error
+    /// naming the way out, which `--no-check-unicast-src` (an adjustment
+    /// before validation) takes.
+    #[test]
+    fn config_keepalived_too_many_peers_to_check() {
+        let peers: String = (1..=9).map(|i| format!("        10.0.0.{i}\n")).collect();
+        let text = instance_with(&format!("    unicast_peer {{\n{peers}    }}"));
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        // The line of the ninth peer.
+        assert_eq!(errs[0].line, Some(13), "{errs:?}");
+        assert!(
+            errs[0].message.contains("at most 8")
+                && errs[0].message.contains("(this lists 9)")
+                && errs[0].message.contains("--no-check-unicast-src"),
+            "{errs:?}"
+        );
+        let eight: String = (1..=8).map(|i| format!("        10.0.0.{i}\n")).collect();
+        load(&instance_with(&format!(
+            "    unicast_peer {{\n{eight}    }}"
+        )));
+
+        let unfiltered = super::parse(&text, &path(), &mut |config| {
+            for instance in &mut config.instances {
+                instance.check_unicast_src = false;
+            }
+        })
+        .expect("nine peers without source checking");
+        assert_eq!(unfiltered.config.instances[0].unicast_peers.len(), 9);
+        assert!(!unfiltered.config.instances[0].check_unicast_src);
     }
 
     #[test]

@@ -25,6 +25,17 @@ pub const DEFAULT_STATUS_SOCKET: &str = "/run/lbha/lbha.sock";
 /// The bpffs directory the XDP link and maps are pinned under.
 pub const DEFAULT_BPF_PIN_ROOT: &str = "/sys/fs/bpf/lbha";
 
+/// How many unicast peers an instance that checks advert sources can have:
+/// what the XDP program's per-VRID table holds. A longer list with
+/// `check_unicast_src` on is a configuration error, never a silent
+/// fall-back to accepting every source.
+pub const MAX_FILTERED_PEERS: usize = 8;
+
+/// RFC 3768/5798's Master_Down_Interval of 3 advert intervals (+ Skew_Time).
+pub const DEFAULT_DOWN_TIMER_ADVERTS: u8 = 3;
+/// keepalived's range for `down_timer_adverts`.
+pub const DOWN_TIMER_ADVERTS_RANGE: std::ops::RangeInclusive<u8> = 1..=100;
+
 /// Which receive path the operator asked for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceivePathChoice {
@@ -197,6 +208,15 @@ pub struct Instance {
     pub unicast_src: Option<Ipv4Addr>,
     /// Unicast peers; multicast to 224.0.0.18 when empty.
     pub unicast_peers: Vec<Ipv4Addr>,
+    /// Accept adverts only from `unicast_peers` (keepalived's
+    /// `check_unicast_src`, off by default there, on by default in lbha).
+    /// No effect without peers. At most [`MAX_FILTERED_PEERS`] peers can be
+    /// filtered on.
+    pub check_unicast_src: bool,
+    /// keepalived's `down_timer_adverts`: the master counts as down after
+    /// this many advert intervals without one (plus Skew_Time), 1..=100,
+    /// [`DEFAULT_DOWN_TIMER_ADVERTS`] (RFC 3768/5798) by default.
+    pub down_timer_adverts: u8,
     /// v2 simple-text password (keepalived keeps the first 8 bytes).
     pub auth_pass: Option<String>,
     /// Addresses the master holds on the interface (keepalived
@@ -284,30 +304,42 @@ pub use self::{
 
 /// Reads and parses lbha's native TOML configuration.
 pub fn load_toml(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    parse_toml(&read(path)?, path)
+    load_with(path, Syntax::Toml, |_| {})
 }
 
 /// Parses lbha's native TOML configuration; `path` only labels diagnostics.
 pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    self::toml::parse(text, path)
+    self::toml::parse(text, path, &mut |_| {})
 }
 
 /// Reads and parses a keepalived.conf.
 pub fn load_keepalived(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    parse_keepalived(&read(path)?, path)
+    load_with(path, Syntax::Keepalived, |_| {})
 }
 
 /// Parses a keepalived.conf; `path` only labels diagnostics.
 pub fn parse_keepalived(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    self::keepalived::parse(text, path)
+    self::keepalived::parse(text, path, &mut |_| {})
 }
 
 /// Loads `path` as TOML when it ends in `.toml`, as keepalived.conf otherwise.
 pub fn load_any(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    if path.extension().is_some_and(|ext| ext == "toml") {
-        load_toml(path)
-    } else {
-        load_keepalived(path)
+    load_with(path, Syntax::of_path(path), |_| {})
+}
+
+/// Reads and parses `path`, written in `syntax`, and lets `adjust` change
+/// the configuration before it is validated: for command-line settings that
+/// decide what validation accepts (`--no-check-unicast-src` makes a
+/// keepalived.conf with more unicast peers than lbha can filter on valid).
+pub fn load_with(
+    path: &std::path::Path,
+    syntax: Syntax,
+    mut adjust: impl FnMut(&mut Config),
+) -> Result<Loaded, ConfigErrors> {
+    let text = read(path)?;
+    match syntax {
+        Syntax::Toml => self::toml::parse(&text, path, &mut adjust),
+        Syntax::Keepalived => self::keepalived::parse(&text, path, &mut adjust),
     }
 }
 

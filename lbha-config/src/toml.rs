@@ -18,7 +18,10 @@ use super::{
     Loaded, Notify, Probe,
     validate::{FieldLines, Lines, Syntax, finish},
 };
-use crate::{FloatingIpConfig, PathFamily, ReceivePathChoice, TokenSource};
+use crate::{
+    DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, FloatingIpConfig, PathFamily,
+    ReceivePathChoice, TokenSource,
+};
 
 type SValue<'i> = Spanned<DeValue<'i>>;
 
@@ -58,6 +61,8 @@ const INSTANCE_KEYS: &[&str] = &[
     "preempt_delay",
     "unicast_src",
     "unicast_peers",
+    "check_unicast_src",
+    "down_timer_adverts",
     "auth_pass",
     "virtual_addresses",
     "track",
@@ -84,8 +89,13 @@ const FLOATING_IP_KEYS: &[&str] = &[
 /// Environment variable the API token is read from when no file is given.
 pub const DEFAULT_TOKEN_ENV: &str = "DIGITALOCEAN_TOKEN";
 
-/// Parses lbha's TOML configuration.
-pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+/// Parses lbha's TOML configuration; `adjust` sees the configuration
+/// before it is validated.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    adjust: &mut dyn FnMut(&mut Config),
+) -> Result<Loaded, ConfigErrors> {
     let mut r = Reader::new(text, path);
     let (root, syntax_errors) = DeTable::parse_recoverable(text);
     if !syntax_errors.is_empty() {
@@ -170,13 +180,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
         ));
     }
 
-    let config = Config {
+    let mut config = Config {
         floating_ip,
         heartbeat,
         global,
         checks,
         instances,
     };
+    adjust(&mut config);
     finish(config, &lines, path, Syntax::Toml, r.errors, r.warnings)
 }
 
@@ -468,6 +479,16 @@ fn read_instance(
     let preempt_delay = f.secs(r, fl, "preempt_delay").unwrap_or(Duration::ZERO);
     let unicast_src = f.take_with(r, fl, "unicast_src", |r, v| r.ip(v, "unicast_src"));
     let unicast_peers = f.list(r, fl, "unicast_peers", |r, v| r.ip(v, "unicast_peers"));
+    let check_unicast_src = f.bool(r, fl, "check_unicast_src").unwrap_or(true);
+    let down_timer_adverts = f
+        .int(
+            r,
+            fl,
+            "down_timer_adverts",
+            (*DOWN_TIMER_ADVERTS_RANGE.start()).into(),
+            (*DOWN_TIMER_ADVERTS_RANGE.end()).into(),
+        )
+        .map_or(DEFAULT_DOWN_TIMER_ADVERTS, |n| n as u8);
     let auth_pass = f.string(r, fl, "auth_pass");
     let virtual_addresses = f.list(r, fl, "virtual_addresses", |r, v| {
         let text = r.str(v, "virtual_addresses")?;
@@ -523,6 +544,8 @@ fn read_instance(
         preempt_delay,
         unicast_src,
         unicast_peers,
+        check_unicast_src,
+        down_timer_adverts,
         auth_pass,
         virtual_addresses,
         track,
@@ -977,6 +1000,8 @@ pub fn to_toml(config: &Config) -> String {
             "unicast_peers = {}",
             strings(i.unicast_peers.iter().map(|p| p.to_string()))
         );
+        let _ = writeln!(out, "check_unicast_src = {}", i.check_unicast_src);
+        let _ = writeln!(out, "down_timer_adverts = {}", i.down_timer_adverts);
         if let Some(pass) = &i.auth_pass {
             let _ = writeln!(out, "auth_pass = {}", string(pass));
         }
@@ -1056,6 +1081,11 @@ mod tests {
         PathBuf::from("/etc/lbha/lbha.toml")
     }
 
+    /// The parser without adjustments, as `parse_*` calls it.
+    fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigErrors> {
+        super::parse(text, path, &mut |_| {})
+    }
+
     fn errors(text: &str) -> Vec<Diagnostic> {
         match parse(text, &path()) {
             Ok(loaded) => panic!("expected errors, got {loaded:?}"),
@@ -1119,6 +1149,8 @@ vrid = 33
         assert_eq!(i.preempt_delay, Duration::ZERO);
         assert_eq!(i.unicast_src, None);
         assert!(i.unicast_peers.is_empty());
+        assert!(i.check_unicast_src, "lbha checks sources by default");
+        assert_eq!(i.down_timer_adverts, 3);
         assert_eq!(i.auth_pass, None);
         assert!(i.virtual_addresses.is_empty());
         assert!(i.track.is_empty());
@@ -1159,6 +1191,8 @@ unicast_peers = ["10.132.7.13", "10.132.7.14"]
 virtual_addresses = ["203.0.113.10/24", "203.0.113.11"]
 track = ["chk_haproxy"]
 receive_path = "raw"
+check_unicast_src = false
+down_timer_adverts = 10
 
 [instance.notify]
 master = "/etc/keepalived/master.sh"
@@ -1224,6 +1258,8 @@ receive_path = "xdp"
         );
         assert_eq!(i.track, vec!["chk_haproxy".to_string()]);
         assert_eq!(i.receive_path, ReceivePathChoice::Raw);
+        assert!(!i.check_unicast_src);
+        assert_eq!(i.down_timer_adverts, 10);
         assert_eq!(
             i.notify,
             Notify {
@@ -1238,6 +1274,51 @@ receive_path = "xdp"
         assert_eq!(i2.auth_pass.as_deref(), Some("secret"));
         assert_eq!(i2.receive_path, ReceivePathChoice::Xdp);
         assert_eq!(i2.notify, Notify::default());
+    }
+
+    #[test]
+    fn config_toml_source_checking_and_down_timer_keys() {
+        let peers = |n: u8| -> String {
+            let list: Vec<String> = (1..=n).map(|i| format!("\"10.0.0.{i}\"")).collect();
+            format!("unicast_peers = [{}]\n", list.join(", "))
+        };
+        let load = |extra: &str| parse(&format!("{MINIMAL}{extra}"), &path());
+
+        // Eight peers are checked; nine are an error at the ninth, unless
+        // source checking is off.
+        let eight = load(&peers(8)).expect("eight peers").config;
+        assert!(eight.instances[0].check_unicast_src);
+        let ConfigErrors(errs) = load(&peers(9)).unwrap_err();
+        assert_eq!(lines_of(&errs), vec![Some(6)], "{errs:?}");
+        assert!(
+            errs[0].message.contains("(this lists 9)")
+                && errs[0].message.contains("`check_unicast_src = false`"),
+            "{errs:?}"
+        );
+        let off = load(&format!("{}check_unicast_src = false\n", peers(9)))
+            .expect("nine peers, unchecked")
+            .config;
+        assert!(!off.instances[0].check_unicast_src);
+        let again = parse(&to_toml(&off), &path()).expect("round trip").config;
+        assert_eq!(again, off);
+
+        for n in [1, 100] {
+            let c = load(&format!("down_timer_adverts = {n}\n")).unwrap().config;
+            assert_eq!(c.instances[0].down_timer_adverts, n);
+            assert_eq!(parse(&to_toml(&c), &path()).unwrap().config, c);
+        }
+        for bad in ["0", "101", "3.5", "\"3\""] {
+            let ConfigErrors(errs) = load(&format!("down_timer_adverts = {bad}\n")).unwrap_err();
+            assert_eq!(lines_of(&errs), vec![Some(6)], "{bad}: {errs:?}");
+            assert!(errs[0].message.contains("`down_timer_adverts`"), "{errs:?}");
+        }
+        let ConfigErrors(errs) = load("check_unicast_src = \"no\"\n").unwrap_err();
+        assert!(
+            errs[0]
+                .message
+                .contains("`check_unicast_src`: expected true or false"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::{
     time::Duration,
 };
 
-use super::{Config, ConfigErrors, Diagnostic, InitialState, Loaded};
+use super::{
+    Config, ConfigErrors, DOWN_TIMER_ADVERTS_RANGE, Diagnostic, InitialState, Loaded,
+    MAX_FILTERED_PEERS,
+};
 
 /// Which syntax the configuration was written in, so messages use the
 /// keywords the operator actually wrote (`vrid` vs `virtual_router_id`).
@@ -22,6 +25,16 @@ pub enum Syntax {
 }
 
 impl Syntax {
+    /// What [`crate::load_any`] reads `path` as: TOML when it ends in
+    /// `.toml`, keepalived.conf otherwise.
+    pub fn of_path(path: &Path) -> Self {
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            Syntax::Toml
+        } else {
+            Syntax::Keepalived
+        }
+    }
+
     /// The keyword for a model field, as written in this syntax.
     pub fn keyword(self, field: &str) -> &str {
         match self {
@@ -461,6 +474,35 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             }
         }
 
+        if inst.check_unicast_src && inst.unicast_peers.len() > MAX_FILTERED_PEERS {
+            let off = match v.syntax {
+                Syntax::Toml => "`check_unicast_src = false`",
+                Syntax::Keepalived => "lbha-agent's `--no-check-unicast-src`",
+            };
+            v.item_error(
+                fl,
+                "unicast_peers",
+                MAX_FILTERED_PEERS,
+                format!(
+                    "{instance_kw} `{name}`: lbha accepts adverts only from the `{peers_kw}` addresses and can check at most {MAX_FILTERED_PEERS} of them (this lists {}); list at most {MAX_FILTERED_PEERS}, or accept adverts from any source with {off}",
+                    inst.unicast_peers.len()
+                ),
+            );
+        }
+
+        if !DOWN_TIMER_ADVERTS_RANGE.contains(&inst.down_timer_adverts) {
+            v.error(
+                fl,
+                "down_timer_adverts",
+                format!(
+                    "{instance_kw} `{name}`: `down_timer_adverts` must be {}..={} (got {})",
+                    DOWN_TIMER_ADVERTS_RANGE.start(),
+                    DOWN_TIMER_ADVERTS_RANGE.end(),
+                    inst.down_timer_adverts
+                ),
+            );
+        }
+
         let vip_kw = v.kw("virtual_addresses");
         for (i, (addr, prefix)) in inst.virtual_addresses.iter().enumerate() {
             if *prefix > 32 {
@@ -582,6 +624,8 @@ mod tests {
             preempt_delay: Duration::ZERO,
             unicast_src: None,
             unicast_peers: vec![],
+            check_unicast_src: true,
+            down_timer_adverts: 3,
             auth_pass: None,
             virtual_addresses: vec![],
             track: vec![],
@@ -734,6 +778,30 @@ mod tests {
         );
         assert_eq!(findings.warnings.len(), 1);
         assert_eq!(findings.warnings[0].line, Some(5));
+    }
+
+    #[test]
+    fn config_source_checking_holds_at_most_eight_peers() {
+        let with_peers = |n: u8, check: bool| {
+            let mut inst = instance("A", 1);
+            inst.unicast_peers = (1..=n).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+            inst.check_unicast_src = check;
+            run(&config(vec![], vec![inst]))
+        };
+        assert_eq!(with_peers(8, true), Findings::default());
+        assert_eq!(with_peers(9, false), Findings::default());
+        let errors = messages(&with_peers(9, true).errors).join("\n");
+        assert!(errors.contains("can check at most 8"), "{errors}");
+    }
+
+    #[test]
+    fn config_down_timer_adverts_range() {
+        for (n, ok) in [(0, false), (1, true), (3, true), (100, true), (101, false)] {
+            let mut inst = instance("A", 1);
+            inst.down_timer_adverts = n;
+            let findings = run(&config(vec![], vec![inst]));
+            assert_eq!(findings.errors.is_empty(), ok, "{n}: {findings:?}");
+        }
     }
 
     #[test]

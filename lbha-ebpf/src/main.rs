@@ -24,7 +24,7 @@ use aya_log_ebpf::debug;
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
     diag::{self, BPF_LOG_TARGET, seen},
-    event::{ReceivePath, SILENCE_TIMER_VALUE_SIZE, change},
+    event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath, SILENCE_TIMER_VALUE_SIZE, change},
     fastpath,
     packet::PacketView,
     vrrp::{self, DropReason, VridTable},
@@ -78,8 +78,8 @@ pub struct SilenceTimer {
 
 const _: () = assert!(core::mem::size_of::<SilenceTimer>() == SILENCE_TIMER_VALUE_SIZE as usize);
 
-/// VRID -> a timer restarted by every accepted advert and firing after
-/// `SILENCE_INTERVALS` intervals without one. Its report is what wakes a
+/// VRID -> a timer restarted by every accepted advert and firing after the
+/// VRID's `down_timer_adverts` intervals without one. Its report is what wakes a
 /// backup whose master went quiet, so the backup need not wake at its own
 /// master-down deadlines while the master is healthy. A BTF map: the kernel
 /// finds the `bpf_timer` through the value's BTF. Timers only run while user
@@ -143,9 +143,9 @@ struct ConfiguredVrids;
 
 impl VridTable for ConfiguredVrids {
     #[inline(always)]
-    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
+    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
         let config = VRID_CONFIG.get(u32::from(vrid))?;
-        (config.enabled != 0).then_some(*config)
+        (config.enabled != 0).then_some(config)
     }
 }
 
@@ -171,13 +171,27 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
     count(outcome.counter());
     match outcome {
         Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
+        Outcome::Drop(DropReason::UnknownSource) => {
+            // The peer list is the running agent's policy, not a defect of
+            // the packet: without an agent, whatever runs in its place
+            // (keepalived, with peers of its own) decides.
+            if agent_present(unsafe { bpf_ktime_get_ns() }) {
+                xdp_action::XDP_DROP
+            } else {
+                count(Counter::PassedNoAgent);
+                xdp_action::XDP_PASS
+            }
+        }
         Outcome::Drop(_) => xdp_action::XDP_DROP,
         Outcome::Accept(mut event) => {
             let now = unsafe { bpf_ktime_get_ns() };
             event.timestamp_ns = now;
             event.ifindex = ctx.ingress_ifindex() as u32;
             event.receive_path = ReceivePath::Xdp as u8;
-            event.flags = remember(&event);
+            let silence_intervals = ConfiguredVrids
+                .lookup(event.vrid)
+                .map_or(DEFAULT_DOWN_TIMER_ADVERTS, VridConfig::silence_intervals);
+            event.flags = remember(&event, silence_intervals);
             if !agent_present(now) {
                 // Kept attached for the next agent, but nobody reads the
                 // ring buffer: let the stack (or another VRRP daemon) have it.
@@ -185,7 +199,7 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
                 return xdp_action::XDP_PASS;
             }
             deliver(event);
-            arm_silence_timer(event.vrid, event.interval_cs, now);
+            arm_silence_timer(event.vrid, event.interval_cs, silence_intervals, now);
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
             // stack answer unicast adverts with ICMP protocol-unreachable.
@@ -273,15 +287,16 @@ fn agent_present(now: u64) -> bool {
 }
 
 /// Records `event` as the VRID's last advert and returns why it matters
-/// (its `change` flags), compared with the one it replaces.
+/// (its `change` flags), compared with the one it replaces, for a VRID
+/// silent after `silence_intervals` intervals.
 #[inline(always)]
-fn remember(event: &AdvertEvent) -> u8 {
+fn remember(event: &AdvertEvent, silence_intervals: u8) -> u8 {
     let vrid = u32::from(event.vrid);
     match LAST_ADVERT.get_ptr_mut(vrid) {
         Some(last) => {
             // SAFETY: pointer to a value of an array map, valid for the program's run.
             let last = unsafe { &mut *last };
-            let flags = fastpath::classify(last, event);
+            let flags = fastpath::classify(last, event, silence_intervals);
             *last = AdvertEvent { flags, ..*event };
             flags
         }
@@ -307,16 +322,16 @@ fn deliver(event: AdvertEvent) {
     }
 }
 
-/// (Re)starts the VRID's silence timer: due `SILENCE_INTERVALS` advert
-/// intervals from now.
+/// (Re)starts the VRID's silence timer: due `silence_intervals` (the VRID's
+/// `down_timer_adverts`) advert intervals from now.
 #[inline(always)]
-fn arm_silence_timer(vrid: u8, interval_cs: u16, now: u64) {
+fn arm_silence_timer(vrid: u8, interval_cs: u16, silence_intervals: u8, now: u64) {
     let Some(slot) = SILENCE_TIMERS.get_ptr_mut(u32::from(vrid)) else {
         return;
     };
     // SAFETY: pointer to a value of an array map, valid for the program's run.
     let slot = unsafe { &mut *slot };
-    let after_ns = fastpath::silence_threshold_ns(interval_cs);
+    let after_ns = fastpath::silence_threshold_ns(interval_cs, silence_intervals);
     let map = core::ptr::from_ref(&SILENCE_TIMERS).cast_mut().cast();
     // SAFETY: helpers called on a bpf_timer inside a map value, as the
     // verifier requires; the callback has the signature timers expect.

@@ -422,7 +422,7 @@ impl Agent {
     /// with it inside `ns`. It does not wait: see [`Daemon::wait_for_log`]
     /// (e.g. `interface ready`) or [`Agent::wait_for_transition`].
     pub fn start(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        Self::spawn_in(ns, keepalived_conf, |_| Vec::new())
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |_| Vec::new())
     }
 
     /// The `state transition` lines logged so far, in order.
@@ -919,7 +919,7 @@ impl Agent {
     /// Like [`Agent::start`], with `extra_args` after `--keepalived-conf FILE`
     /// (e.g. `--metrics-listen ADDR`).
     pub fn start_with_args(ns: &Netns, keepalived_conf: &str, extra_args: &[&str]) -> Result<Self> {
-        Self::spawn_in(ns, keepalived_conf, |_| {
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |_| {
             extra_args.iter().map(Into::into).collect()
         })
     }
@@ -928,7 +928,15 @@ impl Agent {
     /// [`Agent::status_socket`] (inside its own directory, so parallel tests
     /// never share one), for [`Agent::status`].
     pub fn start_with_status(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        Self::spawn_in(ns, keepalived_conf, |dir| {
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |dir| {
+            vec!["--status-socket".into(), status_socket_in(dir).into()]
+        })
+    }
+
+    /// Like [`Agent::start_with_status`], with lbha's native TOML
+    /// (`--config`): for what keepalived.conf cannot say (`receive_path`).
+    pub fn start_native(ns: &Netns, toml: &str) -> Result<Self> {
+        Self::spawn_in(ns, Format::Toml, toml, |dir| {
             vec!["--status-socket".into(), status_socket_in(dir).into()]
         })
     }
@@ -939,7 +947,7 @@ impl Agent {
         keepalived_conf: &str,
         extra_args: &[&str],
     ) -> Result<Self> {
-        Self::spawn_in(ns, keepalived_conf, |dir| {
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |dir| {
             let mut args: Vec<std::ffi::OsString> =
                 vec!["--status-socket".into(), status_socket_in(dir).into()];
             args.extend(extra_args.iter().map(Into::into));
@@ -952,8 +960,33 @@ impl Agent {
         status_socket_in(self.dir())
     }
 
+    /// Polls [`Agent::status`] until `ready` accepts it (bounded by
+    /// [`WAIT`]); panics with the last status and the agent's log.
+    pub fn wait_status(
+        &self,
+        what: &str,
+        ready: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let status = self.status();
+            if let Ok(status) = &status
+                && ready(status)
+            {
+                return status.clone();
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "waited {WAIT:?} for {what}; last status: {status:?}\nlbha-agent's log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// What `lbha-agent status --json` answers (the agent must have been
-    /// started with [`Agent::start_with_status`]).
+    /// started with [`Agent::start_with_status`] or [`Agent::start_native`]).
     pub fn status(&self) -> Result<serde_json::Value> {
         let out = run_command(
             Command::new(agent_bin())
@@ -968,16 +1001,20 @@ impl Agent {
     /// agent with it and `extra_args(dir)`.
     fn spawn_in(
         ns: &Netns,
-        keepalived_conf: &str,
+        format: Format,
+        config: &str,
         extra_args: impl FnOnce(&Path) -> Vec<std::ffi::OsString>,
     ) -> Result<Self> {
+        let (file, flag) = match format {
+            Format::Keepalived => ("keepalived.conf", "--keepalived-conf"),
+            Format::Toml => ("lbha.toml", "--config"),
+        };
         let daemon = Daemon::start_in_temp_dir("lbha-agent", "agent", |dir| {
-            let conf = dir.join("keepalived.conf");
-            std::fs::write(&conf, keepalived_conf)
-                .with_context(|| format!("writing {}", conf.display()))?;
+            let conf = dir.join(file);
+            std::fs::write(&conf, config).with_context(|| format!("writing {}", conf.display()))?;
             let filter = std::env::var(AGENT_LOG_ENV).unwrap_or_else(|_| "info".into());
             let mut cmd = ns.command(agent_bin());
-            cmd.arg("--keepalived-conf")
+            cmd.arg(flag)
                 .arg(&conf)
                 .args(extra_args(dir))
                 .env("RUST_LOG", filter)
@@ -986,6 +1023,13 @@ impl Agent {
         })?;
         Ok(Self { daemon })
     }
+}
+
+/// The configuration file format an [`Agent`] is started with.
+#[derive(Clone, Copy)]
+enum Format {
+    Keepalived,
+    Toml,
 }
 
 /// The status socket of an agent whose directory is `dir`.

@@ -115,7 +115,7 @@ impl Kind {
 
 /// The counters every flood frame of a VRRP kind lands in, and which the
 /// legitimate traffic never touches: they must match what was sent exactly.
-const EXACT_COUNTERS: [&str; 7] = [
+const EXACT_COUNTERS: [&str; 8] = [
     "drop_bad_checksum",
     "drop_bad_ttl",
     "drop_truncated",
@@ -123,10 +123,12 @@ const EXACT_COUNTERS: [&str; 7] = [
     "drop_bad_length",
     "drop_unknown_vrid",
     "drop_auth_mismatch",
+    // The flood claims the master's address: none of it is a stranger's.
+    "drop_unknown_source",
 ];
 
 /// The outcome counters: every packet the XDP program sees lands in exactly one.
-const OUTCOME_COUNTERS: [&str; 9] = [
+const OUTCOME_COUNTERS: [&str; 10] = [
     "not_vrrp",
     "adverts_accepted",
     "drop_truncated",
@@ -136,6 +138,7 @@ const OUTCOME_COUNTERS: [&str; 9] = [
     "drop_bad_length",
     "drop_unknown_vrid",
     "drop_auth_mismatch",
+    "drop_unknown_source",
 ];
 
 /// The two ends of the flooded link.
@@ -690,7 +693,7 @@ fn flood_leaves_the_backup_in_backup() {
         .wait_for_transition(INSTANCE, "BACKUP", 0, WAIT)
         .unwrap();
     // Backup, following the master's adverts.
-    let status = wait_status(&agent, "the backup to follow the master", |s| {
+    let status = agent.wait_status("the backup to follow the master", |s| {
         let i = &s["instances"][0];
         i["state"] == "BACKUP" && i["master"] == link.master_ip.to_string()
     });
@@ -716,7 +719,7 @@ fn flood_leaves_the_backup_in_backup() {
         "the flood moved the state machine:\n{}",
         agent.log()
     );
-    let status = wait_status(&agent, "status after the flood", |_| true);
+    let status = agent.wait_status("status after the flood", |_| true);
     let instance = &status["instances"][0];
     assert_eq!(instance["state"], "BACKUP", "{status}");
     assert_eq!(instance["master"], link.master_ip.to_string(), "{status}");
@@ -755,7 +758,7 @@ fn flood_leaves_the_backup_in_backup() {
     // of it. A snapshot read while a packet arrived can be torn (its outcome
     // counted, `packets_seen` read before): take a consistent one.
     thread::sleep(Duration::from_millis(1500));
-    let status = wait_status(&agent, "a consistent counter snapshot", |s| {
+    let status = agent.wait_status("a consistent counter snapshot", |s| {
         let counters = counters_of(s);
         let outcomes: u64 = OUTCOME_COUNTERS
             .iter()
@@ -768,29 +771,4 @@ fn flood_leaves_the_backup_in_backup() {
 
 fn counters_of(status: &serde_json::Value) -> BTreeMap<String, u64> {
     serde_json::from_value(status["interfaces"][0]["counters"].clone()).unwrap_or_default()
-}
-
-/// Polls the agent's status until `ready` holds (at most [`WAIT`]); on
-/// timeout, panics with the last status and the agent's log.
-fn wait_status(
-    agent: &Agent,
-    what: &str,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let status = agent.status();
-        if let Ok(status) = &status
-            && ready(status)
-        {
-            return status.clone();
-        }
-        if Instant::now() >= deadline {
-            panic!(
-                "waited {WAIT:?} for {what}; last status: {status:?}\nlbha-agent's log:\n{}",
-                agent.log()
-            );
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }

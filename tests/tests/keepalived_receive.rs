@@ -2,7 +2,8 @@
 //! unicast from one namespace, `lbha-agent watch` receives in another (XDP or
 //! raw socket), and the adverts it reports must carry exactly what keepalived
 //! was configured to send. Adverts lbha must refuse (wrong password, VRID it
-//! does not manage) must be counted as drops and never reported.
+//! does not manage, a source that is not a unicast peer) must be counted as
+//! drops and never reported.
 //!
 //! Each test has its own pair of namespaces and its own `10.201.N.0/24`.
 
@@ -295,9 +296,12 @@ fn keepalived_v3_unicast_fast_interval_via_xdp() {
     let lab = Lab::new(13);
     let _keepalived = lab.start_master(lab.instance(52).version(3).priority(200).advert_int("0.1"));
     let count = 10;
+    // From the unicast peers only, keepalived among them, as the daemon
+    // filters them.
+    let vrid = format!("52:v3:from=10.201.13.7:from={}", lab.ka_addr);
     let out = lab.watch(&[
         "--vrid",
-        "52:v3",
+        &vrid,
         "--receive-path",
         "xdp",
         "--count",
@@ -384,5 +388,27 @@ fn unconfigured_vrid_is_dropped_via_raw_socket() {
         "raw",
         "raw-socket",
         "drop_unknown_vrid",
+    );
+}
+
+#[test]
+fn adverts_from_other_sources_are_dropped_via_xdp() {
+    refused(
+        18,
+        &format!("51:v2:pass={PASSWORD}:from=10.201.18.9"),
+        "xdp",
+        "xdp",
+        "drop_unknown_source",
+    );
+}
+
+#[test]
+fn adverts_from_other_sources_are_dropped_via_raw_socket() {
+    refused(
+        19,
+        &format!("51:v2:pass={PASSWORD}:from=10.201.19.9:from=10.201.19.3"),
+        "raw",
+        "raw-socket",
+        "drop_unknown_source",
     );
 }

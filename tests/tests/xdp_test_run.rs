@@ -36,7 +36,14 @@ struct Loaded {
     tables: XdpTables,
 }
 
-/// Loads the program with VRID 51 as v2/PASS "secret" and VRID 52 as v3.
+/// A host on the link that is no instance's unicast peer.
+const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 66);
+/// The v3 VRID whose adverts are accepted only from [`PEER`] and
+/// [`OTHER_PEER`] (its unicast peers, `check_unicast_src`).
+const PEERS_ONLY: u8 = 53;
+
+/// Loads the program with VRID 51 as v2/PASS "secret", VRID 52 as v3 and
+/// VRID 53 ([`PEERS_ONLY`]) as v3 from its unicast peers only.
 fn load() -> Option<Loaded> {
     load_with(Diagnostics::Off)
 }
@@ -51,6 +58,12 @@ fn load_with(diagnostics: Diagnostics) -> Option<Loaded> {
         .configure(&[
             (51, VridConfig::new(2, AUTH_PASS, auth_data(b"secret"))),
             (52, VridConfig::new(3, AUTH_NONE, [0; 8])),
+            (
+                PEERS_ONLY,
+                VridConfig::new(3, AUTH_NONE, [0; 8])
+                    .with_allowed_sources(&[PEER.octets(), OTHER_PEER.octets()])
+                    .expect("two peers"),
+            ),
         ])
         .expect("VRID table written");
     // As the running agent does: it holds the lease while it reads events.
@@ -208,6 +221,24 @@ fn verdicts_and_counters_account_for_every_packet() {
             XDP_DROP,
             Counter::DropBadLength,
         ),
+        (
+            "v3 advert from a unicast peer",
+            frame(&v3(PEERS_ONLY, 100, 100), OTHER_PEER),
+            XDP_DROP,
+            Counter::AdvertsAccepted,
+        ),
+        (
+            "v3 advert from a stranger",
+            frame(&v3(PEERS_ONLY, 255, 100), STRANGER),
+            XDP_DROP,
+            Counter::DropUnknownSource,
+        ),
+        (
+            "a stranger's advert for an unfiltered VRID",
+            frame(&v3(52, 100, 100), STRANGER),
+            XDP_DROP,
+            Counter::AdvertsAccepted,
+        ),
     ];
 
     for (name, input, verdict, counter) in &cases {
@@ -237,13 +268,118 @@ fn verdicts_and_counters_account_for_every_packet() {
         Counter::DropBadLength,
         Counter::DropUnknownVrid,
         Counter::DropAuthMismatch,
+        Counter::DropUnknownSource,
     ]
     .iter()
     .map(|c| counters.get(*c))
     .sum();
     assert_eq!(outcomes, seen, "every packet has exactly one outcome");
-    assert_eq!(counters.get(Counter::AdvertsAccepted), 3);
-    assert_eq!(bpf.drain().len(), 3, "one ring event per accepted advert");
+    assert_eq!(counters.get(Counter::AdvertsAccepted), 5);
+    assert_eq!(bpf.drain().len(), 5, "one ring event per accepted advert");
+}
+
+/// keepalived's `check_unicast_src`, on by default in lbha: a stranger's
+/// advert (here a would-be master at priority 255) is dropped and counted,
+/// tells user space nothing and leaves the last advert of the VRID alone;
+/// the peers' adverts go through. Without an agent the stranger's advert is
+/// passed to the stack, which then decides.
+#[test]
+fn adverts_from_strangers_are_dropped_and_counted() {
+    let Some(mut bpf) = load() else { return };
+    let epoll = Epoll::watch(bpf.events.as_raw_fd());
+    let peer = frame(&v3(PEERS_ONLY, 100, 100), PEER);
+    let stranger = frame(&v3(PEERS_ONLY, 255, 100), STRANGER);
+
+    assert_eq!(bpf.run(&peer).0, XDP_DROP);
+    assert_eq!(bpf.drain().len(), 1);
+    while epoll.woken(Duration::ZERO) {}
+    let last = bpf
+        .tables
+        .last_advert(PEERS_ONLY)
+        .unwrap()
+        .expect("peer's advert");
+
+    for n in 1..=3 {
+        let (verdict, _) = bpf.run(&stranger);
+        assert_eq!(verdict, XDP_DROP, "stranger {n}");
+        assert_eq!(bpf.counter(Counter::DropUnknownSource), n);
+    }
+    assert!(!epoll.woken(Duration::from_millis(50)), "no wakeup");
+    assert!(bpf.drain().is_empty(), "nothing queued");
+    assert_eq!(bpf.tables.last_advert(PEERS_ONLY).unwrap(), Some(last));
+    assert_eq!(bpf.counter(Counter::AdvertsAccepted), 1);
+    assert_eq!(bpf.counter(Counter::PassedNoAgent), 0);
+
+    // One source off, and the other peer: as listed.
+    let near = frame(&v3(PEERS_ONLY, 100, 100), Ipv4Addr::new(10, 9, 0, 4));
+    assert_eq!(bpf.run(&near).0, XDP_DROP);
+    assert_eq!(bpf.counter(Counter::DropUnknownSource), 4);
+    assert_eq!(
+        bpf.run(&frame(&v3(PEERS_ONLY, 100, 100), OTHER_PEER)).0,
+        XDP_DROP
+    );
+    assert_eq!(bpf.counter(Counter::AdvertsAccepted), 2);
+
+    // No agent: the pinned program leaves the verdict to the stack.
+    bpf.tables.set_lease(0).unwrap();
+    let (verdict, out) = bpf.run(&stranger);
+    assert_eq!(verdict, XDP_PASS);
+    assert_eq!(out, stranger, "passed unmodified");
+    assert_eq!(bpf.counter(Counter::DropUnknownSource), 5);
+    assert_eq!(bpf.counter(Counter::PassedNoAgent), 1);
+}
+
+/// The kernel's silence timer and the fast path's "after silence" both
+/// count in the VRID's `down_timer_adverts` intervals, not a fixed three.
+#[test]
+fn silence_is_the_vrids_down_timer_adverts_intervals() {
+    let Some(mut bpf) = load() else { return };
+    let v3_after = |n: u8| VridConfig::new(3, AUTH_NONE, [0; 8]).with_down_timer_adverts(n);
+    bpf.tables
+        .configure(&[(52, v3_after(3)), (54, v3_after(1)), (55, v3_after(6))])
+        .unwrap();
+    let epoll = Epoll::watch(bpf.events.as_raw_fd());
+    // 10 cs adverts: silence after 100 ms for VRID 54, 600 ms for VRID 55.
+    for (vrid, n) in [(54u8, 1u64), (55, 6)] {
+        bpf.run(&frame(&v3(vrid, 100, 10), PEER));
+        let sent = bpf.tables.last_advert(vrid).unwrap().unwrap().timestamp_ns;
+        assert_eq!(bpf.drain().len(), 1);
+        while epoll.woken(Duration::ZERO) {}
+        assert!(
+            epoll.woken(Duration::from_secs(2)),
+            "VRID {vrid}: silence reported"
+        );
+        let reports = bpf.drain();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert_eq!((reports[0].flags, reports[0].vrid), (change::SILENCE, vrid));
+        let after = reports[0].timestamp_ns - sent;
+        let expected = n * 100_000_000;
+        assert!(
+            (expected..expected + 150_000_000).contains(&after),
+            "VRID {vrid}: reported {after} ns after the advert ({n} x 100 ms expected)"
+        );
+        while epoll.woken(Duration::ZERO) {}
+    }
+
+    // A 400 ms gap: silence for a VRID that is down after 3 intervals or
+    // 1, a steady master for one that waits 6.
+    for (vrid, flags) in [
+        (52u8, change::AFTER_SILENCE),
+        (54, change::AFTER_SILENCE),
+        (55, 0),
+    ] {
+        bpf.run(&frame(&v3(vrid, 100, 10), PEER));
+        std::thread::sleep(Duration::from_millis(400));
+        bpf.drain();
+        bpf.run(&frame(&v3(vrid, 100, 10), PEER));
+        let events: Vec<_> = bpf
+            .drain()
+            .into_iter()
+            .filter(|e| e.flags & change::SILENCE == 0)
+            .collect();
+        assert_eq!(events.len(), 1, "VRID {vrid}: {events:?}");
+        assert_eq!(events[0].flags, flags, "VRID {vrid}");
+    }
 }
 
 #[test]
@@ -551,6 +687,13 @@ fn diagnostics_report_the_first_packet_first_adverts_and_drops() {
     assert_eq!(
         logged.run(&frame(&v2(100, b"guess"), PEER)).1,
         ["dropped VRRP from 10.9.0.1 (VRID 51): drop_auth_mismatch"]
+    );
+    assert_eq!(
+        logged.run(&frame(&v3(PEERS_ONLY, 255, 100), STRANGER)),
+        (
+            XDP_DROP,
+            vec!["dropped VRRP from 10.9.0.66 (VRID 53): drop_unknown_source".to_owned()]
+        )
     );
 
     // Accepted adverts: once per VRID, not once per advert.

@@ -729,5 +729,57 @@ mod tests {
         let info = MapInfo::from_pin(pins.map_path("COUNTERS")).unwrap();
         assert_eq!(info.map_type().unwrap(), MapType::PerCpuArray);
         assert_ne!(info.id(), counters);
+
+        // VRID_CONFIG as lbha pinned it before its values carried the
+        // allowed sources and down_timer_adverts (12 bytes): replaced by
+        // one of today's layout, which the program then reads.
+        std::fs::remove_file(pins.map_path("VRID_CONFIG")).unwrap();
+        let old = MapData::from_fd(array_map("VRID_CONFIG", 12, 256)).unwrap();
+        let old_id = old.info().unwrap().id();
+        old.pin(pins.map_path("VRID_CONFIG")).unwrap();
+        drop(old);
+        let (_fourth, _, mut tables) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
+        let info = MapInfo::from_pin(pins.map_path("VRID_CONFIG")).unwrap();
+        assert_ne!(info.id(), old_id);
+        assert_eq!(info.value_size(), size_of::<VridConfig>() as u32);
+        let config = VridConfig::new(3, 0, [0; 8])
+            .with_allowed_sources(&[[10, 0, 0, 1]])
+            .unwrap();
+        tables.configure(&[(51, config)]).unwrap();
+        let read: VridConfig = Array::<_, VridConfig>::try_from(aya::maps::Map::Array(
+            MapData::from_pin(pins.map_path("VRID_CONFIG")).unwrap(),
+        ))
+        .unwrap()
+        .get(&51, 0)
+        .unwrap();
+        assert_eq!(read, config);
+    }
+
+    /// A bare BPF array map (`BPF_MAP_CREATE`), of any value size: the shape
+    /// an older build would have pinned.
+    fn array_map(name: &str, value_size: u32, max_entries: u32) -> std::os::fd::OwnedFd {
+        use std::os::fd::FromRawFd;
+        const BPF_MAP_CREATE: libc::c_long = 0;
+        const BPF_MAP_TYPE_ARRAY: u32 = 2;
+        // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size,
+        // max_entries, map_flags, inner_map_fd, numa_node, map_name[16].
+        let mut attr = [0u8; 72];
+        for (i, word) in [BPF_MAP_TYPE_ARRAY, 4, value_size, max_entries]
+            .iter()
+            .enumerate()
+        {
+            attr[i * 4..i * 4 + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        attr[28..28 + name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: BPF_MAP_CREATE reads `attr` and returns a new fd we own.
+        let fd =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_MAP_CREATE, attr.as_mut_ptr(), attr.len()) };
+        assert!(
+            fd >= 0,
+            "BPF_MAP_CREATE: {}",
+            std::io::Error::last_os_error()
+        );
+        // SAFETY: a fresh descriptor returned by the kernel.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) }
     }
 }

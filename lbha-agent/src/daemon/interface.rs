@@ -3,6 +3,7 @@
 
 use lbha_common::{
     VridConfig,
+    event::{DEFAULT_DOWN_TIMER_ADVERTS, MAX_ALLOWED_SOURCES, TooManySources},
     vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
 };
 use tokio::sync::watch;
@@ -19,14 +20,32 @@ use crate::{
     },
 };
 
-/// The XDP/raw-socket VRID table entry for an instance.
-pub fn vrid_config(instance: &config::Instance) -> VridConfig {
-    match &instance.auth_pass {
+// The configuration's bounds are the kernel table's.
+const _: () = assert!(config::MAX_FILTERED_PEERS == MAX_ALLOWED_SOURCES);
+const _: () = assert!(config::DEFAULT_DOWN_TIMER_ADVERTS == DEFAULT_DOWN_TIMER_ADVERTS);
+
+/// The XDP/raw-socket VRID table entry for an instance: its version and
+/// authentication, its `down_timer_adverts` (the kernel's silence timer),
+/// and, with `check_unicast_src`, its unicast peers as the only sources
+/// whose adverts are accepted (none: multicast, any source).
+pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonError> {
+    let base = match &instance.auth_pass {
         Some(pass) if instance.version == 2 => {
             VridConfig::new(2, AUTH_PASS, auth_data(pass.as_bytes()))
         }
         _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
-    }
+    };
+    let sources: Vec<[u8; 4]> = if instance.check_unicast_src {
+        instance.unicast_peers.iter().map(|p| p.octets()).collect()
+    } else {
+        Vec::new()
+    };
+    base.with_down_timer_adverts(instance.down_timer_adverts)
+        .with_allowed_sources(&sources)
+        .map_err(|TooManySources(peers)| DaemonError::TooManyPeers {
+            instance: instance.name.clone(),
+            peers,
+        })
 }
 
 /// How an instance's tracked checks weigh: (check index, weight, reverse).
@@ -69,7 +88,10 @@ impl Group {
             .into_iter()
             .cloned()
             .collect();
-        let vrids: Vec<_> = instances.iter().map(|i| (i.vrid, vrid_config(i))).collect();
+        let vrids = instances
+            .iter()
+            .map(|i| Ok((i.vrid, vrid_config(i)?)))
+            .collect::<Result<Vec<_>, DaemonError>>()?;
         // Loading the XDP program runs the verifier for hundreds of
         // milliseconds: off the runtime thread, or the instances already
         // running (on a reload) would miss their adverts meanwhile.
@@ -153,5 +175,65 @@ impl Group {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    fn instance(extra: &str) -> config::Instance {
+        let text = format!(
+            "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 7\nversion = 3\nadvert_interval = 0.1\n{extra}\n"
+        );
+        config::parse_toml(&text, std::path::Path::new("t.toml"))
+            .expect("valid")
+            .config
+            .instances
+            .remove(0)
+    }
+
+    const PEERS: &str = "unicast_peers = [\"10.0.0.2\", \"10.0.0.3\"]\n";
+
+    #[test]
+    fn the_kernel_accepts_adverts_from_the_peers_only() {
+        let table = vrid_config(&instance(PEERS)).unwrap();
+        assert_eq!(table.allowed_source_count, 2);
+        assert!(table.allows_source([10, 0, 0, 2]));
+        assert!(table.allows_source([10, 0, 0, 3]));
+        assert!(!table.allows_source([10, 0, 0, 4]));
+        assert_eq!((table.enabled, table.version), (1, 3));
+    }
+
+    #[test]
+    fn without_peers_or_source_checking_any_source_is_accepted() {
+        for extra in ["", &format!("{PEERS}check_unicast_src = false")] {
+            let table = vrid_config(&instance(extra)).unwrap();
+            assert_eq!(table.allowed_source_count, 0, "{extra:?}");
+            assert!(table.allows_source([192, 0, 2, 1]), "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn the_kernel_counts_silence_in_the_instances_down_timer_adverts() {
+        assert_eq!(vrid_config(&instance("")).unwrap().silence_intervals(), 3);
+        let table = vrid_config(&instance("down_timer_adverts = 7")).unwrap();
+        assert_eq!(table.down_timer_adverts, 7);
+        assert_eq!(table.silence_intervals(), 7);
+    }
+
+    #[test]
+    fn too_many_peers_to_check_is_an_error_not_an_open_door() {
+        // Validation refuses this; a configuration built past it still
+        // never reaches the kernel unfiltered.
+        let mut inst = instance(PEERS);
+        inst.unicast_peers = (1..=9).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        let error = vrid_config(&inst).unwrap_err();
+        assert!(
+            matches!(error, DaemonError::TooManyPeers { peers: 9, .. }),
+            "{error}"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub mod reload;
 
 use std::{collections::BTreeMap, future::Future, sync::Arc};
 
+use lbha_common::event::MAX_ALLOWED_SOURCES;
 use thiserror::Error;
 use tokio::{sync::mpsc, task::JoinHandle};
 
@@ -51,6 +52,10 @@ pub enum DaemonError {
     Netlink(#[source] std::io::Error),
     #[error("instance {instance} tracks unknown check {check}")]
     UnknownCheck { instance: String, check: String },
+    #[error(
+        "instance {instance}: {peers} unicast peers are more than the {MAX_ALLOWED_SOURCES} whose adverts lbha can check (set check_unicast_src = false)"
+    )]
+    TooManyPeers { instance: String, peers: usize },
     #[error(transparent)]
     FloatingIp(#[from] FollowError),
     #[error("starting an interface: {0}")]

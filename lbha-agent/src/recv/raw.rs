@@ -6,7 +6,7 @@ use std::{io, mem::MaybeUninit, net::Ipv4Addr};
 
 use lbha_common::{
     AdvertEvent, Counter, Outcome, VridConfig,
-    event::ReceivePath,
+    event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath},
     fastpath,
     vrrp::{self, VRRP_MULTICAST_GROUP, VridTable},
 };
@@ -30,8 +30,10 @@ impl VridArray {
 }
 
 impl VridTable for VridArray {
-    fn lookup(&self, vrid: u8) -> Option<VridConfig> {
-        self.0[usize::from(vrid)].filter(|c| c.enabled != 0)
+    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
+        self.0[usize::from(vrid)]
+            .as_ref()
+            .filter(|c| c.enabled != 0)
     }
 }
 
@@ -103,8 +105,12 @@ impl RawSocketReceiver {
         event.timestamp_ns = timestamp_ns;
         event.ifindex = self.ifindex;
         event.receive_path = ReceivePath::RawSocket as u8;
+        let silence_intervals = self
+            .vrids
+            .lookup(event.vrid)
+            .map_or(DEFAULT_DOWN_TIMER_ADVERTS, VridConfig::silence_intervals);
         let last = &mut self.last[usize::from(event.vrid)];
-        event.flags = fastpath::classify(last, &event);
+        event.flags = fastpath::classify(last, &event, silence_intervals);
         *last = event;
         self.counters.increment(if event.flags == 0 {
             Counter::WakeupsSaved

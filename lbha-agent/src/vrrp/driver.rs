@@ -2,8 +2,9 @@
 //! receive path, timers and tracked checks, and carries out what they decide.
 //!
 //! The XDP program queues steady adverts without waking us, and a kernel
-//! timer per VRID reports when adverts stop for three intervals. So a backup
-//! following a healthy master sleeps (up to a backstop of a second past its
+//! timer per VRID reports when adverts stop for the instance's
+//! `down_timer_adverts` intervals (its master-down interval less Skew_Time).
+//! So a backup following a healthy master sleeps (up to a backstop of a second past its
 //! master-down deadline, in case the kernel timer could not be armed), and
 //! wakes when something changed or the master went quiet; it then drains
 //! what was queued (each advert with its kernel timestamp) and from there
@@ -83,6 +84,7 @@ impl InstanceRuntime {
             preempt: config.preempt,
             preempt_delay_ns: config.preempt_delay.as_nanos() as u64,
             primary_addr: sender.source(),
+            down_timer_adverts: config.down_timer_adverts,
         };
         let machine = Machine::new(params, config.priority);
         let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|(a, _)| *a).collect();

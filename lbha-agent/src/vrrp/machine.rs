@@ -38,6 +38,9 @@ pub struct Params {
     pub preempt_delay_ns: u64,
     /// Our primary address, the source of our adverts; breaks priority ties.
     pub primary_addr: Ipv4Addr,
+    /// keepalived's `down_timer_adverts`: Master_Adver_Intervals in
+    /// Master_Down_Interval (RFC 3768/5798: 3).
+    pub down_timer_adverts: u8,
 }
 
 /// An advert as the state machine needs it.
@@ -251,9 +254,14 @@ impl Machine {
         }
     }
 
-    /// Master_Down_Interval in ns: `3 * Master_Adver_Interval + Skew_Time`.
+    /// Master_Down_Interval in ns: `N * Master_Adver_Interval + Skew_Time`
+    /// with N = `down_timer_adverts` (the RFCs' 3 by default), as keepalived
+    /// 2.2 computes it (`VRRP_MS_DOWN_TIMER`).
     pub fn master_down_interval_ns(&self) -> u64 {
-        3 * u64::from(self.master_adver_interval_cs) * NS_PER_CS + self.skew_time_ns()
+        u64::from(self.params.down_timer_adverts)
+            * u64::from(self.master_adver_interval_cs)
+            * NS_PER_CS
+            + self.skew_time_ns()
     }
 
     fn advert_interval_ns(&self) -> u64 {
@@ -531,6 +539,7 @@ mod tests {
             preempt: true,
             preempt_delay_ns: 0,
             primary_addr: ME,
+            down_timer_adverts: 3,
         }
     }
 
@@ -638,24 +647,76 @@ mod tests {
     }
 
     /// RFC 5798 6.1: Skew_Time = ((256 - priority) * interval) / 256 and
-    /// Master_Down_Interval = 3 * interval + Skew_Time (v2: whole seconds).
+    /// Master_Down_Interval = N * interval + Skew_Time (v2: whole seconds),
+    /// N being keepalived's `down_timer_adverts` (the RFCs' 3 by default).
     #[rstest]
     // v3, priority 100, 1 s: skew = 156 * 100 cs / 256 = 60.9375 cs.
-    #[case::v3_priority_100_1s(3, 100, 100, 156 * 100 * 10_000_000 / 256, 3_000 * MS + 609_375_000)]
+    #[case::v3_priority_100_1s(3, 100, 100, 3, 156 * 100 * 10_000_000 / 256, 3_000 * MS + 609_375_000)]
     // v2, priority 200: skew = 56/256 s.
-    #[case::v2_priority_200_1s(2, 100, 200, 218_750_000, 3_218_750_000)]
+    #[case::v2_priority_200_1s(2, 100, 200, 3, 218_750_000, 3_218_750_000)]
     // 10 ms adverts: master down within 3 intervals + skew.
-    #[case::v3_priority_254_10ms(3, 1, 254, 2 * 10 * MS / 256, 30 * MS + 2 * 10 * MS / 256)]
+    #[case::v3_priority_254_10ms(3, 1, 254, 3, 2 * 10 * MS / 256, 30 * MS + 2 * 10 * MS / 256)]
+    // down_timer_adverts 1: one interval + the same skew.
+    #[case::v3_priority_100_1s_one_advert(3, 100, 100, 1, 609_375_000, 1_000 * MS + 609_375_000)]
+    #[case::v2_priority_200_1s_one_advert(2, 100, 200, 1, 218_750_000, 1_218_750_000)]
+    // down_timer_adverts 10 at 100 ms, priority 150: skew = 106 * 10 cs / 256.
+    #[case::v3_priority_150_100ms_ten_adverts(3, 10, 150, 10, 41_406_250, 1_041_406_250)]
+    // The largest: 100 intervals of the longest v2 interval (255 s).
+    #[case::v2_priority_1_255s_hundred_adverts(2, 25_500, 1, 100, 996_093_750, 25_500_996_093_750)]
+    // And of the longest v3 interval (40.95 s), skew 1/256 of it.
+    #[case::v3_priority_255_4095cs_hundred_adverts(
+        3,
+        4095,
+        255,
+        100,
+        159_960_937,
+        4_095_159_960_937
+    )]
     fn rfc_timers(
         #[case] version: u8,
         #[case] interval_cs: u16,
         #[case] priority: u8,
+        #[case] down_timer_adverts: u8,
         #[case] skew_ns: u64,
         #[case] master_down_ns: u64,
     ) {
-        let m = Machine::new(params(version, interval_cs), priority);
+        let m = Machine::new(
+            Params {
+                down_timer_adverts,
+                ..params(version, interval_cs)
+            },
+            priority,
+        );
         assert_eq!(m.skew_time_ns(), skew_ns);
         assert_eq!(m.master_down_interval_ns(), master_down_ns);
+    }
+
+    /// A backup takes over `down_timer_adverts` intervals (and Skew_Time)
+    /// after the master's last advert, not a nanosecond earlier, counting
+    /// in the master's interval (learned from its v3 adverts).
+    #[rstest]
+    #[case::one_advert(1)]
+    #[case::rfc(3)]
+    #[case::ten_adverts(10)]
+    fn backup_takes_over_after_down_timer_adverts_intervals(#[case] n: u8) {
+        let mut m = Machine::new(
+            Params {
+                down_timer_adverts: n,
+                ..params(3, 100)
+            },
+            100,
+        );
+        m.start(0);
+        // The master advertises every 500 ms (v3: its interval is learned).
+        let mut advert = adv(100, HIGH, 200);
+        advert.interval_cs = 50;
+        assert_eq!(m.advert(&advert), Ok(vec![]));
+        let skew = 156 * 50 * 10_000_000 / 256;
+        let down = 100 * MS + u64::from(n) * 500 * MS + skew;
+        assert_eq!(m.master_down_interval_ns(), u64::from(n) * 500 * MS + skew);
+        assert_eq!(m.next_deadline(), Some(down));
+        assert!(m.poll_timers(down - 1).is_empty());
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
     }
 
     #[test]
