@@ -5,7 +5,11 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::Context;
-use lbha_agent::{bpf::Counters, config::ReceivePathChoice, recv::AdvertReceiver};
+use lbha_agent::{
+    bpf::Counters,
+    config::ReceivePathChoice,
+    recv::{AdvertReceiver, SteadyAdverts},
+};
 use lbha_common::{
     AdvertEvent, VridConfig,
     event::{MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, change},
@@ -169,9 +173,21 @@ struct Summary<'a> {
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     // A diagnostic tool: never leaves anything attached behind it.
-    let mut receiver =
-        AdvertReceiver::open(&args.interface, &args.vrids, args.receive_path.into(), None)
-            .with_context(|| format!("opening the VRRP receive path on {}", args.interface))?;
+    // With --drain-ms, the kernel also queues the steady adverts it would
+    // otherwise only keep in its map, so every advert can be printed.
+    let steady = if args.drain_ms > 0 {
+        SteadyAdverts::Queued
+    } else {
+        SteadyAdverts::MapOnly
+    };
+    let mut receiver = AdvertReceiver::open(
+        &args.interface,
+        &args.vrids,
+        args.receive_path.into(),
+        None,
+        steady,
+    )
+    .with_context(|| format!("opening the VRRP receive path on {}", args.interface))?;
     let path = receiver.path_name();
     tracing::info!(interface = %args.interface, receive_path = path, "watching VRRP adverts");
     eprintln!("receive path: {path}");

@@ -12,6 +12,15 @@ pub const BPF_LOG_TARGET: &str = "lbha_agent::bpf::xdp";
 /// by anything else (bpftool, a test) stays quiet.
 pub const DIAGNOSTICS_GLOBAL: &str = "LBHA_DIAGNOSTICS";
 
+/// Name of the program's `.rodata` switch (a `u8`) that decides whether a
+/// steady advert (nothing changed, see `fastpath::classify`) is also queued
+/// on the ring buffer (without a wakeup), or only kept in `LAST_ADVERT`. The
+/// daemon leaves it 0: steady state lives in the kernel's maps, and the ring
+/// buffer carries only changes and silence reports, so its use grows with
+/// events, not with advert rate (a thousand VRIDs at 10 ms would overflow
+/// it otherwise). `lbha-agent watch`, which prints every advert, sets 1.
+pub const QUEUE_STEADY_GLOBAL: &str = "LBHA_QUEUE_STEADY";
+
 /// Entries of the program's `DIAG_SEEN` map: one per VRID, then one for the
 /// program as a whole.
 pub const SEEN_ENTRIES: u32 = 257;

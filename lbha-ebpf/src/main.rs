@@ -61,6 +61,12 @@ static AGENT_LEASE: Array<AgentLease> = Array::with_max_entries(1, 0);
 #[unsafe(no_mangle)]
 static LBHA_DIAGNOSTICS: Global<u8> = Global::new(0);
 
+/// Non-zero: queue steady adverts on the ring buffer too (without a
+/// wakeup); zero: they only update `LAST_ADVERT` (see
+/// `diag::QUEUE_STEADY_GLOBAL`, which must stay this symbol's name).
+#[unsafe(no_mangle)]
+static LBHA_QUEUE_STEADY: Global<u8> = Global::new(0);
+
 /// What the once-only diagnostics already reported (`diag::seen` bits):
 /// entry VRID per VRID, entry `diag::SEEN_PROGRAM` for the program. Not
 /// pinned, unlike the other maps, so that every loaded program (a restarted
@@ -308,6 +314,11 @@ fn remember(event: &AdvertEvent, silence_intervals: u8) -> u8 {
 fn deliver(event: AdvertEvent) {
     let wakeup = if event.flags == 0 {
         count(Counter::WakeupsSaved);
+        if LBHA_QUEUE_STEADY.load() == 0 {
+            // Kept in LAST_ADVERT (by `remember`), where the agent reads it
+            // before acting on a deadline.
+            return;
+        }
         BPF_RB_NO_WAKEUP
     } else {
         count(Counter::Wakeups);

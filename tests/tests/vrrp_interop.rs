@@ -387,6 +387,16 @@ impl Group {
     /// the master holds the VIP, and that the agents' logs agree with their
     /// notify scripts.
     fn wait_steady(&self, master: usize, context: &str) {
+        self.wait_steady_for(
+            master,
+            context,
+            (self.proto.interval * SETTLE_INTERVALS).max(Duration::from_millis(500)),
+        );
+    }
+
+    /// Waits for `master` as the only Master, then checks the state holds
+    /// for `hold`.
+    fn wait_steady_for(&self, master: usize, context: &str, hold: Duration) {
         let expected: Vec<Option<String>> = self
             .nodes
             .iter()
@@ -409,9 +419,7 @@ impl Group {
             std::thread::sleep(Duration::from_millis(10));
         }
         let counts: Vec<usize> = self.nodes.iter().map(|n| n.states.count()).collect();
-        std::thread::sleep(
-            (self.proto.interval * SETTLE_INTERVALS).max(Duration::from_millis(500)),
-        );
+        std::thread::sleep(hold);
         let after: Vec<usize> = self.nodes.iter().map(|n| n.states.count()).collect();
         assert_eq!(
             (self.current(), &after),
@@ -640,7 +648,11 @@ impl Group {
     /// failback.
     fn run(mut self) {
         self.start_all();
-        self.wait_steady(0, "start-up");
+        // Longer than a backup's sleep past its deadlines (the kernel keeps a
+        // steady master's adverts in its map; the backup reads them there
+        // at a backstop of one second): a backup that did not would take
+        // over here.
+        self.wait_steady_for(0, "start-up", Duration::from_millis(2500));
         for how in [Kill::Sigkill, Kill::Sigterm] {
             self.take_over(how);
             self.fail_back();

@@ -12,7 +12,7 @@ use std::{
 
 use aya::{Ebpf, TestRun, TestRunOptions, maps::MapData, maps::RingBuf};
 use lbha_agent::{
-    bpf::{self, Diagnostics, XdpTables},
+    bpf::{self, Diagnostics, SteadyAdverts, XdpTables},
     clock::monotonic_ns,
 };
 use lbha_common::{
@@ -48,12 +48,18 @@ fn load() -> Option<Loaded> {
     load_with(Diagnostics::Off)
 }
 
+/// Loaded as `lbha-agent watch` loads it: steady adverts queued too (without
+/// a wakeup), so every accepted advert can be seen in the ring buffer.
 fn load_with(diagnostics: Diagnostics) -> Option<Loaded> {
+    load_steady(diagnostics, SteadyAdverts::Queued)
+}
+
+fn load_steady(diagnostics: Diagnostics, steady: SteadyAdverts) -> Option<Loaded> {
     if !lbha_tests::require_root() {
         return None;
     }
     let (ebpf, events, mut tables) =
-        bpf::load(diagnostics).expect("the XDP program loads and verifies");
+        bpf::load(diagnostics, steady).expect("the XDP program loads and verifies");
     tables
         .configure(&[
             (51, VridConfig::new(2, AUTH_PASS, auth_data(b"secret"))),
@@ -538,6 +544,43 @@ fn only_changes_wake_user_space() {
     }
     assert_eq!(bpf.counter(Counter::SilenceReported), 1);
     assert_eq!(bpf.counter(Counter::SilenceTimerErrors), 0);
+}
+
+/// As the daemon loads it: a steady advert only updates the last-advert
+/// map (which the agent reads before acting on a deadline); the ring buffer
+/// carries changes alone, so its use grows with events, not advert rate.
+#[test]
+fn the_daemon_keeps_steady_adverts_in_the_map_only() {
+    let Some(mut bpf) = load_steady(Diagnostics::Off, SteadyAdverts::MapOnly) else {
+        return;
+    };
+    bpf.run(&frame(&v3(52, 100, 100), PEER));
+    let first = bpf.drain();
+    assert_eq!(first.len(), 1, "a new master is an event");
+    assert_eq!(first[0].flags, change::NEW_SOURCE);
+    for _ in 0..100 {
+        bpf.run(&frame(&v3(52, 100, 100), PEER));
+    }
+    assert!(bpf.drain().is_empty(), "steady adverts are not queued");
+    assert_eq!(bpf.counter(Counter::WakeupsSaved), 100);
+    assert_eq!(bpf.counter(Counter::RingBufFull), 0);
+    let last = bpf
+        .tables
+        .last_advert(52)
+        .unwrap()
+        .expect("kept in the map");
+    assert!(
+        last.timestamp_ns > first[0].timestamp_ns,
+        "the map has the latest"
+    );
+    bpf.run(&frame(&v3(52, 90, 100), PEER));
+    let change = bpf.drain();
+    assert_eq!(change.len(), 1);
+    assert_eq!(
+        change[0].flags,
+        change::PRIORITY,
+        "changes are still events"
+    );
 }
 
 #[test]

@@ -140,21 +140,37 @@ impl Diagnostics {
     }
 }
 
+/// What the program does with a steady advert (the master repeating itself):
+/// keep it only in `LAST_ADVERT` (the daemon, which reads the map before
+/// acting on a deadline), or also queue it without a wakeup (`watch`, which
+/// prints every advert). See `diag::QUEUE_STEADY_GLOBAL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SteadyAdverts {
+    MapOnly,
+    Queued,
+}
+
 /// Loads the program into the kernel without attaching it (`test_run` uses
 /// this directly). Returns the object, its ring buffer and its other maps.
-pub fn load(diagnostics: Diagnostics) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
-    load_with_pins(None, diagnostics)
+pub fn load(
+    diagnostics: Diagnostics,
+    steady: SteadyAdverts,
+) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
+    load_with_pins(None, diagnostics, steady)
 }
 
 /// As [`load`], reusing (or creating and pinning) the maps in `pins`.
 fn load_with_pins(
     pins: Option<&PinDir>,
     diagnostics: Diagnostics,
+    steady: SteadyAdverts,
 ) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
     raise_memlock_limit();
     let mut loader = EbpfLoader::new();
     let diagnostics_switch = u8::from(diagnostics == Diagnostics::On);
     loader.override_global(diag::DIAGNOSTICS_GLOBAL, &diagnostics_switch, true);
+    let queue_steady = u8::from(steady == SteadyAdverts::Queued);
+    loader.override_global(diag::QUEUE_STEADY_GLOBAL, &queue_steady, true);
     let map_paths;
     if let Some(pins) = pins {
         pins.drop_incompatible_maps();
@@ -518,6 +534,7 @@ impl XdpProgram {
         interface: &str,
         vrids: &[(u8, VridConfig)],
         pin_root: Option<&Path>,
+        steady: SteadyAdverts,
     ) -> Result<Self, BpfError> {
         let ifindex = crate::sys::iface::if_index(interface)
             .map_err(|_| BpfError::UnknownInterface(interface.to_owned()))?;
@@ -529,7 +546,7 @@ impl XdpProgram {
             }
         });
         let diagnostics = Diagnostics::from_tracing();
-        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref(), diagnostics)?;
+        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref(), diagnostics, steady)?;
         tables.configure(vrids)?;
         // Consume adverts from the moment the program runs: the lease is
         // renewed by a task from here on.
@@ -664,7 +681,8 @@ mod tests {
         }
         let bpffs = lbha_harness::BpfFs::mount().unwrap();
         let pins = PinDir::prepare(bpffs.path(), 1).unwrap();
-        let (mut first, _events, _tables) = load_with_pins(Some(&pins), Diagnostics::On).unwrap();
+        let (mut first, _events, _tables) =
+            load_with_pins(Some(&pins), Diagnostics::On, SteadyAdverts::MapOnly).unwrap();
 
         // Every map the program uses is pinned with a declared shape, or
         // deliberately left unpinned: a map added to the program without a
@@ -716,7 +734,8 @@ mod tests {
 
         // A second load (a restarted agent) reuses the pinned maps.
         let counters = map_id(&pins, "COUNTERS");
-        let (_second, _, _) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
+        let (_second, _, _) =
+            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
         assert_eq!(map_id(&pins, "COUNTERS"), counters);
 
         // A pin of another shape (another lbha version) is replaced.
@@ -725,7 +744,8 @@ mod tests {
             .unwrap()
             .pin(pins.map_path("COUNTERS"))
             .unwrap();
-        let (_third, _, _) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
+        let (_third, _, _) =
+            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
         let info = MapInfo::from_pin(pins.map_path("COUNTERS")).unwrap();
         assert_eq!(info.map_type().unwrap(), MapType::PerCpuArray);
         assert_ne!(info.id(), counters);
@@ -738,7 +758,8 @@ mod tests {
         let old_id = old.info().unwrap().id();
         old.pin(pins.map_path("VRID_CONFIG")).unwrap();
         drop(old);
-        let (_fourth, _, mut tables) = load_with_pins(Some(&pins), Diagnostics::Off).unwrap();
+        let (_fourth, _, mut tables) =
+            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
         let info = MapInfo::from_pin(pins.map_path("VRID_CONFIG")).unwrap();
         assert_ne!(info.id(), old_id);
         assert_eq!(info.value_size(), size_of::<VridConfig>() as u32);

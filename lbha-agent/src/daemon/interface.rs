@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{DaemonError, core::Core};
 use crate::{
     config::{self, Config},
-    recv::AdvertReceiver,
+    recv::{AdvertReceiver, SteadyAdverts},
     status::{InstanceStatus, Telemetry},
     sys::iface::interface_ipv4,
     vrrp::{
@@ -101,7 +101,13 @@ impl Group {
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 let _runtime = runtime.enter();
-                AdvertReceiver::open(&interface, &vrids, path, pin_root.as_deref())
+                AdvertReceiver::open(
+                    &interface,
+                    &vrids,
+                    path,
+                    pin_root.as_deref(),
+                    SteadyAdverts::MapOnly,
+                )
             })
             .await
             .map_err(|e| DaemonError::Startup(e.to_string()))??

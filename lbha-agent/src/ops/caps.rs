@@ -510,7 +510,7 @@ mod tests {
     fn after_setup_child() {
         use crate::{
             config::ReceivePathChoice,
-            recv::AdvertReceiver,
+            recv::{AdvertReceiver, SteadyAdverts},
             vrrp::net::{Addresses, AdvertSender, GarpSender},
         };
         use lbha_common::{VridConfig, vrrp::AUTH_NONE};
@@ -537,13 +537,25 @@ mod tests {
             .unwrap();
         runtime.block_on(async {
             let vrids = [(51, VridConfig::new(3, AUTH_NONE, [0; 8]))];
-            let receiver = AdvertReceiver::open("lo", &vrids, ReceivePathChoice::Xdp, None)
-                .expect("XDP attach with the kept set");
+            let receiver = AdvertReceiver::open(
+                "lo",
+                &vrids,
+                ReceivePathChoice::Xdp,
+                None,
+                SteadyAdverts::MapOnly,
+            )
+            .expect("XDP attach with the kept set");
             println!("XDP {}", receiver.path_name());
             let counters = receiver.counters().expect("reading the counter map");
             println!("COUNTERS {}", counters.iter().count());
-            let raw = AdvertReceiver::open("lo", &vrids, ReceivePathChoice::Raw, None)
-                .expect("raw receive socket");
+            let raw = AdvertReceiver::open(
+                "lo",
+                &vrids,
+                ReceivePathChoice::Raw,
+                None,
+                SteadyAdverts::MapOnly,
+            )
+            .expect("raw receive socket");
             println!("RAW {}", raw.path_name());
             AdvertSender::open("lo", Ipv4Addr::LOCALHOST, &[]).expect("advert socket");
             println!("SENDER ok");

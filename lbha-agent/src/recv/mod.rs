@@ -10,6 +10,7 @@ use lbha_common::{AdvertEvent, VridConfig};
 use lbha_config::ReceivePathChoice;
 use thiserror::Error;
 
+pub use crate::bpf::SteadyAdverts;
 use crate::bpf::{BpfError, Counters, XdpProgram};
 pub use raw::RawSocketReceiver;
 
@@ -42,15 +43,17 @@ impl AdvertReceiver {
         vrids: &[(u8, VridConfig)],
         choice: ReceivePathChoice,
         pin_root: Option<&Path>,
+        steady: SteadyAdverts,
     ) -> Result<Self, ReceiveError> {
         match choice {
             ReceivePathChoice::Raw => Ok(Self::Raw(Box::new(RawSocketReceiver::open(
                 interface, vrids,
             )?))),
             ReceivePathChoice::Xdp => Ok(Self::Xdp(Box::new(XdpProgram::attach(
-                interface, vrids, pin_root,
+                interface, vrids, pin_root, steady,
             )?))),
-            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids, pin_root) {
+            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids, pin_root, steady)
+            {
                 Ok(program) => Ok(Self::Xdp(Box::new(program))),
                 Err(error) => {
                     tracing::warn!(

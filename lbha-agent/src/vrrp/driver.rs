@@ -376,6 +376,7 @@ impl InterfaceTask {
         let now = monotonic_ns();
         let peers = self.shared.peers.as_ref().map(|p| p.borrow().clone());
         for i in 0..self.instances.len() {
+            self.catch_up_from_kernel(i, now).await;
             let instance = &mut self.instances[i];
             if let Some(peers) = &peers {
                 let alive = peers.master_alive_until(instance.config.vrid);
@@ -395,6 +396,39 @@ impl InterfaceTask {
                     "VRRP adverts stopped but the heartbeat shows the master alive: the VRRP path is partitioned; staying BACKUP"
                 );
             }
+            self.execute(i, actions).await;
+        }
+    }
+
+    /// Before a Backup acts on a due deadline: the kernel keeps a steady
+    /// master's adverts in its last-advert map instead of queueing them, so
+    /// the newest one is read there and handed to the machine first. No
+    /// decision is taken on missing data: while the master advertises, its
+    /// latest advert re-arms the master-down timer here (and a change lost
+    /// to a full ring buffer shows up here too, at most a backstop late).
+    async fn catch_up_from_kernel(&mut self, i: usize, now: u64) {
+        let machine = &self.instances[i].machine;
+        if machine.state() != State::Backup || machine.next_deadline().is_none_or(|d| d > now) {
+            return;
+        }
+        let vrid = self.instances[i].config.vrid;
+        let Ok(Some(latest)) = self.receiver.last_advert(vrid) else {
+            return;
+        };
+        if latest.timestamp_ns <= machine.last_master_advert_ns().unwrap_or(0) {
+            return;
+        }
+        // Straight to the machine, not through `on_advert`: an advert read
+        // from the map is older than any silence report the kernel sent
+        // since (a master that speaks again after silence comes as an
+        // event, which clears the report), so the report stands.
+        let advert = ReceivedAdvert {
+            timestamp_ns: latest.timestamp_ns,
+            src: Ipv4Addr::from(latest.src_addr),
+            priority: latest.priority,
+            interval_cs: latest.interval_cs,
+        };
+        if let Ok(actions) = self.instances[i].machine.advert(&advert) {
             self.execute(i, actions).await;
         }
     }
