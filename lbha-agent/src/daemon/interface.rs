@@ -16,7 +16,7 @@ use crate::{
     sys::iface::interface_ipv4,
     vrrp::{
         driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
-        net::{Addresses, AdvertSender},
+        net::{Addresses, AdvertSender, AdvertSocket, Batch},
     },
 };
 
@@ -123,6 +123,10 @@ impl Group {
         if let Some(source) = receiver.last_advert_source() {
             telemetry.set_last_advert_source(interface, source);
         }
+        let socket = AdvertSocket::open(interface).map_err(|source| DaemonError::Net {
+            instance: instances[0].name.clone(),
+            source,
+        })?;
         let mut runtimes = Vec::new();
         for instance in &instances {
             let net_err = |source| DaemonError::Net {
@@ -133,8 +137,7 @@ impl Group {
                 Some(src) => src,
                 None => interface_ipv4(interface).map_err(|e| net_err(e.into()))?,
             };
-            let sender =
-                AdvertSender::open(interface, src, &instance.unicast_peers).map_err(net_err)?;
+            let sender = AdvertSender::new(src, &instance.unicast_peers);
             telemetry.add_instance(InstanceStatus {
                 name: instance.name.clone(),
                 interface: instance.interface.clone(),
@@ -155,6 +158,9 @@ impl Group {
         let task = InterfaceTask {
             interface: interface.to_owned(),
             receiver,
+            socket,
+            outbox: Batch::default(),
+            outbox_due: Vec::new(),
             instances: runtimes,
             shared: Shared {
                 addresses: addresses.clone(),

@@ -511,7 +511,7 @@ mod tests {
         use crate::{
             config::ReceivePathChoice,
             recv::{AdvertReceiver, SteadyAdverts},
-            vrrp::net::{Addresses, AdvertSender, GarpSender},
+            vrrp::net::{Addresses, AdvertSocket, GarpSender},
         };
         use lbha_common::{VridConfig, vrrp::AUTH_NONE};
         use std::net::Ipv4Addr;
@@ -557,7 +557,7 @@ mod tests {
             )
             .expect("raw receive socket");
             println!("RAW {}", raw.path_name());
-            AdvertSender::open("lo", Ipv4Addr::LOCALHOST, &[]).expect("advert socket");
+            AdvertSocket::open("lo").expect("advert socket");
             println!("SENDER ok");
             let vip = (Ipv4Addr::new(10, 99, 0, 1), 32);
             let addresses = Addresses::open().unwrap();

@@ -31,7 +31,7 @@ use crate::{
     vrrp::{
         link::LinkStates,
         machine::{Action, Ignored, Machine, Params, Reason, ReceivedAdvert, State},
-        net::{Addresses, AdvertOut, GarpSender},
+        net::{Addresses, AdvertOut, AdvertSocket, Batch, GarpSender},
         notify::NotifyJob,
         track::{Weighted, effective_priority},
     },
@@ -195,6 +195,12 @@ pub struct Shared {
 pub struct InterfaceTask {
     pub interface: String,
     pub receiver: AdvertReceiver,
+    /// The interface's advert socket, shared by its instances.
+    pub socket: AdvertSocket,
+    /// Adverts queued during this wakeup, sent together by [`Self::flush`].
+    pub outbox: Batch,
+    /// (instance, deadline) of the queued adverts a Master timer sent.
+    pub outbox_due: Vec<(usize, u64)>,
     pub instances: Vec<InstanceRuntime>,
     pub shared: Shared,
     /// Times the loop woke up (adverts that changed something, timers,
@@ -240,6 +246,7 @@ impl InterfaceTask {
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
+        self.flush();
         loop {
             let silence_reports = self.receiver.reports_silence();
             let deadline = self
@@ -279,6 +286,7 @@ impl InterfaceTask {
                 }
                 _ = self.shared.shutdown.changed() => break,
             }
+            self.flush();
             self.publish();
         }
         for i in 0..self.instances.len() {
@@ -286,7 +294,32 @@ impl InterfaceTask {
             self.execute(i, actions).await;
             self.shared.local.remove(self.instances[i].config.vrid);
         }
+        // The resignations (priority 0) go out together.
+        self.flush();
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
+    }
+
+    /// Sends the adverts queued since the last flush, in one batch, and
+    /// records how late each went out against its deadline.
+    fn flush(&mut self) {
+        if self.outbox.is_empty() {
+            return;
+        }
+        let queued = self.outbox.len();
+        match self.socket.send(&mut self.outbox) {
+            Ok(sent) if sent < queued => {
+                tracing::warn!(interface = %self.interface, queued, sent, "some adverts not sent");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(interface = %self.interface, %error, "adverts not sent"),
+        }
+        let now = monotonic_ns();
+        for (i, due) in self.outbox_due.drain(..) {
+            let late = Duration::from_nanos(now.saturating_sub(due));
+            self.shared
+                .telemetry
+                .advert_sent(&self.instances[i].config.name, late);
+        }
     }
 
     /// The floating IP's mastership channel, if instance `i` is the one it
@@ -477,21 +510,22 @@ impl InterfaceTask {
 
     async fn execute(&mut self, i: usize, actions: Vec<Action>) {
         for action in actions {
-            let instance = &self.instances[i];
-            let name = &instance.config.name;
             match action {
                 Action::SendAdvert { priority } => {
-                    if let Err(error) = instance.sender.send(&instance.advert(priority)) {
-                        tracing::warn!(instance = %name, %error, "advert not sent");
-                    }
+                    let instance = &self.instances[i];
+                    instance
+                        .sender
+                        .queue(&instance.advert(priority), &mut self.outbox);
                     if let Some(due) = self.instances[i].advert_due.take() {
-                        let late = Duration::from_nanos(monotonic_ns().saturating_sub(due));
-                        self.shared
-                            .telemetry
-                            .advert_sent(&self.instances[i].config.name, late);
+                        self.outbox_due.push((i, due));
                     }
                 }
                 Action::Transition { from, to, reason } => {
+                    // The advert the machine decided with this transition
+                    // leaves first, as the RFC orders it (then addresses, ARP).
+                    self.flush();
+                    let instance = &self.instances[i];
+                    let name = &instance.config.name;
                     let without_master = match (to, reason) {
                         (State::Master, Reason::MasterDown | Reason::MasterResigned) => instance
                             .machine
@@ -606,7 +640,7 @@ mod tests {
             Ipv4Addr::new(10, 0, 0, 1)
         }
 
-        fn send(&self, advert: &Advert<'_>) -> Result<usize, crate::vrrp::net::NetError> {
+        fn queue(&self, advert: &Advert<'_>, _batch: &mut Batch) {
             self.0.lock().unwrap().push((
                 advert.version,
                 advert.priority,
@@ -614,7 +648,6 @@ mod tests {
                 advert.auth_pass.map(<[u8]>::to_vec),
                 advert.virtual_addrs.to_vec(),
             ));
-            Ok(1)
         }
     }
 
@@ -657,7 +690,7 @@ mod tests {
              virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\"]",
             vec![],
         );
-        rt.sender.send(&rt.advert(150)).unwrap();
+        rt.sender.queue(&rt.advert(150), &mut Batch::default());
         let sent = recorder.0.lock().unwrap().clone();
         assert_eq!(
             sent,

@@ -35,28 +35,58 @@ pub enum NetError {
     },
 }
 
+/// Adverts ready to leave, across the instances of one interface: sent
+/// together in one `sendmmsg`, so a master's cost grows with packets, not
+/// with syscalls.
+#[derive(Debug, Default)]
+pub struct Batch {
+    packets: Vec<(Vec<u8>, Ipv4Addr)>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    fn push(&mut self, packet: Vec<u8>, to: Ipv4Addr) {
+        self.packets.push((packet, to));
+    }
+
+    /// The queued packets and their destinations, for tests and transports.
+    pub fn packets(&self) -> &[(Vec<u8>, Ipv4Addr)] {
+        &self.packets
+    }
+
+    pub fn clear(&mut self) {
+        self.packets.clear();
+    }
+}
+
 /// Where an instance's adverts go: [`AdvertSender`] in the daemon, a
 /// recorder in the driver's unit tests (which cannot open raw sockets).
 pub trait AdvertOut: Send + Sync {
     /// The address adverts are sent from (the instance's primary address).
     fn source(&self) -> Ipv4Addr;
-    /// Sends `advert` to every destination; returns how many went out.
-    fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError>;
+    /// Queues `advert` for every destination on `batch`.
+    fn queue(&self, advert: &Advert<'_>, batch: &mut Batch);
 }
 
-/// Sends one instance's adverts: an `IPPROTO_RAW` socket (we write the IP
-/// header: TTL 255, DSCP CS6 as keepalived) bound to the interface. Such a
-/// socket never receives, so adverts reach us only through the receive path.
-pub struct AdvertSender {
+/// Sends the adverts of one interface's instances: one `IPPROTO_RAW` socket
+/// (we write the IP header: TTL 255, DSCP CS6 as keepalived, each
+/// instance's own source) bound to the interface. Such a socket never
+/// receives, so adverts reach us only through the receive path.
+#[derive(Debug)]
+pub struct AdvertSocket {
     socket: Socket,
     interface: String,
-    src: Ipv4Addr,
-    /// Unicast peers, or 224.0.0.18.
-    destinations: Vec<Ipv4Addr>,
 }
 
-impl AdvertSender {
-    pub fn open(interface: &str, src: Ipv4Addr, peers: &[Ipv4Addr]) -> Result<Self, NetError> {
+impl AdvertSocket {
+    pub fn open(interface: &str) -> Result<Self, NetError> {
         let err = |what| {
             move |source| NetError::Io {
                 what,
@@ -70,27 +100,93 @@ impl AdvertSender {
             Some(Protocol::from(libc::IPPROTO_RAW)),
         )
         .map_err(err("opening the advert socket"))?;
+        // Bound to the interface: multicast adverts leave through it too.
         socket
             .bind_device(Some(interface.as_bytes()))
             .map_err(err("binding the advert socket"))?;
-        let destinations = if peers.is_empty() {
-            socket
-                .set_multicast_if_v4(&src)
-                .map_err(err("selecting the multicast interface"))?;
-            vec![Ipv4Addr::from(VRRP_MULTICAST_GROUP)]
-        } else {
-            peers.to_vec()
-        };
-        // Sends must never block the event loop; a full queue drops one advert.
+        // Sends must never block the event loop; a full queue drops adverts.
         socket
             .set_nonblocking(true)
             .map_err(err("making the advert socket non-blocking"))?;
         Ok(Self {
             socket,
             interface: interface.to_owned(),
-            src,
-            destinations,
         })
+    }
+
+    /// Sends everything in `batch` (in as few `sendmmsg` calls as the
+    /// kernel takes) and empties it; returns how many went out. An error is
+    /// returned only when none did.
+    pub fn send(&self, batch: &mut Batch) -> Result<usize, NetError> {
+        use std::{io::IoSlice, os::fd::AsRawFd};
+
+        use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrIn, sendmmsg};
+
+        let mut sent = 0;
+        let mut last_error = None;
+        let mut rest = &batch.packets[..];
+        while !rest.is_empty() {
+            let slices: Vec<[IoSlice<'_>; 1]> = rest
+                .iter()
+                .map(|(packet, _)| [IoSlice::new(packet)])
+                .collect();
+            let addresses: Vec<Option<SockaddrIn>> = rest
+                .iter()
+                .map(|(_, to)| Some(SockaddrIn::from(SocketAddrV4::new(*to, 0))))
+                .collect();
+            let mut headers = MultiHeaders::<SockaddrIn>::preallocate(rest.len(), None);
+            let no_control: [nix::sys::socket::ControlMessage<'_>; 0] = [];
+            match sendmmsg(
+                self.socket.as_raw_fd(),
+                &mut headers,
+                &slices,
+                &addresses,
+                no_control,
+                MsgFlags::empty(),
+            ) {
+                Ok(results) => {
+                    let went = results.count();
+                    if went == 0 {
+                        break;
+                    }
+                    sent += went;
+                    rest = &rest[went..];
+                }
+                Err(errno) => {
+                    // The first of the rest failed (a full queue, a route
+                    // gone): skip it, try the others.
+                    last_error = Some(io::Error::from(errno));
+                    rest = &rest[1..];
+                }
+            }
+        }
+        batch.clear();
+        match (sent, last_error) {
+            (0, Some(source)) => Err(NetError::Io {
+                what: "sending adverts",
+                interface: self.interface.clone(),
+                source,
+            }),
+            _ => Ok(sent),
+        }
+    }
+}
+
+/// One instance's adverts: its source address and destinations (unicast
+/// peers, or 224.0.0.18), sent through its interface's [`AdvertSocket`].
+pub struct AdvertSender {
+    src: Ipv4Addr,
+    destinations: Vec<Ipv4Addr>,
+}
+
+impl AdvertSender {
+    pub fn new(src: Ipv4Addr, peers: &[Ipv4Addr]) -> Self {
+        let destinations = if peers.is_empty() {
+            vec![Ipv4Addr::from(VRRP_MULTICAST_GROUP)]
+        } else {
+            peers.to_vec()
+        };
+        Self { src, destinations }
     }
 }
 
@@ -99,26 +195,9 @@ impl AdvertOut for AdvertSender {
         self.src
     }
 
-    fn send(&self, advert: &Advert<'_>) -> Result<usize, NetError> {
-        let mut sent = 0;
-        let mut last_error = None;
+    fn queue(&self, advert: &Advert<'_>, batch: &mut Batch) {
         for dst in &self.destinations {
-            let packet = advert.ipv4_packet(self.src, *dst);
-            match self
-                .socket
-                .send_to(&packet, &SockAddr::from(SocketAddrV4::new(*dst, 0)))
-            {
-                Ok(_) => sent += 1,
-                Err(source) => last_error = Some(source),
-            }
-        }
-        match (sent, last_error) {
-            (0, Some(source)) => Err(NetError::Io {
-                what: "sending an advert",
-                interface: self.interface.clone(),
-                source,
-            }),
-            _ => Ok(sent),
+            batch.push(advert.ipv4_packet(self.src, *dst), *dst);
         }
     }
 }
@@ -280,6 +359,70 @@ pub fn gratuitous_arp_frame(mac: [u8; 6], address: Ipv4Addr) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn advert(vrid: u8) -> Advert<'static> {
+        Advert {
+            version: 3,
+            vrid,
+            priority: 100,
+            interval_cs: 100,
+            auth_pass: None,
+            virtual_addrs: &[],
+        }
+    }
+
+    #[test]
+    fn an_instance_queues_one_packet_per_destination() {
+        let mut batch = Batch::default();
+        let peers = [Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)];
+        AdvertSender::new(Ipv4Addr::new(10, 0, 0, 1), &peers).queue(&advert(7), &mut batch);
+        AdvertSender::new(Ipv4Addr::new(10, 0, 0, 1), &[]).queue(&advert(8), &mut batch);
+        let to: Vec<Ipv4Addr> = batch.packets().iter().map(|(_, to)| *to).collect();
+        assert_eq!(to, [peers[0], peers[1], Ipv4Addr::new(224, 0, 0, 18)]);
+        let (packet, _) = &batch.packets()[0];
+        assert_eq!(&packet[12..16], &[10, 0, 0, 1], "the instance's own source");
+        assert_eq!(packet[8], 255, "TTL 255");
+    }
+
+    /// One sendmmsg carries every queued advert (loopback; needs root for
+    /// the raw sockets).
+    #[test]
+    fn a_batch_leaves_in_one_call_and_arrives_whole() {
+        if !lbha_harness::require_root() {
+            return;
+        }
+        let receiver = Socket::new(
+            Domain::IPV4,
+            Type::RAW,
+            Some(Protocol::from(i32::from(lbha_common::vrrp::IPPROTO_VRRP))),
+        )
+        .unwrap();
+        receiver.bind_device(Some(b"lo")).unwrap();
+        receiver
+            .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let socket = AdvertSocket::open("lo").unwrap();
+        let mut batch = Batch::default();
+        for vrid in 1..=50 {
+            AdvertSender::new(Ipv4Addr::LOCALHOST, &[Ipv4Addr::LOCALHOST])
+                .queue(&advert(vrid), &mut batch);
+        }
+        assert_eq!(socket.send(&mut batch).unwrap(), 50);
+        assert!(batch.is_empty());
+        let mut vrids = Vec::new();
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        while vrids.len() < 50 {
+            let len = receiver.recv(&mut buf).expect("every advert arrives");
+            // SAFETY: recv initialised the first `len` bytes.
+            let packet: &[u8] = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), len) };
+            vrids.push(packet[21]);
+        }
+        assert_eq!(
+            vrids,
+            (1..=50).collect::<Vec<u8>>(),
+            "all of them, in order"
+        );
+    }
 
     #[test]
     fn gratuitous_arp_announces_the_address_as_its_own() {
