@@ -797,7 +797,16 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         ..LabOptions::default()
     };
     let lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
-    let repairs = settle(bench, &lab, 0, true)?;
+    // keepalived may never settle at this size (its issues #390, #1333):
+    // then the window measures what it does instead.
+    let settled = settle(bench, &lab, 0, true);
+    if let Err(error) = &settled {
+        println!(
+            "bench: scale {} {vrids} VRIDs did not settle: {}",
+            stack.name(),
+            error.to_string().lines().next().unwrap_or_default()
+        );
+    }
     let pids = [lab.agent_pids(0), lab.agent_pids(1)];
     let transitions = |lab: &Lab| lab.transitions(0).len() + lab.transitions(1).len();
     let before = transitions(&lab);
@@ -822,7 +831,8 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         "backup_rss_kib": rss_kib(&pids[1]),
         "transitions_during_window": transitions(&lab) - before,
         "backup_ringbuf_full": ringbuf_full,
-        "floating_ip_repairs": repairs,
+        "settled": settled.is_ok(),
+        "floating_ip_repairs": settled.unwrap_or(0),
     });
     println!(
         "bench: scale {:<28} {vrids:>4} VRIDs: master {:.1} ms/s, backup {:.1} ms/s, RSS {} / {} KiB, {} transitions, ringbuf_full {:?}",
