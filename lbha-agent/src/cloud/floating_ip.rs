@@ -1411,6 +1411,39 @@ mod tests {
         h.shutdown().await;
     }
 
+    /// An action is pending on our IP. With a Master we know of that
+    /// outranks us, it may be that Master taking the IP back: no assign
+    /// against it; once it ends, the split-brain rules decide (here: yield).
+    /// Knowing of no such Master, ours is queued behind it, as before.
+    #[tokio::test]
+    async fn a_pending_action_is_not_fought_when_an_outranking_master_may_be_behind_it() {
+        for (last_master, fights) in [(Some(HIGHER), false), (None, true)] {
+            let sim = Sim::start(Some(OUR_DROPLET)).await;
+            sim.faults(FaultsUpdate {
+                complete_after_polls: Some(1),
+                ..FaultsUpdate::default()
+            });
+            let other = ApiClient::new(api_options(&config(&sim)), Secret::new(TOKEN)).unwrap();
+            let pending = other.assign(IP, OTHER_DROPLET).await.unwrap();
+            let h = spawn(config(&sim));
+            h.set_view(master_view(last_master));
+            wait_for(&h, "checks", |s| s.checks >= 3).await;
+            let asserted = sim.assigns() > 1;
+            assert_eq!(asserted, fights, "{last_master:?}: {:?}", sim.posts());
+            // The other Master's action ends (its first poll ends it).
+            other.action(IP, pending.id).await.unwrap();
+            if fights {
+                poll_until("ours after it", || sim.holder(IP) == Some(OUR_DROPLET)).await;
+            } else {
+                let s = wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
+                assert_eq!(s.yielding_to.unwrap().peer, HIGHER);
+                assert_eq!(sim.assigns(), 1, "only the other Master's");
+                assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
+            }
+            h.shutdown().await;
+        }
+    }
+
     /// The target: the VRRP path between two Masters is cut while both
     /// reach the API. The backup takes over (1 assign), the higher node
     /// takes the IP back (2), then the backup yields and nothing more
