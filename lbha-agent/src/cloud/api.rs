@@ -1680,6 +1680,34 @@ mod tests {
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
         sim.script(vec![raw(200, format!("not json {TOKEN}"))]);
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
+        // ... or echoes it as DO's request id, in the body or the header.
+        let echoing_id = BTreeMap::from([("x-request-id".to_owned(), format!("Bearer {TOKEN}"))]);
+        sim.script(vec![
+            ScriptedFault::Error {
+                status: 400,
+                id: "bad_request".into(),
+                message: "no".into(),
+                request_id: Some(format!("Bearer {TOKEN}")),
+                headers: BTreeMap::new(),
+            },
+            ScriptedFault::Error {
+                status: 400,
+                id: "bad_request".into(),
+                message: "no".into(),
+                request_id: None,
+                headers: echoing_id.clone(),
+            },
+            ScriptedFault::Raw {
+                status: 200,
+                body: "{}".into(),
+                headers: echoing_id,
+            },
+        ]);
+        for _ in 0..3 {
+            let err = api.holder(IP).await.unwrap_err();
+            assert!(err.to_string().contains("(request id Bearer ***)"), "{err}");
+            errors.push(Box::new(err));
+        }
         sim.faults(server_errors(500, &format!("echo {TOKEN}")));
         let short = ApiClient::new(
             ApiOptions {
