@@ -199,7 +199,7 @@ mod tests {
         api::ApiOptions,
         floating_ip::api_options,
         secret::Secret,
-        test_support::{IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, metadata_hangs},
+        test_support::{IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, metadata_hangs},
     };
     use crate::config::TokenSource;
 
@@ -320,6 +320,29 @@ mod tests {
             2,
             "{problems}"
         );
+    }
+
+    /// At daemon start every problem is logged as an error, once, with the
+    /// check's name, and never with the token.
+    #[tokio::test]
+    async fn problems_at_start_are_logged_as_errors() {
+        let (_guard, logs) = capture_logs();
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        sim.faults(scopes(&[READ_SCOPE, UPDATE_SCOPE]));
+        let cfg = settings(&sim);
+        let api = ApiClient::new(api_options(&cfg), Secret::new(TOKEN)).unwrap();
+        let metadata = MetadataClient::new(cfg.metadata_url.clone()).unwrap();
+        let report = check_at_start(cfg, metadata, api).await;
+        assert_eq!(report.problems().count(), 1, "{report:?}");
+        let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
+        let errors: Vec<&str> = logs.lines().filter(|l| l.contains("ERROR")).collect();
+        assert_eq!(errors.len(), 2, "the problem and the summary: {logs}");
+        assert!(
+            errors[0].contains("check=\"read\"") && errors[0].contains(DROPLET_SCOPE),
+            "{logs}"
+        );
+        assert!(errors[1].contains("problems=1"), "{logs}");
+        assert!(!logs.contains(TOKEN));
     }
 
     #[tokio::test]
