@@ -161,6 +161,11 @@ impl Sim {
         (body["action"].clone(), id)
     }
 
+    /// How many calls to `endpoint` the simulator answered `status`.
+    fn calls(&self, endpoint: &str, status: &str) -> u64 {
+        self.sim.state().api_call_count(endpoint, status)
+    }
+
     async fn metadata(&self, path: &str) -> (StatusCode, String) {
         metadata_from(&self.client, &self.sim, path).await
     }
@@ -722,12 +727,7 @@ async fn fault_rate_limit() {
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(ok.headers().get("retry-after").is_none());
     assert!(header_u64(&ok, "ratelimit-remaining") > 0);
-    assert_eq!(
-        s.sim
-            .state()
-            .api_call_count("GET /v2/floating_ips/{ip}", "429"),
-        2
-    );
+    assert_eq!(s.calls("GET /v2/floating_ips/{ip}", "429"), 2);
 }
 
 #[tokio::test]
@@ -853,46 +853,27 @@ async fn fault_endpoint_rejects_bad_input(#[case] body: Value) {
 /// clean exit on SIGTERM.
 #[test]
 fn binary_serves_and_exits_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let state_file =
         std::env::temp_dir().join(format!("lbha-dosim-test-{}.json", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--metadata-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--token",
-            TOKEN,
-            "--droplet",
-            "5=127.0.0.1",
-            "--droplet",
-            "6=192.0.2.6",
-        ])
-        .args([
-            "--floating-ip",
-            "203.0.113.10=6",
-            "--floating-ip",
-            "203.0.113.20",
-        ])
-        .args(["--action-delay-ms", "20", "--state-file"])
-        .arg(&state_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: Value = serde_json::from_str(&line).unwrap();
-    let api = addresses["api"].as_str().unwrap().to_owned();
-    let metadata = addresses["metadata"].as_str().unwrap().to_owned();
+    let mut sim = lbha_dosim_binary(&[
+        "--api-listen",
+        "127.0.0.1:0",
+        "--metadata-listen",
+        "127.0.0.1:0",
+        "--droplet",
+        "5=127.0.0.1",
+        "--droplet",
+        "6=192.0.2.6",
+        "--floating-ip",
+        "203.0.113.10=6",
+        "--floating-ip",
+        "203.0.113.20",
+        "--action-delay-ms",
+        "20",
+        "--state-file",
+        state_file.to_str().unwrap(),
+    ]);
+    let (api, metadata) = (sim.api.clone(), sim.metadata.clone());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -931,27 +912,15 @@ fn binary_serves_and_exits_on_sigterm() {
     assert_eq!(written["floating_ips"][0]["holder"], 5);
     assert_eq!(written["actions"][0]["status"], "completed");
 
-    // SAFETY: plain kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("lbha-dosim did not exit on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sim.stop();
     let _ = std::fs::remove_file(&state_file);
     assert!(status.success(), "{status}");
 
     // Bad flags fail fast.
-    let bad = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
         .args(["--token", TOKEN, "--droplet", "nonsense"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!bad.success());
@@ -1317,12 +1286,7 @@ async fn token_scopes() {
         s.get(&format!("/v2/actions/{id}")).await.status(),
         StatusCode::OK
     );
-    assert_eq!(
-        s.sim
-            .state()
-            .api_call_count("POST /v2/floating_ips/{ip}/actions", "403"),
-        1
-    );
+    assert_eq!(s.calls("POST /v2/floating_ips/{ip}/actions", "403"), 1);
 }
 
 /// An assign to the droplet that already holds the IP: a no-op action by
@@ -1422,12 +1386,7 @@ async fn rate_limits() {
     assert_eq!(limited.status().as_u16(), 429);
     let body: Value = limited.json().await.unwrap();
     assert_eq!(body["id"], "too_many_requests");
-    assert_eq!(
-        s.sim
-            .state()
-            .api_call_count("GET /v2/floating_ips/{ip}", "429"),
-        3
-    );
+    assert_eq!(s.calls("GET /v2/floating_ips/{ip}", "429"), 3);
 }
 
 /// Every API answer carries an `x-request-id` (the one the request log
@@ -1462,6 +1421,12 @@ fn binary_takes_starting_faults() {
     use std::process::{Command, Stdio};
 
     let mut sim = lbha_dosim_binary(&[
+        "--droplet",
+        "5=127.0.0.1",
+        "--droplet",
+        "6=192.0.2.6",
+        "--floating-ip",
+        "203.0.113.10=6",
         "--faults",
         r#"{"action_errors": 2, "metadata_lag_ms": 100}"#,
         "--token-scopes",
@@ -1526,21 +1491,26 @@ fn binary_takes_starting_faults() {
     }
 }
 
-/// A running `lbha-dosim` binary and its API address.
+/// A running `lbha-dosim` binary and its addresses.
 struct SimBinary {
     child: std::process::Child,
     api: String,
+    metadata: String,
 }
 
 impl SimBinary {
-    fn stop(&mut self) {
+    /// SIGTERM, and its exit status (within 5 s).
+    fn stop(&mut self) -> std::process::ExitStatus {
         // SAFETY: plain kill(2) of our own child.
         assert_eq!(
             unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
             0
         );
         let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().unwrap().is_none() {
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
             assert!(
                 Instant::now() < deadline,
                 "lbha-dosim did not exit on SIGTERM"
@@ -1557,16 +1527,15 @@ impl Drop for SimBinary {
     }
 }
 
-/// Starts the binary with droplet 5 (127.0.0.1), droplet 6 and
-/// 203.0.113.10 held by 6, plus `extra` flags; waits for its address line.
-fn lbha_dosim_binary(extra: &[&str]) -> SimBinary {
+/// Starts the binary with the test token and `args`; waits for the line
+/// with its addresses.
+fn lbha_dosim_binary(args: &[&str]) -> SimBinary {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
-        .args(["--token", TOKEN, "--droplet", "5=127.0.0.1", "--droplet"])
-        .args(["6=192.0.2.6", "--floating-ip", "203.0.113.10=6"])
-        .args(extra)
+        .args(["--token", TOKEN])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1577,6 +1546,10 @@ fn lbha_dosim_binary(extra: &[&str]) -> SimBinary {
         .read_line(&mut line)
         .unwrap();
     let addresses: Value = serde_json::from_str(&line).unwrap();
-    let api = addresses["api"].as_str().unwrap().to_owned();
-    SimBinary { child, api }
+    let address = |listener: &str| addresses[listener].as_str().unwrap().to_owned();
+    SimBinary {
+        api: address("api"),
+        metadata: address("metadata"),
+        child,
+    }
 }

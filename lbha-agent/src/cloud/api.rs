@@ -894,6 +894,15 @@ mod tests {
         ApiClient::new(opts(sim.api_url()), Secret::new(TOKEN)).unwrap()
     }
 
+    /// [`client`] with a shorter operation deadline.
+    fn client_within(sim: &Sim, deadline: Duration) -> ApiClient {
+        let opts = ApiOptions {
+            operation_deadline: deadline,
+            ..opts(sim.api_url())
+        };
+        ApiClient::new(opts, Secret::new(TOKEN)).unwrap()
+    }
+
     /// Actions end on their `n`-th status poll (0: in the POST answer).
     fn polls_to_complete(n: u32) -> FaultsUpdate {
         FaultsUpdate {
@@ -1274,14 +1283,7 @@ mod tests {
         assert!(matches!(decode, ApiError::Decode { .. }), "{decode:?}");
         assert!(decode.to_string().contains(&answered), "{decode}");
 
-        let short = ApiClient::new(
-            ApiOptions {
-                operation_deadline: Duration::from_millis(150),
-                ..opts(sim.api_url())
-            },
-            Secret::new(TOKEN),
-        )
-        .unwrap();
+        let short = client_within(&sim, Duration::from_millis(150));
         sim.faults(server_errors(503, "busy"));
         let exceeded = short.holder(IP).await.unwrap_err();
         let ApiError::DeadlineExceeded { last, .. } = &exceeded else {
@@ -1377,14 +1379,7 @@ mod tests {
             action_errors: Some(ALWAYS),
             ..FaultsUpdate::default()
         });
-        let short = ApiClient::new(
-            ApiOptions {
-                operation_deadline: Duration::from_millis(400),
-                ..opts(sim.api_url())
-            },
-            Secret::new(TOKEN),
-        )
-        .unwrap();
+        let short = client_within(&sim, Duration::from_millis(400));
         let before = sim.assign_actions();
         let err = short
             .assign_and_wait(IP, OUR_DROPLET, || true)

@@ -1093,7 +1093,13 @@ mod tests {
             ])),
             ..FaultsUpdate::default()
         });
-        let h = spawn(config(&sim));
+        assert_master_leaves_the_ip_alone(&sim).await;
+    }
+
+    /// A Master that checks four times, finds the IP ours and assigns
+    /// nothing.
+    async fn assert_master_leaves_the_ip_alone(sim: &Sim) {
+        let h = spawn(config(sim));
         h.set_master(true);
         let s = wait_for(&h, "checks", |s| s.checks >= 4).await;
         assert_eq!(s.holder_known, Some(true));
@@ -1113,12 +1119,7 @@ mod tests {
         sim.set_holder(IP, Some(OUR_DROPLET)).await.unwrap();
         let md = MetadataClient::new(sim.metadata_url()).unwrap();
         assert!(!md.floating_ip_active().await.unwrap(), "metadata lags");
-        let h = spawn(config(&sim));
-        h.set_master(true);
-        let s = wait_for(&h, "checks", |s| s.checks >= 4).await;
-        assert_eq!(s.holder_known, Some(true));
-        assert_eq!((s.assigns, sim.assigns()), (0, 0));
-        h.shutdown().await;
+        assert_master_leaves_the_ip_alone(&sim).await;
     }
 
     /// DO refusing (422) to assign the IP to the droplet that holds it is
@@ -1234,6 +1235,15 @@ mod tests {
         h
     }
 
+    /// Waits for the manager's assign, which must have put the IP back on
+    /// our droplet and ended any yield.
+    async fn taken_back(h: &FloatingIpHandle, sim: &Sim) {
+        let s = wait_for(h, "the IP taken back", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(s.yielding_to, None);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+    }
+
     fn warnings(logs: &Arc<std::sync::Mutex<Vec<u8>>>, what: &str) -> usize {
         String::from_utf8_lossy(&logs.lock().unwrap())
             .matches(what)
@@ -1270,10 +1280,7 @@ mod tests {
     async fn split_brain_takes_the_ip_back_from_a_master_we_outrank() {
         let sim = Sim::start(Some(OUR_DROPLET)).await;
         let h = held_then_taken(config(&sim), &sim, master_view(Some(LOWER))).await;
-        let s = wait_for(&h, "taken back", |s| s.last_assign.is_some()).await;
-        assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(s.yielding_to, None);
-        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        taken_back(&h, &sim).await;
         assert_eq!(sim.assigns(), 1);
         h.shutdown().await;
     }
@@ -1284,9 +1291,7 @@ mod tests {
     async fn split_brain_takes_the_ip_back_when_nothing_is_known() {
         let sim = Sim::start(Some(OUR_DROPLET)).await;
         let h = held_then_taken(config(&sim), &sim, master_view(None)).await;
-        let s = wait_for(&h, "taken back", |s| s.last_assign.is_some()).await;
-        assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        taken_back(&h, &sim).await;
         h.shutdown().await;
     }
 
@@ -1310,10 +1315,7 @@ mod tests {
         assert_eq!(s.yielding_to.unwrap().peer, HIGHER);
         // Its heartbeat goes stale: the master we took over from decides.
         h.update_view(|v| v.peers[0].fresh = false);
-        let s = wait_for(&h, "taken back", |s| s.last_assign.is_some()).await;
-        assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(s.yielding_to, None);
-        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        taken_back(&h, &sim).await;
         h.shutdown().await;
     }
 
@@ -1338,15 +1340,12 @@ mod tests {
         wait_for(&h, "yielding", |s| s.yielding_to.is_some() && !s.in_flight).await;
         let asked = Instant::now();
         h.update_view(|v| v.peer_adverts_while_master += 1);
-        let s = wait_for(&h, "taken back", |s| s.last_assign.is_some()).await;
+        taken_back(&h, &sim).await;
         assert!(
             asked.elapsed() < Duration::from_secs(3),
             "re-checked {:?} later",
             asked.elapsed()
         );
-        assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(s.yielding_to, None);
-        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
         h.shutdown().await;
     }
 
@@ -1356,10 +1355,7 @@ mod tests {
         let h = held_then_taken(config(&sim), &sim, master_view(Some(HIGHER))).await;
         wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
         sim.set_holder(IP, None).await.unwrap();
-        let s = wait_for(&h, "assigned", |s| s.last_assign.is_some()).await;
-        assert!(s.last_assign.unwrap().result.is_ok());
-        assert_eq!(s.yielding_to, None);
-        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        taken_back(&h, &sim).await;
         h.shutdown().await;
     }
 
