@@ -767,8 +767,8 @@ fn rate_limited_api_is_retried_after_retry_after() {
     assert_eq!(s.lab.assigns().len(), s.baseline + 1);
 }
 
-/// Metadata down during a failover to lb2, which must fall back to asking
-/// the API who holds the IP. lbha learns its droplet id from metadata only
+/// Metadata down during a failover to lb2, which must go by the API alone
+/// (asked every check anyway: it decides who holds the IP). lbha learns its droplet id from metadata only
 /// when it first needs it as Master (floating_ip.rs), so lb2 must know it
 /// already: `configured` sets `droplet_id` in lb2's config; otherwise lb2
 /// learns it in an earlier failover and failback, before metadata goes down.
@@ -817,8 +817,8 @@ fn metadata_down_failover(name: &'static str, tag: &str, configured: bool) {
     );
     let log = s.lab.lb_log(LB2);
     assert!(
-        log.contains("metadata unavailable; asking the API who holds the floating IP"),
-        "lb2 fell back to the API"
+        log.contains("metadata unavailable; the API alone says who holds the floating IP"),
+        "lb2 went by the API alone"
     );
     let state = s.lab.sim_state().expect("simulator state");
     assert!(
