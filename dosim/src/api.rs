@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use crate::Shared;
-use crate::requests::RequestRecord;
+use crate::requests::{RequestRecord, request_id};
 use crate::server::{Dropped, Peer};
 use crate::state::{
-    ActionRecord, ActionStatus, ApiError, ApiFault, Family, FaultsUpdate, ScriptedFault,
-    api_endpoint,
+    ActionRecord, ActionStatus, ApiError, ApiFault, Family, FaultsUpdate, RateCall, RateHeaders,
+    ScriptedFault, api_endpoint, required_scope,
 };
 use crate::time::unix_secs;
 
@@ -178,30 +178,42 @@ pub(crate) async fn handle(
         tracing::info!(%peer, %method, %path, "fault: closing the connection unanswered");
         return Err(Dropped);
     }
-    let (mut response, extra_headers) = match &fault {
+    let (mut response, extra_headers, rate) = match &fault {
         ApiFault::ServerError(status, message) => {
             let mut error = ApiError::server_error(*status);
             if let Some(message) = message {
                 error.message.clone_from(message);
             }
-            (error_response(&error), None)
+            (
+                error_response(&error),
+                None,
+                rate_of(&shared, RateCall::Count),
+            )
         }
         ApiFault::RateLimited { retry_after_secs } => {
             let mut response = error_response(&ApiError::too_many_requests());
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            (response, None)
+            (response, None, rate_of(&shared, RateCall::Refused))
         }
         ApiFault::Scripted(ScriptedFault::Error {
             status,
             id,
             message,
+            request_id,
             headers,
-        }) => (
-            json_response(*status, &json!({ "id": id, "message": message })),
-            Some(headers),
-        ),
+        }) => {
+            let mut body = json!({ "id": id, "message": message });
+            if let Some(request_id) = request_id {
+                body["request_id"] = json!(request_id);
+            }
+            (
+                json_response(*status, &body),
+                Some(headers),
+                rate_of(&shared, RateCall::Count),
+            )
+        }
         ApiFault::Scripted(ScriptedFault::Raw {
             status,
             body,
@@ -209,34 +221,31 @@ pub(crate) async fn handle(
         }) => {
             let mut response = Response::new(Body::from(body.clone()));
             *response.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
-            (response, Some(headers))
+            (response, Some(headers), rate_of(&shared, RateCall::Count))
         }
         // Folded into `Drop` and the delay by `take_api_fault`.
         ApiFault::Scripted(ScriptedFault::Drop | ScriptedFault::Delay { .. })
         | ApiFault::None
         | ApiFault::Drop => {
-            let response = if authorized(&request, &shared.token) {
-                router.oneshot(request).await.unwrap_or_else(|e| match e {})
+            if authorized(&request, &shared.token) {
+                let (response, rate) = serve_authorized(&shared, router, &endpoint, request).await;
+                (response, None, rate)
             } else {
-                error_response(&ApiError::unauthorized())
-            };
-            (response, None)
+                let response = error_response(&ApiError::unauthorized());
+                (response, None, rate_of(&shared, RateCall::Count))
+            }
         }
     };
     let status = response.status();
-    let rate = {
-        let mut state = shared.lock();
-        state.count_api_call(endpoint, status.as_str());
-        state.consume_rate(
-            unix_secs(SystemTime::now()),
-            status == StatusCode::TOO_MANY_REQUESTS,
-        )
-    };
+    shared.lock().count_api_call(endpoint, status.as_str());
     let headers = response.headers_mut();
     headers.insert("ratelimit-limit", HeaderValue::from(rate.limit));
     headers.insert("ratelimit-remaining", HeaderValue::from(rate.remaining));
     headers.insert("ratelimit-reset", HeaderValue::from(rate.reset_unix));
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    if let Ok(id) = HeaderValue::from_str(&request_id(logged.seq)) {
+        headers.insert("x-request-id", id);
+    }
     // Validated when the script was set.
     for (name, value) in extra_headers.into_iter().flatten() {
         if let (Ok(name), Ok(value)) = (
@@ -250,6 +259,49 @@ pub(crate) async fn handle(
     shared.persist();
     tracing::debug!(%peer, %method, %path, status = status.as_u16(), fault = fault.kind(), "API call");
     Ok(response)
+}
+
+/// The rate limits' headers for a call counted as `call` says.
+fn rate_of(shared: &Shared, call: RateCall) -> RateHeaders {
+    let mut state = shared.lock();
+    let now_ms = state.now_ms();
+    state
+        .consume_rate(now_ms, unix_secs(SystemTime::now()), call)
+        .headers
+}
+
+/// A call with the right token: the rate limits (429 past them), then the
+/// token's scope for the endpoint (403 without it), then the route.
+async fn serve_authorized(
+    shared: &Shared,
+    router: Router,
+    endpoint: &str,
+    request: Request<Body>,
+) -> (Response<Body>, RateHeaders) {
+    let (decision, scope_missing) = {
+        let mut state = shared.lock();
+        let now_ms = state.now_ms();
+        let decision = state.consume_rate(now_ms, unix_secs(SystemTime::now()), RateCall::Enforce);
+        let scope_missing =
+            required_scope(endpoint).filter(|scope| !state.faults().has_scope(scope));
+        (decision, scope_missing)
+    };
+    if let Some(retry_after) = decision.refused {
+        let mut response = error_response(&ApiError::too_many_requests());
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
+        }
+        tracing::info!(%endpoint, ?retry_after, "rate limited");
+        return (response, decision.headers);
+    }
+    if let Some(scope) = scope_missing {
+        tracing::info!(%endpoint, scope, "the token lacks the endpoint's scope");
+        return (error_response(&ApiError::forbidden()), decision.headers);
+    }
+    let response = router.oneshot(request).await.unwrap_or_else(|e| match e {});
+    (response, decision.headers)
 }
 
 /// Ends a logged request's record when its handling ends, however it ends:
@@ -303,16 +355,21 @@ fn droplet_json(id: u64, address: Option<IpAddr>, region: &str) -> Value {
     })
 }
 
+/// The IP object; without `droplet:read` DO leaves out its `droplet`.
 fn ip_json(shared: &Shared, (ip, holder, locked): (Ipv4Addr, Option<u64>, bool)) -> Value {
     let state = shared.lock();
     let region = state.region();
-    json!({
+    let mut object = json!({
         "ip": ip,
-        "droplet": holder.map(|id| droplet_json(id, state.droplet_address(id), region)),
         "region": region_json(region),
         "locked": locked,
         "project_id": "00000000-0000-4000-8000-000000000000",
-    })
+    });
+    if state.faults().has_scope("droplet:read") {
+        object["droplet"] =
+            json!(holder.map(|id| droplet_json(id, state.droplet_address(id), region)));
+    }
+    object
 }
 
 /// The action object DO returns; `resource_type` from `family`, and an

@@ -15,15 +15,25 @@
 //!   namespace so packets to the floating IP reach the holder.
 //!
 //! API listener (`Authorization: Bearer TOKEN` required, else 401; every
-//! response has `ratelimit-limit`/`-remaining`/`-reset` and a JSON
-//! content type; `{family}` is `floating_ips` or `reserved_ips`):
+//! response has `ratelimit-limit`/`-remaining`/`-reset`, an `x-request-id`
+//! and a JSON content type; `{family}` is `floating_ips` or
+//! `reserved_ips`):
 //!
-//! | request | answer |
-//! | --- | --- |
-//! | `POST /v2/{family}/{ip}/actions` `{"type":"assign","droplet_id":N}` or `{"type":"unassign"}` | 201 `{"action":{..,"status":"in-progress"}}`; 404 unknown IP; 422 bad body, unknown droplet, unassigned IP, or an action already in progress on the IP |
-//! | `GET /v2/{family}/{ip}/actions/{id}`, `GET /v2/actions/{id}` | `{"action":{..}}` |
-//! | `GET /v2/{family}/{ip}` | `{"floating_ip":{..}}` (`reserved_ip` on that path) |
-//! | `GET /v2/{family}` | the list, with `links` and `meta.total` |
+//! | request | scope | answer |
+//! | --- | --- | --- |
+//! | `POST /v2/{family}/{ip}/actions` `{"type":"assign","droplet_id":N}` or `{"type":"unassign"}` | `reserved_ip:update` | 201 `{"action":{..,"status":"in-progress"}}`; 404 unknown IP; 422 bad body, unknown droplet, unassigned IP, an action already in progress on the IP, or (with `same_holder_assign = reject`) an assign to the holder |
+//! | `GET /v2/{family}/{ip}/actions/{id}` | `reserved_ip:read` | `{"action":{..}}` |
+//! | `GET /v2/actions/{id}` | `actions:read` | `{"action":{..}}` |
+//! | `GET /v2/{family}/{ip}` | `reserved_ip:read` | `{"floating_ip":{..}}` (`reserved_ip` on that path); no `droplet` without `droplet:read` |
+//! | `GET /v2/{family}` | `reserved_ip:read` | the list, with `links` and `meta.total` |
+//!
+//! A token given `token_scopes` gets 403 `forbidden` (DO's error body) from
+//! an endpoint whose scope it lacks; by default it has full access. Past
+//! DO's sliding-window rate limits (`rate_limit_per_hour`, 5,000, and
+//! `rate_limit_per_minute`, 250: each call counts for an hour, and a
+//! minute, after it was made) calls are answered 429, with `Retry-After`
+//! for the per-minute burst limit; the order is faults, auth, rate limits,
+//! scope.
 //!
 //! Also on the API listener, without auth, faults, counting or logging:
 //! `GET /_sim/state` ([`SimState`]), `GET`/`POST /_sim/faults`
@@ -43,7 +53,12 @@
 //! `/metadata/v1/{floating_ip,reserved_ip}/ipv4/{active,ip_address}`,
 //! `/metadata/v1.json`. `metadata_down` makes it answer 503,
 //! `metadata_drop` close connections unanswered, `metadata_body` answer
-//! that text, `metadata_delay_ms` answer late.
+//! that text, `metadata_delay_ms` answer late, and `metadata_lag_ms`
+//! show a change of holder that much later than the API does.
+//!
+//! [`SimConfig::faults`] (the binary's `--faults JSON` and the flags named
+//! after the settings) sets the faults in force at start; `reset_faults`
+//! returns to them.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -77,10 +92,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use requests::{RequestRecord, max_concurrent};
+pub use requests::{RequestRecord, max_concurrent, request_id};
 pub use state::{
     ActionKind, ActionRecord, ActionStatus, CallCounts, DropletState, Family, Faults, FaultsUpdate,
-    FloatingIpState, ScriptedFault, SimState,
+    FloatingIpState, RATE_LIMIT_PER_HOUR, RATE_LIMIT_PER_MINUTE, SameHolderAssign, ScriptedFault,
+    SimState, required_scope,
 };
 
 use crate::route::RouteTable;
@@ -166,6 +182,9 @@ pub struct SimConfig {
     pub state_file: Option<PathBuf>,
     /// Region slug reported everywhere.
     pub region: String,
+    /// The faults (and token scopes, rate limits, metadata lag) in force at
+    /// start, which `reset_faults` returns to.
+    pub faults: FaultsUpdate,
 }
 
 impl SimConfig {
@@ -182,7 +201,14 @@ impl SimConfig {
             route: false,
             state_file: None,
             region: "nyc3".into(),
+            faults: FaultsUpdate::default(),
         }
+    }
+
+    /// Sets the faults in force at start (see [`SimConfig::faults`]).
+    pub fn faults(mut self, faults: FaultsUpdate) -> Self {
+        self.faults = faults;
+        self
     }
 
     /// Adds a droplet.
@@ -422,7 +448,12 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
         .iter()
         .map(|f| (f.ip, f.holder))
         .collect();
-    let state = State::new(&config.region, &droplets, &ips).map_err(anyhow::Error::msg)?;
+    let mut state = State::new(&config.region, &droplets, &ips).map_err(anyhow::Error::msg)?;
+    config
+        .faults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("the starting faults: {e}"))?;
+    state.set_baseline(&config.faults);
 
     let routes = if config.route {
         let routes = RouteTable::open().context("opening a netlink route socket")?;

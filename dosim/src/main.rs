@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use lbha_dosim::{DropletSpec, FloatingIpSpec, SimConfig};
+use lbha_dosim::{DropletSpec, FaultsUpdate, FloatingIpSpec, SameHolderAssign, SimConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
@@ -44,6 +44,58 @@ struct Args {
     /// Region slug reported in responses and metadata.
     #[arg(long, default_value = "nyc3")]
     region: String,
+    /// Faults in force at start, as the JSON `POST /_sim/faults` takes
+    /// (`/_sim/reset_faults` returns to them); the flags below override it.
+    #[arg(long, value_name = "JSON", value_parser = parse_faults)]
+    faults: Option<FaultsUpdate>,
+    /// The token's custom scopes, comma-separated (e.g.
+    /// `reserved_ip:read,reserved_ip:update,droplet:read`); default: full
+    /// access.
+    #[arg(long, value_name = "SCOPES", value_delimiter = ',')]
+    token_scopes: Option<Vec<String>>,
+    /// How an assign to the droplet already holding the IP is answered:
+    /// `action` (a no-op action) or `reject` (422).
+    #[arg(long, value_name = "HOW")]
+    same_holder_assign: Option<SameHolderAssign>,
+    /// Metadata shows a change of holder this long after the API.
+    #[arg(long, value_name = "MS")]
+    metadata_lag_ms: Option<u64>,
+    /// Sliding-window rate limit per hour (DO: 5000; 0: off).
+    #[arg(long, value_name = "N")]
+    rate_limit_per_hour: Option<u32>,
+    /// Sliding-window rate limit per minute (DO: 250; 0: off).
+    #[arg(long, value_name = "N")]
+    rate_limit_per_minute: Option<u32>,
+    /// The next N actions requested end errored.
+    #[arg(long, value_name = "N")]
+    action_errors: Option<u32>,
+}
+
+fn parse_faults(json: &str) -> Result<FaultsUpdate, String> {
+    let faults: FaultsUpdate = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    faults.validate()?;
+    Ok(faults)
+}
+
+impl Args {
+    /// `--faults` with the named flags applied over it.
+    fn faults(&self) -> FaultsUpdate {
+        let mut faults = self.faults.clone().unwrap_or_default();
+        if let Some(scopes) = &self.token_scopes {
+            faults.token_scopes = Some(Some(scopes.clone()));
+        }
+        macro_rules! flag {
+            ($($field:ident),*) => {$( if self.$field.is_some() { faults.$field = self.$field; } )*};
+        }
+        flag!(
+            same_holder_assign,
+            metadata_lag_ms,
+            rate_limit_per_hour,
+            rate_limit_per_minute,
+            action_errors
+        );
+        faults
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -56,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
+    let faults = args.faults();
     let config = SimConfig {
         api_listen: args.api_listen,
         metadata_listen: args.metadata_listen,
@@ -66,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
         route: args.route,
         state_file: args.state_file,
         region: args.region,
+        faults,
     };
     // Install the handlers before anything can tell a supervisor we're up.
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;

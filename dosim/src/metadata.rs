@@ -66,7 +66,7 @@ fn caller(shared: &Shared, peer: SocketAddr) -> Option<Caller> {
         id,
         address: state.droplet_address(id)?,
         region: state.region().to_owned(),
-        floating_ip: state.held_by(id).first().copied(),
+        floating_ip: state.metadata_held_by(id, state.now_ms()).first().copied(),
     })
 }
 

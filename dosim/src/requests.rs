@@ -42,7 +42,18 @@ pub struct RequestRecord {
     pub status: Option<String>,
 }
 
+/// The `x-request-id` the simulator answers request `seq` with, shaped like
+/// DO's (a UUID).
+pub fn request_id(seq: u64) -> String {
+    format!("d0517e00-0000-4000-8000-{seq:012x}")
+}
+
 impl RequestRecord {
+    /// The `x-request-id` this request was answered with.
+    pub fn request_id(&self) -> String {
+        request_id(self.seq)
+    }
+
     /// The first value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers

@@ -3,20 +3,24 @@
 //! and the request log. Pure (no I/O), so every rule is unit-tested here;
 //! the HTTP layers only translate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderName, HeaderValue};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::requests::{RequestLog, RequestRecord};
 use crate::time::rfc3339;
 
-/// `ratelimit-limit`: DO allows 5,000 requests an hour per token.
-pub const RATE_LIMIT: u32 = 5000;
-/// Length of the rate-limit window, in seconds.
-pub const RATE_WINDOW_SECS: u64 = 3600;
+/// DO allows 5,000 requests an hour per token (`ratelimit-limit`)...
+pub const RATE_LIMIT_PER_HOUR: u32 = 5000;
+/// ... and 250 a minute (the "burst limit").
+pub const RATE_LIMIT_PER_MINUTE: u32 = 250;
+/// The windows: each request counts against the limits for this long after
+/// it was made (DO's windows slide; they do not reset at once).
+const HOUR_MS: u64 = 3_600_000;
+const MINUTE_MS: u64 = 60_000;
 /// Id of the first action; later ones count up from it.
 pub const FIRST_ACTION_ID: u64 = 1_000_001;
 
@@ -148,6 +152,72 @@ pub struct Faults {
     /// Every metadata answer is 200 with this text instead (a captive
     /// portal or a proxy in the way); `metadata_drop`/`_down` win.
     pub metadata_body: Option<String>,
+    /// The API token's custom scopes (`reserved_ip:read`, ...); `None` is a
+    /// full-access token. A request to an endpoint whose scope the token
+    /// lacks is answered 403 `forbidden` (see [`required_scope`]); without
+    /// `droplet:read` the IP objects carry no `droplet`, as DO hides it.
+    pub token_scopes: Option<Vec<String>>,
+    /// How an assign to the droplet that already holds the IP is answered.
+    pub same_holder_assign: SameHolderAssign,
+    /// The metadata service shows a change of holder this long after the
+    /// API does (on DO it lags an assign by seconds).
+    pub metadata_lag_ms: u64,
+    /// DO's sliding-window rate limits per token (0 turns one off): past
+    /// either, calls are answered 429 until enough of the window's calls
+    /// are old enough to no longer count.
+    pub rate_limit_per_hour: u32,
+    pub rate_limit_per_minute: u32,
+}
+
+/// How the simulator answers an assign to the droplet that already holds
+/// the IP. Neither DO's API reference nor its clients (godo, droplet_kit)
+/// say what DO does, so both are modelled and the client handles both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameHolderAssign {
+    /// An ordinary action that completes and changes nothing.
+    #[default]
+    Action,
+    /// 422 `unprocessable_entity`, "... is already assigned to Droplet N."
+    Reject,
+}
+
+impl std::str::FromStr for SameHolderAssign {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "action" => Ok(Self::Action),
+            "reject" => Ok(Self::Reject),
+            _ => Err(format!("expected action or reject, not {s:?}")),
+        }
+    }
+}
+
+impl Faults {
+    /// Whether the token has `scope` (a full-access token has them all).
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.token_scopes
+            .as_ref()
+            .is_none_or(|scopes| scopes.iter().any(|s| s == scope))
+    }
+}
+
+/// The custom scope DO requires for an API endpoint (`METHOD /template`,
+/// as [`api_endpoint`] gives it), from DO's OpenAPI specification; `None`
+/// off the simulated routes.
+pub fn required_scope(endpoint: &str) -> Option<&'static str> {
+    let (method, template) = endpoint.split_once(' ')?;
+    let template = template
+        .strip_prefix("/v2/floating_ips")
+        .or_else(|| template.strip_prefix("/v2/reserved_ips"))
+        .map_or(template, |rest| if rest.is_empty() { "list" } else { rest });
+    match (method, template) {
+        ("GET", "list" | "/{ip}" | "/{ip}/actions/{id}") => Some("reserved_ip:read"),
+        ("POST", "/{ip}/actions") => Some("reserved_ip:update"),
+        ("GET", "/v2/actions/{id}") => Some("actions:read"),
+        _ => None,
+    }
 }
 
 impl Default for Faults {
@@ -168,6 +238,11 @@ impl Default for Faults {
             metadata_drop: false,
             metadata_delay_ms: 0,
             metadata_body: None,
+            token_scopes: None,
+            same_holder_assign: SameHolderAssign::Action,
+            metadata_lag_ms: 0,
+            rate_limit_per_hour: RATE_LIMIT_PER_HOUR,
+            rate_limit_per_minute: RATE_LIMIT_PER_MINUTE,
         }
     }
 }
@@ -189,6 +264,9 @@ pub enum ScriptedFault {
         status: u16,
         id: String,
         message: String,
+        /// DO's `request_id`, in the body (some endpoints send one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
         #[serde(default)]
         headers: BTreeMap<String, String>,
     },
@@ -210,6 +288,7 @@ impl ScriptedFault {
             status,
             id: id.to_owned(),
             message: message.to_owned(),
+            request_id: None,
             headers: BTreeMap::new(),
         }
     }
@@ -273,6 +352,20 @@ pub struct FaultsUpdate {
     pub metadata_drop: Option<bool>,
     pub metadata_delay_ms: Option<u64>,
     pub metadata_body: Option<String>,
+    /// `null` makes the token a full-access one again; a list sets its
+    /// scopes (left out: unchanged).
+    #[serde(deserialize_with = "given", skip_serializing_if = "Option::is_none")]
+    pub token_scopes: Option<Option<Vec<String>>>,
+    pub same_holder_assign: Option<SameHolderAssign>,
+    pub metadata_lag_ms: Option<u64>,
+    pub rate_limit_per_hour: Option<u32>,
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+/// A field that is present, `null` included: `Some(value)` (serde's own
+/// `Option` would read `null` as absent).
+fn given<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 impl FaultsUpdate {
@@ -282,6 +375,20 @@ impl FaultsUpdate {
             && !(500..=599).contains(&status)
         {
             return Err(format!("fail_5xx_status must be 500..=599, not {status}"));
+        }
+        for scope in self.token_scopes.iter().flatten().flatten() {
+            let valid = scope.split_once(':').is_some_and(|(resource, verb)| {
+                !resource.is_empty()
+                    && !verb.is_empty()
+                    && scope
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b == b'_' || b == b':')
+            });
+            if !valid {
+                return Err(format!(
+                    "token scope {scope:?} is not of the form resource:verb"
+                ));
+            }
         }
         self.script
             .iter()
@@ -308,6 +415,11 @@ impl Faults {
             metadata_drop,
             metadata_delay_ms,
             metadata_body,
+            token_scopes,
+            same_holder_assign,
+            metadata_lag_ms,
+            rate_limit_per_hour,
+            rate_limit_per_minute,
         } = update.clone();
         macro_rules! set {
             ($($field:ident),*) => {$( if let Some(v) = $field { self.$field = v; } )*};
@@ -322,7 +434,12 @@ impl Faults {
             action_errors,
             metadata_down,
             metadata_drop,
-            metadata_delay_ms
+            metadata_delay_ms,
+            token_scopes,
+            same_holder_assign,
+            metadata_lag_ms,
+            rate_limit_per_hour,
+            rate_limit_per_minute
         );
         // Optional in `Faults` too: a value given sets it.
         macro_rules! set_some {
@@ -391,6 +508,15 @@ impl ApiError {
             status: 404,
             id: "not_found",
             message: "The resource you were accessing could not be found.".into(),
+        }
+    }
+
+    /// DO's answer to a token without the endpoint's custom scope.
+    pub fn forbidden() -> Self {
+        Self {
+            status: 403,
+            id: "forbidden",
+            message: "You do not have permission to perform this action.".into(),
         }
     }
 
@@ -495,12 +621,10 @@ impl SimState {
 struct IpEntry {
     holder: Option<u64>,
     pending: Option<u64>,
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct RateWindow {
-    start_unix: u64,
-    used: u32,
+    /// What the metadata service showed as the holder when the holder last
+    /// changed, and when (ms since start): it goes on showing that for
+    /// `metadata_lag_ms`.
+    metadata_before: Option<(Option<u64>, u64)>,
 }
 
 /// The rate-limit headers of one response.
@@ -509,6 +633,27 @@ pub struct RateHeaders {
     pub limit: u32,
     pub remaining: u32,
     pub reset_unix: u64,
+}
+
+/// How an API call meets the rate limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateCall {
+    /// An ordinary call: refused past a limit, else counted.
+    Enforce,
+    /// Answered by an injected fault: counted, never refused.
+    Count,
+    /// Answered 429 by an injected fault: not counted, shown as exhausted.
+    Refused,
+}
+
+/// What the rate limits make of one API call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateDecision {
+    pub headers: RateHeaders,
+    /// Refused (429): `Some(retry_after_secs)` when the per-minute burst
+    /// limit refused it (DO then sends `Retry-After`), `None` for the
+    /// hourly limit (the client waits for `ratelimit-reset`).
+    pub refused: Option<Option<u64>>,
 }
 
 /// What completing an action will change, for the route update that must
@@ -545,7 +690,11 @@ pub struct State {
     metadata_calls: CallCounts,
     faults: Faults,
     fail_5xx_served: u64,
-    rate: RateWindow,
+    /// When the calls of the last hour that count against the rate limits
+    /// came (ms since start), oldest first.
+    rate: VecDeque<u64>,
+    /// What `reset_faults` returns to: the faults the simulator started with.
+    baseline: Faults,
     route_errors: Vec<String>,
 }
 
@@ -592,7 +741,7 @@ impl State {
                     ip,
                     IpEntry {
                         holder,
-                        pending: None,
+                        ..IpEntry::default()
                     },
                 )
                 .is_some()
@@ -612,7 +761,8 @@ impl State {
             metadata_calls: CallCounts::new(),
             faults: Faults::default(),
             fail_5xx_served: 0,
-            rate: RateWindow::default(),
+            rate: VecDeque::new(),
+            baseline: Faults::default(),
             route_errors: Vec::new(),
         })
     }
@@ -647,6 +797,40 @@ impl State {
 
     pub fn droplet_address(&self, id: u64) -> Option<IpAddr> {
         self.droplets.get(&id).copied()
+    }
+
+    /// The floating IPs the metadata service of `droplet` shows as its own
+    /// at `now_ms`: those it holds, as they were `metadata_lag_ms` ago.
+    pub fn metadata_held_by(&self, droplet: u64, now_ms: u64) -> Vec<Ipv4Addr> {
+        self.ips
+            .iter()
+            .filter(|(_, e)| self.metadata_holder(e, now_ms) == Some(droplet))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
+    fn metadata_holder(&self, entry: &IpEntry, now_ms: u64) -> Option<u64> {
+        match entry.metadata_before {
+            Some((before, at)) if now_ms < at.saturating_add(self.faults.metadata_lag_ms) => before,
+            _ => entry.holder,
+        }
+    }
+
+    /// Moves `ip` to `holder`, noting what metadata showed until now.
+    fn change_holder(&mut self, ip: Ipv4Addr, holder: Option<u64>) {
+        let now_ms = self.now_ms();
+        let Some(entry) = self.ips.get(&ip).copied() else {
+            return;
+        };
+        if entry.holder == holder {
+            // Nothing changes, so metadata has nothing to catch up on.
+            return;
+        }
+        let shown = self.metadata_holder(&entry, now_ms);
+        if let Some(entry) = self.ips.get_mut(&ip) {
+            entry.metadata_before = Some((shown, now_ms));
+            entry.holder = holder;
+        }
     }
 
     /// The floating IPs `droplet` holds (completed assignments only).
@@ -729,6 +913,17 @@ impl State {
             return Err(ApiError::unprocessable(format!(
                 "{} already has a pending event.",
                 family.noun()
+            )));
+        }
+        if kind == ActionKind::Assign
+            && holder.is_some()
+            && holder == droplet_id
+            && self.faults.same_holder_assign == SameHolderAssign::Reject
+        {
+            return Err(ApiError::unprocessable(format!(
+                "{} is already assigned to Droplet {}.",
+                family.noun(),
+                holder.unwrap_or_default()
             )));
         }
         if kind == ActionKind::Unassign && holder.is_none() {
@@ -816,9 +1011,7 @@ impl State {
     /// Moves `ip` to `holder` at once, as another droplet's assign or the
     /// DO console would; an action pending on it still ends as planned.
     pub fn set_holder(&mut self, ip: Ipv4Addr, holder: Option<u64>) {
-        if let Some(entry) = self.ips.get_mut(&ip) {
-            entry.holder = holder;
-        }
+        self.change_holder(ip, holder);
     }
 
     /// What completing in-progress action `id` will change.
@@ -865,13 +1058,13 @@ impl State {
         action.completed_at_ms = Some(now_ms);
         action.completed_at = Some(rfc3339(now));
         let (ip, droplet_id) = (action.ip, action.droplet_id);
-        if let Some(entry) = self.ips.get_mut(&ip) {
-            if success {
-                entry.holder = droplet_id;
-            }
-            if entry.pending == Some(id) {
-                entry.pending = None;
-            }
+        if success {
+            self.change_holder(ip, droplet_id);
+        }
+        if let Some(entry) = self.ips.get_mut(&ip)
+            && entry.pending == Some(id)
+        {
+            entry.pending = None;
         }
     }
 
@@ -888,8 +1081,18 @@ impl State {
         self.faults.clone()
     }
 
+    /// Back to the faults the simulator started with.
     pub fn reset_faults(&mut self) {
-        self.faults = Faults::default();
+        self.faults = self.baseline.clone();
+    }
+
+    /// Sets the faults the simulator starts with (and `reset_faults`
+    /// returns to).
+    pub fn set_baseline(&mut self, update: &FaultsUpdate) {
+        let mut baseline = Faults::default();
+        baseline.apply(update);
+        self.baseline = baseline.clone();
+        self.faults = baseline;
     }
 
     /// Decides (and consumes) the fault for an API call that just arrived,
@@ -935,25 +1138,70 @@ impl State {
         (fault, delay)
     }
 
-    /// Counts an answered API call against the hourly window and returns
-    /// the headers to send; `limited` forces `remaining` to 0.
-    pub fn consume_rate(&mut self, now_unix: u64, limited: bool) -> RateHeaders {
-        let rate = &mut self.rate;
-        if rate.start_unix == 0 || now_unix >= rate.start_unix + RATE_WINDOW_SECS {
-            *rate = RateWindow {
-                start_unix: now_unix,
-                used: 0,
-            };
+    /// What the rate limits make of an API call that arrived at `now_ms`
+    /// (ms since start; `now_unix` on the wall clock), counted against DO's
+    /// sliding windows as `call` says, and the headers to send.
+    /// `ratelimit-remaining` is what is left of the hour (0 once either
+    /// limit is reached: DO shows a burst that way too), `ratelimit-reset`
+    /// when the oldest counted call stops counting.
+    pub fn consume_rate(&mut self, now_ms: u64, now_unix: u64, call: RateCall) -> RateDecision {
+        let (per_hour, per_minute) = (
+            self.faults.rate_limit_per_hour,
+            self.faults.rate_limit_per_minute,
+        );
+        while self
+            .rate
+            .front()
+            .is_some_and(|&at| at.saturating_add(HOUR_MS) <= now_ms)
+        {
+            self.rate.pop_front();
         }
-        rate.used = rate.used.saturating_add(1);
-        RateHeaders {
-            limit: RATE_LIMIT,
-            remaining: if limited {
-                0
-            } else {
-                RATE_LIMIT.saturating_sub(rate.used)
+        let in_minute = |rate: &VecDeque<u64>| {
+            rate.iter()
+                .rev()
+                .take_while(|&&at| at.saturating_add(MINUTE_MS) > now_ms)
+                .count()
+        };
+        // Whole seconds until the call made at `at` leaves a `window`.
+        let secs_until = |at: u64, window: u64| {
+            at.saturating_add(window)
+                .saturating_sub(now_ms)
+                .div_ceil(1000)
+        };
+        let refused = match call {
+            RateCall::Enforce if per_hour > 0 && self.rate.len() >= per_hour as usize => Some(None),
+            RateCall::Enforce if per_minute > 0 && in_minute(&self.rate) >= per_minute as usize => {
+                let oldest = self.rate[self.rate.len() - per_minute as usize];
+                Some(Some(secs_until(oldest, MINUTE_MS).max(1)))
+            }
+            _ => None,
+        };
+        if refused.is_none() && call != RateCall::Refused {
+            self.rate.push_back(now_ms);
+        }
+        let limit = if per_hour > 0 {
+            per_hour
+        } else {
+            RATE_LIMIT_PER_HOUR
+        };
+        let burst = per_minute > 0 && in_minute(&self.rate) >= per_minute as usize;
+        let remaining = if refused.is_some() || burst || call == RateCall::Refused {
+            0
+        } else {
+            (limit as usize).saturating_sub(self.rate.len()) as u32
+        };
+        let reset_unix = now_unix
+            + self
+                .rate
+                .front()
+                .map_or(HOUR_MS / 1000, |&oldest| secs_until(oldest, HOUR_MS));
+        RateDecision {
+            headers: RateHeaders {
+                limit,
+                remaining,
+                reset_unix,
             },
-            reset_unix: rate.start_unix + RATE_WINDOW_SECS,
+            refused,
         }
     }
 
@@ -1447,22 +1695,260 @@ mod tests {
         assert_eq!(s.floating_ip("203.0.113.10").unwrap().1, None);
     }
 
+    /// DO's windows slide: each call counts for an hour after it was made,
+    /// and `ratelimit-reset` is when the oldest counted call stops counting.
     #[test]
-    fn rate_window() {
+    fn rate_windows_slide() {
         let mut s = state();
-        let first = s.consume_rate(1_000, false);
+        let at =
+            |s: &mut State, ms: u64| s.consume_rate(ms, 1_000_000 + ms / 1000, RateCall::Enforce);
+        let first = at(&mut s, 0);
         assert_eq!(
             first,
-            RateHeaders {
-                limit: 5000,
-                remaining: 4999,
-                reset_unix: 4_600
+            RateDecision {
+                headers: RateHeaders {
+                    limit: 5000,
+                    remaining: 4999,
+                    reset_unix: 1_003_600
+                },
+                refused: None
             }
         );
-        assert_eq!(s.consume_rate(1_001, false).remaining, 4998);
-        assert_eq!(s.consume_rate(1_002, true).remaining, 0);
-        let next = s.consume_rate(4_600, false);
-        assert_eq!((next.remaining, next.reset_unix), (4999, 8_200));
+        let later = at(&mut s, 1_800_000);
+        assert_eq!(later.headers.remaining, 4998);
+        assert_eq!(
+            later.headers.reset_unix, 1_003_600,
+            "the oldest call still counts"
+        );
+        // An hour after the first call only the second one counts.
+        let next = at(&mut s, 3_600_000);
+        assert_eq!(next.headers.remaining, 4998);
+        assert_eq!(next.headers.reset_unix, 1_003_600 + 1_800);
+    }
+
+    #[test]
+    fn hourly_limit_refuses_until_the_oldest_call_expires() {
+        let mut s = state();
+        s.update_faults(&FaultsUpdate {
+            rate_limit_per_hour: Some(3),
+            rate_limit_per_minute: Some(0),
+            ..Default::default()
+        });
+        let mut at = |ms: u64| s.consume_rate(ms, 1_000_000 + ms / 1000, RateCall::Enforce);
+        for ms in [0, 100_000, 200_000] {
+            assert_eq!(at(ms).refused, None, "{ms}");
+        }
+        let refused = at(300_000);
+        assert_eq!(refused.refused, Some(None), "no Retry-After for the hour");
+        assert_eq!(refused.headers.remaining, 0);
+        assert_eq!(refused.headers.limit, 3);
+        assert_eq!(refused.headers.reset_unix, 1_003_600);
+        assert_eq!(
+            at(3_599_999).refused,
+            Some(None),
+            "refused calls do not count"
+        );
+        let after = at(3_600_000);
+        assert_eq!(after.refused, None);
+        assert_eq!(after.headers.remaining, 0, "three in the hour again");
+    }
+
+    #[test]
+    fn burst_limit_refuses_with_retry_after() {
+        let mut s = state();
+        s.update_faults(&FaultsUpdate {
+            rate_limit_per_minute: Some(2),
+            ..Default::default()
+        });
+        let mut at = |ms: u64| s.consume_rate(ms, 1_000_000 + ms / 1000, RateCall::Enforce);
+        assert_eq!(at(0).headers.remaining, 4999);
+        let second = at(10_000);
+        assert_eq!(second.refused, None);
+        assert_eq!(second.headers.remaining, 0, "DO shows a burst as 0 left");
+        let refused = at(20_500);
+        // The call at 0 ms stops counting at 60 s: 39.5 s from now.
+        assert_eq!(refused.refused, Some(Some(40)));
+        assert_eq!(refused.headers.remaining, 0);
+        let freed = at(60_000);
+        assert_eq!(freed.refused, None);
+        assert_eq!(freed.headers.remaining, 0, "two in the minute again");
+        assert_eq!(at(130_000).headers.remaining, 4996, "the burst is over");
+    }
+
+    #[test]
+    fn fault_answers_count_but_are_never_refused() {
+        let mut s = state();
+        s.update_faults(&FaultsUpdate {
+            rate_limit_per_minute: Some(1),
+            ..Default::default()
+        });
+        let counted = s.consume_rate(0, 1_000, RateCall::Count);
+        let again = s.consume_rate(1, 1_000, RateCall::Count);
+        assert_eq!((counted.refused, again.refused), (None, None));
+        assert_eq!(
+            s.consume_rate(2, 1_000, RateCall::Enforce).refused,
+            Some(Some(60))
+        );
+        // A fault's 429 shows the limit exhausted and takes nothing.
+        let limited = s.consume_rate(3, 1_000, RateCall::Refused);
+        assert_eq!((limited.refused, limited.headers.remaining), (None, 0));
+        assert_eq!(s.rate.len(), 2);
+    }
+
+    #[test]
+    fn scopes_per_endpoint() {
+        for (method, path, scope) in [
+            ("GET", "/v2/floating_ips", Some("reserved_ip:read")),
+            ("GET", "/v2/reserved_ips/1.2.3.4", Some("reserved_ip:read")),
+            (
+                "GET",
+                "/v2/floating_ips/1.2.3.4/actions/7",
+                Some("reserved_ip:read"),
+            ),
+            (
+                "POST",
+                "/v2/reserved_ips/1.2.3.4/actions",
+                Some("reserved_ip:update"),
+            ),
+            (
+                "POST",
+                "/v2/floating_ips/1.2.3.4/actions",
+                Some("reserved_ip:update"),
+            ),
+            ("GET", "/v2/actions/7", Some("actions:read")),
+            ("GET", "/v2/droplets", None),
+            ("DELETE", "/v2/floating_ips/1.2.3.4", None),
+        ] {
+            assert_eq!(
+                required_scope(&api_endpoint(method, path)),
+                scope,
+                "{method} {path}"
+            );
+        }
+        let mut faults = Faults::default();
+        assert!(faults.has_scope("reserved_ip:update"), "full access");
+        faults.token_scopes = Some(vec!["reserved_ip:read".into()]);
+        assert!(faults.has_scope("reserved_ip:read"));
+        assert!(!faults.has_scope("reserved_ip:update"));
+        assert!(!faults.has_scope("droplet:read"));
+    }
+
+    /// `token_scopes`: left out keeps them, `null` is full access again, a
+    /// list sets them; a scope must look like one.
+    #[test]
+    fn token_scopes_update() {
+        let mut s = state();
+        let update = |json: &str| serde_json::from_str::<FaultsUpdate>(json).unwrap();
+        s.update_faults(&update(r#"{"token_scopes": ["reserved_ip:read"]}"#));
+        assert_eq!(
+            s.faults().token_scopes,
+            Some(vec!["reserved_ip:read".to_owned()])
+        );
+        s.update_faults(&update(r#"{"fail_5xx": 1}"#));
+        assert!(s.faults().token_scopes.is_some(), "left out: unchanged");
+        s.update_faults(&update(r#"{"token_scopes": null}"#));
+        assert_eq!(s.faults().token_scopes, None);
+        // What a client serializes without scopes must not reset them.
+        let json = serde_json::to_string(&FaultsUpdate::default()).unwrap();
+        assert!(!json.contains("token_scopes"), "{json}");
+        for bad in [
+            r#"["reserved_ip"]"#,
+            r#"[":read"]"#,
+            r#"["Reserved_IP:Read"]"#,
+        ] {
+            let update = update(&format!(r#"{{"token_scopes": {bad}}}"#));
+            assert!(update.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn same_holder_assign_is_an_action_or_a_422() {
+        let mut s = state();
+        let noop = assign(&mut s, "203.0.113.10", 1);
+        assert_eq!(noop.droplet_id, Some(1));
+        s.complete_action(noop.id, true, SystemTime::now());
+        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
+
+        s.update_faults(&FaultsUpdate {
+            same_holder_assign: Some(SameHolderAssign::Reject),
+            ..Default::default()
+        });
+        let error = request(
+            &mut s,
+            "203.0.113.10",
+            r#"{"type":"assign","droplet_id":1}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            (error.status, error.message.as_str()),
+            (422, "Floating IP is already assigned to Droplet 1.")
+        );
+        assert_eq!(s.actions.len(), 1, "no action");
+        // Another droplet is still assigned as usual.
+        assign(&mut s, "203.0.113.10", 2);
+        assert_eq!("reject".parse(), Ok(SameHolderAssign::Reject));
+        assert!("maybe".parse::<SameHolderAssign>().is_err());
+    }
+
+    #[test]
+    fn metadata_lags_a_change_of_holder() {
+        let mut s = state();
+        s.update_faults(&FaultsUpdate {
+            metadata_lag_ms: Some(5_000),
+            ..Default::default()
+        });
+        let action = assign(&mut s, "203.0.113.10", 2);
+        s.complete_action(action.id, true, SystemTime::now());
+        let now = s.now_ms();
+        assert_eq!(s.held_by(2), vec![IP], "the API shows it at once");
+        assert_eq!(
+            s.metadata_held_by(1, now),
+            vec![IP],
+            "metadata still the old holder"
+        );
+        assert!(s.metadata_held_by(2, now).is_empty());
+        assert_eq!(s.metadata_held_by(2, now + 5_000), vec![IP]);
+        assert!(s.metadata_held_by(1, now + 5_000).is_empty());
+
+        // A second change within the lag: metadata goes on showing what it
+        // showed, then the newest holder.
+        s.set_holder(IP, None);
+        let now = s.now_ms();
+        assert_eq!(s.metadata_held_by(1, now), vec![IP]);
+        assert!(s.metadata_held_by(1, now + 5_000).is_empty());
+        assert!(s.metadata_held_by(2, now + 5_000).is_empty());
+
+        // Without lag metadata follows at once.
+        s.update_faults(&FaultsUpdate {
+            metadata_lag_ms: Some(0),
+            ..Default::default()
+        });
+        s.set_holder(IP, Some(2));
+        assert_eq!(s.metadata_held_by(2, s.now_ms()), vec![IP]);
+    }
+
+    #[test]
+    fn reset_returns_to_the_starting_faults() {
+        let mut s = state();
+        s.set_baseline(&FaultsUpdate {
+            token_scopes: Some(Some(vec!["reserved_ip:read".into()])),
+            metadata_lag_ms: Some(2_000),
+            ..Default::default()
+        });
+        assert_eq!(s.faults().metadata_lag_ms, 2_000);
+        s.update_faults(&FaultsUpdate {
+            metadata_lag_ms: Some(0),
+            token_scopes: Some(None),
+            fail_5xx: Some(3),
+            ..Default::default()
+        });
+        s.reset_faults();
+        assert_eq!(s.faults().metadata_lag_ms, 2_000);
+        assert_eq!(s.faults().fail_5xx, 0);
+        assert_eq!(
+            s.faults().token_scopes,
+            Some(vec!["reserved_ip:read".to_owned()])
+        );
     }
 
     #[test]

@@ -161,6 +161,11 @@ impl Sim {
         (body["action"].clone(), id)
     }
 
+    /// How many calls to `endpoint` the simulator answered `status`.
+    fn calls(&self, endpoint: &str, status: &str) -> u64 {
+        self.sim.state().api_call_count(endpoint, status)
+    }
+
     async fn metadata(&self, path: &str) -> (StatusCode, String) {
         metadata_from(&self.client, &self.sim, path).await
     }
@@ -722,12 +727,7 @@ async fn fault_rate_limit() {
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(ok.headers().get("retry-after").is_none());
     assert!(header_u64(&ok, "ratelimit-remaining") > 0);
-    assert_eq!(
-        s.sim
-            .state()
-            .api_call_count("GET /v2/floating_ips/{ip}", "429"),
-        2
-    );
+    assert_eq!(s.calls("GET /v2/floating_ips/{ip}", "429"), 2);
 }
 
 #[tokio::test]
@@ -853,46 +853,27 @@ async fn fault_endpoint_rejects_bad_input(#[case] body: Value) {
 /// clean exit on SIGTERM.
 #[test]
 fn binary_serves_and_exits_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let state_file =
         std::env::temp_dir().join(format!("lbha-dosim-test-{}.json", std::process::id()));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
-        .args([
-            "--api-listen",
-            "127.0.0.1:0",
-            "--metadata-listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--token",
-            TOKEN,
-            "--droplet",
-            "5=127.0.0.1",
-            "--droplet",
-            "6=192.0.2.6",
-        ])
-        .args([
-            "--floating-ip",
-            "203.0.113.10=6",
-            "--floating-ip",
-            "203.0.113.20",
-        ])
-        .args(["--action-delay-ms", "20", "--state-file"])
-        .arg(&state_file)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addresses: Value = serde_json::from_str(&line).unwrap();
-    let api = addresses["api"].as_str().unwrap().to_owned();
-    let metadata = addresses["metadata"].as_str().unwrap().to_owned();
+    let mut sim = lbha_dosim_binary(&[
+        "--api-listen",
+        "127.0.0.1:0",
+        "--metadata-listen",
+        "127.0.0.1:0",
+        "--droplet",
+        "5=127.0.0.1",
+        "--droplet",
+        "6=192.0.2.6",
+        "--floating-ip",
+        "203.0.113.10=6",
+        "--floating-ip",
+        "203.0.113.20",
+        "--action-delay-ms",
+        "20",
+        "--state-file",
+        state_file.to_str().unwrap(),
+    ]);
+    let (api, metadata) = (sim.api.clone(), sim.metadata.clone());
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -931,27 +912,15 @@ fn binary_serves_and_exits_on_sigterm() {
     assert_eq!(written["floating_ips"][0]["holder"], 5);
     assert_eq!(written["actions"][0]["status"], "completed");
 
-    // SAFETY: plain kill(2) of our own child.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("lbha-dosim did not exit on SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = sim.stop();
     let _ = std::fs::remove_file(&state_file);
     assert!(status.success(), "{status}");
 
     // Bad flags fail fast.
-    let bad = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
         .args(["--token", TOKEN, "--droplet", "nonsense"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .unwrap();
     assert!(!bad.success());
@@ -1260,4 +1229,327 @@ async fn fault_metadata_delay_and_body() {
         StatusCode::SERVICE_UNAVAILABLE,
         "down wins over the body"
     );
+}
+
+/// A token with custom scopes: 403 with DO's error body from an endpoint
+/// whose scope it lacks (and nothing happens), the droplet left out of
+/// the IP objects without `droplet:read`.
+#[tokio::test]
+async fn token_scopes() {
+    let s = sim(50).await;
+    let fip = format!("/v2/floating_ips/{FIP}");
+    let set_scopes = |scopes: Value| s.sim_post("/_sim/faults", json!({"token_scopes": scopes}));
+    let faults = set_scopes(json!(["reserved_ip:read"])).await;
+    assert_eq!(faults["token_scopes"], json!(["reserved_ip:read"]));
+
+    let ip = s.get_json(&fip).await;
+    assert_eq!(ip["floating_ip"]["ip"], FIP.to_string());
+    assert!(
+        ip["floating_ip"].get("droplet").is_none(),
+        "hidden without droplet:read: {ip}"
+    );
+    let list = s.get_json("/v2/reserved_ips").await;
+    assert!(list["reserved_ips"][0].get("droplet").is_none(), "{list}");
+
+    let refused = s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(
+        assert_error(refused, 403, "forbidden").await,
+        "You do not have permission to perform this action."
+    );
+    assert!(s.sim.state().actions.is_empty());
+    assert_eq!(s.sim.holder(FIP), Some(REMOTE_DROPLET));
+
+    set_scopes(json!([
+        "reserved_ip:read",
+        "reserved_ip:update",
+        "droplet:read"
+    ]))
+    .await;
+    let ip = s.get_json(&fip).await;
+    assert_eq!(ip["floating_ip"]["droplet"]["id"], REMOTE_DROPLET);
+    let (_, id) = s.assign_action("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(
+        s.get(&format!("{fip}/actions/{id}")).await.status(),
+        StatusCode::OK
+    );
+    // The general actions endpoint wants actions:read.
+    assert_error(s.get(&format!("/v2/actions/{id}")).await, 403, "forbidden").await;
+    // Unassigned and hidden look alike: no droplet key at all.
+    set_scopes(json!(["reserved_ip:read"])).await;
+    let unassigned = s.get_json(&format!("/v2/floating_ips/{OTHER_FIP}")).await;
+    assert!(unassigned["floating_ip"].get("droplet").is_none());
+
+    set_scopes(Value::Null).await;
+    let unassigned = s.get_json(&format!("/v2/floating_ips/{OTHER_FIP}")).await;
+    assert_eq!(unassigned["floating_ip"]["droplet"], Value::Null);
+    assert_eq!(
+        s.get(&format!("/v2/actions/{id}")).await.status(),
+        StatusCode::OK
+    );
+    assert_eq!(s.calls("POST /v2/floating_ips/{ip}/actions", "403"), 1);
+}
+
+/// An assign to the droplet that already holds the IP: a no-op action by
+/// default, a 422 with `same_holder_assign = reject`.
+#[tokio::test]
+async fn same_holder_assign() {
+    let s = sim(50).await;
+    let (action, id) = s.assign_action("floating_ips", FIP, REMOTE_DROPLET).await;
+    assert_eq!(action["status"], "in-progress");
+    assert_eq!(s.wait_completed(id).await["status"], "completed");
+    assert_eq!(s.sim.holder(FIP), Some(REMOTE_DROPLET));
+
+    s.sim_post("/_sim/faults", json!({"same_holder_assign": "reject"}))
+        .await;
+    let refused = s.assign("reserved_ips", FIP, REMOTE_DROPLET).await;
+    assert_eq!(
+        assert_error(refused, 422, "unprocessable_entity").await,
+        "Reserved IP is already assigned to Droplet 2."
+    );
+    assert_eq!(s.sim.state().actions.len(), 1);
+    let moved = s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(moved.status(), StatusCode::CREATED);
+}
+
+/// Metadata shows a new holder `metadata_lag_ms` after the API does.
+#[tokio::test]
+async fn metadata_lags_the_api() {
+    let s = sim(0).await;
+    s.sim_post("/_sim/faults", json!({"metadata_lag_ms": 600}))
+        .await;
+    // The action completes after it was asked for.
+    let asked = Instant::now();
+    let (_, id) = s.assign_action("floating_ips", FIP, LOCAL_DROPLET).await;
+    s.wait_completed(id).await;
+    let ip = s.get_json(&format!("/v2/floating_ips/{FIP}")).await;
+    assert_eq!(ip["floating_ip"]["droplet"]["id"], LOCAL_DROPLET);
+    s.assert_fip_metadata(None).await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(600),
+        "too slow to tell"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.metadata("/metadata/v1/floating_ip/ipv4/active").await.1 != "true" {
+        assert!(Instant::now() < deadline, "metadata never caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(asked.elapsed() >= Duration::from_millis(600));
+    s.assert_fip_metadata(Some(FIP)).await;
+}
+
+/// DO's sliding-window limits: past the per-minute burst limit a 429 with
+/// `Retry-After`; past the hourly one a 429 whose `ratelimit-reset` says
+/// when the oldest call stops counting. Refused calls do not count.
+#[tokio::test]
+async fn rate_limits() {
+    let s = sim(50).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    s.sim_post("/_sim/faults", json!({"rate_limit_per_minute": 3}))
+        .await;
+    for left in [4999, 4998] {
+        let ok = s.get(&path).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        assert_eq!(header_u64(&ok, "ratelimit-remaining"), left);
+    }
+    let last = s.get(&path).await;
+    assert_eq!(last.status(), StatusCode::OK);
+    assert_eq!(header_u64(&last, "ratelimit-remaining"), 0, "burst used up");
+    for _ in 0..2 {
+        let limited = s.get(&path).await;
+        let retry_after = header_u64(&limited, "retry-after");
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert_eq!(header_u64(&limited, "ratelimit-remaining"), 0);
+        let message = assert_error(limited, 429, "too_many_requests").await;
+        assert_eq!(message, "API Rate limit exceeded.");
+    }
+    // Nothing happens behind a refusal.
+    let refused = s.assign("floating_ips", FIP, LOCAL_DROPLET).await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert!(s.sim.state().actions.is_empty());
+
+    s.sim_post(
+        "/_sim/faults",
+        json!({"rate_limit_per_minute": 0, "rate_limit_per_hour": 4}),
+    )
+    .await;
+    assert_eq!(s.get(&path).await.status(), StatusCode::OK);
+    let limited = s.get(&path).await;
+    assert!(limited.headers().get("retry-after").is_none());
+    assert_eq!(header_u64(&limited, "ratelimit-limit"), 4);
+    assert_eq!(header_u64(&limited, "ratelimit-remaining"), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let reset = header_u64(&limited, "ratelimit-reset");
+    assert!((now + 3590..=now + 3601).contains(&reset), "{reset} {now}");
+    assert_eq!(limited.status().as_u16(), 429);
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["id"], "too_many_requests");
+    assert_eq!(s.calls("GET /v2/floating_ips/{ip}", "429"), 3);
+}
+
+/// Every API answer carries an `x-request-id` (the one the request log
+/// shows), and a scripted error can carry DO's `request_id` in its body.
+#[tokio::test]
+async fn request_ids() {
+    let s = sim(50).await;
+    let path = format!("/v2/floating_ips/{FIP}");
+    let ok = s.get(&path).await;
+    let refused = s.get("/v2/floating_ips/198.51.100.1").await;
+    let logged = s.sim.requests();
+    assert_eq!(header(&ok, "x-request-id"), logged[0].request_id());
+    assert_eq!(header(&refused, "x-request-id"), logged[1].request_id());
+    assert_ne!(logged[0].request_id(), logged[1].request_id());
+
+    s.sim_post(
+        "/_sim/faults",
+        json!({"script": [{"kind": "error", "status": 422, "id": "unprocessable_entity",
+                           "message": "bad", "request_id": "4851a473-1621-42ea-b2f9-5071c0ea8414"}]}),
+    )
+    .await;
+    let scripted = s.get(&path).await;
+    assert!(!header(&scripted, "x-request-id").is_empty());
+    let body: Value = scripted.json().await.unwrap();
+    assert_eq!(body["request_id"], "4851a473-1621-42ea-b2f9-5071c0ea8414");
+}
+
+/// The binary's starting faults: `--faults` and the named flags over it,
+/// kept across `/_sim/reset_faults`; bad ones fail at start.
+#[test]
+fn binary_takes_starting_faults() {
+    use std::process::{Command, Stdio};
+
+    let mut sim = lbha_dosim_binary(&[
+        "--droplet",
+        "5=127.0.0.1",
+        "--droplet",
+        "6=192.0.2.6",
+        "--floating-ip",
+        "203.0.113.10=6",
+        "--faults",
+        r#"{"action_errors": 2, "metadata_lag_ms": 100}"#,
+        "--token-scopes",
+        "reserved_ip:read,droplet:read",
+        "--same-holder-assign",
+        "reject",
+        "--metadata-lag-ms",
+        "1500",
+        "--rate-limit-per-hour",
+        "1000",
+        "--rate-limit-per-minute",
+        "7",
+    ]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = client();
+        let api = &sim.api;
+        for path in ["/_sim/faults", "/_sim/reset_faults"] {
+            let request = if path.ends_with("reset_faults") {
+                client.post(format!("http://{api}{path}"))
+            } else {
+                client.get(format!("http://{api}{path}"))
+            };
+            let faults: Value = request.send().await.unwrap().json().await.unwrap();
+            assert_eq!(faults["action_errors"], 2, "{path}");
+            assert_eq!(
+                faults["token_scopes"],
+                json!(["reserved_ip:read", "droplet:read"])
+            );
+            assert_eq!(faults["same_holder_assign"], "reject");
+            assert_eq!(faults["metadata_lag_ms"], 1500, "the flag wins");
+            assert_eq!(faults["rate_limit_per_hour"], 1000);
+            assert_eq!(faults["rate_limit_per_minute"], 7);
+        }
+        let refused = client
+            .post(format!("http://{api}/v2/floating_ips/203.0.113.10/actions"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"type": "assign", "droplet_id": 5}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status().as_u16(), 403);
+    });
+    sim.stop();
+
+    for bad in [
+        ["--faults", r#"{"fail5xx": 1}"#],
+        ["--token-scopes", "everything"],
+        ["--same-holder-assign", "maybe"],
+    ] {
+        let status = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+            .args(["--token", TOKEN])
+            .args(bad)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{bad:?}");
+    }
+}
+
+/// A running `lbha-dosim` binary and its addresses.
+struct SimBinary {
+    child: std::process::Child,
+    api: String,
+    metadata: String,
+}
+
+impl SimBinary {
+    /// SIGTERM, and its exit status (within 5 s).
+    fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: plain kill(2) of our own child.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "lbha-dosim did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SimBinary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the binary with the test token and `args`; waits for the line
+/// with its addresses.
+fn lbha_dosim_binary(args: &[&str]) -> SimBinary {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lbha-dosim"))
+        .args(["--token", TOKEN])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addresses: Value = serde_json::from_str(&line).unwrap();
+    let address = |listener: &str| addresses[listener].as_str().unwrap().to_owned();
+    SimBinary {
+        api: address("api"),
+        metadata: address("metadata"),
+        child,
+    }
 }

@@ -36,13 +36,19 @@
 //!   ignored, a known key twice is an error; the answer of an assign or poll
 //!   is `{"action": <Action>}`;
 //! * holder: the object under the path family's key (else the other
-//!   family's) must be a JSON object; `droplet` absent or `null` is
-//!   unassigned, else its `id` must be an unsigned integer; `locked` is true
-//!   only when it is `true`;
+//!   family's) must be a JSON object; `"droplet": null` is unassigned; no
+//!   `droplet` key, or a droplet object without an `id` (or with `"id":
+//!   null`), is unknown (DO hides the droplet from a token without
+//!   `droplet:read`: never "unassigned"); a droplet object's `id` must
+//!   otherwise be an unsigned integer, and a `droplet` of another type is
+//!   an error; `locked` is true only when it is `true`;
 //! * status: 2xx is success; 429 waits what the headers say, else backs off;
-//!   5xx backs off; a 422 whose message mentions "pending" retries after
-//!   `PENDING_RETRY`; anything else is `Rejected` with DO's `id` and
-//!   `message` (or the status's reason and the raw body);
+//!   5xx backs off; a 422 whose message mentions "pending" is `Pending`
+//!   (the client backs off 250 ms doubling to 5 s); anything else is
+//!   `Rejected` with DO's `id` and `message` (or the status's reason and the
+//!   raw body) and the request id: the body's `request_id` string, else the
+//!   first `x-request-id` header; a retry summary ends in ` (request id X)`
+//!   when there is one;
 //! * rate-limit wait: `Retry-After` in seconds (`+`, surrounding blanks
 //!   allowed; an HTTP date is not read), else `ratelimit-reset` minus now
 //!   when `ratelimit-remaining` is 0; every wait is at least
@@ -66,10 +72,8 @@ use std::{
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lbha_agent::{
     cloud::{
-        Action, ActionStatus, ApiError, Secret,
-        api::response::{
-            self, Failure, MAX_RATE_LIMIT_WAIT, MAX_SHOWN_TEXT, MIN_RATE_LIMIT_WAIT, PENDING_RETRY,
-        },
+        Action, ActionStatus, ApiError, Holder, Secret,
+        api::response::{self, Failure, MAX_RATE_LIMIT_WAIT, MAX_SHOWN_TEXT, MIN_RATE_LIMIT_WAIT},
     },
     config::PathFamily,
 };
@@ -413,14 +417,27 @@ fn check_failure(
             None => token.check_text(shown, "text"),
         }
     }
+    // DO's request id, kept for support tickets.
+    let request_id = response::request_id(&map, body, &token.secret);
+    match (model_request_id(&map, body), &request_id) {
+        (Some(Some(original)), Some(shown)) => token.check_shown(&original, shown),
+        (Some(None), None) | (None, _) => {}
+        (expected, got) => panic!("request id {got:?}, expected {expected:?} for {body:?}"),
+    }
+    if let Some(shown) = &request_id {
+        token.check_text(shown, "request id");
+    }
+    let mut expected_summary = format!("HTTP {} {id}: {message}", status.as_u16());
+    if let Some(request_id) = &request_id {
+        expected_summary.push_str(&format!(" (request id {request_id})"));
+    }
     let err = verdict.expect_err("not a 2xx");
     match &err {
-        Failure::Transient(summary) | Failure::RetryAfter(_, summary) => {
+        Failure::Transient(summary)
+        | Failure::RetryAfter(_, summary)
+        | Failure::Pending(summary) => {
             token.check_text(summary, "summary");
-            assert_eq!(
-                *summary,
-                format!("HTTP {} {id}: {message}", status.as_u16())
-            );
+            assert_eq!(*summary, expected_summary);
         }
         Failure::Fatal(e) => {
             token.check_error(e, path);
@@ -430,13 +447,14 @@ fn check_failure(
                 status: s,
                 id: i,
                 message: msg,
+                request_id: r,
             } = e
             else {
                 panic!("{status} gave {e:?}");
             };
             assert_eq!(
-                (m, p.as_str(), *s, i, msg),
-                (method, path, status.as_u16(), &id, &message)
+                (m, p.as_str(), *s, i, msg, r.as_deref()),
+                (method, path, status.as_u16(), &id, &message, request_id.as_deref())
             );
         }
     }
@@ -448,7 +466,7 @@ fn check_failure(
         }
         (Failure::Transient(_), 429) => assert_eq!(expected_wait, None, "429 for {sent:?}"),
         (Failure::Transient(_), 500..=599) => {}
-        (Failure::RetryAfter(wait, _), 422) if pending => assert_eq!(*wait, PENDING_RETRY),
+        (Failure::Pending(_), 422) if pending => {}
         (Failure::Fatal(_), code) if code != 429 && !status.is_server_error() && !pending => {}
         _ => panic!("{status} with {body:?} gave {err:?}"),
     }
@@ -504,6 +522,34 @@ fn model_error_body(status: StatusCode, body: &str) -> (Option<String>, Option<S
     )
 }
 
+/// The request id an error answer must carry: `Some(Some(id))` the body's
+/// `request_id` if it is a JSON object whose (last) `request_id` is a
+/// string, else the first `x-request-id` header if it is visible ASCII;
+/// `Some(None)` neither; `None` where the model cannot say (a body too
+/// deep for it).
+fn model_request_id(headers: &HeaderMap, body: &str) -> Option<Option<String>> {
+    let from_body = match serde_json::from_str::<Json>(body) {
+        Ok(json) => match json.to_value() {
+            Value::Object(obj) => match obj.get("request_id") {
+                Some(Value::String(id)) => Some(id.clone()),
+                _ => None,
+            },
+            _ => None,
+        },
+        // JSON, but too deep for the model.
+        Err(_) if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() => return None,
+        Err(_) => None,
+    };
+    let from_header = || {
+        let value = headers.get("x-request-id")?.as_bytes();
+        value
+            .iter()
+            .all(|&b| b == b'\t' || (32..127).contains(&b))
+            .then(|| String::from_utf8_lossy(value).into_owned())
+    };
+    Some(from_body.or_else(from_header))
+}
+
 /// What `rate_limit_wait` must give for these headers (in the order sent).
 fn model_wait(headers: &[(&str, HeaderValue)], now: SystemTime) -> Option<Duration> {
     // The first value of a header, as an unsigned number of seconds: visible
@@ -538,7 +584,7 @@ fn model_wait(headers: &[(&str, HeaderValue)], now: SystemTime) -> Option<Durati
 
 /// What `decode_holder` must give for a body that is JSON: `None` for an
 /// error.
-fn model_holder(value: &Value, family: PathFamily) -> Option<(Option<u64>, bool)> {
+fn model_holder(value: &Value, family: PathFamily) -> Option<(Holder, bool)> {
     let (key, other) = match family {
         PathFamily::FloatingIps => ("floating_ip", "reserved_ip"),
         PathFamily::ReservedIps => ("reserved_ip", "floating_ip"),
@@ -550,14 +596,18 @@ fn model_holder(value: &Value, family: PathFamily) -> Option<(Option<u64>, bool)
         return None;
     };
     let locked = obj.get("locked") == Some(&Value::Bool(true));
-    match obj.get("droplet") {
-        None | Some(Value::Null) => Some((None, locked)),
-        Some(Value::Object(droplet)) => match droplet.get("id")? {
-            Value::Number(n) => Some((Some(n.as_u64()?), locked)),
-            _ => None,
+    let holder = match obj.get("droplet") {
+        // Hidden (no `droplet:read`): unknown, never unassigned.
+        None => Holder::Unknown,
+        Some(Value::Null) => Holder::Unassigned,
+        Some(Value::Object(droplet)) => match droplet.get("id") {
+            None | Some(Value::Null) => Holder::Unknown,
+            Some(Value::Number(n)) => Holder::Droplet(n.as_u64()?),
+            Some(_) => return None,
         },
-        Some(_) => None,
-    }
+        Some(_) => return None,
+    };
+    Some((holder, locked))
 }
 
 fn action_path(family: PathFamily) -> String {

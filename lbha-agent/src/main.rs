@@ -206,6 +206,11 @@ enum Command {
         #[command(flatten)]
         sources: SourceCheckArgs,
     },
+    /// Check what floating IP failover will need from DigitalOcean, with the
+    /// daemon's configuration: the metadata service answers, the token reads
+    /// the IP and its holder, the token may act on it. Prints each check;
+    /// exits non-zero on a problem.
+    CheckCloud(CheckCloudArgs),
     /// Show the running agent's instances, checks, receive path and floating IP.
     Status {
         /// Print JSON instead of a table.
@@ -225,6 +230,92 @@ enum Command {
         #[arg(long = "bpf-pin-dir", visible_alias = "pin-dir", value_name = "DIR", default_value = lbha_agent::config::DEFAULT_BPF_PIN_ROOT)]
         pin_dir: PathBuf,
     },
+}
+
+/// The daemon's configuration arguments, for `check-cloud`.
+#[derive(clap::Args)]
+struct CheckCloudArgs {
+    /// lbha's native TOML configuration.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with = "keepalived_conf",
+        required_unless_present = "keepalived_conf"
+    )]
+    config: Option<PathBuf>,
+    /// A keepalived.conf (with --floating-ip).
+    #[arg(long, value_name = "FILE")]
+    keepalived_conf: Option<PathBuf>,
+    #[command(flatten)]
+    floating_ip: FloatingIpArgs,
+    #[command(flatten)]
+    sources: SourceCheckArgs,
+}
+
+/// The configuration file the daemon is given: `--config` or
+/// `--keepalived-conf`.
+#[derive(Clone)]
+enum ConfigFile {
+    Toml(PathBuf),
+    Keepalived(PathBuf),
+}
+
+impl ConfigFile {
+    fn from_args(config: Option<PathBuf>, keepalived_conf: Option<PathBuf>) -> Option<Self> {
+        config
+            .map(ConfigFile::Toml)
+            .or(keepalived_conf.map(ConfigFile::Keepalived))
+    }
+
+    /// Reads it, with the command line's source-check setting applied before
+    /// validation and its floating-IP overrides after.
+    fn load(
+        &self,
+        floating_ip: &FloatingIpArgs,
+        sources: &SourceCheckArgs,
+    ) -> Result<Loaded, config::ConfigErrors> {
+        let mut loaded = match self {
+            ConfigFile::Toml(file) => sources.load(file, config::Syntax::Toml)?,
+            ConfigFile::Keepalived(file) => sources.load(file, config::Syntax::Keepalived)?,
+        };
+        floating_ip.apply(&mut loaded.config);
+        Ok(loaded)
+    }
+}
+
+/// How long one API check may take, retries included, in `check-cloud`
+/// (at most the configured operation deadline): an operator is waiting.
+const CHECK_CLOUD_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn check_cloud(args: CheckCloudArgs) -> anyhow::Result<()> {
+    let Some(file) = ConfigFile::from_args(args.config, args.keepalived_conf) else {
+        anyhow::bail!("give --config FILE or --keepalived-conf FILE");
+    };
+    let loaded = file.load(&args.floating_ip, &args.sources)?;
+    let Some(floating_ip) = &loaded.config.floating_ip else {
+        anyhow::bail!(
+            "no floating IP configured: add [floating_ip] to the file, or give --floating-ip IP"
+        );
+    };
+    let mut settings = floating_ip.settings.clone();
+    settings.operation_deadline = settings.operation_deadline.min(CHECK_CLOUD_DEADLINE);
+    let (metadata, api) = lbha_agent::cloud::build_clients(&settings)
+        .with_context(|| format!("floating IP {}", settings.ip))?;
+    let report = lbha_agent::cloud::check_cloud(&settings, &metadata, &api).await;
+    for check in &report.checks {
+        let verdict = if check.ok { "ok" } else { "PROBLEM" };
+        println!("{verdict:<8} {check}");
+    }
+    match report.problems().count() {
+        0 => {
+            println!("{}: floating IP failover has what it needs", settings.ip);
+            Ok(())
+        }
+        n => Err(anyhow::anyhow!(
+            "{}: {n} problem(s); floating IP failover may not work",
+            settings.ip
+        )),
+    }
 }
 
 fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
@@ -382,6 +473,7 @@ fn main() -> ExitCode {
             (Some(Command::ImportKeepalived { file, sources }), ..) => {
                 import_keepalived(&file, &sources)
             }
+            (Some(Command::CheckCloud(args)), ..) => check_cloud(args).await,
             (Some(Command::Detach { pin_dir }), ..) => {
                 let removed = lbha_agent::bpf::pin::remove_namespace_pins(&pin_dir)
                     .with_context(|| format!("removing pins under {}", pin_dir.display()))?;
@@ -403,16 +495,14 @@ fn main() -> ExitCode {
                 Ok(())
             }
             (None, config_file, keepalived_file) if config_file.is_some() || keepalived_file.is_some() => {
+                let Some(file) = ConfigFile::from_args(config_file, keepalived_file) else {
+                    anyhow::bail!("give --config FILE or --keepalived-conf FILE");
+                };
                 // Loaded at start and again on every SIGHUP, CLI overrides included.
                 let (floating_ip, ops, heartbeat, sources) =
                     (cli.floating_ip, cli.ops, cli.heartbeat, cli.sources);
                 let load: lbha_agent::daemon::LoadConfig = std::sync::Arc::new(move || {
-                    let mut loaded = match (&config_file, &keepalived_file) {
-                        (Some(file), _) => sources.load(file, config::Syntax::Toml)?,
-                        (None, Some(file)) => sources.load(file, config::Syntax::Keepalived)?,
-                        (None, None) => unreachable!("checked by the match guard"),
-                    };
-                    floating_ip.apply(&mut loaded.config);
+                    let mut loaded = file.load(&floating_ip, &sources)?;
                     ops.apply(&mut loaded.config);
                     heartbeat.apply(&mut loaded.config);
                     Ok(loaded)

@@ -1,6 +1,8 @@
-//! Snapshots of what `lbha-agent check-config` and `lbha-agent
-//! import-keepalived` print, so that every change to a message or an exit
-//! status is a diff of `tests/cmd/` that a reviewer sees.
+//! Snapshots of what `lbha-agent check-config`, `lbha-agent
+//! import-keepalived` and `lbha-agent check-cloud` (its refusals before any
+//! request; `tests/check_cloud.rs` runs it against the simulator) print, so
+//! that every change to a message or an exit status is a diff of
+//! `tests/cmd/` that a reviewer sees.
 //!
 //! Each `tests/cmd/NAME.toml` is one command line; `NAME.stdout` and
 //! `NAME.stderr` hold what it must print and `status` its exit code. The

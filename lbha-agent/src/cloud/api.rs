@@ -4,13 +4,17 @@
 //!
 //! Every operation runs under one overall deadline. Within it, failures that
 //! may go away by themselves (5xx, 429, connection errors, timeouts) are
-//! retried with exponential backoff and full jitter; anything else (401, 404,
-//! 422, ...) is returned at once with DO's own `id` and `message`, because
-//! retrying a wrong token or a wrong IP only delays the operator seeing it.
+//! retried with exponential backoff and full jitter; an assign refused
+//! because another action on the IP is pending is retried after 250 ms,
+//! doubling to 5 s; anything else (401, 403, 404, 422, ...) is returned at
+//! once with DO's own `id`, `message` and request id, because retrying a
+//! wrong token or a wrong IP only delays the operator seeing it.
 //!
-//! Retrying a POST is safe here: assigning an IP to the droplet that already
-//! holds it is a no-op action on DO's side, so a request that reached DO and
-//! lost its answer costs one extra action at most.
+//! Retrying a POST is safe here: an assign to the droplet that already
+//! holds the IP changes nothing. DO's documentation does not say whether
+//! DO answers it with a no-op action or a 422; [`ApiClient::assign_and_wait`]
+//! takes either as success (a 422 once the API shows us as the holder), so
+//! a request that reached DO and lost its answer costs one extra request.
 //!
 //! What an answer means (status, headers and body in; an action, a holder,
 //! an error or a wait out) is decided by the plain functions of
@@ -89,6 +93,70 @@ impl fmt::Display for ActionStatus {
     }
 }
 
+/// Who holds a floating IP, as `GET /v2/{family}/{ip}` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Holder {
+    /// `"droplet": null`: nobody.
+    Unassigned,
+    /// This droplet.
+    Droplet(u64),
+    /// The API does not show it: no `droplet` key, or a droplet without an
+    /// id. DO hides the droplet from a token without the `droplet:read`
+    /// scope, so this says nothing about whether the IP is assigned.
+    Unknown,
+}
+
+impl Holder {
+    /// The holding droplet, when the API shows one.
+    pub fn droplet(self) -> Option<u64> {
+        match self {
+            Holder::Droplet(id) => Some(id),
+            Holder::Unassigned | Holder::Unknown => None,
+        }
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Holder::Unassigned => f.write_str("unassigned"),
+            Holder::Droplet(id) => write!(f, "droplet {id}"),
+            Holder::Unknown => f.write_str("not shown"),
+        }
+    }
+}
+
+/// How [`ApiClient::assign_and_wait`] got the IP onto the droplet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assigned {
+    /// The assign action completed.
+    Completed(Action),
+    /// DO refused the assign (422) and then showed the droplet as the
+    /// holder: it already held the IP. Carries the refusal's text.
+    AlreadyHeld(String),
+}
+
+/// What DigitalOcean made of [`ApiClient::probe_actions`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeAnswer {
+    /// Refused for its body (this 4xx, not 401/403): the token passed the
+    /// endpoint's scope check, and nothing changed.
+    Refused { status: u16 },
+    /// Accepted (2xx): DO knew the action type after all.
+    Accepted,
+}
+
+/// The `type` of the probe's action: not one DigitalOcean knows.
+const PROBE_ACTION_TYPE: &str = "lbha_check_cloud_probe";
+
+/// ` (request id X)` for an error's text, or nothing.
+fn shown_request_id(request_id: &Option<Box<str>>) -> String {
+    request_id
+        .as_ref()
+        .map(|id| format!(" (request id {id})"))
+        .unwrap_or_default()
+}
+
 /// A DO action. Only `id` and `status` drive behaviour; the rest is kept for
 /// logs and is optional so a change in DO's bookkeeping fields cannot break a
 /// failover.
@@ -127,14 +195,16 @@ pub enum ApiError {
     #[error("DigitalOcean API token is not a valid HTTP header value")]
     InvalidToken,
     /// A response that retrying will not fix (4xx other than 429, or an
-    /// unexpected 1xx/3xx), with DO's error id and message.
-    #[error("DigitalOcean API {method} {path}: HTTP {status} {id}: {message}")]
+    /// unexpected 1xx/3xx), with DO's error id and message, and its request
+    /// id (the body's `request_id`, else `x-request-id`) for support.
+    #[error("DigitalOcean API {method} {path}: HTTP {status} {id}: {message}{}", shown_request_id(.request_id))]
     Rejected {
         method: Method,
         path: String,
         status: u16,
         id: String,
         message: String,
+        request_id: Option<Box<str>>,
     },
     /// The request could not be built or sent for a reason that is not
     /// transient.
@@ -166,17 +236,25 @@ pub enum ApiError {
     },
     /// A 2xx answer that does not say what it should. `body` (what the
     /// server sent, or the part that is wrong) and the source's message are
-    /// scrubbed: without the token, and cut.
-    #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}")]
+    /// scrubbed: without the token, and cut. `request_id` is the answer's
+    /// `x-request-id`, set by the client.
+    #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}{}", shown_request_id(.request_id))]
     Decode {
         method: Method,
         path: String,
         body: String,
+        request_id: Option<Box<str>>,
         #[source]
         source: serde_json::Error,
     },
-    #[error("DigitalOcean action {id} on {ip} errored")]
-    ActionErrored { ip: Ipv4Addr, id: u64 },
+    /// The action (the last of `attempts` assigns that each ended
+    /// `errored`) failed on DO's side.
+    #[error("DigitalOcean action {id} on {ip} errored{}", if *.attempts > 1 { format!(" (the last of {} assigns that errored)", .attempts) } else { String::new() })]
+    ActionErrored {
+        ip: Ipv4Addr,
+        id: u64,
+        attempts: u32,
+    },
     #[error(
         "DigitalOcean action {id} on {ip} still {status} after {waited:?}{}",
         .last_error.as_ref().map(|e| format!(" (last poll: {e})")).unwrap_or_default()
@@ -200,6 +278,14 @@ impl ApiError {
             _ => None,
         }
     }
+
+    /// A decode error of an answer with this `x-request-id`.
+    fn with_request_id(mut self, id: Option<String>) -> Self {
+        if let ApiError::Decode { request_id, .. } = &mut self {
+            *request_id = id.map(String::into_boxed_str);
+        }
+        self
+    }
 }
 
 /// Knobs of the client; the defaults suit production.
@@ -217,6 +303,13 @@ pub struct ApiOptions {
     /// How often `wait_action` asks about an unfinished action. DO
     /// reassignments usually finish in a few seconds.
     pub action_poll_interval: Duration,
+    /// The first wait before retrying an assign refused because another
+    /// action on the IP is pending; it doubles per refusal up to
+    /// `pending_backoff_max`. A failover so spends a handful of requests
+    /// of the 250/minute the token shares with other tools, not one every
+    /// 250 ms.
+    pub pending_backoff_base: Duration,
+    pub pending_backoff_max: Duration,
 }
 
 impl Default for ApiOptions {
@@ -229,6 +322,8 @@ impl Default for ApiOptions {
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(5),
             action_poll_interval: Duration::from_secs(1),
+            pending_backoff_base: Duration::from_millis(250),
+            pending_backoff_max: Duration::from_secs(5),
         }
     }
 }
@@ -371,15 +466,129 @@ impl ApiClient {
         droplet_id: u64,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<Action, ApiError> {
+        let deadline = deadline_after(self.opts.operation_deadline);
+        self.assign_until(ip, droplet_id, deadline, &still_wanted)
+            .await
+    }
+
+    async fn assign_until(
+        &self,
+        ip: Ipv4Addr,
+        droplet_id: u64,
+        deadline: Instant,
+        still_wanted: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Action, ApiError> {
         let path = format!("{}/actions", self.ip_path(ip));
         let body = serde_json::json!({ "type": "assign", "droplet_id": droplet_id });
-        let deadline = deadline_after(self.opts.operation_deadline);
-        let text = self
-            .call(Method::POST, &path, Some(&body), deadline, &still_wanted)
+        let (text, request_id) = self
+            .call(Method::POST, &path, Some(&body), deadline, still_wanted)
             .await?;
-        let action = response::decode_action(&Method::POST, &path, &text, &self.token)?;
+        let action = response::decode_action(&Method::POST, &path, &text, &self.token)
+            .map_err(|e| e.with_request_id(request_id))?;
         info!(%ip, droplet_id, action_id = action.id, status = %action.status, "assign action created");
         Ok(action)
+    }
+
+    /// The whole assign of `ip` to `droplet_id`: the request, then its
+    /// action until it completes. Success is also a 422 after which the API
+    /// shows `droplet_id` as the holder (DO refusing to assign an IP to the
+    /// droplet that holds it). An action that ends `errored` is a failed
+    /// assign, asked again while the operation deadline (from now) lasts,
+    /// then reported as [`ApiError::ActionErrored`]. Each wait for an
+    /// action has the operation deadline of its own, as a single assign
+    /// always had. `still_wanted` is asked before every retry, as for
+    /// [`assign_while`](Self::assign_while).
+    pub async fn assign_and_wait(
+        &self,
+        ip: Ipv4Addr,
+        droplet_id: u64,
+        still_wanted: impl Fn() -> bool + Sync,
+    ) -> Result<Assigned, ApiError> {
+        let deadline = deadline_after(self.opts.operation_deadline);
+        let mut errored: u32 = 0;
+        loop {
+            let action = match self
+                .assign_until(ip, droplet_id, deadline, &still_wanted)
+                .await
+            {
+                Ok(action) => action,
+                Err(refused @ ApiError::Rejected { status: 422, .. }) => {
+                    return self.already_held(ip, droplet_id, refused).await;
+                }
+                Err(e) => return Err(e),
+            };
+            let done = if action.status == ActionStatus::Completed {
+                Ok(action)
+            } else {
+                let wait = deadline_after(self.opts.operation_deadline);
+                self.wait_action(ip, action.id, wait).await
+            };
+            match done {
+                Ok(action) => return Ok(Assigned::Completed(action)),
+                Err(ApiError::ActionErrored { id, .. }) => {
+                    errored += 1;
+                    let pause = self.backoff(errored);
+                    let resume = Instant::now().checked_add(pause);
+                    if resume.is_none_or(|at| at >= deadline) || !still_wanted() {
+                        return Err(ApiError::ActionErrored {
+                            ip,
+                            id,
+                            attempts: errored,
+                        });
+                    }
+                    warn!(%ip, droplet_id, action_id = id, errored, retry_in_ms = pause.as_millis() as u64, "assign action errored; assigning again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the token may act on `ip`, without acting: DigitalOcean has
+    /// no dry run for actions, so this sends one of a type DO does not know
+    /// (`{"type":"lbha_check_cloud_probe"}`), which it refuses without
+    /// changing anything. A 400/422 means the token got past the scope
+    /// check of the actions endpoint (`reserved_ip:update`), a 401/403
+    /// (an [`ApiError::Rejected`]) that it did not.
+    pub async fn probe_actions(&self, ip: Ipv4Addr) -> Result<ProbeAnswer, ApiError> {
+        let path = format!("{}/actions", self.ip_path(ip));
+        let body = serde_json::json!({ "type": PROBE_ACTION_TYPE });
+        let deadline = deadline_after(self.opts.operation_deadline);
+        match self
+            .call(Method::POST, &path, Some(&body), deadline, &|| true)
+            .await
+        {
+            Ok(_) => Ok(ProbeAnswer::Accepted),
+            Err(ApiError::Rejected {
+                status: status @ (400 | 422),
+                ..
+            }) => Ok(ProbeAnswer::Refused { status }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// After a 422 to an assign: success if the API now shows `droplet_id`
+    /// as the holder, else the refusal.
+    async fn already_held(
+        &self,
+        ip: Ipv4Addr,
+        droplet_id: u64,
+        refused: ApiError,
+    ) -> Result<Assigned, ApiError> {
+        match self.holder(ip).await {
+            Ok(Holder::Droplet(holder)) if holder == droplet_id => {
+                info!(%ip, droplet_id, refusal = %refused, "assign refused, but the floating IP is already on this droplet");
+                Ok(Assigned::AlreadyHeld(refused.to_string()))
+            }
+            Ok(holder) => {
+                debug!(%ip, droplet_id, %holder, "assign refused and the floating IP is not on this droplet");
+                Err(refused)
+            }
+            Err(e) => {
+                debug!(%ip, droplet_id, error = %e, "assign refused; cannot ask who holds the floating IP");
+                Err(refused)
+            }
+        }
     }
 
     /// The current state of action `id` on `ip`.
@@ -395,10 +604,11 @@ impl ApiClient {
         deadline: Instant,
     ) -> Result<Action, ApiError> {
         let path = format!("{}/actions/{id}", self.ip_path(ip));
-        let text = self
+        let (text, request_id) = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
         response::decode_action(&Method::GET, &path, &text, &self.token)
+            .map_err(|e| e.with_request_id(request_id))
     }
 
     /// Polls action `id` until it completes (Ok), errors (Err) or `deadline`
@@ -440,7 +650,13 @@ impl ApiClient {
             };
             match &action.status {
                 ActionStatus::Completed => return Ok(action),
-                ActionStatus::Errored => return Err(ApiError::ActionErrored { ip, id }),
+                ActionStatus::Errored => {
+                    return Err(ApiError::ActionErrored {
+                        ip,
+                        id,
+                        attempts: 1,
+                    });
+                }
                 ActionStatus::InProgress => {}
                 ActionStatus::Other(s) => {
                     warn!(%ip, action_id = id, status = %s, "unknown action status; still waiting");
@@ -455,25 +671,26 @@ impl ApiClient {
         }
     }
 
-    /// The droplet `ip` is assigned to, or None when it is unassigned.
-    pub async fn holder(&self, ip: Ipv4Addr) -> Result<Option<u64>, ApiError> {
+    /// Who holds `ip`, as the API shows it.
+    pub async fn holder(&self, ip: Ipv4Addr) -> Result<Holder, ApiError> {
         Ok(self.holder_and_lock(ip).await?.0)
     }
 
     /// Who holds the IP, and whether an action on it is still pending
     /// (`locked`): then the holder is about to change.
-    pub async fn holder_and_lock(&self, ip: Ipv4Addr) -> Result<(Option<u64>, bool), ApiError> {
+    pub async fn holder_and_lock(&self, ip: Ipv4Addr) -> Result<(Holder, bool), ApiError> {
         let path = self.ip_path(ip);
         let deadline = deadline_after(self.opts.operation_deadline);
-        let text = self
+        let (text, request_id) = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
         response::decode_holder(self.opts.path_family, &path, &text, &self.token)
+            .map_err(|e| e.with_request_id(request_id))
     }
 
     /// One operation: attempts until success, a fatal answer, the deadline,
     /// or `still_wanted` turning false. Ok carries the body of the 2xx
-    /// answer, for the caller to decode.
+    /// answer, for the caller to decode, and its `x-request-id`.
     async fn call(
         &self,
         method: Method,
@@ -481,19 +698,24 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
         deadline: Instant,
         still_wanted: &(dyn Fn() -> bool + Sync),
-    ) -> Result<String, ApiError> {
+    ) -> Result<(String, Option<String>), ApiError> {
         let start = Instant::now();
         let mut attempts: u32 = 0;
+        let mut pending: u32 = 0;
         let mut previous: Option<String> = None;
         loop {
             attempts += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let (pause, mut last) =
                 match self.attempt(&method, path, body, remaining, attempts).await {
-                    Ok(text) => return Ok(text),
+                    Ok(answer) => return Ok(answer),
                     Err(Failure::Fatal(e)) => return Err(e),
                     Err(Failure::Transient(last)) => (self.backoff(attempts), last),
                     Err(Failure::RetryAfter(wait, last)) => (wait, last),
+                    Err(Failure::Pending(last)) => {
+                        pending += 1;
+                        (self.pending_backoff(pending), last)
+                    }
                 };
             // An attempt cut short by the deadline says only "timed out";
             // the failure before it is the one worth reporting.
@@ -532,7 +754,8 @@ impl ApiClient {
         }
     }
 
-    /// One HTTP exchange; Ok carries the body of a 2xx answer.
+    /// One HTTP exchange; Ok carries the body of a 2xx answer and its
+    /// `x-request-id`.
     async fn attempt(
         &self,
         method: &Method,
@@ -540,7 +763,7 @@ impl ApiClient {
         body: Option<&serde_json::Value>,
         remaining: Duration,
         attempt: u32,
-    ) -> Result<String, Failure> {
+    ) -> Result<(String, Option<String>), Failure> {
         let url = format!("{}{path}", self.opts.base_url);
         let mut req = self
             .http
@@ -576,7 +799,11 @@ impl ApiClient {
             &self.token,
             SystemTime::now(),
         )?;
-        Ok(text)
+        let request_id = headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(|id| response::scrub(id, &self.token));
+        Ok((text, request_id))
     }
 
     fn transport_failure(
@@ -605,6 +832,17 @@ impl ApiClient {
             "connection error"
         };
         Failure::Transient(format!("{kind}: {}", crate::error_chain(&e.without_url())))
+    }
+
+    /// The wait before retrying after the `n`-th pending-event refusal:
+    /// `pending_backoff_base * 2^(n-1)`, at most `pending_backoff_max`. Not
+    /// jittered: the pending action ends by itself, whoever else waits.
+    pub(crate) fn pending_backoff(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.opts
+            .pending_backoff_base
+            .saturating_mul(factor)
+            .min(self.opts.pending_backoff_max)
     }
 
     /// Full jitter: uniform in [0, min(max, base * 2^(attempt-1))].
@@ -656,6 +894,15 @@ mod tests {
         ApiClient::new(opts(sim.api_url()), Secret::new(TOKEN)).unwrap()
     }
 
+    /// [`client`] with a shorter operation deadline.
+    fn client_within(sim: &Sim, deadline: Duration) -> ApiClient {
+        let opts = ApiOptions {
+            operation_deadline: deadline,
+            ..opts(sim.api_url())
+        };
+        ApiClient::new(opts, Secret::new(TOKEN)).unwrap()
+    }
+
     /// Actions end on their `n`-th status poll (0: in the POST answer).
     fn polls_to_complete(n: u32) -> FaultsUpdate {
         FaultsUpdate {
@@ -691,6 +938,7 @@ mod tests {
             status: 429,
             id: "too_many_requests".into(),
             message: "API Rate limit exceeded.".into(),
+            request_id: None,
             headers: headers
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.clone()))
@@ -763,16 +1011,19 @@ mod tests {
             assert!(!elsewhere && !request.path.contains(TOKEN) && !request.body.contains(TOKEN));
         }
         assert_eq!(post.header("content-type"), Some("application/json"));
-        assert_eq!(api.holder(IP).await.unwrap(), Some(OUR_DROPLET));
+        assert_eq!(api.holder(IP).await.unwrap(), Holder::Droplet(OUR_DROPLET));
     }
 
     #[tokio::test]
     async fn holder_on_both_path_families() {
         let sim = Sim::start(None).await;
         let floating = client(&sim);
-        assert_eq!(floating.holder(IP).await.unwrap(), None);
+        assert_eq!(floating.holder(IP).await.unwrap(), Holder::Unassigned);
         sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
-        assert_eq!(floating.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
+        assert_eq!(
+            floating.holder(IP).await.unwrap(),
+            Holder::Droplet(OTHER_DROPLET)
+        );
 
         let reserved = ApiClient::new(
             ApiOptions {
@@ -782,7 +1033,10 @@ mod tests {
             Secret::new(TOKEN),
         )
         .unwrap();
-        assert_eq!(reserved.holder(IP).await.unwrap(), Some(OTHER_DROPLET));
+        assert_eq!(
+            reserved.holder(IP).await.unwrap(),
+            Holder::Droplet(OTHER_DROPLET)
+        );
         reserved.assign(IP, OUR_DROPLET).await.unwrap();
         assert_eq!(sim.count("GET", "/v2/reserved_ips/"), 1);
         assert_eq!(
@@ -918,6 +1172,260 @@ mod tests {
         )]);
         client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
         assert_eq!(sim.count("POST", "/v2/"), 2, "rejected once, then retried");
+    }
+
+    fn pending_event() -> ScriptedFault {
+        ScriptedFault::error(
+            422,
+            "unprocessable_entity",
+            "Floating IP already has a pending event.",
+        )
+    }
+
+    /// A pending event is waited out with 250 ms doubling to 5 s between
+    /// requests (it was a fixed 250 ms: 4 requests a second for as long as
+    /// the other action ran).
+    #[tokio::test]
+    async fn pending_event_backs_off_doubling() {
+        let sim = Sim::start(None).await;
+        sim.faults(polls_to_complete(0));
+        sim.script(vec![pending_event(); 4]);
+        client(&sim).assign(IP, OUR_DROPLET).await.unwrap();
+        let posts = sim.posts();
+        assert_eq!(posts.len(), 5, "four refusals, then the assign");
+        let gaps: Vec<Duration> = posts
+            .windows(2)
+            .map(|pair| sim.arrival(&pair[1]) - sim.arrival(&pair[0]))
+            .collect();
+        for (gap, expected_ms) in gaps.iter().zip([250, 500, 1000, 2000]) {
+            let expected = Duration::from_millis(expected_ms);
+            assert!(
+                *gap >= expected && *gap < expected + Duration::from_millis(200),
+                "{gaps:?}"
+            );
+        }
+    }
+
+    /// How many assign requests one operation sends at most while another
+    /// action stays pending: the schedule of the defaults within the
+    /// default 30 s deadline, and the same at a tenth of the scale against
+    /// dosim (a pending event that never ends).
+    #[tokio::test]
+    async fn a_pending_event_costs_ten_requests_per_operation() {
+        let api = ApiClient::new(ApiOptions::default(), Secret::new(TOKEN)).unwrap();
+        let deadline = ApiOptions::default().operation_deadline;
+        let (mut at, mut requests) = (Duration::ZERO, 1);
+        while at + api.pending_backoff(requests) < deadline {
+            at += api.pending_backoff(requests);
+            requests += 1;
+        }
+        assert_eq!(requests, 10, "within {deadline:?}");
+
+        let sim = Sim::start(None).await;
+        sim.script(vec![pending_event(); 100]);
+        let scaled = ApiClient::new(
+            ApiOptions {
+                operation_deadline: deadline / 10,
+                pending_backoff_base: Duration::from_millis(25),
+                pending_backoff_max: Duration::from_millis(500),
+                ..opts(sim.api_url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        let err = scaled.assign(IP, OUR_DROPLET).await.unwrap_err();
+        assert!(
+            matches!(err, ApiError::DeadlineExceeded { attempts: 10, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("pending event"), "{err}");
+        assert_eq!(sim.assigns(), 10);
+    }
+
+    /// DO's request id (the body's `request_id`, else `x-request-id`) is in
+    /// every error's text, retries' summaries and decode errors included.
+    #[tokio::test]
+    async fn errors_keep_the_request_id() {
+        let sim = Sim::start(None).await;
+        let api = client(&sim);
+        sim.faults(FaultsUpdate {
+            token_scopes: Some(Some(vec!["reserved_ip:read".into()])),
+            ..FaultsUpdate::default()
+        });
+        let forbidden = api.assign(IP, OUR_DROPLET).await.unwrap_err();
+        let answered = sim.posts().remove(0).request_id();
+        assert_eq!(forbidden.status(), Some(403), "{forbidden}");
+        assert!(
+            forbidden
+                .to_string()
+                .contains(&format!("(request id {answered})")),
+            "{forbidden}"
+        );
+
+        sim.script(vec![ScriptedFault::Error {
+            status: 422,
+            id: "unprocessable_entity".into(),
+            message: "request payload validation failed".into(),
+            request_id: Some("4851a473-1621-42ea-b2f9-5071c0ea8414".into()),
+            headers: BTreeMap::new(),
+        }]);
+        let rejected = api.holder(IP).await.unwrap_err();
+        assert!(
+            rejected
+                .to_string()
+                .ends_with("(request id 4851a473-1621-42ea-b2f9-5071c0ea8414)"),
+            "{rejected}"
+        );
+
+        sim.script(vec![raw(200, "<html>portal</html>")]);
+        let decode = api.holder(IP).await.unwrap_err();
+        let answered = sim.requests().last().unwrap().request_id();
+        assert!(matches!(decode, ApiError::Decode { .. }), "{decode:?}");
+        assert!(decode.to_string().contains(&answered), "{decode}");
+
+        let short = client_within(&sim, Duration::from_millis(150));
+        sim.faults(server_errors(503, "busy"));
+        let exceeded = short.holder(IP).await.unwrap_err();
+        let ApiError::DeadlineExceeded { last, .. } = &exceeded else {
+            panic!("{exceeded:?}");
+        };
+        assert!(last.contains("(request id d0517e00-"), "{exceeded}");
+    }
+
+    /// Assigning to the droplet that holds the IP: DO's documentation does
+    /// not say whether it answers with a no-op action or a 422; both are
+    /// success.
+    #[tokio::test]
+    async fn assigning_to_the_holder_succeeds_either_way() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let api = client(&sim);
+        let done = api.assign_and_wait(IP, OUR_DROPLET, || true).await.unwrap();
+        assert!(matches!(done, Assigned::Completed(_)), "{done:?}");
+        assert_eq!(sim.assign_actions(), 1, "a no-op action");
+
+        sim.faults(FaultsUpdate {
+            same_holder_assign: Some(lbha_dosim::SameHolderAssign::Reject),
+            ..FaultsUpdate::default()
+        });
+        let done = api.assign_and_wait(IP, OUR_DROPLET, || true).await.unwrap();
+        let Assigned::AlreadyHeld(refusal) = &done else {
+            panic!("{done:?}");
+        };
+        assert!(
+            refusal.contains("422") && refusal.contains("already assigned"),
+            "{refusal}"
+        );
+        assert_eq!(sim.assign_actions(), 1, "no action for a refusal");
+        let lookups = sim
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == format!("/v2/floating_ips/{IP}"))
+            .count();
+        assert_eq!(lookups, 1, "asked who holds it");
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+    }
+
+    /// Any 422 after which the API shows us as the holder is success; one
+    /// after which it does not is the refusal it was.
+    #[tokio::test]
+    async fn a_422_is_success_only_if_the_api_then_shows_us() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let api = client(&sim);
+        let odd = || ScriptedFault::error(422, "unprocessable_entity", "Something DO says now.");
+        sim.script(vec![odd()]);
+        let done = api.assign_and_wait(IP, OUR_DROPLET, || true).await.unwrap();
+        assert!(matches!(done, Assigned::AlreadyHeld(_)), "{done:?}");
+
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        sim.script(vec![odd()]);
+        let err = api
+            .assign_and_wait(IP, OUR_DROPLET, || true)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::Rejected { status: 422, ref message, .. } if message == "Something DO says now."),
+            "{err:?}"
+        );
+        // Not a 422: no look-up, the error as it came.
+        sim.script(vec![ScriptedFault::error(404, "not_found", "gone")]);
+        let gets = sim.count("GET", "/v2/");
+        let err = api
+            .assign_and_wait(IP, OUR_DROPLET, || true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(sim.count("GET", "/v2/"), gets);
+        assert_eq!(sim.assign_actions(), 0);
+    }
+
+    /// An errored action is a failed assign: asked again within the
+    /// operation deadline, then reported.
+    #[tokio::test]
+    async fn errored_actions_are_assigned_again_then_reported() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            complete_after_polls: Some(1),
+            action_errors: Some(2),
+            ..FaultsUpdate::default()
+        });
+        let api = client(&sim);
+        let done = api.assign_and_wait(IP, OUR_DROPLET, || true).await.unwrap();
+        assert!(matches!(done, Assigned::Completed(_)), "{done:?}");
+        assert_eq!(sim.assign_actions(), 3, "two errored, the third completed");
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        sim.faults(FaultsUpdate {
+            action_errors: Some(ALWAYS),
+            ..FaultsUpdate::default()
+        });
+        let short = client_within(&sim, Duration::from_millis(400));
+        let before = sim.assign_actions();
+        let err = short
+            .assign_and_wait(IP, OUR_DROPLET, || true)
+            .await
+            .unwrap_err();
+        let ApiError::ActionErrored { attempts, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert!(attempts >= 2, "{err}");
+        assert_eq!(sim.assign_actions() - before, attempts as usize);
+        assert!(err.to_string().contains("errored"), "{err}");
+        assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
+
+        // Nobody wants it any more: no further assign.
+        let before = sim.assign_actions();
+        let err = api
+            .assign_and_wait(IP, OUR_DROPLET, || false)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ApiError::ActionErrored { attempts: 1, .. }),
+            "{err:?}"
+        );
+        assert_eq!(sim.assign_actions() - before, 1);
+    }
+
+    /// The "may act" probe: refused for its body without changing anything
+    /// when the token has reserved_ip:update, 403 when it does not.
+    #[tokio::test]
+    async fn the_actions_probe_changes_nothing() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        let api = client(&sim);
+        assert_eq!(
+            api.probe_actions(IP).await.unwrap(),
+            ProbeAnswer::Refused { status: 422 }
+        );
+        sim.faults(FaultsUpdate {
+            token_scopes: Some(Some(vec!["reserved_ip:read".into()])),
+            ..FaultsUpdate::default()
+        });
+        let err = api.probe_actions(IP).await.unwrap_err();
+        assert_eq!(err.status(), Some(403), "{err}");
+        let body: serde_json::Value = serde_json::from_str(&sim.posts()[0].body).unwrap();
+        assert!(body.get("droplet_id").is_none(), "{body}");
+        assert!(sim.state().actions.is_empty());
+        assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
     }
 
     #[tokio::test]
@@ -1131,7 +1639,7 @@ mod tests {
         )
         .unwrap();
         sim.script(vec![ScriptedFault::error(500, "server_error", "once")]);
-        assert_eq!(api.holder(IP).await.unwrap(), None);
+        assert_eq!(api.holder(IP).await.unwrap(), Holder::Unassigned);
     }
 
     #[test]
@@ -1167,6 +1675,34 @@ mod tests {
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
         sim.script(vec![raw(200, format!("not json {TOKEN}"))]);
         errors.push(Box::new(api.holder(IP).await.unwrap_err()));
+        // ... or echoes it as DO's request id, in the body or the header.
+        let echoing_id = BTreeMap::from([("x-request-id".to_owned(), format!("Bearer {TOKEN}"))]);
+        sim.script(vec![
+            ScriptedFault::Error {
+                status: 400,
+                id: "bad_request".into(),
+                message: "no".into(),
+                request_id: Some(format!("Bearer {TOKEN}")),
+                headers: BTreeMap::new(),
+            },
+            ScriptedFault::Error {
+                status: 400,
+                id: "bad_request".into(),
+                message: "no".into(),
+                request_id: None,
+                headers: echoing_id.clone(),
+            },
+            ScriptedFault::Raw {
+                status: 200,
+                body: "{}".into(),
+                headers: echoing_id,
+            },
+        ]);
+        for _ in 0..3 {
+            let err = api.holder(IP).await.unwrap_err();
+            assert!(err.to_string().contains("(request id Bearer ***)"), "{err}");
+            errors.push(Box::new(err));
+        }
         sim.faults(server_errors(500, &format!("echo {TOKEN}")));
         let short = ApiClient::new(
             ApiOptions {

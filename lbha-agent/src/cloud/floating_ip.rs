@@ -3,15 +3,32 @@
 //! droplet.
 //!
 //! - On becoming Master, and every `recheck_interval` while Master, it checks
-//!   who holds the IP (metadata service first; the API when metadata is
-//!   unavailable) and assigns it to us when we do not hold it. The periodic
-//!   re-check is what repairs a split brain where another droplet grabbed the
-//!   IP while we stayed Master (keepalived issues #100, #950).
+//!   who holds the IP and assigns it to us when we do not hold it. The API
+//!   decides (metadata lags an assign by seconds on DigitalOcean): it is
+//!   asked alongside the metadata service, and metadata only stands in when
+//!   the API cannot answer or does not show the holder. A holder the API
+//!   does not show is unknown, never "unassigned": a Master that metadata
+//!   says holds the IP does not assign because of it.
 //! - Single flight: at most one check-and-assign runs at a time, so one agent
 //!   never has two assigns in flight. Mastership changes during it are noted
 //!   and acted on when it ends.
 //! - Losing mastership does not cancel a running assign (the request may
 //!   already be with DO), but its retries stop and no new one starts.
+//! - Split brain (two Masters: the VRRP path is cut while both reach the
+//!   API): a Master that held the IP during its mastership and finds it on
+//!   another droplet D yields when D's agent outranks it (VRRP's election
+//!   order, [`Router::outranks`]) and takes the IP back otherwise, so the
+//!   two never fight. D's agent is the fresh heartbeat peer with droplet
+//!   id D if there is one; else the master we took over from, as it last
+//!   advertised; knowing nothing of it, we outrank it. Finding the IP
+//!   elsewhere on becoming Master is an ordinary failover: the IP is taken.
+//!   Yielding, the manager stays Master (VRRP's to change), stops
+//!   assigning and says so in its status, until the peer's adverts come
+//!   back (VRRP decides again, and the manager re-checks at once) or D no
+//!   longer holds the IP. Adverts from another router while we are Master
+//!   trigger a re-check at once (at most one a second), so that after a
+//!   freeze or a false takeover the IP returns to the real Master without
+//!   waiting for the next periodic re-check.
 
 use std::{future::Future, net::Ipv4Addr, pin::Pin, sync::Arc, time::Duration};
 
@@ -22,7 +39,7 @@ use tracing::{debug, info, warn};
 use lbha_config::{FloatingIpConfig, InvalidFloatingIpConfig};
 
 use super::{
-    api::{ActionStatus, ApiClient, ApiError, ApiOptions, deadline_after},
+    api::{ApiClient, ApiError, ApiOptions, Assigned, Holder},
     metadata::{MetadataClient, MetadataError},
     secret::{TokenError, load_token},
 };
@@ -69,8 +86,9 @@ pub struct AssignRecord {
     pub at: Instant,
     pub droplet_id: u64,
     pub duration: Duration,
-    /// The completed action's id, or the error's text.
-    pub result: Result<u64, String>,
+    /// The completed action's id (None: DO refused the assign because the
+    /// IP already was ours), or the error's text.
+    pub result: Result<Option<u64>, String>,
 }
 
 /// A VRRP router as the manager needs to rank it: what an election compares.
@@ -119,6 +137,41 @@ pub struct VrrpView {
     pub peers: Vec<PeerRouter>,
 }
 
+impl VrrpView {
+    /// The agent on droplet `droplet`, as far as we know it: the fresh
+    /// heartbeat peer with that droplet id, else (`last_master_counts`) the
+    /// master we took over from.
+    fn agent_on(&self, droplet: u64, last_master_counts: bool) -> Option<Router> {
+        self.peers
+            .iter()
+            .find(|peer| peer.fresh && peer.droplet_id == droplet)
+            .map(|peer| peer.router)
+            .or(self.last_master.filter(|_| last_master_counts))
+    }
+
+    /// A router we know of that outranks us: a fresh heartbeat peer, or
+    /// (`last_master_counts`) the master we took over from.
+    fn outranked_by(&self, last_master_counts: bool) -> Option<Router> {
+        let us = self.us?;
+        self.peers
+            .iter()
+            .filter(|peer| peer.fresh)
+            .map(|peer| peer.router)
+            .chain(self.last_master.filter(|_| last_master_counts))
+            .find(|router| router.outranks(&us))
+    }
+}
+
+/// A split-brain yield: another Master's droplet holds the IP and its
+/// agent outranks us, so we leave the IP there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Yielding {
+    /// The droplet holding the IP.
+    pub droplet_id: u64,
+    /// Its agent, as we know it (priority and address).
+    pub peer: Router,
+}
+
 /// What the manager knows, for health endpoints, logs and tests.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FloatingIpStatus {
@@ -135,6 +188,8 @@ pub struct FloatingIpStatus {
     pub last_assign: Option<AssignRecord>,
     /// Why the last check could not run to its end, if it could not.
     pub last_error: Option<String>,
+    /// Split brain: we are Master but leave the IP with this peer.
+    pub yielding_to: Option<Yielding>,
 }
 
 /// Controls a running manager. Dropping it (or [`shutdown`](Self::shutdown))
@@ -154,6 +209,11 @@ impl FloatingIpHandle {
     /// Replaces the whole view (tests of the split-brain rules).
     pub fn set_view(&self, view: VrrpView) {
         self.master.send_replace(view);
+    }
+
+    /// Changes the view in place.
+    pub fn update_view(&self, f: impl FnOnce(&mut VrrpView)) {
+        self.master.send_modify(f);
     }
 
     pub fn status(&self) -> FloatingIpStatus {
@@ -210,7 +270,6 @@ impl FloatingIpManager {
         let ctx = Arc::new(Ctx {
             ip: config.ip,
             configured_droplet: config.droplet_id,
-            action_deadline: config.operation_deadline,
             metadata,
             api,
             status: status_tx,
@@ -226,24 +285,89 @@ impl FloatingIpManager {
 struct Ctx {
     ip: Ipv4Addr,
     configured_droplet: Option<u64>,
-    action_deadline: Duration,
     metadata: MetadataClient,
     api: ApiClient,
     status: watch::Sender<FloatingIpStatus>,
 }
 
-type Job = Pin<Box<dyn Future<Output = Option<u64>> + Send>>;
+/// The soonest a peer's adverts trigger another check after the last one
+/// started; repeated triggers that find nothing to do wait twice as long
+/// each time, up to the re-check interval, so a peer that keeps
+/// advertising (it does not hear us) cannot spend the token's rate limit.
+const ADVERT_RECHECK_MIN: Duration = Duration::from_secs(1);
+
+/// What one term as Master has taught the manager; forgotten when the
+/// term ends.
+#[derive(Clone, Copy, Debug, Default)]
+struct Term {
+    /// The IP was ours at some point of this term.
+    held: bool,
+    /// Peer adverts came while we were Master: ordinary VRRP decides
+    /// again, so the master we took over from no longer says who outranks
+    /// whom.
+    last_master_stale: bool,
+    yielding: Option<Yielding>,
+}
+
+/// What a check is given: our droplet id if known, the view and the term
+/// as they were when it started.
+struct CheckInput {
+    cached: Option<u64>,
+    view: VrrpView,
+    term: Term,
+}
+
+/// What a check found.
+#[derive(Clone, Copy, Debug, Default)]
+struct CheckOutcome {
+    /// Our droplet id, if it learned it.
+    learned: Option<u64>,
+    /// The IP is (now) ours.
+    held: bool,
+    /// It yields to a split-brain peer.
+    yielding: Option<Yielding>,
+    /// It assigned, or started or ended a yield: something changed.
+    acted: bool,
+    /// An action on the IP is pending and may be a peer's that outranks
+    /// us: check again soon, when it may have ended.
+    soon: bool,
+}
+
+type Job = Pin<Box<dyn Future<Output = CheckOutcome> + Send>>;
+
+/// The running check, and what it started from.
+struct Running {
+    job: Job,
+    /// The term it belongs to (see `run`'s `term_id`).
+    term_id: u64,
+    /// Peer adverts counted when it started.
+    adverts: u64,
+    /// Peer adverts asked for it.
+    advert_triggered: bool,
+}
 
 async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: Duration) {
-    let mut master = master_rx.borrow_and_update().is_master;
+    let mut view = master_rx.borrow_and_update().clone();
     let mut droplet = ctx.configured_droplet;
-    let mut job: Option<Job> = None;
+    let mut running: Option<Running> = None;
     // Mastership (re)gained while a job ran: check again as soon as it ends
     // instead of waiting a whole interval.
     let mut rearm = false;
     let mut next_check = Instant::now();
-    ctx.status.send_modify(|s| s.master = master);
-    info!(ip = %ctx.ip, master, "floating IP manager started");
+    let mut term = Term::default();
+    // Counts terms, so a check that ends in a later term than it started
+    // in does not teach the new one.
+    let mut term_id: u64 = 0;
+    // Peer adverts: a re-check they asked for, how long such re-checks
+    // keep apart, when the last advert came, when the last check started.
+    let mut advert_check = false;
+    let mut advert_gap = ADVERT_RECHECK_MIN;
+    let mut last_advert: Option<Instant> = None;
+    let mut last_check_start: Option<Instant> = None;
+    // Checks in a row that found an action pending and wait for its end.
+    let mut pending_checks: u32 = 0;
+    ctx.status.send_modify(|s| s.master = view.is_master);
+    info!(ip = %ctx.ip, master = view.is_master, "floating IP manager started");
     if droplet.is_none() {
         // Learn our id now, while metadata is (probably) up, so that a
         // Backup can still fail over if metadata is down when it matters.
@@ -266,61 +390,167 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: D
                     info!(ip = %ctx.ip, "mastership input closed; floating IP manager stopping");
                     return;
                 }
-                let now_master = master_rx.borrow_and_update().is_master;
-                if now_master != master {
-                    info!(ip = %ctx.ip, master = now_master, "mastership changed");
+                let old = std::mem::replace(&mut view, master_rx.borrow_and_update().clone());
+                if view.is_master != old.is_master {
+                    info!(ip = %ctx.ip, master = view.is_master, "mastership changed");
                 }
-                // Checked even when the value looks unchanged: the watch
-                // coalesces a quick Backup->Master flap, and the Backup
-                // half may have stopped an assign's retries.
-                if now_master {
-                    if job.is_some() {
-                        rearm = true;
-                    } else {
-                        next_check = Instant::now();
+                // A notification of nothing new is a Backup->Master flap the
+                // watch folded (every sender only notifies changes).
+                let folded = view == old;
+                // A new term (or none): what the last one learned is about
+                // another time. Taking over again sets `last_master` anew.
+                if view.is_master != old.is_master
+                    || folded
+                    || (view.is_master && view.last_master != old.last_master)
+                {
+                    term = Term::default();
+                    term_id += 1;
+                    set_yielding(&ctx, None);
+                }
+                if view.is_master {
+                    // Anything but the heartbeat's peers or the advert count
+                    // changed (mastership, our rank, the master we took over
+                    // from), or a folded flap (whose Backup half may have
+                    // stopped an assign's retries): check now.
+                    let same = VrrpView {
+                        peers: view.peers.clone(),
+                        peer_adverts_while_master: view.peer_adverts_while_master,
+                        ..old.clone()
+                    } == view;
+                    if !same || folded {
+                        if running.is_some() {
+                            rearm = true;
+                        } else {
+                            next_check = Instant::now();
+                        }
                     }
                 }
-                master = now_master;
-                ctx.status.send_modify(|s| s.master = master);
+                if view.peer_adverts_while_master > old.peer_adverts_while_master {
+                    // A peer is back on the VRRP path: VRRP decides again.
+                    let now = Instant::now();
+                    if last_advert.is_none_or(|at| now.saturating_duration_since(at) > recheck) {
+                        // Back after a silence, not advertising all along.
+                        advert_gap = ADVERT_RECHECK_MIN;
+                    }
+                    last_advert = Some(now);
+                    term.last_master_stale = true;
+                    if let Some(peer) = term.yielding.take() {
+                        info!(ip = %ctx.ip, holder = peer.droplet_id, peer = %peer.peer.address, "split brain over: the peer's adverts are back; re-checking");
+                        set_yielding(&ctx, None);
+                    }
+                    if view.is_master {
+                        advert_check = true;
+                        if running.is_none() {
+                            next_check = next_check.min(advert_due(last_check_start, advert_gap));
+                        }
+                    }
+                }
+                ctx.status.send_modify(|s| s.master = view.is_master);
             }
-            learned = async {
-                match job.as_mut() {
-                    Some(j) => j.await,
+            outcome = async {
+                match running.as_mut() {
+                    Some(r) => (&mut r.job).await,
                     None => std::future::pending().await,
                 }
             } => {
-                job = None;
-                droplet = droplet.or(learned);
+                let Some(done) = running.take() else { continue };
+                droplet = droplet.or(outcome.learned);
+                if view.is_master && done.term_id == term_id {
+                    term.held |= outcome.held;
+                    if outcome.yielding.is_some() && view.peer_adverts_while_master > done.adverts {
+                        // Decided before the peer's adverts came back: VRRP
+                        // decides now, so check again.
+                        rearm = true;
+                    } else {
+                        term.yielding = outcome.yielding;
+                        set_yielding(&ctx, term.yielding);
+                    }
+                }
+                if outcome.acted {
+                    advert_gap = ADVERT_RECHECK_MIN;
+                } else if done.advert_triggered {
+                    advert_gap = (advert_gap * 2).min(recheck.max(ADVERT_RECHECK_MIN));
+                }
                 ctx.status.send_modify(|s| {
                     s.in_flight = false;
                     s.droplet_id = droplet;
                 });
+                pending_checks = if outcome.soon { pending_checks + 1 } else { 0 };
                 next_check = if std::mem::take(&mut rearm) {
                     Instant::now()
+                } else if advert_check {
+                    advert_due(last_check_start, advert_gap)
+                } else if outcome.soon {
+                    // As the API client waits out a pending event.
+                    deadline_after(ctx.api.pending_backoff(pending_checks).min(recheck))
                 } else {
                     deadline_after(recheck)
                 };
             }
-            () = tokio::time::sleep_until(next_check), if master && job.is_none() => {
+            () = tokio::time::sleep_until(next_check), if view.is_master && running.is_none() => {
+                last_check_start = Some(Instant::now());
                 ctx.status.send_modify(|s| s.in_flight = true);
-                job = Some(Box::pin(reconcile(ctx.clone(), droplet, master_rx.clone())));
+                let input = CheckInput { cached: droplet, view: view.clone(), term };
+                running = Some(Running {
+                    job: Box::pin(reconcile(ctx.clone(), input, master_rx.clone())),
+                    term_id,
+                    adverts: view.peer_adverts_while_master,
+                    advert_triggered: std::mem::take(&mut advert_check),
+                });
             }
         }
     }
 }
 
-/// One check, and an assign when needed. Returns the droplet id it learned.
+/// When a re-check that peer adverts asked for may start: `gap` after the
+/// last check started, and not before now.
+fn advert_due(last_check_start: Option<Instant>, gap: Duration) -> Instant {
+    let now = Instant::now();
+    last_check_start
+        .and_then(|at| at.checked_add(gap))
+        .map_or(now, |at| at.max(now))
+}
+
+fn set_yielding(ctx: &Ctx, yielding: Option<Yielding>) {
+    ctx.status.send_if_modified(|s| {
+        let changed = s.yielding_to != yielding;
+        s.yielding_to = yielding;
+        changed
+    });
+}
+
+/// Who holds the IP, as a check sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seen {
+    /// Ours.
+    Ours,
+    /// Ours, but an action on the IP is pending (another Master's assign,
+    /// say) and will move it when it completes.
+    OursPending,
+    /// Droplet D, according to the API.
+    Elsewhere(u64),
+    /// Not ours: the API says unassigned, or metadata says not ours and
+    /// the API cannot confirm either way.
+    NotOurs,
+    /// Neither source could tell.
+    Unknown,
+}
+
+/// One check, and an assign when needed.
 async fn reconcile(
     ctx: Arc<Ctx>,
-    cached: Option<u64>,
+    input: CheckInput,
     master: watch::Receiver<VrrpView>,
-) -> Option<u64> {
+) -> CheckOutcome {
     let ip = ctx.ip;
+    let CheckInput { cached, view, term } = input;
+    let mut outcome = CheckOutcome::default();
     let droplet = match cached {
         Some(id) => id,
         None => match ctx.metadata.droplet_id().await {
             Ok(id) => {
                 info!(%ip, droplet_id = id, "learned our droplet id from metadata");
+                outcome.learned = Some(id);
                 id
             }
             Err(e) => {
@@ -332,70 +562,109 @@ async fn reconcile(
                     s.holder_known = None;
                     s.last_error = Some(format!("droplet id unknown: {e}"));
                 });
-                return None;
+                return outcome;
             }
         },
     };
 
-    let held = held_by_us(&ctx, droplet).await;
+    let seen = who_holds(&ctx, droplet).await;
     ctx.status.send_modify(|s| {
         s.checks += 1;
-        s.holder_known = held;
-        s.last_error = match held {
-            Some(_) => None,
-            None => Some("holder unknown: metadata and API both failed".into()),
+        s.holder_known = match seen {
+            Seen::Ours | Seen::OursPending => Some(true),
+            Seen::Elsewhere(_) | Seen::NotOurs => Some(false),
+            Seen::Unknown => None,
+        };
+        s.last_error = match seen {
+            Seen::Unknown => Some("holder unknown: metadata and API both failed".into()),
+            _ => None,
         };
     });
-    // Metadata says ours, but an action still pending on the IP (the old
-    // master's assign, say) will move it away when it completes. Only the
-    // API knows; treat a pending action as "not ours" and assign: our
-    // request waits for the pending one and then wins.
-    let held = match held {
-        Some(true) => match ctx.api.holder_and_lock(ip).await {
-            Ok((_, true)) => {
-                warn!(%ip, droplet_id = droplet, "an action on the floating IP is pending; asserting our assignment");
-                Some(false)
-            }
-            Ok((holder, false)) => Some(holder == Some(droplet)),
-            // The API being unreachable is no reason to distrust metadata.
-            Err(_) => Some(true),
-        },
-        other => other,
-    };
-    match held {
-        Some(true) => {
+    match seen {
+        Seen::Ours => {
             debug!(%ip, droplet_id = droplet, "floating IP is ours");
-            return Some(droplet);
+            outcome.held = true;
+            outcome.acted = term.yielding.is_some();
+            return outcome;
         }
-        Some(false) => {
+        Seen::OursPending => {
+            outcome.held = true;
+            if let Some(peer) = view.outranked_by(!term.last_master_stale) {
+                // Perhaps that peer taking the IP back in a split brain:
+                // asserting now would fight it. Once the action ends the
+                // rules above decide.
+                info!(%ip, droplet_id = droplet, peer = %peer.address, "an action on the floating IP is pending and a Master that outranks us may be behind it; checking again when it may have ended");
+                outcome.soon = true;
+                outcome.yielding = term.yielding;
+                return outcome;
+            }
+            // The old master's late assign, say: it will move the IP away
+            // when it completes. Ours waits for it and then wins.
+            warn!(%ip, droplet_id = droplet, "an action on the floating IP is pending; asserting our assignment")
+        }
+        Seen::Elsewhere(holder) if term.held => {
+            // Someone took the IP while we are Master: a split brain.
+            let peer = view.agent_on(holder, !term.last_master_stale);
+            match (peer, view.us) {
+                (Some(peer), Some(us)) if peer.outranks(&us) => {
+                    let yielding = Yielding {
+                        droplet_id: holder,
+                        peer,
+                    };
+                    if term.yielding != Some(yielding) {
+                        warn!(%ip, droplet_id = droplet, holder, peer = %peer.address, peer_priority = peer.priority, our_priority = us.priority, "split brain: another Master's droplet holds the floating IP and its agent outranks us; yielding (not assigning)");
+                        outcome.acted = true;
+                    }
+                    outcome.yielding = Some(yielding);
+                    return outcome;
+                }
+                (peer, _) => {
+                    warn!(%ip, droplet_id = droplet, holder, peer = ?peer.map(|p| p.address), "split brain: another droplet took the floating IP while we are Master and we outrank its agent; taking it back")
+                }
+            }
+        }
+        Seen::Elsewhere(holder) => {
+            info!(%ip, droplet_id = droplet, holder, "floating IP is on another droplet; assigning")
+        }
+        Seen::NotOurs => {
             warn!(%ip, droplet_id = droplet, "floating IP is not on this droplet; assigning")
         }
         // We are Master and cannot tell: assigning to ourselves is harmless
         // if we already hold it, and is what a Master must do otherwise.
-        None => {
+        Seen::Unknown => {
             warn!(%ip, droplet_id = droplet, "cannot tell who holds the floating IP; assigning anyway")
         }
     }
     if !master.borrow().is_master {
         info!(%ip, "no longer Master; not assigning");
-        return Some(droplet);
+        return outcome;
     }
 
     let started = Instant::now();
+    outcome.acted = true;
     ctx.status.send_modify(|s| s.assigns += 1);
     info!(%ip, droplet_id = droplet, "floating IP assign requested");
-    let result = assign_and_wait(&ctx, droplet, master).await;
+    let result = ctx
+        .api
+        .assign_and_wait(ip, droplet, || master.borrow().is_master)
+        .await;
     let duration = started.elapsed();
+    let duration_ms = duration.as_millis() as u64;
     let record = match &result {
-        Ok(action_id) => {
-            info!(%ip, droplet_id = droplet, action_id, duration_ms = duration.as_millis() as u64, "floating IP assign completed");
-            Ok(*action_id)
+        Ok(Assigned::Completed(action)) => {
+            info!(%ip, droplet_id = droplet, action_id = action.id, duration_ms, "floating IP assign completed");
+            Ok(Some(action.id))
+        }
+        Ok(Assigned::AlreadyHeld(refusal)) => {
+            info!(%ip, droplet_id = droplet, duration_ms, %refusal, "floating IP assign refused, but the IP is on this droplet already");
+            Ok(None)
         }
         Err(e) => {
-            warn!(%ip, droplet_id = droplet, duration_ms = duration.as_millis() as u64, error = %e, "floating IP assign failed");
+            warn!(%ip, droplet_id = droplet, duration_ms, error = %e, "floating IP assign failed");
             Err(e.to_string())
         }
     };
+    outcome.held = record.is_ok();
     let ok = record.is_ok();
     ctx.status.send_modify(|s| {
         if ok {
@@ -408,46 +677,65 @@ async fn reconcile(
             result: record,
         });
     });
-    Some(droplet)
+    outcome
 }
 
-async fn assign_and_wait(
-    ctx: &Ctx,
-    droplet: u64,
-    master: watch::Receiver<VrrpView>,
-) -> Result<u64, ApiError> {
-    let action = ctx
-        .api
-        .assign_while(ctx.ip, droplet, || master.borrow().is_master)
-        .await?;
-    if action.status == ActionStatus::Completed {
-        return Ok(action.id);
-    }
-    let deadline = deadline_after(ctx.action_deadline);
-    Ok(ctx.api.wait_action(ctx.ip, action.id, deadline).await?.id)
-}
-
-/// Some(true) if our droplet holds the IP, Some(false) if not, None if
-/// neither source could say.
-async fn held_by_us(ctx: &Ctx, droplet: u64) -> Option<bool> {
-    // Metadata only says whether *a* floating IP is on this droplet; DO
-    // allows one reserved IPv4 per droplet, so that is ours to manage.
-    match ctx.metadata.floating_ip_active().await {
-        Ok(active) => return Some(active),
+/// Who holds the IP. The API decides; it is asked together with the
+/// metadata service (which lags an assign by seconds, and only says
+/// whether *a* floating IP is on this droplet: DO allows one reserved IPv4
+/// per droplet, so that is ours to manage). Metadata stands in when the API
+/// fails or does not show the holder.
+async fn who_holds(ctx: &Ctx, droplet: u64) -> Seen {
+    let ip = ctx.ip;
+    let (metadata, api) = tokio::join!(
+        ctx.metadata.floating_ip_active(),
+        ctx.api.holder_and_lock(ip)
+    );
+    let metadata = match metadata {
+        Ok(active) => Some(active),
         Err(e) => {
-            warn!(ip = %ctx.ip, error = %e, "metadata unavailable; asking the API who holds the floating IP")
-        }
-    }
-    match ctx.api.holder(ctx.ip).await {
-        Ok(holder) => {
-            debug!(ip = %ctx.ip, holder = ?holder, "floating IP holder from API");
-            Some(holder == Some(droplet))
-        }
-        Err(e) => {
-            warn!(ip = %ctx.ip, error = %e, "cannot ask the API who holds the floating IP");
+            warn!(%ip, error = %e, "metadata unavailable; the API alone says who holds the floating IP");
             None
         }
+    };
+    match api {
+        Ok((holder, locked)) => {
+            debug!(%ip, %holder, locked, metadata_says_ours = ?metadata, "floating IP holder from the API");
+            match holder {
+                Holder::Droplet(id) if id == droplet && locked => Seen::OursPending,
+                Holder::Droplet(id) if id == droplet => {
+                    if metadata == Some(false) {
+                        info!(%ip, droplet_id = droplet, "metadata does not show the floating IP on this droplet yet, but the API does: not assigning");
+                    }
+                    Seen::Ours
+                }
+                Holder::Droplet(id) => Seen::Elsewhere(id),
+                Holder::Unassigned => Seen::NotOurs,
+                // The token cannot see droplets (`droplet:read`): metadata
+                // decides, and an unknown holder is no reason to assign.
+                Holder::Unknown => match metadata {
+                    Some(true) if locked => Seen::OursPending,
+                    Some(true) => Seen::Ours,
+                    Some(false) => Seen::NotOurs,
+                    None => Seen::Unknown,
+                },
+            }
+        }
+        Err(e) => {
+            warn!(%ip, error = %e, "cannot ask the API who holds the floating IP");
+            // The API being unreachable is no reason to distrust metadata.
+            match metadata {
+                Some(true) => Seen::Ours,
+                Some(false) => Seen::NotOurs,
+                None => Seen::Unknown,
+            }
+        }
     }
+}
+
+/// `now + d`, saturating (see [`super::api::deadline_after`]).
+fn deadline_after(d: Duration) -> Instant {
+    super::api::deadline_after(d)
 }
 
 #[cfg(test)]
@@ -459,7 +747,8 @@ mod tests {
         cloud::{
             secret::Secret,
             test_support::{
-                ALWAYS, IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, metadata_hangs,
+                ALWAYS, IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, closed_port_url,
+                metadata_hangs,
             },
         },
         config::{DEFAULT_API_URL, DEFAULT_METADATA_URL, TokenSource},
@@ -480,13 +769,21 @@ mod tests {
     }
 
     fn spawn(cfg: FloatingIpConfig) -> FloatingIpHandle {
+        spawn_with(cfg, |opts| opts)
+    }
+
+    /// [`spawn`] with the API client's test options changed by `f`.
+    fn spawn_with(
+        cfg: FloatingIpConfig,
+        f: impl FnOnce(ApiOptions) -> ApiOptions,
+    ) -> FloatingIpHandle {
         let api = ApiClient::new(
-            ApiOptions {
+            f(ApiOptions {
                 backoff_base: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(100),
                 action_poll_interval: Duration::from_millis(20),
                 ..api_options(&cfg)
-            },
+            }),
             Secret::new(TOKEN),
         )
         .unwrap();
@@ -782,6 +1079,420 @@ mod tests {
         assert_eq!(s.holder_known, Some(true));
         assert_eq!(sim.assign_actions(), 0);
         h.shutdown().await;
+    }
+
+    /// A token without droplet:read: the API does not show the holder.
+    /// That is not "unassigned": metadata says the IP is ours, so no assign.
+    #[tokio::test]
+    async fn a_holder_the_api_does_not_show_is_no_reason_to_assign() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            token_scopes: Some(Some(vec![
+                "reserved_ip:read".into(),
+                "reserved_ip:update".into(),
+            ])),
+            ..FaultsUpdate::default()
+        });
+        assert_master_leaves_the_ip_alone(&sim).await;
+    }
+
+    /// A Master that checks four times, finds the IP ours and assigns
+    /// nothing.
+    async fn assert_master_leaves_the_ip_alone(sim: &Sim) {
+        let h = spawn(config(sim));
+        h.set_master(true);
+        let s = wait_for(&h, "checks", |s| s.checks >= 4).await;
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!((s.assigns, sim.assigns()), (0, 0));
+        h.shutdown().await;
+    }
+
+    /// Metadata lags an assign by seconds on DO: when it says "not ours"
+    /// but the API shows us as the holder, nothing is assigned.
+    #[tokio::test]
+    async fn metadata_lagging_the_api_does_not_trigger_an_assign() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            metadata_lag_ms: Some(60_000),
+            ..FaultsUpdate::default()
+        });
+        sim.set_holder(IP, Some(OUR_DROPLET)).await.unwrap();
+        let md = MetadataClient::new(sim.metadata_url()).unwrap();
+        assert!(!md.floating_ip_active().await.unwrap(), "metadata lags");
+        assert_master_leaves_the_ip_alone(&sim).await;
+    }
+
+    /// DO refusing (422) to assign the IP to the droplet that holds it is
+    /// a success, once the API shows us as the holder.
+    #[tokio::test]
+    async fn a_422_for_the_ip_we_hold_is_success() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            same_holder_assign: Some(lbha_dosim::SameHolderAssign::Reject),
+            ..metadata_hangs()
+        });
+        // The first look-up fails: the Master cannot tell, and assigns.
+        sim.script(vec![ScriptedFault::error(404, "not_found", "gone")]);
+        let h = spawn(FloatingIpConfig {
+            droplet_id: Some(OUR_DROPLET),
+            ..config(&sim)
+        });
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        assert_eq!(s.last_assign.unwrap().result, Ok(None));
+        assert_eq!(s.holder_known, Some(true));
+        let refused = sim.posts();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].status.as_deref(), Some("422"));
+        let checks = h.status().checks;
+        wait_for(&h, "re-checks", |s| s.checks >= checks + 2).await;
+        assert_eq!((h.status().assigns, sim.assign_actions()), (1, 0));
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn an_errored_assign_is_assigned_again() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            complete_after_polls: Some(1),
+            action_errors: Some(1),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(config(&sim));
+        h.set_master(true);
+        let s = wait_for(&h, "assign", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(s.assigns, 1, "one assign, two actions");
+        assert_eq!(sim.assign_actions(), 2);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        h.shutdown().await;
+    }
+
+    /// Another action stays pending for the whole operation: the failover
+    /// spends at most 20 requests (here 11: the look-up and 10 assign
+    /// requests, 250 ms doubling to 5 s in 30 s, at a tenth of the scale);
+    /// polling every 250 ms it spent 120.
+    #[tokio::test]
+    async fn waiting_out_a_pending_event_costs_at_most_twenty_requests() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        // An action nobody polls to its end keeps the IP locked.
+        sim.faults(FaultsUpdate {
+            complete_after_polls: Some(u32::MAX),
+            ..FaultsUpdate::default()
+        });
+        let other = ApiClient::new(api_options(&config(&sim)), Secret::new(TOKEN)).unwrap();
+        other.assign(IP, OTHER_DROPLET).await.unwrap();
+        let before = sim.requests().len();
+        let h = spawn_with(config(&sim), |opts| ApiOptions {
+            pending_backoff_base: Duration::from_millis(25),
+            pending_backoff_max: Duration::from_millis(500),
+            ..opts
+        });
+        h.set_master(true);
+        let s = wait_for(&h, "the assign given up", |s| s.last_assign.is_some()).await;
+        // The next check is a re-check interval away.
+        let spent = sim.requests().len() - before;
+        let err = s.last_assign.unwrap().result.unwrap_err();
+        assert!(err.contains("pending event"), "{err}");
+        assert!(spent <= 20, "{spent} requests");
+        assert_eq!(sim.posts().len() - 1, 10, "assign requests");
+        assert_eq!(spent, 11, "the look-up and the assign requests");
+        h.shutdown().await;
+    }
+
+    const US: Router = Router {
+        priority: 100,
+        address: Ipv4Addr::new(10, 0, 0, 2),
+    };
+    const HIGHER: Router = Router {
+        priority: 200,
+        address: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    const LOWER: Router = Router {
+        priority: 50,
+        address: Ipv4Addr::new(10, 0, 0, 3),
+    };
+
+    fn master_view(last_master: Option<Router>) -> VrrpView {
+        VrrpView {
+            is_master: true,
+            us: Some(US),
+            last_master,
+            ..VrrpView::default()
+        }
+    }
+
+    /// A Master holding the IP (its first check saw it), then another
+    /// droplet takes the IP: the split brain the rules are about.
+    async fn held_then_taken(cfg: FloatingIpConfig, sim: &Sim, view: VrrpView) -> FloatingIpHandle {
+        let h = spawn(cfg);
+        h.set_view(view);
+        wait_for(&h, "the IP seen as ours", |s| {
+            s.checks >= 1 && s.holder_known == Some(true) && !s.in_flight
+        })
+        .await;
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        h
+    }
+
+    /// Waits for the manager's assign, which must have put the IP back on
+    /// our droplet and ended any yield.
+    async fn taken_back(h: &FloatingIpHandle, sim: &Sim) {
+        let s = wait_for(h, "the IP taken back", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert_eq!(s.yielding_to, None);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+    }
+
+    fn warnings(logs: &Arc<std::sync::Mutex<Vec<u8>>>, what: &str) -> usize {
+        String::from_utf8_lossy(&logs.lock().unwrap())
+            .matches(what)
+            .count()
+    }
+
+    #[tokio::test]
+    async fn split_brain_yields_when_the_master_we_took_over_from_outranks_us() {
+        let (_guard, logs) = capture_logs();
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = held_then_taken(config(&sim), &sim, master_view(Some(HIGHER))).await;
+        let s = wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
+        assert_eq!(
+            s.yielding_to,
+            Some(Yielding {
+                droplet_id: OTHER_DROPLET,
+                peer: HIGHER
+            })
+        );
+        assert!(s.master, "still VRRP Master");
+        let checks = s.checks;
+        wait_for(&h, "re-checks", |s| s.checks >= checks + 4).await;
+        assert_eq!((h.status().assigns, sim.assigns()), (0, 0));
+        assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
+        assert_eq!(
+            warnings(&logs, "split brain: another Master"),
+            1,
+            "logged once"
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn split_brain_takes_the_ip_back_from_a_master_we_outrank() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = held_then_taken(config(&sim), &sim, master_view(Some(LOWER))).await;
+        taken_back(&h, &sim).await;
+        assert_eq!(sim.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    /// Nothing known of the other droplet's agent: we are Master and nobody
+    /// told us otherwise.
+    #[tokio::test]
+    async fn split_brain_takes_the_ip_back_when_nothing_is_known() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = held_then_taken(config(&sim), &sim, master_view(None)).await;
+        taken_back(&h, &sim).await;
+        h.shutdown().await;
+    }
+
+    /// A fresh heartbeat peer on the holding droplet says who its agent is,
+    /// whatever the master we took over from was; a stale one does not.
+    #[tokio::test]
+    async fn a_fresh_heartbeat_peer_is_the_holders_agent() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let peer = PeerRouter {
+            droplet_id: OTHER_DROPLET,
+            router: HIGHER,
+            master: true,
+            fresh: true,
+        };
+        let view = VrrpView {
+            peers: vec![peer],
+            ..master_view(Some(LOWER))
+        };
+        let h = held_then_taken(config(&sim), &sim, view).await;
+        let s = wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
+        assert_eq!(s.yielding_to.unwrap().peer, HIGHER);
+        // Its heartbeat goes stale: the master we took over from decides.
+        h.update_view(|v| v.peers[0].fresh = false);
+        taken_back(&h, &sim).await;
+        h.shutdown().await;
+    }
+
+    /// The peer's adverts come back while we yield: VRRP decides again
+    /// (they are adverts of a router we beat), so the manager re-checks at
+    /// once rather than at the next re-check, and takes the IP back.
+    #[tokio::test]
+    async fn a_yield_ends_when_the_peers_adverts_return() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let cfg = FloatingIpConfig {
+            recheck_interval: Duration::from_secs(30),
+            ..config(&sim)
+        };
+        let h = held_then_taken(cfg, &sim, master_view(Some(HIGHER))).await;
+        // Our rank changing is a reason to look now.
+        h.update_view(|v| {
+            v.us = Some(Router {
+                priority: 101,
+                ..US
+            })
+        });
+        wait_for(&h, "yielding", |s| s.yielding_to.is_some() && !s.in_flight).await;
+        let asked = Instant::now();
+        h.update_view(|v| v.peer_adverts_while_master += 1);
+        taken_back(&h, &sim).await;
+        assert!(
+            asked.elapsed() < Duration::from_secs(3),
+            "re-checked {:?} later",
+            asked.elapsed()
+        );
+        h.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_yield_ends_when_the_peer_no_longer_holds_the_ip() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = held_then_taken(config(&sim), &sim, master_view(Some(HIGHER))).await;
+        wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
+        sim.set_holder(IP, None).await.unwrap();
+        taken_back(&h, &sim).await;
+        h.shutdown().await;
+    }
+
+    /// Adverts from a peer while we are Master (a frozen node thawed, a
+    /// false takeover): the IP comes back at once, not at the next
+    /// re-check; and however many adverts come, at most one check a second
+    /// and never two at once.
+    #[tokio::test]
+    async fn peer_adverts_recheck_at_once_at_most_once_a_second() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            delay_ms: Some(150),
+            ..FaultsUpdate::default()
+        });
+        let h = spawn(FloatingIpConfig {
+            recheck_interval: Duration::from_secs(30),
+            ..config(&sim)
+        });
+        h.set_view(master_view(None));
+        wait_for(&h, "first check", |s| s.checks == 1 && !s.in_flight).await;
+        // The peer took the IP while we were frozen, and advertises.
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        let thawed = Instant::now();
+        h.update_view(|v| v.peer_adverts_while_master += 1);
+        let s = wait_for(&h, "taken back", |s| {
+            s.last_assign.is_some() && !s.in_flight
+        })
+        .await;
+        assert!(s.last_assign.unwrap().result.is_ok());
+        assert!(
+            thawed.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            thawed.elapsed()
+        );
+
+        let checks = h.status().checks;
+        let storm = Instant::now();
+        while storm.elapsed() < Duration::from_millis(1500) {
+            h.update_view(|v| v.peer_adverts_while_master += 1);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let during = h.status().checks - checks;
+        assert!(
+            (1..=2).contains(&during),
+            "{during} checks in 1.5 s of adverts"
+        );
+        assert_eq!(max_concurrent(&sim.requests()), 1, "two checks at once");
+        assert_eq!(sim.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    /// An action is pending on our IP. With a Master we know of that
+    /// outranks us, it may be that Master taking the IP back: no assign
+    /// against it; once it ends, the split-brain rules decide (here: yield).
+    /// Knowing of no such Master, ours is queued behind it, as before.
+    #[tokio::test]
+    async fn a_pending_action_is_not_fought_when_an_outranking_master_may_be_behind_it() {
+        for (last_master, fights) in [(Some(HIGHER), false), (None, true)] {
+            let sim = Sim::start(Some(OUR_DROPLET)).await;
+            sim.faults(FaultsUpdate {
+                complete_after_polls: Some(1),
+                ..FaultsUpdate::default()
+            });
+            let other = ApiClient::new(api_options(&config(&sim)), Secret::new(TOKEN)).unwrap();
+            let pending = other.assign(IP, OTHER_DROPLET).await.unwrap();
+            let h = spawn(config(&sim));
+            h.set_view(master_view(last_master));
+            wait_for(&h, "checks", |s| s.checks >= 3).await;
+            let asserted = sim.assigns() > 1;
+            assert_eq!(asserted, fights, "{last_master:?}: {:?}", sim.posts());
+            // The other Master's action ends (its first poll ends it).
+            other.action(IP, pending.id).await.unwrap();
+            if fights {
+                poll_until("ours after it", || sim.holder(IP) == Some(OUR_DROPLET)).await;
+            } else {
+                let s = wait_for(&h, "yielding", |s| s.yielding_to.is_some()).await;
+                assert_eq!(s.yielding_to.unwrap().peer, HIGHER);
+                assert_eq!(sim.assigns(), 1, "only the other Master's");
+                assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
+            }
+            h.shutdown().await;
+        }
+    }
+
+    /// The target: the VRRP path between two Masters is cut while both
+    /// reach the API. The backup takes over (1 assign), the higher node
+    /// takes the IP back (2), then the backup yields and nothing more
+    /// happens; after the heal the IP is on the Master with no assign.
+    #[tokio::test]
+    async fn two_masters_settle_after_at_most_two_assigns() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        // lb1, on our droplet: Master from the start, priority 200.
+        let lb1 = spawn(config(&sim));
+        let lb1_view = VrrpView {
+            us: Some(HIGHER),
+            ..master_view(None)
+        };
+        lb1.set_view(lb1_view);
+        wait_for(&lb1, "lb1 holds the IP", |s| s.holder_known == Some(true)).await;
+        // lb2, on the other droplet (metadata is its own: here unreachable,
+        // so the API alone tells it), took over from lb1 when the adverts
+        // stopped.
+        let lb2 = spawn(FloatingIpConfig {
+            droplet_id: Some(OTHER_DROPLET),
+            metadata_url: closed_port_url().await,
+            ..config(&sim)
+        });
+        lb2.set_view(master_view(Some(HIGHER)));
+        wait_for(&lb2, "lb2 yields", |s| s.yielding_to.is_some()).await;
+        poll_until("the IP back on lb1", || sim.holder(IP) == Some(OUR_DROPLET)).await;
+        let (c1, c2) = (lb1.status().checks, lb2.status().checks);
+        wait_for(&lb1, "lb1 re-checks", |s| s.checks >= c1 + 5).await;
+        wait_for(&lb2, "lb2 re-checks", |s| s.checks >= c2 + 5).await;
+        let actions: Vec<_> = sim.state().actions.iter().map(|a| a.droplet_id).collect();
+        assert_eq!(
+            actions,
+            [Some(OTHER_DROPLET), Some(OUR_DROPLET)],
+            "the takeover, then lb1 taking it back"
+        );
+        assert_eq!(
+            lb2.status().yielding_to,
+            Some(Yielding {
+                droplet_id: OUR_DROPLET,
+                peer: HIGHER
+            })
+        );
+
+        // The heal: lb2 hears lb1 and becomes Backup, lb1 hears lb2.
+        lb2.set_master(false);
+        lb1.update_view(|v| v.peer_adverts_while_master += 1);
+        let c1 = lb1.status().checks;
+        wait_for(&lb1, "lb1 re-checks", |s| s.checks >= c1 + 3).await;
+        assert_eq!(sim.assign_actions(), 2);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
+        assert_eq!(lb2.status().yielding_to, None);
+        lb1.shutdown().await;
+        lb2.shutdown().await;
     }
 
     #[test]

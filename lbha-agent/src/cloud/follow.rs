@@ -1,6 +1,6 @@
 //! The floating IP following one VRRP instance: which instance that is, the
-//! channel its interface task reports mastership on, and the manager task
-//! that acts on it.
+//! channel its interface task reports mastership on, the manager task that
+//! acts on it, and the DigitalOcean checks run once at start.
 
 use std::{sync::Arc, time::Duration};
 
@@ -8,8 +8,8 @@ use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle};
 
 use super::{
-    ApiCallCounts, ApiClient, FloatingIpManager, FloatingIpStatus, MetadataClient, SetupError,
-    VrrpView, build_clients,
+    ApiCallCounts, ApiClient, CloudReport, FloatingIpManager, FloatingIpStatus, MetadataClient,
+    SetupError, VrrpView, build_clients, check::check_at_start,
 };
 use crate::config::{Config, FloatingIpConfig};
 
@@ -86,11 +86,23 @@ impl FollowerSetup {
         }))
     }
 
-    /// Starts the manager (inside the runtime; cannot fail).
+    /// Starts the manager and, beside it, the checks of what failover will
+    /// need (inside the runtime; cannot fail). A problem the checks find is
+    /// logged and reported, never a reason not to start: the API may be
+    /// down for a moment only.
     pub fn start(self) -> Follower {
         let calls = self.api.call_counts();
         let (view, master_rx) = watch::channel(VrrpView::default());
         let ip = self.settings.ip;
+        let (report_tx, cloud_check) = watch::channel(None);
+        let check = check_at_start(
+            self.settings.clone(),
+            self.metadata.clone(),
+            self.api.clone(),
+        );
+        let check_task = tokio::spawn(async move {
+            report_tx.send_replace(Some(check.await));
+        });
         let (status, task) =
             FloatingIpManager::spawn_watching(self.settings, self.metadata, self.api, master_rx);
         tracing::info!(%ip, instance = %self.instance, "floating IP follows instance");
@@ -100,8 +112,10 @@ impl FollowerSetup {
                 view,
             }),
             status,
+            cloud_check,
             calls,
             task,
+            check_task,
         }
     }
 }
@@ -110,8 +124,11 @@ impl FollowerSetup {
 pub struct Follower {
     pub mastership: Arc<Mastership>,
     pub status: watch::Receiver<FloatingIpStatus>,
+    /// The checks at start, once they are done.
+    pub cloud_check: watch::Receiver<Option<CloudReport>>,
     pub calls: Arc<ApiCallCounts>,
     task: JoinHandle<()>,
+    check_task: JoinHandle<()>,
 }
 
 impl Follower {
@@ -119,6 +136,7 @@ impl Follower {
     /// mastership) have stopped: dropping the last sender ends it, and an
     /// assign in flight gets a few seconds to finish.
     pub async fn stop(self) {
+        self.check_task.abort();
         drop(self.mastership);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
     }

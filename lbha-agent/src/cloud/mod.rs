@@ -2,10 +2,12 @@
 //! `metadata` asks the droplet metadata service who we are and whether the
 //! floating IP is ours, `api` talks to the DO API (assign, action status,
 //! holder) with bounded retries, `floating_ip` ties them to VRRP mastership
-//! as a single-flight task, and `follow` starts that task for the instance
-//! the configuration names.
+//! as a single-flight task, `check` verifies at start (and for
+//! `lbha-agent check-cloud`) what failover will need, and `follow` starts
+//! the task for the instance the configuration names.
 
 pub mod api;
+pub mod check;
 pub mod floating_ip;
 pub mod follow;
 pub mod metadata;
@@ -14,10 +16,14 @@ pub mod secret;
 #[cfg(test)]
 mod test_support;
 
-pub use api::{Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions};
+pub use api::{
+    Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions, Assigned, Holder,
+    ProbeAnswer,
+};
+pub use check::{Check, CloudReport, check_cloud};
 pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,
-    SetupError, VrrpView, api_options, build_clients,
+    SetupError, VrrpView, Yielding, api_options, build_clients,
 };
 pub use follow::{FollowError, Follower, FollowerSetup, Mastership};
 pub use metadata::{MetadataClient, MetadataError};

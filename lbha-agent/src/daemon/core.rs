@@ -66,6 +66,7 @@ impl CoreSetup {
                 floating_ip.settings.ip.to_string(),
                 follower.mastership.instance.clone(),
                 follower.status.clone(),
+                follower.cloud_check.clone(),
                 follower.calls.clone(),
             );
         }

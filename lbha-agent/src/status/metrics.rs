@@ -343,6 +343,14 @@ pub fn render(telemetry: &Telemetry) -> String {
         );
         family(
             &mut out,
+            "lbha_split_brain",
+            "gauge",
+            "1 while this Master yields the floating IP to another Master that outranks it (split brain), else 0.",
+            "ip",
+            [(f.ip.as_str(), u8::from(f.yielding_to.is_some()))],
+        );
+        family(
+            &mut out,
             "lbha_floating_ip_held",
             "gauge",
             "1 if this droplet holds the floating IP, 0 if not (absent: unknown).",
@@ -433,6 +441,38 @@ mod tests {
         assert!(text.contains(
             r#"lbha_vrrp_failover_duration_seconds_bucket{instance="VI_\"1",le="0.02"} 0"#
         ));
+    }
+
+    #[test]
+    fn split_brain_gauge() {
+        use crate::cloud::{FloatingIpStatus, Router, Yielding};
+        let t = Telemetry::default();
+        let (status, status_rx) = tokio::sync::watch::channel(FloatingIpStatus::default());
+        let (_report, report_rx) = tokio::sync::watch::channel(None);
+        t.set_floating_ip(
+            "203.0.113.10".into(),
+            "VI_1".into(),
+            status_rx,
+            report_rx,
+            Default::default(),
+        );
+        assert!(render(&t).contains(r#"lbha_split_brain{ip="203.0.113.10"} 0"#));
+        status.send_modify(|s| {
+            s.master = true;
+            s.yielding_to = Some(Yielding {
+                droplet_id: 2,
+                peer: Router {
+                    priority: 200,
+                    address: "10.0.0.1".parse().unwrap(),
+                },
+            });
+        });
+        let text = render(&t);
+        assert!(text.contains("# TYPE lbha_split_brain gauge"), "{text}");
+        assert!(
+            text.contains(r#"lbha_split_brain{ip="203.0.113.10"} 1"#),
+            "{text}"
+        );
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::{
     clock::monotonic_ns,
-    cloud::{ApiCallCounts, FloatingIpStatus, api::ApiOutcome},
+    cloud::{ApiCallCounts, CloudReport, FloatingIpStatus, api::ApiOutcome},
 };
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,23 @@ pub struct FloatingIpReport {
     pub last_error: Option<String>,
     /// API exchanges by outcome.
     pub api_calls: BTreeMap<String, u64>,
+    /// Split brain: we are Master but leave the IP with this peer.
+    #[serde(default)]
+    pub yielding_to: Option<YieldReport>,
+    /// What the DigitalOcean checks at start found wrong (`check: what`);
+    /// None until they ran.
+    #[serde(default)]
+    pub setup_problems: Option<Vec<String>>,
+}
+
+/// The peer a split-brain Master yields the floating IP to.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct YieldReport {
+    /// The droplet holding the IP.
+    pub droplet_id: u64,
+    /// Its agent's (VRRP primary) address and priority.
+    pub peer: String,
+    pub peer_priority: u8,
 }
 
 /// How the last configuration reload went.
@@ -182,8 +199,15 @@ struct Inner {
     /// Per instance: how late its adverts went out as Master, and the worst.
     advert_lateness: BTreeMap<String, (Histogram, f64)>,
     check_latency: BTreeMap<String, Histogram>,
-    floating_ip: Option<(watch::Receiver<FloatingIpStatus>, Arc<ApiCallCounts>)>,
+    floating_ip: Option<FloatingIpSources>,
     heartbeat: Option<HeartbeatSource>,
+}
+
+/// Where the floating IP's report comes from.
+struct FloatingIpSources {
+    status: watch::Receiver<FloatingIpStatus>,
+    cloud_check: watch::Receiver<Option<CloudReport>>,
+    calls: Arc<ApiCallCounts>,
 }
 
 /// Where status reads the heartbeat: the peer table, the counters, and the
@@ -290,6 +314,7 @@ impl Telemetry {
         ip: String,
         instance: String,
         status: watch::Receiver<FloatingIpStatus>,
+        cloud_check: watch::Receiver<Option<CloudReport>>,
         calls: Arc<ApiCallCounts>,
     ) {
         self.with(|i| {
@@ -298,7 +323,11 @@ impl Telemetry {
                 instance,
                 ..FloatingIpReport::default()
             });
-            i.floating_ip = Some((status, calls));
+            i.floating_ip = Some(FloatingIpSources {
+                status,
+                cloud_check,
+                calls,
+            });
         });
     }
 
@@ -405,8 +434,9 @@ impl Telemetry {
                     packets: counters.all().into_iter().collect(),
                 }
             });
-            if let (Some(report), Some((rx, calls))) = (&mut status.floating_ip, &i.floating_ip) {
-                let fip = rx.borrow().clone();
+            if let (Some(report), Some(sources)) = (&mut status.floating_ip, &i.floating_ip) {
+                let fip = sources.status.borrow().clone();
+                let calls = &sources.calls;
                 // Only a Master keeps checking; a Backup's last answer is stale.
                 report.held_by_us = fip.holder_known.filter(|_| fip.master);
                 report.assigns = fip.assigns;
@@ -420,6 +450,16 @@ impl Telemetry {
                     .iter()
                     .map(|o| (o.name().to_owned(), calls.get(*o)))
                     .collect();
+                report.yielding_to = fip.yielding_to.filter(|_| fip.master).map(|y| YieldReport {
+                    droplet_id: y.droplet_id,
+                    peer: y.peer.address.to_string(),
+                    peer_priority: y.peer.priority,
+                });
+                report.setup_problems = sources
+                    .cloud_check
+                    .borrow()
+                    .as_ref()
+                    .map(|r| r.problems().map(|c| c.to_string()).collect());
             }
             status
         })
@@ -560,6 +600,29 @@ pub fn render_table(status: &AgentStatus) -> String {
                 .as_ref()
                 .map_or(String::new(), |e| format!("; last error: {e}")),
         );
+        if let Some(peer) = &f.yielding_to {
+            let _ = writeln!(
+                out,
+                "split brain: yielding to {} (priority {}, droplet {}): both are MASTER; this node leaves the IP there until VRRP hears the peer again",
+                peer.peer, peer.peer_priority, peer.droplet_id
+            );
+        }
+        match f.setup_problems.as_deref() {
+            Some([]) => {
+                let _ = writeln!(out, "DigitalOcean checks at start: passed");
+            }
+            Some(problems) => {
+                let _ = writeln!(
+                    out,
+                    "DigitalOcean checks at start found {} problem(s); failover may not work (`lbha-agent check-cloud` runs them again):",
+                    problems.len()
+                );
+                for problem in problems {
+                    let _ = writeln!(out, "  - {problem}");
+                }
+            }
+            None => {}
+        }
     }
     out
 }
@@ -614,6 +677,96 @@ mod tests {
         let (failover, latency) = t.histograms();
         assert_eq!(failover["VI_1"].count, 1);
         assert_eq!(latency["haproxy"].count, 1);
+    }
+
+    /// A telemetry with a floating IP fed by these channels.
+    fn with_floating_ip() -> (
+        Telemetry,
+        watch::Sender<FloatingIpStatus>,
+        watch::Sender<Option<CloudReport>>,
+    ) {
+        let t = Telemetry::default();
+        let (status, status_rx) = watch::channel(FloatingIpStatus::default());
+        let (report, report_rx) = watch::channel(None);
+        t.set_floating_ip(
+            "203.0.113.10".into(),
+            "VI_1".into(),
+            status_rx,
+            report_rx,
+            Arc::default(),
+        );
+        (t, status, report)
+    }
+
+    #[test]
+    fn split_brain_shows_in_status() {
+        use crate::cloud::{Router, Yielding};
+        let (t, status, _report) = with_floating_ip();
+        let peer = Router {
+            priority: 200,
+            address: "10.0.0.1".parse().unwrap(),
+        };
+        status.send_modify(|s| {
+            s.master = true;
+            s.yielding_to = Some(Yielding {
+                droplet_id: 3164555,
+                peer,
+            });
+        });
+        let report = t.snapshot().floating_ip.unwrap();
+        assert_eq!(
+            report.yielding_to,
+            Some(YieldReport {
+                droplet_id: 3164555,
+                peer: "10.0.0.1".into(),
+                peer_priority: 200
+            })
+        );
+        let table = render_table(&t.snapshot());
+        assert!(
+            table.contains("split brain: yielding to 10.0.0.1 (priority 200, droplet 3164555)"),
+            "{table}"
+        );
+        // A Backup's last word on it is stale.
+        status.send_modify(|s| s.master = false);
+        assert_eq!(t.snapshot().floating_ip.unwrap().yielding_to, None);
+        assert!(!render_table(&t.snapshot()).contains("split brain"));
+    }
+
+    #[test]
+    fn start_checks_show_in_status() {
+        use crate::cloud::Check;
+        let (t, _status, report) = with_floating_ip();
+        assert_eq!(t.snapshot().floating_ip.unwrap().setup_problems, None);
+        report.send_replace(Some(CloudReport {
+            checks: vec![
+                Check {
+                    name: "metadata",
+                    ok: true,
+                    detail: "this is droplet 1".into(),
+                },
+                Check {
+                    name: "act",
+                    ok: false,
+                    detail: "the token lacks the reserved_ip:update scope".into(),
+                },
+            ],
+        }));
+        let snapshot = t.snapshot();
+        assert_eq!(
+            snapshot.floating_ip.as_ref().unwrap().setup_problems,
+            Some(vec![
+                "act: the token lacks the reserved_ip:update scope".to_owned()
+            ])
+        );
+        let table = render_table(&snapshot);
+        assert!(
+            table.contains("checks at start found 1 problem(s)")
+                && table.contains("  - act: the token lacks the reserved_ip:update scope"),
+            "{table}"
+        );
+        report.send_replace(Some(CloudReport::default()));
+        assert!(render_table(&t.snapshot()).contains("DigitalOcean checks at start: passed"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What the client makes of one HTTP answer from the DigitalOcean API: its
 //! status, headers and body in, an outcome out (a decoded [`Action`], the
-//! holder of an IP, an [`ApiError`], or how long to wait before retrying).
+//! [`Holder`] of an IP, an [`ApiError`], or how long to wait before
+//! retrying).
 //!
 //! These are plain functions, without I/O or clock of their own, and
 //! [`ApiClient`](super::ApiClient) runs exactly them on every answer it gets,
@@ -20,7 +21,7 @@ use std::{
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::Deserialize;
 
-use super::{Action, ApiError, PathFamily, object_key, other_family};
+use super::{Action, ApiError, Holder, PathFamily, object_key, other_family};
 use crate::cloud::secret::Secret;
 
 /// DO error bodies are short JSON; an HTML error page from a proxy is not,
@@ -37,18 +38,17 @@ pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_millis(100);
 /// anyway when a wait would end past its operation deadline.
 pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 
-/// How soon to retry an assign refused because another action on the IP
-/// is still pending.
-pub const PENDING_RETRY: Duration = Duration::from_millis(250);
-
 /// Why one attempt failed, and whether another may succeed.
 #[derive(Debug)]
 pub enum Failure {
     /// Retry after a jittered backoff. The text says what went wrong.
     Transient(String),
-    /// Retry after exactly this long (rate limiting, or a pending action,
-    /// told us).
+    /// Retry after exactly this long (rate limiting told us).
     RetryAfter(Duration, String),
+    /// Another action on the IP is still pending: retry once it may have
+    /// ended, backing off (the client's pending backoff) so that waiting
+    /// out a slow action does not eat the token's rate limit.
+    Pending(String),
     /// Retrying will not help.
     Fatal(ApiError),
 }
@@ -78,12 +78,13 @@ struct DoErrorBody {
 ///   [`Failure::Transient`];
 /// * 5xx: [`Failure::Transient`];
 /// * 422 whose message mentions a pending event (another action on the IP
-///   is still running): [`Failure::RetryAfter`] [`PENDING_RETRY`];
+///   is still running): [`Failure::Pending`];
 /// * anything else (other 4xx, an unexpected 1xx or 3xx):
-///   [`Failure::Fatal`] with [`ApiError::Rejected`] carrying DO's error id
-///   and message ([`error_body`]).
+///   [`Failure::Fatal`] with [`ApiError::Rejected`] carrying DO's error id,
+///   message ([`error_body`]) and request id ([`request_id`]).
 ///
-/// The text of a retryable failure is `HTTP <status> <id>: <message>`.
+/// The text of a retryable failure is `HTTP <status> <id>: <message>`,
+/// followed by ` (request id <id>)` when DO gave one ([`summary`]).
 pub fn check_status(
     method: &Method,
     path: &str,
@@ -97,7 +98,8 @@ pub fn check_status(
         return Ok(());
     }
     let (id, message) = error_body(status, body, token);
-    let summary = format!("HTTP {} {id}: {message}", status.as_u16());
+    let request_id = request_id(headers, body, token);
+    let summary = summary(status, &id, &message, request_id.as_deref());
     if status == StatusCode::TOO_MANY_REQUESTS {
         return Err(match rate_limit_wait(headers, now) {
             Some(wait) => Failure::RetryAfter(wait, summary),
@@ -113,9 +115,7 @@ pub fn check_status(
     if status == StatusCode::UNPROCESSABLE_ENTITY
         && message.to_ascii_lowercase().contains("pending")
     {
-        // Not an overload: poll at a steady pace rather than backing off,
-        // so ours follows the pending action as soon as it ends.
-        return Err(Failure::RetryAfter(PENDING_RETRY, summary));
+        return Err(Failure::Pending(summary));
     }
     Err(Failure::Fatal(ApiError::Rejected {
         method: method.clone(),
@@ -123,7 +123,30 @@ pub fn check_status(
         status: status.as_u16(),
         id,
         message,
+        request_id: request_id.map(String::into_boxed_str),
     }))
+}
+
+/// How a failed answer is summed up in retry logs and deadline errors:
+/// `HTTP <status> <id>: <message>`, then ` (request id <id>)` when DO gave
+/// one.
+pub fn summary(status: StatusCode, id: &str, message: &str, request_id: Option<&str>) -> String {
+    let mut text = format!("HTTP {} {id}: {message}", status.as_u16());
+    if let Some(request_id) = request_id {
+        text.push_str(&format!(" (request id {request_id})"));
+    }
+    text
+}
+
+/// DO's id of the request, for support tickets: the error body's
+/// `request_id` (a string) when it has one, else the `x-request-id`
+/// header; [`scrub`]bed. None when DO gave neither.
+pub fn request_id(headers: &HeaderMap, body: &str, token: &Secret) -> Option<String> {
+    let from_body = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| Some(v.get("request_id")?.as_str()?.to_owned()));
+    let id = from_body.or_else(|| Some(headers.get("x-request-id")?.to_str().ok()?.to_owned()))?;
+    Some(scrub(&id, token))
 }
 
 /// The action in the 2xx body of `method path` (an assign, or a poll of an
@@ -141,20 +164,25 @@ pub fn decode_action(
 
 /// Who holds the IP according to the 2xx body of `GET path`
 /// (`GET /v2/{family}/{ip}`), and whether an action on it is still pending
-/// (`locked`): `(None, _)` when it is unassigned.
+/// (`locked`).
 ///
 /// The object is under `floating_ip` or `reserved_ip` after the path family;
 /// the other key is accepted too, so a half-finished rename on DO's side
 /// cannot break the lookup. It must be a JSON object (`"floating_ip": null`
-/// does not say "unassigned"). `droplet` absent or `null` means unassigned;
-/// otherwise it must have a numeric `id`. `locked` is false unless it is
-/// `true`. Anything else is [`ApiError::Decode`].
+/// does not say "unassigned"). `"droplet": null` is [`Holder::Unassigned`];
+/// a droplet object with a numeric `id` is [`Holder::Droplet`]; no
+/// `droplet` key, or a droplet object without an `id` (or `"id": null`),
+/// is [`Holder::Unknown`]: DO leaves the droplet out for a token without
+/// the `droplet:read` scope, and that must never read as "unassigned". A
+/// `droplet` that is not an object or null, or an `id` that is not an
+/// unsigned integer, is [`ApiError::Decode`]. `locked` is false unless it
+/// is `true`.
 pub fn decode_holder(
     family: PathFamily,
     path: &str,
     body: &str,
     token: &Secret,
-) -> Result<(Option<u64>, bool), ApiError> {
+) -> Result<(Holder, bool), ApiError> {
     let decode_error =
         |body: &str, what: &dyn fmt::Display| decode_error(&Method::GET, path, body, what, token);
     let v: serde_json::Value = serde_json::from_str(body).map_err(|e| decode_error(body, &e))?;
@@ -169,16 +197,29 @@ pub fn decode_holder(
         ));
     };
     let locked = obj.get("locked").and_then(|l| l.as_bool()).unwrap_or(false);
-    match obj.get("droplet") {
-        None | Some(serde_json::Value::Null) => Ok((None, locked)),
-        Some(d) => match d.get("id").and_then(|id| id.as_u64()) {
-            Some(id) => Ok((Some(id), locked)),
-            None => Err(decode_error(
-                &d.to_string(),
-                &"droplet without a numeric id",
-            )),
+    let holder = match obj.get("droplet") {
+        None => Holder::Unknown,
+        Some(serde_json::Value::Null) => Holder::Unassigned,
+        Some(serde_json::Value::Object(droplet)) => match droplet.get("id") {
+            None | Some(serde_json::Value::Null) => Holder::Unknown,
+            Some(id) => match id.as_u64() {
+                Some(id) => Holder::Droplet(id),
+                None => {
+                    return Err(decode_error(
+                        &id.to_string(),
+                        &"droplet id is not an unsigned integer",
+                    ));
+                }
+            },
         },
-    }
+        Some(other) => {
+            return Err(decode_error(
+                &other.to_string(),
+                &"droplet is neither an object nor null",
+            ));
+        }
+    };
+    Ok((holder, locked))
 }
 
 /// [`ApiError::Decode`] for the answer `body` to `method path`. `what` went
@@ -196,6 +237,7 @@ fn decode_error(
         method: method.clone(),
         path: path.to_owned(),
         body: scrub(body, token),
+        request_id: None,
         source: serde::de::Error::custom(scrub(&what.to_string(), token)),
     }
 }
@@ -419,17 +461,125 @@ mod tests {
             assert!(matches!(err, ApiError::Decode { .. }), "{body}: {err:?}");
         }
         assert_eq!(
-            holder(PathFamily::FloatingIps, r#"{"floating_ip":{}}"#).unwrap(),
-            (None, false)
-        );
-        assert_eq!(
             holder(
                 PathFamily::FloatingIps,
                 r#"{"reserved_ip":{"droplet":{"id":9},"locked":true}}"#
             )
             .unwrap(),
-            (Some(9), true)
+            (Holder::Droplet(9), true)
         );
+    }
+
+    /// Only `"droplet": null` says "unassigned". A holder the API does not
+    /// show (DO hides the droplet from a token without `droplet:read`) was
+    /// read as unassigned, which made a Master holding the IP assign again.
+    #[test]
+    fn hidden_holder_is_unknown_not_unassigned() {
+        let token = Secret::new(TOKEN);
+        let holder = |body: &str| decode_holder(PathFamily::FloatingIps, PATH, body, &token);
+        for (body, expected) in [
+            (r#"{"floating_ip":{"droplet":null}}"#, Holder::Unassigned),
+            (
+                r#"{"floating_ip":{"droplet":{"id":7}}}"#,
+                Holder::Droplet(7),
+            ),
+            (r#"{"floating_ip":{}}"#, Holder::Unknown),
+            (
+                r#"{"floating_ip":{"ip":"203.0.113.10","locked":false}}"#,
+                Holder::Unknown,
+            ),
+            (r#"{"floating_ip":{"droplet":{}}}"#, Holder::Unknown),
+            (
+                r#"{"floating_ip":{"droplet":{"id":null,"name":"lb1"}}}"#,
+                Holder::Unknown,
+            ),
+        ] {
+            assert_eq!(holder(body).unwrap(), (expected, false), "{body}");
+        }
+        for body in [
+            r#"{"floating_ip":{"droplet":{"id":"7"}}}"#,
+            r#"{"floating_ip":{"droplet":{"id":-7}}}"#,
+            r#"{"floating_ip":{"droplet":7}}"#,
+            r#"{"floating_ip":{"droplet":"lb1"}}"#,
+        ] {
+            let err = holder(body).unwrap_err();
+            assert!(matches!(err, ApiError::Decode { .. }), "{body}: {err:?}");
+        }
+    }
+
+    /// DO's request id, for support tickets: the body's `request_id`, else
+    /// the `x-request-id` header, in the error and in retry summaries.
+    #[test]
+    fn errors_keep_the_request_id() {
+        let token = Secret::new(TOKEN);
+        let with_header = headers(&[("x-request-id", "515850a0-a812-50bf-aa3c-d0d21d287e40")]);
+        let check = |status: u16, headers: &HeaderMap, body: &str| {
+            check_status(
+                &Method::POST,
+                PATH,
+                StatusCode::from_u16(status).unwrap(),
+                headers,
+                body,
+                &token,
+                UNIX_EPOCH,
+            )
+            .unwrap_err()
+        };
+        let body = r#"{"id":"unprocessable_entity","message":"request payload validation failed","request_id":"4851a473-1621-42ea-b2f9-5071c0ea8414"}"#;
+        let Failure::Fatal(err) = check(422, &with_header, body) else {
+            panic!("a 422 is fatal");
+        };
+        let ApiError::Rejected { request_id, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(
+            request_id.as_deref(),
+            Some("4851a473-1621-42ea-b2f9-5071c0ea8414"),
+            "the body's wins"
+        );
+        assert!(
+            err.to_string()
+                .ends_with("(request id 4851a473-1621-42ea-b2f9-5071c0ea8414)"),
+            "{err}"
+        );
+        let Failure::Fatal(err) = check(403, &with_header, r#"{"id":"forbidden","message":"no"}"#)
+        else {
+            panic!("a 403 is fatal");
+        };
+        assert!(
+            err.to_string()
+                .contains("(request id 515850a0-a812-50bf-aa3c-d0d21d287e40)"),
+            "{err}"
+        );
+        let Failure::Transient(summary) = check(503, &with_header, "<html>busy</html>") else {
+            panic!("a 503 is transient");
+        };
+        assert_eq!(
+            summary,
+            "HTTP 503 service_unavailable: <html>busy</html> (request id 515850a0-a812-50bf-aa3c-d0d21d287e40)"
+        );
+        let Failure::Pending(summary) = check(
+            422,
+            &HeaderMap::new(),
+            r#"{"id":"unprocessable_entity","message":"Floating IP already has a pending event.","request_id":"abc"}"#,
+        ) else {
+            panic!("a pending event is waited out");
+        };
+        assert!(summary.ends_with("(request id abc)"), "{summary}");
+        // None given, none shown; a request id echoing the token is scrubbed.
+        let Failure::Fatal(err) = check(
+            404,
+            &HeaderMap::new(),
+            r#"{"id":"not_found","message":"gone"}"#,
+        ) else {
+            panic!("a 404 is fatal");
+        };
+        assert!(!err.to_string().contains("request id"), "{err}");
+        let echo = format!(r#"{{"id":"x","message":"y","request_id":"Bearer {TOKEN}"}}"#);
+        let Failure::Fatal(err) = check(400, &HeaderMap::new(), &echo) else {
+            panic!("a 400 is fatal");
+        };
+        assert!(!err.to_string().contains(TOKEN), "{err}");
     }
 
     /// A token holding `"` showed in a body as JSON quotes it (found by the

@@ -1,0 +1,103 @@
+//! `lbha-agent check-cloud` against the DigitalOcean simulator, with the
+//! daemon's configuration arguments (here a keepalived.conf and the
+//! floating-IP flags): one line per check, exit status 0 only without a
+//! problem, a 403 naming the missing scope, and the token nowhere.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    process::Output,
+};
+
+use tokio::process::Command;
+
+use lbha_dosim::{FaultsUpdate, SimConfig, SimHandle};
+
+const TOKEN: &str = "dop_v1_c4ecc10ud0000000000000000000000000000000000000000000000000000";
+const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+const DROPLET: u64 = 3164444;
+
+async fn check_cloud(sim: &SimHandle, token_file: &std::path::Path) -> Output {
+    let keepalived = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keepalived.conf");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lbha-agent"));
+    command
+        .args(["check-cloud", "--keepalived-conf", keepalived])
+        .args(["--floating-ip", &IP.to_string(), "--do-token-file"])
+        .arg(token_file)
+        .args(["--do-api-url", &sim.api_url()])
+        .args(["--do-metadata-url", &sim.metadata_url()])
+        .env("RUST_LOG", "warn");
+    // The simulator serves on this thread while the command runs.
+    command.output().await.unwrap()
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn check_cloud_prints_each_check_and_fails_on_a_problem() {
+    let sim = lbha_dosim::start(
+        SimConfig::new(TOKEN)
+            .droplet(DROPLET, IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .floating_ip(IP, Some(DROPLET)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+
+    let passed = check_cloud(&sim, &token_file).await;
+    let (stdout, stderr) = text(&passed);
+    assert!(passed.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok       metadata: this is droplet 3164444"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with(
+            "ok       read: the token reads 203.0.113.10: droplet 3164444 (this droplet)"
+        ),
+        "{stdout}"
+    );
+    assert!(lines[2].starts_with("ok       act: "), "{stdout}");
+    assert_eq!(
+        lines[3],
+        "203.0.113.10: floating IP failover has what it needs"
+    );
+    assert!(
+        sim.state().actions.is_empty(),
+        "the check created an action"
+    );
+
+    sim.set_faults(&FaultsUpdate {
+        token_scopes: Some(Some(vec!["reserved_ip:read".into(), "droplet:read".into()])),
+        ..FaultsUpdate::default()
+    })
+    .unwrap();
+    let failed = check_cloud(&sim, &token_file).await;
+    let (stdout, stderr) = text(&failed);
+    assert_eq!(failed.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("ok       read: "), "{stdout}");
+    let act = stdout
+        .lines()
+        .find(|l| l.starts_with("PROBLEM  act: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        act.contains("lacks the reserved_ip:update scope") && act.contains("HTTP 403 forbidden"),
+        "{act}"
+    );
+    assert!(
+        stderr.contains("1 problem(s); floating IP failover may not work"),
+        "{stderr}"
+    );
+    for output in [&passed, &failed] {
+        let (stdout, stderr) = text(output);
+        assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+    }
+}
