@@ -270,3 +270,33 @@ fn a_bad_reload_on_the_master_keeps_it_serving() {
     assert_eq!(s.lab.holder(), Some(droplet_id(LB1)));
     assert_agents_alive(&s);
 }
+
+/// The metadata service lags the API by 5 s after an assign (as
+/// DigitalOcean's does by seconds): the new Master's re-checks hear "not
+/// ours" from metadata meanwhile, and ask the API before assigning again.
+/// One assign.
+#[test]
+fn metadata_lagging_the_api_by_5s() {
+    if !require_root() {
+        return;
+    }
+    let s = Scenario::start("metadata lag", "fmdlag", LabOptions::default());
+    s.lab
+        .sim_faults(r#"{"metadata_lag_ms": 5000}"#)
+        .expect("delaying metadata");
+    let at = s.lab.since_start();
+    assert!(s.lab.kill_haproxy(LB1) > 0);
+    s.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
+    s.one_assign(s.baseline, LB2, Duration::from_secs(10));
+    // Past the lag, with three of lb2's 2 s re-checks inside it.
+    std::thread::sleep(Duration::from_secs(7));
+    let settled = s.assert_settled_on(LB2);
+    assert_eq!(
+        settled,
+        s.baseline + 1,
+        "{}: {:?}",
+        s.name,
+        s.describe(&s.assigns_from(s.baseline))
+    );
+    assert_agents_alive(&s);
+}
