@@ -567,7 +567,7 @@ async fn reconcile(
         },
     };
 
-    let seen = who_holds(&ctx, droplet).await;
+    let seen = who_holds(&ctx, droplet, !term.held).await;
     ctx.status.send_modify(|s| {
         s.checks += 1;
         s.holder_known = match seen {
@@ -685,12 +685,27 @@ async fn reconcile(
 /// whether *a* floating IP is on this droplet: DO allows one reserved IPv4
 /// per droplet, so that is ours to manage). Metadata stands in when the API
 /// fails or does not show the holder.
-async fn who_holds(ctx: &Ctx, droplet: u64) -> Seen {
+/// Who holds the IP: metadata and the API asked at once, the API deciding.
+/// At a takeover (`takeover`: we have not held the IP in this mastership),
+/// metadata saying "not ours" decides at once: the IP is not here, nobody's
+/// rank matters yet, and waiting for the API would only delay the assign by
+/// a round trip to DigitalOcean.
+async fn who_holds(ctx: &Ctx, droplet: u64, takeover: bool) -> Seen {
     let ip = ctx.ip;
-    let (metadata, api) = tokio::join!(
-        ctx.metadata.floating_ip_active(),
-        ctx.api.holder_and_lock(ip)
-    );
+    let (metadata, api) = if takeover {
+        // Metadata first: it is link-local, the API is a round trip away.
+        let metadata = ctx.metadata.floating_ip_active().await;
+        if matches!(metadata, Ok(false)) {
+            debug!(%ip, droplet_id = droplet, "taking over: metadata says the floating IP is not here");
+            return Seen::NotOurs;
+        }
+        (metadata, ctx.api.holder_and_lock(ip).await)
+    } else {
+        tokio::join!(
+            ctx.metadata.floating_ip_active(),
+            ctx.api.holder_and_lock(ip)
+        )
+    };
     let metadata = match metadata {
         Ok(active) => Some(active),
         Err(e) => {
@@ -1107,19 +1122,44 @@ mod tests {
         h.shutdown().await;
     }
 
-    /// Metadata lags an assign by seconds on DO: when it says "not ours"
-    /// but the API shows us as the holder, nothing is assigned.
+    /// Metadata lags an assign by seconds on DO: after our own assign it
+    /// still says "not ours" while the API shows us as the holder, and the
+    /// re-checks assign nothing more.
     #[tokio::test]
-    async fn metadata_lagging_the_api_does_not_trigger_an_assign() {
+    async fn metadata_lagging_our_assign_does_not_trigger_another() {
         let sim = Sim::start(Some(OTHER_DROPLET)).await;
         sim.faults(FaultsUpdate {
             metadata_lag_ms: Some(60_000),
             ..FaultsUpdate::default()
         });
-        sim.set_holder(IP, Some(OUR_DROPLET)).await.unwrap();
+        let h = spawn(config(&sim));
+        h.set_master(true);
+        let s = wait_for(&h, "the takeover's assign", |s| s.last_assign.is_some()).await;
+        assert!(s.last_assign.unwrap().result.is_ok());
         let md = MetadataClient::new(sim.metadata_url()).unwrap();
         assert!(!md.floating_ip_active().await.unwrap(), "metadata lags");
-        assert_master_leaves_the_ip_alone(&sim).await;
+        let checks = h.status().checks;
+        let s = wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
+        assert_eq!(s.holder_known, Some(true));
+        assert_eq!((s.assigns, sim.assigns()), (1, 1));
+        h.shutdown().await;
+    }
+
+    /// A takeover does not wait for the API when metadata says the IP is
+    /// elsewhere: the assign is the first request DigitalOcean sees.
+    #[tokio::test]
+    async fn a_takeover_assigns_without_asking_the_api_first() {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        let h = spawn(config(&sim));
+        h.set_master(true);
+        wait_for(&h, "the assign", |s| s.last_assign.is_some()).await;
+        let first = sim.requests().into_iter().next().expect("a request");
+        assert_eq!(
+            (first.method.as_str(), first.path.ends_with("/actions")),
+            ("POST", true),
+            "{first:?}"
+        );
+        h.shutdown().await;
     }
 
     /// DO refusing (422) to assign the IP to the droplet that holds it is
@@ -1169,9 +1209,10 @@ mod tests {
     }
 
     /// Another action stays pending for the whole operation: the failover
-    /// spends at most 20 requests (here 11: the look-up and 10 assign
-    /// requests, 250 ms doubling to 5 s in 30 s, at a tenth of the scale);
-    /// polling every 250 ms it spent 120.
+    /// spends at most 20 requests (here 10 assign requests, 250 ms doubling
+    /// to 5 s in 30 s, at a tenth of the scale; a takeover asks no API
+    /// look-up first when metadata says the IP is elsewhere); polling every
+    /// 250 ms it spent 120.
     #[tokio::test]
     async fn waiting_out_a_pending_event_costs_at_most_twenty_requests() {
         let sim = Sim::start(Some(OTHER_DROPLET)).await;
@@ -1196,7 +1237,7 @@ mod tests {
         assert!(err.contains("pending event"), "{err}");
         assert!(spent <= 20, "{spent} requests");
         assert_eq!(sim.posts().len() - 1, 10, "assign requests");
-        assert_eq!(spent, 11, "the look-up and the assign requests");
+        assert_eq!(spent, 10, "the assign requests");
         h.shutdown().await;
     }
 
