@@ -465,13 +465,22 @@ impl Telemetry {
         })
     }
 
-    /// A Master sent an advert `late` after its deadline.
-    pub fn advert_sent(&self, name: &str, late: Duration) {
+    /// Masters sent adverts: (instance, how late after its deadline). One
+    /// lock for the whole batch.
+    pub fn adverts_sent<'a>(&self, sent: impl Iterator<Item = (&'a str, Duration)>) {
         self.with(|i| {
-            let (histogram, max) = i.advert_lateness.entry(name.to_owned()).or_default();
-            let seconds = late.as_secs_f64();
-            histogram.observe(&ADVERT_LATENESS_BUCKETS, seconds);
-            *max = max.max(seconds);
+            for (name, late) in sent {
+                if !i.advert_lateness.contains_key(name) {
+                    i.advert_lateness
+                        .insert(name.to_owned(), Default::default());
+                }
+                let Some((histogram, max)) = i.advert_lateness.get_mut(name) else {
+                    continue;
+                };
+                let seconds = late.as_secs_f64();
+                histogram.observe(&ADVERT_LATENESS_BUCKETS, seconds);
+                *max = max.max(seconds);
+            }
         });
     }
 

@@ -59,6 +59,19 @@ pub struct InstanceRuntime {
     /// The effective priority changed since the floating-IP view was last
     /// published.
     priority_changed: bool,
+    /// What status and the heartbeat were last told of this instance: only
+    /// a change is published again (with a thousand instances, publishing
+    /// all of them at every wakeup would cost more than the adverts).
+    published: Option<Published>,
+}
+
+/// The fields of an instance that status and the heartbeat show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Published {
+    state: State,
+    priority: u8,
+    master: Option<(Ipv4Addr, u64)>,
+    partitioned: bool,
 }
 
 /// How long past its master-down deadline a backup following a healthy
@@ -106,6 +119,7 @@ impl InstanceRuntime {
             garp,
             advert_due: None,
             priority_changed: false,
+            published: None,
         }
     }
 
@@ -314,12 +328,15 @@ impl InterfaceTask {
             Err(error) => tracing::warn!(interface = %self.interface, %error, "adverts not sent"),
         }
         let now = monotonic_ns();
-        for (i, due) in self.outbox_due.drain(..) {
-            let late = Duration::from_nanos(now.saturating_sub(due));
-            self.shared
-                .telemetry
-                .advert_sent(&self.instances[i].config.name, late);
-        }
+        let instances = &self.instances;
+        self.shared
+            .telemetry
+            .adverts_sent(self.outbox_due.drain(..).map(|(i, due)| {
+                (
+                    instances[i].config.name.as_str(),
+                    Duration::from_nanos(now.saturating_sub(due)),
+                )
+            }));
     }
 
     /// The floating IP's mastership channel, if instance `i` is the one it
@@ -344,8 +361,18 @@ impl InterfaceTask {
             }
         }
         let telemetry = &self.shared.telemetry;
-        for instance in &self.instances {
+        for instance in &mut self.instances {
             let machine = &instance.machine;
+            let now_shown = Published {
+                state: machine.state(),
+                priority: machine.priority(),
+                master: machine.master().map(|(addr, _, at)| (addr, at)),
+                partitioned: machine.held_by_heartbeat(),
+            };
+            if instance.published == Some(now_shown) {
+                continue;
+            }
+            instance.published = Some(now_shown);
             self.shared.local.set(Record {
                 vrid: instance.config.vrid,
                 state: PeerState::from_name(machine.state().name()),
