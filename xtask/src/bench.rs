@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Override the measurement window of scenario 6 (scale), in seconds.
     #[arg(long)]
     scale_secs: Option<u64>,
+    /// Scenario 6 only for lbha (native TOML), e.g. while tuning it.
+    #[arg(long)]
+    scale_lbha_only: bool,
     /// Directory for results.json and results.md.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -1284,6 +1287,9 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
         let mut runs = Vec::new();
         for (interfaces, instances) in [(1u8, 1u8), (1, 255), (4, 255)] {
             for stack in [Stack::Keepalived, Stack::Lbha] {
+                if args.scale_lbha_only && stack != Stack::Lbha {
+                    continue;
+                }
                 runs.push(scale(&bench, stack, interfaces, instances)?);
             }
         }
