@@ -4,7 +4,9 @@
 mod bench;
 mod dist;
 mod lab;
+mod package;
 mod setup;
+mod test_dist;
 
 use std::process::Command;
 
@@ -43,8 +45,13 @@ enum Cmd {
     },
     /// Run the local lab in network namespaces (needs root).
     Lab(lab::LabArgs),
-    /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
+    /// Build the static release binary and, in target/dist/, the tarball, the
+    /// .deb and the .rpm; check the binary links no libc and runs in an empty
+    /// root, and what the tarball and the packages hold (root for the empty root).
     Dist,
+    /// `dist`, then install, upgrade and purge the .deb in Debian roots
+    /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/).
+    TestDist,
     /// Benchmark lbha against keepalived in the lab (needs root; writes target/bench/).
     Bench(bench::BenchArgs),
 }
@@ -181,7 +188,11 @@ fn main() -> Result<()> {
         }
         Cmd::Dist => {
             setup::setup()?;
-            dist::dist()
+            dist::dist().map(drop)
+        }
+        Cmd::TestDist => {
+            setup::setup()?;
+            test_dist::test_dist()
         }
         Cmd::Lab(args) => {
             let (agent, dosim) = release_binaries()?;
