@@ -104,7 +104,7 @@ pub struct VridConfig {
     /// How many entries of `allowed_sources` apply. 0: adverts from any
     /// source are accepted (multicast, or source checking turned off).
     pub allowed_source_count: u8,
-    pub _reserved: [u8; 3],
+    pub reserved: [u8; 3],
     /// The IPv4 sources (network order) adverts must come from: the
     /// instance's unicast peers (keepalived's `check_unicast_src`).
     pub allowed_sources: [[u8; 4]; MAX_ALLOWED_SOURCES],
@@ -125,7 +125,7 @@ impl VridConfig {
             down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
             auth_data,
             allowed_source_count: 0,
-            _reserved: [0; 3],
+            reserved: [0; 3],
             allowed_sources: [[0; 4]; MAX_ALLOWED_SOURCES],
         }
     }

@@ -597,7 +597,13 @@ fn stress_run(bench: &Bench) -> Result<Value> {
     let stress = Stress::start(cpus);
     let result = (|| -> Result<()> {
         while started.elapsed() < bench.stress {
-            bench.sleep((bench.stress - started.elapsed()).min(Duration::from_secs(60)))?;
+            bench.sleep(
+                bench
+                    .stress
+                    .checked_sub(started.elapsed())
+                    .unwrap()
+                    .min(Duration::from_mins(1)),
+            )?;
             let counts: Vec<String> = labs
                 .iter()
                 .zip(&before)
@@ -673,7 +679,7 @@ fn median(v: &[f64]) -> f64 {
     if n % 2 == 1 {
         s[n / 2]
     } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+        f64::midpoint(s[n / 2 - 1], s[n / 2])
     }
 }
 
@@ -741,7 +747,7 @@ fn quantile_bound(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option
         .map(|(bound, n)| {
             let was = before
                 .iter()
-                .find(|(b, _)| b == bound)
+                .find(|(b, _)| b.to_bits() == bound.to_bits())
                 .map_or(0, |(_, n)| *n);
             (*bound, n.saturating_sub(was))
         })

@@ -225,14 +225,16 @@ pub struct Telemetry(Arc<Mutex<Inner>>);
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Telemetry {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         // A panic elsewhere must not take status down with it.
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut inner)
     }
 
@@ -293,7 +295,7 @@ impl Telemetry {
                 name: name.to_owned(),
                 up: true,
                 ..CheckStatus::default()
-            })
+            });
         });
     }
 
@@ -305,7 +307,7 @@ impl Telemetry {
                 pinned,
                 link_up: true,
                 ..InterfaceStatus::default()
-            })
+            });
         });
     }
 
@@ -459,7 +461,7 @@ impl Telemetry {
                     .cloud_check
                     .borrow()
                     .as_ref()
-                    .map(|r| r.problems().map(|c| c.to_string()).collect());
+                    .map(|r| r.problems().map(std::string::ToString::to_string).collect());
             }
             status
         })

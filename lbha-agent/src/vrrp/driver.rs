@@ -227,7 +227,7 @@ pub struct InterfaceTask {
 fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
     let now = monotonic_ns();
     // Far enough to mean "never" while staying a valid Instant.
-    let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+    let wait = deadline.map_or(Duration::from_hours(1), |d| {
         Duration::from_nanos(d.saturating_sub(now))
     });
     tokio::time::sleep(wait)
@@ -607,14 +607,13 @@ impl InterfaceTask {
                 // Normally opened at start; if that failed, one for this
                 // takeover (slower: closing it stalls the thread briefly).
                 let fallback;
-                let garp = match &instance.garp {
-                    Some(garp) => Some(garp),
-                    None => {
-                        fallback = GarpSender::open(&config.interface)
-                            .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
-                            .ok();
-                        fallback.as_ref()
-                    }
+                let garp = if let Some(garp) = &instance.garp {
+                    Some(garp)
+                } else {
+                    fallback = GarpSender::open(&config.interface)
+                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
+                        .ok();
+                    fallback.as_ref()
                 };
                 if let Some(garp) = garp
                     && let Err(error) = garp.send(&instance.vips)
