@@ -292,10 +292,13 @@ pub const SILENCE_TIMER_VALUE_SIZE: u32 = 24;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are repr(C), made only of integers and byte arrays, with no
-    // padding (checked by the size assertions below), so any bit pattern is valid.
+    // SAFETY: all three are repr(C), made only of integers and byte arrays,
+    // with no padding (checked by the size assertions below), so any bit
+    // pattern is a valid value, as aya's Pod requires.
     unsafe impl aya::Pod for super::AdvertEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::VridConfig {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::AgentLease {}
 }
 

@@ -187,6 +187,7 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
             // The peer list is the running agent's policy, not a defect of
             // the packet: without an agent, whatever runs in its place
             // (keepalived, with peers of its own) decides.
+            // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
             if agent_present(unsafe { bpf_ktime_get_ns() }) {
                 xdp_action::XDP_DROP
             } else {
@@ -196,6 +197,8 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
         }
         Outcome::Drop(_) => xdp_action::XDP_DROP,
         Outcome::Accept(mut event) => {
+            // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
+            // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
             let now = unsafe { bpf_ktime_get_ns() };
             event.timestamp_ns = now;
             event.ifindex = ctx.ingress_ifindex() as u32;
@@ -373,6 +376,7 @@ extern "C" fn silence_reached(
     vrid: *mut u32,
     _timer: *mut SilenceTimer,
 ) -> i32 {
+    // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
     if !agent_present(now) {
         return 0;
