@@ -169,7 +169,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
         if self.counts.len() != bounds.len() {
             self.counts = vec![0; bounds.len()];
         }
@@ -467,22 +467,14 @@ impl Telemetry {
         })
     }
 
-    /// Masters sent adverts: (instance, how late after its deadline). One
-    /// lock for the whole batch.
-    pub fn adverts_sent<'a>(&self, sent: impl Iterator<Item = (&'a str, Duration)>) {
+    /// An instance's advert lateness so far (histogram over
+    /// [`ADVERT_LATENESS_BUCKETS`], and the worst, in seconds): the
+    /// interface task keeps it and hands it over now and then, so that the
+    /// per-advert path takes no lock.
+    pub fn set_advert_lateness(&self, name: &str, histogram: &Histogram, max: f64) {
         self.with(|i| {
-            for (name, late) in sent {
-                if !i.advert_lateness.contains_key(name) {
-                    i.advert_lateness
-                        .insert(name.to_owned(), Default::default());
-                }
-                let Some((histogram, max)) = i.advert_lateness.get_mut(name) else {
-                    continue;
-                };
-                let seconds = late.as_secs_f64();
-                histogram.observe(&ADVERT_LATENESS_BUCKETS, seconds);
-                *max = max.max(seconds);
-            }
+            i.advert_lateness
+                .insert(name.to_owned(), (histogram.clone(), max));
         });
     }
 
