@@ -346,6 +346,9 @@ struct TaskCounters {
 struct Usage {
     /// utime + stime, clock ticks (the whole process, exited threads included).
     ticks: u64,
+    /// stime alone: time in the kernel (sending, and on veth the peer's
+    /// receive path, XDP included, runs in the sender's context).
+    system_ticks: u64,
     /// cutime + cstime (reaped children: forked scripts), clock ticks.
     child_ticks: u64,
     /// Per thread: the kernel keeps context switches per thread only.
@@ -402,6 +405,7 @@ fn usage(pids: &[i32]) -> Result<Usage> {
         // After `state`: ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime cutime cstime ...
         u.ticks += fields[10] + fields[11];
+        u.system_ticks += fields[11];
         u.child_ticks += fields[12] + fields[13];
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
             let task = task?;
@@ -826,6 +830,8 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
     let secs = (t1 - t0).as_secs_f64();
     let hz = clock_ticks_per_sec();
     let cpu = |i: usize| (u1[i].ticks.saturating_sub(u0[i].ticks)) as f64 / hz / secs * 1e3;
+    let kernel =
+        |i: usize| (u1[i].system_ticks.saturating_sub(u0[i].system_ticks)) as f64 / hz / secs * 1e3;
     let ringbuf_full = metrics_before.map(|m0| {
         let m1 = lab.metrics(1).unwrap_or_default();
         xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
@@ -836,6 +842,8 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         "window_s": secs,
         "master_cpu_ms_per_s": cpu(0),
         "backup_cpu_ms_per_s": cpu(1),
+        "master_kernel_ms_per_s": kernel(0),
+        "backup_kernel_ms_per_s": kernel(1),
         "master_rss_kib": rss_kib(&pids[0]),
         "backup_rss_kib": rss_kib(&pids[1]),
         "transitions_during_window": transitions(&lab) - before,
@@ -1094,17 +1102,19 @@ fn report(results: &Value) -> String {
             md,
             "\n6. Scale: N VRIDs (VRRPv3, unicast, 10 ms adverts, no scripts), one agent per node; \
              CPU from /proc over the window, RSS summed over each daemon's processes\n\n\
-             | stack | VRIDs | master CPU (ms/s) | backup CPU (ms/s) | RSS master / backup (KiB) | transitions | backup ringbuf_full |\n\
+             | stack | VRIDs | master CPU (ms/s; in the kernel) | backup CPU (ms/s; in the kernel) | RSS master / backup (KiB) | transitions | backup ringbuf_full |\n\
              |---|---|---|---|---|---|---|"
         );
         for run in runs {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.1} | {:.2} | {} / {} | {} | {} |",
+                "| {} | {} | {:.1} ({:.1}) | {:.2} ({:.2}) | {} / {} | {} | {} |",
                 run["stack"].as_str().unwrap_or("?"),
                 run["vrids"],
                 run["master_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["master_kernel_ms_per_s"].as_f64().unwrap_or(f64::NAN),
                 run["backup_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["backup_kernel_ms_per_s"].as_f64().unwrap_or(f64::NAN),
                 run["master_rss_kib"],
                 run["backup_rss_kib"],
                 run["transitions_during_window"],
