@@ -797,6 +797,42 @@ fn xdp_counter(metrics: &str, counter: &str) -> u64 {
         .sum()
 }
 
+/// After the master node crashes with many VRIDs: how long each of the
+/// backup's instances went without a master before taking over (the agent
+/// logs it with each transition), against Master_Down_Interval + 5 ms, and
+/// how many assigns the crash cost.
+fn takeover_at_scale(bench: &Bench, lab: &mut Lab) -> Result<Value> {
+    let assigns_before = lab.assigns().len();
+    let log_before = lab.lb_log(1).len();
+    lab.crash_lb(0);
+    bench.sleep(Duration::from_secs(3))?;
+    let log = lab.lb_log(1);
+    let gaps_us: Vec<u64> = log[log_before.min(log.len())..]
+        .lines()
+        .filter(|l| l.contains("state transition") && l.contains("to=\"MASTER\""))
+        .filter_map(|l| {
+            l.split("without_master_us=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // Backup priority 100 at 10 ms: 3 intervals + (256 - 100) / 256 of one.
+    let bound_us = 30_000 + 156 * 10_000 / 256 + 5_000;
+    let within = gaps_us.iter().filter(|g| **g <= bound_us).count();
+    let result = json!({
+        "instances_taken_over": gaps_us.len(),
+        "within_master_down_plus_5ms": within,
+        "bound_us": bound_us,
+        "max_without_master_us": gaps_us.iter().max(),
+        "assigns": lab.assigns().len() - assigns_before,
+    });
+    println!("bench: takeover at scale: {result}");
+    Ok(result)
+}
+
 /// Scenario 6: the cost of `interfaces × instances` VRIDs at 10 ms adverts
 /// on both nodes, and whether they hold: state transitions after start-up
 /// should be zero.
@@ -809,7 +845,7 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         interfaces,
         ..LabOptions::default()
     };
-    let lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
+    let mut lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
     // keepalived may never settle at this size (its issues #390, #1333):
     // then the window measures what it does instead.
     let settled = settle(bench, &lab, 0, true);
@@ -836,9 +872,15 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         let m1 = lab.metrics(1).unwrap_or_default();
         xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
     });
+    let takeover = if stack == Stack::Lbha && vrids == 255 && settled.is_ok() {
+        Some(takeover_at_scale(bench, &mut lab)?)
+    } else {
+        None
+    };
     let result = json!({
         "stack": stack.name(),
         "vrids": vrids,
+        "takeover_after_crash": takeover,
         "window_s": secs,
         "master_cpu_ms_per_s": cpu(0),
         "backup_cpu_ms_per_s": cpu(1),

@@ -583,6 +583,7 @@ impl InterfaceTask {
                         to = to.name(),
                         reason = reason.name(),
                         priority = instance.machine.priority(),
+                        without_master_us = without_master.map(|d| d.as_micros() as u64),
                         "state transition"
                     );
                     self.on_transition(i, from, to).await;
