@@ -224,6 +224,9 @@ pub fn dist() -> Result<Dist> {
         let file_name = example.file_name().context("example without a name")?;
         copy(&example, &stage.join("examples").join(file_name), 0o644)?;
     }
+    for file in package::MONITORING {
+        copy(&root.join("dist").join(file), &stage.join(file), 0o644)?;
+    }
 
     let tarball = out_dir.join(format!("{name}.tar.gz"));
     let tar = out_dir.join(format!("{name}.tar"));

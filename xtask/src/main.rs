@@ -4,6 +4,7 @@
 mod bench;
 mod dist;
 mod lab;
+mod monitoring;
 mod package;
 mod setup;
 mod test_dist;
@@ -50,8 +51,12 @@ enum Cmd {
     /// root, and what the tarball and the packages hold (root for the empty root).
     Dist,
     /// `dist`, then install, upgrade and purge the .deb in Debian roots
-    /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/).
+    /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/);
+    /// first the `monitoring` checks.
     TestDist,
+    /// Check the Prometheus alert rules (`promtool check rules`, `promtool
+    /// test rules`) and the Grafana dashboard (structure; every query parses).
+    Monitoring,
     /// Benchmark lbha against keepalived in the lab (needs root; writes target/bench/).
     Bench(bench::BenchArgs),
 }
@@ -193,6 +198,10 @@ fn main() -> Result<()> {
         Cmd::TestDist => {
             setup::setup()?;
             test_dist::test_dist()
+        }
+        Cmd::Monitoring => {
+            setup::setup()?;
+            test_dist::test_monitoring()
         }
         Cmd::Lab(args) => {
             let (agent, dosim) = release_binaries()?;

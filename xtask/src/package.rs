@@ -10,7 +10,7 @@
 //! | the unit | `/lib/systemd/system/lbha-agent.service` | `/usr/lib/systemd/system/` |
 //! | the agent's command line (conffile) | `/etc/default/lbha-agent` | `/etc/sysconfig/lbha-agent` |
 //! | the configuration (conffile, the example until edited) | `/etc/lbha/lbha.toml` | the same |
-//! | README, examples | `/usr/share/doc/lbha-agent/` | the same |
+//! | README, examples, the Grafana dashboard, the alert rules | `/usr/share/doc/lbha-agent/` | the same |
 //!
 //! The maintainer scripts (`dist/deb/`, and the scriptlets of
 //! `dist/rpm/lbha-agent.spec`) run `systemctl daemon-reload` when systemd
@@ -32,6 +32,10 @@ use crate::{
 
 pub const NAME: &str = "lbha-agent";
 pub const DOC_DIR: &str = "/usr/share/doc/lbha-agent";
+
+/// What operators look at, below `dist/` and shipped below the doc
+/// directory: the Grafana dashboard and the Prometheus alert rules.
+pub const MONITORING: [&str; 2] = ["grafana/lbha.json", "prometheus/lbha.rules.yml"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Kind {
@@ -160,6 +164,9 @@ fn stage_tree(binary: &Path, stage: &Path, kind: Kind, defaults_extra: &str) -> 
         let name = example.file_name().context("example without a name")?;
         copy(&example, &doc.join("examples").join(name), 0o644)?;
     }
+    for file in MONITORING {
+        copy(&root.join("dist").join(file), &doc.join(file), 0o644)?;
+    }
     if kind == Kind::Deb {
         write(
             &doc.join("copyright"),
@@ -205,6 +212,9 @@ pub fn expected_files(kind: Kind) -> Result<BTreeSet<String>> {
     .map(str::to_owned)
     .collect();
     files.insert(format!("{DOC_DIR}/README.md"));
+    for file in MONITORING {
+        files.insert(format!("{DOC_DIR}/{file}"));
+    }
     if kind == Kind::Deb {
         files.insert(format!("{DOC_DIR}/copyright"));
     }
@@ -482,6 +492,11 @@ pub fn check_rpm(rpm: &Path) -> Result<()> {
     expected.insert("/etc/lbha".into());
     expected.insert(DOC_DIR.into());
     expected.insert(format!("{DOC_DIR}/examples"));
+    for file in MONITORING {
+        if let Some((dir, _)) = file.split_once('/') {
+            expected.insert(format!("{DOC_DIR}/{dir}"));
+        }
+    }
     if listed != expected {
         bail!(
             "rpm -qpl {}: differs from what is expected in {:?}",
