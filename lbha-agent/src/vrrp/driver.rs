@@ -100,7 +100,7 @@ impl InstanceRuntime {
             down_timer_adverts: config.down_timer_adverts,
         };
         let machine = Machine::new(params, config.priority);
-        let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|(a, _)| *a).collect();
+        let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|v| v.address).collect();
         let garp = if vips.is_empty() {
             None
         } else {
@@ -599,7 +599,12 @@ impl InterfaceTask {
         }
         if to == State::Master {
             for vip in &config.virtual_addresses {
-                if let Err(error) = self.shared.addresses.add(&config.interface, *vip).await {
+                if let Err(error) = self
+                    .shared
+                    .addresses
+                    .add(&config.interface, (vip.address, vip.prefix))
+                    .await
+                {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
@@ -627,7 +632,12 @@ impl InterfaceTask {
             // left the addresses on the interface (keepalived removes them
             // at startup too); a backup must not answer for them.
             for vip in &config.virtual_addresses {
-                if let Err(error) = self.shared.addresses.remove(&config.interface, *vip).await {
+                if let Err(error) = self
+                    .shared
+                    .addresses
+                    .remove(&config.interface, (vip.address, vip.prefix))
+                    .await
+                {
                     tracing::error!(instance = %config.name, %error, "could not remove virtual address");
                 }
             }

@@ -46,7 +46,8 @@ impl NotifyJob {
             State::Master => config.notify.master.as_ref(),
             State::Backup => config.notify.backup.as_ref(),
             State::Fault => config.notify.fault.as_ref(),
-            State::Initialize => None,
+            // Initialize is only re-entered when the instance stops.
+            State::Initialize => config.notify.stop.as_ref(),
         };
         let mut jobs: Vec<Self> = specific
             .map(|command| NotifyJob {
