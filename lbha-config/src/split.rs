@@ -56,16 +56,12 @@ pub fn split_command(command: &str) -> Result<Vec<String>, SplitError> {
                     quote = None;
                     i += 1;
                 }
-                (Some(_), b) => {
-                    word.push(b);
-                    i += 1;
-                }
                 (None, b'"' | b'\'') => {
                     quote = Some(b);
                     i += 1;
                 }
                 (None, b) if is_space(b) => break,
-                (None, b) => {
+                (_, b) => {
                     word.push(b);
                     i += 1;
                 }

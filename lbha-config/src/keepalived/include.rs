@@ -73,7 +73,7 @@ impl Files for DiskFiles {
         let entries = std::fs::read_dir(dir).ok()?;
         Some(
             entries
-                .filter_map(|e| e.ok())
+                .filter_map(std::result::Result::ok)
                 .filter_map(|e| e.file_name().into_string().ok())
                 .collect(),
         )
@@ -346,21 +346,18 @@ fn matches(pattern: &[u8], name: &[u8]) -> bool {
                         n += 1;
                         continue;
                     }
-                    Some((false, _)) => {}
                     // An unclosed `[` is literal.
                     None if name[n] == b'[' => {
                         p += 1;
                         n += 1;
                         continue;
                     }
-                    None => {}
+                    Some((false, _)) | None => {}
                 },
-                b'\\' if p + 1 < pattern.len() => {
-                    if pattern[p + 1] == name[n] {
-                        p += 2;
-                        n += 1;
-                        continue;
-                    }
+                b'\\' if p + 1 < pattern.len() && pattern[p + 1] == name[n] => {
+                    p += 2;
+                    n += 1;
+                    continue;
                 }
                 c if c == name[n] => {
                     p += 1;

@@ -369,20 +369,19 @@ impl Cx<'_> {
             .split_once('-')
             .or_else(|| text.split_once('/'))
             .map_or(text.as_str(), |(addr, _)| addr);
-        match bare.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                let why = if bare.contains(':') && bare.parse::<Ipv6Addr>().is_ok() {
-                    " (lbha implements IPv4 VRRP only)".to_string()
-                } else {
-                    undefined_hint(text)
-                };
-                self.error(
-                    word.line,
-                    format!("{context}`{keyword}`: `{text}` is not an IPv4 address{why}"),
-                );
-                None
-            }
+        if let Ok(ip) = bare.parse() {
+            Some(ip)
+        } else {
+            let why = if bare.contains(':') && bare.parse::<Ipv6Addr>().is_ok() {
+                " (lbha implements IPv4 VRRP only)".to_string()
+            } else {
+                undefined_hint(text)
+            };
+            self.error(
+                word.line,
+                format!("{context}`{keyword}`: `{text}` is not an IPv4 address{why}"),
+            );
+            None
         }
     }
 }
@@ -633,7 +632,7 @@ impl Builder {
                 // adverts are accepted (unless --no-check-unicast-src).
                 "vrrp_check_unicast_src" => cx.no_args(item, context),
                 _ if keywords::GLOBAL_DEFS.contains(&kw) => {
-                    cx.warn(line, format!("{context}`{kw}` ignored"))
+                    cx.warn(line, format!("{context}`{kw}` ignored"));
                 }
                 _ => cx.unknown(item, context),
             }
@@ -1080,7 +1079,7 @@ impl Builder {
                     );
                 }
                 _ if keywords::INSTANCE.contains(&kw) => {
-                    cx.unsupported(item, context, keywords::INSTANCE)
+                    cx.unsupported(item, context, keywords::INSTANCE);
                 }
                 _ => cx.unknown(item, context),
             }
@@ -1461,17 +1460,16 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
             "dev" | "scope" | "broadcast" | "brd" | "label" | "peer" | "preferred_lft"
         );
         let value = if takes_value {
-            match args.get(i + 1) {
-                Some(v) => Some(v.text.clone()),
-                None => {
-                    cx.error(
-                        line,
-                        format!(
-                            "{context}`{kw}` {text}: `{option}` needs a value (keepalived drops the address)"
-                        ),
-                    );
-                    return None;
-                }
+            if let Some(v) = args.get(i + 1) {
+                Some(v.text.clone())
+            } else {
+                cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `{option}` needs a value (keepalived drops the address)"
+                    ),
+                );
+                return None;
             }
         } else {
             None
@@ -1596,16 +1594,17 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
                     );
                     None
                 }
-                other => match other.parse::<Ipv4Addr>() {
-                    Ok(addr) => Some(addr),
-                    Err(_) => {
+                other => {
+                    if let Ok(addr) = other.parse::<Ipv4Addr>() {
+                        Some(addr)
+                    } else {
                         cx.error(
-                            line,
-                            format!("{context}`{kw}` {text}: `brd {other}` is not an IPv4 address (keepalived drops the address)"),
-                        );
+                        line,
+                        format!("{context}`{kw}` {text}: `brd {other}` is not an IPv4 address (keepalived drops the address)"),
+                    );
                         return None;
                     }
-                },
+                }
             };
             if let Some(addr) = computed {
                 cx.warn(
@@ -1723,12 +1722,11 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
 
 /// The statements of `s`'s `{ ... }` block; an error (and none) without one.
 fn block_of<'a>(s: &'a Statement, cx: &mut Cx, context: &str) -> &'a [Statement] {
-    match &s.block {
-        Some(block) => block.as_slice(),
-        None => {
-            cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
-            &[]
-        }
+    if let Some(block) = &s.block {
+        block.as_slice()
+    } else {
+        cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
+        &[]
     }
 }
 

@@ -348,15 +348,12 @@ impl Reader<'_, '_> {
             multiline,
             computed: None,
         };
-        let index = match self.defs.iter().position(|d| d.name == name) {
-            Some(index) => {
-                self.defs[index] = def;
-                index
-            }
-            None => {
-                self.defs.push(def);
-                self.defs.len() - 1
-            }
+        let index = if let Some(index) = self.defs.iter().position(|d| d.name == name) {
+            self.defs[index] = def;
+            index
+        } else {
+            self.defs.push(def);
+            self.defs.len() - 1
         };
         if multiline {
             self.collecting = Some(index);
@@ -688,20 +685,19 @@ pub(super) fn decomment(line: &str, pos: usize, cx: &mut Cx) -> String {
                 out.push(b'"');
                 i += 1;
             }
-            b'\\' => match bytes.get(i + 1) {
-                Some(&next) => {
+            b'\\' => {
+                if let Some(&next) = bytes.get(i + 1) {
                     if !quote && (next == b'#' || next == b'!') {
                         out.push(next);
                     } else {
                         out.extend([b'\\', next]);
                     }
                     i += 2;
-                }
-                None => {
+                } else {
                     continued = true;
                     break;
                 }
-            },
+            }
             b @ (b'!' | b'#') => {
                 if !quote && comment.is_none() {
                     comment = Some(out.len());

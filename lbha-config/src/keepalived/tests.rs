@@ -479,7 +479,7 @@ static_routes {
 
 #[test]
 fn config_keepalived_dangerous_keywords_are_errors_with_lines() {
-    let text = r#"include /etc/keepalived/other.conf
+    let text = r"include /etc/keepalived/other.conf
 global_defs {
     net_namespace blue
 }
@@ -510,7 +510,7 @@ virtual_server 10.0.0.50 80 {
     real_server 10.0.0.10 80 {
     }
 }
-"#;
+";
     let errs = errors(text);
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
@@ -523,7 +523,7 @@ virtual_server 10.0.0.50 80 {
 
 #[test]
 fn config_keepalived_multiple_errors_are_all_reported() {
-    let text = r#"vrrp_script chk {
+    let text = r"vrrp_script chk {
 interval abc
 weight 300
 rise -1
@@ -567,7 +567,7 @@ virtual_router_id 5
 vrrp_instance VI_4 {
 interface eth1
 }
-"#;
+";
     let errs = errors(text);
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
