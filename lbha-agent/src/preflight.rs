@@ -95,11 +95,27 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
             }
             Ok(_) => {}
         }
+        // A virtual address's own `dev` must exist too: it goes there.
+        let devices: std::collections::BTreeSet<&str> = instance
+            .virtual_addresses
+            .iter()
+            .filter_map(|v| v.dev.as_deref())
+            .filter(|d| *d != instance.interface)
+            .collect();
+        for device in devices {
+            if let Err(error) = if_index(device) {
+                problem(
+                    at.line("virtual_addresses"),
+                    format!("instance {}: virtual address `dev`: {error}", instance.name),
+                );
+            }
+        }
         let notify = &instance.notify;
         for (kind, command) in [
             ("notify_master", &notify.master),
             ("notify_backup", &notify.backup),
             ("notify_fault", &notify.fault),
+            ("notify_stop", &notify.stop),
             ("notify", &notify.any),
         ] {
             if let Some(command) = command

@@ -593,23 +593,6 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                     format!("{instance_kw} `{name}`: `{vip_kw}` {addr}/{prefix}: prefix length must be 0..=32"),
                 );
             }
-            // The runtime puts every address on the instance's interface
-            // and adds it as `address/prefix` only: refuse what it would
-            // get wrong rather than add it there silently.
-            if let Some(dev) = &vip.dev
-                && *dev != inst.interface
-                && !inst.interface.is_empty()
-            {
-                v.item_error(
-                    fl,
-                    "virtual_addresses",
-                    i,
-                    format!(
-                        "{instance_kw} `{name}`: `{vip_kw}` {addr} is on `dev {dev}`, not on the instance's interface {}; lbha adds virtual addresses only to the instance's interface (not implemented yet), so it would go on the wrong interface",
-                        inst.interface
-                    ),
-                );
-            }
             if let Some(scope) = vip.scope.filter(|s| *s != 0) {
                 v.item_error(
                     fl,

@@ -12,7 +12,7 @@
 //! every advert, with almost none of the wakeups. On the raw-socket path,
 //! which has no such timer, it wakes at every master-down deadline.
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use lbha_common::{AdvertEvent, event::change, vrrp::encode::Advert};
 use tokio::sync::{mpsc, watch};
@@ -105,12 +105,12 @@ impl InstanceRuntime {
         };
         let machine = Machine::new(params, config.priority);
         let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|v| v.address).collect();
-        let garp = if vips.is_empty() {
-            None
-        } else {
+        let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
             GarpSender::open(&config.interface)
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
                 .ok()
+        } else {
+            None
         };
         Self {
             config,
@@ -610,31 +610,37 @@ impl InterfaceTask {
         }
         if to == State::Master {
             for vip in &config.virtual_addresses {
+                // keepalived's `dev`: the address goes on that interface.
+                let device = vip.dev.as_deref().unwrap_or(&config.interface);
                 if let Err(error) = self
                     .shared
                     .addresses
-                    .add(&config.interface, (vip.address, vip.prefix))
+                    .add(device, (vip.address, vip.prefix))
                     .await
                 {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
-            if !instance.vips.is_empty() {
-                // Normally opened at start; if that failed, one for this
+            // Gratuitous ARP on each address's own interface, as keepalived.
+            for (device, vips) in vips_by_device(config) {
+                // The instance's interface has its socket from the start;
+                // if that failed, and for another `dev`, one for this
                 // takeover (slower: closing it stalls the thread briefly).
                 let fallback;
-                let garp = if let Some(garp) = &instance.garp {
+                let garp = if device == config.interface
+                    && let Some(garp) = &instance.garp
+                {
                     Some(garp)
                 } else {
-                    fallback = GarpSender::open(&config.interface)
-                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
+                    fallback = GarpSender::open(device)
+                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent"))
                         .ok();
                     fallback.as_ref()
                 };
                 if let Some(garp) = garp
-                    && let Err(error) = garp.send(&instance.vips)
+                    && let Err(error) = garp.send(&vips)
                 {
-                    tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent");
+                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent");
                 }
             }
         } else if from == State::Master || from == State::Initialize {
@@ -642,10 +648,11 @@ impl InterfaceTask {
             // left the addresses on the interface (keepalived removes them
             // at startup too); a backup must not answer for them.
             for vip in &config.virtual_addresses {
+                let device = vip.dev.as_deref().unwrap_or(&config.interface);
                 if let Err(error) = self
                     .shared
                     .addresses
-                    .remove(&config.interface, (vip.address, vip.prefix))
+                    .remove(device, (vip.address, vip.prefix))
                     .await
                 {
                     tracing::error!(instance = %config.name, %error, "could not remove virtual address");
@@ -667,6 +674,18 @@ impl InterfaceTask {
             let _ = self.shared.notify.send(job);
         }
     }
+}
+
+/// The virtual addresses per interface they go on: their `dev`, else the
+/// instance's interface.
+fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<Ipv4Addr>> {
+    let mut out: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for vip in &config.virtual_addresses {
+        out.entry(vip.dev.as_deref().unwrap_or(&config.interface))
+            .or_default()
+            .push(vip.address);
+    }
+    out
 }
 
 #[cfg(test)]

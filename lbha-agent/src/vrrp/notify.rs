@@ -156,6 +156,16 @@ mod tests {
         let stop = NotifyJob::for_transition(&i, State::Initialize, 100);
         assert_eq!(stop.len(), 1);
         assert_eq!(stop[0].args, ["INSTANCE", "VI_1", "STOP", "100"]);
+        // keepalived's notify_stop runs first, without arguments.
+        let mut with_stop = i.clone();
+        with_stop.notify.stop = Some("/stop.sh".into());
+        let stop = NotifyJob::for_transition(&with_stop, State::Initialize, 100);
+        assert_eq!(stop.len(), 2);
+        assert_eq!(
+            (stop[0].command.as_str(), stop[0].args.len()),
+            ("/stop.sh", 0)
+        );
+        assert_eq!(stop[1].args[2], "STOP");
     }
 
     /// Polls for `path` for up to `within`.

@@ -549,6 +549,8 @@ struct Builder {
     checks: Vec<(Check, FieldLines)>,
     instances: Vec<PendingInstance>,
     script_users: Vec<ScriptUser>,
+    /// `vrrp_script`s without a `script`, which keepalived removes.
+    removed_scripts: HashSet<String>,
 }
 
 impl Builder {
@@ -742,11 +744,16 @@ impl Builder {
             }
         }
         if !has_script && !fl.is_bad("script") {
-            cx.error(
+            // keepalived removes it (and every `track_script` of it): so
+            // does lbha, saying so.
+            cx.warn(
                 s.line(),
-                format!("{context}missing `script` (keepalived removes such a vrrp_script)"),
+                format!(
+                    "{context}no `script`: keepalived removes this vrrp_script and the instances tracking it do not track it; lbha does the same"
+                ),
             );
-            fl.mark_bad("script");
+            self.removed_scripts.insert(check.name);
+            return;
         }
         // keepalived: no timeout (or 0) means the interval.
         check.timeout = timeout.unwrap_or(check.interval);
@@ -865,9 +872,25 @@ impl Builder {
                 }
                 "priority" => {
                     fl.set("priority", line);
-                    match cx.int(item, context, 1, 255) {
-                        Some(p) => pending.priority = Some(p as u8),
-                        None => fl.mark_bad("priority"),
+                    // keepalived: a priority it cannot read (not a number,
+                    // or outside 1..=255) is reported and replaced by its
+                    // default 100, even with `state MASTER`.
+                    if let Some(word) = cx.one_arg(item, context) {
+                        match word.text.parse::<i64>() {
+                            Ok(p) if (1..=255).contains(&p) => pending.priority = Some(p as u8),
+                            _ => {
+                                cx.warn(
+                                    word.line,
+                                    format!(
+                                        "{context}`priority` must be 1..=255 (got `{}`); keepalived uses its default 100, and so does lbha",
+                                        word.text
+                                    ),
+                                );
+                                pending.priority = Some(100);
+                            }
+                        }
+                    } else {
+                        fl.mark_bad("priority");
                     }
                 }
                 "virtual_router_id" => {
@@ -1105,6 +1128,7 @@ impl Builder {
             checks,
             instances,
             script_users,
+            removed_scripts,
         } = self;
         check_script_users(&global, &script_users, cx);
         let (mut checks, mut check_lines): (Vec<Check>, Vec<FieldLines>) =
@@ -1121,7 +1145,21 @@ impl Builder {
         for pending in instances {
             let (mut instance, (mut lines, tracks)) =
                 complete_instance(pending, &global, default_down_timer, global_strict, cx);
-            for (i, track) in tracks.into_iter().enumerate() {
+            let tracks = tracks.into_iter().filter(|track| {
+                let removed =
+                    removed_scripts.contains(&track.name) && !by_name.contains_key(&track.name);
+                if removed {
+                    cx.warn(
+                        track.line,
+                        format!(
+                            "vrrp_instance `{}`: `track_script` {}: that vrrp_script has no `script`, so keepalived removed it and this instance does not track it (nor does lbha)",
+                            instance.name, track.name
+                        ),
+                    );
+                }
+                !removed
+            });
+            for (i, track) in tracks.enumerate() {
                 lines.set(format!("track[{i}]"), track.line);
                 let name = match (track.weight, by_name.get(&track.name)) {
                     (Some((weight, reverse)), Some(&base))

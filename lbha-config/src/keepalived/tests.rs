@@ -573,38 +573,57 @@ interface eth1
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
     assert_eq!(
         lines,
-        vec![1, 2, 3, 4, 8, 9, 10, 11, 14, 15, 18, 22, 26, 29, 40, 42],
+        vec![2, 3, 4, 8, 10, 11, 14, 15, 18, 22, 26, 29, 40, 42],
         "{e:#?}"
     );
-    assert!(e[0].1.contains("missing `script`"));
     assert!(
-        e[1].1
+        e[0].1
             .contains("`interval`: `abc` is not a whole number of seconds")
     );
-    assert!(e[2].1.contains("`weight` must be -253..=253"));
-    assert!(e[3].1.contains("`rise` must be 1..="));
-    assert!(e[4].1.contains("`state` must be MASTER or BACKUP"));
-    assert!(e[5].1.contains("`priority` must be 1..=255 (got 0"));
+    assert!(e[1].1.contains("`weight` must be -253..=253"));
+    assert!(e[2].1.contains("`rise` must be 1..="));
+    assert!(e[3].1.contains("`state` must be MASTER or BACKUP"));
     assert!(
-        e[6].1
+        e[4].1
             .contains("`virtual_router_id` must be 1..=255 (got 256)")
     );
-    assert!(e[7].1.contains("VRRPv2 `advert_int` must be whole seconds"));
-    assert!(e[8].1.contains("`fe80::1` is not an IPv4 address"));
-    assert!(e[9].1.contains("is this node's own `unicast_src_ip`"));
-    assert!(e[10].1.contains("`auth_type AH` is not supported"));
-    assert!(e[11].1.contains("prefix length"));
-    assert!(e[12].1.contains("`track_script` names `missing`"));
-    assert!(e[13].1.contains("no `virtual_ipaddress`"), "{}", e[13].1);
+    assert!(e[5].1.contains("VRRPv2 `advert_int` must be whole seconds"));
+    assert!(e[6].1.contains("`fe80::1` is not an IPv4 address"));
+    assert!(e[7].1.contains("is this node's own `unicast_src_ip`"));
+    assert!(e[8].1.contains("`auth_type AH` is not supported"));
+    assert!(e[9].1.contains("prefix length"));
+    assert!(e[10].1.contains("`track_script` names `missing`"));
+    assert!(e[11].1.contains("no `virtual_ipaddress`"), "{}", e[11].1);
     assert!(
-        e[14]
+        e[12]
             .1
             .contains("`virtual_router_id` 5 on eth1 is already used by `VI_2`")
     );
-    assert!(e[15].1.contains("missing `virtual_router_id`"));
+    assert!(e[13].1.contains("missing `virtual_router_id`"));
     for d in &errs {
         assert_eq!(d.file, path());
     }
+    // What keepalived reports and replaces, lbha warns about and replaces.
+    let warnings = parse(text, &path()).unwrap_err().warnings;
+    let w: Vec<(Option<usize>, &str)> = warnings
+        .iter()
+        .map(|d| (d.line, d.message.as_str()))
+        .collect();
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == Some(1) && m.contains("no `script`: keepalived removes")),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == Some(9) && m.contains("keepalived uses its default 100")),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == Some(25) && m.contains("does not track it")),
+        "{w:#?}"
+    );
 }
 
 #[test]
@@ -779,10 +798,10 @@ fn config_load_any_dispatches_on_the_extension() {
 
 #[test]
 fn config_keepalived_errors_display_with_file_and_line() {
-    let err = parse(&instance_with("    priority 0"), &path()).unwrap_err();
+    let err = parse(&instance_with("    advert_int 0"), &path()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "1 error(s) in configuration:\n  /etc/keepalived/keepalived.conf:4: vrrp_instance `VI_1`: `priority` must be 1..=255 (got 0)"
+        "1 error(s) in configuration:\n  /etc/keepalived/keepalived.conf:4: vrrp_instance `VI_1`: VRRPv2 `advert_int` must be whole seconds 1..=255 (got 0 s); use VRRPv3 for sub-second adverts"
     );
 }
 
@@ -1066,17 +1085,20 @@ fn config_keepalived_virtual_address_options_are_kept() {
     assert_eq!(again.config, loaded.config);
 
     let errs = errors(&instance_with(
-        "    virtual_ipaddress {\n        10.0.0.100/24 dev eth2\n        10.0.0.101 scope link\n        10.0.0.102 peer 10.0.0.1\n        10.0.0.103 dev\n    }",
+        "    virtual_ipaddress {\n        10.0.0.101 scope link\n        10.0.0.102 peer 10.0.0.1\n        10.0.0.103 dev\n    }",
     ));
     let e = at(&errs);
-    assert_eq!(e.len(), 4, "{e:#?}");
-    assert!(
-        e[0].1
-            .contains("on `dev eth2`, not on the instance's interface eth1")
-    );
-    assert!(e[1].1.contains("`scope link`"));
-    assert!(e[2].1.contains("`peer 10.0.0.1`"));
-    assert!(e[3].1.contains("`dev` needs a value"));
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].1.contains("`scope link`"));
+    assert!(e[1].1.contains("`peer 10.0.0.1`"));
+    assert!(e[2].1.contains("`dev` needs a value"));
+    // Another interface than the instance's: the address goes there, as
+    // with keepalived (the agent adds it and sends its ARP on eth2).
+    let other = load(&instance_with(
+        "    virtual_ipaddress {\n        10.0.0.100/24 dev eth2\n    }",
+    ));
+    let vip = &other.config.instances[0].virtual_addresses[0];
+    assert_eq!(vip.dev.as_deref(), Some("eth2"));
 }
 
 #[test]
@@ -1090,7 +1112,7 @@ fn config_keepalived_include_reads_globs_relative_to_the_including_file() {
         ),
         (
             "/etc/keepalived/conf.d/10-vi1.conf",
-            "vrrp_instance VI_1 {\n  interface eth1\n  virtual_router_id 1\n  priority 0\n}\n",
+            "vrrp_instance VI_1 {\n  interface eth1\n  virtual_router_id 1\n  advert_int 0\n}\n",
         ),
         (
             "/etc/keepalived/vips/vi2",
