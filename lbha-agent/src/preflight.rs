@@ -95,6 +95,14 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
             }
             Ok(_) => {}
         }
+        for tracked in &instance.track_interfaces {
+            if let Err(error) = if_index(&tracked.name) {
+                problem(
+                    at.line("track_interfaces"),
+                    format!("instance {} track_interface: {error}", instance.name),
+                );
+            }
+        }
         // A virtual address's own `dev` must exist too: it goes there.
         let devices: std::collections::BTreeSet<&str> = instance
             .virtual_addresses

@@ -227,21 +227,33 @@ pub struct Instance {
     pub virtual_addresses: Vec<VirtualAddress>,
     /// Names of [`Check`]s this instance tracks.
     pub track: Vec<String>,
+    /// Other interfaces whose link state weighs on this one (keepalived
+    /// `track_interface`; the instance's own interface is always tracked).
+    pub track_interfaces: Vec<TrackInterface>,
     pub notify: Notify,
     pub receive_path: ReceivePathChoice,
+}
+
+/// keepalived's `track_interface` entry: `NAME [weight N [reverse]]`. With
+/// weight 0 the interface down puts the instance into Fault; otherwise the
+/// weight applies as a check's (added while up when positive, while down
+/// when negative; `reverse` applies the opposite adjustment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInterface {
+    pub name: String,
+    pub weight: i32,
+    pub reverse: bool,
 }
 
 /// One address of keepalived's `virtual_ipaddress` block: what
 /// `ip addr add ADDRESS/PREFIX [dev DEV] [label L] [scope S] [brd B] [peer P]`
 /// would add on the Master.
 ///
-/// Today the runtime adds `address/prefix` to the instance's interface and
-/// nothing else; `dev`, `label`, `scope`, `broadcast` and `peer` are the
-/// configuration's (keepalived's) meaning, kept so that the runtime can
-/// honour them. Until it does, the front-ends refuse what it would get
-/// wrong: a `dev` other than the instance's interface (the address would go
-/// on the wrong interface), a non-global `scope` and a `peer` (the address
-/// would answer differently).
+/// The runtime adds `address/prefix` to `dev` (the instance's interface
+/// without one) and sends its gratuitous ARP there; `label` and `broadcast`
+/// are kept as keepalived's meaning. The front-ends refuse what it would get
+/// wrong: a non-global `scope` and a `peer` (the address would answer
+/// differently).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualAddress {
     pub address: Ipv4Addr,

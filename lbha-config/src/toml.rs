@@ -15,7 +15,7 @@ use ::toml::{
 
 use super::{
     Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, Heartbeat, InitialState, Instance,
-    Loaded, Notify, Probe, VirtualAddress,
+    Loaded, Notify, Probe, TrackInterface, VirtualAddress,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -67,9 +67,11 @@ const INSTANCE_KEYS: &[&str] = &[
     "auth_pass",
     "virtual_addresses",
     "track",
+    "track_interfaces",
     "receive_path",
     "notify",
 ];
+const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
 const VIRTUAL_ADDRESS_KEYS: &[&str] = &["address", "dev", "label", "scope", "broadcast", "peer"];
 const HEARTBEAT_KEYS: &[&str] = &["listen", "peers", "key_file", "interval"];
@@ -489,6 +491,7 @@ fn read_instance(
     let auth_pass = f.string(r, fl, "auth_pass");
     let virtual_addresses = f.list(r, fl, "virtual_addresses", read_virtual_address);
     let track = f.list(r, fl, "track", |r, v| r.str(v, "track"));
+    let track_interfaces = f.list(r, fl, "track_interfaces", read_track_interface);
     let receive_path = f
         .choice(
             r,
@@ -534,9 +537,41 @@ fn read_instance(
         auth_pass,
         virtual_addresses,
         track,
+        track_interfaces,
         notify,
         receive_path,
     }
+}
+
+/// One `track_interfaces` element: `"eth1"` (weight 0: down means Fault),
+/// or `{ name = "eth1", weight = -20, reverse = false }`.
+fn read_track_interface(r: &mut Reader, v: &SValue) -> Option<TrackInterface> {
+    let DeValue::Table(table) = v.get_ref() else {
+        let name = r.str(v, "track_interfaces")?;
+        return Some(TrackInterface {
+            name,
+            weight: 0,
+            reverse: false,
+        });
+    };
+    let line = r.line(v.span().start);
+    let mut f = Fields::new(r, table, line, "track_interfaces element");
+    let mut scratch = FieldLines::default();
+    let name = f.string(r, &mut scratch, "name");
+    let weight = f.int(r, &mut scratch, "weight", -253, 253).unwrap_or(0) as i32;
+    let reverse = f.bool(r, &mut scratch, "reverse").unwrap_or(false);
+    f.finish(r, TRACK_INTERFACE_KEYS);
+    let Some(name) = name else {
+        if !scratch.is_bad("name") {
+            r.error(line, "track_interfaces element: missing key `name`".into());
+        }
+        return None;
+    };
+    Some(TrackInterface {
+        name,
+        weight,
+        reverse,
+    })
 }
 
 fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Notify {
@@ -1081,6 +1116,21 @@ pub fn to_toml(config: &Config) -> String {
             .collect();
         let _ = writeln!(out, "virtual_addresses = [{}]", vips.join(", "));
         let _ = writeln!(out, "track = {}", strings(i.track.iter().cloned()));
+        if !i.track_interfaces.is_empty() {
+            let tracked: Vec<String> = i
+                .track_interfaces
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{{ name = {}, weight = {}, reverse = {} }}",
+                        string(&t.name),
+                        t.weight,
+                        t.reverse
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "track_interfaces = [{}]", tracked.join(", "));
+        }
         let _ = writeln!(out, "receive_path = {}", string(i.receive_path.as_str()));
         let n = &i.notify;
         let scripts = [

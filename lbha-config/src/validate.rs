@@ -752,6 +752,7 @@ mod tests {
             auth_pass: None,
             virtual_addresses: vec![],
             track: vec![],
+            track_interfaces: Vec::new(),
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
         }

@@ -132,6 +132,8 @@ struct Meaning {
     auth: String,
     vips: BTreeSet<String>,
     tracked: BTreeSet<Tracked>,
+    /// `track_interface`: `NAME weight W[ reverse]`.
+    interfaces: BTreeSet<String>,
 }
 
 impl Meaning {
@@ -156,6 +158,7 @@ impl Meaning {
         field("auth", &self.auth, &lbha.auth);
         field("virtual_ipaddress", &self.vips, &lbha.vips);
         field("track_script", &self.tracked, &lbha.tracked);
+        field("track_interface", &self.interfaces, &lbha.interfaces);
         out
     }
 }
@@ -218,7 +221,9 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                     c.weight.to_string()
                 };
                 Tracked {
-                    name: c.name.clone(),
+                    // A per-instance weight override is a check of its own
+                    // (`NAME:weight=W`): the same script for keepalived.
+                    name: c.name.split(':').next().unwrap_or(&c.name).to_string(),
                     weight,
                     command,
                     interval_s: c.interval.as_secs(),
@@ -264,6 +269,14 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                 })
                 .collect(),
             tracked,
+            interfaces: i
+                .track_interfaces
+                .iter()
+                .map(|t| {
+                    let reverse = if t.reverse { " reverse" } else { "" };
+                    format!("{} weight {}{reverse}", t.name, t.weight)
+                })
+                .collect(),
         };
         out.insert(i.name.clone(), meaning);
     }
@@ -337,6 +350,9 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                                 m.peers.insert(peer.to_string());
                             }
                         }
+                        "interface" => {
+                            m.interfaces.insert(text.to_string());
+                        }
                         "track" => {
                             // `chk weight -30` (`... reverse`)
                             let mut words = text.splitn(3, ' ');
@@ -384,6 +400,7 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                     _ if key.starts_with("Virtual IP (") => list = "vip",
                     "Unicast Peer :" => list = "peer",
                     "Tracked scripts :" => list = "track",
+                    "Tracked interfaces :" => list = "interface",
                     _ => {}
                 }
             }
@@ -411,7 +428,8 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                             Some((program, rest)) => {
                                 format!("'{}'{rest}", resolve_program(program))
                             }
-                            None => value.into(),
+                            // One word keepalived printed without quotes.
+                            None => format!("'{value}'"),
                         };
                     }
                     "Interval" => s.interval_s = secs(),

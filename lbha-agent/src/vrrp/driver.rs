@@ -161,7 +161,20 @@ impl InstanceRuntime {
 
     /// Applies the tracked checks' states and the link state: effective
     /// priority, and Fault when a weight-0 check fails or the link is down.
+    #[cfg(test)]
     fn apply_tracks(&mut self, checks: &[bool], link_up: bool, now: u64) -> Vec<Action> {
+        self.apply_tracks_with(checks, link_up, &BTreeMap::new(), now)
+    }
+
+    /// The checks' and the tracked interfaces' (`links`: up/down by name,
+    /// an unknown one counts as up) weights, and the instance's own link.
+    fn apply_tracks_with(
+        &mut self,
+        checks: &[bool],
+        link_up: bool,
+        links: &BTreeMap<String, bool>,
+        now: u64,
+    ) -> Vec<Action> {
         let weighted: Vec<Weighted> = self
             .tracks
             .iter()
@@ -170,6 +183,11 @@ impl InstanceRuntime {
                 reverse,
                 up: checks.get(index).copied().unwrap_or(true),
             })
+            .chain(self.config.track_interfaces.iter().map(|t| Weighted {
+                weight: t.weight,
+                reverse: t.reverse,
+                up: links.get(&t.name).copied().unwrap_or(true),
+            }))
             .collect();
         let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
         let fault = check_fault || !link_up;
@@ -261,8 +279,9 @@ impl InterfaceTask {
         let now = monotonic_ns();
         let checks = self.shared.checks.borrow().clone();
         let link_up = self.link_up();
+        let links = self.shared.links.borrow().clone();
         for i in 0..self.instances.len() {
-            let mut actions = self.instances[i].apply_tracks(&checks, link_up, now);
+            let mut actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
@@ -429,11 +448,11 @@ impl InterfaceTask {
 
     async fn reapply_tracks(&mut self) {
         let checks = self.shared.checks.borrow_and_update().clone();
-        self.shared.links.borrow_and_update();
+        let links = self.shared.links.borrow_and_update().clone();
         let link_up = self.link_up();
         let now = monotonic_ns();
         for i in 0..self.instances.len() {
-            let actions = self.instances[i].apply_tracks(&checks, link_up, now);
+            let actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
             self.execute(i, actions).await;
         }
     }
@@ -801,6 +820,30 @@ mod tests {
         assert_eq!(transitions(&down), [(State::Fault, Reason::InterfaceDown)]);
         let up = rt.apply_tracks(&[true], true, 2_000);
         assert_eq!(transitions(&up), [(State::Backup, Reason::InterfaceUp)]);
+    }
+
+    #[test]
+    fn tracked_interfaces_fault_or_weigh_as_keepalived_tracks_them() {
+        let (mut rt, _) = runtime(
+            "track_interfaces = [\"eth2\", { name = \"eth3\", weight = -30 }]",
+            vec![],
+        );
+        rt.machine.start(0);
+        let links = |eth2: bool, eth3: bool| {
+            BTreeMap::from([("eth2".to_string(), eth2), ("eth3".to_string(), eth3)])
+        };
+        assert!(transitions(&rt.apply_tracks_with(&[], true, &links(true, true), 0)).is_empty());
+        assert_eq!(rt.machine.priority(), 100);
+        // A weighted one down lowers the priority, and never faults.
+        rt.apply_tracks_with(&[], true, &links(true, false), 1);
+        assert_eq!(rt.machine.priority(), 70);
+        assert_eq!(rt.machine.state(), State::Backup);
+        // Weight 0 down: Fault, as a failed check (the own link is up).
+        let down = rt.apply_tracks_with(&[], true, &links(false, false), 2);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
+        let up = rt.apply_tracks_with(&[], true, &links(true, true), 3);
+        assert_eq!(transitions(&up), [(State::Backup, Reason::TrackRecovered)]);
+        assert_eq!(rt.machine.priority(), 100);
     }
 
     #[test]

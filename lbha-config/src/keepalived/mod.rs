@@ -11,7 +11,7 @@
 //!
 //! Nothing is dropped silently: a keyword lbha does not implement is a
 //! warning with its line when ignoring it is harmless, or an error when
-//! ignoring it would change failover (`track_interface`, `vrrp_sync_group`,
+//! ignoring it would change failover (`vrrp_sync_group`, `auth_type AH`,
 //! ...); a keyword keepalived itself does not know is an error too.
 
 mod include;
@@ -504,6 +504,9 @@ fn dangerous_instance(keyword: &str) -> Option<&'static str> {
     })
 }
 
+/// A `weight N [reverse]` as read: none when it could not be.
+type Weight = Option<(i32, bool)>;
+
 /// A `track_script` entry, resolved once all checks are known.
 struct TrackRef {
     name: String,
@@ -533,8 +536,8 @@ struct PendingInstance {
     accept: Option<bool>,
     nopreempt: bool,
     tracks: Vec<TrackRef>,
-    /// `track_interface` entries (name, line).
-    track_interfaces: Vec<(String, usize)>,
+    /// `track_interface` entries (name, weight, line).
+    track_interfaces: Vec<(String, Weight, usize)>,
     lines: FieldLines,
 }
 
@@ -782,6 +785,7 @@ impl Builder {
             auth_pass: None,
             virtual_addresses: Vec::new(),
             track: Vec::new(),
+            track_interfaces: Vec::new(),
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
         };
@@ -994,10 +998,23 @@ impl Builder {
                     }
                 }
                 "track_interface" => {
+                    fl.set("track_interfaces", line);
                     for entry in list_block(item, context, cx) {
-                        pending
-                            .track_interfaces
-                            .push((entry.keyword().to_string(), entry.line()));
+                        let weight = match entry.args() {
+                            [] => Some((0, false)),
+                            [w, rest @ ..] if w.text == "weight" => {
+                                parse_weight(rest, entry.line(), context, cx)
+                            }
+                            extra => {
+                                cx.extra_words(entry.line(), extra, context, entry.keyword());
+                                Some((0, false))
+                            }
+                        };
+                        pending.track_interfaces.push((
+                            entry.keyword().to_string(),
+                            weight,
+                            entry.line(),
+                        ));
                     }
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
@@ -1355,7 +1372,7 @@ fn complete_instance(
             ),
         );
     }
-    for (name, line) in track_interfaces {
+    for (name, weight, line) in track_interfaces {
         if name == instance.interface {
             cx.warn(
                 line,
@@ -1363,13 +1380,19 @@ fn complete_instance(
                     "{context}`track_interface {name}` is the instance's own interface, which keepalived and lbha always track; ignored, as keepalived ignores it"
                 ),
             );
-        } else {
-            cx.error(
-                line,
-                format!(
-                    "{context}`track_interface` {name} is not supported: not implemented: the instance would stay master while {name} is down"
-                ),
-            );
+        } else if let Some((weight, reverse)) = weight {
+            if instance.track_interfaces.iter().any(|t| t.name == name) {
+                cx.warn(
+                    line,
+                    format!("{context}`track_interface {name}` given again; the first one is used"),
+                );
+                continue;
+            }
+            instance.track_interfaces.push(crate::TrackInterface {
+                name,
+                weight,
+                reverse,
+            });
         }
     }
     (instance, (fl, tracks))

@@ -76,6 +76,7 @@ fn seed_config() -> Config {
             auth_pass: Some("password".into()),
             virtual_addresses: vec![],
             track: vec!["chk_haproxy".into()],
+            track_interfaces: Vec::new(),
             notify: Notify {
                 master: Some("/etc/keepalived/master.sh".into()),
                 ..Notify::default()
@@ -514,11 +515,47 @@ virtual_server 10.0.0.50 80 {
     let errs = errors(text);
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lines, vec![3, 5, 14, 16, 19, 22, 23, 26, 28], "{e:#?}");
-    assert!(e[2].1.contains("`track_interface` eth0 is not supported"));
-    assert!(e[2].1.contains("would stay master while eth0 is down"));
-    assert!(e[7].1.contains("`priorty` is not a keepalived keyword"));
-    assert!(e[8].1.contains("no LVS"));
+    assert_eq!(lines, vec![3, 5, 16, 19, 22, 23, 26, 28], "{e:#?}");
+    assert!(e[2].1.contains("`track_process` is not supported"));
+    assert!(e[6].1.contains("`priorty` is not a keepalived keyword"));
+    assert!(e[7].1.contains("no LVS"));
+}
+
+/// keepalived's `track_interface`: other interfaces with their weights; the
+/// instance's own one is ignored (always tracked), as keepalived does.
+#[test]
+fn config_keepalived_track_interface_with_weights() {
+    let loaded = load(&instance_with(
+        "    track_interface {\n        eth1\n        eth2\n        eth3 weight -20\n        eth4 weight 10 reverse\n    }",
+    ));
+    let i = &loaded.config.instances[0];
+    let t: Vec<(&str, i32, bool)> = i
+        .track_interfaces
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight, t.reverse))
+        .collect();
+    assert_eq!(
+        t,
+        [("eth2", 0, false), ("eth3", -20, false), ("eth4", 10, true)]
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.line == Some(5) && w.message.contains("own interface")),
+        "{:?}",
+        loaded.warnings
+    );
+    // import-keepalived's TOML reads back the same.
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+    let errs = errors(&instance_with(
+        "    track_interface {\n        eth2 weight 300\n    }",
+    ));
+    assert!(
+        at(&errs)[0].1.contains("`weight` must be -253..=253"),
+        "{errs:?}"
+    );
 }
 
 #[test]
