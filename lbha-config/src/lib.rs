@@ -271,6 +271,9 @@ pub struct VirtualAddress {
     pub broadcast: Option<Ipv4Addr>,
     /// keepalived `peer`: the other end of a point-to-point address.
     pub peer: Option<Ipv4Addr>,
+    /// From keepalived's `virtual_ipaddress_excluded`: held by the master
+    /// like the others, but not listed in its adverts.
+    pub excluded: bool,
 }
 
 impl VirtualAddress {
@@ -284,6 +287,7 @@ impl VirtualAddress {
             scope: None,
             broadcast: None,
             peer: None,
+            excluded: false,
         }
     }
 
@@ -294,6 +298,7 @@ impl VirtualAddress {
             || self.scope.is_some()
             || self.broadcast.is_some()
             || self.peer.is_some()
+            || self.excluded
     }
 }
 

@@ -73,7 +73,15 @@ const INSTANCE_KEYS: &[&str] = &[
 ];
 const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
-const VIRTUAL_ADDRESS_KEYS: &[&str] = &["address", "dev", "label", "scope", "broadcast", "peer"];
+const VIRTUAL_ADDRESS_KEYS: &[&str] = &[
+    "address",
+    "dev",
+    "label",
+    "scope",
+    "broadcast",
+    "peer",
+    "excluded",
+];
 const HEARTBEAT_KEYS: &[&str] = &["listen", "peers", "key_file", "interval"];
 const FLOATING_IP_KEYS: &[&str] = &[
     "ip",
@@ -624,6 +632,7 @@ fn read_virtual_address(r: &mut Reader, v: &SValue) -> Option<VirtualAddress> {
     });
     let broadcast = f.take_with(r, &mut scratch, "broadcast", |r, v| r.ip(v, "broadcast"));
     let peer = f.take_with(r, &mut scratch, "peer", |r, v| r.ip(v, "peer"));
+    let excluded = f.bool(r, &mut scratch, "excluded").unwrap_or(false);
     f.finish(r, VIRTUAL_ADDRESS_KEYS);
     let Some(mut vip) = address else {
         if !scratch.is_bad("address") {
@@ -639,6 +648,7 @@ fn read_virtual_address(r: &mut Reader, v: &SValue) -> Option<VirtualAddress> {
     vip.scope = scope.filter(|s| *s != 0);
     vip.broadcast = broadcast;
     vip.peer = peer;
+    vip.excluded = excluded;
     Some(vip)
 }
 
@@ -1110,6 +1120,9 @@ pub fn to_toml(config: &Config) -> String {
                 }
                 if let Some(p) = vip.peer {
                     parts.push(format!("peer = {}", string(&p.to_string())));
+                }
+                if vip.excluded {
+                    parts.push("excluded = true".into());
                 }
                 format!("{{ {} }}", parts.join(", "))
             })

@@ -153,7 +153,8 @@ fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
 
 /// keepalived's `virtual_ipaddress { ADDR dev OTHER }`: the address goes on
 /// OTHER (not the instance's interface), its gratuitous ARP leaves from
-/// OTHER's MAC, and a clean stop removes it from OTHER.
+/// OTHER's MAC, and a clean stop removes it from OTHER. A
+/// `virtual_ipaddress_excluded` address is held (and removed) the same way.
 #[test]
 fn a_virtual_address_with_dev_goes_on_that_interface() {
     if !require_root() {
@@ -184,7 +185,8 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
                 .version(3)
                 .unicast_peer(Ipv4Addr::new(10, 205, 2, 2))
                 .virtual_ipaddress("10.205.2.100/32")
-                .virtual_ipaddress("10.205.3.100/24 dev vc"),
+                .virtual_ipaddress("10.205.3.100/24 dev vc")
+                .extra("virtual_ipaddress_excluded {\n        10.205.2.101/32\n    }"),
         )
         .render();
     let mut agent = Agent::start(&a, &conf).unwrap();
@@ -208,6 +210,12 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
         on("va")
     );
     assert!(on("va").iter().any(|x| x.starts_with("10.205.2.100/")));
+    // `virtual_ipaddress_excluded`: held by the master as well.
+    assert!(
+        on("va").contains(&"10.205.2.101/32".to_string()),
+        "the excluded address is on va: {:?}",
+        on("va")
+    );
     let seen = capture.join().unwrap().unwrap();
     assert!(
         seen.contains(&(mac_of(&a, "vc"), other_vip)),
@@ -219,5 +227,10 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
         !on("vc").iter().any(|x| x.starts_with("10.205.3.100/")),
         "a clean stop removes it from vc: {:?}",
         on("vc")
+    );
+    assert!(
+        !on("va").iter().any(|x| x.starts_with("10.205.2.101/")),
+        "and the excluded one from va: {:?}",
+        on("va")
     );
 }

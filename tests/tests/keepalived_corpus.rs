@@ -131,6 +131,8 @@ struct Meaning {
     peers: BTreeSet<String>,
     auth: String,
     vips: BTreeSet<String>,
+    /// `virtual_ipaddress_excluded`, as `vips`.
+    excluded: BTreeSet<String>,
     tracked: BTreeSet<Tracked>,
     /// `track_interface`: `NAME weight W[ reverse]`.
     interfaces: BTreeSet<String>,
@@ -157,6 +159,7 @@ impl Meaning {
         field("unicast_peers", &self.peers, &lbha.peers);
         field("auth", &self.auth, &lbha.auth);
         field("virtual_ipaddress", &self.vips, &lbha.vips);
+        field("virtual_ipaddress_excluded", &self.excluded, &lbha.excluded);
         field("track_script", &self.tracked, &lbha.tracked);
         field("track_interface", &self.interfaces, &lbha.interfaces);
         out
@@ -259,6 +262,20 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
             vips: i
                 .virtual_addresses
                 .iter()
+                .filter(|v| !v.excluded)
+                .map(|v| {
+                    vip_text(
+                        &v.address.to_string(),
+                        v.prefix,
+                        v.dev.as_deref().unwrap_or(&i.interface),
+                        v.label.as_deref(),
+                    )
+                })
+                .collect(),
+            excluded: i
+                .virtual_addresses
+                .iter()
+                .filter(|v| v.excluded)
                 .map(|v| {
                     vip_text(
                         &v.address.to_string(),
@@ -325,7 +342,7 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                 };
                 if indent >= 5 {
                     match list {
-                        "vip" => {
+                        "vip" | "excluded" => {
                             // `10.0.0.100/24 dev eth0 scope global label eth0:1`
                             let words: Vec<&str> = text.split_whitespace().collect();
                             let get = |k: &str| {
@@ -338,12 +355,17 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                                 Some((a, p)) => (a, p.parse().unwrap_or(32)),
                                 None => (words[0], 32),
                             };
-                            m.vips.insert(vip_text(
+                            let text = vip_text(
                                 address,
                                 prefix,
                                 &get("dev").unwrap_or_default(),
                                 get("label").as_deref(),
-                            ));
+                            );
+                            if list == "vip" {
+                                m.vips.insert(text);
+                            } else {
+                                m.excluded.insert(text);
+                            }
                         }
                         "peer" => {
                             if let Some(peer) = text.split_whitespace().next() {
@@ -398,6 +420,7 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                     }
                     "Password" => m.auth = format!("{} {value}", m.auth),
                     _ if key.starts_with("Virtual IP (") => list = "vip",
+                    "Virtual IP Excluded :" => list = "excluded",
                     "Unicast Peer :" => list = "peer",
                     "Tracked scripts :" => list = "track",
                     "Tracked interfaces :" => list = "interface",

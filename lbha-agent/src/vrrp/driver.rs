@@ -104,7 +104,14 @@ impl InstanceRuntime {
             down_timer_adverts: config.down_timer_adverts,
         };
         let machine = Machine::new(params, config.priority);
-        let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|v| v.address).collect();
+        // What the adverts list: `virtual_ipaddress_excluded` addresses are
+        // held by the master too, but not advertised (keepalived's rule).
+        let vips: Vec<Ipv4Addr> = config
+            .virtual_addresses
+            .iter()
+            .filter(|v| !v.excluded)
+            .map(|v| v.address)
+            .collect();
         let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
             GarpSender::open(&config.interface)
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
@@ -772,7 +779,8 @@ mod tests {
     fn the_advert_carries_the_instance_settings() {
         let (rt, recorder) = runtime(
             "version = 2\nadvert_interval = 3.0\nauth_pass = \"secret\"\n\
-             virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\"]",
+             virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\", \
+             { address = \"192.0.2.12\", excluded = true }]",
             vec![],
         );
         rt.sender.queue(&rt.advert(150), &mut Batch::default());

@@ -477,9 +477,6 @@ fn dangerous_instance(keyword: &str) -> Option<&'static str> {
         "track_process" | "track_file" | "track_bfd" => {
             "not implemented: the instance would stay master while what it tracks is down"
         }
-        "virtual_ipaddress_excluded" => {
-            "not implemented: these addresses would not move to the new master on failover"
-        }
         "virtual_routes" | "virtual_rules" => {
             "not implemented: these routes or rules would not follow the master on failover"
         }
@@ -1097,10 +1094,12 @@ impl Builder {
                     fl.set("accept", line);
                     pending.accept = Some(true);
                 }
-                "virtual_ipaddress" => {
+                "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                     fl.set("virtual_addresses", line);
+                    let excluded = kw == "virtual_ipaddress_excluded";
                     for vip in list_block(item, context, cx) {
-                        if let Some(addr) = virtual_address(vip, context, cx) {
+                        if let Some(mut addr) = virtual_address(vip, context, cx) {
+                            addr.excluded = excluded;
                             fl.set(
                                 format!("virtual_addresses[{}]", inst.virtual_addresses.len()),
                                 vip.line(),
@@ -1251,7 +1250,7 @@ fn complete_instance(
     let at = |field: &str| fl.line(field).unwrap_or(1);
     let strict = strict.unwrap_or(global_strict);
     instance.version = version.unwrap_or(global.vrrp_version);
-    if instance.virtual_addresses.is_empty() && (instance.version == 3 || strict) {
+    if instance.virtual_addresses.iter().all(|v| v.excluded) && (instance.version == 3 || strict) {
         let why = if strict {
             "in strict mode"
         } else {

@@ -498,9 +498,6 @@ vrrp_instance VI_1 {
     track_process {
         haproxy
     }
-    virtual_ipaddress_excluded {
-        10.0.0.50
-    }
     use_vmac
     virtual_routes {
         default via 10.0.0.1
@@ -515,10 +512,44 @@ virtual_server 10.0.0.50 80 {
     let errs = errors(text);
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lines, vec![3, 5, 16, 19, 22, 23, 26, 28], "{e:#?}");
+    assert_eq!(lines, vec![3, 5, 16, 19, 20, 23, 25], "{e:#?}");
     assert!(e[2].1.contains("`track_process` is not supported"));
-    assert!(e[6].1.contains("`priorty` is not a keepalived keyword"));
-    assert!(e[7].1.contains("no LVS"));
+    assert!(e[5].1.contains("`priorty` is not a keepalived keyword"));
+    assert!(e[6].1.contains("no LVS"));
+}
+
+/// keepalived's `virtual_ipaddress_excluded`: held by the master, not
+/// advertised.
+#[test]
+fn config_keepalived_excluded_addresses_are_held_but_not_advertised() {
+    let loaded = load(&instance_with(
+        "    virtual_ipaddress {\n        10.0.0.100/24\n    }\n    virtual_ipaddress_excluded {\n        10.0.0.101 dev eth2\n    }",
+    ));
+    let v = &loaded.config.instances[0].virtual_addresses;
+    let got: Vec<(String, bool)> = v
+        .iter()
+        .map(|a| (a.address.to_string(), a.excluded))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("10.0.0.100".to_string(), false),
+            ("10.0.0.101".to_string(), true)
+        ]
+    );
+    assert_eq!(v[1].dev.as_deref(), Some("eth2"));
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+    // keepalived still wants a real one with VRRPv3.
+    let errs = errors(&instance_with(
+        "    version 3\n    virtual_ipaddress_excluded {\n        10.0.0.101\n    }",
+    ));
+    assert!(
+        at(&errs)
+            .iter()
+            .any(|(_, m)| m.contains("no `virtual_ipaddress`")),
+        "{errs:?}"
+    );
 }
 
 /// keepalived's `track_interface`: other interfaces with their weights; the
