@@ -95,11 +95,35 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
             }
             Ok(_) => {}
         }
+        for tracked in &instance.track_interfaces {
+            if let Err(error) = if_index(&tracked.name) {
+                problem(
+                    at.line("track_interfaces"),
+                    format!("instance {} track_interface: {error}", instance.name),
+                );
+            }
+        }
+        // A virtual address's own `dev` must exist too: it goes there.
+        let devices: std::collections::BTreeSet<&str> = instance
+            .virtual_addresses
+            .iter()
+            .filter_map(|v| v.dev.as_deref())
+            .filter(|d| *d != instance.interface)
+            .collect();
+        for device in devices {
+            if let Err(error) = if_index(device) {
+                problem(
+                    at.line("virtual_addresses"),
+                    format!("instance {}: virtual address `dev`: {error}", instance.name),
+                );
+            }
+        }
         let notify = &instance.notify;
         for (kind, command) in [
             ("notify_master", &notify.master),
             ("notify_backup", &notify.backup),
             ("notify_fault", &notify.fault),
+            ("notify_stop", &notify.stop),
             ("notify", &notify.any),
         ] {
             if let Some(command) = command
@@ -185,6 +209,103 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
         );
     }
     problems
+}
+
+/// What in a script shows that it moves a DigitalOcean floating (reserved)
+/// IP itself, as the master.sh lbha replaces does.
+fn moves_floating_ip(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("/v2/floating_ips") {
+        Some("it calls DigitalOcean's API, `/v2/floating_ips`")
+    } else if lower.contains("/v2/reserved_ips") {
+        Some("it calls DigitalOcean's API, `/v2/reserved_ips`")
+    } else if lower.contains("doctl compute floating-ip-action")
+        || lower.contains("doctl compute reserved-ip-action")
+    {
+        Some("it runs `doctl compute floating-ip-action`")
+    } else if lower.contains("assign") && (lower.contains("floating") || lower.contains("reserved"))
+    {
+        Some("it assigns a floating IP")
+    } else {
+        None
+    }
+}
+
+/// Largest script read to look for a floating-IP assignment.
+const SCRIPT_READ_LIMIT: u64 = 1 << 20;
+
+/// Why `command` (a notify script) moves the floating IP itself, from the
+/// command line or the files it names (the script, or what a shell runs).
+fn notify_moves_floating_ip(command: &str) -> Option<&'static str> {
+    if let Some(why) = moves_floating_ip(command) {
+        return Some(why);
+    }
+    let words = script::split_command(command);
+    for (i, word) in words.iter().enumerate() {
+        // The program itself, and file arguments (`bash /etc/x.sh`).
+        let path = if i == 0 {
+            script::resolve(word).ok()
+        } else if word.starts_with('/') {
+            Some(PathBuf::from(word))
+        } else {
+            None
+        };
+        let Some(path) = path else { continue };
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, SCRIPT_READ_LIMIT),
+            &mut text,
+        );
+        if let Some(why) = moves_floating_ip(&String::from_utf8_lossy(&text)) {
+            return Some(why);
+        }
+    }
+    None
+}
+
+/// With a floating IP configured (`--floating-ip` or `[floating_ip]`),
+/// warnings for the MASTER notify scripts of the instance it follows that
+/// assign it themselves: every failover would assign it twice, and the
+/// second assign is refused while the first is pending (or, worse, lands
+/// after a failover back). Reads the scripts when readable, so call it off
+/// the runtime thread.
+pub fn double_assign_warnings(loaded: &Loaded) -> Vec<Diagnostic> {
+    let config = &loaded.config;
+    let Some(floating_ip) = &config.floating_ip else {
+        return Vec::new();
+    };
+    let followed = match floating_ip.instance.as_deref() {
+        Some(name) => config.instances.iter().position(|i| i.name == name),
+        None => (!config.instances.is_empty()).then_some(0),
+    };
+    let Some(index) = followed else {
+        return Vec::new();
+    };
+    let instance = &config.instances[index];
+    let (master_kw, any_kw, drop_ip) = match crate::config::Syntax::of_path(&loaded.file) {
+        crate::config::Syntax::Keepalived => ("notify_master", "notify", "--floating-ip"),
+        crate::config::Syntax::Toml => ("notify.master", "notify.any", "[floating_ip]"),
+    };
+    let mut warnings = Vec::new();
+    for (kw, command) in [
+        (master_kw, &instance.notify.master),
+        (any_kw, &instance.notify.any),
+    ] {
+        let Some(command) = command else { continue };
+        if let Some(why) = notify_moves_floating_ip(command) {
+            warnings.push(loaded.diagnostic(
+                loaded.lines.instance(index).line("notify"),
+                format!(
+                    "instance {}: `{kw}` ({command}) also moves the floating IP ({why}), and lbha assigns {} itself: every failover would assign it twice. Drop one: remove `{kw}` (lbha does what master.sh did), or remove {drop_ip} and keep the script",
+                    instance.name, floating_ip.settings.ip
+                ),
+            ));
+        }
+    }
+    warnings
 }
 
 /// Whether `command` can run: its program exists and, under script
