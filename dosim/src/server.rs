@@ -58,9 +58,15 @@ pub(crate) async fn stopped(mut shutdown: watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Resolves when the connections open now are to be closed.
-async fn closed(mut close: watch::Receiver<u64>) {
-    let _ = close.changed().await;
+/// Resolves when the connections open now are to be closed (never
+/// without a receiver).
+async fn closed(close: Option<watch::Receiver<u64>>) {
+    match close {
+        Some(mut close) => {
+            let _ = close.changed().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// Accepts until shutdown, serving each connection with `handler`.
@@ -101,7 +107,10 @@ pub(crate) async fn serve<F, Fut>(
         };
         let handler = handler.clone();
         let shutdown = shutdown.clone();
-        let close = shared.close_connections.subscribe();
+        // Only API connections listen (and count) for a close.
+        let close = listener_kind
+            .api
+            .then(|| shared.close_connections.subscribe());
         let api = listener_kind.api;
         let tls = listener_kind.tls.clone();
         tokio::spawn(async move {
@@ -129,7 +138,7 @@ pub(crate) async fn serve<F, Fut>(
             tokio::select! {
                 () = ended => {}
                 () = stopped(shutdown) => {}
-                () = closed(close), if api => {
+                () = closed(close) => {
                     tracing::info!(listener = name, %peer, connection = id, "closing the connection (asked through /_sim/close_connections)");
                 }
             }
