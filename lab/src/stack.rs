@@ -794,10 +794,9 @@ mod tests {
 
     #[test]
     fn notify_accepts_from_the_scripts_log() {
-        let log = "assign accepted droplet_id=1002 unix_ns=1764077000123456789
-                   something else
-                   assign accepted droplet_id=1001 unix_ns=1764077001000000000
-";
+        let log = "assign accepted droplet_id=1002 unix_ns=1764077000123456789\n\
+                   something else\n\
+                   assign accepted droplet_id=1001 unix_ns=1764077001000000000\n";
         let accepts = notify_accepts(log);
         assert_eq!(accepts.len(), 2);
         assert_eq!(accepts[0].0, 1002);
