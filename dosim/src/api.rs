@@ -151,7 +151,7 @@ pub(crate) async fn handle(
             path: parts
                 .uri
                 .path_and_query()
-                .map_or_else(|| path.clone(), |p| p.to_string()),
+                .map_or_else(|| path.clone(), std::string::ToString::to_string),
             endpoint: endpoint.clone(),
             headers: parts
                 .headers

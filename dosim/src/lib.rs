@@ -278,7 +278,9 @@ impl Shared {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Writes the state file (atomically: temporary file, then rename).
@@ -286,7 +288,10 @@ impl Shared {
         let Some(path) = &self.state_file else {
             return;
         };
-        let _guard = self.file_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = self
+            .file_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let snapshot = self.lock().snapshot();
         let mut temporary = path.clone().into_os_string();
         temporary.push(".tmp");

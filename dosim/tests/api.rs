@@ -557,7 +557,7 @@ async fn concurrent_assign_is_refused() {
         s.assign("reserved_ips", FIP, LOCAL_DROPLET)
     );
     let mut statuses = [a.status().as_u16(), b.status().as_u16()];
-    statuses.sort();
+    statuses.sort_unstable();
     assert_eq!(statuses, [201, 422]);
     let (winner, loser) = if a.status() == StatusCode::CREATED {
         (a, b)

@@ -909,7 +909,7 @@ impl Client {
                     }
                 });
                 l.lock().unwrap().push(Request { at, result });
-                let spent = started.elapsed() - at;
+                let spent = started.elapsed().checked_sub(at).unwrap();
                 std::thread::sleep(every.saturating_sub(spent));
             }
         });

@@ -320,8 +320,7 @@ fn extra_native_instances(
 pub fn keepalived_transitions(log: &str, start: std::time::SystemTime) -> Vec<Transition> {
     let start_ms = start
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_millis() as i64);
     let mut current: Vec<(String, String)> = Vec::new();
     let mut out = Vec::new();
     for line in log.lines() {
@@ -384,7 +383,7 @@ fn keepalived_stamp_ms(line: &str) -> Option<i64> {
     let month_name = words.next()?;
     let month = MONTHS.iter().position(|m| *m == month_name)?;
     let day: i32 = words.next()?.parse().ok()?;
-    let mut hms = words.next()?.split(':').map(|p| p.parse::<i32>());
+    let mut hms = words.next()?.split(':').map(str::parse::<i32>);
     let (h, m, s) = (hms.next()?.ok()?, hms.next()?.ok()?, hms.next()?.ok()?);
     let year: i32 = words.next()?.trim_end_matches(':').parse().ok()?;
     // SAFETY: an all-zero `tm` is valid; mktime reads and normalises it.
@@ -397,7 +396,7 @@ fn keepalived_stamp_ms(line: &str) -> Option<i64> {
     tm.tm_sec = s;
     tm.tm_isdst = -1;
     // SAFETY: valid pointer to an initialised tm.
-    let secs = unsafe { libc::mktime(&mut tm) };
+    let secs = unsafe { libc::mktime(&raw mut tm) };
     (secs != -1).then_some(secs as i64 * 1000)
 }
 

@@ -16,7 +16,7 @@ pub struct Transition {
 /// tracing writes it (`2026-11-25T12:59:59.481789Z`).
 pub fn unix_ms(stamp: &str) -> Option<u64> {
     let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
-    let mut d = date.split('-').map(|p| p.parse::<i64>());
+    let mut d = date.split('-').map(str::parse::<i64>);
     let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
     let mut t = time.split(':');
     let (hh, mm) = (
@@ -50,8 +50,7 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 pub fn parse_transitions(log: &str, start: SystemTime) -> Vec<Transition> {
     let start_ms = start
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+        .map_or(0, |d| d.as_millis() as u64);
     log.lines()
         .filter(|l| l.contains("state transition"))
         .filter_map(|l| {
@@ -111,7 +110,7 @@ mod tests {
     fn transitions_from_a_log() {
         let log = "2026-11-25T12:59:56.066512Z  INFO lbha_agent::daemon: interface ready\n\
 2026-11-25T12:59:59.481789Z  INFO lbha_agent::vrrp::driver: state transition instance=VI_1 vrid=61 from=\"BACKUP\" to=\"MASTER\" reason=\"master down\" priority=150\n";
-        let start = UNIX_EPOCH + Duration::from_millis(1_795_611_599_000);
+        let start = UNIX_EPOCH + Duration::from_secs(1795611599);
         let t = parse_transitions(log, start);
         assert_eq!(
             t,

@@ -74,6 +74,10 @@ impl OpsArgs {
 /// The heartbeat for keepalived.conf users (whose file has no place for
 /// it); with `--config` these replace the `[heartbeat]` table.
 #[derive(clap::Args)]
+#[expect(
+    clippy::struct_field_names,
+    reason = "the fields are the --heartbeat-* flags, named as on the command line"
+)]
 struct HeartbeatArgs {
     /// Exchange authenticated heartbeats with the peers on this local
     /// address:port, over another network than VRRP (e.g. the public one).
@@ -187,7 +191,7 @@ impl FloatingIpArgs {
                     config.floating_ip = Some(config::FloatingIp {
                         instance: None,
                         settings: FloatingIpConfig::new(ip, token),
-                    })
+                    });
                 }
             }
         }
@@ -360,7 +364,8 @@ fn check_config(
     // The same host checks a start or a reload runs: what passes here, a
     // reload accepts.
     if host_checks {
-        let problems = lbha_agent::preflight::check_host(&loaded, Default::default());
+        let problems =
+            lbha_agent::preflight::check_host(&loaded, lbha_agent::preflight::Held::default());
         if !problems.is_empty() {
             return Err(lbha_agent::daemon::DaemonError::Host(problems).into());
         }
@@ -392,20 +397,17 @@ fn import_keepalived(file: &std::path::Path, sources: &SourceCheckArgs) -> anyho
 /// Resolves when SIGTERM or SIGINT arrives.
 async fn termination() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
+    if let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
     ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-        _ => {
-            tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    } else {
+        tracing::error!("cannot install signal handlers; stopping on Ctrl-C only");
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -474,7 +476,24 @@ fn init_logging() {
     }
 }
 
+/// One malloc arena. glibc gives each thread that allocates its own arena
+/// and never returns their memory: the blocking pool's threads each load an
+/// interface's XDP program (parsing the kernel's BTF, megabytes) and would
+/// keep 6.5 MB apiece for the agent's lifetime (measured: 4 interfaces,
+/// 33 MB resident with the default, 13.5 MB with one arena). The daemon's
+/// few threads allocate little once running, so one arena costs nothing.
+/// (musl, for the static build, has no per-thread arenas.)
+fn limit_malloc_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only changes allocator tuning; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     init_logging();
     // SAFETY: no other thread exists yet (the runtime starts below).
     unsafe { lbha_agent::ops::systemd::take_from_env() };

@@ -209,7 +209,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let event = tokio::select! {
             event = receiver.next() => Some(event?),
             _ = async { drain.as_mut().expect("checked").tick().await }, if drain.is_some() => None,
-            _ = async { tokio::time::sleep_until(deadline.expect("checked")).await }, if deadline.is_some() => {
+            () = async { tokio::time::sleep_until(deadline.expect("checked")).await }, if deadline.is_some() => {
                 break Err(anyhow::anyhow!("timed out after {seen} adverts"));
             }
             _ = tokio::signal::ctrl_c() => break Ok(()),
@@ -262,7 +262,10 @@ mod tests {
         let (_, any) = parse_vrid_spec("52").unwrap();
         assert!(any.allows_source([192, 0, 2, 1]), "no from=: any source");
 
-        let nine: String = (1..=9).map(|i| format!(":from=10.0.0.{i}")).collect();
+        let nine: String = (1..=9).fold(String::new(), |mut all, i| {
+            all.push_str(&format!(":from=10.0.0.{i}"));
+            all
+        });
         let error = parse_vrid_spec(&format!("53{nine}")).unwrap_err();
         assert!(error.contains("at most 8"), "{error}");
         let error = parse_vrid_spec("53:from=10.0.0").unwrap_err();

@@ -104,7 +104,7 @@ pub struct VridConfig {
     /// How many entries of `allowed_sources` apply. 0: adverts from any
     /// source are accepted (multicast, or source checking turned off).
     pub allowed_source_count: u8,
-    pub _reserved: [u8; 3],
+    pub reserved: [u8; 3],
     /// The IPv4 sources (network order) adverts must come from: the
     /// instance's unicast peers (keepalived's `check_unicast_src`).
     pub allowed_sources: [[u8; 4]; MAX_ALLOWED_SOURCES],
@@ -125,7 +125,7 @@ impl VridConfig {
             down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
             auth_data,
             allowed_source_count: 0,
-            _reserved: [0; 3],
+            reserved: [0; 3],
             allowed_sources: [[0; 4]; MAX_ALLOWED_SOURCES],
         }
     }
@@ -292,10 +292,13 @@ pub const SILENCE_TIMER_VALUE_SIZE: u32 = 24;
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: both are repr(C), made only of integers and byte arrays, with no
-    // padding (checked by the size assertions below), so any bit pattern is valid.
+    // SAFETY: all three are repr(C), made only of integers and byte arrays,
+    // with no padding (checked by the size assertions below), so any bit
+    // pattern is a valid value, as aya's Pod requires.
     unsafe impl aya::Pod for super::AdvertEvent {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::VridConfig {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::AgentLease {}
 }
 

@@ -6,6 +6,12 @@
 //! That way the XDP fast path and the raw-socket fallback run the exact same
 //! validation rules, and those rules are unit-tested on the host.
 #![cfg_attr(not(any(test, feature = "user")), no_std)]
+// The XDP program calls these: inlined, each call site's bounds are
+// visible to the verifier, and the program stays within its call limits.
+#![expect(
+    clippy::inline_always,
+    reason = "the eBPF verifier needs these inlined"
+)]
 
 pub mod checksum;
 pub mod diag;

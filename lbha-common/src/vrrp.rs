@@ -301,7 +301,10 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 /// adverts, and by tests to craft frames.
 #[cfg(any(test, feature = "user"))]
 pub mod encode {
-    use super::*;
+    use super::{
+        AUTH_NONE, AUTH_PASS, ETH_P_8021Q, ETH_P_IPV4, IPPROTO_VRRP, IPV4_MIN_HEADER_LEN,
+        MAX_VRRP_LEN, TYPE_ADVERTISEMENT, V2_AUTH_DATA_LEN, VRRP_TTL, checksum,
+    };
     use std::{net::Ipv4Addr, vec::Vec};
 
     #[derive(Clone, Debug)]

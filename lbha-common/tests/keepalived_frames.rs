@@ -147,7 +147,7 @@ impl Table {
     /// whose adverts alone they accept; the multicast one (53) has no peers.
     fn keepalived() -> Self {
         Self::empty()
-            .with(51, peers(v2_pass(b"secret12"), &[SENDER]))
+            .with(51, peers(v2_pass(*b"secret12"), &[SENDER]))
             .with(52, peers(v3(), &[SENDER]))
             .with(53, v3())
     }
@@ -156,7 +156,7 @@ impl Table {
     /// no VRID restricts the source.
     fn keepalived_unfiltered() -> Self {
         Self::empty()
-            .with(51, v2_pass(b"secret12"))
+            .with(51, v2_pass(*b"secret12"))
             .with(52, v3())
             .with(53, v3())
     }
@@ -181,8 +181,8 @@ fn peers(config: VridConfig, sources: &[[u8; 4]]) -> VridConfig {
         .expect("at most 8 peers")
 }
 
-fn v2_pass(pass: &[u8; 8]) -> VridConfig {
-    VridConfig::new(2, AUTH_PASS, *pass)
+fn v2_pass(pass: [u8; 8]) -> VridConfig {
+    VridConfig::new(2, AUTH_PASS, pass)
 }
 
 fn v2_no_auth() -> VridConfig {
@@ -490,7 +490,7 @@ enum Verdict {
 #[case::dont_fragment(|f: &[u8]| ip_set(f, 6, &[0x40]), Same)]
 // VLAN tags are skipped.
 #[case::tagged_8021q(|f: &[u8]| tagged(f, 0x8100, 100), Same)]
-#[case::tagged_8021q_pcp_7_vid_4094(|f: &[u8]| tagged(f, 0x8100, 0xe000 | 4094), Same)]
+#[case::tagged_8021q_pcp_7_vid_4094(|f: &[u8]| tagged(f, 0x8100, 0xe000 | 0x0ffe), Same)]
 #[case::tagged_8021ad(|f: &[u8]| tagged(f, 0x88a8, 7), Same)]
 // IP options are skipped, and the rules still hold behind them.
 #[case::ip_option_router_alert(|f: &[u8]| with_ip_options(f, &ROUTER_ALERT), Same)]
@@ -586,7 +586,7 @@ fn configured_version_must_match(
         .with(52, v3())
         .with(53, v3());
     let v2_configured = Table::empty()
-        .with(51, v2_pass(b"secret12"))
+        .with(51, v2_pass(*b"secret12"))
         .with(52, v2_no_auth())
         .with(53, v2_no_auth());
     let wrong = if c.expected.version == 2 {
@@ -615,10 +615,10 @@ fn unconfigured_vrid_is_unknown(
 /// The configuration disagrees with the (unchanged) PASS advert.
 #[rstest]
 #[case::no_auth_configured(v2_no_auth())]
-#[case::other_password(v2_pass(b"secret13"))]
-#[case::case_differs(v2_pass(b"Secret12"))]
-#[case::prefix_of_the_password(v2_pass(b"secret\0\0"))]
-#[case::empty_password(v2_pass(&[0; 8]))]
+#[case::other_password(v2_pass(*b"secret13"))]
+#[case::case_differs(v2_pass(*b"Secret12"))]
+#[case::prefix_of_the_password(v2_pass(*b"secret\0\0"))]
+#[case::empty_password(v2_pass([0; 8]))]
 fn v2_pass_configuration_must_match(#[case] config: VridConfig) {
     let table = Table::empty().with(51, config);
     assert_drop(
@@ -666,7 +666,7 @@ fn v2_pass_byte_flipped(i: usize) -> Vec<u8> {
 #[case::password_byte_7_differs(v2_pass_byte_flipped(7))]
 #[case::advert_password_shorter(v2_pass_advert_with(V2_PASS_DATA, b"secret1\0"))]
 fn v2_pass_advert_must_match(#[case] advert: Vec<u8>) {
-    let ok = Table::empty().with(51, v2_pass(b"secret12"));
+    let ok = Table::empty().with(51, v2_pass(*b"secret12"));
     assert_drop(&advert, &ok, DropReason::AuthMismatch, "changed advert");
 }
 

@@ -380,18 +380,17 @@ impl Cx<'_> {
     }
 
     fn ip(&mut self, word: &Word, context: &str, keyword: &str) -> Option<Ipv4Addr> {
-        match word.text.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                self.error(
-                    word.line,
-                    format!(
-                        "{context}`{keyword}`: `{}` is not an IPv4 address (IPv6 is not supported)",
-                        word.text
-                    ),
-                );
-                None
-            }
+        if let Ok(ip) = word.text.parse() {
+            Some(ip)
+        } else {
+            self.error(
+                word.line,
+                format!(
+                    "{context}`{keyword}`: `{}` is not an IPv4 address (IPv6 is not supported)",
+                    word.text
+                ),
+            );
+            None
         }
     }
 }
@@ -1107,16 +1106,17 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
         return Err(());
     }
     match auth_type {
-        Some((t, _)) if t == "PASS" => match pass {
-            Some(pass) => Ok(Some(pass)),
-            None => {
+        Some((t, _)) if t == "PASS" => {
+            if let Some(pass) = pass {
+                Ok(Some(pass))
+            } else {
                 cx.error(
                     s.line(),
                     format!("{context}`auth_type PASS` needs an `auth_pass`"),
                 );
                 Err(())
             }
-        },
+        }
         Some((t, line)) if t == "AH" => {
             cx.error(
                 line,
@@ -1149,12 +1149,11 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
 
 /// The statements of `s`'s `{ ... }` block; an error (and none) without one.
 fn block_of<'a>(s: &'a Statement, cx: &mut Cx, context: &str) -> &'a [Statement] {
-    match &s.block {
-        Some(block) => block.as_slice(),
-        None => {
-            cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
-            &[]
-        }
+    if let Some(block) = &s.block {
+        block.as_slice()
+    } else {
+        cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
+        &[]
     }
 }
 
@@ -1621,7 +1620,7 @@ static_routes {
 
     #[test]
     fn config_keepalived_dangerous_keywords_are_errors_with_lines() {
-        let text = r#"include /etc/keepalived/other.conf
+        let text = r"include /etc/keepalived/other.conf
 global_defs {
     net_namespace blue
 }
@@ -1652,7 +1651,7 @@ virtual_server 10.0.0.50 80 {
     }
 }
 @lb1 priority 200
-"#;
+";
         let errs = errors(text);
         let e = at(&errs);
         let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
@@ -1664,7 +1663,7 @@ virtual_server 10.0.0.50 80 {
 
     #[test]
     fn config_keepalived_multiple_errors_are_all_reported() {
-        let text = r#"vrrp_script chk {
+        let text = r"vrrp_script chk {
     interval abc
     weight 300
     rise -1
@@ -1708,7 +1707,7 @@ vrrp_instance VI_3 {
 vrrp_instance VI_4 {
     interface eth1
 }
-"#;
+";
         let errs = errors(text);
         let e = at(&errs);
         let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();

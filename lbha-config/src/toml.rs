@@ -116,16 +116,15 @@ pub fn parse(
     let mut lines = Lines::default();
     let mut fields = Fields::new(&r, root.get_ref(), 1, "the top level");
     let global = match fields.take("global") {
-        Some((_, value)) => match value.get_ref() {
-            DeValue::Table(table) => {
+        Some((_, value)) => {
+            if let DeValue::Table(table) = value.get_ref() {
                 let line = r.line(value.span().start);
                 read_global(&mut r, table, line, &mut lines.global)
-            }
-            _ => {
+            } else {
                 r.type_error(value, "global", "a table ([global])");
                 Global::default()
             }
-        },
+        }
         None => Global::default(),
     };
     let mut checks = Vec::new();
@@ -145,29 +144,27 @@ pub fn parse(
         }
     }
     let floating_ip = match fields.take("floating_ip") {
-        Some((_, value)) => match value.get_ref() {
-            DeValue::Table(table) => {
+        Some((_, value)) => {
+            if let DeValue::Table(table) = value.get_ref() {
                 let line = r.line(value.span().start);
                 read_floating_ip(&mut r, table, line, &mut lines.floating_ip)
-            }
-            _ => {
+            } else {
                 r.type_error(value, "floating_ip", "a table ([floating_ip])");
                 None
             }
-        },
+        }
         None => None,
     };
     let heartbeat = match fields.take("heartbeat") {
-        Some((_, value)) => match value.get_ref() {
-            DeValue::Table(table) => {
+        Some((_, value)) => {
+            if let DeValue::Table(table) = value.get_ref() {
                 let line = r.line(value.span().start);
                 read_heartbeat(&mut r, table, line, &mut lines.heartbeat)
-            }
-            _ => {
+            } else {
                 r.type_error(value, "heartbeat", "a table ([heartbeat])");
                 None
             }
-        },
+        }
         None => None,
     };
     fields.finish(
@@ -187,11 +184,11 @@ pub fn parse(
     }
 
     let mut config = Config {
-        floating_ip,
-        heartbeat,
         global,
         checks,
         instances,
+        floating_ip,
+        heartbeat,
     };
     adjust(&mut config);
     finish(config, &lines, path, Syntax::Toml, r.errors, r.warnings)
@@ -211,15 +208,14 @@ fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     global.script_group = f.string(r, fl, "script_group");
     global.metrics_listen = f.take_with(r, fl, "metrics_listen", |r, v| {
         let text = r.str(v, "metrics_listen")?;
-        match text.parse::<std::net::SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                r.error_at(
-                    v,
-                    format!("`metrics_listen`: {text:?} is not an address:port"),
-                );
-                None
-            }
+        if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+            Some(addr)
+        } else {
+            r.error_at(
+                v,
+                format!("`metrics_listen`: {text:?} is not an address:port"),
+            );
+            None
         }
     });
     if let Some(path) = f.string(r, fl, "status_socket") {
@@ -315,12 +311,11 @@ fn read_floating_ip(
 /// `address:port`, for `key`.
 fn socket_addr(r: &mut Reader, v: &SValue, key: &str) -> Option<std::net::SocketAddr> {
     let text = r.str(v, key)?;
-    match text.parse() {
-        Ok(addr) => Some(addr),
-        Err(_) => {
-            r.error_at(v, format!("`{key}`: {text:?} is not an address:port"));
-            None
-        }
+    if let Ok(addr) = text.parse() {
+        Some(addr)
+    } else {
+        r.error_at(v, format!("`{key}`: {text:?} is not an address:port"));
+        None
     }
 }
 
@@ -378,12 +373,11 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
     let pidfile = f.string(r, fl, "pidfile").map(|p| Probe::Pidfile(p.into()));
     let tcp = f.take_with(r, fl, "tcp", |r, v| {
         let text = r.str(v, "tcp")?;
-        match text.parse::<std::net::SocketAddr>() {
-            Ok(addr) => Some(Probe::Tcp(addr)),
-            Err(_) => {
-                r.error_at(v, format!("`tcp`: {text:?} is not an address:port"));
-                None
-            }
+        if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+            Some(Probe::Tcp(addr))
+        } else {
+            r.error_at(v, format!("`tcp`: {text:?} is not an address:port"));
+            None
         }
     });
     let http = f.take_with(r, fl, "http", |r, v| {
@@ -456,15 +450,14 @@ fn read_instance(
     let mut f = Fields::new(r, table, line, "[[instance]]");
     let name = f.required_string(r, fl, "name");
     let interface = f.required_string(r, fl, "interface");
-    let vrid = match f.int(r, fl, "vrid", 1, 255) {
-        Some(v) => v as u8,
-        None => {
-            if !fl.is_bad("vrid") {
-                r.error(line, "[[instance]]: missing key `vrid`".into());
-                fl.mark_bad("vrid");
-            }
-            0
+    let vrid = if let Some(v) = f.int(r, fl, "vrid", 1, 255) {
+        v as u8
+    } else {
+        if !fl.is_bad("vrid") {
+            r.error(line, "[[instance]]: missing key `vrid`".into());
+            fl.mark_bad("vrid");
         }
+        0
     };
     let priority = f.int(r, fl, "priority", 1, 255).unwrap_or(100) as u8;
     let version = f
@@ -527,16 +520,13 @@ fn read_instance(
     let notify = match f.take("notify") {
         Some((key_line, value)) => {
             fl.set("notify", key_line);
-            match value.get_ref() {
-                DeValue::Table(table) => {
-                    let line = r.line(value.span().start);
-                    read_notify(r, table, line, fl)
-                }
-                _ => {
-                    r.type_error(value, "notify", "a table ([instance.notify])");
-                    fl.mark_bad("notify");
-                    Notify::default()
-                }
+            if let DeValue::Table(table) = value.get_ref() {
+                let line = r.line(value.span().start);
+                read_notify(r, table, line, fl)
+            } else {
+                r.type_error(value, "notify", "a table ([instance.notify])");
+                fl.mark_bad("notify");
+                Notify::default()
             }
         }
         None => Notify::default(),
@@ -665,26 +655,24 @@ impl<'a> Reader<'a> {
     }
 
     fn str(&mut self, value: &SValue, key: &str) -> Option<String> {
-        match value.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
-            _ => {
-                self.type_error(value, key, "a string");
-                None
-            }
+        if let DeValue::String(s) = value.get_ref() {
+            Some(s.to_string())
+        } else {
+            self.type_error(value, key, "a string");
+            None
         }
     }
 
     fn ip(&mut self, value: &SValue, key: &str) -> Option<Ipv4Addr> {
         let text = self.str(value, key)?;
-        match text.parse() {
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                self.error_at(
-                    value,
-                    format!("`{key}`: `{text}` is not an IPv4 address (IPv6 is not supported)"),
-                );
-                None
-            }
+        if let Ok(ip) = text.parse() {
+            Some(ip)
+        } else {
+            self.error_at(
+                value,
+                format!("`{key}`: `{text}` is not an IPv4 address (IPv6 is not supported)"),
+            );
+            None
         }
     }
 
@@ -694,21 +682,21 @@ impl<'a> Reader<'a> {
         value: &'t SValue<'i>,
         key: &str,
     ) -> Vec<(&'t DeTable<'i>, usize)> {
-        match value.get_ref() {
-            DeValue::Array(items) => items
+        if let DeValue::Array(items) = value.get_ref() {
+            items
                 .iter()
-                .filter_map(|item| match item.get_ref() {
-                    DeValue::Table(table) => Some((table, self.line(item.span().start))),
-                    _ => {
+                .filter_map(|item| {
+                    if let DeValue::Table(table) = item.get_ref() {
+                        Some((table, self.line(item.span().start)))
+                    } else {
                         self.type_error(item, key, &format!("a table ([[{key}]])"));
                         None
                     }
                 })
-                .collect(),
-            _ => {
-                self.type_error(value, key, &format!("an array of tables ([[{key}]])"));
-                Vec::new()
-            }
+                .collect()
+        } else {
+            self.type_error(value, key, &format!("an array of tables ([[{key}]])"));
+            Vec::new()
         }
     }
 }
@@ -776,9 +764,10 @@ impl<'t, 'i> Fields<'t, 'i> {
     }
 
     fn bool(&mut self, r: &mut Reader, fl: &mut FieldLines, key: &str) -> Option<bool> {
-        self.take_with(r, fl, key, |r, v| match v.get_ref() {
-            DeValue::Boolean(b) => Some(*b),
-            _ => {
+        self.take_with(r, fl, key, |r, v| {
+            if let DeValue::Boolean(b) = v.get_ref() {
+                Some(*b)
+            } else {
                 r.type_error(v, key, "true or false");
                 None
             }
@@ -872,17 +861,16 @@ impl<'t, 'i> Fields<'t, 'i> {
             return Vec::new();
         };
         fl.set(key, line);
-        let items: &DeArray = match value.get_ref() {
-            DeValue::Array(items) => items,
-            _ => {
-                r.type_error(value, key, "an array");
-                return Vec::new();
-            }
+        let items: &DeArray = if let DeValue::Array(items) = value.get_ref() {
+            items
+        } else {
+            r.type_error(value, key, "an array");
+            return Vec::new();
         };
         let mut out = Vec::new();
         // An unreadable element is reported by `read` and left out, so
         // validation does not report it again.
-        for item in items.iter() {
+        for item in items {
             if let Some(v) = read(r, item) {
                 fl.set(format!("{key}[{}]", out.len()), r.line(item.span().start));
                 out.push(v);
@@ -1008,7 +996,7 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(
             out,
             "unicast_peers = {}",
-            strings(i.unicast_peers.iter().map(|p| p.to_string()))
+            strings(i.unicast_peers.iter().map(std::string::ToString::to_string))
         );
         let _ = writeln!(out, "check_unicast_src = {}", i.check_unicast_src);
         let _ = writeln!(out, "down_timer_adverts = {}", i.down_timer_adverts);

@@ -391,8 +391,7 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> PathBuf {
         .parent()
         .expect("the tests crate lives inside the workspace");
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace.join(dir))
-        .unwrap_or_else(|| workspace.join("target"));
+        .map_or_else(|| workspace.join("target"), |dir| workspace.join(dir));
     let path = target.join("debug").join(name);
     assert!(
         path.is_file(),
@@ -785,7 +784,9 @@ impl Watch {
                 if let Some(path) = line.strip_prefix("receive path: ") {
                     let _ = ready_tx.send(path.trim().to_string());
                 }
-                let mut text = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let mut text = sink
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 text.push_str(&line);
                 text.push('\n');
             }
@@ -813,7 +814,7 @@ impl Watch {
     pub fn stderr(&self) -> String {
         self.stderr
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
 
@@ -886,15 +887,12 @@ impl Watch {
             }
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let status = match self
+        let Some(status) = self
             .child
             .wait_timeout(remaining.max(Duration::from_secs(1)))?
-        {
-            Some(status) => status,
-            None => {
-                let _ = self.child.kill();
-                bail!("lbha-agent watch closed stdout but did not exit (killed)");
-            }
+        else {
+            let _ = self.child.kill();
+            bail!("lbha-agent watch closed stdout but did not exit (killed)");
         };
         let _ = self.stderr_done.recv_timeout(Duration::from_secs(2));
         Ok(WatchOutput {
@@ -975,12 +973,11 @@ impl Agent {
             {
                 return status.clone();
             }
-            if Instant::now() >= deadline {
-                panic!(
-                    "waited {WAIT:?} for {what}; last status: {status:?}\nlbha-agent's log:\n{}",
-                    self.log()
-                );
-            }
+            assert!(
+                Instant::now() < deadline,
+                "waited {WAIT:?} for {what}; last status: {status:?}\nlbha-agent's log:\n{}",
+                self.log()
+            );
             thread::sleep(Duration::from_millis(100));
         }
     }

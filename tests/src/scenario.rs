@@ -156,13 +156,17 @@ impl Scenario {
     /// Waits up to `timeout` for `condition`; fails the test otherwise.
     pub fn wait(&self, timeout: Duration, what: &str, mut condition: impl FnMut(&Self) -> bool) {
         let started = Instant::now();
-        if !lbha_lab::wait_for(timeout, || condition(self)) {
-            panic!(
-                "{}: no {what} within {timeout:?} (waited since {})",
-                self.name,
-                secs(self.lab.since_start() - started.elapsed())
-            );
-        }
+        assert!(
+            lbha_lab::wait_for(timeout, || condition(self)),
+            "{}: no {what} within {timeout:?} (waited since {})",
+            self.name,
+            secs(
+                self.lab
+                    .since_start()
+                    .checked_sub(started.elapsed())
+                    .unwrap()
+            )
+        );
     }
 
     /// No lbha has an assign running: each one it requested has been logged
@@ -384,7 +388,7 @@ impl Scenario {
                     secs(start)
                 );
             };
-            let length = end - start;
+            let length = end.checked_sub(start).unwrap();
             assert!(
                 length < bound,
                 "{}: client outage {}–{} ({failed} failed) exceeds {bound:?}",

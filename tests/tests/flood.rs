@@ -611,7 +611,9 @@ fn min_adverts(duration: Duration) -> u64 {
 
 #[test]
 fn flood_counters_account_for_every_packet() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !require_root() {
         return;
     }
@@ -673,7 +675,9 @@ fn flood_counters_account_for_every_packet() {
 
 #[test]
 fn flood_leaves_the_backup_in_backup() {
-    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _turn = SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if !require_root() {
         return;
     }

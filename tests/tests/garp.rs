@@ -36,6 +36,7 @@ fn capture_garp(interface: String, ready: mpsc::Sender<()>) -> Vec<([u8; 6], Ipv
         "packet socket: {}",
         std::io::Error::last_os_error()
     );
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
     let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     addr.sll_family = libc::AF_PACKET as u16;
     addr.sll_protocol = ETH_P_ARP.to_be();

@@ -114,7 +114,10 @@ impl Expected<'_> {
             version: self.version,
             interval_cs: self.interval_cs,
             count_addr: 2,
-            changes: changes.iter().map(|c| c.to_string()).collect(),
+            changes: changes
+                .iter()
+                .map(std::string::ToString::to_string)
+                .collect(),
             receive_path: self.receive_path.to_string(),
         }
     }

@@ -439,7 +439,10 @@ impl Epoll {
                 events: libc::EPOLLIN as u32,
                 u64: 0,
             };
-            assert_eq!(libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev), 0);
+            assert_eq!(
+                libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &raw mut ev),
+                0
+            );
             Epoll(epfd)
         }
     }
@@ -448,7 +451,7 @@ impl Epoll {
     fn woken(&self, timeout: Duration) -> bool {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
         // SAFETY: one valid event slot.
-        let n = unsafe { libc::epoll_wait(self.0, &mut ev, 1, timeout.as_millis() as i32) };
+        let n = unsafe { libc::epoll_wait(self.0, &raw mut ev, 1, timeout.as_millis() as i32) };
         assert!(n >= 0, "epoll_wait");
         n == 1
     }

@@ -487,6 +487,9 @@ struct TaskCounters {
 struct Usage {
     /// utime + stime, clock ticks (the whole process, exited threads included).
     ticks: u64,
+    /// stime alone: time in the kernel (sending, and on veth the peer's
+    /// receive path, XDP included, runs in the sender's context).
+    system_ticks: u64,
     /// cutime + cstime (reaped children: forked scripts), clock ticks.
     child_ticks: u64,
     /// Per thread: the kernel keeps context switches per thread only.
@@ -543,6 +546,7 @@ fn usage(pids: &[i32]) -> Result<Usage> {
         // After `state`: ppid pgrp session tty tpgid flags minflt cminflt
         // majflt cmajflt utime stime cutime cstime ...
         u.ticks += fields[10] + fields[11];
+        u.system_ticks += fields[11];
         u.child_ticks += fields[12] + fields[13];
         for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
             let task = task?;
@@ -738,7 +742,13 @@ fn stress_run(bench: &Bench) -> Result<Value> {
     let stress = Stress::start(cpus);
     let result = (|| -> Result<()> {
         while started.elapsed() < bench.stress {
-            bench.sleep((bench.stress - started.elapsed()).min(Duration::from_secs(60)))?;
+            bench.sleep(
+                bench
+                    .stress
+                    .checked_sub(started.elapsed())
+                    .unwrap()
+                    .min(Duration::from_mins(1)),
+            )?;
             let counts: Vec<String> = labs
                 .iter()
                 .zip(&before)
@@ -814,7 +824,7 @@ fn median(v: &[f64]) -> f64 {
     if n % 2 == 1 {
         s[n / 2]
     } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
+        f64::midpoint(s[n / 2 - 1], s[n / 2])
     }
 }
 
@@ -882,7 +892,7 @@ fn quantile_bound(before: &[(f64, u64)], after: &[(f64, u64)], q: f64) -> Option
         .map(|(bound, n)| {
             let was = before
                 .iter()
-                .find(|(b, _)| b == bound)
+                .find(|(b, _)| b.to_bits() == bound.to_bits())
                 .map_or(0, |(_, n)| *n);
             (*bound, n.saturating_sub(was))
         })
@@ -928,6 +938,42 @@ fn xdp_counter(metrics: &str, counter: &str) -> u64 {
         .sum()
 }
 
+/// After the master node crashes with many VRIDs: how long each of the
+/// backup's instances went without a master before taking over (the agent
+/// logs it with each transition), against Master_Down_Interval + 5 ms, and
+/// how many assigns the crash cost.
+fn takeover_at_scale(bench: &Bench, lab: &mut Lab) -> Result<Value> {
+    let assigns_before = lab.assigns().len();
+    let log_before = lab.lb_log(1).len();
+    lab.crash_lb(0);
+    bench.sleep(Duration::from_secs(3))?;
+    let log = lab.lb_log(1);
+    let gaps_us: Vec<u64> = log[log_before.min(log.len())..]
+        .lines()
+        .filter(|l| l.contains("state transition") && l.contains("to=\"MASTER\""))
+        .filter_map(|l| {
+            l.split("without_master_us=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // Backup priority 100 at 10 ms: 3 intervals + (256 - 100) / 256 of one.
+    let bound_us = 30_000 + 156 * 10_000 / 256 + 5_000;
+    let within = gaps_us.iter().filter(|g| **g <= bound_us).count();
+    let result = json!({
+        "instances_taken_over": gaps_us.len(),
+        "within_master_down_plus_5ms": within,
+        "bound_us": bound_us,
+        "max_without_master_us": gaps_us.iter().max(),
+        "assigns": lab.assigns().len() - assigns_before,
+    });
+    println!("bench: takeover at scale: {result}");
+    Ok(result)
+}
+
 /// Scenario 6: the cost of `interfaces × instances` VRIDs at 10 ms adverts
 /// on both nodes, and whether they hold: state transitions after start-up
 /// should be zero.
@@ -940,7 +986,7 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         interfaces,
         ..LabOptions::default()
     };
-    let lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
+    let mut lab = bench.start_lab(&format!("b6{}{vrids}", stack_tag(stack)), opts)?;
     // keepalived may never settle at this size (its issues #390, #1333):
     // then the window measures what it does instead.
     let settled = settle(bench, &lab, 0, true);
@@ -961,16 +1007,26 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
     let secs = (t1 - t0).as_secs_f64();
     let hz = clock_ticks_per_sec();
     let cpu = |i: usize| (u1[i].ticks.saturating_sub(u0[i].ticks)) as f64 / hz / secs * 1e3;
+    let kernel =
+        |i: usize| (u1[i].system_ticks.saturating_sub(u0[i].system_ticks)) as f64 / hz / secs * 1e3;
     let ringbuf_full = metrics_before.map(|m0| {
         let m1 = lab.metrics(1).unwrap_or_default();
         xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
     });
+    let takeover = if stack == Stack::Lbha && vrids == 255 && settled.is_ok() {
+        Some(takeover_at_scale(bench, &mut lab)?)
+    } else {
+        None
+    };
     let result = json!({
         "stack": stack.name(),
         "vrids": vrids,
+        "takeover_after_crash": takeover,
         "window_s": secs,
         "master_cpu_ms_per_s": cpu(0),
         "backup_cpu_ms_per_s": cpu(1),
+        "master_kernel_ms_per_s": kernel(0),
+        "backup_kernel_ms_per_s": kernel(1),
         "master_rss_kib": rss_kib(&pids[0]),
         "backup_rss_kib": rss_kib(&pids[1]),
         "transitions_during_window": transitions(&lab) - before,
@@ -1273,17 +1329,19 @@ fn report(results: &Value) -> String {
             md,
             "\n6. Scale: N VRIDs (VRRPv3, unicast, 10 ms adverts, no scripts), one agent per node; \
              CPU from /proc over the window, RSS summed over each daemon's processes\n\n\
-             | stack | VRIDs | master CPU (ms/s) | backup CPU (ms/s) | RSS master / backup (KiB) | transitions | backup ringbuf_full |\n\
+             | stack | VRIDs | master CPU (ms/s; in the kernel) | backup CPU (ms/s; in the kernel) | RSS master / backup (KiB) | transitions | backup ringbuf_full |\n\
              |---|---|---|---|---|---|---|"
         );
         for run in runs {
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.1} | {:.2} | {} / {} | {} | {} |",
+                "| {} | {} | {:.1} ({:.1}) | {:.2} ({:.2}) | {} / {} | {} | {} |",
                 run["stack"].as_str().unwrap_or("?"),
                 run["vrids"],
                 run["master_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["master_kernel_ms_per_s"].as_f64().unwrap_or(f64::NAN),
                 run["backup_cpu_ms_per_s"].as_f64().unwrap_or(f64::NAN),
+                run["backup_kernel_ms_per_s"].as_f64().unwrap_or(f64::NAN),
                 run["master_rss_kib"],
                 run["backup_rss_kib"],
                 run["transitions_during_window"],

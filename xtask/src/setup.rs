@@ -62,7 +62,10 @@ fn llvm_soname(sysroot: &Path) -> Result<String> {
     for entry in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
         let name = entry?.file_name().to_string_lossy().into_owned();
         if name.starts_with("libLLVM.so.")
-            || (name.starts_with("libLLVM-") && name.ends_with(".so"))
+            || (name.starts_with("libLLVM-")
+                && std::path::Path::new(&name)
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("so")))
         {
             return Ok(name);
         }
@@ -76,7 +79,7 @@ fn llvm_major(soname: &str) -> Result<u32> {
         .strip_prefix("libLLVM.so.")
         .or_else(|| soname.strip_prefix("libLLVM-"))
         .context("unexpected libLLVM name")?;
-    let digits: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits
         .parse()
         .with_context(|| format!("no LLVM version in {soname}"))

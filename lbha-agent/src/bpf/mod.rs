@@ -285,7 +285,10 @@ struct Lease(Arc<Mutex<Array<MapData, AgentLease>>>);
 impl Lease {
     fn set(&self, until_ns: u64) -> Result<(), BpfError> {
         // A poisoned lock still guards a usable map handle.
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         map.set(0, AgentLease { until_ns }, 0)
             .map_err(map_err("AGENT_LEASE"))
     }
@@ -357,7 +360,9 @@ fn read_last_advert(
     vrid: u8,
 ) -> Result<Option<AdvertEvent>, BpfError> {
     // A poisoned lock still guards a usable map handle.
-    let map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let event = map
         .get(&u32::from(vrid), 0)
         .map_err(map_err("LAST_ADVERT"))?;
@@ -557,16 +562,15 @@ impl XdpProgram {
         let taken_over = pins
             .as_ref()
             .and_then(|pins| take_over_pinned_link(program, pins, ifindex, interface));
-        let (mode, attachment) = match taken_over {
-            Some(taken) => taken,
-            None => {
-                let (mode, link_id) = attach_fresh(program, interface)?;
-                let attachment = match &pins {
-                    Some(pins) => pin_link(program, link_id, pins, mode, interface),
-                    None => Attachment::Owned,
-                };
-                (mode, attachment)
-            }
+        let (mode, attachment) = if let Some(taken) = taken_over {
+            taken
+        } else {
+            let (mode, link_id) = attach_fresh(program, interface)?;
+            let attachment = match &pins {
+                Some(pins) => pin_link(program, link_id, pins, mode, interface),
+                None => Attachment::Owned,
+            };
+            (mode, attachment)
         };
         // SAFETY: the RingBuf owns its map fd and returns that same fd until dropped.
         let events = unsafe { AsyncFd::register(events) }
@@ -705,7 +709,7 @@ mod tests {
             .map(|shape| shape.name)
             .chain(pin::UNPINNED_MAPS)
             .collect();
-        declared.sort();
+        declared.sort_unstable();
         assert_eq!(names, declared);
         for name in pin::UNPINNED_MAPS {
             assert!(!pins.map_path(name).exists(), "{name} is not pinned");

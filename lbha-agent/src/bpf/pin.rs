@@ -313,7 +313,7 @@ fn bpf_obj_get(path: &Path) -> io::Result<OwnedFd> {
         libc::syscall(
             libc::SYS_bpf,
             BPF_OBJ_GET,
-            &mut attr as *mut ObjGetAttr,
+            &raw mut attr,
             size_of::<ObjGetAttr>(),
         )
     };
@@ -347,14 +347,14 @@ fn link_info(fd: &OwnedFd) -> io::Result<LinkInfoHead> {
     let mut attr = InfoAttr {
         bpf_fd: fd.as_raw_fd() as u32,
         info_len: size_of::<LinkInfoHead>() as u32,
-        info: &mut info as *mut LinkInfoHead as u64,
+        info: &raw mut info as u64,
     };
     // SAFETY: the kernel writes at most info_len bytes into `info`.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             BPF_OBJ_GET_INFO_BY_FD,
-            &mut attr as *mut InfoAttr,
+            &raw mut attr,
             size_of::<InfoAttr>(),
         )
     };

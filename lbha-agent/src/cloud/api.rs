@@ -154,9 +154,8 @@ pub enum ProbeAnswer {
 const PROBE_ACTION_TYPE: &str = "lbha_check_cloud_probe";
 
 /// ` (request id X)` for an error's text, or nothing.
-fn shown_request_id(request_id: &Option<Box<str>>) -> String {
+fn shown_request_id(request_id: Option<&str>) -> String {
     request_id
-        .as_ref()
         .map(|id| format!(" (request id {id})"))
         .unwrap_or_default()
 }
@@ -203,7 +202,7 @@ pub enum ApiError {
     /// A response that retrying will not fix (4xx other than 429, or an
     /// unexpected 1xx/3xx), with DO's error id and message, and its request
     /// id (the body's `request_id`, else `x-request-id`) for support.
-    #[error("DigitalOcean API {method} {path}: HTTP {status} {id}: {message}{}", shown_request_id(.request_id))]
+    #[error("DigitalOcean API {method} {path}: HTTP {status} {id}: {message}{}", shown_request_id(.request_id.as_deref()))]
     Rejected {
         method: Method,
         path: String,
@@ -252,7 +251,7 @@ pub enum ApiError {
     /// server sent, or the part that is wrong) and the source's message are
     /// scrubbed: without the token, and cut. `request_id` is the answer's
     /// `x-request-id`, set by the client.
-    #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}{}", shown_request_id(.request_id))]
+    #[error("DigitalOcean API {method} {path}: unexpected response body {body:?}{}", shown_request_id(.request_id.as_deref()))]
     Decode {
         method: Method,
         path: String,
@@ -842,7 +841,7 @@ impl ApiClient {
             Ok(resp) => resp,
             Err(e) => {
                 self.calls.count(ApiOutcome::TransportError);
-                return Err(self.transport_failure(method, path, e, attempt, sent));
+                return Err(Self::transport_failure(method, path, e, attempt, sent));
             }
         };
         let status = resp.status();
@@ -850,7 +849,7 @@ impl ApiClient {
         let headers = resp.headers().clone();
         let text = match resp.text().await {
             Ok(t) => t,
-            Err(e) => return Err(self.transport_failure(method, path, e, attempt, sent)),
+            Err(e) => return Err(Self::transport_failure(method, path, e, attempt, sent)),
         };
         // Method, path and status only: headers and bodies stay out of logs.
         debug!(method = %method, path, status = status.as_u16(), attempt, elapsed_ms = sent.elapsed().as_millis() as u64, "DigitalOcean API request");
@@ -871,7 +870,6 @@ impl ApiClient {
     }
 
     fn transport_failure(
-        &self,
         method: &Method,
         path: &str,
         e: reqwest::Error,
@@ -934,7 +932,7 @@ fn unix_us(at: SystemTime) -> u64 {
 pub(crate) fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(d)
-        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+        .unwrap_or_else(|| now + Duration::from_hours(876000))
 }
 
 #[cfg(test)]

@@ -232,7 +232,12 @@ mod tests {
 
     fn scopes(scopes: &[&str]) -> FaultsUpdate {
         FaultsUpdate {
-            token_scopes: Some(Some(scopes.iter().map(|s| s.to_string()).collect())),
+            token_scopes: Some(Some(
+                scopes
+                    .iter()
+                    .map(std::string::ToString::to_string)
+                    .collect(),
+            )),
             ..FaultsUpdate::default()
         }
     }
@@ -242,7 +247,7 @@ mod tests {
         let verdicts = report.checks.iter().map(|c| (c.name, c.ok)).collect();
         let problems = report
             .problems()
-            .map(|c| c.to_string())
+            .map(std::string::ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n");
         (verdicts, problems)

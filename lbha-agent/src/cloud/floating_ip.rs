@@ -399,7 +399,7 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: D
                 ctx.status.send_modify(|s| s.droplet_id = droplet);
             }
             Err(e) => {
-                warn!(ip = %ctx.ip, error = %e, "cannot learn our droplet id yet; will retry when Master")
+                warn!(ip = %ctx.ip, error = %e, "cannot learn our droplet id yet; will retry when Master");
             }
         }
     }
@@ -658,7 +658,7 @@ async fn reconcile(
             }
             // The old master's late assign, say: it will move the IP away
             // when it completes. Ours waits for it and then wins.
-            warn!(%ip, droplet_id = droplet, "an action on the floating IP is pending; asserting our assignment")
+            warn!(%ip, droplet_id = droplet, "an action on the floating IP is pending; asserting our assignment");
         }
         Seen::Elsewhere(holder) if term.held => {
             // Someone took the IP while we are Master: a split brain.
@@ -677,20 +677,20 @@ async fn reconcile(
                     return outcome;
                 }
                 (peer, _) => {
-                    warn!(%ip, droplet_id = droplet, holder, peer = ?peer.map(|p| p.address), "split brain: another droplet took the floating IP while we are Master and we outrank its agent; taking it back")
+                    warn!(%ip, droplet_id = droplet, holder, peer = ?peer.map(|p| p.address), "split brain: another droplet took the floating IP while we are Master and we outrank its agent; taking it back");
                 }
             }
         }
         Seen::Elsewhere(holder) => {
-            info!(%ip, droplet_id = droplet, holder, "floating IP is on another droplet; assigning")
+            info!(%ip, droplet_id = droplet, holder, "floating IP is on another droplet; assigning");
         }
         Seen::NotOurs => {
-            warn!(%ip, droplet_id = droplet, "floating IP is not on this droplet; assigning")
+            warn!(%ip, droplet_id = droplet, "floating IP is not on this droplet; assigning");
         }
         // We are Master and cannot tell: assigning to ourselves is harmless
         // if we already hold it, and is what a Master must do otherwise.
         Seen::Unknown => {
-            warn!(%ip, droplet_id = droplet, "cannot tell who holds the floating IP; assigning anyway")
+            warn!(%ip, droplet_id = droplet, "cannot tell who holds the floating IP; assigning anyway");
         }
     }
     if !master.borrow().is_master {
@@ -1523,7 +1523,7 @@ mod tests {
             v.us = Some(Router {
                 priority: 101,
                 ..US
-            })
+            });
         });
         wait_for(&h, "yielding", |s| s.yielding_to.is_some() && !s.in_flight).await;
         let asked = Instant::now();

@@ -163,7 +163,7 @@ impl std::io::Write for CaptureWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.0
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .extend_from_slice(data);
         Ok(data.len())
     }

@@ -36,7 +36,11 @@ pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonErro
         _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
     };
     let sources: Vec<[u8; 4]> = if instance.check_unicast_src {
-        instance.unicast_peers.iter().map(|p| p.octets()).collect()
+        instance
+            .unicast_peers
+            .iter()
+            .map(std::net::Ipv4Addr::octets)
+            .collect()
     } else {
         Vec::new()
     };

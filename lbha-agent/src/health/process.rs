@@ -172,10 +172,9 @@ pub fn process_check_of(command: &[String]) -> Option<String> {
     let words: Vec<&str> = command.iter().map(String::as_str).collect();
     let program = Path::new(words.first()?).file_name()?.to_str()?;
     match (program, &words[1..]) {
-        ("pidof", [name])
-        | ("pgrep", [name])
-        | ("pgrep", ["-x", name])
-        | ("killall", ["-0", name]) => Some((*name).to_owned()),
+        ("pidof" | "pgrep", [name]) | ("pgrep", ["-x", name]) | ("killall", ["-0", name]) => {
+            Some((*name).to_owned())
+        }
         _ => None,
     }
 }

@@ -63,7 +63,10 @@ impl Local {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u8, Record>) -> T) -> T {
-        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut all)
     }
 }

@@ -63,8 +63,7 @@ impl Needs {
             config.global.script_user.as_deref(),
             config.global.script_group.as_deref(),
         )
-        .map(|policy| Self::of_policy(&policy))
-        .unwrap_or(Self::ALL)
+        .map_or(Self::ALL, |policy| Self::of_policy(&policy))
     }
 }
 
@@ -86,7 +85,7 @@ pub fn kept(needs: Needs, bpf: &[Capability]) -> Vec<Capability> {
     if needs.kill_other_users {
         keep.push(Capability::CAP_KILL);
     }
-    keep.sort_by_key(|cap| cap.index());
+    keep.sort_by_key(caps::Capability::index);
     keep.dedup();
     keep
 }
@@ -221,7 +220,7 @@ pub fn drop_all_except(keep: &[Capability]) -> Result<Report, DropError> {
         source,
     })?;
     let mut kept: Vec<Capability> = target.into_iter().collect();
-    kept.sort_by_key(|cap| cap.index());
+    kept.sort_by_key(caps::Capability::index);
     Ok(Report {
         kept,
         bounding_unchanged,
@@ -293,7 +292,7 @@ impl fmt::Display for ProcCaps {
 
 fn names(caps: &[Capability]) -> String {
     caps.iter()
-        .map(|cap| cap.to_string())
+        .map(std::string::ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -55,7 +55,7 @@ impl Notifier {
             None => {
                 return Err(io::Error::new(
                     io::ErrorKind::Unsupported,
-                    format!("unsupported NOTIFY_SOCKET {notify_socket:?}"),
+                    format!("unsupported NOTIFY_SOCKET {}", notify_socket.display()),
                 ));
             }
         };
@@ -204,13 +204,15 @@ static WATCHED: Mutex<Vec<AbortHandle>> = Mutex::new(Vec::new());
 /// (returned or panicked) while the daemon runs, so systemd restarts a
 /// daemon that lost an interface instead of trusting a half-dead one.
 pub fn watch_tasks(tasks: impl IntoIterator<Item = AbortHandle>) {
-    *WATCHED.lock().unwrap_or_else(|e| e.into_inner()) = tasks.into_iter().collect();
+    *WATCHED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = tasks.into_iter().collect();
 }
 
 fn watched_tasks_alive() -> bool {
     WATCHED
         .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
         .iter()
         .all(|task| !task.is_finished())
 }
@@ -392,7 +394,7 @@ mod tests {
                     },
                     move || alive.load(Ordering::SeqCst),
                 )
-                .await
+                .await;
             }
         });
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -86,7 +86,7 @@ impl RawSocketReceiver {
             vrids: Box::new(VridArray::new(vrids)),
             last: Box::new([AdvertEvent::default(); 256]),
             counters: Counters::default(),
-            pending: Default::default(),
+            pending: std::collections::VecDeque::default(),
         })
     }
 
@@ -135,7 +135,7 @@ impl RawSocketReceiver {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

@@ -403,6 +403,8 @@ pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<()
 mod tests {
     use std::time::Duration;
 
+    use std::sync::Arc;
+
     use super::*;
     use crate::status::{InstanceStatus, Telemetry};
 
@@ -454,7 +456,7 @@ mod tests {
             "VI_1".into(),
             status_rx,
             report_rx,
-            Default::default(),
+            Arc::default(),
         );
         assert!(render(&t).contains(r#"lbha_split_brain{ip="203.0.113.10"} 0"#));
         status.send_modify(|s| {

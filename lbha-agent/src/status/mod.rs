@@ -169,7 +169,7 @@ pub struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&mut self, bounds: &[f64], value: f64) {
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
         if self.counts.len() != bounds.len() {
             self.counts = vec![0; bounds.len()];
         }
@@ -225,14 +225,16 @@ pub struct Telemetry(Arc<Mutex<Inner>>);
 fn unix_ms_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Telemetry {
     fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
         // A panic elsewhere must not take status down with it.
-        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut inner = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut inner)
     }
 
@@ -293,7 +295,7 @@ impl Telemetry {
                 name: name.to_owned(),
                 up: true,
                 ..CheckStatus::default()
-            })
+            });
         });
     }
 
@@ -305,7 +307,7 @@ impl Telemetry {
                 pinned,
                 link_up: true,
                 ..InterfaceStatus::default()
-            })
+            });
         });
     }
 
@@ -459,28 +461,20 @@ impl Telemetry {
                     .cloud_check
                     .borrow()
                     .as_ref()
-                    .map(|r| r.problems().map(|c| c.to_string()).collect());
+                    .map(|r| r.problems().map(std::string::ToString::to_string).collect());
             }
             status
         })
     }
 
-    /// Masters sent adverts: (instance, how late after its deadline). One
-    /// lock for the whole batch.
-    pub fn adverts_sent<'a>(&self, sent: impl Iterator<Item = (&'a str, Duration)>) {
+    /// An instance's advert lateness so far (histogram over
+    /// [`ADVERT_LATENESS_BUCKETS`], and the worst, in seconds): the
+    /// interface task keeps it and hands it over now and then, so that the
+    /// per-advert path takes no lock.
+    pub fn set_advert_lateness(&self, name: &str, histogram: &Histogram, max: f64) {
         self.with(|i| {
-            for (name, late) in sent {
-                if !i.advert_lateness.contains_key(name) {
-                    i.advert_lateness
-                        .insert(name.to_owned(), Default::default());
-                }
-                let Some((histogram, max)) = i.advert_lateness.get_mut(name) else {
-                    continue;
-                };
-                let seconds = late.as_secs_f64();
-                histogram.observe(&ADVERT_LATENESS_BUCKETS, seconds);
-                *max = max.max(seconds);
-            }
+            i.advert_lateness
+                .insert(name.to_owned(), (histogram.clone(), max));
         });
     }
 

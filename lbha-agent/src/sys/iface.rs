@@ -36,7 +36,11 @@ pub fn interface_ipv4(interface: &str) -> Result<Ipv4Addr, IfaceError> {
         .find_map(|entry| {
             let address = entry.address?;
             (address.family() == Some(nix::sys::socket::AddressFamily::Inet))
-                .then(|| address.as_sockaddr_in().map(|sin| sin.ip()))
+                .then(|| {
+                    address
+                        .as_sockaddr_in()
+                        .map(nix::sys::socket::SockaddrIn::ip)
+                })
                 .flatten()
         })
         .ok_or_else(|| IfaceError::NoIpv4Address(interface.into()))

@@ -26,7 +26,7 @@ use crate::{
         wire::{PeerState, Record},
     },
     recv::AdvertReceiver,
-    status::Telemetry,
+    status::{ADVERT_LATENESS_BUCKETS, Histogram, Telemetry},
     sys::timer::DeadlineTimer,
     vrrp::{
         link::LinkStates,
@@ -59,6 +59,10 @@ pub struct InstanceRuntime {
     /// The effective priority changed since the floating-IP view was last
     /// published.
     priority_changed: bool,
+    /// How late this instance's adverts left as Master (seconds), kept here
+    /// and handed to telemetry with the counters, about once a second.
+    lateness: (Histogram, f64),
+    lateness_changed: bool,
     /// What status and the heartbeat were last told of this instance: only
     /// a change is published again (with a thousand instances, publishing
     /// all of them at every wakeup would cost more than the adverts).
@@ -119,6 +123,8 @@ impl InstanceRuntime {
             garp,
             advert_due: None,
             priority_changed: false,
+            lateness: (Histogram::default(), 0.0),
+            lateness_changed: false,
             published: None,
         }
     }
@@ -227,7 +233,7 @@ pub struct InterfaceTask {
 fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
     let now = monotonic_ns();
     // Far enough to mean "never" while staying a valid Instant.
-    let wait = deadline.map_or(Duration::from_secs(3600), |d| {
+    let wait = deadline.map_or(Duration::from_hours(1), |d| {
         Duration::from_nanos(d.saturating_sub(now))
     });
     tokio::time::sleep(wait)
@@ -328,15 +334,13 @@ impl InterfaceTask {
             Err(error) => tracing::warn!(interface = %self.interface, %error, "adverts not sent"),
         }
         let now = monotonic_ns();
-        let instances = &self.instances;
-        self.shared
-            .telemetry
-            .adverts_sent(self.outbox_due.drain(..).map(|(i, due)| {
-                (
-                    instances[i].config.name.as_str(),
-                    Duration::from_nanos(now.saturating_sub(due)),
-                )
-            }));
+        for (i, due) in self.outbox_due.drain(..) {
+            let late = Duration::from_nanos(now.saturating_sub(due)).as_secs_f64();
+            let (histogram, max) = &mut self.instances[i].lateness;
+            histogram.observe(&ADVERT_LATENESS_BUCKETS, late);
+            *max = max.max(late);
+            self.instances[i].lateness_changed = true;
+        }
     }
 
     /// The floating IP's mastership channel, if instance `i` is the one it
@@ -394,6 +398,12 @@ impl InterfaceTask {
         let now = monotonic_ns();
         let counters = if now.saturating_sub(self.counters_published_ns) >= 1_000_000_000 {
             self.counters_published_ns = now;
+            for instance in &mut self.instances {
+                if std::mem::take(&mut instance.lateness_changed) {
+                    let (histogram, max) = &instance.lateness;
+                    telemetry.set_advert_lateness(&instance.config.name, histogram, *max);
+                }
+            }
             self.receiver.counters().ok()
         } else {
             None
@@ -573,6 +583,7 @@ impl InterfaceTask {
                         to = to.name(),
                         reason = reason.name(),
                         priority = instance.machine.priority(),
+                        without_master_us = without_master.map(|d| d.as_micros() as u64),
                         "state transition"
                     );
                     self.on_transition(i, from, to).await;
@@ -607,14 +618,13 @@ impl InterfaceTask {
                 // Normally opened at start; if that failed, one for this
                 // takeover (slower: closing it stalls the thread briefly).
                 let fallback;
-                let garp = match &instance.garp {
-                    Some(garp) => Some(garp),
-                    None => {
-                        fallback = GarpSender::open(&config.interface)
-                            .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
-                            .ok();
-                        fallback.as_ref()
-                    }
+                let garp = if let Some(garp) = &instance.garp {
+                    Some(garp)
+                } else {
+                    fallback = GarpSender::open(&config.interface)
+                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
+                        .ok();
+                    fallback.as_ref()
                 };
                 if let Some(garp) = garp
                     && let Err(error) = garp.send(&instance.vips)

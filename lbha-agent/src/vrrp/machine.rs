@@ -268,6 +268,17 @@ impl Machine {
         u64::from(self.params.advert_interval_cs) * NS_PER_CS
     }
 
+    /// The first advert deadline after `now` on the cadence every Master
+    /// with this interval shares: the multiples of the interval on the
+    /// monotonic clock. At most one interval away (never later than the RFC
+    /// asks), and the same instant for every instance with this interval,
+    /// so an interface's thousand masters wake once per interval and send
+    /// their adverts in one batch instead of a thousand times.
+    fn next_advert_after(&self, now: u64) -> u64 {
+        let interval = self.advert_interval_ns().max(1);
+        (now / interval + 1) * interval
+    }
+
     /// The earliest time [`Self::poll_timers`] has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
         match (self.master_down_at, self.adver_at) {
@@ -300,7 +311,7 @@ impl Machine {
         actions.push(Action::SendAdvert {
             priority: self.priority,
         });
-        self.adver_at = Some(now + self.advert_interval_ns());
+        self.adver_at = Some(self.next_advert_after(now));
         self.transition(State::Master, reason, actions);
     }
 
@@ -383,12 +394,13 @@ impl Machine {
                         priority: self.priority,
                     });
                     // Keep the cadence: the next advert is one interval after
-                    // this one was due, unless we are more than that late.
+                    // this one was due, unless we are more than that late
+                    // (then the next point of the shared cadence).
                     let next = at + self.advert_interval_ns();
                     self.adver_at = Some(if next > now {
                         next
                     } else {
-                        now + self.advert_interval_ns()
+                        self.next_advert_after(now)
                     });
                 }
             }
@@ -453,7 +465,7 @@ impl Machine {
                     actions.push(Action::SendAdvert {
                         priority: self.priority,
                     });
-                    self.adver_at = Some(now + self.advert_interval_ns());
+                    self.adver_at = Some(self.next_advert_after(now));
                 } else if self.beats_us(advert.priority, advert.src) {
                     if self.params.version == 3 {
                         self.master_adver_interval_cs = advert.interval_cs;
@@ -731,7 +743,32 @@ mod tests {
         let actions = m.poll_timers(down);
         assert_eq!(actions[0], Action::SendAdvert { priority: 100 });
         assert!(actions.iter().any(to(State::Master, Reason::MasterDown)));
-        assert_eq!(m.next_deadline(), Some(down + 1_000 * MS));
+        // The next advert on the cadence every 1 s master shares (the
+        // multiples of the interval): within one interval, here at 4 s.
+        assert_eq!(m.next_deadline(), Some(4_000 * MS));
+        assert!(m.next_deadline().unwrap() - down <= 1_000 * MS);
+        // And from there one interval apart.
+        m.poll_timers(4_000 * MS);
+        assert_eq!(m.next_deadline(), Some(5_000 * MS));
+    }
+
+    /// Masters with the same interval advertise at the same instants, so
+    /// an interface's many instances are sent in one batch per interval.
+    #[test]
+    fn masters_share_one_cadence_per_interval() {
+        let mut a = machine(100);
+        let mut b = machine(150);
+        a.start(0);
+        b.start(123 * MS);
+        let (down_a, down_b) = (a.next_deadline().unwrap(), b.next_deadline().unwrap());
+        assert_ne!(down_a, down_b);
+        a.poll_timers(down_a);
+        b.poll_timers(down_b);
+        assert_eq!(a.next_deadline(), b.next_deadline());
+        // Late by more than an interval: back on the cadence.
+        let late = a.next_deadline().unwrap() + 2_500 * MS;
+        a.poll_timers(late);
+        assert_eq!(a.next_deadline().unwrap() % (1_000 * MS), 0);
     }
 
     #[test]
@@ -948,7 +985,7 @@ mod tests {
         m.start(0);
         let actions = m.advert(&adv(300, HIGH, 0)).unwrap();
         assert_eq!(actions, vec![Action::SendAdvert { priority: 255 }]);
-        assert_eq!(m.next_deadline(), Some(1300 * MS));
+        assert_eq!(m.next_deadline(), Some(1000 * MS), "back on the cadence");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::{
     io,
     net::{Ipv4Addr, SocketAddrV4},
+    sync::{Arc, Mutex},
 };
 
 use lbha_common::vrrp::{VRRP_MULTICAST_GROUP, encode::Advert};
@@ -40,7 +41,7 @@ pub enum NetError {
 /// with syscalls.
 #[derive(Debug, Default)]
 pub struct Batch {
-    packets: Vec<(Vec<u8>, Ipv4Addr)>,
+    packets: Vec<(Arc<[u8]>, Ipv4Addr)>,
 }
 
 impl Batch {
@@ -52,12 +53,12 @@ impl Batch {
         self.packets.len()
     }
 
-    fn push(&mut self, packet: Vec<u8>, to: Ipv4Addr) {
+    fn push(&mut self, packet: Arc<[u8]>, to: Ipv4Addr) {
         self.packets.push((packet, to));
     }
 
     /// The queued packets and their destinations, for tests and transports.
-    pub fn packets(&self) -> &[(Vec<u8>, Ipv4Addr)] {
+    pub fn packets(&self) -> &[(Arc<[u8]>, Ipv4Addr)] {
         &self.packets
     }
 
@@ -174,10 +175,20 @@ impl AdvertSocket {
 
 /// One instance's adverts: its source address and destinations (unicast
 /// peers, or 224.0.0.18), sent through its interface's [`AdvertSocket`].
+///
+/// An instance's advert changes only with its priority, so the packets are
+/// built once per priority and reused: a Master sends the same bytes every
+/// interval, and building them (checksums included) a thousand times a
+/// second per instance would cost more than sending them.
 pub struct AdvertSender {
     src: Ipv4Addr,
     destinations: Vec<Ipv4Addr>,
+    built: Mutex<Option<Built>>,
 }
+
+/// The packets of the last advert an instance queued: its priority, and
+/// one packet per destination.
+type Built = (u8, Vec<Arc<[u8]>>);
 
 impl AdvertSender {
     pub fn new(src: Ipv4Addr, peers: &[Ipv4Addr]) -> Self {
@@ -186,7 +197,11 @@ impl AdvertSender {
         } else {
             peers.to_vec()
         };
-        Self { src, destinations }
+        Self {
+            src,
+            destinations,
+            built: Mutex::new(None),
+        }
     }
 }
 
@@ -196,8 +211,25 @@ impl AdvertOut for AdvertSender {
     }
 
     fn queue(&self, advert: &Advert<'_>, batch: &mut Batch) {
-        for dst in &self.destinations {
-            batch.push(advert.ipv4_packet(self.src, *dst), *dst);
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if built
+            .as_ref()
+            .is_none_or(|(priority, _)| *priority != advert.priority)
+        {
+            let packets = self
+                .destinations
+                .iter()
+                .map(|dst| Arc::from(advert.ipv4_packet(self.src, *dst)))
+                .collect();
+            *built = Some((advert.priority, packets));
+        }
+        if let Some((_, packets)) = built.as_ref() {
+            for (packet, dst) in packets.iter().zip(&self.destinations) {
+                batch.push(packet.clone(), *dst);
+            }
         }
     }
 }

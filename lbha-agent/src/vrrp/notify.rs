@@ -24,7 +24,7 @@ use crate::{
 
 /// keepalived gives notify scripts no timeout; a hung one must not block
 /// every later transition forever, so lbha allows this long.
-const NOTIFY_TIMEOUT: Duration = Duration::from_secs(60);
+const NOTIFY_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// How long MASTER notify scripts wait for the floating-IP manager's
 /// decision (a metadata round trip; the API's own retries are not waited for).

@@ -36,7 +36,7 @@ pub const MIN_RATE_LIMIT_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait a rate-limit hint gives. DO's limits reset within the
 /// hour, so a longer hint is a broken header; the client gives up at once
 /// anyway when a wait would end past its operation deadline.
-pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+pub const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_hours(1);
 
 /// Why one attempt failed, and whether another may succeed.
 #[derive(Debug)]
@@ -196,7 +196,10 @@ pub fn decode_holder(
             &"no floating_ip/reserved_ip object",
         ));
     };
-    let locked = obj.get("locked").and_then(|l| l.as_bool()).unwrap_or(false);
+    let locked = obj
+        .get("locked")
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
     let holder = match obj.get("droplet") {
         None => Holder::Unknown,
         Some(serde_json::Value::Null) => Holder::Unassigned,
@@ -403,7 +406,7 @@ mod tests {
         );
         assert_eq!(
             wait(&[("retry-after", "3600")]),
-            Some(Duration::from_secs(3600))
+            Some(Duration::from_hours(1))
         );
     }
 
