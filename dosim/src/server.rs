@@ -126,10 +126,10 @@ pub(crate) async fn serve<F, Fut>(
                         {
                             Ok(Ok(stream)) => serve_stream(name, conn, stream, handler).await,
                             Ok(Err(error)) => {
-                                tracing::info!(listener = name, %peer, connection = id, %error, "TLS handshake failed")
+                                tracing::info!(listener = name, %peer, connection = id, %error, "TLS handshake failed");
                             }
                             Err(_) => {
-                                tracing::info!(listener = name, %peer, connection = id, "TLS handshake timed out")
+                                tracing::info!(listener = name, %peer, connection = id, "TLS handshake timed out");
                             }
                         }
                     }

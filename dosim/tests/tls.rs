@@ -131,7 +131,7 @@ async fn kept_alive_connections_are_numbered_and_can_be_closed() {
     let mut rest = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut rest)).await;
     assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        matches!(read, Ok(Ok(0) | Err(_))),
         "closed by the simulator: {read:?}"
     );
 
