@@ -230,6 +230,17 @@ pub enum ApiError {
         elapsed: Duration,
         last: String,
     },
+    /// The API's certificate was refused: not signed by a CA we trust (the
+    /// system's, or `ca_file`'s), not for this name, expired. Retrying
+    /// would not change it.
+    #[error(
+        "DigitalOcean API {method} {path}: its TLS certificate was refused ({reason}); is the API's CA among the system's roots or in ca_file?"
+    )]
+    Certificate {
+        method: Method,
+        path: String,
+        reason: String,
+    },
     /// A single attempt (no retries) that failed in a way a retry might
     /// have fixed.
     #[error("DigitalOcean API {method} {path}: {last}")]
@@ -884,6 +895,13 @@ impl ApiClient {
                 source: e,
             });
         }
+        if let Some(reason) = refused_certificate(&e) {
+            return Failure::Fatal(ApiError::Certificate {
+                method: method.clone(),
+                path: path.to_owned(),
+                reason,
+            });
+        }
         // Everything else (refused, reset, closed mid-answer, timed out) is
         // the network or DO having a bad moment.
         let kind = if e.is_timeout() {
@@ -919,6 +937,29 @@ impl ApiClient {
             .min(cap);
         Duration::from_millis(fastrand::u64(0..=ceiling))
     }
+}
+
+/// Why rustls refused the server's certificate, if that is what `error`
+/// comes from. An `io::Error` leaves the error it wraps out of `source()`
+/// (and tokio-rustls' rustls error comes wrapped twice), so each one met is
+/// opened with `get_ref`, as deep as it goes.
+fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let mut candidate = Some(e);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(why)) = c.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("{why:?}"));
+            }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+        }
+        next = e.source();
+    }
+    None
 }
 
 /// Microseconds since the Unix epoch (0 before it).
@@ -1105,18 +1146,24 @@ mod tests {
         // reaches the API.
         let untrusting = ApiClient::new(
             ApiOptions {
-                operation_deadline: Duration::from_millis(300),
+                operation_deadline: Duration::from_secs(20),
                 ..opts(sim.https_url())
             },
             Secret::new(TOKEN),
         )
         .unwrap();
+        let asked = Instant::now();
         let error = untrusting.holder(IP).await.unwrap_err();
         let text = crate::error_chain(&error);
+        // Reported at once (not retried until the deadline): retrying does
+        // not change a certificate. The token is in no part of it.
         assert!(
-            matches!(error, ApiError::DeadlineExceeded { .. }) && text.contains("certificate"),
+            matches!(error, ApiError::Certificate { .. }) && text.contains("UnknownIssuer"),
             "{text}"
         );
+        assert!(text.contains("ca_file"), "says what to do: {text}");
+        assert!(asked.elapsed() < Duration::from_secs(5), "{text}");
+        assert!(!text.contains(TOKEN) && !format!("{error:?}").contains(TOKEN));
         assert_eq!(sim.requests().len(), 1);
 
         let missing = ApiClient::new(
