@@ -147,6 +147,9 @@ pub struct LabOptions {
     pub heartbeat: bool,
     /// Where the API is, for lbha and the keepalived stack's master.sh alike.
     pub api: ApiPath,
+    /// lbha's `keepalive_interval` (a Backup's warm API connection; zero:
+    /// off), both configuration formats; `None`: lbha's default.
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl Default for LabOptions {
@@ -163,6 +166,7 @@ impl Default for LabOptions {
             check_interval: Duration::from_secs(2),
             heartbeat: false,
             api: ApiPath::Local,
+            keepalive_interval: None,
         }
     }
 }
@@ -465,6 +469,7 @@ recheck_interval = {recheck}
 operation_deadline = 20.0
 request_timeout = 2.0
 metadata_timeout = 1.0
+{keepalive}
 {extra_floating_ip}
 {heartbeat}"#,
             priority = if i == 0 { 200 } else { 100 },
@@ -472,6 +477,10 @@ metadata_timeout = 1.0
             ca_file = self
                 .api_ca_file()
                 .map(|path| format!("ca_file = \"{}\"", path.display()))
+                .unwrap_or_default(),
+            keepalive = o
+                .keepalive_interval
+                .map(|d| format!("keepalive_interval = {:?}", d.as_secs_f64()))
                 .unwrap_or_default(),
             check_interval = o.check_interval.as_secs_f64(),
             interval = o.advert_interval.as_secs_f64(),
@@ -826,6 +835,29 @@ metadata_timeout = 1.0
             .map(|(_, body)| body)
             .context("simulator reply without a body")?;
         Ok(serde_json::from_str(body)?)
+    }
+
+    /// Closes every open API connection at the simulator (`POST
+    /// /_sim/close_connections`), as DigitalOcean's side drops idle ones:
+    /// each client's next request opens a new one. The lab's own control
+    /// connection is one of them, so its answer may be cut short.
+    pub fn close_api_connections(&self) -> Result<()> {
+        let request = "POST /_sim/close_connections HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let reply = in_netns(self.router.name(), move || {
+            http_request(
+                SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                request,
+                Duration::from_secs(2),
+            )
+        })?;
+        match reply {
+            Ok(reply) if !reply.is_empty() && !reply.starts_with("HTTP/1.1 2") => bail!(
+                "simulator /_sim/close_connections: {}",
+                reply.lines().next().unwrap_or_default()
+            ),
+            // Answered, or closed with the others before it could answer.
+            _ => Ok(()),
+        }
     }
 
     /// Clears every injected fault (`POST /_sim/reset_faults`).

@@ -526,7 +526,7 @@ impl Lab {
             ),
             Stack::LbhaKeepalivedConf | Stack::Lbha => format!(
                 "{agent} --keepalived-conf {conf} --floating-ip {FLOATING_IP} \
-                 --do-token-file {token} --do-api-url {api_url} {ca_file}\
+                 --do-token-file {token} --do-api-url {api_url} {ca_file}{keepalive}\
                  --do-metadata-url http://{METADATA_IP} 2>>{log}",
                 agent = self.bins.agent.display(),
                 conf = conf.display(),
@@ -535,6 +535,11 @@ impl Lab {
                 ca_file = self
                     .api_ca_file()
                     .map(|path| format!("--do-ca-file {} ", path.display()))
+                    .unwrap_or_default(),
+                keepalive = self
+                    .opts
+                    .keepalive_interval
+                    .map(|d| format!("--do-keepalive-interval {} ", d.as_secs_f64()))
                     .unwrap_or_default(),
                 log = log.display(),
             ),
