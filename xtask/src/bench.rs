@@ -1100,6 +1100,9 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         let m1 = lab.metrics(1).unwrap_or_default();
         xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
     });
+    // Counted before the crash below, whose takeovers are its own figure.
+    let transitions_during_window = transitions(&lab) - before;
+    let rss = [rss_kib(&pids[0]), rss_kib(&pids[1])];
     let takeover = if stack == Stack::Lbha && vrids == 255 && settled.is_ok() {
         Some(takeover_at_scale(bench, &mut lab)?)
     } else {
@@ -1114,9 +1117,9 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         "backup_cpu_ms_per_s": cpu(1),
         "master_kernel_ms_per_s": kernel(0),
         "backup_kernel_ms_per_s": kernel(1),
-        "master_rss_kib": rss_kib(&pids[0]),
-        "backup_rss_kib": rss_kib(&pids[1]),
-        "transitions_during_window": transitions(&lab) - before,
+        "master_rss_kib": rss[0],
+        "backup_rss_kib": rss[1],
+        "transitions_during_window": transitions_during_window,
         "backup_ringbuf_full": ringbuf_full,
         "settled": settled.is_ok(),
         "floating_ip_repairs": settled.unwrap_or(0),

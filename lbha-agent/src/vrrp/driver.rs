@@ -80,8 +80,20 @@ struct Published {
 
 /// How long past its master-down deadline a backup following a healthy
 /// master may sleep when the kernel reports silence: only matters if the
-/// kernel's timer failed (counted as `silence_timer_errors`).
+/// kernel's timer failed (counted as `silence_timer_errors`) or a change
+/// was lost to a full ring buffer.
 const SILENCE_BACKSTOP_NS: u64 = 1_000_000_000;
+
+/// Backstop wakeups fall on a grid of half the backstop on the monotonic
+/// clock, so the instances of an interface wake together (with a thousand
+/// VRIDs, one wakeup per grid step instead of one per instance, each of
+/// which would also walk every instance): at least half a backstop and at
+/// most a whole one past the deadline.
+const BACKSTOP_GRID_NS: u64 = SILENCE_BACKSTOP_NS / 2;
+
+fn backstop_after(deadline: u64) -> u64 {
+    (deadline + BACKSTOP_GRID_NS).div_ceil(BACKSTOP_GRID_NS) * BACKSTOP_GRID_NS
+}
 
 /// The VRRP advertisement interval of an instance in centiseconds.
 pub fn interval_cs(instance: &config::Instance) -> u16 {
@@ -134,7 +146,7 @@ impl InstanceRuntime {
     fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
         let deadline = self.machine.next_deadline()?;
         if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
-            Some(deadline + SILENCE_BACKSTOP_NS)
+            Some(backstop_after(deadline))
         } else {
             Some(deadline)
         }
@@ -807,10 +819,11 @@ mod tests {
             Some(deadline),
             "raw socket: exact deadline"
         );
-        assert_eq!(
-            rt.wake_at(true),
-            Some(deadline + SILENCE_BACKSTOP_NS),
-            "XDP: the kernel timer reports silence; only a backstop"
+        let backstop = rt.wake_at(true).expect("a backstop");
+        assert!(
+            backstop >= deadline + SILENCE_BACKSTOP_NS / 2
+                && backstop <= deadline + SILENCE_BACKSTOP_NS,
+            "XDP: the kernel timer reports silence; only a backstop, within a second of the deadline: {deadline} -> {backstop}"
         );
         rt.silence_reported = true;
         assert_eq!(
@@ -818,5 +831,23 @@ mod tests {
             Some(deadline),
             "after a silence report the exact deadline counts"
         );
+    }
+
+    #[test]
+    fn backstops_of_nearby_deadlines_coalesce_within_a_second() {
+        let grid = BACKSTOP_GRID_NS;
+        // Deadlines spread over one grid step wake together.
+        let first = backstop_after(7 * grid + 1);
+        for offset in [1, 1_000, grid / 3, grid - 1, grid] {
+            assert_eq!(backstop_after(7 * grid + offset), first, "offset {offset}");
+        }
+        for deadline in [0, 1, grid - 1, grid, 12_345_678_901, 99 * grid + 17] {
+            let at = backstop_after(deadline);
+            assert!(
+                at >= deadline + SILENCE_BACKSTOP_NS / 2 && at <= deadline + SILENCE_BACKSTOP_NS,
+                "{deadline} -> {at}"
+            );
+            assert_eq!(at % grid, 0, "on the grid");
+        }
     }
 }
