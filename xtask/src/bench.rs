@@ -1550,7 +1550,7 @@ fn report(results: &Value) -> String {
          (`keepalive_interval` 1 s here) opens a new one meanwhile; \"warm\": the accepted \
          assign came on a connection the simulator had already served a request on; \
          \"connections opened\": new connections through the relay between the fault and \
-         the 201 (with keepalived.conf, lbha still runs master.sh, whose curl is one of them; \
+         the 201, either node's (after HAProxy's death lb1's re-checks go on; with keepalived.conf, lbha still runs master.sh, whose curl is one of them; \
          metadata is local and not counted).\n",
     );
     md
