@@ -168,6 +168,25 @@ struct FloatingIpArgs {
     /// Droplet metadata service base URL.
     #[arg(long, value_name = "URL")]
     do_metadata_url: Option<String>,
+    /// PEM bundle of CA certificates to trust for the API besides the
+    /// system's (a private CA, a TLS-inspecting proxy).
+    #[arg(long, value_name = "FILE")]
+    do_ca_file: Option<PathBuf>,
+    /// Seconds between a Backup's keep-alive requests to the API (default
+    /// 25; 0: off).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    do_keepalive_interval: Option<std::time::Duration>,
+}
+
+/// Seconds (integer or fraction), at most a day.
+fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text} is outside 0..=86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 impl FloatingIpArgs {
@@ -195,6 +214,12 @@ impl FloatingIpArgs {
             }
             if let Some(url) = &self.do_metadata_url {
                 settings.metadata_url = url.clone();
+            }
+            if let Some(path) = &self.do_ca_file {
+                settings.ca_file = Some(path.clone());
+            }
+            if let Some(interval) = self.do_keepalive_interval {
+                settings.keepalive_interval = interval;
             }
         }
     }

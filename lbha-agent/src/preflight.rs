@@ -1,7 +1,7 @@
 //! What a configuration needs from this host, checked before anything runs
 //! it: users and groups, interfaces and their addresses, scripts (present,
-//! and acceptable under script security), the API token, the listening
-//! sockets. The daemon runs these checks at start and before every reload
+//! and acceptable under script security), the API token and CA bundle, the
+//! listening sockets. The daemon runs these checks at start and before every reload
 //! swaps anything, and `check-config` runs the same ones, so what
 //! check-config accepts a reload accepts.
 //!
@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    cloud::load_token,
+    cloud::{load_ca_file, load_token},
     config::{Config, Diagnostic, Loaded},
     health::{
         process::{process_check_of, wrapped_process_check},
@@ -161,6 +161,17 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 lines.floating_ip.line("token_file").or(at),
                 format!(
                     "{}: the floating IP could not be moved",
+                    crate::error_chain(&error)
+                ),
+            );
+        }
+        if let Some(path) = &floating_ip.settings.ca_file
+            && let Err(error) = load_ca_file(path)
+        {
+            problem(
+                lines.floating_ip.line("ca_file").or(at),
+                format!(
+                    "{}: the API client could not be built",
                     crate::error_chain(&error)
                 ),
             );
@@ -404,6 +415,37 @@ mod tests {
         assert!(
             problems[0].contains("/nonexistent/lbha/token"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_ca_file_must_be_readable_and_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |ca: &Path| {
+            format!(
+                "{LO}\n[floating_ip]\nip = \"203.0.113.10\"\ntoken_env = \"PATH\"\nca_file = \"{}\"\n",
+                ca.display()
+            )
+        };
+        let missing = dir.path().join("missing.pem");
+        let problems = messages(&check_host(&load(&config(&missing)), Held::default()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("host.toml:10: ") && problems[0].contains("cannot read it"),
+            "{problems:?}"
+        );
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let problems = messages(&check_host(&load(&config(&not_pem)), Held::default()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("holds no certificate"), "{problems:?}");
+
+        let ca = lbha_dosim::tls::LabCa::generate(&["127.0.0.1".into()]).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.ca_pem()).unwrap();
+        assert_eq!(
+            messages(&check_host(&load(&config(&good)), Held::default())),
+            Vec::<String>::new()
         );
     }
 

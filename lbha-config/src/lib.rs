@@ -16,8 +16,8 @@ use std::{
 mod floating_ip;
 
 pub use floating_ip::{
-    DEFAULT_API_URL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL, FloatingIpConfig,
-    InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
+    DEFAULT_API_URL, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL,
+    FloatingIpConfig, InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
 };
 
 /// Where `lbha-agent status` finds the running agent (root only).

@@ -6,7 +6,11 @@
 //! stops at the first error, and the walk reports every unknown key, wrong
 //! type and missing key at once.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ::toml::{
     Spanned, Value,
@@ -96,6 +100,8 @@ const FLOATING_IP_KEYS: &[&str] = &[
     "operation_deadline",
     "request_timeout",
     "metadata_timeout",
+    "ca_file",
+    "keepalive_interval",
 ];
 
 /// Environment variable the API token is read from when no file is given.
@@ -266,6 +272,8 @@ fn read_floating_ip(
     let operation_deadline = f.secs(r, fl, "operation_deadline");
     let request_timeout = f.secs(r, fl, "request_timeout");
     let metadata_timeout = f.secs(r, fl, "metadata_timeout");
+    let ca_file = f.string(r, fl, "ca_file");
+    let keepalive_interval = f.secs(r, fl, "keepalive_interval");
     f.finish(r, FLOATING_IP_KEYS);
     if token_file.is_some() && token_env.is_some() {
         r.error(
@@ -294,11 +302,13 @@ fn read_floating_ip(
         settings.path_family = family;
     }
     settings.droplet_id = droplet_id.map(|id| id as u64);
+    settings.ca_file = ca_file.map(PathBuf::from);
     for (value, field) in [
         (recheck_interval, &mut settings.recheck_interval),
         (operation_deadline, &mut settings.operation_deadline),
         (request_timeout, &mut settings.request_timeout),
         (metadata_timeout, &mut settings.metadata_timeout),
+        (keepalive_interval, &mut settings.keepalive_interval),
     ] {
         if let Some(value) = value {
             *field = value;
@@ -1187,6 +1197,10 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "operation_deadline = {}", secs(c.operation_deadline));
         let _ = writeln!(out, "request_timeout = {}", secs(c.request_timeout));
         let _ = writeln!(out, "metadata_timeout = {}", secs(c.metadata_timeout));
+        if let Some(path) = &c.ca_file {
+            let _ = writeln!(out, "ca_file = {}", string(&path.to_string_lossy()));
+        }
+        let _ = writeln!(out, "keepalive_interval = {}", secs(c.keepalive_interval));
     }
     if let Some(h) = &config.heartbeat {
         let _ = writeln!(out, "\n[heartbeat]");
@@ -1204,9 +1218,8 @@ pub fn to_toml(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
+    use crate::DEFAULT_KEEPALIVE_INTERVAL;
 
     fn path() -> PathBuf {
         PathBuf::from("/etc/lbha/lbha.toml")
@@ -1726,8 +1739,24 @@ interval = 0.5
         assert_eq!(f.settings.path_family, PathFamily::ReservedIps);
         assert_eq!(f.settings.recheck_interval, Duration::from_secs(5));
         assert_eq!(f.settings.api_url, "https://api.digitalocean.com");
+        assert_eq!(f.settings.ca_file, None);
+        assert_eq!(f.settings.keepalive_interval, DEFAULT_KEEPALIVE_INTERVAL);
         let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
         assert_eq!(again.config, loaded.config);
+
+        // A CA bundle, and the keep-alive turned off (zero is allowed).
+        let tls = parse(
+            &format!(
+                "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\nca_file = \"/etc/lbha/ca.pem\"\nkeepalive_interval = 0\n"
+            ),
+            &path(),
+        )
+        .expect("parses");
+        let settings = &tls.config.floating_ip.as_ref().expect("section").settings;
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/lbha/ca.pem")));
+        assert_eq!(settings.keepalive_interval, Duration::ZERO);
+        let again = parse(&to_toml(&tls.config), &path()).expect("round trip");
+        assert_eq!(again.config, tls.config);
 
         let defaults = parse(
             &format!("{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\n"),
