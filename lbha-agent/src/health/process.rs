@@ -57,29 +57,147 @@ fn alive(stat: &procfs::process::Stat) -> bool {
 
 /// The live (non-zombie) PIDs matching `what`, in this PID namespace's /proc.
 pub fn scan(what: &ProcessMatch) -> Vec<i32> {
-    match what {
-        ProcessMatch::Name(name) => {
-            let Ok(all) = procfs::process::all_processes() else {
-                return Vec::new();
-            };
-            let own = std::process::id() as i32;
-            all.filter_map(Result::ok)
-                .filter(|p| p.pid != own)
-                .filter_map(|p| {
-                    let stat = p.stat().ok()?;
-                    (alive(&stat) && name_matches(&p, &stat, name)).then_some(p.pid)
-                })
-                .collect()
+    MatchCache::default().scan(what)
+}
+
+/// What a scan learnt of one process for one name.
+struct Known {
+    starttime: u64,
+    comm: String,
+    matched: bool,
+}
+
+/// Remembers, per name, which processes matched, so that a rescan reads
+/// only each process's stat instead of stat, cmdline and exe (on a host
+/// with thousands of processes, a third of the reads every second).
+///
+/// An entry stands while the process's start time and `comm` are
+/// unchanged: an exec changes `comm` (the kernel sets it to the new
+/// program's name), so a process caught between fork and exec is looked at
+/// again once it has become HAProxy. What it cannot see is a process that
+/// rewrites its `argv[0]` in place to the name without exec; `pidof` would
+/// match it at its next run, lbha when it restarts.
+#[derive(Default)]
+struct MatchCache {
+    by_name: HashMap<String, HashMap<i32, Known>>,
+}
+
+impl MatchCache {
+    fn scan(&mut self, what: &ProcessMatch) -> Vec<i32> {
+        match what {
+            ProcessMatch::Name(name) => self.scan_name(name),
+            ProcessMatch::Pidfile(path) => std::fs::read_to_string(path)
+                .ok()
+                .and_then(|text| text.trim().parse::<i32>().ok())
+                .filter(|pid| *pid > 0)
+                .and_then(|pid| procfs::process::Process::new(pid).ok())
+                .filter(|p| p.stat().is_ok_and(|s| alive(&s)))
+                .map(|p| vec![p.pid])
+                .unwrap_or_default(),
         }
-        ProcessMatch::Pidfile(path) => std::fs::read_to_string(path)
-            .ok()
-            .and_then(|text| text.trim().parse::<i32>().ok())
-            .filter(|pid| *pid > 0)
-            .and_then(|pid| procfs::process::Process::new(pid).ok())
-            .filter(|p| p.stat().is_ok_and(|s| alive(&s)))
-            .map(|p| vec![p.pid])
-            .unwrap_or_default(),
     }
+
+    fn scan_name(&mut self, name: &str) -> Vec<i32> {
+        let Ok(all) = procfs::process::all_processes() else {
+            return Vec::new();
+        };
+        let own = std::process::id() as i32;
+        let known = self.by_name.entry(name.to_owned()).or_default();
+        let mut seen = std::collections::HashSet::new();
+        let mut found = Vec::new();
+        for process in all.filter_map(Result::ok) {
+            if process.pid == own {
+                continue;
+            }
+            let Ok(stat) = process.stat() else {
+                continue;
+            };
+            seen.insert(process.pid);
+            if !alive(&stat) {
+                continue;
+            }
+            let matched = match known.get(&process.pid) {
+                Some(k) if k.starttime == stat.starttime && k.comm == stat.comm => k.matched,
+                _ => {
+                    let matched = name_matches(&process, &stat, name);
+                    known.insert(
+                        process.pid,
+                        Known {
+                            starttime: stat.starttime,
+                            comm: stat.comm.clone(),
+                            matched,
+                        },
+                    );
+                    matched
+                }
+            };
+            if matched {
+                found.push(process.pid);
+            }
+        }
+        known.retain(|pid, _| seen.contains(pid));
+        found
+    }
+}
+
+type ScanRequest = (ProcessMatch, tokio::sync::oneshot::Sender<Vec<i32>>);
+
+/// Scans run on one thread of their own at the lowest CPU priority (nice
+/// 19): on a busy host a scan costs tens to hundreds of milliseconds of CPU
+/// a second, and on a droplet with one or two vCPUs it must never be what
+/// keeps the runtime thread (the adverts) waiting for a CPU. Deaths are
+/// seen by the pidfds at once; only finding new processes can wait.
+fn scanner() -> Option<&'static std::sync::mpsc::Sender<ScanRequest>> {
+    static SCANNER: std::sync::OnceLock<Option<std::sync::mpsc::Sender<ScanRequest>>> =
+        std::sync::OnceLock::new();
+    SCANNER
+        .get_or_init(|| {
+            let (requests, incoming) = std::sync::mpsc::channel::<ScanRequest>();
+            std::thread::Builder::new()
+                .name(SCANNER_THREAD.into())
+                .spawn(move || {
+                    lower_own_priority();
+                    let mut cache = MatchCache::default();
+                    for (what, reply) in incoming {
+                        let _ = reply.send(cache.scan(&what));
+                    }
+                })
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "no process-scan thread; scanning on the blocking pool");
+                })
+                .ok()
+                .map(|_| requests)
+        })
+        .as_ref()
+}
+
+const SCANNER_THREAD: &str = "lbha-procscan";
+const SCANNER_NICE: i32 = 19;
+
+fn lower_own_priority() {
+    let tid = nix::unistd::gettid().as_raw();
+    // SAFETY: plain syscall on this thread's own id (on Linux the nice
+    // value is per thread); raising it needs no privilege.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, SCANNER_NICE) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "process-scan thread keeps normal priority");
+    }
+}
+
+/// Runs [`scan`] on the scan thread (or the blocking pool if it is gone).
+async fn scan_off_runtime(what: ProcessMatch) -> Option<Vec<i32>> {
+    if let Some(requests) = scanner() {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if requests.send((what.clone(), reply)).is_ok()
+            && let Ok(pids) = answer.await
+        {
+            return Some(pids);
+        }
+    }
+    tokio::task::spawn_blocking(move || scan(&what))
+        .await
+        .inspect_err(|error| tracing::warn!(%error, "process scan failed"))
+        .ok()
 }
 
 /// A pidfd: readable once the process has exited.
@@ -110,19 +228,16 @@ impl ProcessWatcher {
     /// Rescans procfs, starts watching new processes and returns whether
     /// any matching process is alive.
     ///
-    /// The scan runs on the blocking pool: it reads every process's stat,
-    /// cmdline and exe, thousands of reads on a busy host, and a cmdline
-    /// read waits for that process's memory lock, which another process
-    /// can hold for long (a big mmap, a core dump). On the runtime thread
-    /// that would delay the adverts.
+    /// The scan runs off the runtime thread (see [`scanner`]): it reads
+    /// every process's stat (and a new process's cmdline and exe),
+    /// thousands of reads on a busy host, and a cmdline read waits for that
+    /// process's memory lock, which another process can hold for long (a
+    /// big mmap, a core dump). On the runtime thread that would delay the
+    /// adverts.
     pub async fn refresh(&mut self) -> bool {
-        let what = self.what.clone();
-        let pids = match tokio::task::spawn_blocking(move || scan(&what)).await {
-            Ok(pids) => pids,
-            Err(error) => {
-                tracing::warn!(%error, "process scan failed; keeping the processes already watched");
-                return !self.pidfds.is_empty();
-            }
+        let Some(pids) = scan_off_runtime(self.what.clone()).await else {
+            tracing::warn!("process scan failed; keeping the processes already watched");
+            return !self.pidfds.is_empty();
         };
         self.pidfds.retain(|pid, _| pids.contains(pid));
         for pid in &pids {
@@ -347,5 +462,64 @@ mod tests {
         assert_eq!(wrapped_process_check(&piped), None);
         assert_eq!(wrapped_process_check(&["relative.sh".to_string()]), None);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn scans_run_on_a_thread_of_their_own_at_the_lowest_priority() {
+        let mut watcher = ProcessWatcher::new(ProcessMatch::Name("lbha-no-such-process".into()));
+        assert!(!watcher.refresh().await);
+        let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+        let scanner_nice = tasks.filter_map(Result::ok).find_map(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // comm is in parentheses; nice is the 19th field, the 17th after it.
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            (comm == SCANNER_THREAD).then(|| rest.split(' ').nth(16)?.parse::<i32>().ok())?
+        });
+        assert_eq!(scanner_nice, Some(SCANNER_NICE));
+    }
+
+    #[test]
+    fn a_process_that_execs_into_the_name_is_seen_by_the_next_scan() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = format!("lbhaexec{}", std::process::id() % 100_000);
+        let bin = dir.path().join(&name);
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        let gate = dir.path().join("go");
+        // A shell (comm "sh") that becomes `name` by exec once told to.
+        let script = format!(
+            "while [ ! -e {} ]; do sleep 0.02; done; exec {} 30",
+            gate.display(),
+            bin.display()
+        );
+        let child = Sleeper(
+            std::process::Command::new("/bin/sh")
+                .args(["-c", &script])
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id() as i32;
+        let mut cache = MatchCache::default();
+        let what = ProcessMatch::Name(name.clone());
+        assert!(cache.scan(&what).is_empty(), "still the shell");
+        assert!(
+            cache.by_name[&name].contains_key(&pid),
+            "the shell is remembered as not matching"
+        );
+        std::fs::write(&gate, "").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while cache.scan(&what).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "exec into {name} never seen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(cache.scan(&what), vec![pid]);
+        drop(child);
+        assert!(cache.scan(&what).is_empty());
+        assert!(
+            !cache.by_name[&name].contains_key(&pid),
+            "gone processes are forgotten"
+        );
     }
 }
