@@ -3,6 +3,7 @@
 
 mod bench;
 mod dist;
+mod kernels;
 mod lab;
 mod setup;
 
@@ -45,6 +46,9 @@ enum Cmd {
     Lab(lab::LabArgs),
     /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
     Dist,
+    /// Boot Debian's kernels (bullseye 5.10, bookworm 6.1, trixie 6.12) in
+    /// QEMU/KVM and run the XDP tests and the keepalived receive test in each.
+    Kernels(kernels::KernelsArgs),
     /// Benchmark lbha against keepalived in the lab (needs root; writes target/bench/).
     Bench(bench::BenchArgs),
 }
@@ -186,6 +190,10 @@ fn main() -> Result<()> {
         Cmd::Lab(args) => {
             let (agent, dosim) = release_binaries()?;
             lab::run_lab(&args, &agent, &dosim)
+        }
+        Cmd::Kernels(args) => {
+            setup::setup()?;
+            kernels::kernels(&args)
         }
         Cmd::Bench(args) => {
             let (agent, dosim) = release_binaries()?;
