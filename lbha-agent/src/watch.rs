@@ -24,6 +24,7 @@ use crate::print_json;
 pub enum PathArg {
     Auto,
     Xdp,
+    XdpNoTimer,
     Raw,
 }
 
@@ -32,6 +33,7 @@ impl From<PathArg> for ReceivePathChoice {
         match arg {
             PathArg::Auto => ReceivePathChoice::Auto,
             PathArg::Xdp => ReceivePathChoice::Xdp,
+            PathArg::XdpNoTimer => ReceivePathChoice::XdpNoTimer,
             PathArg::Raw => ReceivePathChoice::Raw,
         }
     }

@@ -78,6 +78,16 @@ impl AdvertReceiver {
         if choice == ReceivePathChoice::Raw {
             return raw("receive_path = \"raw\" in the configuration".to_owned());
         }
+        if choice == ReceivePathChoice::XdpNoTimer {
+            let program = XdpProgram::attach(interface, vrids, pin_root, Variant::NoTimer, steady)?;
+            return Ok(Opened {
+                receiver: Self::Xdp(Box::new(program)),
+                choice: Choice {
+                    program: Program::Xdp(Variant::NoTimer),
+                    reason: "receive_path = \"xdp-no-timer\" in the configuration".to_owned(),
+                },
+            });
+        }
         let features = KernelFeatures::probe();
         let probed = variant::choose(&features);
         tracing::info!(
