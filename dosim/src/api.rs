@@ -19,7 +19,7 @@ use tower::ServiceExt;
 
 use crate::Shared;
 use crate::requests::{RequestRecord, request_id};
-use crate::server::{Dropped, Peer};
+use crate::server::{Conn, Dropped, Peer};
 use crate::state::{
     ActionRecord, ActionStatus, ApiError, ApiFault, Family, FaultsUpdate, RateCall, RateHeaders,
     ScriptedFault, api_endpoint, required_scope,
@@ -99,6 +99,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/reset_faults", post(sim_reset_faults))
         .route("/_sim/requests", get(sim_requests))
         .route("/_sim/holder", post(sim_set_holder))
+        .route("/_sim/close_connections", post(sim_close_connections))
         .fallback(|| async { error_response(&ApiError::not_found()) })
         .method_not_allowed_fallback(|| async {
             json_response(
@@ -119,9 +120,10 @@ const MAX_BODY: usize = 1 << 20;
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     router: Router,
-    peer: SocketAddr,
+    conn: Conn,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, Dropped> {
+    let peer = conn.peer;
     request.extensions_mut().insert(Peer(peer));
     let path = request.uri().path().to_owned();
     if path == "/_sim" || path.starts_with("/_sim/") {
@@ -161,6 +163,8 @@ pub(crate) async fn handle(
                 .collect(),
             body: String::from_utf8_lossy(&body).into_owned(),
             caller: peer,
+            connection: conn.id,
+            tls: conn.tls,
         }),
         shared: Arc::clone(&shared),
         status: None,
@@ -547,6 +551,11 @@ async fn sim_set_holder(State(shared): State<Arc<Shared>>, body: Bytes) -> Respo
         return error_response(&ApiError::unprocessable(message));
     }
     json_response(200, &json!({ "ip": update.ip, "holder": update.holder }))
+}
+
+async fn sim_close_connections(State(shared): State<Arc<Shared>>) -> Response<Body> {
+    let open = shared.close_connections();
+    json_response(200, &json!({ "closed": open }))
 }
 
 async fn sim_reset_faults(State(shared): State<Arc<Shared>>) -> Response<Body> {

@@ -13,6 +13,13 @@
 //!   `GET /_sim/requests` / [`SimHandle::requests`].
 //! * With `route`, the simulator keeps `IP/32 via HOLDER` in its own network
 //!   namespace so packets to the floating IP reach the holder.
+//! * With `api_tls_listen`, a second API listener serves HTTPS: a CA made
+//!   at start ([`tls::LabCa`], its PEM from [`SimHandle::ca_pem`], the
+//!   binary's `--tls-ca-out`) signs a certificate for that listener's
+//!   address and the `tls_names`. The plain listener stays, same state.
+//!   Every API connection is numbered ([`RequestRecord::connection`],
+//!   `api_connections` in the state), and `POST /_sim/close_connections`
+//!   closes the open ones, as an idle timeout in front of DO would.
 //!
 //! API listener (`Authorization: Bearer TOKEN` required, else 401; every
 //! response has `ratelimit-limit`/`-remaining`/`-reset`, an `x-request-id`
@@ -41,7 +48,7 @@
 //! `POST /_sim/reset_faults`, `GET /_sim/requests` ([`RequestRecord`]s,
 //! oldest first, the last [`requests::REQUEST_LOG_LIMIT`]), and
 //! `POST /_sim/holder` `{"ip":IP,"holder":N|null}` (moves the IP at once,
-//! as another droplet would). Faults apply to API calls only, one per call
+//! as another droplet would), `POST /_sim/close_connections`. Faults apply to API calls only, one per call
 //! in the order script (its front entry), drop, 5xx, 429; `delay_ms`
 //! delays every API call; `drop` closes the call's connection with no
 //! response (per call, so a pooled keep-alive connection is closed too).
@@ -80,6 +87,7 @@ pub mod route;
 mod server;
 pub mod state;
 mod time;
+pub mod tls;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -168,6 +176,12 @@ impl FromStr for FloatingIpSpec {
 pub struct SimConfig {
     /// The API listener (port 0: any free port).
     pub api_listen: SocketAddr,
+    /// A second API listener, serving HTTPS (port 0: any free port).
+    pub api_tls_listen: Option<SocketAddr>,
+    /// Names (IP addresses or DNS names) the HTTPS listener's certificate
+    /// is for besides its own address: those clients reach it by (through
+    /// a relay, say).
+    pub tls_names: Vec<String>,
     /// The metadata listener (port 0: any free port).
     pub metadata_listen: SocketAddr,
     /// The bearer token the API requires.
@@ -193,6 +207,8 @@ impl SimConfig {
     pub fn new(token: impl Into<String>) -> Self {
         Self {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_tls_listen: None,
+            tls_names: Vec::new(),
             metadata_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: token.into(),
             droplets: Vec::new(),
@@ -228,6 +244,12 @@ impl SimConfig {
         self.action_delay = delay;
         self
     }
+
+    /// Also serves the API over HTTPS on 127.0.0.1, any port.
+    pub fn tls(mut self) -> Self {
+        self.api_tls_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        self
+    }
 }
 
 /// State shared by the listeners and action tasks.
@@ -240,9 +262,21 @@ pub(crate) struct Shared {
     /// Serialises state-file writes so the file always ends newest.
     file_lock: Mutex<()>,
     shutdown: watch::Receiver<bool>,
+    /// Bumped to close every open API connection.
+    close_connections: watch::Sender<u64>,
 }
 
 impl Shared {
+    /// Closes every API connection open now; returns how many were
+    /// listening for it.
+    pub(crate) fn close_connections(&self) -> usize {
+        let open = self.close_connections.receiver_count();
+        self.close_connections
+            .send_modify(|generation| *generation += 1);
+        tracing::info!(open, "closing the open API connections");
+        open
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
@@ -335,6 +369,8 @@ pub(crate) async fn set_holder(
 /// actions; [`SimHandle::shutdown`] also removes the routes it installed.
 pub struct SimHandle {
     api_addr: SocketAddr,
+    api_tls_addr: Option<SocketAddr>,
+    ca: Option<tls::LabCa>,
     metadata_addr: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
@@ -345,6 +381,27 @@ impl SimHandle {
     /// Where the API listens.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// Where the API listens for HTTPS, if it does.
+    pub fn api_tls_addr(&self) -> Option<SocketAddr> {
+        self.api_tls_addr
+    }
+
+    /// `https://API_TLS_ADDR`, if the API serves HTTPS.
+    pub fn api_tls_url(&self) -> Option<String> {
+        self.api_tls_addr.map(|addr| format!("https://{addr}"))
+    }
+
+    /// The PEM of the CA that signed the HTTPS listener's certificate.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca.as_ref().map(tls::LabCa::ca_pem)
+    }
+
+    /// What `POST /_sim/close_connections` does: closes every open API
+    /// connection (the next request of a client opens a new one).
+    pub fn close_connections(&self) -> usize {
+        self.shared.close_connections()
     }
 
     /// Where the metadata service listens.
@@ -488,6 +545,28 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
         })?;
     let api_addr = api.local_addr()?;
     let metadata_addr = metadata.local_addr()?;
+    let (api_tls, ca) = match config.api_tls_listen {
+        Some(listen) => {
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the HTTPS API listener on {listen}"))?;
+            let addr = listener.local_addr()?;
+            let mut names = Vec::new();
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+            for name in &config.tls_names {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
+            let ca =
+                tls::LabCa::generate(&names).context("the HTTPS API listener's certificate")?;
+            tracing::info!(api_tls = %addr, ?names, "API serves HTTPS");
+            (Some((listener, addr)), Some(ca))
+        }
+        None => (None, None),
+    };
 
     let (stop, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -498,41 +577,66 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
         state_file: config.state_file,
         file_lock: Mutex::new(()),
         shutdown: shutdown.clone(),
+        close_connections: watch::channel(0).0,
     });
     shared.persist();
 
     let api_router = api::router(Arc::clone(&shared));
-    let api_shared = Arc::clone(&shared);
-    let api_task = tokio::spawn(server::serve(
-        "api",
-        api,
-        shutdown.clone(),
-        move |peer, request| {
-            api::handle(Arc::clone(&api_shared), api_router.clone(), peer, request)
+    let api_handler = {
+        let shared = Arc::clone(&shared);
+        move |conn, request| api::handle(Arc::clone(&shared), api_router.clone(), conn, request)
+    };
+    let mut tasks = vec![tokio::spawn(server::serve(
+        server::Listener {
+            name: "api",
+            api: true,
+            tls: None,
         },
-    ));
+        api,
+        Arc::clone(&shared),
+        api_handler.clone(),
+    ))];
+    let api_tls_addr = api_tls.as_ref().map(|(_, addr)| *addr);
+    if let (Some((listener, _)), Some(ca)) = (api_tls, &ca) {
+        tasks.push(tokio::spawn(server::serve(
+            server::Listener {
+                name: "api-tls",
+                api: true,
+                tls: Some(tokio_rustls::TlsAcceptor::from(ca.server_config())),
+            },
+            listener,
+            Arc::clone(&shared),
+            api_handler,
+        )));
+    }
     let metadata_router = metadata::router(Arc::clone(&shared));
     let metadata_shared = Arc::clone(&shared);
-    let metadata_task = tokio::spawn(server::serve(
-        "metadata",
+    tasks.push(tokio::spawn(server::serve(
+        server::Listener {
+            name: "metadata",
+            api: false,
+            tls: None,
+        },
         metadata,
-        shutdown,
-        move |peer, request| {
+        Arc::clone(&shared),
+        move |conn: server::Conn, request| {
             metadata::handle(
                 Arc::clone(&metadata_shared),
                 metadata_router.clone(),
-                peer,
+                conn.peer,
                 request,
             )
         },
-    ));
-    tracing::info!(api = %api_addr, metadata = %metadata_addr, route = config.route, "simulator listening");
+    )));
+    tracing::info!(api = %api_addr, api_tls = ?api_tls_addr, metadata = %metadata_addr, route = config.route, "simulator listening");
     Ok(SimHandle {
         api_addr,
+        api_tls_addr,
+        ca,
         metadata_addr,
         shared,
         stop,
-        tasks: vec![api_task, metadata_task],
+        tasks,
     })
 }
 

@@ -20,6 +20,19 @@ struct Args {
     /// Address of the API listener.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     api_listen: SocketAddr,
+    /// Also serve the API over HTTPS here, with a certificate from a CA
+    /// generated at start (see --tls-ca-out).
+    #[arg(long, value_name = "ADDR:PORT")]
+    api_tls_listen: Option<SocketAddr>,
+    /// A name (IP address or DNS name) the HTTPS certificate is also for,
+    /// besides the listener's address (repeatable): e.g. the address of a
+    /// relay clients reach the API through.
+    #[arg(long = "tls-name", value_name = "NAME", requires = "api_tls_listen")]
+    tls_names: Vec<String>,
+    /// Write the generated CA's certificate (PEM) here, for clients to
+    /// trust (lbha's `ca_file`, curl's `--cacert`).
+    #[arg(long, value_name = "PATH", requires = "api_tls_listen")]
+    tls_ca_out: Option<PathBuf>,
     /// Address of the metadata listener (169.254.169.254:80 in the lab).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:0")]
     metadata_listen: SocketAddr,
@@ -111,6 +124,8 @@ async fn main() -> anyhow::Result<()> {
     let faults = args.faults();
     let config = SimConfig {
         api_listen: args.api_listen,
+        api_tls_listen: args.api_tls_listen,
+        tls_names: args.tls_names,
         metadata_listen: args.metadata_listen,
         token: args.token,
         droplets: args.droplets,
@@ -125,10 +140,15 @@ async fn main() -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate()).context("installing SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing SIGINT")?;
     let sim = lbha_dosim::start(config).await?;
+    if let (Some(path), Some(pem)) = (&args.tls_ca_out, sim.ca_pem()) {
+        std::fs::write(path, pem)
+            .with_context(|| format!("writing the CA certificate to {}", path.display()))?;
+    }
     println!(
         "{}",
         serde_json::json!({
             "api": sim.api_addr().to_string(),
+            "api_tls": sim.api_tls_addr().map(|addr| addr.to_string()),
             "metadata": sim.metadata_addr().to_string(),
         })
     );

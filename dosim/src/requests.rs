@@ -31,6 +31,13 @@ pub struct RequestRecord {
     /// The body as (lossy) UTF-8.
     pub body: String,
     pub caller: SocketAddr,
+    /// The API connection it came on (1, 2, ... in order of acceptance):
+    /// requests with the same number shared a kept-alive connection.
+    #[serde(default)]
+    pub connection: u64,
+    /// It came over TLS.
+    #[serde(default)]
+    pub tls: bool,
     /// Microseconds since the simulator started (the clock of
     /// `uptime_ms`), when the request had arrived whole.
     pub received_us: u64,
@@ -149,6 +156,8 @@ mod tests {
             headers: vec![("authorization".into(), "Bearer t".into())],
             body: String::new(),
             caller: "127.0.0.1:40000".parse().unwrap(),
+            connection: 1,
+            tls: false,
         }
     }
 

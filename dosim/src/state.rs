@@ -590,6 +590,9 @@ pub struct SimState {
     pub faults: Faults,
     /// Failures to change kernel routes (with `--route`), oldest first.
     pub route_errors: Vec<String>,
+    /// API connections accepted so far (every API listener).
+    #[serde(default)]
+    pub api_connections: u64,
 }
 
 impl SimState {
@@ -696,6 +699,7 @@ pub struct State {
     /// What `reset_faults` returns to: the faults the simulator started with.
     baseline: Faults,
     route_errors: Vec<String>,
+    api_connections: u64,
 }
 
 /// The request body of `POST .../actions`.
@@ -764,6 +768,7 @@ impl State {
             rate: VecDeque::new(),
             baseline: Faults::default(),
             route_errors: Vec::new(),
+            api_connections: 0,
         })
     }
 
@@ -1205,6 +1210,12 @@ impl State {
         }
     }
 
+    /// Counts an API connection just accepted; returns its number (from 1).
+    pub fn open_api_connection(&mut self) -> u64 {
+        self.api_connections += 1;
+        self.api_connections
+    }
+
     /// Logs an API request that just arrived (see [`RequestLog::push`]);
     /// returns its `seq`.
     pub fn log_request(&mut self, request: RequestRecord) -> u64 {
@@ -1259,6 +1270,7 @@ impl State {
             metadata_calls: self.metadata_calls.clone(),
             faults: self.faults.clone(),
             route_errors: self.route_errors.clone(),
+            api_connections: self.api_connections,
         }
     }
 }

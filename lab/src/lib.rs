@@ -15,6 +15,14 @@
 //! IP (it is on their loopback); the simulator's router sends it to whichever
 //! droplet currently holds it. Everything is removed when the [`Lab`] drops.
 //!
+//! The API is plain HTTP next door by default. With [`ApiPath::Remote`] the
+//! droplets reach it as they reach DigitalOcean's: over HTTPS (the
+//! simulator's lab CA, trusted through lbha's `ca_file` and curl's
+//! `--cacert`), through [`relay::DelayRelay`] in the router namespace,
+//! which delays every segment each way. The metadata service stays local
+//! and fast, as on a droplet; the plain listener stays for the lab's own
+//! control requests.
+//!
 //! Namespaces, links and the guards of the lab's daemons (the simulator and
 //! each load balancer's node) are `lbha-harness`'s, the same the integration
 //! tests use.
@@ -42,15 +50,23 @@ use lbha_harness::{
     run_command, send_signal, temp_dir, veth_pair,
 };
 pub use stack::{
-    SimAction, SimClock, Stack, StackScripts, instance_name, instance_vrid, keepalived_conf,
-    keepalived_transitions, vrrp_address, vrrp_interface, write_scripts,
+    ScriptApi, SimAction, SimClock, Stack, StackScripts, instance_name, instance_vrid,
+    keepalived_conf, keepalived_transitions, notify_accepts, vrrp_address, vrrp_interface,
+    write_scripts,
 };
-pub use timeline::{Transition, parse_transitions, unix_ms};
+pub use timeline::{Transition, assign_answers, parse_transitions, unix_ms};
 
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ROUTER_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 230, 0, 1);
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const API_PORT: u16 = 8080;
+/// The relay in front of the HTTPS API ([`ApiPath::Remote`]), on
+/// [`ROUTER_PUBLIC`].
+pub const API_TLS_PORT: u16 = 8443;
+/// The simulator's HTTPS listener behind the relay, on the router's loopback.
+const SIM_TLS_LISTEN: &str = "127.0.0.1:8444";
+/// A DigitalOcean API region tens of milliseconds away: each way.
+pub const REMOTE_API_DELAY: Duration = Duration::from_millis(15);
 pub const TOKEN: &str = "lab-token-7f3a9c";
 pub const VRID: u8 = 51;
 /// The heartbeat's UDP port on the public network (with `heartbeat`).
@@ -68,6 +84,16 @@ pub enum VrrpPath {
 }
 /// `RUST_LOG` of the lbha agents.
 const LBHA_LOG_FILTER: &str = "info,lbha_agent::cloud=debug";
+
+/// How the load balancers reach the simulated API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ApiPath {
+    /// Plain HTTP on the router, next door.
+    #[default]
+    Local,
+    /// HTTPS through a relay delaying every segment `delay` each way.
+    Remote { delay: Duration },
+}
 
 /// Droplet id of load balancer `i` (0 or 1).
 pub fn droplet_id(i: usize) -> u64 {
@@ -119,6 +145,11 @@ pub struct LabOptions {
     pub check_interval: Duration,
     /// lbha (native TOML) also exchanges heartbeats over the public network.
     pub heartbeat: bool,
+    /// Where the API is, for lbha and the keepalived stack's master.sh alike.
+    pub api: ApiPath,
+    /// lbha's `keepalive_interval` (a Backup's warm API connection; zero:
+    /// off), both configuration formats; `None`: lbha's default.
+    pub keepalive_interval: Option<Duration>,
 }
 
 impl Default for LabOptions {
@@ -134,6 +165,8 @@ impl Default for LabOptions {
             interfaces: 1,
             check_interval: Duration::from_secs(2),
             heartbeat: false,
+            api: ApiPath::Local,
+            keepalive_interval: None,
         }
     }
 }
@@ -150,6 +183,8 @@ pub struct Lab {
     // The daemons print no log of their own when a test panics: the
     // failover tests print the lab's logs (with the token redacted).
     sim: Option<Daemon>,
+    /// In front of the HTTPS API, with [`ApiPath::Remote`].
+    relay: Option<relay::DelayRelay>,
     lbs: [Option<Daemon>; 2],
     // Field order matters: processes above die before namespaces below go,
     // and the directory (`temp`, which `dir` names) last.
@@ -164,6 +199,7 @@ pub struct Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         self.sim.take();
+        self.relay.take();
         self.lbs = [None, None];
         for ns in self.all_namespaces() {
             ns.kill_all();
@@ -217,6 +253,7 @@ impl Lab {
             bins,
             opts,
             sim: None,
+            relay: None,
             lbs: [None, None],
             client: ns("client")?,
             router: ns("router")?,
@@ -338,6 +375,12 @@ impl Lab {
         for i in 0..2 {
             cmd.arg(format!("--droplet={}={}", droplet_id(i), lb_public(i)));
         }
+        if let ApiPath::Remote { .. } = self.opts.api {
+            cmd.arg(format!("--api-tls-listen={SIM_TLS_LISTEN}"))
+                .arg(format!("--tls-name={ROUTER_PUBLIC}"))
+                .arg("--tls-ca-out")
+                .arg(self.dir.join("api-ca.pem"));
+        }
         let log = self.dir.join("sim.log");
         cmd.stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log)?);
@@ -357,7 +400,39 @@ impl Lab {
         }
         self.sim_started_wall = SystemTime::now();
         self.sim = Some(guard);
+        if let ApiPath::Remote { delay } = self.opts.api {
+            let upstream: SocketAddr = SIM_TLS_LISTEN.parse()?;
+            self.relay = Some(relay::DelayRelay::start_in(
+                self.router.name(),
+                SocketAddr::from((ROUTER_PUBLIC, API_TLS_PORT)),
+                upstream,
+                delay,
+            )?);
+        }
         Ok(())
+    }
+
+    /// The API's base URL as the load balancers use it.
+    pub fn api_url(&self) -> String {
+        match self.opts.api {
+            ApiPath::Local => format!("http://{ROUTER_PUBLIC}:{API_PORT}"),
+            ApiPath::Remote { .. } => format!("https://{ROUTER_PUBLIC}:{API_TLS_PORT}"),
+        }
+    }
+
+    /// The simulator's CA certificate (PEM) the load balancers trust, with
+    /// [`ApiPath::Remote`].
+    pub fn api_ca_file(&self) -> Option<PathBuf> {
+        match self.opts.api {
+            ApiPath::Local => None,
+            ApiPath::Remote { .. } => Some(self.dir.join("api-ca.pem")),
+        }
+    }
+
+    /// Connections the load balancers opened to the API through the relay
+    /// (with [`ApiPath::Remote`]).
+    pub fn relay_connections(&self) -> Option<u64> {
+        self.relay.as_ref().map(relay::DelayRelay::connections)
     }
 
     fn lbha_config(&self, i: usize) -> String {
@@ -387,15 +462,26 @@ track = ["haproxy"]
 [floating_ip]
 ip = "{FLOATING_IP}"
 token_file = "{token}"
-api_url = "http://{ROUTER_PUBLIC}:{API_PORT}"
+api_url = "{api_url}"
+{ca_file}
 metadata_url = "http://{METADATA_IP}"
 recheck_interval = {recheck}
 operation_deadline = 20.0
 request_timeout = 2.0
 metadata_timeout = 1.0
+{keepalive}
 {extra_floating_ip}
 {heartbeat}"#,
             priority = if i == 0 { 200 } else { 100 },
+            api_url = self.api_url(),
+            ca_file = self
+                .api_ca_file()
+                .map(|path| format!("ca_file = \"{}\"", path.display()))
+                .unwrap_or_default(),
+            keepalive = o
+                .keepalive_interval
+                .map(|d| format!("keepalive_interval = {:?}", d.as_secs_f64()))
+                .unwrap_or_default(),
             check_interval = o.check_interval.as_secs_f64(),
             interval = o.advert_interval.as_secs_f64(),
             src = lb_private(i),
@@ -733,6 +819,45 @@ metadata_timeout = 1.0
             );
         }
         Ok(())
+    }
+
+    /// The simulator's request log (`GET /_sim/requests`, oldest first).
+    pub fn sim_requests(&self) -> Result<Vec<serde_json::Value>> {
+        let reply = in_netns(self.router.name(), || {
+            http_request(
+                SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                "GET /_sim/requests HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n",
+                Duration::from_secs(5),
+            )
+        })??;
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body)
+            .context("simulator reply without a body")?;
+        Ok(serde_json::from_str(body)?)
+    }
+
+    /// Closes every open API connection at the simulator (`POST
+    /// /_sim/close_connections`), as DigitalOcean's side drops idle ones:
+    /// each client's next request opens a new one. The lab's own control
+    /// connection is one of them, so its answer may be cut short.
+    pub fn close_api_connections(&self) -> Result<()> {
+        let request = "POST /_sim/close_connections HTTP/1.1\r\nHost: sim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let reply = in_netns(self.router.name(), move || {
+            http_request(
+                SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
+                request,
+                Duration::from_secs(2),
+            )
+        })?;
+        match reply {
+            Ok(reply) if !reply.is_empty() && !reply.starts_with("HTTP/1.1 2") => bail!(
+                "simulator /_sim/close_connections: {}",
+                reply.lines().next().unwrap_or_default()
+            ),
+            // Answered, or closed with the others before it could answer.
+            _ => Ok(()),
+        }
     }
 
     /// Clears every injected fault (`POST /_sim/reset_faults`).

@@ -3,14 +3,22 @@
 //! simulator next door would otherwise hide. This kernel has no netem
 //! qdisc, so the delay is added here, in user space, per read: what the
 //! relay reads from one side it writes to the other `delay` later, in
-//! order. A TCP or TLS handshake then costs its real number of round trips.
+//! order. A TLS handshake then costs its real number of round trips.
+//!
+//! TCP's own handshake is answered by this host's kernel at once, so the
+//! relay adds it: nothing a client sends on a new connection goes on
+//! before one round trip (`2 × delay`) after the connection was accepted,
+//! which is when the client could first have sent it had its SYN and our
+//! SYN-ACK crossed the same distance. A new connection's first request
+//! therefore costs TCP + (TLS) + request round trips, and one on a
+//! kept-alive connection a single round trip, as on the real path.
 
 use std::{
     io::{Read, Write},
     net::{Shutdown, SocketAddr, TcpListener, TcpStream},
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc,
     },
     thread,
@@ -24,6 +32,7 @@ use anyhow::{Context, Result};
 pub struct DelayRelay {
     pub listen: SocketAddr,
     stop: Arc<AtomicBool>,
+    connections: Arc<AtomicU64>,
 }
 
 impl DelayRelay {
@@ -35,14 +44,20 @@ impl DelayRelay {
         listener.set_nonblocking(true)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let connections = Arc::new(AtomicU64::new(0));
+        let counted = connections.clone();
+        // Threads spawned from here (and their sockets) are in the network
+        // namespace of the thread that called `start`.
         thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
+                        let accepted = Instant::now();
+                        counted.fetch_add(1, Ordering::Relaxed);
                         let _ = client.set_nonblocking(false);
                         thread::spawn(move || {
                             if let Ok(server) = TcpStream::connect(upstream) {
-                                relay_both_ways(client, server, delay);
+                                relay_both_ways(client, server, delay, accepted);
                             }
                         });
                     }
@@ -53,7 +68,27 @@ impl DelayRelay {
                 }
             }
         });
-        Ok(Self { listen, stop })
+        Ok(Self {
+            listen,
+            stop,
+            connections,
+        })
+    }
+
+    /// [`start`](Self::start) inside network namespace `netns`: the
+    /// listener, and the connections to `upstream`, live there.
+    pub fn start_in(
+        netns: &str,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        delay: Duration,
+    ) -> Result<Self> {
+        lbha_harness::in_netns(netns, move || Self::start(listen, upstream, delay))?
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -63,23 +98,27 @@ impl Drop for DelayRelay {
     }
 }
 
-fn relay_both_ways(client: TcpStream, server: TcpStream, delay: Duration) {
+fn relay_both_ways(client: TcpStream, server: TcpStream, delay: Duration, accepted: Instant) {
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
-    let up = thread::spawn(move || pump(client, server2, delay));
-    pump(server, client2, delay);
+    // The client could have sent nothing before the TCP handshake's round
+    // trip, had it crossed the distance.
+    let handshake_done = accepted + 2 * delay;
+    let up = thread::spawn(move || pump(client, server2, delay, Some(handshake_done)));
+    pump(server, client2, delay, None);
     let _ = up.join();
 }
 
-/// Copies `from` to `to`, each chunk `delay` after it was read.
-fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+/// Copies `from` to `to`, each chunk `delay` after it was read (or after
+/// `not_before`, if later).
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration, not_before: Option<Instant>) {
     let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
     let writer = thread::spawn(move || {
         for (read_at, chunk) in rx {
-            let due = read_at + delay;
+            let due = not_before.map_or(read_at, |at| at.max(read_at)) + delay;
             let now = Instant::now();
             if due > now {
                 thread::sleep(due - now);
@@ -133,21 +172,32 @@ mod tests {
     fn each_round_trip_costs_twice_the_delay_and_bytes_keep_their_order() {
         let delay = Duration::from_millis(40);
         let relay = DelayRelay::start("127.0.0.1:0".parse().unwrap(), echo(), delay).unwrap();
-        let mut stream = TcpStream::connect(relay.listen).unwrap();
-        stream.set_nodelay(true).unwrap();
-        for round in 0..3u8 {
-            let started = Instant::now();
-            let message = [round; 100];
-            stream.write_all(&message).unwrap();
-            let mut back = [0u8; 100];
-            stream.read_exact(&mut back).unwrap();
-            let took = started.elapsed();
-            assert_eq!(back, message);
-            assert!(took >= 2 * delay, "round trip {took:?}");
-            assert!(
-                took < 2 * delay + Duration::from_millis(200),
-                "round trip {took:?}"
-            );
+        for connection in 1..=2u64 {
+            let connected = Instant::now();
+            let mut stream = TcpStream::connect(relay.listen).unwrap();
+            stream.set_nodelay(true).unwrap();
+            for round in 0..3u8 {
+                let started = if round == 0 {
+                    connected
+                } else {
+                    Instant::now()
+                };
+                let message = [round; 100];
+                stream.write_all(&message).unwrap();
+                let mut back = [0u8; 100];
+                stream.read_exact(&mut back).unwrap();
+                let took = started.elapsed();
+                assert_eq!(back, message);
+                // A new connection's first exchange pays the TCP handshake's
+                // round trip too; later ones one round trip each.
+                let expected = if round == 0 { 4 * delay } else { 2 * delay };
+                assert!(took >= expected, "round {round}: {took:?}");
+                assert!(
+                    took < expected + Duration::from_millis(60),
+                    "round {round}: {took:?}"
+                );
+            }
+            assert_eq!(relay.connections(), connection);
         }
     }
 }

@@ -20,6 +20,30 @@ use crate::{
     API_PORT, FLOATING_IP, Lab, METADATA_IP, ROUTER_PUBLIC, TOKEN, Transition, VRID, lb_private,
 };
 
+/// Where the notify script sends its assign and logs the answer.
+#[derive(Clone, Debug)]
+pub struct ScriptApi {
+    /// The API's base URL (`http://...` next door, `https://...` remote).
+    pub url: String,
+    /// The CA to trust for it (`curl --cacert`), for HTTPS.
+    pub cacert: Option<PathBuf>,
+    /// Each accepted assign is a line here: `assign accepted
+    /// droplet_id=ID unix_ns=NS`, NS taken when curl returned (a `date`
+    /// fork later).
+    pub log: PathBuf,
+}
+
+impl ScriptApi {
+    /// The plain API next door, logging to `log`.
+    pub fn local(log: PathBuf) -> Self {
+        Self {
+            url: format!("http://{ROUTER_PUBLIC}:{API_PORT}"),
+            cacert: None,
+            log,
+        }
+    }
+}
+
 /// What runs next to HAProxy on each load balancer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Stack {
@@ -133,8 +157,15 @@ fn check_script() -> String {
 /// What the seed's master.sh (DigitalOcean's tutorial script) did, with
 /// curl instead of the `assign-ip` helper: ask the metadata service for the
 /// droplet id and whether it holds a floating IP, and if not ask the API to
-/// assign it, up to 10 times.
-fn notify_master_script() -> String {
+/// assign it, up to 10 times. The assign goes where lbha's does (`api`:
+/// HTTPS with `--cacert` when the API is remote), and its acceptance is
+/// logged with the time curl returned.
+fn notify_master_script(api: &ScriptApi) -> String {
+    let cacert = api
+        .cacert
+        .as_ref()
+        .map(|path| format!("--cacert {} ", path.display()))
+        .unwrap_or_default();
     format!(
         r#"#!/bin/sh
 # notify_master: what the seed's master.sh did.
@@ -145,27 +176,52 @@ HAS_FLOATING_IP=$(curl -s http://{METADATA_IP}/metadata/v1/floating_ip/ipv4/acti
 if [ "$HAS_FLOATING_IP" = "false" ]; then
     n=0
     while [ $n -lt 10 ]; do
-        curl -sf -o /dev/null -X POST -H "Content-Type: application/json" \
+        if curl -sf {cacert}-o /dev/null -X POST -H "Content-Type: application/json" \
             -H "Authorization: Bearer $DO_TOKEN" \
             -d "{{\"type\":\"assign\",\"droplet_id\":$ID}}" \
-            "http://{ROUTER_PUBLIC}:{API_PORT}/v2/floating_ips/$IP/actions" && break
+            "{url}/v2/floating_ips/$IP/actions"; then
+            echo "assign accepted droplet_id=$ID unix_ns=$(date +%s%N)" >> {log}
+            break
+        fi
         n=$((n + 1))
         sleep 3
     done
 fi
-"#
+"#,
+        url = api.url,
+        log = api.log.display(),
     )
+}
+
+/// The assigns the notify script logged as accepted: (droplet id, when
+/// curl returned).
+pub fn notify_accepts(log: &str) -> Vec<(u64, std::time::SystemTime)> {
+    log.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("assign accepted ")?;
+            let mut droplet = None;
+            let mut ns = None;
+            for word in rest.split_whitespace() {
+                if let Some(v) = word.strip_prefix("droplet_id=") {
+                    droplet = v.parse::<u64>().ok();
+                } else if let Some(v) = word.strip_prefix("unix_ns=") {
+                    ns = v.parse::<u64>().ok();
+                }
+            }
+            Some((droplet?, std::time::UNIX_EPOCH + Duration::from_nanos(ns?)))
+        })
+        .collect()
 }
 
 /// Writes the check wrapper and the notify script into `dir` (created, mode
 /// 0755) and returns their paths.
-pub fn write_scripts(dir: &Path) -> Result<StackScripts> {
+pub fn write_scripts(dir: &Path, api: &ScriptApi) -> Result<StackScripts> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let scripts = StackScripts::in_dir(dir);
     for (path, text) in [
         (&scripts.check, check_script()),
-        (&scripts.notify_master, notify_master_script()),
+        (&scripts.notify_master, notify_master_script(api)),
     ] {
         // Unchanged scripts are left alone: a shell running one (a notify
         // script in its retry loop) reads it as it goes.
@@ -393,6 +449,18 @@ impl Lab {
         self.dir.join("scripts")
     }
 
+    /// Where the notify script logs the assigns the API accepted (both
+    /// load balancers: the lines carry the droplet id).
+    pub fn notify_log_path(&self) -> PathBuf {
+        self.dir.join("master-sh.log")
+    }
+
+    /// The assigns the notify script logged as accepted, see
+    /// [`notify_accepts`].
+    pub fn notify_accepts(&self) -> Vec<(u64, std::time::SystemTime)> {
+        notify_accepts(&std::fs::read_to_string(self.notify_log_path()).unwrap_or_default())
+    }
+
     /// Writes what load balancer `i`'s stack needs besides the native TOML
     /// (which [`Lab::start_lb`] has just written).
     pub(crate) fn write_stack_config(&self, i: usize) -> Result<()> {
@@ -414,7 +482,12 @@ impl Lab {
                 // Script security: no directory above the scripts may be
                 // writable by others (the temp dir's sticky bit is fine).
                 std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))?;
-                let scripts = write_scripts(&self.scripts_dir())?;
+                let api = ScriptApi {
+                    url: self.api_url(),
+                    cacert: self.api_ca_file(),
+                    log: self.notify_log_path(),
+                };
+                let scripts = write_scripts(&self.scripts_dir(), &api)?;
                 std::fs::write(
                     self.keepalived_conf_path(i),
                     keepalived_conf(
@@ -453,11 +526,21 @@ impl Lab {
             ),
             Stack::LbhaKeepalivedConf | Stack::Lbha => format!(
                 "{agent} --keepalived-conf {conf} --floating-ip {FLOATING_IP} \
-                 --do-token-file {token} --do-api-url http://{ROUTER_PUBLIC}:{API_PORT} \
+                 --do-token-file {token} --do-api-url {api_url} {ca_file}{keepalive}\
                  --do-metadata-url http://{METADATA_IP} 2>>{log}",
                 agent = self.bins.agent.display(),
                 conf = conf.display(),
                 token = self.dir.join("token").display(),
+                api_url = self.api_url(),
+                ca_file = self
+                    .api_ca_file()
+                    .map(|path| format!("--do-ca-file {} ", path.display()))
+                    .unwrap_or_default(),
+                keepalive = self
+                    .opts
+                    .keepalive_interval
+                    .map(|d| format!("--do-keepalive-interval {} ", d.as_secs_f64()))
+                    .unwrap_or_default(),
                 log = log.display(),
             ),
         }
@@ -696,11 +779,36 @@ mod tests {
 
     #[test]
     fn notify_script_posts_the_assign() {
-        let script = notify_master_script();
+        let script = notify_master_script(&ScriptApi::local("/tmp/x/master-sh.log".into()));
         assert!(script.contains("/metadata/v1/floating_ip/ipv4/active"));
         assert!(script.contains(r#"-d "{\"type\":\"assign\",\"droplet_id\":$ID}""#));
         assert!(script.contains("http://10.230.0.1:8080/v2/floating_ips/$IP/actions"));
         assert!(script.contains("while [ $n -lt 10 ]"));
+        assert!(!script.contains("--cacert"));
+        assert!(script.contains(">> /tmp/x/master-sh.log"));
+
+        let remote = notify_master_script(&ScriptApi {
+            url: "https://10.230.0.1:8443".into(),
+            cacert: Some("/tmp/x/api-ca.pem".into()),
+            log: "/tmp/x/master-sh.log".into(),
+        });
+        assert!(remote.contains("curl -sf --cacert /tmp/x/api-ca.pem -o /dev/null -X POST"));
+        assert!(remote.contains("https://10.230.0.1:8443/v2/floating_ips/$IP/actions"));
+    }
+
+    #[test]
+    fn notify_accepts_from_the_scripts_log() {
+        let log = "assign accepted droplet_id=1002 unix_ns=1764077000123456789\n\
+                   something else\n\
+                   assign accepted droplet_id=1001 unix_ns=1764077001000000000\n";
+        let accepts = notify_accepts(log);
+        assert_eq!(accepts.len(), 2);
+        assert_eq!(accepts[0].0, 1002);
+        assert_eq!(
+            accepts[0].1,
+            std::time::UNIX_EPOCH + Duration::from_nanos(1_764_077_000_123_456_789)
+        );
+        assert_eq!(accepts[1].0, 1001);
     }
 
     #[test]

@@ -65,9 +65,35 @@ pub fn parse_transitions(log: &str, start: SystemTime) -> Vec<Transition> {
         .collect()
 }
 
+/// The assigns DigitalOcean accepted, from lbha's `assign action created`
+/// lines: (droplet id, when the answer arrived: its `answered_unix_us`).
+pub fn assign_answers(log: &str) -> Vec<(u64, SystemTime)> {
+    log.lines()
+        .filter(|l| l.contains("assign action created"))
+        .filter_map(|l| {
+            let droplet = field(l, "droplet_id")?.parse().ok()?;
+            let us: u64 = field(l, "answered_unix_us")?.parse().ok()?;
+            Some((droplet, UNIX_EPOCH + Duration::from_micros(us)))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn assign_answers_from_a_log() {
+        let log = "2026-11-25T12:59:59.5Z  INFO lbha_agent::cloud::api: assign action created ip=203.0.113.10 droplet_id=1002 action_id=7 status=in-progress answered_unix_us=1795611599512345\n\
+2026-11-25T12:59:59.6Z  INFO lbha_agent::cloud::floating_ip: floating IP assign requested ip=203.0.113.10 droplet_id=1002\n";
+        assert_eq!(
+            assign_answers(log),
+            [(
+                1002,
+                UNIX_EPOCH + Duration::from_micros(1_795_611_599_512_345)
+            )]
+        );
+    }
 
     #[test]
     fn rfc3339_to_unix_ms() {

@@ -113,10 +113,16 @@ impl HeartbeatArgs {
     }
 }
 
-/// Source checking for keepalived.conf users: keepalived has no keyword
-/// to turn off what it does not do by default, so the command line says it.
+/// How to read a keepalived.conf (and, for both formats, source checking):
+/// keepalived has no keyword to turn off what it does not do by default,
+/// so the command line says it.
 #[derive(clap::Args)]
 struct SourceCheckArgs {
+    /// keepalived's `--config-id` (`-i`): lines starting `@ID` apply only
+    /// when ID is this, `@^ID` only when it is not (default: the host name
+    /// up to its first dot, as keepalived).
+    #[arg(long, value_name = "ID")]
+    config_id: Option<String>,
     /// Accept adverts from any source, not only from an instance's unicast
     /// peers (which lbha does by default, as keepalived's
     /// `check_unicast_src`); for --config, overrides every instance's
@@ -133,7 +139,10 @@ impl SourceCheckArgs {
         file: &std::path::Path,
         syntax: config::Syntax,
     ) -> Result<Loaded, config::ConfigErrors> {
-        config::load_with(file, syntax, |config| {
+        let options = config::KeepalivedOptions {
+            config_id: self.config_id.clone().or_else(config::default_config_id),
+        };
+        config::load_with(file, syntax, &options, |config: &mut config::Config| {
             if self.no_check_unicast_src {
                 for instance in &mut config.instances {
                     instance.check_unicast_src = false;
@@ -159,6 +168,25 @@ struct FloatingIpArgs {
     /// Droplet metadata service base URL.
     #[arg(long, value_name = "URL")]
     do_metadata_url: Option<String>,
+    /// PEM bundle of CA certificates to trust for the API besides the
+    /// system's (a private CA, a TLS-inspecting proxy).
+    #[arg(long, value_name = "FILE")]
+    do_ca_file: Option<PathBuf>,
+    /// Seconds between a Backup's keep-alive requests to the API (default
+    /// 25; 0: off).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    do_keepalive_interval: Option<std::time::Duration>,
+}
+
+/// Seconds (integer or fraction), at most a day.
+fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a number of seconds: {e}"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{text} is outside 0..=86400 seconds"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }
 
 impl FloatingIpArgs {
@@ -187,6 +215,12 @@ impl FloatingIpArgs {
             if let Some(url) = &self.do_metadata_url {
                 settings.metadata_url = url.clone();
             }
+            if let Some(path) = &self.do_ca_file {
+                settings.ca_file = Some(path.clone());
+            }
+            if let Some(interval) = self.do_keepalive_interval {
+                settings.keepalive_interval = interval;
+            }
         }
     }
 }
@@ -203,6 +237,8 @@ enum Command {
         no_host_checks: bool,
         #[command(flatten)]
         sources: SourceCheckArgs,
+        #[command(flatten)]
+        floating_ip: FloatingIpArgs,
     },
     /// Print the native TOML equivalent of a keepalived.conf.
     ImportKeepalived {
@@ -327,15 +363,44 @@ fn print_json(value: &impl Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Prints each warning once, on stderr.
+fn print_warnings(warnings: &[config::Diagnostic]) {
+    let mut seen = std::collections::HashSet::new();
+    for warning in warnings {
+        let text = warning.to_string();
+        if seen.insert(text.clone()) {
+            eprintln!("warning: {text}");
+        }
+    }
+}
+
+/// Reads `file`; on errors, prints the warnings found with them first, so
+/// one run shows everything.
+fn load_reporting(
+    file: &std::path::Path,
+    syntax: config::Syntax,
+    sources: &SourceCheckArgs,
+) -> anyhow::Result<Loaded> {
+    match sources.load(file, syntax) {
+        Ok(loaded) => Ok(loaded),
+        Err(errors) => {
+            print_warnings(&errors.warnings);
+            Err(errors.into())
+        }
+    }
+}
+
 fn check_config(
     file: &std::path::Path,
     host_checks: bool,
     sources: &SourceCheckArgs,
+    floating_ip: &FloatingIpArgs,
 ) -> anyhow::Result<()> {
-    let loaded = sources.load(file, config::Syntax::of_path(file))?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
-    }
+    let mut loaded = load_reporting(file, config::Syntax::of_path(file), sources)?;
+    floating_ip.apply(&mut loaded.config);
+    let mut warnings = loaded.warnings.clone();
+    warnings.extend(lbha_agent::preflight::double_assign_warnings(&loaded));
+    print_warnings(&warnings);
     // The same host checks a start or a reload runs: what passes here, a
     // reload accepts.
     if host_checks {
@@ -350,7 +415,7 @@ fn check_config(
         file.display(),
         loaded.config.instances.len(),
         loaded.config.checks.len(),
-        loaded.warnings.len(),
+        warnings.len(),
         if host_checks {
             ""
         } else {
@@ -361,10 +426,8 @@ fn check_config(
 }
 
 fn import_keepalived(file: &std::path::Path, sources: &SourceCheckArgs) -> anyhow::Result<()> {
-    let loaded = sources.load(file, config::Syntax::Keepalived)?;
-    for warning in &loaded.warnings {
-        eprintln!("warning: {warning}");
-    }
+    let loaded = load_reporting(file, config::Syntax::Keepalived, sources)?;
+    print_warnings(&loaded.warnings);
     print!("{}", config::to_toml(&loaded.config));
     Ok(())
 }
@@ -410,6 +473,9 @@ fn reload_requests() -> tokio::sync::mpsc::Receiver<()> {
 
 async fn run_daemon(loaded: Loaded, load: lbha_agent::daemon::LoadConfig) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
+        tracing::warn!("{warning}");
+    }
+    for warning in lbha_agent::preflight::double_assign_warnings(&loaded) {
         tracing::warn!("{warning}");
     }
     tracing::info!(
@@ -486,8 +552,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match (cli.command, cli.config, cli.keepalived_conf) {
             (Some(Command::Watch(args)), ..) => watch::run(args).await,
-            (Some(Command::CheckConfig { file, no_host_checks, sources }), ..) => {
-                check_config(&file, !no_host_checks, &sources)
+            (Some(Command::CheckConfig { file, no_host_checks, sources, floating_ip }), ..) => {
+                check_config(&file, !no_host_checks, &sources, &floating_ip)
             }
             (Some(Command::ImportKeepalived { file, sources }), ..) => {
                 import_keepalived(&file, &sources)

@@ -1,7 +1,7 @@
 //! What a configuration needs from this host, checked before anything runs
 //! it: users and groups, interfaces and their addresses, scripts (present,
-//! and acceptable under script security), the API token, the listening
-//! sockets. The daemon runs these checks at start and before every reload
+//! and acceptable under script security), the API token and CA bundle, the
+//! listening sockets. The daemon runs these checks at start and before every reload
 //! swaps anything, and `check-config` runs the same ones, so what
 //! check-config accepts a reload accepts.
 //!
@@ -14,7 +14,7 @@ use std::{
 };
 
 use crate::{
-    cloud::load_token,
+    cloud::{load_ca_file, load_token},
     config::{Config, Diagnostic, Loaded},
     health::{
         process::{process_check_of, wrapped_process_check},
@@ -95,11 +95,35 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
             }
             Ok(_) => {}
         }
+        for tracked in &instance.track_interfaces {
+            if let Err(error) = if_index(&tracked.name) {
+                problem(
+                    at.line("track_interfaces"),
+                    format!("instance {} track_interface: {error}", instance.name),
+                );
+            }
+        }
+        // A virtual address's own `dev` must exist too: it goes there.
+        let devices: std::collections::BTreeSet<&str> = instance
+            .virtual_addresses
+            .iter()
+            .filter_map(|v| v.dev.as_deref())
+            .filter(|d| *d != instance.interface)
+            .collect();
+        for device in devices {
+            if let Err(error) = if_index(device) {
+                problem(
+                    at.line("virtual_addresses"),
+                    format!("instance {}: virtual address `dev`: {error}", instance.name),
+                );
+            }
+        }
         let notify = &instance.notify;
         for (kind, command) in [
             ("notify_master", &notify.master),
             ("notify_backup", &notify.backup),
             ("notify_fault", &notify.fault),
+            ("notify_stop", &notify.stop),
             ("notify", &notify.any),
         ] {
             if let Some(command) = command
@@ -137,6 +161,17 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 lines.floating_ip.line("token_file").or(at),
                 format!(
                     "{}: the floating IP could not be moved",
+                    crate::error_chain(&error)
+                ),
+            );
+        }
+        if let Some(path) = &floating_ip.settings.ca_file
+            && let Err(error) = load_ca_file(path)
+        {
+            problem(
+                lines.floating_ip.line("ca_file").or(at),
+                format!(
+                    "{}: the API client could not be built",
                     crate::error_chain(&error)
                 ),
             );
@@ -185,6 +220,103 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
         );
     }
     problems
+}
+
+/// What in a script shows that it moves a DigitalOcean floating (reserved)
+/// IP itself, as the master.sh lbha replaces does.
+fn moves_floating_ip(text: &str) -> Option<&'static str> {
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("/v2/floating_ips") {
+        Some("it calls DigitalOcean's API, `/v2/floating_ips`")
+    } else if lower.contains("/v2/reserved_ips") {
+        Some("it calls DigitalOcean's API, `/v2/reserved_ips`")
+    } else if lower.contains("doctl compute floating-ip-action")
+        || lower.contains("doctl compute reserved-ip-action")
+    {
+        Some("it runs `doctl compute floating-ip-action`")
+    } else if lower.contains("assign") && (lower.contains("floating") || lower.contains("reserved"))
+    {
+        Some("it assigns a floating IP")
+    } else {
+        None
+    }
+}
+
+/// Largest script read to look for a floating-IP assignment.
+const SCRIPT_READ_LIMIT: u64 = 1 << 20;
+
+/// Why `command` (a notify script) moves the floating IP itself, from the
+/// command line or the files it names (the script, or what a shell runs).
+fn notify_moves_floating_ip(command: &str) -> Option<&'static str> {
+    if let Some(why) = moves_floating_ip(command) {
+        return Some(why);
+    }
+    let words = script::split_command(command);
+    for (i, word) in words.iter().enumerate() {
+        // The program itself, and file arguments (`bash /etc/x.sh`).
+        let path = if i == 0 {
+            script::resolve(word).ok()
+        } else if word.starts_with('/') {
+            Some(PathBuf::from(word))
+        } else {
+            None
+        };
+        let Some(path) = path else { continue };
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, SCRIPT_READ_LIMIT),
+            &mut text,
+        );
+        if let Some(why) = moves_floating_ip(&String::from_utf8_lossy(&text)) {
+            return Some(why);
+        }
+    }
+    None
+}
+
+/// With a floating IP configured (`--floating-ip` or `[floating_ip]`),
+/// warnings for the MASTER notify scripts of the instance it follows that
+/// assign it themselves: every failover would assign it twice, and the
+/// second assign is refused while the first is pending (or, worse, lands
+/// after a failover back). Reads the scripts when readable, so call it off
+/// the runtime thread.
+pub fn double_assign_warnings(loaded: &Loaded) -> Vec<Diagnostic> {
+    let config = &loaded.config;
+    let Some(floating_ip) = &config.floating_ip else {
+        return Vec::new();
+    };
+    let followed = match floating_ip.instance.as_deref() {
+        Some(name) => config.instances.iter().position(|i| i.name == name),
+        None => (!config.instances.is_empty()).then_some(0),
+    };
+    let Some(index) = followed else {
+        return Vec::new();
+    };
+    let instance = &config.instances[index];
+    let (master_kw, any_kw, drop_ip) = match crate::config::Syntax::of_path(&loaded.file) {
+        crate::config::Syntax::Keepalived => ("notify_master", "notify", "--floating-ip"),
+        crate::config::Syntax::Toml => ("notify.master", "notify.any", "[floating_ip]"),
+    };
+    let mut warnings = Vec::new();
+    for (kw, command) in [
+        (master_kw, &instance.notify.master),
+        (any_kw, &instance.notify.any),
+    ] {
+        let Some(command) = command else { continue };
+        if let Some(why) = notify_moves_floating_ip(command) {
+            warnings.push(loaded.diagnostic(
+                loaded.lines.instance(index).line("notify"),
+                format!(
+                    "instance {}: `{kw}` ({command}) also moves the floating IP ({why}), and lbha assigns {} itself: every failover would assign it twice. Drop one: remove `{kw}` (lbha does what master.sh did), or remove {drop_ip} and keep the script",
+                    instance.name, floating_ip.settings.ip
+                ),
+            ));
+        }
+    }
+    warnings
 }
 
 /// Whether `command` can run: its program exists and, under script
@@ -283,6 +415,37 @@ mod tests {
         assert!(
             problems[0].contains("/nonexistent/lbha/token"),
             "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn the_ca_file_must_be_readable_and_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |ca: &Path| {
+            format!(
+                "{LO}\n[floating_ip]\nip = \"203.0.113.10\"\ntoken_env = \"PATH\"\nca_file = \"{}\"\n",
+                ca.display()
+            )
+        };
+        let missing = dir.path().join("missing.pem");
+        let problems = messages(&check_host(&load(&config(&missing)), Held::default()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("host.toml:10: ") && problems[0].contains("cannot read it"),
+            "{problems:?}"
+        );
+        let not_pem = dir.path().join("not.pem");
+        std::fs::write(&not_pem, "hello\n").unwrap();
+        let problems = messages(&check_host(&load(&config(&not_pem)), Held::default()));
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("holds no certificate"), "{problems:?}");
+
+        let ca = lbha_dosim::tls::LabCa::generate(&["127.0.0.1".into()]).unwrap();
+        let good = dir.path().join("ca.pem");
+        std::fs::write(&good, ca.ca_pem()).unwrap();
+        assert_eq!(
+            messages(&check_host(&load(&config(&good)), Held::default())),
+            Vec::<String>::new()
         );
     }
 

@@ -17,14 +17,25 @@ const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 const DROPLET: u64 = 3164444;
 
 async fn check_cloud(sim: &SimHandle, token_file: &std::path::Path) -> Output {
+    check_cloud_at(&sim.api_url(), &[], sim, token_file).await
+}
+
+/// `check-cloud` against the API at `api_url`, with `extra` arguments.
+async fn check_cloud_at(
+    api_url: &str,
+    extra: &[&std::ffi::OsStr],
+    sim: &SimHandle,
+    token_file: &std::path::Path,
+) -> Output {
     let keepalived = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keepalived.conf");
     let mut command = Command::new(env!("CARGO_BIN_EXE_lbha-agent"));
     command
         .args(["check-cloud", "--keepalived-conf", keepalived])
         .args(["--floating-ip", &IP.to_string(), "--do-token-file"])
         .arg(token_file)
-        .args(["--do-api-url", &sim.api_url()])
+        .args(["--do-api-url", api_url])
         .args(["--do-metadata-url", &sim.metadata_url()])
+        .args(extra)
         .env("RUST_LOG", "warn");
     // The simulator serves on this thread while the command runs.
     command.output().await.unwrap()
@@ -100,4 +111,50 @@ async fn check_cloud_prints_each_check_and_fails_on_a_problem() {
         let (stdout, stderr) = text(output);
         assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
     }
+}
+
+#[tokio::test]
+async fn check_cloud_reaches_an_https_api_through_the_ca_file() {
+    let sim = lbha_dosim::start(
+        SimConfig::new(TOKEN)
+            .droplet(DROPLET, IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .floating_ip(IP, Some(DROPLET))
+            .tls(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
+    let url = sim.api_tls_url().unwrap();
+
+    let trusted = check_cloud_at(
+        &url,
+        &["--do-ca-file".as_ref(), ca.as_os_str()],
+        &sim,
+        &token_file,
+    )
+    .await;
+    let (stdout, stderr) = text(&trusted);
+    assert!(trusted.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ok       read: the token reads"),
+        "{stdout}"
+    );
+    assert!(sim.requests().iter().all(|r| r.tls), "over HTTPS only");
+
+    // Without the CA the lab's certificate is nobody's: no API check passes.
+    let untrusted = check_cloud_at(&url, &[], &sim, &token_file).await;
+    let (stdout, stderr) = text(&untrusted);
+    assert!(!untrusted.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("PROBLEM  read:"), "{stdout}");
+    // Named as what it is, at once (not after the retries), without a panic.
+    assert!(
+        stdout.contains("TLS certificate was refused (UnknownIssuer)"),
+        "{stdout}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
 }

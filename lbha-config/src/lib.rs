@@ -16,8 +16,8 @@ use std::{
 mod floating_ip;
 
 pub use floating_ip::{
-    DEFAULT_API_URL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL, FloatingIpConfig,
-    InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
+    DEFAULT_API_URL, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL,
+    FloatingIpConfig, InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
 };
 
 /// Where `lbha-agent status` finds the running agent (root only).
@@ -151,8 +151,9 @@ impl Default for Global {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Check {
     pub name: String,
-    /// The command line, as keepalived's `script` (split on whitespace,
-    /// double quotes group words). Empty when `probe` is set.
+    /// The command line, split into words as keepalived splits a `script`
+    /// ([`split_command`]: whitespace separates, single and double quotes
+    /// group, backslash escapes). Empty when `probe` is set.
     pub script: String,
     /// A built-in probe used instead of a script.
     pub probe: Option<Probe>,
@@ -170,6 +171,9 @@ pub struct Check {
     pub rise: u32,
     /// Consecutive failures before an up check counts as down (default 1).
     pub fall: u32,
+    /// keepalived's `init_fail`: the check starts down (and needs `rise`
+    /// successes) instead of up.
+    pub init_fail: bool,
 }
 
 /// Built-in checks that need no script (and no fork).
@@ -225,13 +229,109 @@ pub struct Instance {
     pub down_timer_adverts: u8,
     /// v2 simple-text password (keepalived keeps the first 8 bytes).
     pub auth_pass: Option<String>,
-    /// Addresses the master holds on the interface (keepalived
-    /// `virtual_ipaddress`), with prefix length (default /32).
-    pub virtual_addresses: Vec<(Ipv4Addr, u8)>,
+    /// Addresses the master holds (keepalived `virtual_ipaddress`).
+    pub virtual_addresses: Vec<VirtualAddress>,
     /// Names of [`Check`]s this instance tracks.
     pub track: Vec<String>,
+    /// Other interfaces whose link state weighs on this one (keepalived
+    /// `track_interface`; the instance's own interface is always tracked).
+    pub track_interfaces: Vec<TrackInterface>,
     pub notify: Notify,
     pub receive_path: ReceivePathChoice,
+}
+
+/// keepalived's `track_interface` entry: `NAME [weight N [reverse]]`. With
+/// weight 0 the interface down puts the instance into Fault; otherwise the
+/// weight applies as a check's (added while up when positive, while down
+/// when negative; `reverse` applies the opposite adjustment).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackInterface {
+    pub name: String,
+    pub weight: i32,
+    pub reverse: bool,
+}
+
+/// One address of keepalived's `virtual_ipaddress` block: what
+/// `ip addr add ADDRESS/PREFIX [dev DEV] [label L] [scope S] [brd B] [peer P]`
+/// would add on the Master.
+///
+/// The runtime adds `address/prefix` to `dev` (the instance's interface
+/// without one) and sends its gratuitous ARP there; `label` and `broadcast`
+/// are kept as keepalived's meaning. The front-ends refuse what it would get
+/// wrong: a non-global `scope` and a `peer` (the address would answer
+/// differently).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtualAddress {
+    pub address: Ipv4Addr,
+    /// 0..=32, default 32 (with `peer`: the peer's, as keepalived takes it).
+    pub prefix: u8,
+    /// keepalived `dev`: the interface the address goes on; `None` is the
+    /// instance's interface.
+    pub dev: Option<String>,
+    /// keepalived `label` (an `eth1:1`-style alias name, at most 15 bytes).
+    pub label: Option<String>,
+    /// keepalived `scope`, as the kernel's number (`global` 0, `site` 200,
+    /// `link` 253, `host` 254, `nowhere` 255); `None` is global.
+    pub scope: Option<u8>,
+    /// keepalived `brd`/`broadcast`, with `+`/`-` already worked out.
+    pub broadcast: Option<Ipv4Addr>,
+    /// keepalived `peer`: the other end of a point-to-point address.
+    pub peer: Option<Ipv4Addr>,
+    /// From keepalived's `virtual_ipaddress_excluded`: held by the master
+    /// like the others, but not listed in its adverts.
+    pub excluded: bool,
+}
+
+impl VirtualAddress {
+    /// `address/prefix` on the instance's interface, nothing else set.
+    pub fn new(address: Ipv4Addr, prefix: u8) -> Self {
+        Self {
+            address,
+            prefix,
+            dev: None,
+            label: None,
+            scope: None,
+            broadcast: None,
+            peer: None,
+            excluded: false,
+        }
+    }
+
+    /// Whether anything beyond `address/prefix` is set.
+    pub fn has_options(&self) -> bool {
+        self.dev.is_some()
+            || self.label.is_some()
+            || self.scope.is_some()
+            || self.broadcast.is_some()
+            || self.peer.is_some()
+            || self.excluded
+    }
+}
+
+/// The names `ip` and keepalived give address scopes (`/etc/iproute2/rt_scopes`).
+pub const SCOPE_NAMES: [(&str, u8); 5] = [
+    ("global", 0),
+    ("site", 200),
+    ("link", 253),
+    ("host", 254),
+    ("nowhere", 255),
+];
+
+/// A scope by name or number, as `ip` and keepalived read it.
+pub fn parse_scope(text: &str) -> Option<u8> {
+    SCOPE_NAMES
+        .iter()
+        .find(|(name, _)| *name == text)
+        .map(|(_, n)| *n)
+        .or_else(|| text.parse().ok())
+}
+
+/// The name of a scope number, or the number itself.
+pub fn scope_name(scope: u8) -> String {
+    SCOPE_NAMES
+        .iter()
+        .find(|(_, n)| *n == scope)
+        .map_or_else(|| scope.to_string(), |(name, _)| (*name).to_string())
 }
 
 /// Scripts run on state changes, as keepalived runs them.
@@ -240,6 +340,9 @@ pub struct Notify {
     pub master: Option<String>,
     pub backup: Option<String>,
     pub fault: Option<String>,
+    /// keepalived `notify_stop`: run when the instance stops (the agent
+    /// shuts down, or a reload removes or restarts the instance).
+    pub stop: Option<String>,
     /// Called with `INSTANCE <name> <STATE> <priority>` after the specific one.
     pub any: Option<String>,
 }
@@ -262,10 +365,25 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// All the errors found in a file (never just the first).
+/// All the errors found in a file (never just the first), and the warnings
+/// found with them, so that an operator fixing the errors sees the
+/// warnings in the same run.
 #[derive(Debug, thiserror::Error)]
-#[error("{} error(s) in configuration:\n{}", .0.len(), display_all(.0))]
-pub struct ConfigErrors(pub Vec<Diagnostic>);
+#[error("{} error(s) in configuration:\n{}", .errors.len(), display_all(.errors))]
+pub struct ConfigErrors {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl ConfigErrors {
+    /// Errors without warnings (a file that could not be read at all).
+    pub fn only(errors: Vec<Diagnostic>) -> Self {
+        Self {
+            errors,
+            warnings: Vec::new(),
+        }
+    }
+}
 
 fn display_all(diagnostics: &[Diagnostic]) -> String {
     diagnostics
@@ -290,27 +408,48 @@ pub struct Loaded {
 impl Loaded {
     /// A diagnostic about this file at the line of `field` of `table`
     /// (`None`: the line is not known, e.g. a command-line override).
+    ///
+    /// `line` is a position as [`Lines`] records it, which [`SourceMap`]
+    /// turns into the file (an included one, say) and its line.
     pub fn diagnostic(&self, line: Option<usize>, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: self.file.clone(),
-            line,
-            message: message.into(),
-        }
+        self.lines
+            .sources
+            .diagnostic(&self.file, line, message.into())
     }
 }
 
 mod keepalived;
+mod split;
 mod toml;
 mod validate;
 
 pub use self::{
+    split::{SplitError, split_command},
     toml::to_toml,
-    validate::{FieldLines, Findings, Lines, Syntax, validate},
+    validate::{FieldLines, Findings, Lines, SourceMap, Syntax, validate},
 };
+
+/// How to read a keepalived.conf, besides the file itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeepalivedOptions {
+    /// keepalived's `--config-id` (`-i`): lines starting `@ID` apply only
+    /// when ID is this, lines starting `@^ID` only when it is not.
+    /// keepalived's default is the host name up to its first dot
+    /// ([`default_config_id`]); `None` matches no `@ID` at all.
+    pub config_id: Option<String>,
+}
+
+/// keepalived's default `--config-id`: this host's name up to the first dot.
+pub fn default_config_id() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let short = name.split('.').next().unwrap_or(name);
+    (!short.is_empty()).then(|| short.to_string())
+}
 
 /// Reads and parses lbha's native TOML configuration.
 pub fn load_toml(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    load_with(path, Syntax::Toml, |_| {})
+    load_with(path, Syntax::Toml, &KeepalivedOptions::default(), |_| {})
 }
 
 /// Parses lbha's native TOML configuration; `path` only labels diagnostics.
@@ -318,40 +457,63 @@ pub fn parse_toml(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigEr
     self::toml::parse(text, path, &mut |_| {})
 }
 
-/// Reads and parses a keepalived.conf.
+/// Reads and parses a keepalived.conf (and the files it includes), with
+/// keepalived's default `--config-id`.
 pub fn load_keepalived(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    load_with(path, Syntax::Keepalived, |_| {})
+    let options = KeepalivedOptions {
+        config_id: default_config_id(),
+    };
+    load_with(path, Syntax::Keepalived, &options, |_| {})
 }
 
-/// Parses a keepalived.conf; `path` only labels diagnostics.
+/// Parses a keepalived.conf from `text`; `path` only labels diagnostics.
+/// Nothing else is read: an `include` finds no file, `@ID` lines match no
+/// ID. For the fuzzers and tests; [`load_keepalived`] reads a real file.
 pub fn parse_keepalived(text: &str, path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    self::keepalived::parse(text, path, &mut |_| {})
+    self::keepalived::parse(
+        text,
+        path,
+        &KeepalivedOptions::default(),
+        &self::keepalived::NoFiles,
+        &mut |_| {},
+    )
 }
 
 /// Loads `path` as TOML when it ends in `.toml`, as keepalived.conf otherwise.
 pub fn load_any(path: &std::path::Path) -> Result<Loaded, ConfigErrors> {
-    load_with(path, Syntax::of_path(path), |_| {})
+    let options = KeepalivedOptions {
+        config_id: default_config_id(),
+    };
+    load_with(path, Syntax::of_path(path), &options, |_| {})
 }
 
-/// Reads and parses `path`, written in `syntax`, and lets `adjust` change
-/// the configuration before it is validated: for command-line settings that
+/// Reads and parses `path`, written in `syntax` (a keepalived.conf with
+/// `options` and the files it includes), and lets `adjust` change the
+/// configuration before it is validated: for command-line settings that
 /// decide what validation accepts (`--no-check-unicast-src` makes a
 /// keepalived.conf with more unicast peers than lbha can filter on valid).
 pub fn load_with(
     path: &std::path::Path,
     syntax: Syntax,
+    options: &KeepalivedOptions,
     mut adjust: impl FnMut(&mut Config),
 ) -> Result<Loaded, ConfigErrors> {
     let text = read(path)?;
     match syntax {
         Syntax::Toml => self::toml::parse(&text, path, &mut adjust),
-        Syntax::Keepalived => self::keepalived::parse(&text, path, &mut adjust),
+        Syntax::Keepalived => self::keepalived::parse(
+            &text,
+            path,
+            options,
+            &self::keepalived::DiskFiles,
+            &mut adjust,
+        ),
     }
 }
 
 fn read(path: &std::path::Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|error| {
-        ConfigErrors(vec![Diagnostic {
+        ConfigErrors::only(vec![Diagnostic {
             file: path.to_path_buf(),
             line: None,
             message: format!("cannot read: {error}"),

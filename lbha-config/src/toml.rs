@@ -6,7 +6,11 @@
 //! stops at the first error, and the walk reports every unknown key, wrong
 //! type and missing key at once.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use ::toml::{
     Spanned, Value,
@@ -15,7 +19,7 @@ use ::toml::{
 
 use super::{
     Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, Heartbeat, InitialState, Instance,
-    Loaded, Notify, Probe,
+    Loaded, Notify, Probe, TrackInterface, VirtualAddress,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -48,6 +52,7 @@ const CHECK_KEYS: &[&str] = &[
     "weight_reverse",
     "rise",
     "fall",
+    "init_fail",
 ];
 const INSTANCE_KEYS: &[&str] = &[
     "name",
@@ -66,10 +71,21 @@ const INSTANCE_KEYS: &[&str] = &[
     "auth_pass",
     "virtual_addresses",
     "track",
+    "track_interfaces",
     "receive_path",
     "notify",
 ];
-const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "any"];
+const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
+const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
+const VIRTUAL_ADDRESS_KEYS: &[&str] = &[
+    "address",
+    "dev",
+    "label",
+    "scope",
+    "broadcast",
+    "peer",
+    "excluded",
+];
 const HEARTBEAT_KEYS: &[&str] = &["listen", "peers", "key_file", "interval"];
 const FLOATING_IP_KEYS: &[&str] = &[
     "ip",
@@ -84,6 +100,8 @@ const FLOATING_IP_KEYS: &[&str] = &[
     "operation_deadline",
     "request_timeout",
     "metadata_timeout",
+    "ca_file",
+    "keepalive_interval",
 ];
 
 /// Environment variable the API token is read from when no file is given.
@@ -104,7 +122,7 @@ pub fn parse(
             r.errors.push(r.diag(line, e.message().trim().to_string()));
         }
         r.errors.sort_by_key(|d| d.line.unwrap_or(0));
-        return Err(ConfigErrors(r.errors));
+        return Err(ConfigErrors::only(r.errors));
     }
 
     let mut lines = Lines::default();
@@ -254,6 +272,8 @@ fn read_floating_ip(
     let operation_deadline = f.secs(r, fl, "operation_deadline");
     let request_timeout = f.secs(r, fl, "request_timeout");
     let metadata_timeout = f.secs(r, fl, "metadata_timeout");
+    let ca_file = f.string(r, fl, "ca_file");
+    let keepalive_interval = f.secs(r, fl, "keepalive_interval");
     f.finish(r, FLOATING_IP_KEYS);
     if token_file.is_some() && token_env.is_some() {
         r.error(
@@ -282,11 +302,13 @@ fn read_floating_ip(
         settings.path_family = family;
     }
     settings.droplet_id = droplet_id.map(|id| id as u64);
+    settings.ca_file = ca_file.map(PathBuf::from);
     for (value, field) in [
         (recheck_interval, &mut settings.recheck_interval),
         (operation_deadline, &mut settings.operation_deadline),
         (request_timeout, &mut settings.request_timeout),
         (metadata_timeout, &mut settings.metadata_timeout),
+        (keepalive_interval, &mut settings.keepalive_interval),
     ] {
         if let Some(value) = value {
             *field = value;
@@ -416,6 +438,7 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
     let weight_reverse = f.bool(r, fl, "weight_reverse").unwrap_or(false);
     let rise = f.int(r, fl, "rise", 0, u32::MAX.into()).unwrap_or(1) as u32;
     let fall = f.int(r, fl, "fall", 0, u32::MAX.into()).unwrap_or(1) as u32;
+    let init_fail = f.bool(r, fl, "init_fail").unwrap_or(false);
     f.finish(r, CHECK_KEYS);
     Check {
         name,
@@ -427,6 +450,7 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
         weight_reverse,
         rise,
         fall,
+        init_fail,
     }
 }
 
@@ -483,17 +507,9 @@ fn read_instance(
         )
         .map_or(DEFAULT_DOWN_TIMER_ADVERTS, |n| n as u8);
     let auth_pass = f.string(r, fl, "auth_pass");
-    let virtual_addresses = f.list(r, fl, "virtual_addresses", |r, v| {
-        let text = r.str(v, "virtual_addresses")?;
-        match parse_cidr(&text) {
-            Ok(addr) => Some(addr),
-            Err(message) => {
-                r.error_at(v, format!("`virtual_addresses`: {message}"));
-                None
-            }
-        }
-    });
+    let virtual_addresses = f.list(r, fl, "virtual_addresses", read_virtual_address);
     let track = f.list(r, fl, "track", |r, v| r.str(v, "track"));
+    let track_interfaces = f.list(r, fl, "track_interfaces", read_track_interface);
     let receive_path = f
         .choice(
             r,
@@ -540,9 +556,41 @@ fn read_instance(
         auth_pass,
         virtual_addresses,
         track,
+        track_interfaces,
         notify,
         receive_path,
     }
+}
+
+/// One `track_interfaces` element: `"eth1"` (weight 0: down means Fault),
+/// or `{ name = "eth1", weight = -20, reverse = false }`.
+fn read_track_interface(r: &mut Reader, v: &SValue) -> Option<TrackInterface> {
+    let DeValue::Table(table) = v.get_ref() else {
+        let name = r.str(v, "track_interfaces")?;
+        return Some(TrackInterface {
+            name,
+            weight: 0,
+            reverse: false,
+        });
+    };
+    let line = r.line(v.span().start);
+    let mut f = Fields::new(r, table, line, "track_interfaces element");
+    let mut scratch = FieldLines::default();
+    let name = f.string(r, &mut scratch, "name");
+    let weight = f.int(r, &mut scratch, "weight", -253, 253).unwrap_or(0) as i32;
+    let reverse = f.bool(r, &mut scratch, "reverse").unwrap_or(false);
+    f.finish(r, TRACK_INTERFACE_KEYS);
+    let Some(name) = name else {
+        if !scratch.is_bad("name") {
+            r.error(line, "track_interfaces element: missing key `name`".into());
+        }
+        return None;
+    };
+    Some(TrackInterface {
+        name,
+        weight,
+        reverse,
+    })
 }
 
 fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Notify {
@@ -552,6 +600,7 @@ fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
         master: f.string(r, &mut scratch, "master"),
         backup: f.string(r, &mut scratch, "backup"),
         fault: f.string(r, &mut scratch, "fault"),
+        stop: f.string(r, &mut scratch, "stop"),
         any: f.string(r, &mut scratch, "any"),
     };
     if NOTIFY_KEYS.iter().any(|k| scratch.is_bad(k)) {
@@ -561,15 +610,72 @@ fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     notify
 }
 
+/// One `virtual_addresses` element: `"a.b.c.d/len"`, or an inline table
+/// `{ address = "a.b.c.d/len", dev = ..., label = ..., scope = ...,
+/// broadcast = ..., peer = ... }` (keepalived's `virtual_ipaddress` options).
+fn read_virtual_address(r: &mut Reader, v: &SValue) -> Option<VirtualAddress> {
+    let cidr = |r: &mut Reader, v: &SValue| {
+        let text = r.str(v, "virtual_addresses")?;
+        match parse_cidr(&text) {
+            Ok((addr, prefix)) => Some(VirtualAddress::new(addr, prefix)),
+            Err(message) => {
+                r.error_at(v, format!("`virtual_addresses`: {message}"));
+                None
+            }
+        }
+    };
+    let DeValue::Table(table) = v.get_ref() else {
+        return cidr(r, v);
+    };
+    let line = r.line(v.span().start);
+    let mut f = Fields::new(r, table, line, "virtual_addresses element");
+    let mut scratch = FieldLines::default();
+    let address = f.take_with(r, &mut scratch, "address", cidr);
+    let dev = f.string(r, &mut scratch, "dev");
+    let label = f.string(r, &mut scratch, "label");
+    let scope = f.take_with(r, &mut scratch, "scope", |r, v| {
+        let text = r.str(v, "scope")?;
+        let scope = crate::parse_scope(&text);
+        if scope.is_none() {
+            r.error_at(v, format!("`scope`: unknown scope `{text}`"));
+        }
+        scope
+    });
+    let broadcast = f.take_with(r, &mut scratch, "broadcast", |r, v| r.ip(v, "broadcast"));
+    let peer = f.take_with(r, &mut scratch, "peer", |r, v| r.ip(v, "peer"));
+    let excluded = f.bool(r, &mut scratch, "excluded").unwrap_or(false);
+    f.finish(r, VIRTUAL_ADDRESS_KEYS);
+    let Some(mut vip) = address else {
+        if !scratch.is_bad("address") {
+            r.error(
+                line,
+                "virtual_addresses element: missing key `address`".into(),
+            );
+        }
+        return None;
+    };
+    vip.dev = dev;
+    vip.label = label;
+    vip.scope = scope.filter(|s| *s != 0);
+    vip.broadcast = broadcast;
+    vip.peer = peer;
+    vip.excluded = excluded;
+    Some(vip)
+}
+
 /// Parses `a.b.c.d` or `a.b.c.d/len` (default /32).
 pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (text, None),
     };
-    let addr: Ipv4Addr = addr
-        .parse()
-        .map_err(|_| format!("`{text}` is not an IPv4 address (IPv6 is not supported)"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| {
+        if addr.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("`{text}` is not an IPv4 address (lbha implements IPv4 VRRP only)")
+        } else {
+            format!("`{text}` is not an IPv4 address")
+        }
+    })?;
     let prefix = match prefix {
         None => 32,
         Some(p) => match p.parse::<u8>() {
@@ -659,9 +765,14 @@ impl<'a> Reader<'a> {
         if let Ok(ip) = text.parse() {
             Some(ip)
         } else {
+            let why = if text.parse::<std::net::Ipv6Addr>().is_ok() {
+                " (lbha implements IPv4 VRRP only)"
+            } else {
+                ""
+            };
             self.error_at(
                 value,
-                format!("`{key}`: `{text}` is not an IPv4 address (IPv6 is not supported)"),
+                format!("`{key}`: `{text}` is not an IPv4 address{why}"),
             );
             None
         }
@@ -964,6 +1075,9 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "weight_reverse = {}", c.weight_reverse);
         let _ = writeln!(out, "rise = {}", c.rise);
         let _ = writeln!(out, "fall = {}", c.fall);
+        if c.init_fail {
+            let _ = writeln!(out, "init_fail = true");
+        }
     }
 
     for i in &config.instances {
@@ -994,26 +1108,65 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(pass) = &i.auth_pass {
             let _ = writeln!(out, "auth_pass = {}", string(pass));
         }
-        let _ = writeln!(
-            out,
-            "virtual_addresses = {}",
-            strings(
-                i.virtual_addresses
-                    .iter()
-                    .map(|(addr, len)| format!("{addr}/{len}"))
-            )
-        );
+        let vips: Vec<String> = i
+            .virtual_addresses
+            .iter()
+            .map(|vip| {
+                let cidr = string(&format!("{}/{}", vip.address, vip.prefix));
+                if !vip.has_options() {
+                    return cidr;
+                }
+                let mut parts = vec![format!("address = {cidr}")];
+                if let Some(dev) = &vip.dev {
+                    parts.push(format!("dev = {}", string(dev)));
+                }
+                if let Some(label) = &vip.label {
+                    parts.push(format!("label = {}", string(label)));
+                }
+                if let Some(scope) = vip.scope {
+                    parts.push(format!("scope = {}", string(&crate::scope_name(scope))));
+                }
+                if let Some(b) = vip.broadcast {
+                    parts.push(format!("broadcast = {}", string(&b.to_string())));
+                }
+                if let Some(p) = vip.peer {
+                    parts.push(format!("peer = {}", string(&p.to_string())));
+                }
+                if vip.excluded {
+                    parts.push("excluded = true".into());
+                }
+                format!("{{ {} }}", parts.join(", "))
+            })
+            .collect();
+        let _ = writeln!(out, "virtual_addresses = [{}]", vips.join(", "));
         let _ = writeln!(out, "track = {}", strings(i.track.iter().cloned()));
+        if !i.track_interfaces.is_empty() {
+            let tracked: Vec<String> = i
+                .track_interfaces
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{{ name = {}, weight = {}, reverse = {} }}",
+                        string(&t.name),
+                        t.weight,
+                        t.reverse
+                    )
+                })
+                .collect();
+            let _ = writeln!(out, "track_interfaces = [{}]", tracked.join(", "));
+        }
         let _ = writeln!(out, "receive_path = {}", string(i.receive_path.as_str()));
         let n = &i.notify;
-        if n.master.is_some() || n.backup.is_some() || n.fault.is_some() || n.any.is_some() {
+        let scripts = [
+            ("master", &n.master),
+            ("backup", &n.backup),
+            ("fault", &n.fault),
+            ("stop", &n.stop),
+            ("any", &n.any),
+        ];
+        if scripts.iter().any(|(_, s)| s.is_some()) {
             let _ = writeln!(out, "\n[instance.notify]");
-            for (key, script) in [
-                ("master", &n.master),
-                ("backup", &n.backup),
-                ("fault", &n.fault),
-                ("any", &n.any),
-            ] {
+            for (key, script) in scripts {
                 if let Some(script) = script {
                     let _ = writeln!(out, "{key} = {}", string(script));
                 }
@@ -1045,6 +1198,10 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "operation_deadline = {}", secs(c.operation_deadline));
         let _ = writeln!(out, "request_timeout = {}", secs(c.request_timeout));
         let _ = writeln!(out, "metadata_timeout = {}", secs(c.metadata_timeout));
+        if let Some(path) = &c.ca_file {
+            let _ = writeln!(out, "ca_file = {}", string(&path.to_string_lossy()));
+        }
+        let _ = writeln!(out, "keepalive_interval = {}", secs(c.keepalive_interval));
     }
     if let Some(h) = &config.heartbeat {
         let _ = writeln!(out, "\n[heartbeat]");
@@ -1062,9 +1219,8 @@ pub fn to_toml(config: &Config) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
+    use crate::DEFAULT_KEEPALIVE_INTERVAL;
 
     fn path() -> PathBuf {
         PathBuf::from("/etc/lbha/lbha.toml")
@@ -1078,7 +1234,7 @@ mod tests {
     fn errors(text: &str) -> Vec<Diagnostic> {
         match parse(text, &path()) {
             Ok(loaded) => panic!("expected errors, got {loaded:?}"),
-            Err(ConfigErrors(errors)) => errors,
+            Err(ConfigErrors { errors, .. }) => errors,
         }
     }
 
@@ -1224,6 +1380,7 @@ receive_path = "xdp"
                 weight_reverse: true,
                 rise: 3,
                 fall: 2,
+                init_fail: false,
             }]
         );
         let i = &c.instances[0];
@@ -1241,8 +1398,8 @@ receive_path = "xdp"
         assert_eq!(
             i.virtual_addresses,
             vec![
-                (Ipv4Addr::new(203, 0, 113, 10), 24),
-                (Ipv4Addr::new(203, 0, 113, 11), 32)
+                VirtualAddress::new(Ipv4Addr::new(203, 0, 113, 10), 24),
+                VirtualAddress::new(Ipv4Addr::new(203, 0, 113, 11), 32)
             ]
         );
         assert_eq!(i.track, vec!["chk_haproxy".to_string()]);
@@ -1255,6 +1412,7 @@ receive_path = "xdp"
                 master: Some("/etc/keepalived/master.sh".into()),
                 backup: Some("/etc/keepalived/backup.sh".into()),
                 fault: Some("/etc/keepalived/fault.sh".into()),
+                stop: None,
                 any: Some("/etc/keepalived/notify.sh".into()),
             }
         );
@@ -1286,7 +1444,7 @@ receive_path = "xdp"
         // source checking is off.
         let eight = load(&peers(8)).expect("eight peers").config;
         assert!(eight.instances[0].check_unicast_src);
-        let ConfigErrors(errs) = load(&peers(9)).unwrap_err();
+        let ConfigErrors { errors: errs, .. } = load(&peers(9)).unwrap_err();
         assert_eq!(lines_of(&errs), vec![Some(6)], "{errs:?}");
         assert!(
             errs[0].message.contains("(this lists 9)")
@@ -1306,11 +1464,12 @@ receive_path = "xdp"
             assert_eq!(parse(&to_toml(&c), &path()).unwrap().config, c);
         }
         for bad in ["0", "101", "3.5", "\"3\""] {
-            let ConfigErrors(errs) = load(&format!("down_timer_adverts = {bad}\n")).unwrap_err();
+            let ConfigErrors { errors: errs, .. } =
+                load(&format!("down_timer_adverts = {bad}\n")).unwrap_err();
             assert_eq!(lines_of(&errs), vec![Some(6)], "{bad}: {errs:?}");
             assert!(errs[0].message.contains("`down_timer_adverts`"), "{errs:?}");
         }
-        let ConfigErrors(errs) = load("check_unicast_src = \"no\"\n").unwrap_err();
+        let ConfigErrors { errors: errs, .. } = load("check_unicast_src = \"no\"\n").unwrap_err();
         assert!(
             errs[0]
                 .message
@@ -1347,14 +1506,14 @@ track = ["c"]
 prio = 5
 [instance.notify]
 master = "/x"
-stop = "/y"
+restart = "/y"
 "#;
         let errs = errors(text);
         assert_eq!(lines_of(&errs), vec![Some(1), Some(5), Some(11), Some(14)]);
         assert!(
             errs[3]
                 .message
-                .contains("[instance.notify]: unknown key `stop`")
+                .contains("[instance.notify]: unknown key `restart`")
         );
     }
 
@@ -1590,8 +1749,24 @@ interval = 0.5
         assert_eq!(f.settings.path_family, PathFamily::ReservedIps);
         assert_eq!(f.settings.recheck_interval, Duration::from_secs(5));
         assert_eq!(f.settings.api_url, "https://api.digitalocean.com");
+        assert_eq!(f.settings.ca_file, None);
+        assert_eq!(f.settings.keepalive_interval, DEFAULT_KEEPALIVE_INTERVAL);
         let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
         assert_eq!(again.config, loaded.config);
+
+        // A CA bundle, and the keep-alive turned off (zero is allowed).
+        let tls = parse(
+            &format!(
+                "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\nca_file = \"/etc/lbha/ca.pem\"\nkeepalive_interval = 0\n"
+            ),
+            &path(),
+        )
+        .expect("parses");
+        let settings = &tls.config.floating_ip.as_ref().expect("section").settings;
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/lbha/ca.pem")));
+        assert_eq!(settings.keepalive_interval, Duration::ZERO);
+        let again = parse(&to_toml(&tls.config), &path()).expect("round trip");
+        assert_eq!(again.config, tls.config);
 
         let defaults = parse(
             &format!("{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\n"),

@@ -7,7 +7,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    path::Path,
+    path::{Path, PathBuf},
     time::Duration,
 };
 
@@ -105,9 +105,82 @@ impl FieldLines {
     }
 }
 
+/// Which file a recorded line is in, for configurations read from several
+/// files (keepalived's `include`).
+///
+/// Lines are recorded as one number each ("positions"), so that everything
+/// that keeps or sorts lines stays a number: a position up to the main
+/// file's last line is that line of the main file; each included file gets
+/// the next free range of positions after the main file's and the files
+/// included before it. Empty for a single file.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourceMap {
+    included: Vec<IncludedFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct IncludedFile {
+    /// Position of its line 1.
+    first: usize,
+    /// How many positions it has (its line count).
+    lines: usize,
+    path: PathBuf,
+}
+
+impl SourceMap {
+    /// Gives `path`, of `lines` lines, the positions after every file's so
+    /// far (the main file has `main_lines`); returns its line 1's position.
+    pub(crate) fn add(&mut self, main_lines: usize, path: PathBuf, lines: usize) -> usize {
+        let first = self.next_free(main_lines);
+        self.included.push(IncludedFile {
+            first,
+            lines: lines.max(1),
+            path,
+        });
+        first
+    }
+
+    fn next_free(&self, main_lines: usize) -> usize {
+        self.included
+            .last()
+            .map_or(main_lines + 1, |f| f.first + f.lines)
+    }
+
+    /// The file and line of `position` (`main` for the main file's).
+    pub fn locate<'a>(&'a self, main: &'a Path, position: usize) -> (&'a Path, usize) {
+        self.included
+            .iter()
+            .find(|f| (f.first..f.first + f.lines).contains(&position))
+            .map_or((main, position), |f| {
+                (f.path.as_path(), position - f.first + 1)
+            })
+    }
+
+    /// A diagnostic at `position` (a main-file line when nothing is included).
+    pub fn diagnostic(&self, main: &Path, position: Option<usize>, message: String) -> Diagnostic {
+        match position {
+            Some(position) => {
+                let (file, line) = self.locate(main, position);
+                Diagnostic {
+                    file: file.to_path_buf(),
+                    line: Some(line),
+                    message,
+                }
+            }
+            None => Diagnostic {
+                file: main.to_path_buf(),
+                line: None,
+                message,
+            },
+        }
+    }
+}
+
 /// Where everything in a [`Config`] came from, index for index.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lines {
+    /// Which file each recorded position is in (keepalived `include`).
+    pub sources: SourceMap,
     pub global: FieldLines,
     /// `[floating_ip]` (TOML only; keepalived.conf has none).
     pub floating_ip: FieldLines,
@@ -145,17 +218,14 @@ const CENTISECOND_NANOS: u32 = 10_000_000;
 
 struct Validator<'a> {
     file: &'a Path,
+    sources: &'a SourceMap,
     syntax: Syntax,
     findings: Findings,
 }
 
 impl Validator<'_> {
     fn diag(&self, line: Option<usize>, message: String) -> Diagnostic {
-        Diagnostic {
-            file: self.file.to_path_buf(),
-            line,
-            message,
-        }
+        self.sources.diagnostic(self.file, line, message)
     }
 
     fn error(&mut self, lines: &FieldLines, field: &str, message: String) {
@@ -193,6 +263,7 @@ impl Validator<'_> {
 pub fn validate(config: &Config, lines: &Lines, file: &Path, syntax: Syntax) -> Findings {
     let mut v = Validator {
         file,
+        sources: &lines.sources,
         syntax,
         findings: Findings::default(),
     };
@@ -261,12 +332,20 @@ fn validate_checks(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             seen.insert(&check.name, index);
         }
         let name = &check.name;
-        if check.probe.is_none() && check.script.trim().is_empty() {
-            v.error(
-                fl,
-                "script",
-                format!("{check_kw} `{name}`: `script` is empty"),
-            );
+        if check.probe.is_none() {
+            match crate::split_command(&check.script) {
+                Ok(words) if words.is_empty() => v.error(
+                    fl,
+                    "script",
+                    format!("{check_kw} `{name}`: `script` is empty"),
+                ),
+                Ok(_) => {}
+                Err(why) => v.error(
+                    fl,
+                    "script",
+                    format!("{check_kw} `{name}`: `script` cannot be split into words: {why}"),
+                ),
+            }
         }
         if check.interval.is_zero() {
             v.error(
@@ -504,13 +583,35 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
         }
 
         let vip_kw = v.kw("virtual_addresses");
-        for (i, (addr, prefix)) in inst.virtual_addresses.iter().enumerate() {
-            if *prefix > 32 {
+        for (i, vip) in inst.virtual_addresses.iter().enumerate() {
+            let (addr, prefix) = (vip.address, vip.prefix);
+            if prefix > 32 {
                 v.item_error(
                     fl,
                     "virtual_addresses",
                     i,
                     format!("{instance_kw} `{name}`: `{vip_kw}` {addr}/{prefix}: prefix length must be 0..=32"),
+                );
+            }
+            if let Some(scope) = vip.scope.filter(|s| *s != 0) {
+                v.item_error(
+                    fl,
+                    "virtual_addresses",
+                    i,
+                    format!(
+                        "{instance_kw} `{name}`: `{vip_kw}` {addr} has `scope {}`; lbha adds virtual addresses with global scope only (not implemented yet), so the address would be reachable where it should not be",
+                        crate::scope_name(scope)
+                    ),
+                );
+            }
+            if let Some(peer) = vip.peer {
+                v.item_error(
+                    fl,
+                    "virtual_addresses",
+                    i,
+                    format!(
+                        "{instance_kw} `{name}`: `{vip_kw}` {addr} has `peer {peer}`; lbha does not add point-to-point addresses yet, so it would add {addr}/{prefix} as an ordinary address",
+                    ),
                 );
             }
         }
@@ -540,6 +641,8 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             }
         }
 
+        // keepalived.conf: the front-end clears `nopreempt` on a MASTER as
+        // keepalived does; TOML says what it means.
         if !inst.preempt && inst.initial_state == InitialState::Master {
             let preempt_kw = match v.syntax {
                 Syntax::Keepalived => "nopreempt",
@@ -569,8 +672,13 @@ pub(crate) fn finish(
     let findings = validate(&config, lines, file, syntax);
     errors.extend(findings.errors);
     warnings.extend(findings.warnings);
-    errors.sort_by_key(|d| d.line.unwrap_or(0));
-    warnings.sort_by_key(|d| d.line.unwrap_or(0));
+    for list in [&mut errors, &mut warnings] {
+        // By position (which orders included files after the main one),
+        // and each diagnostic once however many paths led to it.
+        list.sort_by_key(|d| (order(lines, file, d), d.line.unwrap_or(0)));
+        let mut seen: HashSet<(PathBuf, Option<usize>, String)> = HashSet::new();
+        list.retain(|d| seen.insert((d.file.clone(), d.line, d.message.clone())));
+    }
     if errors.is_empty() {
         Ok(Loaded {
             config,
@@ -579,8 +687,22 @@ pub(crate) fn finish(
             lines: lines.clone(),
         })
     } else {
-        Err(ConfigErrors(errors))
+        Err(ConfigErrors { errors, warnings })
     }
+}
+
+/// Where a diagnostic sorts: the main file first, included files after it
+/// in the order they were read.
+fn order(lines: &Lines, main: &Path, d: &Diagnostic) -> usize {
+    if d.file == main {
+        return 0;
+    }
+    lines
+        .sources
+        .included
+        .iter()
+        .position(|f| f.path == d.file)
+        .map_or(usize::MAX, |i| i + 1)
 }
 
 fn describe_line(line: Option<usize>) -> String {
@@ -608,6 +730,7 @@ mod tests {
             weight_reverse: false,
             rise: 1,
             fall: 1,
+            init_fail: false,
         }
     }
 
@@ -629,6 +752,7 @@ mod tests {
             auth_pass: None,
             virtual_addresses: vec![],
             track: vec![],
+            track_interfaces: Vec::new(),
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
         }

@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use lbha_lab::{LabOptions, droplet_id};
+use lbha_lab::{ApiPath, LabOptions, REMOTE_API_DELAY, droplet_id};
 use lbha_tests::{
     require_root,
     scenario::{
@@ -533,4 +533,84 @@ fn master_failing_during_its_own_assign() {
     );
     s.assert_settled_on(LB2);
     s.outage_within(at, ACTION_DELAY + OUTAGE_BOUND);
+}
+
+/// The last `seq` in the simulator's request log (-1 when empty).
+fn last_seq(requests: &[serde_json::Value]) -> i64 {
+    requests
+        .iter()
+        .filter_map(|r| r["seq"].as_i64())
+        .max()
+        .unwrap_or(-1)
+}
+
+/// The real API path: HTTPS (the simulator's lab CA, trusted through
+/// `ca_file`) through a relay 15 ms each way. The simulator first closes
+/// every API connection (as DigitalOcean's side drops idle ones); lb2's
+/// keep-alive opens one while Backup, and the takeover's assign goes out on
+/// that connection, one round trip instead of three.
+#[test]
+fn takeover_assigns_over_https_on_the_connection_kept_warm_while_backup() {
+    if !require_root() {
+        return;
+    }
+    let keepalive = Duration::from_millis(500);
+    let s = Scenario::start(
+        "remote-api-warm",
+        "forw",
+        LabOptions {
+            api: ApiPath::Remote {
+                delay: REMOTE_API_DELAY,
+            },
+            keepalive_interval: Some(keepalive),
+            ..LabOptions::default()
+        },
+    );
+    let before_close = last_seq(&s.lab.sim_requests().unwrap());
+    s.lab.close_api_connections().unwrap();
+    std::thread::sleep(keepalive * 3);
+    let before_kill = last_seq(&s.lab.sim_requests().unwrap());
+    let (at, master, assign) = s.kill_haproxy_on_lb1(Duration::from_secs(10));
+    s.timing(
+        "HAProxy SIGKILL on lb1, API over HTTPS 15 ms away",
+        at,
+        &master,
+        &assign,
+    );
+    s.assert_settled_on(LB2);
+
+    let requests = s.lab.sim_requests().unwrap();
+    assert!(
+        requests.iter().all(|r| r["tls"] == true),
+        "every API request over HTTPS"
+    );
+    let to_lb2 = format!("\"droplet_id\":{}", droplet_id(LB2));
+    let accepted = requests
+        .iter()
+        .find(|r| {
+            r["seq"].as_i64() > Some(before_kill)
+                && r["method"] == "POST"
+                && r["status"] == "201"
+                && r["body"].as_str().is_some_and(|b| b.contains(&to_lb2))
+        })
+        .expect("lb2's assign accepted");
+    // The connection it came on carried a request after the close and
+    // before the kill: lb2's keep-alive while Backup.
+    let warmed_by: Vec<_> = requests
+        .iter()
+        .filter(|r| {
+            r["connection"] == accepted["connection"]
+                && r["seq"].as_i64() > Some(before_close)
+                && r["seq"].as_i64() <= Some(before_kill)
+        })
+        .collect();
+    assert!(
+        !warmed_by.is_empty()
+            && warmed_by
+                .iter()
+                .all(|r| r["method"] == "GET" && r["status"] == "200"),
+        "lb2's assign on connection {} was not kept warm while Backup: {warmed_by:?}\n{}",
+        accepted["connection"],
+        s.describe(&s.assigns_from(s.baseline)).join("\n")
+    );
 }

@@ -690,7 +690,9 @@ fn flood_leaves_the_backup_in_backup() {
             .version(3)
             .advert_int(ADVERT_INT)
             .priority(BACKUP_PRIORITY)
-            .unicast_peer(link.master_ip),
+            .unicast_peer(link.master_ip)
+            // keepalived refuses a VRRPv3 instance without one (so does lbha).
+            .virtual_ipaddress(format!("{}/32", link.vip)),
     );
     let mut agent = Agent::start_with_status(&link.backup, &config.render()).unwrap();
     agent

@@ -16,6 +16,15 @@ const CAPTURE: Duration = Duration::from_secs(20);
 /// the namespace: (sender MAC, sender IP), until one for `VIP` arrives or
 /// `CAPTURE` passes. Sends `()` on `ready` once the socket is listening.
 fn capture_garp(interface: String, ready: mpsc::Sender<()>) -> Vec<([u8; 6], Ipv4Addr)> {
+    capture_garp_for(interface, VIP, ready)
+}
+
+/// [`capture_garp`] until one for `vip` arrives.
+fn capture_garp_for(
+    interface: String,
+    vip: Ipv4Addr,
+    ready: mpsc::Sender<()>,
+) -> Vec<([u8; 6], Ipv4Addr)> {
     const ETH_P_ARP: u16 = 0x0806;
     let ifindex = {
         let name = std::ffi::CString::new(interface).unwrap();
@@ -78,7 +87,7 @@ fn capture_garp(interface: String, ready: mpsc::Sender<()>) -> Vec<([u8; 6], Ipv
         let target_ip = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[38..42]).unwrap());
         if sender_ip == target_ip {
             seen.push((sender_mac, sender_ip));
-            if sender_ip == VIP {
+            if sender_ip == vip {
                 break;
             }
         }
@@ -139,5 +148,89 @@ fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
         seen.contains(&(mac_of(&a, "va"), VIP)),
         "gratuitous ARP for {VIP} from va's MAC; saw {seen:?}\n{}",
         agent.log()
+    );
+}
+
+/// keepalived's `virtual_ipaddress { ADDR dev OTHER }`: the address goes on
+/// OTHER (not the instance's interface), its gratuitous ARP leaves from
+/// OTHER's MAC, and a clean stop removes it from OTHER. A
+/// `virtual_ipaddress_excluded` address is held (and removed) the same way.
+#[test]
+fn a_virtual_address_with_dev_goes_on_that_interface() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("gda").unwrap();
+    let b = Netns::new("gdb").unwrap();
+    veth_pair(&a, "va", "10.205.2.1/24", &b, "vb", "10.205.2.2/24").unwrap();
+    veth_pair(&a, "vc", "10.205.3.1/24", &b, "vd", "10.205.3.2/24").unwrap();
+    let other_vip = Ipv4Addr::new(10, 205, 3, 100);
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let capture_ns = b.name().to_owned();
+    let capture = std::thread::spawn(move || {
+        lbha_tests::in_netns(&capture_ns, move || {
+            capture_garp_for("vd".into(), other_vip, ready_tx)
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("capture listening");
+
+    let conf = KeepalivedConfig::new()
+        .global_def("vrrp_version 3")
+        .instance(
+            VrrpInstance::unicast("VI_1", "va", 63, Ipv4Addr::new(10, 205, 2, 1))
+                .priority(150)
+                .advert_int("0.1")
+                .version(3)
+                .unicast_peer(Ipv4Addr::new(10, 205, 2, 2))
+                .virtual_ipaddress("10.205.2.100/32")
+                .virtual_ipaddress("10.205.3.100/24 dev vc")
+                .extra("virtual_ipaddress_excluded {\n        10.205.2.101/32\n    }"),
+        )
+        .render();
+    let mut agent = Agent::start(&a, &conf).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
+        .unwrap();
+    let on = |dev: &str| a.ipv4_addresses(dev).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !on("vc").iter().any(|x| x.starts_with("10.205.3.100/")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        on("vc").contains(&"10.205.3.100/24".to_string()),
+        "the dev address is on vc: {:?}\n{}",
+        on("vc"),
+        agent.log()
+    );
+    assert!(
+        !on("va").iter().any(|x| x.starts_with("10.205.3.100/")),
+        "and not on the instance's interface: {:?}",
+        on("va")
+    );
+    assert!(on("va").iter().any(|x| x.starts_with("10.205.2.100/")));
+    // `virtual_ipaddress_excluded`: held by the master as well.
+    assert!(
+        on("va").contains(&"10.205.2.101/32".to_string()),
+        "the excluded address is on va: {:?}",
+        on("va")
+    );
+    let seen = capture.join().unwrap().unwrap();
+    assert!(
+        seen.contains(&(mac_of(&a, "vc"), other_vip)),
+        "gratuitous ARP for {other_vip} from vc's MAC; saw {seen:?}\n{}",
+        agent.log()
+    );
+    agent.stop(Duration::from_secs(10)).unwrap();
+    assert!(
+        !on("vc").iter().any(|x| x.starts_with("10.205.3.100/")),
+        "a clean stop removes it from vc: {:?}",
+        on("vc")
+    );
+    assert!(
+        !on("va").iter().any(|x| x.starts_with("10.205.2.101/")),
+        "and the excluded one from va: {:?}",
+        on("va")
     );
 }

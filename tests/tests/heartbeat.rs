@@ -17,7 +17,14 @@ fn conf(interface: &str, src: Ipv4Addr, peer: Ipv4Addr, priority: u8) -> String 
                 .priority(priority)
                 .advert_int("0.1")
                 .version(3)
-                .unicast_peer(peer),
+                .unicast_peer(peer)
+                // keepalived refuses a VRRPv3 instance without one (so does lbha).
+                .virtual_ipaddress(format!(
+                    "{}.100/32",
+                    src.to_string()
+                        .rsplit_once('.')
+                        .map_or("10.0.0", |(net, _)| net)
+                )),
         )
         .render()
 }

@@ -15,6 +15,16 @@
 //!    instances, each at 0.01) over a fixed window.
 //! 4. Unexpected state transitions in a run at 20 ms adverts with every CPU
 //!    kept busy by spinning threads (all stacks side by side, at once).
+//! 5. lbha's advert lateness while its HAProxy check rescans many processes.
+//! 6. Scale: many VRIDs per node.
+//! 7. The real API path: HTTPS through a relay 15 ms each way (the lab's
+//!    [`ApiPath::Remote`]), HAProxy killed and node crashed → the assign
+//!    accepted (the 201 received by the client): keepalived + master.sh
+//!    (curl, a new connection each time) against lbha with either
+//!    configuration (its warm connection), and lbha with the keep-alive off
+//!    to show what the warm connection saves. Before each fault the
+//!    simulator closes every API connection, as DigitalOcean's side drops
+//!    idle ones, so only a keep-alive sent since can have left one open.
 
 use std::{
     fmt::Write as _,
@@ -28,7 +38,9 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lbha_harness::{COMMAND_TIMEOUT, run_command};
-use lbha_lab::{Binaries, Lab, LabOptions, Stack, droplet_id};
+use lbha_lab::{
+    ApiPath, Binaries, Lab, LabOptions, REMOTE_API_DELAY, Stack, assign_answers, droplet_id,
+};
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
@@ -39,7 +51,7 @@ pub struct BenchArgs {
     /// Shorter windows: 5 s CPU windows and a 60 s stress run instead of 20 s and 10 minutes.
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run, e.g. `--only 1,3` (default: all six).
+    /// Scenarios to run, e.g. `--only 1,3` (default: all seven).
     #[arg(long, value_delimiter = ',')]
     only: Vec<u8>,
     /// Override the CPU measurement window of scenario 3, in seconds.
@@ -312,6 +324,222 @@ fn failovers(bench: &Bench, stack: Stack, failure: Failure) -> Result<Failovers>
         result.to_master.push(to_master);
         // Let the failover finish (lb2 holds the IP, notify scripts done)
         // before lb1 comes back, as it would after a real outage.
+        result.repairs += settle(bench, &lab, 1, false)?;
+        match failure {
+            Failure::HaproxyKill => lab.start_haproxy(0)?,
+            Failure::NodeCrash => lab.start_lb(0)?,
+        }
+        result.repairs += settle(bench, &lab, 0, true)?;
+    }
+    Ok(result)
+}
+
+/// Scenario 7 for one stack.
+struct RemoteFailovers {
+    /// Kill → the assign's 201 received by the client, ms.
+    latencies: Vec<f64>,
+    /// Runs whose accepted assign came on a connection that had carried an
+    /// earlier request (a warm one).
+    warm: usize,
+    /// Per run: connections the load balancers opened through the relay
+    /// between the fault and the 201.
+    opened: Vec<u64>,
+    repairs: u32,
+}
+
+/// One column of scenario 7: a stack, and lbha's `keepalive_interval`.
+struct RemoteVariant {
+    key: &'static str,
+    stack: Stack,
+    keepalive: Option<Duration>,
+}
+
+/// lbha's `keepalive_interval` in scenario 7: short, so that a keep-alive
+/// follows the simulator's closing of every connection well within
+/// [`REWARM_WAIT`]. The interval only decides how soon after the far side
+/// dropped it a connection is warm again; the default (25 s) does the same
+/// within the minute DigitalOcean's side keeps an idle one.
+const BENCH_KEEPALIVE: Duration = Duration::from_secs(1);
+/// Between closing every API connection and the fault: long enough for one
+/// keep-alive (a new connection: TCP, TLS and the request, ~90 ms).
+const REWARM_WAIT: Duration = Duration::from_millis(1500);
+
+/// Scenario 7's adverts: what is measured is the API path, so an interval
+/// at which keepalived keeps its roles on a loaded shared machine (at 10 ms
+/// it flaps there).
+const REMOTE_ADVERTS: Duration = Duration::from_millis(50);
+
+/// Scenario 7's lbha (native TOML) with `keepalive_interval = 0`.
+const NO_KEEPALIVE_KEY: &str = "lbha_native_no_keepalive";
+
+/// The columns of scenario 7; the first three are [`STACKS`]' (same keys).
+const REMOTE_VARIANTS: [RemoteVariant; 4] = [
+    RemoteVariant {
+        key: "keepalived",
+        stack: Stack::Keepalived,
+        keepalive: None,
+    },
+    RemoteVariant {
+        key: "lbha_keepalived_conf",
+        stack: Stack::LbhaKeepalivedConf,
+        keepalive: Some(BENCH_KEEPALIVE),
+    },
+    RemoteVariant {
+        key: "lbha_native",
+        stack: Stack::Lbha,
+        keepalive: Some(BENCH_KEEPALIVE),
+    },
+    RemoteVariant {
+        key: NO_KEEPALIVE_KEY,
+        stack: Stack::Lbha,
+        keepalive: Some(Duration::ZERO),
+    },
+];
+
+/// When load balancer 2's client got the 201 of an assign to itself, at or
+/// after `after`: lbha's `answered_unix_us`, master.sh's log line.
+fn accepted_at(lab: &Lab, after: std::time::SystemTime) -> Option<std::time::SystemTime> {
+    let accepts = match lab.stack() {
+        Stack::Keepalived => lab.notify_accepts(),
+        Stack::Lbha | Stack::LbhaKeepalivedConf => assign_answers(&lab.lb_log(1)),
+    };
+    accepts
+        .into_iter()
+        .filter(|(droplet, at)| *droplet == droplet_id(1) && *at >= after)
+        .map(|(_, at)| at)
+        .min()
+}
+
+/// Whether the first 201 to an assign to lb2 received at or after
+/// `after_us` (the simulator's clock) came on a connection that had
+/// carried an earlier request.
+fn assign_was_warm(lab: &Lab, after_us: f64) -> Result<bool> {
+    let requests = lab.sim_requests()?;
+    let body = format!("\"droplet_id\":{}", droplet_id(1));
+    let Some(assign) = requests.iter().find(|r| {
+        r["method"] == "POST"
+            && r["status"] == "201"
+            && r["body"].as_str().is_some_and(|b| b.contains(&body))
+            && r["received_us"].as_f64().is_some_and(|us| us >= after_us)
+    }) else {
+        bail!("no accepted assign to lb2 in the simulator's request log");
+    };
+    Ok(requests.iter().any(|r| {
+        r["connection"] == assign["connection"] && r["seq"].as_u64() < assign["seq"].as_u64()
+    }))
+}
+
+fn remote_failovers(
+    bench: &Bench,
+    variant: &RemoteVariant,
+    failure: Failure,
+) -> Result<RemoteFailovers> {
+    let stack = variant.stack;
+    let tag = format!(
+        "b7{}{}{}",
+        if failure == Failure::HaproxyKill {
+            'h'
+        } else {
+            'c'
+        },
+        stack_tag(stack),
+        if variant.keepalive == Some(Duration::ZERO) {
+            "0"
+        } else {
+            ""
+        }
+    );
+    let opts = LabOptions {
+        advert_interval: REMOTE_ADVERTS,
+        stack,
+        api: ApiPath::Remote {
+            delay: REMOTE_API_DELAY,
+        },
+        keepalive_interval: variant.keepalive,
+        ..LabOptions::default()
+    };
+    let mut lab = bench.start_lab(&tag, opts)?;
+    let mut result = RemoteFailovers {
+        latencies: Vec::new(),
+        warm: 0,
+        opened: Vec::new(),
+        repairs: settle(bench, &lab, 0, true)?,
+    };
+    for run in 0..bench.runs {
+        let mut tries = 0;
+        loop {
+            bench.check_stop()?;
+            let before = signature(&lab);
+            bench.sleep(Duration::from_millis(jitter_ms(2000)))?;
+            // DigitalOcean's side has dropped whatever connection the last
+            // failover left: only a keep-alive since can have opened one.
+            lab.close_api_connections()?;
+            bench.sleep(REWARM_WAIT)?;
+            // A false takeover meanwhile (a loaded machine) can leave a
+            // notify script's assign behind: settle again and start over.
+            if signature(&lab) == before {
+                break;
+            }
+            tries += 1;
+            println!(
+                "bench: {} [{}]: the roles or the floating IP moved before the fault; settling again",
+                stack.name(),
+                variant.key
+            );
+            if tries >= 5 {
+                bail!(
+                    "{}: the lab never stayed settled before the fault",
+                    stack.name()
+                );
+            }
+            result.repairs += settle(bench, &lab, 0, true)?;
+        }
+        let clock = lab.sim_clock()?;
+        let connections_before = lab.relay_connections().unwrap_or(0);
+        let at = match failure {
+            Failure::HaproxyKill => {
+                let (at, killed) = lab.kill_haproxy_at(0);
+                if killed == 0 {
+                    bail!("no HAProxy process on lb1");
+                }
+                at
+            }
+            Failure::NodeCrash => lab.crash_lb_at(0),
+        };
+        // The kill on the wall clock, which both stacks' answers are on.
+        let killed_wall = lab.started_wall + at.duration_since(lab.started);
+        let mut accepted = None;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while accepted.is_none() && Instant::now() < deadline {
+            bench.check_stop()?;
+            std::thread::sleep(Duration::from_millis(20));
+            accepted = accepted_at(&lab, killed_wall);
+        }
+        let Some(accepted) = accepted else {
+            bail!(
+                "{}: no accepted assign to lb2 within 20 s of the {failure:?}.\nlb2 log (tail):\n{}\nsimulator log (tail):\n{}",
+                stack.name(),
+                tail(&lab.lb_log(1), 40),
+                tail(&lab.sim_log(), 20)
+            );
+        };
+        let latency = accepted
+            .duration_since(killed_wall)
+            .unwrap_or_default()
+            .as_secs_f64()
+            * 1e3;
+        let warm = assign_was_warm(&lab, clock.ms(at) * 1e3)?;
+        let opened = lab.relay_connections().unwrap_or(0) - connections_before;
+        println!(
+            "bench: {:<40} {failure:?} via TLS + {} ms each way, run {}: assign accepted {latency:.1} ms after the fault, on a {} connection ({opened} opened meanwhile)",
+            format!("{} [{}]", stack.name(), variant.key),
+            REMOTE_API_DELAY.as_millis(),
+            run + 1,
+            if warm { "warm" } else { "new" },
+        );
+        result.latencies.push(latency);
+        result.warm += usize::from(warm);
+        result.opened.push(opened);
         result.repairs += settle(bench, &lab, 1, false)?;
         match failure {
             Failure::HaproxyKill => lab.start_haproxy(0)?,
@@ -872,6 +1100,9 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         let m1 = lab.metrics(1).unwrap_or_default();
         xdp_counter(&m1, "ringbuf_full").saturating_sub(xdp_counter(&m0, "ringbuf_full"))
     });
+    // Counted before the crash below, whose takeovers are its own figure.
+    let transitions_during_window = transitions(&lab) - before;
+    let rss = [rss_kib(&pids[0]), rss_kib(&pids[1])];
     let takeover = if stack == Stack::Lbha && vrids == 255 && settled.is_ok() {
         Some(takeover_at_scale(bench, &mut lab)?)
     } else {
@@ -886,9 +1117,9 @@ fn scale(bench: &Bench, stack: Stack, interfaces: u8, instances: u8) -> Result<V
         "backup_cpu_ms_per_s": cpu(1),
         "master_kernel_ms_per_s": kernel(0),
         "backup_kernel_ms_per_s": kernel(1),
-        "master_rss_kib": rss_kib(&pids[0]),
-        "backup_rss_kib": rss_kib(&pids[1]),
-        "transitions_during_window": transitions(&lab) - before,
+        "master_rss_kib": rss[0],
+        "backup_rss_kib": rss[1],
+        "transitions_during_window": transitions_during_window,
         "backup_ringbuf_full": ringbuf_full,
         "settled": settled.is_ok(),
         "floating_ip_repairs": settled.unwrap_or(0),
@@ -1139,6 +1370,82 @@ fn report(results: &Value) -> String {
             &format!("zero: conf {}, native {}", verdict(1), verdict(2)),
         );
     }
+    let remote = &s["remote_api"];
+    if !remote.is_null() {
+        let delay = remote["delay_each_way_ms"].as_u64().unwrap_or(0);
+        let adverts = remote["advert_interval_ms"].as_u64().unwrap_or(0);
+        for (key, what) in [
+            ("haproxy_kill", "HAProxy killed on the Master"),
+            ("node_crash", "Master node crashed"),
+        ] {
+            let sc = &remote[key];
+            if sc.is_null() {
+                continue;
+            }
+            let cell = |k: &str| -> String {
+                let v = &sc[k];
+                if v.is_null() {
+                    return "— (not run)".into();
+                }
+                if let Some(error) = v["error"].as_str() {
+                    return format!("— (failed: {error})");
+                }
+                format!(
+                    "{:.1} [{:.1}–{:.1}]",
+                    v["median_ms"].as_f64().unwrap_or(f64::NAN),
+                    v["min_ms"].as_f64().unwrap_or(f64::NAN),
+                    v["max_ms"].as_f64().unwrap_or(f64::NAN)
+                )
+            };
+            let med = |k: &str| sc[k]["median_ms"].as_f64();
+            let warm = |k: &str| {
+                let runs = sc[k]["samples_ms"].as_array().map_or(0, Vec::len);
+                format!("{} of {runs}", sc[k]["warm_assigns"].as_u64().unwrap_or(0))
+            };
+            // Connections opened through the relay between the fault and
+            // the 201, per run.
+            let opened = |k: &str| {
+                let runs: Vec<String> = sc[k]["connections_opened"]
+                    .as_array()
+                    .map(|v| v.iter().map(ToString::to_string).collect())
+                    .unwrap_or_default();
+                if runs.is_empty() {
+                    "—".to_owned()
+                } else {
+                    runs.join(",")
+                }
+            };
+            let _ = writeln!(
+                md,
+                "| 7. {what} → assign accepted (201 at the client), HTTPS API {delay} ms away each way, {adverts} ms adverts (ms, median [min–max]) | {} | {} | {} | {} | {} | assign on a warm connection: conf {}, native {}, keepalived {}; connections opened per failover: conf {}, native {}, keepalived {} |",
+                cell(keys[0]),
+                cell(keys[1]),
+                cell(keys[2]),
+                fmt_ratio(med(keys[0]), med(keys[1])),
+                fmt_ratio(med(keys[0]), med(keys[2])),
+                warm(keys[1]),
+                warm(keys[2]),
+                warm(keys[0]),
+                opened(keys[1]),
+                opened(keys[2]),
+                opened(keys[0]),
+            );
+            if !sc[NO_KEEPALIVE_KEY].is_null() {
+                let saved = match (med(NO_KEEPALIVE_KEY), med(keys[2])) {
+                    (Some(cold), Some(warm)) => format!("{:.1} ms", cold - warm),
+                    _ => "—".to_owned(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| 7. the same, lbha (native TOML) with `keepalive_interval = 0` (no warm connection) | — | — | {} | — | {} | assign on a warm connection: {}; connections opened per failover: {}; the warm connection saves {saved} (medians) |",
+                    cell(NO_KEEPALIVE_KEY),
+                    fmt_ratio(med(keys[0]), med(NO_KEEPALIVE_KEY)),
+                    warm(NO_KEEPALIVE_KEY),
+                    opened(NO_KEEPALIVE_KEY),
+                );
+            }
+        }
+    }
     if let Some(runs) = s["scale"].as_array() {
         let _ = writeln!(
             md,
@@ -1197,6 +1504,9 @@ fn report(results: &Value) -> String {
             let mut n = 0;
             for key in ["haproxy_kill", "node_crash"] {
                 n += s[key][k]["floating_ip_repairs"].as_u64().unwrap_or(0);
+                n += s["remote_api"][key][k]["floating_ip_repairs"]
+                    .as_u64()
+                    .unwrap_or(0);
             }
             if let Some(cost) = s["backup_cost"].as_object() {
                 for per_stack in cost.values() {
@@ -1230,7 +1540,18 @@ fn report(results: &Value) -> String {
          every state transition after the labs settled counted on both nodes. 5: lb1's \
          `lbha_vrrp_advert_lateness_seconds` histogram (send time minus the advert's deadline) \
          scraped before and after the window; each figure is the upper bound of the bucket the \
-         quantile falls in.\n",
+         quantile falls in. 7: the API over HTTPS (the simulator's lab CA) through a relay in \
+         the router namespace delaying every segment 15 ms each way (and a new connection's \
+         first bytes by the TCP handshake's round trip), metadata local; kill instant on the \
+         wall clock against the time the 201 reached the client: lbha's `answered_unix_us` \
+         (logged when the answer arrived), master.sh's `date +%s%N` right after curl returned \
+         (a fork later). Before each fault the simulator closes every API connection (as \
+         DigitalOcean's side drops idle ones) and the bench waits 1.5 s: lbha's keep-alive \
+         (`keepalive_interval` 1 s here) opens a new one meanwhile; \"warm\": the accepted \
+         assign came on a connection the simulator had already served a request on; \
+         \"connections opened\": new connections through the relay between the fault and \
+         the 201, either node's (after HAProxy's death lb1's re-checks go on; with keepalived.conf, lbha still runs master.sh, whose curl is one of them; \
+         metadata is local and not counted).\n",
     );
     md
 }
@@ -1354,6 +1675,45 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
         scenarios.insert("scale".into(), Value::Array(runs));
     }
 
+    if only(7) {
+        let mut remote = serde_json::Map::new();
+        for (key, failure) in [
+            ("haproxy_kill", Failure::HaproxyKill),
+            ("node_crash", Failure::NodeCrash),
+        ] {
+            let mut per_stack = serde_json::Map::new();
+            for variant in &REMOTE_VARIANTS {
+                // A stack that fails here (keepalived flapping on a loaded
+                // machine, say) is reported as such; the others still run.
+                let f = match remote_failovers(&bench, variant, failure) {
+                    Ok(f) => f,
+                    Err(e) if !bench.stop.load(Ordering::SeqCst) => {
+                        println!("bench: {} {failure:?} via TLS FAILED: {e:?}", variant.key);
+                        let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+                        per_stack.insert(variant.key.into(), json!({ "error": first }));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut entry = summary(&f.latencies);
+                entry["warm_assigns"] = json!(f.warm);
+                entry["connections_opened"] = json!(f.opened);
+                entry["floating_ip_repairs"] = json!(f.repairs);
+                entry["keepalive_interval_s"] = json!(variant.keepalive.map(|d| d.as_secs_f64()));
+                per_stack.insert(variant.key.into(), entry);
+            }
+            remote.insert(key.into(), Value::Object(per_stack));
+        }
+        remote.insert(
+            "delay_each_way_ms".into(),
+            json!(REMOTE_API_DELAY.as_millis() as u64),
+        );
+        remote.insert(
+            "advert_interval_ms".into(),
+            json!(REMOTE_ADVERTS.as_millis() as u64),
+        );
+        scenarios.insert("remote_api".into(), Value::Object(remote));
+    }
     let results = json!({
         "command": command,
         "date": date.trim(),

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lbha_lab::{Binaries, FLOATING_IP, Lab, LabOptions, droplet_id, wait_for};
+use lbha_lab::{ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, droplet_id, wait_for};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -34,6 +34,11 @@ pub struct LabArgs {
     /// Client request interval in milliseconds.
     #[arg(long, default_value = "50")]
     request_ms: u64,
+    /// Put the API over HTTPS behind a relay delaying every segment this
+    /// many milliseconds each way (e.g. 15), as DigitalOcean's is; default:
+    /// plain HTTP next door.
+    #[arg(long, value_name = "MS")]
+    api_delay_ms: Option<u64>,
 }
 
 /// One thing the lab does to the load balancers.
@@ -65,6 +70,11 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
     let opts = LabOptions {
         advert_interval: Duration::from_millis(args.advert_ms),
         action_delay: Duration::from_millis(args.action_delay_ms),
+        api: args
+            .api_delay_ms
+            .map_or(ApiPath::Local, |ms| ApiPath::Remote {
+                delay: Duration::from_millis(ms),
+            }),
         ..LabOptions::default()
     };
     let bins = Binaries {

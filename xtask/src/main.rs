@@ -5,7 +5,10 @@ mod bench;
 mod dist;
 mod kernels;
 mod lab;
+mod monitoring;
+mod package;
 mod setup;
+mod test_dist;
 
 use std::process::Command;
 
@@ -44,11 +47,20 @@ enum Cmd {
     },
     /// Run the local lab in network namespaces (needs root).
     Lab(lab::LabArgs),
-    /// Build the release tarball target/dist/lbha-<version>-<arch>-linux.tar.gz.
+    /// Build the static release binary and, in target/dist/, the tarball, the
+    /// .deb and the .rpm; check the binary links no libc and runs in an empty
+    /// root, and what the tarball and the packages hold (root for the empty root).
     Dist,
     /// Boot Debian's kernels (bullseye 5.10, bookworm 6.1, trixie 6.12) in
     /// QEMU/KVM and run the XDP tests and the keepalived receive test in each.
     Kernels(kernels::KernelsArgs),
+    /// `dist`, then install, upgrade and purge the .deb in Debian roots
+    /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/);
+    /// first the `monitoring` checks.
+    TestDist,
+    /// Check the Prometheus alert rules (`promtool check rules`, `promtool
+    /// test rules`) and the Grafana dashboard (structure; every query parses).
+    Monitoring,
     /// Benchmark lbha against keepalived in the lab (needs root; writes target/bench/).
     Bench(bench::BenchArgs),
 }
@@ -185,7 +197,15 @@ fn main() -> Result<()> {
         }
         Cmd::Dist => {
             setup::setup()?;
-            dist::dist()
+            dist::dist().map(drop)
+        }
+        Cmd::TestDist => {
+            setup::setup()?;
+            test_dist::test_dist()
+        }
+        Cmd::Monitoring => {
+            setup::setup()?;
+            test_dist::test_monitoring()
         }
         Cmd::Lab(args) => {
             let (agent, dosim) = release_binaries()?;

@@ -5,7 +5,9 @@
 //! - `bpf-linker`, built against the nightly toolchain's own libLLVM (no
 //!   prebuilt LLVM can be downloaded), through a persistent prefix of symlinks
 //!   so that it keeps working and is rebuilt only when nightly's LLVM changes;
-//! - the Debian packages the tests and the lab use.
+//! - the `x86_64-unknown-linux-musl` standard library, for the static
+//!   release binary (`cargo xtask dist`);
+//! - the Debian packages the tests, the lab and the packaging checks use.
 
 use std::{
     path::{Path, PathBuf},
@@ -17,7 +19,29 @@ use anyhow::{Context, Result, bail};
 use crate::run;
 
 // nftables: the fault tests cut and thin the VRRP path inside their namespaces.
-const APT_PACKAGES: &[&str] = &["haproxy", "keepalived", "iproute2", "curl", "nftables"];
+// musl-tools: musl-gcc, the C compiler aws-lc-sys (rustls' crypto) needs to
+// build for the static musl binary. file, binutils: the dist check that the
+// binary links no libc. rpm: rpmbuild and `rpm -qp` for the .rpm (the .deb
+// needs only dpkg-deb, part of dpkg). debootstrap: the Debian roots the .deb
+// is installed into. prometheus: promtool, which checks and unit-tests
+// the alert rules.
+const APT_PACKAGES: &[&str] = &[
+    "haproxy",
+    "keepalived",
+    "iproute2",
+    "curl",
+    "nftables",
+    "musl-tools",
+    "file",
+    "binutils",
+    "rpm",
+    "debootstrap",
+    "prometheus",
+];
+
+/// The target of the release binary: fully static, so one file runs on every
+/// droplet whatever its libc.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd
@@ -147,16 +171,27 @@ fn ensure_apt_packages() -> Result<()> {
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))?;
     // The Debian packages start their services; the lab and tests run their
-    // own instances in namespaces, so stop the host-wide ones.
-    for service in ["haproxy", "keepalived"] {
+    // own instances in namespaces, so stop the host-wide ones (prometheus is
+    // installed for promtool only).
+    for service in ["haproxy", "keepalived", "prometheus"] {
         let _ = Command::new("service").args([service, "stop"]).output();
     }
     Ok(())
 }
 
+fn ensure_static_target() -> Result<()> {
+    let installed = output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|line| line.trim() == STATIC_TARGET) {
+        return Ok(());
+    }
+    println!("setup: adding the {STATIC_TARGET} target");
+    run(Command::new("rustup").args(["target", "add", STATIC_TARGET]))
+}
+
 pub fn setup() -> Result<()> {
     let sysroot = nightly_sysroot()?;
     ensure_rust_src(&sysroot)?;
+    ensure_static_target()?;
     ensure_bpf_linker(&sysroot)?;
     ensure_apt_packages()?;
     Ok(())

@@ -24,6 +24,7 @@
 use std::{
     fmt,
     net::Ipv4Addr,
+    path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -38,7 +39,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use self::response::Failure;
-use super::secret::Secret;
+use super::{
+    ca::{CaFileError, reqwest_certificates},
+    secret::Secret,
+};
 
 use lbha_config::{DEFAULT_API_URL, PathFamily};
 
@@ -189,6 +193,8 @@ fn lenient_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error>
 pub enum ApiError {
     #[error("building DigitalOcean API client")]
     Client(#[source] reqwest::Error),
+    #[error(transparent)]
+    CaFile(#[from] CaFileError),
     #[error("invalid DigitalOcean API base URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     #[error("DigitalOcean API token is not a valid HTTP header value")]
@@ -222,6 +228,25 @@ pub enum ApiError {
         path: String,
         attempts: u32,
         elapsed: Duration,
+        last: String,
+    },
+    /// The API's certificate was refused: not signed by a CA we trust (the
+    /// system's, or `ca_file`'s), not for this name, expired. Retrying
+    /// would not change it.
+    #[error(
+        "DigitalOcean API {method} {path}: its TLS certificate was refused ({reason}); is the API's CA among the system's roots or in ca_file?"
+    )]
+    Certificate {
+        method: Method,
+        path: String,
+        reason: String,
+    },
+    /// A single attempt (no retries) that failed in a way a retry might
+    /// have fixed.
+    #[error("DigitalOcean API {method} {path}: {last}")]
+    Unanswered {
+        method: Method,
+        path: String,
         last: String,
     },
     /// Retries were stopped because the caller no longer wants the result
@@ -287,6 +312,10 @@ impl ApiError {
     }
 }
 
+/// How long an idle API connection is kept by default: reqwest's own
+/// default, and far beyond the default keep-alive interval.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Knobs of the client; the defaults suit production.
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
@@ -309,6 +338,11 @@ pub struct ApiOptions {
     /// 250 ms.
     pub pending_backoff_base: Duration,
     pub pending_backoff_max: Duration,
+    /// A PEM bundle of CA certificates trusted besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// How long an idle connection stays in the pool for the next request
+    /// (a Backup's [`keep_warm`](ApiClient::keep_warm) comes well within it).
+    pub pool_idle_timeout: Duration,
 }
 
 impl Default for ApiOptions {
@@ -323,6 +357,8 @@ impl Default for ApiOptions {
             action_poll_interval: Duration::from_secs(1),
             pending_backoff_base: Duration::from_millis(250),
             pending_backoff_max: Duration::from_secs(5),
+            ca_file: None,
+            pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
         }
     }
 }
@@ -420,14 +456,23 @@ impl ApiClient {
         let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
             .map_err(|_| ApiError::InvalidToken)?;
         auth.set_sensitive(true);
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             // DO does not redirect API calls; following one would only send
             // the token somewhere we did not configure.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("lbha-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(opts.request_timeout)
-            .build()
-            .map_err(ApiError::Client)?;
+            // The connection a takeover's assign goes out on: kept between
+            // requests (HTTP/1.1 keep-alive), one per host is all we use.
+            .pool_idle_timeout(opts.pool_idle_timeout)
+            .pool_max_idle_per_host(2)
+            // A peer gone without a FIN is found out while idle, so the next
+            // request does not wait on a dead connection.
+            .tcp_keepalive(Duration::from_secs(15));
+        if let Some(path) = &opts.ca_file {
+            builder = builder.tls_certs_merge(reqwest_certificates(path)?);
+        }
+        let http = builder.build().map_err(ApiError::Client)?;
         Ok(Self {
             http,
             opts,
@@ -482,9 +527,12 @@ impl ApiClient {
         let (text, request_id) = self
             .call(Method::POST, &path, Some(&body), deadline, still_wanted)
             .await?;
+        // When DigitalOcean's acceptance reached us: what a failover waits
+        // for, on the wall clock so it can be set against other logs.
+        let answered_unix_us = unix_us(SystemTime::now());
         let action = response::decode_action(&Method::POST, &path, &text, &self.token)
             .map_err(|e| e.with_request_id(request_id))?;
-        info!(%ip, droplet_id, action_id = action.id, status = %action.status, "assign action created");
+        info!(%ip, droplet_id, action_id = action.id, status = %action.status, answered_unix_us, "assign action created");
         Ok(action)
     }
 
@@ -670,6 +718,33 @@ impl ApiClient {
         }
     }
 
+    /// One cheap request (who holds `ip`), one attempt and no retries: a
+    /// Backup's way to keep a connection to the API open (HTTP/1.1
+    /// keep-alive) so that a takeover's assign finds one and costs a single
+    /// round trip. A connection the server or the network dropped is
+    /// replaced by the pool on the next request; a failure here only means
+    /// the next keep-alive (or the assign) connects afresh.
+    pub async fn keep_warm(&self, ip: Ipv4Addr) -> Result<Holder, ApiError> {
+        let path = self.ip_path(ip);
+        let method = Method::GET;
+        let (text, request_id) = self
+            .attempt(&method, &path, None, self.opts.request_timeout, 1)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Fatal(e) => e,
+                Failure::Transient(last)
+                | Failure::RetryAfter(_, last)
+                | Failure::Pending(last) => ApiError::Unanswered {
+                    method: method.clone(),
+                    path: path.clone(),
+                    last,
+                },
+            })?;
+        response::decode_holder(self.opts.path_family, &path, &text, &self.token)
+            .map(|(holder, _)| holder)
+            .map_err(|e| e.with_request_id(request_id))
+    }
+
     /// Who holds `ip`, as the API shows it.
     pub async fn holder(&self, ip: Ipv4Addr) -> Result<Holder, ApiError> {
         Ok(self.holder_and_lock(ip).await?.0)
@@ -820,6 +895,13 @@ impl ApiClient {
                 source: e,
             });
         }
+        if let Some(reason) = refused_certificate(&e) {
+            return Failure::Fatal(ApiError::Certificate {
+                method: method.clone(),
+                path: path.to_owned(),
+                reason,
+            });
+        }
         // Everything else (refused, reset, closed mid-answer, timed out) is
         // the network or DO having a bad moment.
         let kind = if e.is_timeout() {
@@ -855,6 +937,35 @@ impl ApiClient {
             .min(cap);
         Duration::from_millis(fastrand::u64(0..=ceiling))
     }
+}
+
+/// Why rustls refused the server's certificate, if that is what `error`
+/// comes from. An `io::Error` leaves the error it wraps out of `source()`
+/// (and tokio-rustls' rustls error comes wrapped twice), so each one met is
+/// opened with `get_ref`, as deep as it goes.
+fn refused_certificate(error: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let mut candidate = Some(e);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(why)) = c.downcast_ref::<rustls::Error>()
+            {
+                return Some(format!("{why:?}"));
+            }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+fn unix_us(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// `now + d`, saturating: a configured `Duration::MAX` means "no deadline to
@@ -1010,6 +1121,109 @@ mod tests {
         }
         assert_eq!(post.header("content-type"), Some("application/json"));
         assert_eq!(api.holder(IP).await.unwrap(), Holder::Droplet(OUR_DROPLET));
+    }
+
+    #[tokio::test]
+    async fn https_trusts_the_ca_file_and_only_with_it() {
+        let sim = Sim::start_https(Some(OUR_DROPLET)).await;
+        let trusting = ApiClient::new(
+            ApiOptions {
+                ca_file: Some(sim.ca_file()),
+                ..opts(sim.https_url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        assert_eq!(
+            trusting.holder(IP).await.unwrap(),
+            Holder::Droplet(OUR_DROPLET)
+        );
+        let requests = sim.requests();
+        assert_eq!(requests.len(), 1);
+        assert!(requests[0].tls);
+
+        // Without it, the system's roots do not know the lab CA: nothing
+        // reaches the API.
+        let untrusting = ApiClient::new(
+            ApiOptions {
+                operation_deadline: Duration::from_secs(20),
+                ..opts(sim.https_url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        let asked = Instant::now();
+        let error = untrusting.holder(IP).await.unwrap_err();
+        let text = crate::error_chain(&error);
+        // Reported at once (not retried until the deadline): retrying does
+        // not change a certificate. The token is in no part of it.
+        assert!(
+            matches!(error, ApiError::Certificate { .. }) && text.contains("UnknownIssuer"),
+            "{text}"
+        );
+        assert!(text.contains("ca_file"), "says what to do: {text}");
+        assert!(asked.elapsed() < Duration::from_secs(5), "{text}");
+        assert!(!text.contains(TOKEN) && !format!("{error:?}").contains(TOKEN));
+        assert_eq!(sim.requests().len(), 1);
+
+        let missing = ApiClient::new(
+            ApiOptions {
+                ca_file: Some(sim.ca_file().with_file_name("missing.pem")),
+                ..opts(sim.https_url())
+            },
+            Secret::new(TOKEN),
+        );
+        assert!(matches!(missing, Err(ApiError::CaFile(_))), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn keep_warm_keeps_one_connection_and_replaces_a_closed_one() {
+        let sim = Sim::start_https(None).await;
+        let client = ApiClient::new(
+            ApiOptions {
+                ca_file: Some(sim.ca_file()),
+                ..opts(sim.https_url())
+            },
+            Secret::new(TOKEN),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            assert_eq!(client.keep_warm(IP).await.unwrap(), Holder::Unassigned);
+        }
+        // The assign (and its polls) on the same connection.
+        client
+            .assign_and_wait(IP, OUR_DROPLET, || true)
+            .await
+            .unwrap();
+        let connections = sim.connections();
+        assert!(connections.len() >= 5, "{connections:?}");
+        assert!(connections.iter().all(|c| *c == 1), "{connections:?}");
+        assert_eq!(sim.state().api_connections, 1);
+
+        // The API side closes it (an idle timeout, a restart): the next
+        // request simply opens another.
+        assert_eq!(sim.close_connections(), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            client.keep_warm(IP).await.unwrap(),
+            Holder::Droplet(OUR_DROPLET)
+        );
+        assert_eq!(sim.connections().last(), Some(&2));
+        assert_eq!(sim.state().api_connections, 2);
+        assert!(
+            sim.requests()
+                .iter()
+                .all(|r| r.status.as_deref().is_some_and(|s| s.starts_with('2'))),
+            "no request failed: {:?}",
+            sim.requests()
+        );
+
+        // One attempt only: a 5xx is reported, not retried.
+        sim.faults(server_errors(503, "down"));
+        let before = sim.requests().len();
+        let error = client.keep_warm(IP).await.unwrap_err();
+        assert!(matches!(error, ApiError::Unanswered { .. }), "{error}");
+        assert_eq!(sim.requests().len(), before + 1);
     }
 
     #[tokio::test]

@@ -3,10 +3,12 @@
 //! floating IP is ours, `api` talks to the DO API (assign, action status,
 //! holder) with bounded retries, `floating_ip` ties them to VRRP mastership
 //! as a single-flight task, `check` verifies at start (and for
-//! `lbha-agent check-cloud`) what failover will need, and `follow` starts
-//! the task for the instance the configuration names.
+//! `lbha-agent check-cloud`) what failover will need, `follow` starts
+//! the task for the instance the configuration names, and `ca` reads the
+//! extra CA bundle the API client may trust.
 
 pub mod api;
+pub mod ca;
 pub mod check;
 pub mod floating_ip;
 pub mod follow;
@@ -20,6 +22,7 @@ pub use api::{
     Action, ActionStatus, ApiCallCounts, ApiClient, ApiError, ApiOptions, Assigned, Holder,
     ProbeAnswer,
 };
+pub use ca::{CaFileError, load_ca_file};
 pub use check::{Check, CloudReport, check_cloud};
 pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,

@@ -23,8 +23,8 @@ pub const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ALWAYS: u32 = u32::MAX;
 
 /// A running simulator (its [`SimHandle`] by `Deref`) and the counts the
-/// tests ask of it.
-pub struct Sim(SimHandle);
+/// tests ask of it; with HTTPS, the file its CA is written to.
+pub struct Sim(SimHandle, Option<tempfile::TempDir>);
 
 impl Deref for Sim {
     type Target = SimHandle;
@@ -40,12 +40,43 @@ impl Sim {
     /// 127.0.0.1, so the metadata service answers as our droplet; the
     /// other droplet's address is never used.
     pub async fn start(holder: Option<u64>) -> Self {
-        let config = SimConfig::new(TOKEN)
+        Sim(lbha_dosim::start(Self::config(holder)).await.unwrap(), None)
+    }
+
+    fn config(holder: Option<u64>) -> SimConfig {
+        SimConfig::new(TOKEN)
             .droplet(OUR_DROPLET, IpAddr::V4(Ipv4Addr::LOCALHOST))
             .droplet(OTHER_DROPLET, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)))
             .floating_ip(IP, holder)
-            .action_delay(Duration::from_millis(100));
-        Sim(lbha_dosim::start(config).await.unwrap())
+            .action_delay(Duration::from_millis(100))
+    }
+
+    /// [`Sim::start`], the API also over HTTPS ([`Sim::https_url`]), its
+    /// CA in [`Sim::ca_file`].
+    pub async fn start_https(holder: Option<u64>) -> Self {
+        let sim = lbha_dosim::start(Self::config(holder).tls()).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), sim.ca_pem().unwrap()).unwrap();
+        Sim(sim, Some(dir))
+    }
+
+    /// `https://127.0.0.1:PORT` (with [`Sim::start_https`]).
+    pub fn https_url(&self) -> String {
+        self.api_tls_url().expect("started with start_https")
+    }
+
+    /// The simulator's CA certificate, PEM (with [`Sim::start_https`]).
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.1
+            .as_ref()
+            .expect("started with start_https")
+            .path()
+            .join("ca.pem")
+    }
+
+    /// The API connection each request came on, in order.
+    pub fn connections(&self) -> Vec<u64> {
+        self.requests().iter().map(|r| r.connection).collect()
     }
 
     pub fn faults(&self, update: FaultsUpdate) {

@@ -77,11 +77,16 @@ impl CoreSetup {
             policy,
             follower.as_ref().map(|f| f.status.clone()),
         ));
-        let interfaces = config
+        // Their own interfaces, and those they track (`track_interface`).
+        let interfaces: std::collections::BTreeSet<String> = config
             .instances
             .iter()
-            .map(|i| i.interface.clone())
+            .flat_map(|i| {
+                std::iter::once(i.interface.clone())
+                    .chain(i.track_interfaces.iter().map(|t| t.name.clone()))
+            })
             .collect();
+        let interfaces = interfaces.into_iter().collect();
         let feeder = link.peers.clone().map(|peers| {
             let vrid = follower.as_ref().and_then(|f| {
                 config

@@ -239,11 +239,18 @@ impl Daemon {
     /// interfaces could not start).
     async fn reload(&mut self, load: &LoadConfig) -> Result<(), String> {
         let load = load.clone();
-        let loaded = tokio::task::spawn_blocking(move || load())
-            .await
-            .map_err(|join| join.to_string())?
-            .map_err(|errors| errors.to_string())?;
-        for warning in &loaded.warnings {
+        // The double-assign check reads the notify scripts: off the
+        // runtime thread, like the file itself.
+        let (loaded, double_assign) = tokio::task::spawn_blocking(move || {
+            load().map(|loaded| {
+                let warnings = crate::preflight::double_assign_warnings(&loaded);
+                (loaded, warnings)
+            })
+        })
+        .await
+        .map_err(|join| join.to_string())?
+        .map_err(|errors| errors.to_string())?;
+        for warning in loaded.warnings.iter().chain(&double_assign) {
             tracing::warn!("{warning}");
         }
         let problems = check_host_off_thread(loaded.clone(), Some(self.config.clone())).await;

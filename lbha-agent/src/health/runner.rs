@@ -27,12 +27,14 @@ pub struct CheckRunner {
 }
 
 impl CheckRunner {
-    /// Starts one task per check; every check starts up (as keepalived's do).
+    /// Starts one task per check; every check starts up (as keepalived's
+    /// do), unless it has `init_fail`.
     pub fn start(checks: &[config::Check], policy: &ScriptPolicy, telemetry: &Telemetry) -> Self {
         for check in checks {
             telemetry.add_check(&check.name);
         }
-        let (states_tx, states) = watch::channel(Arc::new(vec![true; checks.len()]));
+        let (states_tx, states) =
+            watch::channel(Arc::new(checks.iter().map(|c| !c.init_fail).collect()));
         let states_tx = Arc::new(states_tx);
         let tasks = checks
             .iter()
@@ -101,7 +103,7 @@ fn process_match(check: &config::Check, policy: &ScriptPolicy) -> Option<Process
 
 /// Runs one check forever, publishing debounced up/down through `sink`.
 async fn run_check(check: config::Check, policy: ScriptPolicy, sink: CheckSink) {
-    let mut state = TrackState::new(true);
+    let mut state = TrackState::new(!check.init_fail);
     if let Some(what) = process_match(&check, &policy) {
         // A death is seen through the process's pidfd the moment it happens;
         // the interval only paces rescans for restarted processes.

@@ -36,34 +36,12 @@ pub enum ScriptError {
     Timeout { command: String, timeout: Duration },
 }
 
-/// Splits a keepalived command line into words; `"..."` groups words.
+/// Splits a command line into its argv exactly as keepalived does (both
+/// quote kinds group, backslash escapes: [`crate::config::split_command`]).
+/// A line that cannot be split gives no words (and so "empty command"):
+/// both front-ends refuse such a script before anything runs.
 pub fn split_command(command: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut in_word = false;
-    let mut quoted = false;
-    for c in command.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                in_word = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if in_word {
-                    words.push(std::mem::take(&mut word));
-                    in_word = false;
-                }
-            }
-            c => {
-                word.push(c);
-                in_word = true;
-            }
-        }
-    }
-    if in_word {
-        words.push(word);
-    }
-    words
+    crate::config::split_command(command).unwrap_or_default()
 }
 
 /// Who scripts run as, and whether they must be root-controlled.
@@ -218,7 +196,12 @@ mod tests {
             split_command(r#""/path with space/s.sh""#),
             ["/path with space/s.sh"]
         );
+        assert_eq!(
+            split_command("sh -c 'killall -0 haproxy'"),
+            ["sh", "-c", "killall -0 haproxy"]
+        );
         assert!(split_command("   ").is_empty());
+        assert!(split_command("sh -c 'unterminated").is_empty());
     }
 
     #[test]

@@ -414,6 +414,10 @@ pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<()
 }
 
 #[cfg(test)]
+#[path = "metrics_drift_tests.rs"]
+mod drift_tests;
+
+#[cfg(test)]
 mod tests {
     use std::time::Duration;
 

@@ -12,7 +12,7 @@
 //! every advert, with almost none of the wakeups. On the raw-socket path,
 //! which has no such timer, it wakes at every master-down deadline.
 
-use std::{net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
 
 use lbha_common::{AdvertEvent, event::change, vrrp::encode::Advert};
 use tokio::sync::{mpsc, watch};
@@ -80,8 +80,20 @@ struct Published {
 
 /// How long past its master-down deadline a backup following a healthy
 /// master may sleep when the kernel reports silence: only matters if the
-/// kernel's timer failed (counted as `silence_timer_errors`).
+/// kernel's timer failed (counted as `silence_timer_errors`) or a change
+/// was lost to a full ring buffer.
 const SILENCE_BACKSTOP_NS: u64 = 1_000_000_000;
+
+/// Backstop wakeups fall on a grid of half the backstop on the monotonic
+/// clock, so the instances of an interface wake together (with a thousand
+/// VRIDs, one wakeup per grid step instead of one per instance, each of
+/// which would also walk every instance): at least half a backstop and at
+/// most a whole one past the deadline.
+const BACKSTOP_GRID_NS: u64 = SILENCE_BACKSTOP_NS / 2;
+
+fn backstop_after(deadline: u64) -> u64 {
+    (deadline + BACKSTOP_GRID_NS).div_ceil(BACKSTOP_GRID_NS) * BACKSTOP_GRID_NS
+}
 
 /// The VRRP advertisement interval of an instance in centiseconds.
 pub fn interval_cs(instance: &config::Instance) -> u16 {
@@ -104,13 +116,20 @@ impl InstanceRuntime {
             down_timer_adverts: config.down_timer_adverts,
         };
         let machine = Machine::new(params, config.priority);
-        let vips: Vec<Ipv4Addr> = config.virtual_addresses.iter().map(|(a, _)| *a).collect();
-        let garp = if vips.is_empty() {
-            None
-        } else {
+        // What the adverts list: `virtual_ipaddress_excluded` addresses are
+        // held by the master too, but not advertised (keepalived's rule).
+        let vips: Vec<Ipv4Addr> = config
+            .virtual_addresses
+            .iter()
+            .filter(|v| !v.excluded)
+            .map(|v| v.address)
+            .collect();
+        let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
             GarpSender::open(&config.interface)
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
                 .ok()
+        } else {
+            None
         };
         Self {
             config,
@@ -134,7 +153,7 @@ impl InstanceRuntime {
     fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
         let deadline = self.machine.next_deadline()?;
         if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
-            Some(deadline + SILENCE_BACKSTOP_NS)
+            Some(backstop_after(deadline))
         } else {
             Some(deadline)
         }
@@ -161,7 +180,20 @@ impl InstanceRuntime {
 
     /// Applies the tracked checks' states and the link state: effective
     /// priority, and Fault when a weight-0 check fails or the link is down.
+    #[cfg(test)]
     fn apply_tracks(&mut self, checks: &[bool], link_up: bool, now: u64) -> Vec<Action> {
+        self.apply_tracks_with(checks, link_up, &BTreeMap::new(), now)
+    }
+
+    /// The checks' and the tracked interfaces' (`links`: up/down by name,
+    /// an unknown one counts as up) weights, and the instance's own link.
+    fn apply_tracks_with(
+        &mut self,
+        checks: &[bool],
+        link_up: bool,
+        links: &BTreeMap<String, bool>,
+        now: u64,
+    ) -> Vec<Action> {
         let weighted: Vec<Weighted> = self
             .tracks
             .iter()
@@ -170,6 +202,11 @@ impl InstanceRuntime {
                 reverse,
                 up: checks.get(index).copied().unwrap_or(true),
             })
+            .chain(self.config.track_interfaces.iter().map(|t| Weighted {
+                weight: t.weight,
+                reverse: t.reverse,
+                up: links.get(&t.name).copied().unwrap_or(true),
+            }))
             .collect();
         let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
         let fault = check_fault || !link_up;
@@ -261,8 +298,9 @@ impl InterfaceTask {
         let now = monotonic_ns();
         let checks = self.shared.checks.borrow().clone();
         let link_up = self.link_up();
+        let links = self.shared.links.borrow().clone();
         for i in 0..self.instances.len() {
-            let mut actions = self.instances[i].apply_tracks(&checks, link_up, now);
+            let mut actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
@@ -429,11 +467,11 @@ impl InterfaceTask {
 
     async fn reapply_tracks(&mut self) {
         let checks = self.shared.checks.borrow_and_update().clone();
-        self.shared.links.borrow_and_update();
+        let links = self.shared.links.borrow_and_update().clone();
         let link_up = self.link_up();
         let now = monotonic_ns();
         for i in 0..self.instances.len() {
-            let actions = self.instances[i].apply_tracks(&checks, link_up, now);
+            let actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
             self.execute(i, actions).await;
         }
     }
@@ -610,26 +648,37 @@ impl InterfaceTask {
         }
         if to == State::Master {
             for vip in &config.virtual_addresses {
-                if let Err(error) = self.shared.addresses.add(&config.interface, *vip).await {
+                // keepalived's `dev`: the address goes on that interface.
+                let device = vip.dev.as_deref().unwrap_or(&config.interface);
+                if let Err(error) = self
+                    .shared
+                    .addresses
+                    .add(device, (vip.address, vip.prefix))
+                    .await
+                {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
-            if !instance.vips.is_empty() {
-                // Normally opened at start; if that failed, one for this
+            // Gratuitous ARP on each address's own interface, as keepalived.
+            for (device, vips) in vips_by_device(config) {
+                // The instance's interface has its socket from the start;
+                // if that failed, and for another `dev`, one for this
                 // takeover (slower: closing it stalls the thread briefly).
                 let fallback;
-                let garp = if let Some(garp) = &instance.garp {
+                let garp = if device == config.interface
+                    && let Some(garp) = &instance.garp
+                {
                     Some(garp)
                 } else {
-                    fallback = GarpSender::open(&config.interface)
-                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent"))
+                    fallback = GarpSender::open(device)
+                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent"))
                         .ok();
                     fallback.as_ref()
                 };
                 if let Some(garp) = garp
-                    && let Err(error) = garp.send(&instance.vips)
+                    && let Err(error) = garp.send(&vips)
                 {
-                    tracing::warn!(instance = %config.name, %error, "gratuitous ARP not sent");
+                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent");
                 }
             }
         } else if from == State::Master || from == State::Initialize {
@@ -637,7 +686,13 @@ impl InterfaceTask {
             // left the addresses on the interface (keepalived removes them
             // at startup too); a backup must not answer for them.
             for vip in &config.virtual_addresses {
-                if let Err(error) = self.shared.addresses.remove(&config.interface, *vip).await {
+                let device = vip.dev.as_deref().unwrap_or(&config.interface);
+                if let Err(error) = self
+                    .shared
+                    .addresses
+                    .remove(device, (vip.address, vip.prefix))
+                    .await
+                {
                     tracing::error!(instance = %config.name, %error, "could not remove virtual address");
                 }
             }
@@ -657,6 +712,18 @@ impl InterfaceTask {
             let _ = self.shared.notify.send(job);
         }
     }
+}
+
+/// The virtual addresses per interface they go on: their `dev`, else the
+/// instance's interface.
+fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<Ipv4Addr>> {
+    let mut out: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+    for vip in &config.virtual_addresses {
+        out.entry(vip.dev.as_deref().unwrap_or(&config.interface))
+            .or_default()
+            .push(vip.address);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -724,7 +791,8 @@ mod tests {
     fn the_advert_carries_the_instance_settings() {
         let (rt, recorder) = runtime(
             "version = 2\nadvert_interval = 3.0\nauth_pass = \"secret\"\n\
-             virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\"]",
+             virtual_addresses = [\"192.0.2.10/24\", \"192.0.2.11\", \
+             { address = \"192.0.2.12\", excluded = true }]",
             vec![],
         );
         rt.sender.queue(&rt.advert(150), &mut Batch::default());
@@ -775,6 +843,30 @@ mod tests {
     }
 
     #[test]
+    fn tracked_interfaces_fault_or_weigh_as_keepalived_tracks_them() {
+        let (mut rt, _) = runtime(
+            "track_interfaces = [\"eth2\", { name = \"eth3\", weight = -30 }]",
+            vec![],
+        );
+        rt.machine.start(0);
+        let links = |eth2: bool, eth3: bool| {
+            BTreeMap::from([("eth2".to_string(), eth2), ("eth3".to_string(), eth3)])
+        };
+        assert!(transitions(&rt.apply_tracks_with(&[], true, &links(true, true), 0)).is_empty());
+        assert_eq!(rt.machine.priority(), 100);
+        // A weighted one down lowers the priority, and never faults.
+        rt.apply_tracks_with(&[], true, &links(true, false), 1);
+        assert_eq!(rt.machine.priority(), 70);
+        assert_eq!(rt.machine.state(), State::Backup);
+        // Weight 0 down: Fault, as a failed check (the own link is up).
+        let down = rt.apply_tracks_with(&[], true, &links(false, false), 2);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
+        let up = rt.apply_tracks_with(&[], true, &links(true, true), 3);
+        assert_eq!(transitions(&up), [(State::Backup, Reason::TrackRecovered)]);
+        assert_eq!(rt.machine.priority(), 100);
+    }
+
+    #[test]
     fn weighted_checks_set_the_effective_priority() {
         // weight +20 while up, weight -30 while down.
         let (mut rt, _) = runtime("", vec![(0, 20, false), (1, -30, false)]);
@@ -807,10 +899,11 @@ mod tests {
             Some(deadline),
             "raw socket: exact deadline"
         );
-        assert_eq!(
-            rt.wake_at(true),
-            Some(deadline + SILENCE_BACKSTOP_NS),
-            "XDP: the kernel timer reports silence; only a backstop"
+        let backstop = rt.wake_at(true).expect("a backstop");
+        assert!(
+            backstop >= deadline + SILENCE_BACKSTOP_NS / 2
+                && backstop <= deadline + SILENCE_BACKSTOP_NS,
+            "XDP: the kernel timer reports silence; only a backstop, within a second of the deadline: {deadline} -> {backstop}"
         );
         rt.silence_reported = true;
         assert_eq!(
@@ -818,5 +911,23 @@ mod tests {
             Some(deadline),
             "after a silence report the exact deadline counts"
         );
+    }
+
+    #[test]
+    fn backstops_of_nearby_deadlines_coalesce_within_a_second() {
+        let grid = BACKSTOP_GRID_NS;
+        // Deadlines spread over one grid step wake together.
+        let first = backstop_after(7 * grid + 1);
+        for offset in [1, 1_000, grid / 3, grid - 1, grid] {
+            assert_eq!(backstop_after(7 * grid + offset), first, "offset {offset}");
+        }
+        for deadline in [0, 1, grid - 1, grid, 12_345_678_901, 99 * grid + 17] {
+            let at = backstop_after(deadline);
+            assert!(
+                at >= deadline + SILENCE_BACKSTOP_NS / 2 && at <= deadline + SILENCE_BACKSTOP_NS,
+                "{deadline} -> {at}"
+            );
+            assert_eq!(at % grid, 0, "on the grid");
+        }
     }
 }

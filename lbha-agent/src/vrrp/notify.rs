@@ -46,7 +46,8 @@ impl NotifyJob {
             State::Master => config.notify.master.as_ref(),
             State::Backup => config.notify.backup.as_ref(),
             State::Fault => config.notify.fault.as_ref(),
-            State::Initialize => None,
+            // Initialize is only re-entered when the instance stops.
+            State::Initialize => config.notify.stop.as_ref(),
         };
         let mut jobs: Vec<Self> = specific
             .map(|command| NotifyJob {
@@ -126,6 +127,7 @@ mod tests {
             master: Some("/m.sh".into()),
             backup: None,
             fault: Some("/f.sh x".into()),
+            stop: None,
             any: Some("/any.sh".into()),
         });
         let jobs = NotifyJob::for_transition(&i, State::Master, 150);
@@ -154,6 +156,16 @@ mod tests {
         let stop = NotifyJob::for_transition(&i, State::Initialize, 100);
         assert_eq!(stop.len(), 1);
         assert_eq!(stop[0].args, ["INSTANCE", "VI_1", "STOP", "100"]);
+        // keepalived's notify_stop runs first, without arguments.
+        let mut with_stop = i.clone();
+        with_stop.notify.stop = Some("/stop.sh".into());
+        let stop = NotifyJob::for_transition(&with_stop, State::Initialize, 100);
+        assert_eq!(stop.len(), 2);
+        assert_eq!(
+            (stop[0].command.as_str(), stop[0].args.len()),
+            ("/stop.sh", 0)
+        );
+        assert_eq!(stop[1].args[2], "STOP");
     }
 
     /// Polls for `path` for up to `within`.

@@ -1,0 +1,1818 @@
+//! keepalived.conf (keepalived 2.2 syntax) as a configuration front-end.
+//!
+//! Three stages: keepalived's line reader ([`read`]: comments, `@ID`
+//! conditional lines, `$NAME` definitions, `include`, braces, words), a
+//! block parser (statements: the words of one line, plus an optional
+//! `{ ... }` block), and the mapping of the keepalived keywords onto
+//! [`Config`], with keepalived's own rules for what the file means
+//! (`vrrp_complete_instance`: a MASTER without `priority` is 255, a
+//! priority of 255 starts MASTER, `nopreempt` on a MASTER is cleared,
+//! `vrrp_strict`, ...).
+//!
+//! Nothing is dropped silently: a keyword lbha does not implement is a
+//! warning with its line when ignoring it is harmless, or an error when
+//! ignoring it would change failover (`vrrp_sync_group`, `auth_type AH`,
+//! ...); a keyword keepalived itself does not know is an error too.
+
+mod include;
+mod keywords;
+mod read;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+    time::Duration,
+};
+
+pub use include::{DiskFiles, Files, NoFiles};
+use read::{Token, Word};
+
+use super::{
+    Check, Config, ConfigErrors, Diagnostic, Global, InitialState, Instance, KeepalivedOptions,
+    Loaded, Notify, VirtualAddress,
+    toml::secs_to_duration,
+    validate::{FieldLines, Lines, SourceMap, Syntax, finish},
+};
+use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, ReceivePathChoice};
+
+/// Parses a keepalived.conf (`text`, read from `path`; includes through
+/// `files`); `adjust` sees the configuration before it is validated.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    options: &KeepalivedOptions,
+    files: &dyn Files,
+    adjust: &mut dyn FnMut(&mut Config),
+) -> Result<Loaded, ConfigErrors> {
+    let mut cx = Cx {
+        file: path,
+        sources: SourceMap::default(),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    let tokens = read::read(text, path, options, files, &mut cx);
+    let statements = parse_statements(&tokens, &mut cx);
+    let mut builder = Builder::default();
+    for statement in &statements {
+        builder.top_level(statement, &mut cx);
+    }
+    let (mut config, mut lines) = builder.resolve(&mut cx);
+    lines.sources = cx.sources.clone();
+    adjust(&mut config);
+    finish(
+        config,
+        &lines,
+        path,
+        Syntax::Keepalived,
+        cx.errors,
+        cx.warnings,
+    )
+}
+
+// ---------------------------------------------------------------- blocks
+
+/// One keyword line: its words (the keyword first), the text they came
+/// from and, if a `{` follows, the statements of its block.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Statement {
+    words: Vec<Word>,
+    raw: String,
+    block: Option<Vec<Statement>>,
+}
+
+impl Statement {
+    fn keyword(&self) -> &str {
+        &self.words[0].text
+    }
+
+    fn line(&self) -> usize {
+        self.words[0].line
+    }
+
+    fn args(&self) -> &[Word] {
+        &self.words[1..]
+    }
+}
+
+fn parse_statements(tokens: &[Token], cx: &mut Cx) -> Vec<Statement> {
+    let mut pos = 0;
+    let statements = parse_block(tokens, &mut pos, None, cx, 0);
+    debug_assert_eq!(pos, tokens.len());
+    statements
+}
+
+/// keepalived's own configurations nest three levels deep; anything deeper
+/// than this is not a configuration, and recursing on it could exhaust the
+/// stack.
+const MAX_NESTING: usize = 16;
+
+/// Parses statements until the `}` closing the block opened on `open_line`
+/// (or the end of the file at the top level).
+fn parse_block(
+    tokens: &[Token],
+    pos: &mut usize,
+    open_line: Option<usize>,
+    cx: &mut Cx,
+    depth: usize,
+) -> Vec<Statement> {
+    if depth > MAX_NESTING {
+        cx.error(
+            open_line.unwrap_or(1),
+            format!("blocks nested more than {MAX_NESTING} deep; the rest of the file is ignored"),
+        );
+        *pos = tokens.len();
+        return Vec::new();
+    }
+    let mut statements = Vec::new();
+    while let Some(token) = tokens.get(*pos) {
+        match token {
+            Token::Line { words, raw, .. } => {
+                *pos += 1;
+                let block = match tokens.get(*pos) {
+                    Some(Token::Open(line)) => {
+                        let line = *line;
+                        *pos += 1;
+                        Some(parse_block(tokens, pos, Some(line), cx, depth + 1))
+                    }
+                    _ => None,
+                };
+                statements.push(Statement {
+                    words: words.clone(),
+                    raw: raw.clone(),
+                    block,
+                });
+            }
+            Token::Open(line) => {
+                cx.error(*line, "`{` without a keyword before it".into());
+                *pos += 1;
+                // Parse and drop the block so that its `}` is not unexpected.
+                parse_block(tokens, pos, Some(*line), cx, depth + 1);
+            }
+            Token::Close(line) => {
+                *pos += 1;
+                if open_line.is_some() {
+                    return statements;
+                }
+                cx.error(*line, "`}` without a matching `{`".into());
+            }
+        }
+    }
+    if let Some(line) = open_line {
+        let last = tokens.last().map_or(line, Token::line);
+        cx.error(
+            last,
+            format!("missing `}}` at the end of the file for the `{{` on line {line}"),
+        );
+    }
+    statements
+}
+
+// ---------------------------------------------------------------- mapping
+
+struct Cx<'a> {
+    file: &'a Path,
+    /// Which file each position is in (filled by the reader's includes).
+    sources: SourceMap,
+    errors: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
+}
+
+impl Cx<'_> {
+    fn diag(&self, line: usize, message: String) -> Diagnostic {
+        self.sources.diagnostic(self.file, Some(line), message)
+    }
+
+    fn error(&mut self, line: usize, message: String) {
+        let d = self.diag(line, message);
+        self.errors.push(d);
+    }
+
+    fn warn(&mut self, line: usize, message: String) {
+        let d = self.diag(line, message);
+        self.warnings.push(d);
+    }
+
+    /// A keyword keepalived knows (in `known`) that lbha ignores: a
+    /// warning; one keepalived does not know: an error.
+    fn unsupported(&mut self, s: &Statement, context: &str, known: &[&str]) {
+        let kw = s.keyword();
+        if !known.contains(&kw) {
+            self.unknown(s, context);
+            return;
+        }
+        let kind = if s.block.is_some() {
+            "block"
+        } else {
+            "keyword"
+        };
+        self.warn(
+            s.line(),
+            format!("{context}unsupported {kind} `{kw}` ignored"),
+        );
+    }
+
+    /// A keyword keepalived does not know here.
+    fn unknown(&mut self, s: &Statement, context: &str) {
+        let kw = s.keyword();
+        let hint = undefined_hint(kw);
+        let block = if s.block.is_some() {
+            " (and reads the lines of its block as if they were outside it)"
+        } else {
+            ""
+        };
+        self.error(
+            s.line(),
+            format!(
+                "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and ignores it{block}"
+            ),
+        );
+    }
+
+    /// The keyword takes no block: warn about one.
+    fn no_block(&mut self, s: &Statement, context: &str) {
+        if s.block.is_some() {
+            self.warn(
+                s.line(),
+                format!(
+                    "{context}`{}` takes no `{{ ... }}` block; the block is ignored",
+                    s.keyword()
+                ),
+            );
+        }
+    }
+
+    /// The single argument of a keyword; more are warned about.
+    fn one_arg<'s>(&mut self, s: &'s Statement, context: &str) -> Option<&'s Word> {
+        self.no_block(s, context);
+        match s.args() {
+            [] => {
+                self.error(
+                    s.line(),
+                    format!("{context}`{}` needs a value", s.keyword()),
+                );
+                None
+            }
+            [arg, rest @ ..] => {
+                if !rest.is_empty() {
+                    self.extra_words(s.line(), rest, context, s.keyword());
+                }
+                Some(arg)
+            }
+        }
+    }
+
+    fn no_args(&mut self, s: &Statement, context: &str) {
+        self.no_block(s, context);
+        if !s.args().is_empty() {
+            self.extra_words(s.line(), s.args(), context, s.keyword());
+        }
+    }
+
+    fn extra_words(&mut self, line: usize, words: &[Word], context: &str, after: &str) {
+        let text: Vec<&str> = words.iter().map(|w| w.text.as_str()).collect();
+        self.warn(
+            line,
+            format!(
+                "{context}extra words `{}` after `{after}` ignored (keepalived ignores them too)",
+                text.join(" ")
+            ),
+        );
+    }
+
+    fn int(&mut self, s: &Statement, context: &str, min: i64, max: i64) -> Option<i64> {
+        let word = self.one_arg(s, context)?;
+        match word.text.parse::<i64>() {
+            Ok(n) if (min..=max).contains(&n) => Some(n),
+            Ok(n) => {
+                self.error(
+                    word.line,
+                    format!("{context}`{}` must be {min}..={max} (got {n})", s.keyword()),
+                );
+                None
+            }
+            Err(_) => {
+                self.error(
+                    word.line,
+                    format!(
+                        "{context}`{}`: `{}` is not an integer{}",
+                        s.keyword(),
+                        word.text,
+                        undefined_hint(&word.text)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Seconds with decimals (keepalived's `read_decimal_unsigned`).
+    fn secs(&mut self, s: &Statement, context: &str) -> Option<Duration> {
+        let word = self.one_arg(s, context)?;
+        let decimal = !word.text.is_empty()
+            && word.text.chars().all(|c| c.is_ascii_digit() || c == '.')
+            && word.text.matches('.').count() <= 1;
+        let duration = decimal
+            .then(|| word.text.parse::<f64>().ok())
+            .flatten()
+            .and_then(secs_to_duration);
+        if duration.is_none() {
+            self.error(
+                word.line,
+                format!(
+                    "{context}`{}`: `{}` is not a number of seconds (0 to a year){}",
+                    s.keyword(),
+                    word.text,
+                    undefined_hint(&word.text)
+                ),
+            );
+        }
+        duration
+    }
+
+    /// Whole seconds (keepalived 2.2 reads a `vrrp_script`'s `interval` and
+    /// `timeout` as unsigned integers).
+    fn whole_secs(&mut self, s: &Statement, context: &str) -> Option<Duration> {
+        let word = self.one_arg(s, context)?;
+        match word.text.parse::<u32>() {
+            Ok(0) => {
+                self.error(
+                    word.line,
+                    format!(
+                        "{context}`{}` must be at least 1 (keepalived replaces 0 with 1)",
+                        s.keyword()
+                    ),
+                );
+                None
+            }
+            Ok(n) if n <= 4294 => Some(Duration::from_secs(n.into())),
+            _ => {
+                self.error(
+                    word.line,
+                    format!(
+                        "{context}`{}`: `{}` is not a whole number of seconds 1..=4294; keepalived 2.2 reads whole seconds only and would ignore it (use lbha's TOML for sub-second checks){}",
+                        s.keyword(),
+                        word.text,
+                        undefined_hint(&word.text)
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// An IPv4 address as keepalived reads a source or peer address: what
+    /// follows a `-` (a range) or a `/` (a prefix) is dropped.
+    fn ip(&mut self, word: &Word, context: &str, keyword: &str) -> Option<Ipv4Addr> {
+        let text = &word.text;
+        let bare = text
+            .split_once('-')
+            .or_else(|| text.split_once('/'))
+            .map_or(text.as_str(), |(addr, _)| addr);
+        if let Ok(ip) = bare.parse() {
+            Some(ip)
+        } else {
+            let why = if bare.contains(':') && bare.parse::<Ipv6Addr>().is_ok() {
+                " (lbha implements IPv4 VRRP only)".to_string()
+            } else {
+                undefined_hint(text)
+            };
+            self.error(
+                word.line,
+                format!("{context}`{keyword}`: `{text}` is not an IPv4 address{why}"),
+            );
+            None
+        }
+    }
+}
+
+/// A hint for a value that still holds `$NAME`: keepalived replaces only
+/// names defined before with `$NAME=value`.
+fn undefined_hint(text: &str) -> String {
+    let refers = text.match_indices('$').any(|(i, _)| {
+        text[i + 1..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == '{')
+    });
+    if refers {
+        " (a `$NAME` that no `$NAME=value` line defined before is left as written)".into()
+    } else {
+        String::new()
+    }
+}
+
+/// A script command as keepalived reads it for `script`, `notify_*`: the
+/// line is split again with quotes and escapes ([`crate::split_command`]);
+/// the second word is the command line, whose words are the argv. Returns
+/// the command line and the words after it (`notify_*`: user and group).
+fn script_words(s: &Statement, context: &str, cx: &mut Cx) -> Option<(String, Vec<String>)> {
+    let kw = s.keyword();
+    let words = match crate::split_command(&s.raw) {
+        Ok(words) => words,
+        Err(why) => {
+            cx.error(
+                s.line(),
+                format!(
+                    "{context}`{kw}` cannot be split into words ({why}); keepalived ignores it"
+                ),
+            );
+            return None;
+        }
+    };
+    let Some(command) = words.get(1) else {
+        cx.error(s.line(), format!("{context}`{kw}` needs a command"));
+        return None;
+    };
+    match crate::split_command(command) {
+        Ok(argv) if !argv.is_empty() => Some((command.clone(), words[2..].to_vec())),
+        Ok(_) => {
+            cx.error(s.line(), format!("{context}`{kw}`: the command is empty"));
+            None
+        }
+        Err(why) => {
+            cx.error(
+                s.line(),
+                format!(
+                    "{context}`{kw}`: `{command}` cannot be split into words ({why}); keepalived ignores it"
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// Top-level keywords whose absence from lbha would change failover
+/// behaviour dangerously: refusing them beats pretending.
+fn dangerous_top_level(keyword: &str) -> Option<&'static str> {
+    Some(match keyword {
+        "vrrp_sync_group" => {
+            "not implemented: the grouped instances would fail over independently instead of together"
+        }
+        "virtual_server" | "virtual_server_group" => {
+            "lbha does no LVS (IPVS) load balancing: traffic to the virtual server would not be balanced"
+        }
+        "net_namespace" => "not implemented: lbha would run VRRP in the wrong network namespace",
+        _ => return None,
+    })
+}
+
+fn dangerous_global(keyword: &str) -> Option<&'static str> {
+    Some(match keyword {
+        "net_namespace" | "net_namespace_ipvs" => {
+            "not implemented: lbha would run VRRP in the wrong network namespace"
+        }
+        "notify_fifo" | "notify_fifo_script" | "vrrp_notify_fifo" | "vrrp_notify_fifo_script" => {
+            "not implemented: whatever reads the FIFO would never hear of a state change"
+        }
+        "vrrp_mcast_group4" => {
+            "not implemented: lbha advertises to 224.0.0.18 only, so the peers would not hear it"
+        }
+        _ => return None,
+    })
+}
+
+fn dangerous_instance(keyword: &str) -> Option<&'static str> {
+    Some(match keyword {
+        "track_process" | "track_file" | "track_bfd" => {
+            "not implemented: the instance would stay master while what it tracks is down"
+        }
+        "virtual_routes" | "virtual_rules" => {
+            "not implemented: these routes or rules would not follow the master on failover"
+        }
+        "use_vmac" | "vmac_xmit_base" | "use_ipvlan" | "use_vmac_addr" => {
+            "not implemented: lbha creates no VRRP virtual MAC interface, so the virtual MAC would not move on failover"
+        }
+        "native_ipv6" => "lbha implements IPv4 VRRP only",
+        "old_unicast_checksum" => {
+            "lbha computes the current checksum: peers expecting the old one would reject its adverts"
+        }
+        "mcast_dst_ip" => {
+            "not implemented: lbha advertises to 224.0.0.18 only, so the peers would not hear it"
+        }
+        "no_accept" => {
+            "not implemented: keepalived then drops traffic to the virtual addresses on a non-owner master (with nftables rules); lbha filters nothing, so they would answer"
+        }
+        "vrf" => "not implemented: lbha would advertise outside the VRF",
+        "unicast_ttl" => {
+            "not implemented: lbha sends adverts with TTL 255 only, and its peers may expect another"
+        }
+        _ => return None,
+    })
+}
+
+/// A `weight N [reverse]` as read: none when it could not be.
+type Weight = Option<(i32, bool)>;
+
+/// A `track_script` entry, resolved once all checks are known.
+struct TrackRef {
+    name: String,
+    /// `weight N [reverse]` override.
+    weight: Option<(i32, bool)>,
+    line: usize,
+}
+
+/// A script's own `user [group]` (keepalived runs it as them), checked
+/// against `global_defs`' `script_user` once the whole file is read.
+struct ScriptUser {
+    user: String,
+    group: Option<String>,
+    what: String,
+    line: usize,
+}
+
+/// What keepalived reads into a `vrrp_instance` before
+/// `vrrp_complete_instance` works out what it means.
+struct PendingInstance {
+    instance: Instance,
+    priority: Option<u8>,
+    state: Option<InitialState>,
+    version: Option<u8>,
+    down_timer_adverts: Option<u8>,
+    strict: Option<bool>,
+    accept: Option<bool>,
+    nopreempt: bool,
+    tracks: Vec<TrackRef>,
+    /// `track_interface` entries (name, weight, line).
+    track_interfaces: Vec<(String, Weight, usize)>,
+    lines: FieldLines,
+}
+
+#[derive(Default)]
+struct Builder {
+    global: Global,
+    global_lines: FieldLines,
+    /// global_defs `vrrp_down_timer_adverts`: the instances' default.
+    down_timer_adverts: Option<u8>,
+    /// global_defs `vrrp_strict`.
+    strict: bool,
+    checks: Vec<(Check, FieldLines)>,
+    instances: Vec<PendingInstance>,
+    script_users: Vec<ScriptUser>,
+    /// `vrrp_script`s without a `script`, which keepalived removes.
+    removed_scripts: HashSet<String>,
+}
+
+impl Builder {
+    fn top_level(&mut self, s: &Statement, cx: &mut Cx) {
+        let kw = s.keyword();
+        if let Some(reason) = dangerous_top_level(kw) {
+            cx.error(s.line(), format!("`{kw}` is not supported: {reason}"));
+            return;
+        }
+        match kw {
+            "global_defs" => self.global_defs(s, cx),
+            "vrrp_script" => self.vrrp_script(s, cx),
+            "vrrp_instance" => self.vrrp_instance(s, cx),
+            "static_ipaddress" | "static_routes" | "static_rules" => cx.warn(
+                s.line(),
+                format!(
+                    "unsupported block `{kw}` ignored: keepalived sets these at start whatever the VRRP state, so they belong in the system's network configuration"
+                ),
+            ),
+            _ => cx.unsupported(s, "", keywords::TOP_LEVEL),
+        }
+    }
+
+    fn global_defs(&mut self, s: &Statement, cx: &mut Cx) {
+        let context = "global_defs: ";
+        if !s.args().is_empty() {
+            cx.extra_words(s.line(), s.args(), context, "global_defs");
+        }
+        let Some(block) = &s.block else {
+            cx.error(s.line(), "`global_defs` needs a `{ ... }` block".into());
+            return;
+        };
+        self.global_lines.table.get_or_insert(s.line());
+        for item in block {
+            let kw = item.keyword();
+            let line = item.line();
+            if let Some(reason) = dangerous_global(kw) {
+                cx.error(line, format!("{context}`{kw}` is not supported: {reason}"));
+                continue;
+            }
+            match kw {
+                "enable_script_security" => {
+                    cx.no_args(item, context);
+                    self.global.script_security = true;
+                }
+                "script_user" => {
+                    cx.no_block(item, context);
+                    self.global_lines.set("script_user", line);
+                    self.global_lines.set("script_group", line);
+                    match item.args() {
+                        [] => cx.error(line, format!("{context}`script_user` needs a user")),
+                        [user, rest @ ..] => {
+                            self.global.script_user = Some(user.text.clone());
+                            self.global.script_group = None;
+                            if let [group, extra @ ..] = rest {
+                                self.global.script_group = Some(group.text.clone());
+                                if !extra.is_empty() {
+                                    cx.extra_words(line, extra, context, "script_user");
+                                }
+                            }
+                        }
+                    }
+                }
+                "vrrp_version" => {
+                    self.global_lines.set("vrrp_version", line);
+                    match cx.int(item, context, 0, 255) {
+                        Some(v) => self.global.vrrp_version = v as u8,
+                        None => self.global_lines.mark_bad("vrrp_version"),
+                    }
+                }
+                "vrrp_down_timer_adverts" => {
+                    if let Some(n) = down_timer_adverts(item, context, cx) {
+                        self.down_timer_adverts = Some(n);
+                    }
+                }
+                "vrrp_strict" => {
+                    cx.no_args(item, context);
+                    self.strict = true;
+                }
+                // What lbha does anyway: with unicast peers, only their
+                // adverts are accepted (unless --no-check-unicast-src).
+                "vrrp_check_unicast_src" => cx.no_args(item, context),
+                _ if keywords::GLOBAL_DEFS.contains(&kw) => {
+                    cx.warn(line, format!("{context}`{kw}` ignored"));
+                }
+                _ => cx.unknown(item, context),
+            }
+        }
+    }
+
+    fn vrrp_script(&mut self, s: &Statement, cx: &mut Cx) {
+        let (name, mut fl) = block_name(s, cx, "vrrp_script");
+        let context = format!("vrrp_script `{name}`: ");
+        let context = context.as_str();
+        let mut check = Check {
+            name,
+            script: String::new(),
+            probe: None,
+            interval: Duration::from_secs(1),
+            timeout: Duration::ZERO,
+            weight: 0,
+            weight_reverse: false,
+            rise: 1,
+            fall: 1,
+            init_fail: false,
+        };
+        let mut timeout = None;
+        let mut has_script = false;
+        let block = block_of(s, cx, context);
+        let mut seen = HashSet::new();
+        for item in block {
+            let kw = item.keyword();
+            let line = item.line();
+            if !seen.insert(kw) && keywords::SCRIPT.contains(&kw) {
+                cx.warn(
+                    line,
+                    format!("{context}`{kw}` given again; the last one is used"),
+                );
+            }
+            match kw {
+                "script" => {
+                    cx.no_block(item, context);
+                    fl.set("script", line);
+                    match script_words(item, context, cx) {
+                        Some((command, extra)) => {
+                            if !extra.is_empty() {
+                                cx.warn(
+                                    line,
+                                    format!(
+                                        "{context}`script`: keepalived runs only `{command}` and ignores `{}`; quote the whole command line to pass arguments",
+                                        extra.join(" ")
+                                    ),
+                                );
+                            }
+                            check.script = command;
+                            has_script = true;
+                        }
+                        None => fl.mark_bad("script"),
+                    }
+                }
+                "interval" => {
+                    fl.set("interval", line);
+                    match cx.whole_secs(item, context) {
+                        Some(d) => check.interval = d,
+                        None => fl.mark_bad("interval"),
+                    }
+                }
+                "timeout" => {
+                    fl.set("timeout", line);
+                    match cx.whole_secs(item, context) {
+                        Some(d) => timeout = Some(d),
+                        None => fl.mark_bad("timeout"),
+                    }
+                }
+                "weight" => {
+                    cx.no_block(item, context);
+                    fl.set("weight", line);
+                    match parse_weight(item.args(), line, context, cx) {
+                        Some((weight, reverse)) => {
+                            check.weight = weight;
+                            check.weight_reverse = reverse;
+                        }
+                        None => fl.mark_bad("weight"),
+                    }
+                }
+                "rise" | "fall" => {
+                    fl.set(kw, line);
+                    match cx.int(item, context, 1, i32::MAX.into()) {
+                        Some(n) if kw == "rise" => check.rise = n as u32,
+                        Some(n) => check.fall = n as u32,
+                        None => fl.mark_bad(kw),
+                    }
+                }
+                "init_fail" => {
+                    cx.no_args(item, context);
+                    check.init_fail = true;
+                }
+                "user" => {
+                    cx.no_block(item, context);
+                    match item.args() {
+                        [] => cx.error(line, format!("{context}`user` needs a user")),
+                        [user, rest @ ..] => self.script_users.push(ScriptUser {
+                            user: user.text.clone(),
+                            group: rest.first().map(|g| g.text.clone()),
+                            what: format!("vrrp_script `{}`", check.name),
+                            line,
+                        }),
+                    }
+                }
+                _ => cx.unknown(item, context),
+            }
+        }
+        if !has_script && !fl.is_bad("script") {
+            // keepalived removes it (and every `track_script` of it): so
+            // does lbha, saying so.
+            cx.warn(
+                s.line(),
+                format!(
+                    "{context}no `script`: keepalived removes this vrrp_script and the instances tracking it do not track it; lbha does the same"
+                ),
+            );
+            self.removed_scripts.insert(check.name);
+            return;
+        }
+        // keepalived: no timeout (or 0) means the interval.
+        check.timeout = timeout.unwrap_or(check.interval);
+        self.checks.push((check, fl));
+    }
+
+    fn vrrp_instance(&mut self, s: &Statement, cx: &mut Cx) {
+        let (name, mut fl) = block_name(s, cx, "vrrp_instance");
+        let context = format!("vrrp_instance `{name}`: ");
+        let context = context.as_str();
+        let mut inst = Instance {
+            name,
+            interface: String::new(),
+            vrid: 0,
+            priority: 100,
+            version: 2,
+            advert_interval: Duration::from_secs(1),
+            initial_state: InitialState::Backup,
+            preempt: true,
+            preempt_delay: Duration::ZERO,
+            unicast_src: None,
+            unicast_peers: Vec::new(),
+            // On by default in lbha, unlike keepalived: see the README.
+            check_unicast_src: true,
+            down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
+            auth_pass: None,
+            virtual_addresses: Vec::new(),
+            track: Vec::new(),
+            track_interfaces: Vec::new(),
+            notify: Notify::default(),
+            receive_path: ReceivePathChoice::Auto,
+        };
+        let mut pending = PendingInstance {
+            instance: inst.clone(),
+            priority: None,
+            state: None,
+            version: None,
+            down_timer_adverts: None,
+            strict: None,
+            accept: None,
+            nopreempt: false,
+            tracks: Vec::new(),
+            track_interfaces: Vec::new(),
+            lines: FieldLines::default(),
+        };
+        let mut has_vrid = false;
+        let block = block_of(s, cx, context);
+        let mut seen = HashSet::new();
+        for item in block {
+            let kw = item.keyword();
+            let line = item.line();
+            if let Some(reason) = dangerous_instance(kw) {
+                cx.error(line, format!("{context}`{kw}` is not supported: {reason}"));
+                continue;
+            }
+            let repeatable = matches!(
+                kw,
+                "unicast_peer"
+                    | "virtual_ipaddress"
+                    | "track_script"
+                    | "track_interface"
+                    | "authentication"
+                    | "notify_master"
+                    | "notify_backup"
+                    | "notify_fault"
+                    | "notify_stop"
+                    | "notify"
+                    | "state"
+            );
+            if !repeatable && !seen.insert(kw) && keywords::INSTANCE.contains(&kw) {
+                cx.warn(
+                    line,
+                    format!("{context}`{kw}` given again; the last one is used"),
+                );
+            }
+            match kw {
+                "interface" => {
+                    fl.set("interface", line);
+                    if let Some(w) = cx.one_arg(item, context) {
+                        inst.interface = w.text.clone();
+                    } else {
+                        fl.mark_bad("interface");
+                    }
+                }
+                "state" => {
+                    let Some(w) = cx.one_arg(item, context) else {
+                        fl.mark_bad("initial_state");
+                        continue;
+                    };
+                    // keepalived compares exactly: `master` is no state.
+                    match (w.text.as_str(), pending.state) {
+                        ("MASTER", _) => {
+                            fl.set("initial_state", line);
+                            pending.state = Some(InitialState::Master);
+                        }
+                        ("BACKUP", Some(InitialState::Master)) => cx.warn(
+                            line,
+                            format!(
+                                "{context}`state BACKUP` after `state MASTER` ignored, as keepalived ignores it"
+                            ),
+                        ),
+                        ("BACKUP", _) => {
+                            fl.set("initial_state", line);
+                            pending.state = Some(InitialState::Backup);
+                        }
+                        (other, _) => {
+                            fl.set("initial_state", line);
+                            cx.error(
+                                w.line,
+                                format!(
+                                    "{context}`state` must be MASTER or BACKUP, in capitals as keepalived reads it (got `{other}`; keepalived would start it as BACKUP)"
+                                ),
+                            );
+                            fl.mark_bad("initial_state");
+                        }
+                    }
+                }
+                "priority" => {
+                    fl.set("priority", line);
+                    // keepalived: a priority it cannot read (not a number,
+                    // or outside 1..=255) is reported and replaced by its
+                    // default 100, even with `state MASTER`.
+                    if let Some(word) = cx.one_arg(item, context) {
+                        match word.text.parse::<i64>() {
+                            Ok(p) if (1..=255).contains(&p) => pending.priority = Some(p as u8),
+                            _ => {
+                                cx.warn(
+                                    word.line,
+                                    format!(
+                                        "{context}`priority` must be 1..=255 (got `{}`); keepalived uses its default 100, and so does lbha",
+                                        word.text
+                                    ),
+                                );
+                                pending.priority = Some(100);
+                            }
+                        }
+                    } else {
+                        fl.mark_bad("priority");
+                    }
+                }
+                "virtual_router_id" => {
+                    fl.set("vrid", line);
+                    has_vrid = true;
+                    match cx.int(item, context, 1, 255) {
+                        Some(v) => inst.vrid = v as u8,
+                        None => fl.mark_bad("vrid"),
+                    }
+                }
+                "advert_int" => {
+                    fl.set("advert_interval", line);
+                    match cx.secs(item, context) {
+                        Some(d) => inst.advert_interval = d,
+                        None => fl.mark_bad("advert_interval"),
+                    }
+                }
+                "version" => {
+                    fl.set("version", line);
+                    match cx.int(item, context, 0, 255) {
+                        Some(v) => pending.version = Some(v as u8),
+                        None => fl.mark_bad("version"),
+                    }
+                }
+                "unicast_src_ip" | "mcast_src_ip" => {
+                    fl.set("unicast_src", line);
+                    let src = cx
+                        .one_arg(item, context)
+                        .and_then(|w| cx.ip(w, context, kw));
+                    match src {
+                        Some(ip) => inst.unicast_src = Some(ip),
+                        None => fl.mark_bad("unicast_src"),
+                    }
+                }
+                "unicast_peer" => {
+                    fl.set("unicast_peers", line);
+                    for peer in list_block(item, context, cx) {
+                        match peer.args() {
+                            [] => {}
+                            [option, ..]
+                                if option.text == "min_ttl" || option.text == "max_ttl" =>
+                            {
+                                cx.error(
+                                    peer.line(),
+                                    format!(
+                                        "{context}`unicast_peer` `{}` is not supported: not implemented: lbha accepts adverts with TTL 255 only",
+                                        option.text
+                                    ),
+                                );
+                            }
+                            rest => cx.extra_words(peer.line(), rest, context, peer.keyword()),
+                        }
+                        // An unreadable peer is reported here and left out,
+                        // so validation does not report it again.
+                        if let Some(ip) = cx.ip(&peer.words[0], context, kw) {
+                            fl.set(
+                                format!("unicast_peers[{}]", inst.unicast_peers.len()),
+                                peer.line(),
+                            );
+                            inst.unicast_peers.push(ip);
+                        }
+                    }
+                }
+                "check_unicast_src" => {
+                    cx.no_args(item, context);
+                    fl.set("check_unicast_src", line);
+                    inst.check_unicast_src = true;
+                }
+                "down_timer_adverts" => {
+                    fl.set("down_timer_adverts", line);
+                    match down_timer_adverts(item, context, cx) {
+                        Some(n) => pending.down_timer_adverts = Some(n),
+                        None => fl.mark_bad("down_timer_adverts"),
+                    }
+                }
+                "authentication" => {
+                    fl.set("auth_pass", line);
+                    match authentication(item, context, cx) {
+                        Ok(pass) => inst.auth_pass = pass,
+                        Err(()) => fl.mark_bad("auth_pass"),
+                    }
+                }
+                "track_script" => {
+                    fl.set("track", line);
+                    for entry in list_block(item, context, cx) {
+                        let weight = match entry.args() {
+                            [] => None,
+                            [w, rest @ ..] if w.text == "weight" => {
+                                parse_weight(rest, entry.line(), context, cx)
+                            }
+                            extra => {
+                                cx.extra_words(entry.line(), extra, context, entry.keyword());
+                                None
+                            }
+                        };
+                        pending.tracks.push(TrackRef {
+                            name: entry.keyword().to_string(),
+                            weight,
+                            line: entry.line(),
+                        });
+                    }
+                }
+                "track_interface" => {
+                    fl.set("track_interfaces", line);
+                    for entry in list_block(item, context, cx) {
+                        let weight = match entry.args() {
+                            [] => Some((0, false)),
+                            [w, rest @ ..] if w.text == "weight" => {
+                                parse_weight(rest, entry.line(), context, cx)
+                            }
+                            extra => {
+                                cx.extra_words(entry.line(), extra, context, entry.keyword());
+                                Some((0, false))
+                            }
+                        };
+                        pending.track_interfaces.push((
+                            entry.keyword().to_string(),
+                            weight,
+                            entry.line(),
+                        ));
+                    }
+                }
+                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                    cx.no_block(item, context);
+                    let Some((command, user)) = script_words(item, context, cx) else {
+                        continue;
+                    };
+                    if let [user, rest @ ..] = user.as_slice() {
+                        self.script_users.push(ScriptUser {
+                            user: user.clone(),
+                            group: rest.first().cloned(),
+                            what: format!("vrrp_instance `{}` `{kw}`", inst.name),
+                            line,
+                        });
+                        if rest.len() > 1 {
+                            cx.warn(
+                                line,
+                                format!(
+                                    "{context}`{kw}`: words after the user and group ignored (keepalived ignores them too)"
+                                ),
+                            );
+                        }
+                    }
+                    fl.set("notify", line);
+                    let slot = match kw {
+                        "notify_master" => &mut inst.notify.master,
+                        "notify_backup" => &mut inst.notify.backup,
+                        "notify_fault" => &mut inst.notify.fault,
+                        "notify_stop" => &mut inst.notify.stop,
+                        _ => &mut inst.notify.any,
+                    };
+                    if slot.is_some() {
+                        cx.warn(
+                            line,
+                            format!(
+                                "{context}`{kw}` given again; keepalived keeps the first and ignores this one"
+                            ),
+                        );
+                    } else {
+                        *slot = Some(command);
+                    }
+                }
+                "nopreempt" => {
+                    cx.no_args(item, context);
+                    fl.set("preempt", line);
+                    pending.nopreempt = true;
+                }
+                "preempt" => {
+                    cx.no_args(item, context);
+                    pending.nopreempt = false;
+                }
+                "preempt_delay" => {
+                    fl.set("preempt_delay", line);
+                    match cx.secs(item, context) {
+                        Some(d) if d <= Duration::from_secs(1000) => inst.preempt_delay = d,
+                        Some(_) => {
+                            cx.error(
+                                line,
+                                format!("{context}`preempt_delay` must be 0..=1000 seconds"),
+                            );
+                            fl.mark_bad("preempt_delay");
+                        }
+                        None => fl.mark_bad("preempt_delay"),
+                    }
+                }
+                "strict_mode" => {
+                    cx.no_block(item, context);
+                    fl.set("strict_mode", line);
+                    match item.args().first().map(|w| w.text.as_str()) {
+                        None | Some("true" | "on" | "yes") => pending.strict = Some(true),
+                        Some("false" | "off" | "no") => pending.strict = Some(false),
+                        Some(other) => cx.error(
+                            line,
+                            format!("{context}`strict_mode` must be true or false (got `{other}`)"),
+                        ),
+                    }
+                }
+                "accept" => {
+                    cx.no_args(item, context);
+                    fl.set("accept", line);
+                    pending.accept = Some(true);
+                }
+                "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
+                    fl.set("virtual_addresses", line);
+                    let excluded = kw == "virtual_ipaddress_excluded";
+                    for vip in list_block(item, context, cx) {
+                        if let Some(mut addr) = virtual_address(vip, context, cx) {
+                            addr.excluded = excluded;
+                            fl.set(
+                                format!("virtual_addresses[{}]", inst.virtual_addresses.len()),
+                                vip.line(),
+                            );
+                            inst.virtual_addresses.push(addr);
+                        }
+                    }
+                }
+                "dont_track_primary" => {
+                    cx.no_args(item, context);
+                    cx.error(
+                        line,
+                        format!(
+                            "{context}`dont_track_primary` is not supported: not implemented: lbha always goes to FAULT when the interface is down"
+                        ),
+                    );
+                }
+                _ if keywords::INSTANCE.contains(&kw) => {
+                    cx.unsupported(item, context, keywords::INSTANCE);
+                }
+                _ => cx.unknown(item, context),
+            }
+        }
+        if !has_vrid {
+            cx.error(s.line(), format!("{context}missing `virtual_router_id`"));
+            fl.mark_bad("vrid");
+        }
+        pending.instance = inst;
+        pending.lines = fl;
+        self.instances.push(pending);
+    }
+
+    /// What the file means, as keepalived works it out once everything is
+    /// read (its `vrrp_complete_instance`), and per-instance `track_script`
+    /// weights turned into checks.
+    fn resolve(self, cx: &mut Cx) -> (Config, Lines) {
+        let Builder {
+            global,
+            global_lines,
+            down_timer_adverts: default_down_timer,
+            strict: global_strict,
+            checks,
+            instances,
+            script_users,
+            removed_scripts,
+        } = self;
+        check_script_users(&global, &script_users, cx);
+        let (mut checks, mut check_lines): (Vec<Check>, Vec<FieldLines>) =
+            checks.into_iter().unzip();
+        let by_name: HashMap<String, usize> = checks
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let mut derived: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::new();
+        let mut instance_lines = Vec::new();
+        for pending in instances {
+            let (mut instance, (mut lines, tracks)) =
+                complete_instance(pending, &global, default_down_timer, global_strict, cx);
+            let tracks = tracks.into_iter().filter(|track| {
+                let removed =
+                    removed_scripts.contains(&track.name) && !by_name.contains_key(&track.name);
+                if removed {
+                    cx.warn(
+                        track.line,
+                        format!(
+                            "vrrp_instance `{}`: `track_script` {}: that vrrp_script has no `script`, so keepalived removed it and this instance does not track it (nor does lbha)",
+                            instance.name, track.name
+                        ),
+                    );
+                }
+                !removed
+            });
+            for (i, track) in tracks.enumerate() {
+                lines.set(format!("track[{i}]"), track.line);
+                let name = match (track.weight, by_name.get(&track.name)) {
+                    (Some((weight, reverse)), Some(&base))
+                        if (weight, reverse)
+                            != (checks[base].weight, checks[base].weight_reverse) =>
+                    {
+                        let name = derived_name(&track.name, weight, reverse);
+                        if !derived.contains_key(&name) {
+                            let mut check = checks[base].clone();
+                            check.name = name.clone();
+                            check.weight = weight;
+                            check.weight_reverse = reverse;
+                            let mut fl = check_lines[base].clone();
+                            fl.set("weight", track.line);
+                            derived.insert(name.clone(), checks.len());
+                            checks.push(check);
+                            check_lines.push(fl);
+                        }
+                        name
+                    }
+                    _ => track.name,
+                };
+                instance.track.push(name);
+            }
+            out.push(instance);
+            instance_lines.push(lines);
+        }
+        let lines = Lines {
+            global: global_lines,
+            checks: check_lines,
+            instances: instance_lines,
+            ..Lines::default()
+        };
+        (
+            Config {
+                global,
+                checks,
+                instances: out,
+                // keepalived.conf has no such block; `--floating-ip` adds it.
+                floating_ip: None,
+                heartbeat: None,
+            },
+            lines,
+        )
+    }
+}
+
+/// keepalived's `vrrp_complete_instance`, for what lbha models: the
+/// defaults that depend on other settings, and what keepalived clears or
+/// refuses (each with a warning or an error saying so).
+fn complete_instance(
+    pending: PendingInstance,
+    global: &Global,
+    default_down_timer: Option<u8>,
+    global_strict: bool,
+    cx: &mut Cx,
+) -> (Instance, (FieldLines, Vec<TrackRef>)) {
+    let PendingInstance {
+        mut instance,
+        priority,
+        state,
+        version,
+        down_timer_adverts,
+        strict,
+        accept,
+        nopreempt,
+        tracks,
+        track_interfaces,
+        lines: fl,
+    } = pending;
+    let context = format!("vrrp_instance `{}`: ", instance.name);
+    let at = |field: &str| fl.line(field).unwrap_or(1);
+    let strict = strict.unwrap_or(global_strict);
+    instance.version = version.unwrap_or(global.vrrp_version);
+    if instance.virtual_addresses.iter().all(|v| v.excluded) && (instance.version == 3 || strict) {
+        let why = if strict {
+            "in strict mode"
+        } else {
+            "with VRRPv3"
+        };
+        cx.error(
+            at("name"),
+            format!(
+                "{context}no `virtual_ipaddress`: keepalived requires at least one {why} and refuses to start"
+            ),
+        );
+    }
+    // No priority: from the state (a MASTER owns the addresses, 255).
+    instance.priority = priority.unwrap_or(match state {
+        Some(InitialState::Master) => 255,
+        _ => 100,
+    });
+    let owner = instance.priority == 255;
+    let derived = if owner {
+        InitialState::Master
+    } else {
+        InitialState::Backup
+    };
+    instance.initial_state = match state {
+        // No state: from the priority.
+        None => derived,
+        Some(s) if strict && s != derived => {
+            cx.warn(
+                at("initial_state"),
+                format!(
+                    "{context}in strict mode keepalived starts only the address owner (priority 255) as MASTER; it starts this one as {}, and so does lbha",
+                    if owner { "MASTER" } else { "BACKUP" }
+                ),
+            );
+            derived
+        }
+        Some(s) => s,
+    };
+    if instance.auth_pass.is_some() {
+        if strict {
+            cx.warn(
+                at("auth_pass"),
+                format!("{context}strict mode has no authentication; keepalived ignores it, and so does lbha"),
+            );
+            instance.auth_pass = None;
+        } else if instance.version == 3 {
+            cx.warn(
+                at("auth_pass"),
+                format!(
+                    "{context}VRRPv3 has no authentication; keepalived ignores it, and so does lbha"
+                ),
+            );
+            instance.auth_pass = None;
+        }
+    }
+    if strict && !instance.unicast_peers.is_empty() {
+        cx.error(
+            at("unicast_peers"),
+            format!(
+                "{context}keepalived refuses unicast peers in strict mode (on an interface that can multicast) and does not start"
+            ),
+        );
+    }
+    let mut preempt = !nopreempt;
+    if owner && nopreempt {
+        cx.warn(
+            at("preempt"),
+            format!("{context}`nopreempt` does not apply to the address owner (priority 255); keepalived clears it, and so does lbha"),
+        );
+        preempt = true;
+    }
+    if instance.initial_state == InitialState::Master {
+        if !preempt {
+            cx.warn(
+                at("preempt"),
+                format!(
+                    "{context}`nopreempt` does not work with `state MASTER`: keepalived clears it (and preempts), and so does lbha; use `state BACKUP` on every node for nopreempt"
+                ),
+            );
+            preempt = true;
+        }
+        if !instance.preempt_delay.is_zero() {
+            cx.warn(
+                at("preempt_delay"),
+                format!("{context}`preempt_delay` does not work with `state MASTER`: keepalived clears it, and so does lbha"),
+            );
+            instance.preempt_delay = Duration::ZERO;
+        }
+    }
+    if !instance.preempt_delay.is_zero() && (strict || !preempt) {
+        let why = if strict { "strict mode" } else { "`nopreempt`" };
+        cx.warn(
+            at("preempt_delay"),
+            format!("{context}`preempt_delay` does not work with {why}: keepalived clears it, and so does lbha"),
+        );
+        instance.preempt_delay = Duration::ZERO;
+    }
+    instance.preempt = preempt;
+    instance.down_timer_adverts = down_timer_adverts
+        .or(default_down_timer)
+        .unwrap_or(DEFAULT_DOWN_TIMER_ADVERTS);
+    if strict && instance.down_timer_adverts != DEFAULT_DOWN_TIMER_ADVERTS {
+        cx.warn(
+            at("down_timer_adverts"),
+            format!("{context}strict mode uses {DEFAULT_DOWN_TIMER_ADVERTS} down timer adverts; keepalived resets it, and so does lbha"),
+        );
+        instance.down_timer_adverts = DEFAULT_DOWN_TIMER_ADVERTS;
+    }
+    // Strict mode without `accept`: keepalived drops traffic to the
+    // addresses on a non-owner master (VRRPv2 strict even with `accept`).
+    let accepts =
+        accept.unwrap_or(owner || !strict) && !(strict && instance.version == 2 && !owner);
+    if strict && !accepts {
+        cx.error(
+            fl.line("accept").unwrap_or(at("name")),
+            format!(
+                "{context}in strict mode keepalived drops traffic to the virtual addresses on a master that is not the address owner (`no_accept`, with nftables rules): not implemented, lbha filters nothing, so they would answer; add `accept` (VRRPv3), or remove `vrrp_strict`"
+            ),
+        );
+    }
+    for (name, weight, line) in track_interfaces {
+        if name == instance.interface {
+            cx.warn(
+                line,
+                format!(
+                    "{context}`track_interface {name}` is the instance's own interface, which keepalived and lbha always track; ignored, as keepalived ignores it"
+                ),
+            );
+        } else if let Some((weight, reverse)) = weight {
+            if instance.track_interfaces.iter().any(|t| t.name == name) {
+                cx.warn(
+                    line,
+                    format!("{context}`track_interface {name}` given again; the first one is used"),
+                );
+                continue;
+            }
+            instance.track_interfaces.push(crate::TrackInterface {
+                name,
+                weight,
+                reverse,
+            });
+        }
+    }
+    (instance, (fl, tracks))
+}
+
+/// A per-script `user [group]` lbha can honour: the one every script runs
+/// as (`global_defs`' `script_user`, root without one).
+fn check_script_users(global: &Global, users: &[ScriptUser], cx: &mut Cx) {
+    let normal = |user: &str, group: Option<&str>| {
+        // root's own group is what "no group" means for root.
+        let group = group.filter(|g| !(user == "root" && *g == "root"));
+        (user.to_string(), group.map(str::to_string))
+    };
+    let global_user = global.script_user.as_deref().unwrap_or("root");
+    let expected = normal(global_user, global.script_group.as_deref());
+    for u in users {
+        if normal(&u.user, u.group.as_deref()) != expected {
+            let given = match &u.group {
+                Some(group) => format!("{} {group}", u.user),
+                None => u.user.clone(),
+            };
+            cx.error(
+                u.line,
+                format!(
+                    "{}: runs as `{given}`, which is not supported: not implemented: lbha runs every script as global_defs `script_user` ({global_user}); set that to the same user, or drop the per-script one",
+                    u.what
+                ),
+            );
+        }
+    }
+}
+
+/// Name of the check derived from `base` for a `track_script` weight override.
+fn derived_name(base: &str, weight: i32, reverse: bool) -> String {
+    if reverse {
+        format!("{base}:weight={weight}:reverse")
+    } else {
+        format!("{base}:weight={weight}")
+    }
+}
+
+/// `down_timer_adverts N` / `vrrp_down_timer_adverts N`: keepalived's 1..=100.
+fn down_timer_adverts(s: &Statement, context: &str, cx: &mut Cx) -> Option<u8> {
+    let (min, max) = (
+        *DOWN_TIMER_ADVERTS_RANGE.start(),
+        *DOWN_TIMER_ADVERTS_RANGE.end(),
+    );
+    cx.int(s, context, min.into(), max.into()).map(|n| n as u8)
+}
+
+/// `N [reverse]` after `weight`.
+fn parse_weight(args: &[Word], line: usize, context: &str, cx: &mut Cx) -> Option<(i32, bool)> {
+    let [n, rest @ ..] = args else {
+        cx.error(line, format!("{context}`weight` needs a number"));
+        return None;
+    };
+    let weight = match n.text.parse::<i32>() {
+        Ok(w) if (-253..=253).contains(&w) => w,
+        _ => {
+            cx.error(
+                n.line,
+                format!("{context}`weight` must be -253..=253 (got `{}`)", n.text),
+            );
+            return None;
+        }
+    };
+    match rest {
+        [] => Some((weight, false)),
+        [r, extra @ ..] if r.text == "reverse" => {
+            if !extra.is_empty() {
+                cx.extra_words(line, extra, context, "reverse");
+            }
+            Some((weight, true))
+        }
+        extra => {
+            cx.extra_words(line, extra, context, "weight");
+            Some((weight, false))
+        }
+    }
+}
+
+/// One line of `virtual_ipaddress`, as keepalived's `alloc_ipaddress`
+/// reads it: `ADDRESS[/PREFIX] [dev D] [scope S] [brd B|+|-] [label L]
+/// [peer P] [flags]`.
+fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<VirtualAddress> {
+    let kw = "virtual_ipaddress";
+    let line = vip.line();
+    let text = vip.keyword();
+    let (addr_text, prefix_text) = match text.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (text, None),
+    };
+    let Ok(address) = addr_text.parse::<Ipv4Addr>() else {
+        let why = if addr_text.parse::<Ipv6Addr>().is_ok() {
+            " (lbha implements IPv4 VRRP only)".to_string()
+        } else {
+            undefined_hint(text)
+        };
+        cx.error(
+            line,
+            format!("{context}`{kw}`: `{text}` is not an IPv4 address{why}"),
+        );
+        return None;
+    };
+    let prefix = match prefix_text {
+        None => 32,
+        Some(p) => match p.parse::<u8>() {
+            Ok(p) if p <= 32 => p,
+            _ => {
+                cx.error(
+                    line,
+                    format!("{context}`{kw}`: `{text}`: prefix length must be 0..=32"),
+                );
+                return None;
+            }
+        },
+    };
+    let mut vip_out = VirtualAddress::new(address, prefix);
+    let mut broadcast: Option<String> = None;
+    let args = vip.args();
+    let mut i = 0;
+    while i < args.len() {
+        let option = args[i].text.as_str();
+        let takes_value = matches!(
+            option,
+            "dev" | "scope" | "broadcast" | "brd" | "label" | "peer" | "preferred_lft"
+        );
+        let value = if takes_value {
+            if let Some(v) = args.get(i + 1) {
+                Some(v.text.clone())
+            } else {
+                cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `{option}` needs a value (keepalived drops the address)"
+                    ),
+                );
+                return None;
+            }
+        } else {
+            None
+        };
+        match (option, value) {
+            ("dev", Some(dev)) => {
+                if vip_out.dev.is_some() {
+                    cx.error(
+                        line,
+                        format!("{context}`{kw}` {text}: `dev` given twice (keepalived drops the address)"),
+                    );
+                    return None;
+                }
+                vip_out.dev = Some(dev);
+            }
+            ("scope", Some(scope)) => match crate::parse_scope(&scope) {
+                Some(n) => vip_out.scope = Some(n).filter(|n| *n != 0),
+                None => cx.error(
+                    line,
+                    format!("{context}`{kw}` {text}: unknown scope `{scope}`"),
+                ),
+            },
+            ("broadcast" | "brd", Some(b)) => broadcast = Some(b),
+            ("label", Some(label)) => {
+                if label.len() >= 16 {
+                    cx.error(
+                        line,
+                        format!(
+                            "{context}`{kw}` {text}: `label {label}` is longer than 15 bytes (keepalived drops the address)"
+                        ),
+                    );
+                    return None;
+                }
+                cx.warn(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `label {label}` kept in the configuration, but lbha does not label addresses yet (the address itself moves as with keepalived)"
+                    ),
+                );
+                vip_out.label = Some(label);
+            }
+            ("peer", Some(peer)) => match peer.parse::<Ipv4Addr>() {
+                Ok(peer) => {
+                    if prefix != 32 {
+                        cx.warn(
+                            line,
+                            format!(
+                                "{context}`{kw}` {text}: a prefix with `peer` is ignored, as keepalived ignores it"
+                            ),
+                        );
+                    }
+                    vip_out.prefix = 32;
+                    vip_out.peer = Some(peer);
+                }
+                Err(_) => cx.error(
+                    line,
+                    format!("{context}`{kw}` {text}: `peer {peer}` is not an IPv4 address"),
+                ),
+            },
+            ("preferred_lft", _) => cx.warn(
+                line,
+                format!("{context}`{kw}` {text}: `preferred_lft` ignored (it applies to IPv6 addresses only)"),
+            ),
+            ("home" | "-nodad" | "mngtmpaddr" | "autojoin", None) => cx.warn(
+                line,
+                format!("{context}`{kw}` {text}: `{option}` ignored (an IPv6 address flag)"),
+            ),
+            ("no_track", None) => cx.warn(
+                line,
+                format!(
+                    "{context}`{kw}` {text}: `no_track` ignored: lbha does not watch for a virtual address being removed anyway"
+                ),
+            ),
+            ("noprefixroute", None) => {
+                cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `noprefixroute` is not supported: not implemented: lbha would add the prefix route keepalived does not"
+                    ),
+                );
+            }
+            ("use_vmac", None) => {
+                cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `use_vmac` is not supported: not implemented: lbha creates no VRRP virtual MAC interface"
+                    ),
+                );
+            }
+            (other, _) => {
+                cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `{other}` is not an address option keepalived knows (it reports and ignores it)"
+                    ),
+                );
+            }
+        }
+        i += if takes_value { 2 } else { 1 };
+    }
+    if let Some(b) = broadcast {
+        if vip_out.peer.is_some() {
+            cx.warn(
+                line,
+                format!("{context}`{kw}` {text}: a broadcast with `peer` is ignored, as keepalived ignores it"),
+            );
+        } else {
+            let computed = match b.as_str() {
+                "+" | "-" if vip_out.prefix <= 30 => {
+                    let mask = u32::MAX.checked_shr(vip_out.prefix.into()).unwrap_or(0);
+                    let base = u32::from(address);
+                    Some(Ipv4Addr::from(if b == "+" {
+                        base | mask
+                    } else {
+                        base & !mask
+                    }))
+                }
+                "+" | "-" => {
+                    cx.error(
+                        line,
+                        format!("{context}`{kw}` {text}: `brd {b}` needs a prefix of 30 or less"),
+                    );
+                    None
+                }
+                other => {
+                    if let Ok(addr) = other.parse::<Ipv4Addr>() {
+                        Some(addr)
+                    } else {
+                        cx.error(
+                        line,
+                        format!("{context}`{kw}` {text}: `brd {other}` is not an IPv4 address (keepalived drops the address)"),
+                    );
+                        return None;
+                    }
+                }
+            };
+            if let Some(addr) = computed {
+                cx.warn(
+                    line,
+                    format!(
+                        "{context}`{kw}` {text}: `brd {b}` kept in the configuration, but lbha does not set a broadcast address yet (the address itself moves as with keepalived)"
+                    ),
+                );
+                vip_out.broadcast = Some(addr);
+            }
+        }
+    }
+    Some(vip_out)
+}
+
+/// The entries of a list block (`unicast_peer { ... }`): each line is one
+/// entry, its first word the value.
+fn list_block<'s>(s: &'s Statement, context: &str, cx: &mut Cx) -> &'s [Statement] {
+    if !s.args().is_empty() {
+        cx.extra_words(s.line(), s.args(), context, s.keyword());
+    }
+    let Some(block) = &s.block else {
+        cx.error(
+            s.line(),
+            format!("{context}`{}` needs a `{{ ... }}` block", s.keyword()),
+        );
+        return &[];
+    };
+    for entry in block {
+        if entry.block.is_some() {
+            cx.warn(
+                entry.line(),
+                format!(
+                    "{context}unexpected block after `{}` in `{}` ignored",
+                    entry.keyword(),
+                    s.keyword()
+                ),
+            );
+        }
+    }
+    block
+}
+
+/// `authentication { auth_type PASS auth_pass X }`: the password, None
+/// without authentication, Err after reporting an error.
+fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<String>, ()> {
+    let Some(block) = &s.block else {
+        cx.error(
+            s.line(),
+            format!("{context}`authentication` needs a `{{ ... }}` block"),
+        );
+        return Err(());
+    };
+    let mut auth_type: Option<(String, usize)> = None;
+    let mut pass = None;
+    let mut ok = true;
+    for item in block {
+        match item.keyword() {
+            "auth_type" => match cx.one_arg(item, context) {
+                Some(w) => auth_type = Some((w.text.clone(), w.line)),
+                None => ok = false,
+            },
+            "auth_pass" => match cx.one_arg(item, context) {
+                Some(w) => pass = Some(w.text.clone()),
+                None => ok = false,
+            },
+            _ => cx.unknown(item, context),
+        }
+    }
+    if !ok {
+        return Err(());
+    }
+    match auth_type {
+        Some((t, _)) if t == "PASS" => match pass {
+            Some(pass) if !pass.is_empty() => Ok(Some(pass)),
+            _ => {
+                cx.warn(
+                    s.line(),
+                    format!(
+                        "{context}`auth_type PASS` without an `auth_pass`: keepalived ignores the authentication, and so does lbha"
+                    ),
+                );
+                Ok(None)
+            }
+        },
+        Some((t, line)) if t == "AH" => {
+            cx.error(
+                line,
+                format!(
+                    "{context}`auth_type AH` is not supported: not implemented: the peers would reject lbha's adverts (use PASS, or no authentication, on every node)"
+                ),
+            );
+            Err(())
+        }
+        Some((t, line)) => {
+            cx.error(
+                line,
+                format!("{context}`auth_type` must be PASS or AH (got `{t}`)"),
+            );
+            Err(())
+        }
+        None => {
+            if pass.is_some() {
+                cx.warn(
+                    s.line(),
+                    format!(
+                        "{context}`auth_pass` without `auth_type PASS` ignored (keepalived ignores it too): no authentication"
+                    ),
+                );
+            }
+            Ok(None)
+        }
+    }
+}
+
+/// The statements of `s`'s `{ ... }` block; an error (and none) without one.
+fn block_of<'a>(s: &'a Statement, cx: &mut Cx, context: &str) -> &'a [Statement] {
+    if let Some(block) = &s.block {
+        block.as_slice()
+    } else {
+        cx.error(s.line(), format!("{context}needs a `{{ ... }}` block"));
+        &[]
+    }
+}
+
+/// The name of a `vrrp_script NAME {` / `vrrp_instance NAME {` block, and
+/// the field lines of the block with the name's line recorded.
+fn block_name(s: &Statement, cx: &mut Cx, keyword: &str) -> (String, FieldLines) {
+    let name = match s.args() {
+        [] => {
+            cx.error(s.line(), format!("`{keyword}` needs a name"));
+            String::new()
+        }
+        [name, rest @ ..] => {
+            if !rest.is_empty() {
+                cx.extra_words(s.line(), rest, "", &format!("{keyword} NAME"));
+            }
+            name.text.clone()
+        }
+    };
+    let mut fl = FieldLines::at(s.line());
+    fl.set("name", s.line());
+    if s.args().is_empty() {
+        // Reported above; an empty quoted name ("") is left to validation.
+        fl.mark_bad("name");
+    }
+    (name, fl)
+}
+
+#[cfg(test)]
+mod tests;
