@@ -320,9 +320,10 @@ fn edit(c: &mut Config, b: &mut Bytes) {
                         [usize::from(b.u8() % 4)] = script;
                 }
                 18 => {
-                    inst.receive_path = match b.u8() % 3 {
+                    inst.receive_path = match b.u8() % 4 {
                         0 => ReceivePathChoice::Auto,
                         1 => ReceivePathChoice::Xdp,
+                        2 => ReceivePathChoice::XdpNoTimer,
                         _ => ReceivePathChoice::Raw,
                     }
                 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use lbha_agent::{
     bpf::Counters,
     config::ReceivePathChoice,
-    recv::{AdvertReceiver, SteadyAdverts},
+    recv::{AdvertReceiver, Opened, SteadyAdverts},
 };
 use lbha_common::{
     AdvertEvent, VridConfig,
@@ -24,6 +24,7 @@ use crate::print_json;
 pub enum PathArg {
     Auto,
     Xdp,
+    XdpNoTimer,
     Raw,
 }
 
@@ -32,6 +33,7 @@ impl From<PathArg> for ReceivePathChoice {
         match arg {
             PathArg::Auto => ReceivePathChoice::Auto,
             PathArg::Xdp => ReceivePathChoice::Xdp,
+            PathArg::XdpNoTimer => ReceivePathChoice::XdpNoTimer,
             PathArg::Raw => ReceivePathChoice::Raw,
         }
     }
@@ -180,7 +182,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     } else {
         SteadyAdverts::MapOnly
     };
-    let mut receiver = AdvertReceiver::open(
+    let Opened {
+        mut receiver,
+        choice,
+    } = AdvertReceiver::open_probed(
         &args.interface,
         &args.vrids,
         args.receive_path.into(),
@@ -189,8 +194,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     )
     .with_context(|| format!("opening the VRRP receive path on {}", args.interface))?;
     let path = receiver.path_name();
-    tracing::info!(interface = %args.interface, receive_path = path, "watching VRRP adverts");
+    tracing::info!(interface = %args.interface, receive_path = path, program = choice.program.name(), reason = %choice.reason, "watching VRRP adverts");
     eprintln!("receive path: {path}");
+    eprintln!("program: {} ({})", choice.program.name(), choice.reason);
 
     let deadline = args
         .timeout

@@ -43,6 +43,11 @@ pub enum ReceivePathChoice {
     Auto,
     /// XDP only; fail if it cannot be attached.
     Xdp,
+    /// XDP with the program without the silence timer, whatever the kernel
+    /// offers (backups then keep their deadlines in user space); fail if it
+    /// cannot be attached. For a kernel whose `bpf_timer` misbehaves, and
+    /// for testing that program where the timer exists.
+    XdpNoTimer,
     /// The raw socket only.
     Raw,
 }
@@ -53,6 +58,7 @@ impl ReceivePathChoice {
         match self {
             ReceivePathChoice::Auto => "auto",
             ReceivePathChoice::Xdp => "xdp",
+            ReceivePathChoice::XdpNoTimer => "xdp-no-timer",
             ReceivePathChoice::Raw => "raw",
         }
     }

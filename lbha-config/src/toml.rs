@@ -519,6 +519,7 @@ fn read_instance(
             &[
                 ("auto", ReceivePathChoice::Auto),
                 ("xdp", ReceivePathChoice::Xdp),
+                ("xdp-no-timer", ReceivePathChoice::XdpNoTimer),
                 ("raw", ReceivePathChoice::Raw),
             ],
         )
@@ -1420,6 +1421,15 @@ receive_path = "xdp"
         assert_eq!(i2.auth_pass.as_deref(), Some("secret"));
         assert_eq!(i2.receive_path, ReceivePathChoice::Xdp);
         assert_eq!(i2.notify, Notify::default());
+    }
+
+    #[test]
+    fn receive_path_names_the_timerless_xdp_program() {
+        let text = "[[instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 51\nreceive_path = \"xdp-no-timer\"\n";
+        let loaded = parse(text, &path()).unwrap();
+        let choice = loaded.config.instances[0].receive_path;
+        assert_eq!(choice, ReceivePathChoice::XdpNoTimer);
+        assert_eq!(choice.as_str(), "xdp-no-timer");
     }
 
     #[test]

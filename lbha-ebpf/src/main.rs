@@ -82,13 +82,13 @@ static DIAG_SEEN: Array<u8> = Array::with_max_entries(diag::SEEN_ENTRIES, 0);
 
 /// One VRID's silence timer.
 #[repr(C)]
-pub struct SilenceTimer {
+pub struct SilenceSlot {
     timer: bpf_timer,
     /// When the timer is due (`CLOCK_MONOTONIC` ns), for inspection.
     due_ns: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SilenceTimer>() == SILENCE_TIMER_VALUE_SIZE as usize);
+const _: () = assert!(core::mem::size_of::<SilenceSlot>() == SILENCE_TIMER_VALUE_SIZE as usize);
 
 /// VRID -> a timer restarted by every accepted advert and firing after the
 /// VRID's `down_timer_adverts` intervals without one. Its report is what wakes a
@@ -97,7 +97,7 @@ const _: () = assert!(core::mem::size_of::<SilenceTimer>() == SILENCE_TIMER_VALU
 /// finds the `bpf_timer` through the value's BTF. Timers only run while user
 /// space (the agent's fd, or a pin) holds the map.
 #[btf_map]
-static SILENCE_TIMERS: btf_maps::Array<SilenceTimer, 256> = btf_maps::Array::new();
+static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, 256> = btf_maps::Array::new();
 
 const CLOCK_MONOTONIC: u64 = 1;
 const EBUSY: i64 = 16;
@@ -170,14 +170,38 @@ fn count(counter: Counter) {
     }
 }
 
+/// The full program: the fast path with the silence timer (`bpf_timer`,
+/// Linux 5.15).
 #[xdp]
 pub fn lbha_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame(&ctx);
+    run(&ctx, SilenceTimer::Armed)
+}
+
+/// The same fast path without the silence timer, for kernels before
+/// `bpf_timer` (Debian 11's 5.10, RHEL 9's 5.14): its code holds no timer
+/// helper call and no callback reference, which such kernels reject even in
+/// dead code. The agent then wakes at a backup's master-down deadlines and
+/// reads `LAST_ADVERT`, as on the raw-socket path.
+#[xdp]
+pub fn lbha_xdp_notimer(ctx: XdpContext) -> u32 {
+    run(&ctx, SilenceTimer::None)
+}
+
+/// Which program `run` is inlined into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SilenceTimer {
+    Armed,
+    None,
+}
+
+#[inline(always)]
+fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
+    let frame = Frame(ctx);
     let outcome = vrrp::parse_frame(&frame, &ConfiguredVrids);
     // Ahead of the counters only because that order measured cheapest for
     // the verifier with diagnostics off; what is counted is the same.
     if LBHA_DIAGNOSTICS.load() != 0 {
-        diagnose(&ctx, &frame, &outcome);
+        diagnose(ctx, &frame, &outcome);
     }
     count(Counter::PacketsSeen);
     count(outcome.counter());
@@ -198,7 +222,6 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
         Outcome::Drop(_) => xdp_action::XDP_DROP,
         Outcome::Accept(mut event) => {
             // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
-            // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
             let now = unsafe { bpf_ktime_get_ns() };
             event.timestamp_ns = now;
             event.ifindex = ctx.ingress_ifindex() as u32;
@@ -214,7 +237,9 @@ pub fn lbha_xdp(ctx: XdpContext) -> u32 {
                 return xdp_action::XDP_PASS;
             }
             deliver(event);
-            arm_silence_timer(event.vrid, event.interval_cs, silence_intervals, now);
+            if timer == SilenceTimer::Armed {
+                arm_silence_timer(event.vrid, event.interval_cs, silence_intervals, now);
+            }
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
             // stack answer unicast adverts with ICMP protocol-unreachable.
@@ -374,7 +399,7 @@ fn arm_silence_timer(vrid: u8, interval_cs: u16, silence_intervals: u8, now: u64
 extern "C" fn silence_reached(
     _map: *mut core::ffi::c_void,
     vrid: *mut u32,
-    _timer: *mut SilenceTimer,
+    _timer: *mut SilenceSlot,
 ) -> i32 {
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };

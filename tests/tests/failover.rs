@@ -164,6 +164,53 @@ fn lbha_killed_on_master_fails_over_and_back() {
     );
 }
 
+/// Tighter than MARGIN: a Backup that trusted a silence report which never
+/// comes wakes only for other reasons (telemetry, checks) or at the 1 s
+/// backstop, mostly well past this.
+const NO_TIMER_MARGIN: Duration = Duration::from_millis(150);
+
+/// 3b. The same crash with the XDP program without the silence timer (what
+///     kernels before 5.15 run): nothing in the kernel reports lb1's
+///     silence, so lb2 must wake at its own master-down deadlines (reading
+///     the kernel's last advert to stay Backup while lb1 lives) and still
+///     take over within Master_Down_Interval, not a backstop later.
+#[test]
+fn lbha_killed_on_master_fails_over_in_time_with_the_timerless_program() {
+    if !require_root() {
+        return;
+    }
+    let options = LabOptions {
+        extra_instance_toml: "receive_path = \"xdp-no-timer\"".into(),
+        ..LabOptions::default()
+    };
+    let s = Scenario::start("lbha-kill-notimer", "fokn", options);
+    // A healthy master for a while: lb2 stays Backup on the map alone (a
+    // Backup acting on its deadlines without it would take over, and assign).
+    let settled = s.lab.assigns().len();
+    std::thread::sleep(Duration::from_secs(2));
+    s.assert_settled_on(LB1);
+    let before = s.lab.assigns().len();
+    assert_eq!(before, settled, "lb2 took over from a healthy master");
+    let at = s.lab.since_start();
+    assert_eq!(s.lab.kill_agent(LB1), 1, "one lbha process on lb1");
+    let master = s.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
+    assert_eq!(master.reason, "master down");
+    let takeover = master.at.saturating_sub(at);
+    assert!(
+        takeover < LB2_MASTER_DOWN + NO_TIMER_MARGIN,
+        "lb2 Master only {} after lbha died (Master_Down_Interval {:?})",
+        secs(takeover),
+        LB2_MASTER_DOWN
+    );
+    let assign = s.one_assign(before, LB2, Duration::from_secs(10));
+    s.timing(
+        "lbha SIGKILL on lb1, no-timer program",
+        at,
+        &master,
+        &assign,
+    );
+}
+
 /// 4. lb1 cut off from everything (its links down) while still running:
 ///    lb2 takes over and assigns. lb1 either stays Master, unable to reach
 ///    the API (split brain), or notices its links are down (FAULT); either

@@ -87,7 +87,22 @@ impl Lab {
         watch
             .wait_ready(Duration::from_secs(10))
             .expect("lbha-agent opens its receive path");
-        watch.finish(WAIT).expect("lbha-agent watch finishes")
+        let out = watch.finish(WAIT).expect("lbha-agent watch finishes");
+        // The kernel matrix (`cargo xtask kernels`) says which XDP program
+        // this kernel must get; the raw socket is chosen by configuration.
+        if let Ok(expected) = std::env::var("LBHA_EXPECT_PROGRAM") {
+            let program = if args.windows(2).any(|w| w == ["--receive-path", "raw"]) {
+                "raw-socket"
+            } else {
+                expected.as_str()
+            };
+            assert!(
+                out.stderr.contains(&format!("\nprogram: {program} (")),
+                "expected the {program} program; stderr:\n{}",
+                out.stderr
+            );
+        }
+        out
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bench;
 mod dist;
+mod kernels;
 mod lab;
 mod monitoring;
 mod package;
@@ -50,6 +51,9 @@ enum Cmd {
     /// .deb and the .rpm; check the binary links no libc and runs in an empty
     /// root, and what the tarball and the packages hold (root for the empty root).
     Dist,
+    /// Boot Debian's kernels (bullseye 5.10, bookworm 6.1, trixie 6.12) in
+    /// QEMU/KVM and run the XDP tests and the keepalived receive test in each.
+    Kernels(kernels::KernelsArgs),
     /// `dist`, then install, upgrade and purge the .deb in Debian roots
     /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/);
     /// first the `monitoring` checks.
@@ -206,6 +210,10 @@ fn main() -> Result<()> {
         Cmd::Lab(args) => {
             let (agent, dosim) = release_binaries()?;
             lab::run_lab(&args, &agent, &dosim)
+        }
+        Cmd::Kernels(args) => {
+            setup::setup()?;
+            kernels::kernels(&args)
         }
         Cmd::Bench(args) => {
             let (agent, dosim) = release_binaries()?;

@@ -1,6 +1,7 @@
 //! Loading and attaching the XDP program, and reading what it produces.
 
 pub mod pin;
+pub mod variant;
 
 use std::{
     path::Path,
@@ -23,11 +24,10 @@ use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
 pub use pin::{PinDir, PinError};
+pub use variant::Variant;
 
 /// The XDP object built by lbha-agent's build script from lbha-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lbha"));
-
-const PROGRAM: &str = "lbha_xdp";
 
 /// Size of the EVENTS ring buffer, as declared in lbha-ebpf.
 pub(crate) const EVENTS_BYTES: u32 = 256 * 1024;
@@ -150,18 +150,21 @@ pub enum SteadyAdverts {
     Queued,
 }
 
-/// Loads the program into the kernel without attaching it (`test_run` uses
-/// this directly). Returns the object, its ring buffer and its other maps.
+/// Loads the `variant` program into the kernel without attaching it
+/// (`test_run` uses this directly). Returns the object, its ring buffer and
+/// its other maps.
 pub fn load(
+    variant: Variant,
     diagnostics: Diagnostics,
     steady: SteadyAdverts,
 ) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
-    load_with_pins(None, diagnostics, steady)
+    load_with_pins(None, variant, diagnostics, steady)
 }
 
 /// As [`load`], reusing (or creating and pinning) the maps in `pins`.
 fn load_with_pins(
     pins: Option<&PinDir>,
+    variant: Variant,
     diagnostics: Diagnostics,
     steady: SteadyAdverts,
 ) -> Result<(Ebpf, RingBuf<MapData>, XdpTables), BpfError> {
@@ -182,10 +185,11 @@ fn load_with_pins(
     let mut ebpf = loader
         .load(EBPF_OBJECT)
         .map_err(|e| BpfError::Load(Box::new(e)))?;
-    let program = program_mut(&mut ebpf)?;
+    let program = program_mut(&mut ebpf, variant)?;
     program.load().map_err(|e| BpfError::Verify(Box::new(e)))?;
     tracing::debug!(
         ?diagnostics,
+        variant = variant.name(),
         verified_insns = program
             .info()
             .ok()
@@ -258,12 +262,12 @@ fn spawn_kernel_log(ebpf: &mut Ebpf, interface: &str) -> Option<tokio::task::Joi
     }
 }
 
-/// The XDP program inside a loaded object.
-pub fn program_mut(ebpf: &mut Ebpf) -> Result<&mut Xdp, BpfError> {
-    ebpf.program_mut(PROGRAM)
+/// The `variant` XDP program inside a loaded object.
+pub fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, BpfError> {
+    ebpf.program_mut(variant.program())
         .ok_or(BpfError::Missing {
             kind: "program",
-            name: PROGRAM,
+            name: variant.program(),
         })?
         .try_into()
         .map_err(|e| BpfError::Verify(Box::new(e)))
@@ -505,6 +509,7 @@ pub struct XdpProgram {
     _ebpf: Ebpf,
     attachment: Attachment,
     mode: AttachMode,
+    variant: Variant,
     events: AsyncFd<RingBuf<MapData>>,
     tables: XdpTables,
     lease_renewal: tokio::task::JoinHandle<()>,
@@ -539,6 +544,7 @@ impl XdpProgram {
         interface: &str,
         vrids: &[(u8, VridConfig)],
         pin_root: Option<&Path>,
+        variant: Variant,
         steady: SteadyAdverts,
     ) -> Result<Self, BpfError> {
         let ifindex = crate::sys::iface::if_index(interface)
@@ -551,14 +557,15 @@ impl XdpProgram {
             }
         });
         let diagnostics = Diagnostics::from_tracing();
-        let (mut ebpf, events, mut tables) = load_with_pins(pins.as_ref(), diagnostics, steady)?;
+        let (mut ebpf, events, mut tables) =
+            load_with_pins(pins.as_ref(), variant, diagnostics, steady)?;
         tables.configure(vrids)?;
         // Consume adverts from the moment the program runs: the lease is
         // renewed by a task from here on.
         tables
             .lease
             .set(crate::clock::monotonic_ns() + LEASE.as_nanos() as u64)?;
-        let program = program_mut(&mut ebpf)?;
+        let program = program_mut(&mut ebpf, variant)?;
         let taken_over = pins
             .as_ref()
             .and_then(|pins| take_over_pinned_link(program, pins, ifindex, interface));
@@ -585,6 +592,7 @@ impl XdpProgram {
         tracing::info!(
             interface,
             mode = mode.name(),
+            program = variant.name(),
             pinned = attachment == Attachment::Pinned,
             diagnostics = kernel_log.is_some(),
             "XDP program attached"
@@ -593,6 +601,7 @@ impl XdpProgram {
             _ebpf: ebpf,
             attachment,
             mode,
+            variant,
             events,
             tables,
             lease_renewal,
@@ -607,6 +616,11 @@ impl XdpProgram {
 
     pub fn mode(&self) -> AttachMode {
         self.mode
+    }
+
+    /// Which program of the object runs.
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
     pub fn tables(&self) -> &XdpTables {
@@ -685,13 +699,18 @@ mod tests {
         }
         let bpffs = lbha_harness::BpfFs::mount().unwrap();
         let pins = PinDir::prepare(bpffs.path(), 1).unwrap();
-        let (mut first, _events, _tables) =
-            load_with_pins(Some(&pins), Diagnostics::On, SteadyAdverts::MapOnly).unwrap();
+        let (mut first, _events, _tables) = load_with_pins(
+            Some(&pins),
+            Variant::Full,
+            Diagnostics::On,
+            SteadyAdverts::MapOnly,
+        )
+        .unwrap();
 
         // Every map the program uses is pinned with a declared shape, or
         // deliberately left unpinned: a map added to the program without a
         // decision either way fails here.
-        let program = program_mut(&mut first).unwrap();
+        let program = program_mut(&mut first, Variant::Full).unwrap();
         let map_ids = program.info().unwrap().map_ids().unwrap().unwrap();
         let mut names: Vec<String> = map_ids
             .iter()
@@ -738,8 +757,13 @@ mod tests {
 
         // A second load (a restarted agent) reuses the pinned maps.
         let counters = map_id(&pins, "COUNTERS");
-        let (_second, _, _) =
-            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
+        let (_second, _, _) = load_with_pins(
+            Some(&pins),
+            Variant::Full,
+            Diagnostics::Off,
+            SteadyAdverts::MapOnly,
+        )
+        .unwrap();
         assert_eq!(map_id(&pins, "COUNTERS"), counters);
 
         // A pin of another shape (another lbha version) is replaced.
@@ -748,8 +772,13 @@ mod tests {
             .unwrap()
             .pin(pins.map_path("COUNTERS"))
             .unwrap();
-        let (_third, _, _) =
-            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
+        let (_third, _, _) = load_with_pins(
+            Some(&pins),
+            Variant::Full,
+            Diagnostics::Off,
+            SteadyAdverts::MapOnly,
+        )
+        .unwrap();
         let info = MapInfo::from_pin(pins.map_path("COUNTERS")).unwrap();
         assert_eq!(info.map_type().unwrap(), MapType::PerCpuArray);
         assert_ne!(info.id(), counters);
@@ -762,8 +791,13 @@ mod tests {
         let old_id = old.info().unwrap().id();
         old.pin(pins.map_path("VRID_CONFIG")).unwrap();
         drop(old);
-        let (_fourth, _, mut tables) =
-            load_with_pins(Some(&pins), Diagnostics::Off, SteadyAdverts::MapOnly).unwrap();
+        let (_fourth, _, mut tables) = load_with_pins(
+            Some(&pins),
+            Variant::Full,
+            Diagnostics::Off,
+            SteadyAdverts::MapOnly,
+        )
+        .unwrap();
         let info = MapInfo::from_pin(pins.map_path("VRID_CONFIG")).unwrap();
         assert_ne!(info.id(), old_id);
         assert_eq!(info.value_size(), size_of::<VridConfig>() as u32);

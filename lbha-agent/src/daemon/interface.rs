@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use super::{DaemonError, core::Core};
 use crate::{
     config::{self, Config},
-    recv::{AdvertReceiver, SteadyAdverts},
+    recv::{AdvertReceiver, Opened, SteadyAdverts},
     status::{InstanceStatus, Telemetry},
     sys::iface::interface_ipv4,
     vrrp::{
@@ -99,13 +99,13 @@ impl Group {
         // Loading the XDP program runs the verifier for hundreds of
         // milliseconds: off the runtime thread, or the instances already
         // running (on a reload) would miss their adverts meanwhile.
-        let receiver = {
+        let opened = {
             let (interface, path) = (interface.to_owned(), instances[0].receive_path);
             let pin_root = config.global.bpf_pin_dir.clone();
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 let _runtime = runtime.enter();
-                AdvertReceiver::open(
+                AdvertReceiver::open_probed(
                     &interface,
                     &vrids,
                     path,
@@ -116,14 +116,22 @@ impl Group {
             .await
             .map_err(|e| DaemonError::Startup(e.to_string()))??
         };
+        let Opened { receiver, choice } = opened;
         tracing::info!(
             interface,
             receive_path = receiver.path_name(),
+            program = choice.program.name(),
+            reason = %choice.reason,
             pinned = receiver.pinned(),
             instances = instances.len(),
             "interface ready"
         );
-        telemetry.add_interface(interface, receiver.path_name(), receiver.pinned());
+        telemetry.add_interface(
+            interface,
+            receiver.path_name(),
+            receiver.pinned(),
+            (choice.program.name(), &choice.reason),
+        );
         if let Some(source) = receiver.last_advert_source() {
             telemetry.set_last_advert_source(interface, source);
         }

@@ -11,6 +11,7 @@ use lbha_config::ReceivePathChoice;
 use thiserror::Error;
 
 pub use crate::bpf::SteadyAdverts;
+pub use crate::bpf::variant::{self, Choice, KernelFeatures, Program, Variant};
 use crate::bpf::{BpfError, Counters, XdpProgram};
 pub use raw::RawSocketReceiver;
 
@@ -34,6 +35,13 @@ pub enum AdvertReceiver {
     Raw(Box<RawSocketReceiver>),
 }
 
+/// An opened receive path with the program choice that led to it.
+pub struct Opened {
+    pub receiver: AdvertReceiver,
+    /// Which program runs (`full`, `no-timer`, `raw-socket`) and why.
+    pub choice: Choice,
+}
+
 impl AdvertReceiver {
     /// Opens the receive path for `interface` and the configured VRIDs.
     /// `pin_root`: where the XDP program is pinned to survive restarts
@@ -45,30 +53,100 @@ impl AdvertReceiver {
         pin_root: Option<&Path>,
         steady: SteadyAdverts,
     ) -> Result<Self, ReceiveError> {
-        match choice {
-            ReceivePathChoice::Raw => Ok(Self::Raw(Box::new(RawSocketReceiver::open(
-                interface, vrids,
-            )?))),
-            ReceivePathChoice::Xdp => Ok(Self::Xdp(Box::new(XdpProgram::attach(
-                interface, vrids, pin_root, steady,
-            )?))),
-            ReceivePathChoice::Auto => match XdpProgram::attach(interface, vrids, pin_root, steady)
-            {
-                Ok(program) => Ok(Self::Xdp(Box::new(program))),
-                Err(error) => {
-                    tracing::warn!(
-                        interface,
-                        %error,
-                        "XDP unavailable (old kernel or no BPF permission); receiving adverts on a raw socket instead"
-                    );
-                    Ok(Self::Raw(Box::new(RawSocketReceiver::open(
-                        interface, vrids,
-                    )?)))
-                }
-            },
-        }
+        Self::open_probed(interface, vrids, choice, pin_root, steady).map(|opened| opened.receiver)
     }
 
+    /// As [`Self::open`], probing the kernel for the best XDP program
+    /// ([`variant::choose`]) and falling back to the next when one fails to
+    /// load or attach: full, no-timer, then (`auto` only) the raw socket.
+    pub fn open_probed(
+        interface: &str,
+        vrids: &[(u8, VridConfig)],
+        choice: ReceivePathChoice,
+        pin_root: Option<&Path>,
+        steady: SteadyAdverts,
+    ) -> Result<Opened, ReceiveError> {
+        let raw = |reason: String| -> Result<Opened, ReceiveError> {
+            Ok(Opened {
+                receiver: Self::Raw(Box::new(RawSocketReceiver::open(interface, vrids)?)),
+                choice: Choice {
+                    program: Program::RawSocket,
+                    reason,
+                },
+            })
+        };
+        if choice == ReceivePathChoice::Raw {
+            return raw("receive_path = \"raw\" in the configuration".to_owned());
+        }
+        if choice == ReceivePathChoice::XdpNoTimer {
+            let program = XdpProgram::attach(interface, vrids, pin_root, Variant::NoTimer, steady)?;
+            return Ok(Opened {
+                receiver: Self::Xdp(Box::new(program)),
+                choice: Choice {
+                    program: Program::Xdp(Variant::NoTimer),
+                    reason: "receive_path = \"xdp-no-timer\" in the configuration".to_owned(),
+                },
+            });
+        }
+        let features = KernelFeatures::probe();
+        let probed = variant::choose(&features);
+        tracing::info!(
+            interface,
+            ?features,
+            program = probed.program.name(),
+            reason = %probed.reason,
+            "probed the kernel's BPF features"
+        );
+        // Forced XDP still tries the timerless program when the probe
+        // found no ring buffer: the load then says exactly what is missing.
+        let mut variant = match probed.program {
+            Program::Xdp(variant) => variant,
+            Program::RawSocket if choice == ReceivePathChoice::Xdp => Variant::NoTimer,
+            Program::RawSocket => {
+                tracing::warn!(interface, reason = %probed.reason, "XDP unavailable; receiving adverts on a raw socket instead");
+                return raw(probed.reason);
+            }
+        };
+        let mut reason = probed.reason;
+        loop {
+            let error = match XdpProgram::attach(interface, vrids, pin_root, variant, steady) {
+                Ok(program) => {
+                    return Ok(Opened {
+                        receiver: Self::Xdp(Box::new(program)),
+                        choice: Choice {
+                            program: Program::Xdp(variant),
+                            reason,
+                        },
+                    });
+                }
+                Err(error) => error,
+            };
+            let failed = format!(
+                "the {} XDP program failed: {}",
+                variant.name(),
+                crate::error_chain(&error)
+            );
+            match (variant.fallback(), choice) {
+                (Some(fallback), _) => {
+                    tracing::warn!(interface, %failed, "trying the {} program", fallback.name());
+                    variant = fallback;
+                    reason = failed;
+                }
+                (None, ReceivePathChoice::Auto) => {
+                    tracing::warn!(
+                        interface,
+                        %failed,
+                        "XDP unavailable (old kernel or no BPF permission); receiving adverts on a raw socket instead"
+                    );
+                    return raw(failed);
+                }
+                (None, _) => return Err(error.into()),
+            }
+        }
+    }
+}
+
+impl AdvertReceiver {
     /// "xdp", "xdp-skb" or "raw-socket".
     pub fn path_name(&self) -> &'static str {
         match self {
@@ -100,9 +178,14 @@ impl AdvertReceiver {
     }
 
     /// Whether the receive path reports a VRID falling silent (events with
-    /// [`lbha_common::event::change::SILENCE`]): the XDP path's kernel timer.
+    /// [`lbha_common::event::change::SILENCE`]): the full XDP program's
+    /// kernel timer. Otherwise a backup wakes at its master-down deadlines
+    /// and reads the last advert the kernel kept (see `vrrp::driver`).
     pub fn reports_silence(&self) -> bool {
-        matches!(self, AdvertReceiver::Xdp(_))
+        match self {
+            AdvertReceiver::Xdp(program) => program.variant().reports_silence(),
+            AdvertReceiver::Raw(_) => false,
+        }
     }
 
     /// Waits for an advert that changes something for the state machine (the

@@ -223,6 +223,20 @@ pub fn render(telemetry: &Telemetry) -> String {
             escape(&i.receive_path)
         );
     }
+    header(
+        &mut out,
+        "lbha_receive_program",
+        "gauge",
+        "1 for the receive program the kernel runs on the interface (full, no-timer, raw-socket).",
+    );
+    for i in &status.interfaces {
+        let _ = writeln!(
+            out,
+            "lbha_receive_program{{interface=\"{}\",program=\"{}\"}} 1",
+            escape(&i.name),
+            escape(&i.program)
+        );
+    }
     family(
         &mut out,
         "lbha_xdp_pinned",
@@ -421,7 +435,12 @@ mod tests {
             priority: 100,
             ..InstanceStatus::default()
         });
-        t.add_interface("eth1", "xdp", true);
+        t.add_interface(
+            "eth1",
+            "xdp",
+            true,
+            ("no-timer", "no bpf_timer in this kernel"),
+        );
         t.update_interface("eth1", |i| {
             i.counters.insert("drop_bad_ttl".into(), 3);
         });
@@ -440,6 +459,7 @@ mod tests {
         assert!(text.contains(r#"lbha_vrrp_state{instance="VI_\"1",state="BACKUP"} 0"#));
         assert!(text.contains(r#"lbha_packets_total{interface="eth1",counter="drop_bad_ttl"} 3"#));
         assert!(text.contains(r#"lbha_receive_path{interface="eth1",path="xdp"} 1"#));
+        assert!(text.contains(r#"lbha_receive_program{interface="eth1",program="no-timer"} 1"#));
         assert!(text.contains(r#"lbha_xdp_pinned{interface="eth1"} 1"#));
         assert!(text.contains(
             r#"lbha_vrrp_failover_duration_seconds_bucket{instance="VI_\"1",le="0.05"} 1"#

@@ -47,13 +47,25 @@ fn populated() -> Telemetry {
     t.add_check("haproxy");
     t.check_result("haproxy", true, true, Duration::from_millis(2));
     // One interface per receive path the agent reports (recv::AdvertReceiver::path_name).
+    // And one per receive program (bpf::variant::Program::name).
+    use crate::bpf::variant::{Program, Variant};
     let paths = [
-        ("eth1", crate::bpf::AttachMode::Default.name(), true),
-        ("eth2", crate::bpf::AttachMode::Skb.name(), true),
-        ("eth3", "raw-socket", false),
+        (
+            "eth1",
+            crate::bpf::AttachMode::Default.name(),
+            true,
+            Program::Xdp(Variant::Full),
+        ),
+        (
+            "eth2",
+            crate::bpf::AttachMode::Skb.name(),
+            true,
+            Program::Xdp(Variant::NoTimer),
+        ),
+        ("eth3", "raw-socket", false, Program::RawSocket),
     ];
-    for (interface, path, pinned) in paths {
-        t.add_interface(interface, path, pinned);
+    for (interface, path, pinned, program) in paths {
+        t.add_interface(interface, path, pinned, (program.name(), "probed"));
         t.update_interface(interface, |i| {
             for counter in lbha_common::event::Counter::ALL {
                 i.counters.insert(counter.name().into(), 1);

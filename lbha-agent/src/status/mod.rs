@@ -62,6 +62,14 @@ pub struct InterfaceStatus {
     /// restarts of the agent.
     #[serde(default)]
     pub pinned: bool,
+    /// The receive program the kernel runs: "full" (XDP with the silence
+    /// timer), "no-timer" (XDP; backups keep their deadlines in user
+    /// space) or "raw-socket".
+    #[serde(default)]
+    pub program: String,
+    /// Why that program (the kernel probe's findings, or what failed).
+    #[serde(default)]
+    pub program_reason: String,
     pub link_up: bool,
     /// The receive path's packet counters (see `lbha_common::Counter`).
     pub counters: BTreeMap<String, u64>,
@@ -299,12 +307,20 @@ impl Telemetry {
         });
     }
 
-    pub fn add_interface(&self, name: &str, receive_path: &str, pinned: bool) {
+    pub fn add_interface(
+        &self,
+        name: &str,
+        receive_path: &str,
+        pinned: bool,
+        (program, program_reason): (&str, &str),
+    ) {
         self.with(|i| {
             i.status.interfaces.push(InterfaceStatus {
                 name: name.to_owned(),
                 receive_path: receive_path.to_owned(),
                 pinned,
+                program: program.to_owned(),
+                program_reason: program_reason.to_owned(),
                 link_up: true,
                 ..InterfaceStatus::default()
             });
@@ -538,10 +554,12 @@ pub fn render_table(status: &AgentStatus) -> String {
     for i in &status.interfaces {
         let _ = writeln!(
             out,
-            "\ninterface {}: receive path {}{}, link {}, {} wakeups, {} adverts accepted, {} dropped",
+            "\ninterface {}: receive path {}{}, program {} ({}), link {}, {} wakeups, {} adverts accepted, {} dropped",
             i.name,
             i.receive_path,
             if i.pinned { " (pinned)" } else { "" },
+            i.program,
+            i.program_reason,
             if i.link_up { "up" } else { "DOWN" },
             i.wakeups,
             i.counters.get("adverts_accepted").copied().unwrap_or(0),
