@@ -76,6 +76,26 @@ pub struct Config {
     pub floating_ip: Option<FloatingIp>,
     /// A second path between the agents, besides VRRP (optional).
     pub heartbeat: Option<Heartbeat>,
+    /// keepalived `vrrp_sync_group`: instances that change state together.
+    pub sync_groups: Vec<SyncGroup>,
+}
+
+/// Instances (possibly on several interfaces) that move together, as
+/// keepalived's `vrrp_sync_group`: one member's FAULT puts every member in
+/// FAULT until no member has a fault; the members go MASTER together (only
+/// once every member would, so a single partitioned VRID does not split the
+/// group) and BACKUP together (one member losing an election takes the
+/// others out of MASTER). Tracking given on the group applies to every
+/// member.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncGroup {
+    pub name: String,
+    /// Instance names; an instance is in at most one group.
+    pub members: Vec<String>,
+    /// The group's scripts: `notify_master`/`_backup`/`_fault`/`_stop` run as
+    /// written, `notify` with `GROUP <name> <STATE> 0` (keepalived's
+    /// arguments; the priority of a group is always 0).
+    pub notify: Notify,
 }
 
 /// Authenticated heartbeats between the agents over another network than

@@ -19,7 +19,7 @@ use ::toml::{
 
 use super::{
     Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, Heartbeat, InitialState, Instance,
-    Loaded, Notify, Probe, TrackInterface, VirtualAddress,
+    Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -77,6 +77,7 @@ const INSTANCE_KEYS: &[&str] = &[
 ];
 const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
+const SYNC_GROUP_KEYS: &[&str] = &["name", "members", "notify"];
 const VIRTUAL_ADDRESS_KEYS: &[&str] = &[
     "address",
     "dev",
@@ -179,9 +180,26 @@ pub fn parse(
         }
         None => None,
     };
+    let mut sync_groups = Vec::new();
+    if let Some((_, value)) = fields.take("sync_group") {
+        for table in r.tables(value, "sync_group") {
+            let mut fl = FieldLines::at(table.1);
+            if let Some(group) = read_sync_group(&mut r, table.0, table.1, &mut fl) {
+                sync_groups.push(group);
+                lines.sync_groups.push(fl);
+            }
+        }
+    }
     fields.finish(
         &mut r,
-        &["global", "check", "instance", "floating_ip", "heartbeat"],
+        &[
+            "global",
+            "check",
+            "instance",
+            "floating_ip",
+            "heartbeat",
+            "sync_group",
+        ],
     );
     if let Some(FloatingIp {
         instance: Some(name),
@@ -201,6 +219,7 @@ pub fn parse(
         instances,
         floating_ip,
         heartbeat,
+        sync_groups,
     };
     adjust(&mut config);
     finish(config, &lines, path, Syntax::Toml, r.errors, r.warnings)
@@ -329,6 +348,42 @@ fn socket_addr(r: &mut Reader, v: &SValue, key: &str) -> Option<std::net::Socket
         r.error_at(v, format!("`{key}`: {text:?} is not an address:port"));
         None
     }
+}
+
+/// One `[[sync_group]]`: `name`, `members` (instance names), optional
+/// `[sync_group.notify]`.
+fn read_sync_group(
+    r: &mut Reader,
+    table: &DeTable,
+    line: usize,
+    fl: &mut FieldLines,
+) -> Option<SyncGroup> {
+    let mut f = Fields::new(r, table, line, "[[sync_group]]");
+    let name = f.string(r, fl, "name");
+    let members = f.list(r, fl, "members", |r, v| r.str(v, "members"));
+    let notify = match f.take("notify") {
+        Some((key_line, value)) => {
+            fl.set("notify", key_line);
+            if let DeValue::Table(table) = value.get_ref() {
+                let line = r.line(value.span().start);
+                read_notify(r, table, line, fl, "[sync_group.notify]")
+            } else {
+                r.type_error(value, "notify", "a table ([sync_group.notify])");
+                fl.mark_bad("notify");
+                Notify::default()
+            }
+        }
+        None => Notify::default(),
+    };
+    f.finish(r, SYNC_GROUP_KEYS);
+    if name.is_none() && !fl.is_bad("name") {
+        r.error(line, "[[sync_group]]: missing key `name`".into());
+    }
+    Some(SyncGroup {
+        name: name?,
+        members,
+        notify,
+    })
 }
 
 fn read_heartbeat(
@@ -529,7 +584,7 @@ fn read_instance(
             fl.set("notify", key_line);
             if let DeValue::Table(table) = value.get_ref() {
                 let line = r.line(value.span().start);
-                read_notify(r, table, line, fl)
+                read_notify(r, table, line, fl, "[instance.notify]")
             } else {
                 r.type_error(value, "notify", "a table ([instance.notify])");
                 fl.mark_bad("notify");
@@ -593,8 +648,14 @@ fn read_track_interface(r: &mut Reader, v: &SValue) -> Option<TrackInterface> {
     })
 }
 
-fn read_notify(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Notify {
-    let mut f = Fields::new(r, table, line, "[instance.notify]");
+fn read_notify(
+    r: &mut Reader,
+    table: &DeTable,
+    line: usize,
+    fl: &mut FieldLines,
+    context: &'static str,
+) -> Notify {
+    let mut f = Fields::new(r, table, line, context);
     let mut scratch = FieldLines::default();
     let notify = Notify {
         master: f.string(r, &mut scratch, "master"),
@@ -1203,6 +1264,27 @@ pub fn to_toml(config: &Config) -> String {
         }
         let _ = writeln!(out, "keepalive_interval = {}", secs(c.keepalive_interval));
     }
+    for g in &config.sync_groups {
+        let _ = writeln!(out, "\n[[sync_group]]");
+        let _ = writeln!(out, "name = {}", string(&g.name));
+        let _ = writeln!(out, "members = {}", strings(g.members.iter().cloned()));
+        let n = &g.notify;
+        let scripts = [
+            ("master", &n.master),
+            ("backup", &n.backup),
+            ("fault", &n.fault),
+            ("stop", &n.stop),
+            ("any", &n.any),
+        ];
+        if scripts.iter().any(|(_, s)| s.is_some()) {
+            let _ = writeln!(out, "\n[sync_group.notify]");
+            for (key, script) in scripts {
+                if let Some(script) = script {
+                    let _ = writeln!(out, "{key} = {}", string(script));
+                }
+            }
+        }
+    }
     if let Some(h) = &config.heartbeat {
         let _ = writeln!(out, "\n[heartbeat]");
         let _ = writeln!(out, "listen = {}", string(&h.listen.to_string()));
@@ -1273,6 +1355,59 @@ vrid = 33
         let errs = errors(&format!("[global]\nbpf_pin_dir = \"bpf/lbha\"\n{MINIMAL}"));
         assert_eq!(lines_of(&errs), vec![Some(2)], "{errs:?}");
         assert!(errs[0].message.contains("absolute"), "{errs:?}");
+    }
+
+    #[test]
+    fn config_toml_sync_groups_read_validated_and_round_trip() {
+        let text = r#"
+[[instance]]
+name = "VI_1"
+interface = "eth1"
+vrid = 1
+
+[[instance]]
+name = "VI_2"
+interface = "eth2"
+vrid = 2
+
+[[sync_group]]
+name = "G"
+members = ["VI_1", "VI_2"]
+[sync_group.notify]
+master = "/bin/m"
+any = "/bin/any"
+"#;
+        let c = parse(text, &path()).unwrap().config;
+        assert_eq!(
+            c.sync_groups,
+            vec![SyncGroup {
+                name: "G".into(),
+                members: vec!["VI_1".into(), "VI_2".into()],
+                notify: Notify {
+                    master: Some("/bin/m".into()),
+                    any: Some("/bin/any".into()),
+                    ..Notify::default()
+                },
+            }]
+        );
+        let again = parse(&to_toml(&c), &path()).unwrap().config;
+        assert_eq!(again, c);
+        for (bad, expected) in [
+            (r#"members = ["VI_3"]"#, "not a configured instance"),
+            (r"members = []", "has no members"),
+            (r#"members = ["VI_1", "VI_1"]"#, "already in sync group"),
+            (
+                r#"members = ["VI_1"]
+colour = "red""#,
+                "unknown key `colour`",
+            ),
+        ] {
+            let text = text.replace(r#"members = ["VI_1", "VI_2"]"#, bad);
+            let Err(errors) = parse(&text, &path()) else {
+                panic!("{bad}: accepted");
+            };
+            assert!(errors.to_string().contains(expected), "{bad}: {errors}");
+        }
     }
 
     #[test]

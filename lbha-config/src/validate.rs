@@ -188,6 +188,8 @@ pub struct Lines {
     pub heartbeat: FieldLines,
     pub checks: Vec<FieldLines>,
     pub instances: Vec<FieldLines>,
+    /// `[[sync_group]]` / `vrrp_sync_group`, index for index.
+    pub sync_groups: Vec<FieldLines>,
 }
 
 impl Lines {
@@ -307,8 +309,57 @@ pub fn validate(config: &Config, lines: &Lines, file: &Path, syntax: Syntax) -> 
 
     validate_checks(&mut v, config, lines);
     validate_instances(&mut v, config, lines);
+    validate_sync_groups(&mut v, config, lines);
 
     v.findings
+}
+
+/// Sync groups: unique names, members that exist, each instance in at most
+/// one group, at least one member (keepalived removes an empty group; lbha's
+/// keepalived.conf reader already dropped what keepalived drops, warning).
+fn validate_sync_groups(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut member_of: HashMap<&str, &str> = HashMap::new();
+    for (index, group) in config.sync_groups.iter().enumerate() {
+        let fl = lines.sync_groups.get(index).unwrap_or(&EMPTY);
+        if !names.insert(group.name.as_str()) {
+            v.error(
+                fl,
+                "name",
+                format!("sync group {:?} is defined twice", group.name),
+            );
+        }
+        if group.members.is_empty() {
+            v.error(
+                fl,
+                "members",
+                format!("sync group {:?} has no members", group.name),
+            );
+        }
+        for (i, member) in group.members.iter().enumerate() {
+            if !config.instances.iter().any(|inst| &inst.name == member) {
+                v.item_error(
+                    fl,
+                    "members",
+                    i,
+                    format!(
+                        "sync group {:?}: {member:?} is not a configured instance",
+                        group.name
+                    ),
+                );
+            } else if let Some(other) = member_of.insert(member.as_str(), group.name.as_str()) {
+                v.item_error(
+                    fl,
+                    "members",
+                    i,
+                    format!(
+                        "sync group {:?}: instance {member:?} is already in sync group {other:?} (an instance is in at most one)",
+                        group.name
+                    ),
+                );
+            }
+        }
+    }
 }
 
 fn validate_checks(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
@@ -765,6 +816,7 @@ mod tests {
             instances,
             floating_ip: None,
             heartbeat: None,
+            sync_groups: Vec::new(),
         }
     }
 

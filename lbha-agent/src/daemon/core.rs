@@ -16,7 +16,7 @@ use crate::{
     },
     heartbeat::{self, PeerTable, wire::PeerState},
     status::Telemetry,
-    vrrp::{link, notify},
+    vrrp::{link, notify, sync::SyncHub},
 };
 
 /// A [`Core`] with everything that can fail already done: user and group
@@ -104,8 +104,11 @@ impl CoreSetup {
                 vrid,
             ))
         });
+        let sync = (!config.sync_groups.is_empty())
+            .then(|| Arc::new(SyncHub::new(&config.sync_groups, notify_tx.clone())));
         Core {
             checks,
+            sync,
             notify_tx,
             notify_queue,
             follower,
@@ -119,6 +122,8 @@ impl CoreSetup {
 
 pub(super) struct Core {
     checks: CheckRunner,
+    /// The sync groups, shared by the interface tasks holding their members.
+    pub sync: Option<Arc<SyncHub>>,
     pub notify_tx: mpsc::UnboundedSender<notify::NotifyJob>,
     notify_queue: tokio::task::JoinHandle<()>,
     follower: Option<Follower>,
@@ -208,6 +213,8 @@ impl Core {
             follower.stop().await;
         }
         drop(self.notify_tx);
+        // The hub holds the queue's sender too (the groups' scripts).
+        drop(self.sync);
         // Let the notify scripts of the final transitions run, within reason.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.notify_queue).await;
     }

@@ -185,6 +185,7 @@ impl Group {
                 telemetry: telemetry.clone(),
                 local: core.local.clone(),
                 peers: core.peers.clone(),
+                sync: core.sync.clone(),
             },
             wakeups: 0,
             counters_published_ns: 0,

@@ -57,7 +57,10 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
     let shared_changed = new.checks != old.checks
         || new.global != old.global
         || new.floating_ip != old.floating_ip
-        || new.heartbeat != old.heartbeat;
+        || new.heartbeat != old.heartbeat
+        // A sync group's members may be on several interfaces and follow
+        // one shared group state, which a partial restart would split.
+        || ((!new.sync_groups.is_empty() || !old.sync_groups.is_empty()) && new != old);
     if shared_changed {
         return ReloadPlan {
             restart_all: true,
@@ -140,6 +143,25 @@ ip = "203.0.113.10"
         let plan = plan(&default_config(), &default_config());
         assert!(plan.is_noop(), "{plan:?}");
         assert_eq!(plan.keep, set(&["eth0", "eth1"]));
+    }
+
+    #[test]
+    fn with_sync_groups_any_change_restarts_every_instance() {
+        let mut old = default_config();
+        old.sync_groups.push(config::SyncGroup {
+            name: "G".into(),
+            members: vec!["VI_1".into(), "VI_2".into()],
+            notify: config::Notify::default(),
+        });
+        assert!(plan(&old, &old.clone()).is_noop());
+        let mut new = old.clone();
+        new.instances[1].preempt = false;
+        let changed = plan(&old, &new);
+        assert!(changed.restart_all, "{changed:?}");
+        assert_eq!(changed.keep, BTreeSet::new());
+        // Groups added (or removed) by a reload: the same.
+        assert!(plan(&default_config(), &old).restart_all);
+        assert!(plan(&old, &default_config()).restart_all);
     }
 
     #[test]

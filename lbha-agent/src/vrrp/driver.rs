@@ -33,6 +33,7 @@ use crate::{
         machine::{Action, Ignored, Machine, Params, Reason, ReceivedAdvert, State},
         net::{Addresses, AdvertOut, AdvertSocket, Batch, GarpSender},
         notify::NotifyJob,
+        sync::{Follow, MemberReport, SyncHub, follow},
         track::{Weighted, effective_priority},
     },
 };
@@ -49,6 +50,17 @@ pub struct InstanceRuntime {
     vips: Vec<Ipv4Addr>,
     /// Whether the checks (not the link) were failing at the last update.
     faulted_by_checks: bool,
+    /// A fault of its own (checks, tracked interfaces, its link) at the
+    /// last update; what its sync group hears.
+    own_fault: bool,
+    /// Its sync group is in FAULT (so is the instance, fault or not).
+    group_fault: bool,
+    /// In Fault only because of its sync group at the last update.
+    faulted_by_group: bool,
+    /// What its sync group was last told (None: not yet; members only).
+    sync_reported: Option<MemberReport>,
+    /// A member of a sync group.
+    in_group: bool,
     /// The kernel reported this VRID silent since the last advert we processed.
     silence_reported: bool,
     /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
@@ -138,6 +150,11 @@ impl InstanceRuntime {
             tracks,
             vips,
             faulted_by_checks: false,
+            own_fault: false,
+            group_fault: false,
+            faulted_by_group: false,
+            sync_reported: None,
+            in_group: false,
             silence_reported: false,
             garp,
             advert_due: None,
@@ -209,16 +226,19 @@ impl InstanceRuntime {
             }))
             .collect();
         let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
-        let fault = check_fault || !link_up;
-        let reason = match (fault, link_up) {
+        let own_fault = check_fault || !link_up;
+        let fault = own_fault || self.group_fault;
+        let in_fault = self.machine.state() == State::Fault;
+        let reason = match (own_fault, link_up) {
             (true, false) => Reason::InterfaceDown,
             (true, true) => Reason::TrackFault,
-            (false, _) if self.machine.state() == State::Fault && !self.faulted_by_checks => {
-                Reason::InterfaceUp
-            }
+            (false, _) if fault || (in_fault && self.faulted_by_group) => Reason::SyncGroup,
+            (false, _) if in_fault && !self.faulted_by_checks => Reason::InterfaceUp,
             (false, _) => Reason::TrackRecovered,
         };
         self.faulted_by_checks = check_fault;
+        self.own_fault = own_fault;
+        self.faulted_by_group = !own_fault && self.group_fault;
         if priority != self.machine.priority() {
             tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
@@ -247,6 +267,8 @@ pub struct Shared {
     pub local: heartbeat::Local,
     /// What the peers' heartbeats say, when there is a heartbeat.
     pub peers: Option<watch::Receiver<PeerTable>>,
+    /// The sync groups, when there are any.
+    pub sync: Option<Arc<SyncHub>>,
 }
 
 pub struct InterfaceTask {
@@ -276,6 +298,18 @@ fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
     tokio::time::sleep(wait)
 }
 
+/// Another task's member moved its sync group (never, without groups).
+async fn group_changed(rx: &mut Option<watch::Receiver<u64>>) {
+    match rx {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Waits for `deadline` on the timerfd when there is one (exact to
 /// microseconds), else on tokio's millisecond timer.
 async fn until(timer: Option<&DeadlineTimer>, deadline: Option<u64>) {
@@ -295,6 +329,15 @@ impl InterfaceTask {
         let mut timer = DeadlineTimer::new()
             .inspect_err(|error| tracing::warn!(interface = %self.interface, %error, "no timerfd; deadlines are kept to the millisecond"))
             .ok();
+        let mut group_rx = self.shared.sync.as_ref().map(|hub| hub.subscribe());
+        if let Some(hub) = &self.shared.sync {
+            for instance in &mut self.instances {
+                instance.in_group = hub.is_member(&instance.config.name);
+                // Held from the start: the group decides when members go
+                // Master (an address owner included).
+                instance.machine.set_sync_hold(instance.in_group);
+            }
+        }
         let now = monotonic_ns();
         let checks = self.shared.checks.borrow().clone();
         let link_up = self.link_up();
@@ -304,6 +347,7 @@ impl InterfaceTask {
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
+        self.follow_groups().await;
         self.flush();
         loop {
             let silence_reports = self.receiver.reports_silence();
@@ -342,8 +386,15 @@ impl InterfaceTask {
                     self.wakeups += 1;
                     self.reapply_tracks().await;
                 }
+                () = group_changed(&mut group_rx) => {
+                    self.wakeups += 1;
+                    if let Some(rx) = &mut group_rx {
+                        rx.borrow_and_update();
+                    }
+                }
                 _ = self.shared.shutdown.changed() => break,
             }
+            self.follow_groups().await;
             self.flush();
             self.publish();
         }
@@ -351,6 +402,11 @@ impl InterfaceTask {
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions).await;
             self.shared.local.remove(self.instances[i].config.vrid);
+            if let Some(hub) = &self.shared.sync
+                && self.instances[i].in_group
+            {
+                hub.report(&self.instances[i].config.name, MemberReport::default());
+            }
         }
         // The resignations (priority 0) go out together.
         self.flush();
@@ -463,6 +519,67 @@ impl InterfaceTask {
             .get(&self.interface)
             .copied()
             .unwrap_or(true)
+    }
+
+    /// Tells the sync groups what changed in their members here, and makes
+    /// the members follow their groups' states (which can change the
+    /// group again: a bounded number of rounds, each one only moving
+    /// members towards the group's state).
+    async fn follow_groups(&mut self) {
+        let Some(hub) = self.shared.sync.clone() else {
+            return;
+        };
+        for _ in 0..4 {
+            let mut moved = false;
+            for i in 0..self.instances.len() {
+                let instance = &mut self.instances[i];
+                if !instance.in_group {
+                    continue;
+                }
+                let report = MemberReport {
+                    state: instance.machine.state(),
+                    fault: instance.own_fault,
+                    wants_master: instance.machine.wants_master(),
+                };
+                let name = instance.config.name.as_str();
+                let group = if instance.sync_reported == Some(report) {
+                    hub.state_of(name)
+                } else {
+                    instance.sync_reported = Some(report);
+                    hub.report(name, report)
+                };
+                let Some(group) = group else {
+                    continue;
+                };
+                instance.group_fault = group == State::Fault;
+                instance.machine.set_sync_hold(group != State::Master);
+                let now = monotonic_ns();
+                let actions = match follow(group, report.state, instance.own_fault) {
+                    None => continue,
+                    Some(Follow::EnterFault) => {
+                        instance.faulted_by_group = !instance.own_fault;
+                        instance
+                            .machine
+                            .set_fault_because(now, true, Reason::SyncGroup)
+                    }
+                    Some(Follow::LeaveFault) => {
+                        instance.faulted_by_group = false;
+                        instance
+                            .machine
+                            .set_fault_because(now, false, Reason::SyncGroup)
+                    }
+                    Some(Follow::BecomeMaster) => instance.machine.force_master(now),
+                    Some(Follow::BecomeBackup) => instance.machine.force_backup(now),
+                };
+                if !actions.is_empty() {
+                    moved = true;
+                    self.execute(i, actions).await;
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
     }
 
     async fn reapply_tracks(&mut self) {

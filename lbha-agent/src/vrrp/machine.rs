@@ -86,6 +86,8 @@ pub enum Reason {
     InterfaceDown,
     /// The interface is up again.
     InterfaceUp,
+    /// The instance's sync group moved it (another member's state).
+    SyncGroup,
     Shutdown,
 }
 
@@ -101,6 +103,7 @@ impl Reason {
             Reason::TrackRecovered => "tracked checks recovered",
             Reason::InterfaceDown => "interface down",
             Reason::InterfaceUp => "interface up",
+            Reason::SyncGroup => "sync group",
             Reason::Shutdown => "shutdown",
         }
     }
@@ -155,6 +158,13 @@ pub struct Machine {
     /// Backup: the master-down timer ran out, but the heartbeat shows the
     /// master alive: the VRRP path is partitioned, so we stay Backup.
     held_by_heartbeat: bool,
+    /// A member of a sync group that is not Master: a Backup does not take
+    /// over on its own but says it wants to ([`Self::wants_master`]); the
+    /// group moves every member together ([`Self::force_master`]).
+    sync_hold: bool,
+    /// Held Backup: its master-down timer ran out (or it owns the
+    /// addresses) since the last advert of a master it follows.
+    wants_master: bool,
 }
 
 impl Machine {
@@ -178,7 +188,44 @@ impl Machine {
             previous_master: None,
             master_alive_until: None,
             held_by_heartbeat: false,
+            sync_hold: false,
+            wants_master: false,
         }
+    }
+
+    /// Sync groups: while `hold`, a Backup whose master-down timer runs out
+    /// (or that owns the addresses) stays Backup and wants Master instead,
+    /// its timer restarted (keepalived's `vrrp_sync_can_goto_master`).
+    pub fn set_sync_hold(&mut self, hold: bool) {
+        self.sync_hold = hold;
+        if !hold {
+            self.wants_master = false;
+        }
+    }
+
+    /// A held Backup that would have become Master.
+    pub fn wants_master(&self) -> bool {
+        self.wants_master
+    }
+
+    /// The sync group went Master: a Backup takes over now.
+    pub fn force_master(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state == State::Backup {
+            self.become_master(now, Reason::SyncGroup, &mut actions);
+        }
+        actions
+    }
+
+    /// The sync group went Backup (another member lost an election): a
+    /// Master steps down without a resignation advert, as keepalived's
+    /// `vrrp_sync_backup` does.
+    pub fn force_backup(&mut self, now: u64) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if self.state == State::Master {
+            self.become_backup(now, Reason::SyncGroup, &mut actions);
+        }
+        actions
     }
 
     /// A heartbeat over another network says a healthy master of this VRID
@@ -294,6 +341,7 @@ impl Machine {
 
     fn transition(&mut self, to: State, reason: Reason, actions: &mut Vec<Action>) {
         self.held_by_heartbeat = false;
+        self.wants_master = false;
         let from = self.state;
         self.state = to;
         actions.push(Action::Transition { from, to, reason });
@@ -329,6 +377,9 @@ impl Machine {
         if self.fault {
             self.master_down_at = None;
             self.transition(State::Fault, self.fault_reason, actions);
+        } else if self.priority == 255 && self.sync_hold {
+            self.become_backup(now, reason, actions);
+            self.wants_master = true;
         } else if self.priority == 255 {
             self.become_master(now, Reason::AddressOwner, actions);
         } else {
@@ -376,6 +427,13 @@ impl Machine {
                     {
                         self.master_down_at = Some(alive_until);
                         self.held_by_heartbeat = true;
+                        return actions;
+                    }
+                    if self.sync_hold {
+                        self.wants_master = true;
+                        self.resigned = false;
+                        self.master = None;
+                        self.master_down_at = Some(now + self.master_down_interval_ns());
                         return actions;
                     }
                     let reason = if self.resigned {
@@ -452,6 +510,7 @@ impl Machine {
                     self.master = Some((advert.src, advert.priority, now));
                     self.last_master_advert_ns = Some(now);
                     self.held_by_heartbeat = false;
+                    self.wants_master = false;
                 } else {
                     // Lower priority master and we preempt: let the
                     // master-down timer run out.
@@ -590,6 +649,63 @@ mod tests {
     /// A partitioned VRRP path is not a dead master: while a heartbeat over
     /// another network shows the master alive, a Backup whose adverts
     /// stopped stays Backup, and takes over once the heartbeat stops too.
+    #[test]
+    fn a_held_sync_group_member_wants_master_instead_of_taking_over() {
+        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let mut m = machine(100);
+        m.set_sync_hold(true);
+        m.start(0);
+        m.advert(&adv(10, peer, 200)).unwrap();
+        let down = m.next_deadline().unwrap();
+        assert!(m.poll_timers(down).is_empty(), "held: no takeover");
+        assert_eq!(m.state(), State::Backup);
+        assert!(m.wants_master());
+        assert!(m.next_deadline().unwrap() > down, "its timer restarted");
+        // Its master speaks again: it no longer wants to.
+        m.advert(&adv(down / MS + 1, peer, 200)).unwrap();
+        assert!(!m.wants_master());
+        // The group goes Master: it takes over now, advertising.
+        let actions = m.force_master(down + MS);
+        assert_eq!(actions[0], Action::SendAdvert { priority: 100 });
+        assert!(matches!(
+            actions[1],
+            Action::Transition {
+                from: State::Backup,
+                to: State::Master,
+                reason: Reason::SyncGroup
+            }
+        ));
+        assert!(m.force_master(down + 2 * MS).is_empty(), "already Master");
+        // The group goes Backup: it steps down without a resignation.
+        let actions = m.force_backup(down + 3 * MS);
+        assert_eq!(
+            actions,
+            vec![Action::Transition {
+                from: State::Master,
+                to: State::Backup,
+                reason: Reason::SyncGroup
+            }]
+        );
+        assert!(
+            m.next_deadline().is_some(),
+            "a Backup's master-down timer runs"
+        );
+    }
+
+    #[test]
+    fn a_held_address_owner_starts_backup_wanting_master() {
+        let mut m = machine(255);
+        m.set_sync_hold(true);
+        m.start(0);
+        assert_eq!(m.state(), State::Backup);
+        assert!(m.wants_master());
+        m.set_sync_hold(false);
+        assert!(!m.wants_master());
+        let mut unheld = machine(255);
+        unheld.start(0);
+        assert_eq!(unheld.state(), State::Master);
+    }
+
     #[test]
     fn a_heartbeat_holds_a_backup_whose_master_is_only_cut_off() {
         let peer = Ipv4Addr::new(10, 0, 0, 9);

@@ -6,4 +6,5 @@ pub mod link;
 pub mod machine;
 pub mod net;
 pub mod notify;
+pub mod sync;
 pub mod track;

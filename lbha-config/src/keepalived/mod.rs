@@ -11,7 +11,7 @@
 //!
 //! Nothing is dropped silently: a keyword lbha does not implement is a
 //! warning with its line when ignoring it is harmless, or an error when
-//! ignoring it would change failover (`vrrp_sync_group`, `auth_type AH`,
+//! ignoring it would change failover (`auth_type AH`, `use_vmac`,
 //! ...); a keyword keepalived itself does not know is an error too.
 
 mod include;
@@ -30,7 +30,7 @@ use read::{Token, Word};
 
 use super::{
     Check, Config, ConfigErrors, Diagnostic, Global, InitialState, Instance, KeepalivedOptions,
-    Loaded, Notify, VirtualAddress,
+    Loaded, Notify, SyncGroup, VirtualAddress,
     toml::secs_to_duration,
     validate::{FieldLines, Lines, SourceMap, Syntax, finish},
 };
@@ -446,9 +446,6 @@ fn script_words(s: &Statement, context: &str, cx: &mut Cx) -> Option<(String, Ve
 /// behaviour dangerously: refusing them beats pretending.
 fn dangerous_top_level(keyword: &str) -> Option<&'static str> {
     Some(match keyword {
-        "vrrp_sync_group" => {
-            "not implemented: the grouped instances would fail over independently instead of together"
-        }
         "virtual_server" | "virtual_server_group" => {
             "lbha does no LVS (IPVS) load balancing: traffic to the virtual server would not be balanced"
         }
@@ -551,6 +548,21 @@ struct Builder {
     script_users: Vec<ScriptUser>,
     /// `vrrp_script`s without a `script`, which keepalived removes.
     removed_scripts: HashSet<String>,
+    sync_groups: Vec<PendingGroup>,
+}
+
+/// A `vrrp_sync_group` as read, before its members are matched with the
+/// instances (keepalived's `vrrp_sync_set_group`).
+struct PendingGroup {
+    group: SyncGroup,
+    /// (member name, line)
+    members: Vec<(String, usize)>,
+    tracks: Vec<TrackRef>,
+    track_interfaces: Vec<(String, Weight, usize)>,
+    /// `global_tracking` / `sync_group_tracking_weight`: the members keep
+    /// their own weighted tracking.
+    tracking_weight: bool,
+    lines: FieldLines,
 }
 
 impl Builder {
@@ -564,6 +576,7 @@ impl Builder {
             "global_defs" => self.global_defs(s, cx),
             "vrrp_script" => self.vrrp_script(s, cx),
             "vrrp_instance" => self.vrrp_instance(s, cx),
+            "vrrp_sync_group" => self.vrrp_sync_group(s, cx),
             "static_ipaddress" | "static_routes" | "static_rules" => cx.warn(
                 s.line(),
                 format!(
@@ -758,6 +771,111 @@ impl Builder {
         // keepalived: no timeout (or 0) means the interval.
         check.timeout = timeout.unwrap_or(check.interval);
         self.checks.push((check, fl));
+    }
+
+    fn vrrp_sync_group(&mut self, s: &Statement, cx: &mut Cx) {
+        let (name, fl) = block_name(s, cx, "vrrp_sync_group");
+        let context = format!("vrrp_sync_group `{name}`: ");
+        let context = context.as_str();
+        if self.sync_groups.iter().any(|g| g.group.name == name) {
+            cx.error(
+                s.line(),
+                format!("{context}defined twice; keepalived skips the second block"),
+            );
+            return;
+        }
+        let mut pending = PendingGroup {
+            group: SyncGroup {
+                name,
+                members: Vec::new(),
+                notify: Notify::default(),
+            },
+            members: Vec::new(),
+            tracks: Vec::new(),
+            track_interfaces: Vec::new(),
+            tracking_weight: false,
+            lines: fl,
+        };
+        let mut group_seen = false;
+        for item in block_of(s, cx, context) {
+            let kw = item.keyword();
+            let line = item.line();
+            match kw {
+                "group" => {
+                    if group_seen {
+                        cx.warn(
+                            line,
+                            format!("{context}`group` given again; keepalived ignores this one"),
+                        );
+                        continue;
+                    }
+                    group_seen = true;
+                    pending.lines.set("members", line);
+                    let entries = list_block(item, context, cx);
+                    if entries.is_empty() {
+                        cx.warn(line, format!("{context}empty `group` block"));
+                    }
+                    for entry in entries {
+                        // keepalived reads every word of the block as a name.
+                        for word in &entry.words {
+                            pending.members.push((word.text.clone(), word.line));
+                        }
+                    }
+                }
+                "track_script" => pending.tracks.extend(track_script_block(item, context, cx)),
+                "track_interface" => pending
+                    .track_interfaces
+                    .extend(track_interface_block(item, context, cx)),
+                "track_file" | "track_process" | "track_bfd" => cx.error(
+                    line,
+                    format!(
+                        "{context}`{kw}` is not supported: not implemented: the group would stay master while what it tracks is down"
+                    ),
+                ),
+                "global_tracking" | "sync_group_tracking_weight" => {
+                    cx.no_args(item, context);
+                    pending.tracking_weight = true;
+                }
+                "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
+                    cx.no_block(item, context);
+                    let Some((command, user)) = script_words(item, context, cx) else {
+                        continue;
+                    };
+                    if let [user, rest @ ..] = user.as_slice() {
+                        self.script_users.push(ScriptUser {
+                            user: user.clone(),
+                            group: rest.first().cloned(),
+                            what: format!("vrrp_sync_group `{}` `{kw}`", pending.group.name),
+                            line,
+                        });
+                    }
+                    pending.lines.set("notify", line);
+                    let notify = &mut pending.group.notify;
+                    let slot = match kw {
+                        "notify_master" => &mut notify.master,
+                        "notify_backup" => &mut notify.backup,
+                        "notify_fault" => &mut notify.fault,
+                        "notify_stop" => &mut notify.stop,
+                        _ => &mut notify.any,
+                    };
+                    if slot.is_some() {
+                        cx.warn(
+                            line,
+                            format!(
+                                "{context}`{kw}` given again; keepalived keeps the first and ignores this one"
+                            ),
+                        );
+                    } else {
+                        *slot = Some(command);
+                    }
+                }
+                "smtp_alert" | "notify_priority_changes" => {
+                    cx.warn(line, format!("{context}`{kw}` ignored"));
+                }
+                _ => cx.unknown(item, context),
+            }
+        }
+        self.sync_groups.push(pending);
     }
 
     fn vrrp_instance(&mut self, s: &Statement, cx: &mut Cx) {
@@ -976,43 +1094,13 @@ impl Builder {
                 }
                 "track_script" => {
                     fl.set("track", line);
-                    for entry in list_block(item, context, cx) {
-                        let weight = match entry.args() {
-                            [] => None,
-                            [w, rest @ ..] if w.text == "weight" => {
-                                parse_weight(rest, entry.line(), context, cx)
-                            }
-                            extra => {
-                                cx.extra_words(entry.line(), extra, context, entry.keyword());
-                                None
-                            }
-                        };
-                        pending.tracks.push(TrackRef {
-                            name: entry.keyword().to_string(),
-                            weight,
-                            line: entry.line(),
-                        });
-                    }
+                    pending.tracks.extend(track_script_block(item, context, cx));
                 }
                 "track_interface" => {
                     fl.set("track_interfaces", line);
-                    for entry in list_block(item, context, cx) {
-                        let weight = match entry.args() {
-                            [] => Some((0, false)),
-                            [w, rest @ ..] if w.text == "weight" => {
-                                parse_weight(rest, entry.line(), context, cx)
-                            }
-                            extra => {
-                                cx.extra_words(entry.line(), extra, context, entry.keyword());
-                                Some((0, false))
-                            }
-                        };
-                        pending.track_interfaces.push((
-                            entry.keyword().to_string(),
-                            weight,
-                            entry.line(),
-                        ));
-                    }
+                    pending
+                        .track_interfaces
+                        .extend(track_interface_block(item, context, cx));
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
                     cx.no_block(item, context);
@@ -1145,6 +1233,7 @@ impl Builder {
             instances,
             script_users,
             removed_scripts,
+            sync_groups,
         } = self;
         check_script_users(&global, &script_users, cx);
         let (mut checks, mut check_lines): (Vec<Check>, Vec<FieldLines>) =
@@ -1155,10 +1244,14 @@ impl Builder {
             .rev()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
+        let (groups, group_of) = match_sync_groups(sync_groups, &instances, cx);
         let mut derived: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::new();
         let mut instance_lines = Vec::new();
-        for pending in instances {
+        for mut pending in instances {
+            if let Some(&g) = group_of.get(&pending.instance.name) {
+                sync_member_tracking(&mut pending, &groups[g], &checks, &by_name, cx);
+            }
             let (mut instance, (mut lines, tracks)) =
                 complete_instance(pending, &global, default_down_timer, global_strict, cx);
             let tracks = tracks.into_iter().filter(|track| {
@@ -1203,10 +1296,12 @@ impl Builder {
             out.push(instance);
             instance_lines.push(lines);
         }
+        sync_initial_states(&groups, &mut out, &instance_lines, cx);
         let lines = Lines {
             global: global_lines,
             checks: check_lines,
             instances: instance_lines,
+            sync_groups: groups.iter().map(|g| g.lines.clone()).collect(),
             ..Lines::default()
         };
         (
@@ -1217,6 +1312,7 @@ impl Builder {
                 // keepalived.conf has no such block; `--floating-ip` adds it.
                 floating_ip: None,
                 heartbeat: None,
+                sync_groups: groups.iter().map(|g| g.group.clone()).collect(),
             },
             lines,
         )
@@ -1226,6 +1322,157 @@ impl Builder {
 /// keepalived's `vrrp_complete_instance`, for what lbha models: the
 /// defaults that depend on other settings, and what keepalived clears or
 /// refuses (each with a warning or an error saying so).
+/// keepalived starts a sync group's members in the group's state
+/// (`vrrp_sync_set_group`, `vrrp_init_state`): MASTER only when every
+/// member starts MASTER as the address owner, else BACKUP.
+fn sync_initial_states(
+    groups: &[PendingGroup],
+    instances: &mut [Instance],
+    lines: &[FieldLines],
+    cx: &mut Cx,
+) {
+    for group in groups {
+        let members = |i: &Instance| group.group.members.contains(&i.name);
+        let all_owners = instances
+            .iter()
+            .filter(|i| members(i))
+            .all(|i| i.initial_state == InitialState::Master && i.priority == 255);
+        if all_owners {
+            continue;
+        }
+        for (index, instance) in instances.iter_mut().enumerate() {
+            if members(instance) && instance.initial_state == InitialState::Master {
+                cx.warn(
+                    lines.get(index).and_then(|l| l.line("initial_state")).unwrap_or(1),
+                    format!(
+                        "vrrp_instance `{}`: in sync group `{}`, whose members are not all address owners starting MASTER, keepalived starts it BACKUP, and so does lbha",
+                        instance.name, group.group.name
+                    ),
+                );
+                instance.initial_state = InitialState::Backup;
+            }
+        }
+    }
+}
+
+/// keepalived's `vrrp_sync_set_group`: each group's members matched with the
+/// instances (a name no instance has, or an instance already in another
+/// group, is ignored with keepalived's warning), groups left without members
+/// removed. Returns the groups kept and, per member, its group's index.
+fn match_sync_groups(
+    pending: Vec<PendingGroup>,
+    instances: &[PendingInstance],
+    cx: &mut Cx,
+) -> (Vec<PendingGroup>, HashMap<String, usize>) {
+    let mut kept = Vec::new();
+    let mut group_of: HashMap<String, usize> = HashMap::new();
+    for mut group in pending {
+        let context = format!("vrrp_sync_group `{}`: ", group.group.name);
+        let index = kept.len();
+        for (name, line) in std::mem::take(&mut group.members) {
+            if !instances.iter().any(|i| i.instance.name == name) {
+                cx.warn(
+                    line,
+                    format!("{context}no vrrp_instance `{name}`; keepalived ignores it, and so does lbha"),
+                );
+            } else if group_of.contains_key(&name) {
+                cx.warn(
+                    line,
+                    format!("{context}vrrp_instance `{name}` is already in another sync group; keepalived ignores it here, and so does lbha"),
+                );
+            } else {
+                group_of.insert(name.clone(), index);
+                group.group.members.push(name);
+            }
+        }
+        match group.group.members.len() {
+            0 => {
+                cx.warn(
+                    group.lines.table.unwrap_or(1),
+                    format!("{context}no member instance; keepalived removes the group, and so does lbha"),
+                );
+                continue;
+            }
+            1 => cx.warn(
+                group.lines.table.unwrap_or(1),
+                format!("{context}only 1 member instance: this probably isn't what you want (keepalived's warning)"),
+            ),
+            _ => {}
+        }
+        kept.push(group);
+    }
+    (kept, group_of)
+}
+
+/// keepalived's tracking rules for a sync group member
+/// (`vrrp_complete_instance`, then `sync_group_tracking_init`): unless the
+/// group has `global_tracking` (`sync_group_tracking_weight`), the member's
+/// own weighted `track_script`s are dropped and its `track_interface`s lose
+/// their weight (a tracked interface down means FAULT); then the group's own
+/// tracking is added to every member, its weights cleared when a member is
+/// the address owner (priority 255).
+fn sync_member_tracking(
+    pending: &mut PendingInstance,
+    group: &PendingGroup,
+    checks: &[Check],
+    by_name: &HashMap<String, usize>,
+    cx: &mut Cx,
+) {
+    let context = format!("vrrp_instance `{}`: ", pending.instance.name);
+    let gname = &group.group.name;
+    if !group.tracking_weight {
+        pending.tracks.retain(|track| {
+            let weight = track
+                .weight
+                .map(|(w, _)| w)
+                .or_else(|| by_name.get(&track.name).map(|&i| checks[i].weight))
+                .unwrap_or(0);
+            if weight != 0 {
+                cx.warn(
+                    track.line,
+                    format!("{context}tracked script `{}` has a weight and the instance is in sync group `{gname}`: keepalived ignores it, and so does lbha (`global_tracking` in the group keeps it)", track.name),
+                );
+            }
+            weight == 0
+        });
+        for (name, weight, line) in &mut pending.track_interfaces {
+            if weight.is_some_and(|(w, _)| w != 0) {
+                cx.warn(
+                    *line,
+                    format!("{context}tracked interface `{name}`: its weight is ignored because the instance is in sync group `{gname}` (keepalived's rule: the interface down means FAULT; `global_tracking` in the group keeps the weight)"),
+                );
+                *weight = Some((0, false));
+            }
+        }
+    }
+    let owner = pending.priority == Some(255);
+    for track in &group.tracks {
+        let weighted = track
+            .weight
+            .map(|(w, _)| w)
+            .or_else(|| by_name.get(&track.name).map(|&i| checks[i].weight))
+            .is_some_and(|w| w != 0);
+        let weight = if owner && weighted {
+            cx.warn(
+                track.line,
+                format!("sync group `{gname}`: tracked script `{}`: a member has priority 255, so keepalived clears its weight, and so does lbha", track.name),
+            );
+            Some((0, false))
+        } else {
+            track.weight
+        };
+        pending.tracks.push(TrackRef {
+            name: track.name.clone(),
+            weight,
+            line: track.line,
+        });
+    }
+    for (name, weight, line) in &group.track_interfaces {
+        let weight = if owner { Some((0, false)) } else { *weight };
+        pending.track_interfaces.push((name.clone(), weight, *line));
+    }
+}
+
 fn complete_instance(
     pending: PendingInstance,
     global: &Global,
@@ -1682,6 +1929,48 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
 
 /// The entries of a list block (`unicast_peer { ... }`): each line is one
 /// entry, its first word the value.
+/// A `track_script { NAME [weight N [reverse]] ... }` block.
+fn track_script_block(item: &Statement, context: &str, cx: &mut Cx) -> Vec<TrackRef> {
+    let mut tracks = Vec::new();
+    for entry in list_block(item, context, cx) {
+        let weight = match entry.args() {
+            [] => None,
+            [w, rest @ ..] if w.text == "weight" => parse_weight(rest, entry.line(), context, cx),
+            extra => {
+                cx.extra_words(entry.line(), extra, context, entry.keyword());
+                None
+            }
+        };
+        tracks.push(TrackRef {
+            name: entry.keyword().to_string(),
+            weight,
+            line: entry.line(),
+        });
+    }
+    tracks
+}
+
+/// A `track_interface { NAME [weight N [reverse]] ... }` block.
+fn track_interface_block(
+    item: &Statement,
+    context: &str,
+    cx: &mut Cx,
+) -> Vec<(String, Weight, usize)> {
+    let mut tracked = Vec::new();
+    for entry in list_block(item, context, cx) {
+        let weight = match entry.args() {
+            [] => Some((0, false)),
+            [w, rest @ ..] if w.text == "weight" => parse_weight(rest, entry.line(), context, cx),
+            extra => {
+                cx.extra_words(entry.line(), extra, context, entry.keyword());
+                Some((0, false))
+            }
+        };
+        tracked.push((entry.keyword().to_string(), weight, entry.line()));
+    }
+    tracked
+}
+
 fn list_block<'s>(s: &'s Statement, context: &str, cx: &mut Cx) -> &'s [Statement] {
     if !s.args().is_empty() {
         cx.extra_words(s.line(), s.args(), context, s.keyword());

@@ -46,6 +46,7 @@ fn seed_config() -> Config {
     Config {
         floating_ip: None,
         heartbeat: None,
+        sync_groups: Vec::new(),
         global: Global::default(),
         checks: vec![Check {
             name: "chk_haproxy".into(),
@@ -512,10 +513,126 @@ virtual_server 10.0.0.50 80 {
     let errs = errors(text);
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
-    assert_eq!(lines, vec![3, 5, 16, 19, 20, 23, 25], "{e:#?}");
-    assert!(e[2].1.contains("`track_process` is not supported"));
-    assert!(e[5].1.contains("`priorty` is not a keepalived keyword"));
-    assert!(e[6].1.contains("no LVS"));
+    // The sync group (line 5) is read, no longer refused.
+    assert_eq!(lines, vec![3, 16, 19, 20, 23, 25], "{e:#?}");
+    assert!(e[1].1.contains("`track_process` is not supported"));
+    assert!(e[4].1.contains("`priorty` is not a keepalived keyword"));
+    assert!(e[5].1.contains("no LVS"));
+}
+
+#[test]
+fn config_keepalived_sync_group_members_notify_and_tracking() {
+    let text = r#"vrrp_script chk_haproxy {
+    script "pidof haproxy"
+    weight 2
+}
+vrrp_script chk_api {
+    script "/bin/true"
+}
+vrrp_sync_group VG1 {
+    group {
+        VI_1 VI_MISSING
+        VI_2
+    }
+    track_script {
+        chk_api
+    }
+    track_interface {
+        eth9 weight 5
+    }
+    notify_master "/usr/local/bin/vrrp.mast arg1"
+    notify "/usr/local/bin/vrrp.any"
+}
+vrrp_sync_group VG2 {
+    group {
+        VI_2
+    }
+}
+vrrp_instance VI_1 {
+    interface eth1
+    state MASTER
+    priority 150
+    virtual_router_id 1
+    track_script {
+        chk_haproxy
+    }
+    track_interface {
+        eth3 weight -10
+    }
+}
+vrrp_instance VI_2 {
+    interface eth2
+    virtual_router_id 2
+}
+"#;
+    let loaded = load(text);
+    let c = &loaded.config;
+    assert_eq!(c.sync_groups.len(), 1, "VG2 has no member left: removed");
+    let g = &c.sync_groups[0];
+    assert_eq!(g.name, "VG1");
+    assert_eq!(g.members, vec!["VI_1".to_string(), "VI_2".to_string()]);
+    assert_eq!(
+        g.notify.master.as_deref(),
+        Some("/usr/local/bin/vrrp.mast arg1")
+    );
+    assert_eq!(g.notify.any.as_deref(), Some("/usr/local/bin/vrrp.any"));
+    // VI_1: its weighted script dropped, its interface's weight cleared,
+    // the group's tracking added (with the group's weight).
+    let i1 = &c.instances[0];
+    assert_eq!(i1.track, vec!["chk_api".to_string()]);
+    let tracked: Vec<(&str, i32)> = i1
+        .track_interfaces
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight))
+        .collect();
+    assert_eq!(tracked, vec![("eth3", 0), ("eth9", 5)]);
+    assert_eq!(c.instances[1].track, vec!["chk_api".to_string()]);
+    assert_eq!(
+        i1.initial_state,
+        InitialState::Backup,
+        "keepalived starts a member in its group's state"
+    );
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    for expected in [
+        "no vrrp_instance `VI_MISSING`",
+        "already in another sync group",
+        "no member instance",
+        "`chk_haproxy` has a weight",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.contains(expected)),
+            "{expected}: {warnings:#?}"
+        );
+    }
+}
+
+#[test]
+fn config_keepalived_sync_group_global_tracking_keeps_weights() {
+    let text = r#"vrrp_script chk_haproxy {
+    script "pidof haproxy"
+    weight 2
+}
+vrrp_sync_group VG1 {
+    group {
+        VI_1
+        VI_2
+    }
+    global_tracking
+}
+vrrp_instance VI_1 {
+    interface eth1
+    virtual_router_id 1
+    track_script {
+        chk_haproxy
+    }
+}
+vrrp_instance VI_2 {
+    interface eth2
+    virtual_router_id 2
+}
+"#;
+    let c = load(text).config;
+    assert_eq!(c.instances[0].track, vec!["chk_haproxy".to_string()]);
 }
 
 /// keepalived's `virtual_ipaddress_excluded`: held by the master, not
