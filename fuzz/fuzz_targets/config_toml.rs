@@ -300,8 +300,10 @@ fn edit(c: &mut Config, b: &mut Bytes) {
                 10 => inst.unicast_peers.push(b.ipv4()),
                 11 => inst.unicast_peers.clear(),
                 12 => {
-                    let addr = b.ipv4();
-                    inst.virtual_addresses.push((addr, b.u8() % 33));
+                    let mut vip = config::VirtualAddress::new(b.ipv4(), b.u8() % 33);
+                    vip.excluded = b.coin();
+                    vip.dev = (b.coin()).then(|| b.string());
+                    inst.virtual_addresses.push(vip);
                 }
                 13 => inst.virtual_addresses.clear(),
                 14 => inst.auth_pass = (b.coin()).then(|| b.string()),

@@ -41,9 +41,12 @@ pub fn check_result(
             check_diagnostics("warning", &loaded.warnings, text, path);
             Some(loaded)
         }
-        Err(ConfigErrors(errors)) => {
+        Err(ConfigErrors { errors, warnings }) => {
             assert!(!errors.is_empty(), "Err without a diagnostic");
             check_diagnostics("error", &errors, text, path);
+            // Warnings come with the errors now: they must point into the
+            // file as well.
+            check_diagnostics("warning", &warnings, text, path);
             None
         }
     }
