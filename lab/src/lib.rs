@@ -823,11 +823,20 @@ metadata_timeout = 1.0
 
     /// The simulator's request log (`GET /_sim/requests`, oldest first).
     pub fn sim_requests(&self) -> Result<Vec<serde_json::Value>> {
-        let reply = in_netns(self.router.name(), || {
+        Ok(serde_json::from_value(
+            self.sim_get("/_sim/requests", Duration::from_secs(5))?,
+        )?)
+    }
+
+    /// `GET path` at the simulator from the router namespace; the parsed
+    /// JSON body.
+    pub(crate) fn sim_get(&self, path: &str, timeout: Duration) -> Result<serde_json::Value> {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n");
+        let reply = in_netns(self.router.name(), move || {
             http_request(
                 SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
-                "GET /_sim/requests HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n",
-                Duration::from_secs(5),
+                &request,
+                timeout,
             )
         })??;
         let body = reply

@@ -602,18 +602,7 @@ impl Lab {
 
     /// `GET /_sim/state` from the router namespace; the parsed body.
     fn sim_state_live(&self) -> Result<serde_json::Value> {
-        let reply = in_netns(self.router.name(), || {
-            crate::http_request(
-                std::net::SocketAddr::from((ROUTER_PUBLIC, API_PORT)),
-                "GET /_sim/state HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n",
-                Duration::from_secs(2),
-            )
-        })??;
-        let body = reply
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body)
-            .context("simulator reply without a body")?;
-        Ok(serde_json::from_str(body)?)
+        self.sim_get("/_sim/state", Duration::from_secs(2))
     }
 
     /// Calibrates the simulator's clock against this process's: reads its
