@@ -280,6 +280,20 @@ impl Cx<'_> {
         );
     }
 
+    /// "`keyword`: `value` is not WHAT", with a hint when the value looks
+    /// like an undefined `$NAME`.
+    fn not_a(&mut self, s: &Statement, word: &Word, context: &str, what: &str) {
+        self.error(
+            word.line,
+            format!(
+                "{context}`{}`: `{}` is not {what}{}",
+                s.keyword(),
+                word.text,
+                undefined_hint(&word.text)
+            ),
+        );
+    }
+
     fn int(&mut self, s: &Statement, context: &str, min: i64, max: i64) -> Option<i64> {
         let word = self.one_arg(s, context)?;
         match word.text.parse::<i64>() {
@@ -292,15 +306,7 @@ impl Cx<'_> {
                 None
             }
             Err(_) => {
-                self.error(
-                    word.line,
-                    format!(
-                        "{context}`{}`: `{}` is not an integer{}",
-                        s.keyword(),
-                        word.text,
-                        undefined_hint(&word.text)
-                    ),
-                );
+                self.not_a(s, word, context, "an integer");
                 None
             }
         }
@@ -317,15 +323,7 @@ impl Cx<'_> {
             .flatten()
             .and_then(secs_to_duration);
         if duration.is_none() {
-            self.error(
-                word.line,
-                format!(
-                    "{context}`{}`: `{}` is not a number of seconds (0 to a year){}",
-                    s.keyword(),
-                    word.text,
-                    undefined_hint(&word.text)
-                ),
-            );
+            self.not_a(s, word, context, "a number of seconds (0 to a year)");
         }
         duration
     }
@@ -347,14 +345,11 @@ impl Cx<'_> {
             }
             Ok(n) if n <= 4294 => Some(Duration::from_secs(n.into())),
             _ => {
-                self.error(
-                    word.line,
-                    format!(
-                        "{context}`{}`: `{}` is not a whole number of seconds 1..=4294; keepalived 2.2 reads whole seconds only and would ignore it (use lbha's TOML for sub-second checks){}",
-                        s.keyword(),
-                        word.text,
-                        undefined_hint(&word.text)
-                    ),
+                self.not_a(
+                    s,
+                    word,
+                    context,
+                    "a whole number of seconds 1..=4294; keepalived 2.2 reads whole seconds only and would ignore it (use lbha's TOML for sub-second checks)",
                 );
                 None
             }
