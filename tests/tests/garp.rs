@@ -12,19 +12,34 @@ use lbha_tests::{Agent, KeepalivedConfig, Netns, VrrpInstance, require_root, vet
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 205, 1, 100);
 const CAPTURE: Duration = Duration::from_secs(20);
 
-/// Gratuitous ARP frames (sender IP == target IP) seen on `interface` of
-/// the namespace: (sender MAC, sender IP), until one for `VIP` arrives or
-/// `CAPTURE` passes. Sends `()` on `ready` once the socket is listening.
-fn capture_garp(interface: String, ready: mpsc::Sender<()>) -> Vec<([u8; 6], Ipv4Addr)> {
-    capture_garp_for(interface, VIP, ready)
+/// A gratuitous ARP as captured: (sender MAC, sender IP).
+type Garp = ([u8; 6], Ipv4Addr);
+
+/// Gratuitous ARP frames seen on `interface` of `ns`, captured on a thread
+/// of its own; returns once the socket listens. The thread ends with what
+/// [`capture_garp_for`] saw.
+fn start_capture(
+    ns: &Netns,
+    interface: &str,
+    vip: Ipv4Addr,
+) -> std::thread::JoinHandle<lbha_harness::Result<Vec<Garp>>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let (capture_ns, interface) = (ns.name().to_owned(), interface.to_owned());
+    let capture = std::thread::spawn(move || {
+        lbha_tests::in_netns(&capture_ns, move || {
+            capture_garp_for(interface, vip, ready_tx)
+        })
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("capture listening");
+    capture
 }
 
-/// [`capture_garp`] until one for `vip` arrives.
-fn capture_garp_for(
-    interface: String,
-    vip: Ipv4Addr,
-    ready: mpsc::Sender<()>,
-) -> Vec<([u8; 6], Ipv4Addr)> {
+/// Gratuitous ARP frames (sender IP == target IP) seen on `interface` of
+/// the namespace: (sender MAC, sender IP), until one for `vip` arrives or
+/// `CAPTURE` passes. Sends `()` on `ready` once the socket is listening.
+fn capture_garp_for(interface: String, vip: Ipv4Addr, ready: mpsc::Sender<()>) -> Vec<Garp> {
     const ETH_P_ARP: u16 = 0x0806;
     let ifindex = {
         let name = std::ffi::CString::new(interface).unwrap();
@@ -116,14 +131,7 @@ fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
     let a = Netns::new("gpa").unwrap();
     let b = Netns::new("gpb").unwrap();
     veth_pair(&a, "va", "10.205.1.1/24", &b, "vb", "10.205.1.2/24").unwrap();
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let capture_ns = b.name().to_owned();
-    let capture = std::thread::spawn(move || {
-        lbha_tests::in_netns(&capture_ns, move || capture_garp("vb".into(), ready_tx))
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("capture listening");
+    let capture = start_capture(&b, "vb", VIP);
 
     // Nobody else speaks for VRID 62: lbha becomes master after
     // Master_Down_Interval.
@@ -165,16 +173,7 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
     veth_pair(&a, "va", "10.205.2.1/24", &b, "vb", "10.205.2.2/24").unwrap();
     veth_pair(&a, "vc", "10.205.3.1/24", &b, "vd", "10.205.3.2/24").unwrap();
     let other_vip = Ipv4Addr::new(10, 205, 3, 100);
-    let (ready_tx, ready_rx) = mpsc::channel();
-    let capture_ns = b.name().to_owned();
-    let capture = std::thread::spawn(move || {
-        lbha_tests::in_netns(&capture_ns, move || {
-            capture_garp_for("vd".into(), other_vip, ready_tx)
-        })
-    });
-    ready_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("capture listening");
+    let capture = start_capture(&b, "vd", other_vip);
 
     let conf = KeepalivedConfig::new()
         .global_def("vrrp_version 3")
