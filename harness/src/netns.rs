@@ -342,6 +342,12 @@ mod tests {
         assert_eq!(ns.ifindex("lo").unwrap(), 1);
         let mut sleeper = crate::ChildGuard::spawn("sleep", ns.command("sleep").arg("60")).unwrap();
         let pid = sleeper.id() as i32;
+        // `ip netns exec` enters the namespace after the spawn returns: wait
+        // (bounded) for the child to be counted.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while ns.pids().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(ns.pids(), [pid]);
         let inside = in_netns(&name, || std::fs::read_link("/proc/thread-self/ns/net")).unwrap();
         let outside = std::fs::read_link("/proc/thread-self/ns/net");
