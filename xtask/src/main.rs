@@ -9,6 +9,7 @@ mod monitoring;
 mod package;
 mod setup;
 mod test_dist;
+mod test_systemd;
 
 use std::process::Command;
 
@@ -58,6 +59,12 @@ enum Cmd {
     /// (bookworm, bullseye; made with debootstrap, cached in target/debroot/);
     /// first the `monitoring` checks.
     TestDist,
+    /// Boot systemd in a container (systemd-nspawn) on the bookworm root,
+    /// install the .deb there and check what the unit promises: readiness,
+    /// reload, watchdog, restart with the pinned XDP link, the sandbox,
+    /// journal priorities (root; LBHA_SKIP_SYSTEMD_BOOT=1 skips it when the
+    /// container cannot boot).
+    TestSystemd(test_systemd::TestSystemdArgs),
     /// Check the Prometheus alert rules (`promtool check rules`, `promtool
     /// test rules`) and the Grafana dashboard (structure; every query parses).
     Monitoring,
@@ -202,6 +209,10 @@ fn main() -> Result<()> {
         Cmd::TestDist => {
             setup::setup()?;
             test_dist::test_dist()
+        }
+        Cmd::TestSystemd(args) => {
+            setup::setup()?;
+            test_systemd::test_systemd(&args)
         }
         Cmd::Monitoring => {
             setup::setup()?;

@@ -129,6 +129,21 @@ pub struct Overlay {
 
 impl Overlay {
     pub fn new(lower: &Path, tag: &str) -> Result<Self> {
+        let overlay = Self::bare(lower, tag)?;
+        let proc = overlay.merged.join("proc");
+        let mut overlay = overlay;
+        overlay.mount(
+            Command::new("mount")
+                .args(["-t", "proc", "proc"])
+                .arg(&proc),
+            proc,
+        )?;
+        Ok(overlay)
+    }
+
+    /// The overlay alone, without `/proc` (for a container manager that
+    /// mounts its own).
+    pub fn bare(lower: &Path, tag: &str) -> Result<Self> {
         let dir = lbha_harness::temp_dir(tag)?;
         let merged = dir.path().join("merged");
         let mut overlay = Self {
@@ -154,19 +169,14 @@ impl Overlay {
                     base.join("work").display()
                 ))
                 .arg(&merged),
-            merged.clone(),
-        )?;
-        let proc = merged.join("proc");
-        overlay.mount(
-            Command::new("mount")
-                .args(["-t", "proc", "proc"])
-                .arg(&proc),
-            proc,
+            merged,
         )?;
         Ok(overlay)
     }
 
-    fn mount(&mut self, cmd: &mut Command, target: PathBuf) -> Result<()> {
+    /// Runs `cmd`, a mount on `target`, which is unmounted on drop (in
+    /// reverse order).
+    pub fn mount(&mut self, cmd: &mut Command, target: PathBuf) -> Result<()> {
         bounded(cmd, 30)?;
         self.mounts.push(target);
         Ok(())
@@ -404,14 +414,14 @@ fn deb_lifecycle(suite: &Suite, lower: &Path, v1: &Path, v2: &Path, version: &st
 }
 
 /// One named check, counted.
-struct Tally {
+pub struct Tally {
     what: &'static str,
     passed: usize,
     failed: Vec<String>,
 }
 
 impl Tally {
-    fn check(&mut self, name: &str, result: Result<()>) {
+    pub fn check(&mut self, name: &str, result: Result<()>) {
         match result {
             Ok(()) => {
                 println!("{}: {name} ... ok", self.what);
@@ -429,7 +439,7 @@ impl Tally {
 }
 
 impl Tally {
-    fn new(what: &'static str) -> Self {
+    pub fn new(what: &'static str) -> Self {
         Self {
             what,
             passed: 0,
@@ -437,7 +447,7 @@ impl Tally {
         }
     }
 
-    fn finish(self) -> Result<()> {
+    pub fn finish(self) -> Result<()> {
         let what = self.what;
         println!(
             "{what}: {} passed, {} failed",

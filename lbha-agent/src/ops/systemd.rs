@@ -1,26 +1,21 @@
-//! systemd integration written out by hand (it is one datagram per message):
-//! `sd_notify` readiness, reload and stop notifications, watchdog pings, and
-//! log lines journald files under the right priority.
+//! systemd integration: `sd_notify` readiness, reload and stop
+//! notifications, watchdog pings (through the `sd-notify` crate), and log
+//! lines journald files under the right priority.
 //!
-//! The protocol (`man sd_notify`): newline-separated `KEY=VALUE` assignments
-//! in one datagram sent to the `AF_UNIX` socket named by `$NOTIFY_SOCKET`, a
-//! path or, when it starts with `@`, a name in the abstract namespace. With
-//! `WatchdogSec=` set, systemd passes `$WATCHDOG_USEC` (and `$WATCHDOG_PID`)
-//! and restarts the service when `WATCHDOG=1` does not arrive within it.
+//! With `WatchdogSec=` set, systemd passes `$WATCHDOG_USEC` (and
+//! `$WATCHDOG_PID`) and restarts the service when `WATCHDOG=1` does not
+//! arrive within it. The crate sends to the socket `$NOTIFY_SOCKET` names
+//! (a path: systemd's `/run/systemd/notify`, or `/run/host/notify` in a
+//! container), reading the variable at each call, so it stays in this
+//! process's environment; the script runner removes it from the scripts'
+//! (see [`NOTIFY_SOCKET`]).
 //!
 //! Outside systemd (no `$NOTIFY_SOCKET`) every call here does nothing.
 
 use std::{
-    ffi::{OsStr, OsString},
-    fmt, io,
-    os::{
-        linux::net::SocketAddrExt,
-        unix::{
-            ffi::OsStrExt,
-            fs::MetadataExt,
-            net::{SocketAddr, UnixDatagram},
-        },
-    },
+    ffi::OsStr,
+    fmt,
+    os::unix::fs::MetadataExt,
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -28,6 +23,7 @@ use std::{
     time::Duration,
 };
 
+use sd_notify::NotifyState;
 use tokio::task::{AbortHandle, JoinHandle};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::{
@@ -35,117 +31,42 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-/// A connection to systemd's notification socket.
-#[derive(Debug)]
-pub struct Notifier {
-    socket: UnixDatagram,
-    addr: SocketAddr,
-}
+/// The variable naming systemd's notification socket. Scripts must not
+/// inherit it: with `NotifyAccess=main` systemd would only log their
+/// messages as refused, and a script that sent `READY=1` or `STOPPING=1`
+/// under another setting would speak for the agent.
+pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
 
-impl Notifier {
-    /// Targets the socket `$NOTIFY_SOCKET` names: a path, or `@name` for an
-    /// abstract socket.
-    pub fn new(notify_socket: &OsStr) -> io::Result<Self> {
-        let bytes = notify_socket.as_bytes();
-        let addr = match bytes.strip_prefix(b"@") {
-            Some(name) => SocketAddr::from_abstract_name(name)?,
-            None if bytes.starts_with(b"/") => SocketAddr::from_pathname(notify_socket)?,
-            // systemd 253+ also knows `vsock:` addresses (for virtual
-            // machines), which have nothing to do on a load balancer.
-            None => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("unsupported NOTIFY_SOCKET {}", notify_socket.display()),
-                ));
-            }
-        };
-        let socket = UnixDatagram::unbound()?;
-        // systemd reads the socket promptly; never let a stuck manager stall
-        // the runtime thread for long.
-        socket.set_write_timeout(Some(Duration::from_secs(1)))?;
-        Ok(Self { socket, addr })
-    }
-
-    /// Sends one notification (`KEY=VALUE` lines).
-    pub fn notify(&self, state: &str) -> io::Result<()> {
-        self.socket.send_to_addr(state.as_bytes(), &self.addr)?;
-        Ok(())
-    }
-}
-
-/// What systemd told this process through its environment.
+/// What systemd told this process through its environment, read once at
+/// start.
 #[derive(Debug, Default)]
-pub struct Systemd {
-    notifier: Option<Notifier>,
+struct Systemd {
+    active: bool,
     watchdog: Option<Duration>,
 }
 
-impl Systemd {
-    /// Reads `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` through `var`.
-    pub fn from_vars(var: impl Fn(&str) -> Option<OsString>) -> Self {
-        let notifier = var("NOTIFY_SOCKET").and_then(|path| match Notifier::new(&path) {
-            Ok(notifier) => Some(notifier),
-            Err(error) => {
-                tracing::warn!(%error, "cannot notify systemd");
-                None
-            }
-        });
-        let watchdog = watchdog_interval(
-            var("WATCHDOG_USEC").as_deref(),
-            var("WATCHDOG_PID").as_deref(),
-            std::process::id(),
-        );
-        Self { notifier, watchdog }
-    }
-
-    /// Whether `$NOTIFY_SOCKET` was usable.
-    pub fn is_active(&self) -> bool {
-        self.notifier.is_some()
-    }
-
-    /// How often to send `WATCHDOG=1`: half of `WATCHDOG_USEC`, as
-    /// `sd_watchdog_enabled(3)` advises.
-    pub fn watchdog_interval(&self) -> Option<Duration> {
-        self.watchdog
-    }
-
-    /// Sends `state`; failures are logged, never fatal (a missed
-    /// notification costs at worst a restart by systemd).
-    pub fn notify(&self, state: &str) {
-        if let Some(notifier) = &self.notifier
-            && let Err(error) = notifier.notify(state)
-        {
-            tracing::warn!(%error, state, "sd_notify failed");
-        }
-    }
-}
-
-/// The ping interval for `WATCHDOG_USEC` (microseconds), unless
-/// `WATCHDOG_PID` names another process.
-pub fn watchdog_interval(
-    usec: Option<&OsStr>,
-    pid: Option<&OsStr>,
-    our_pid: u32,
-) -> Option<Duration> {
-    let parse = |value: &OsStr| value.to_str()?.trim().parse::<u64>().ok();
-    if let Some(pid) = pid
-        && parse(pid) != Some(u64::from(our_pid))
-    {
-        return None;
-    }
-    let usec = parse(usec?).filter(|&usec| usec > 0)?;
-    Some(Duration::from_micros(usec / 2).max(Duration::from_millis(1)))
+/// The ping interval for a `WATCHDOG_USEC` timeout: half of it, as
+/// `sd_watchdog_enabled(3)` advises.
+pub fn watchdog_interval(timeout: Option<Duration>) -> Option<Duration> {
+    timeout
+        .filter(|timeout| !timeout.is_zero())
+        .map(|timeout| (timeout / 2).max(Duration::from_millis(1)))
 }
 
 static SYSTEMD: OnceLock<Systemd> = OnceLock::new();
 
 fn systemd() -> &'static Systemd {
-    SYSTEMD.get_or_init(|| Systemd::from_vars(|name| std::env::var_os(name)))
+    SYSTEMD.get_or_init(|| Systemd {
+        active: std::env::var_os(NOTIFY_SOCKET).is_some(),
+        // `WATCHDOG_PID` naming another process means the watchdog is not ours.
+        watchdog: watchdog_interval(sd_notify::watchdog_enabled()),
+    })
 }
 
-/// Reads systemd's variables once and removes them from the environment,
-/// so notify and check scripts do not inherit a notification socket (with
-/// `NotifyAccess=main` systemd would only log their messages as refused).
+/// Reads systemd's variables once and removes the watchdog's from the
+/// environment, so scripts do not inherit them. `$NOTIFY_SOCKET` stays
+/// (the crate reads it at each notification); the script runner removes
+/// it from the scripts' environment.
 ///
 /// # Safety
 ///
@@ -153,29 +74,40 @@ fn systemd() -> &'static Systemd {
 /// call it at the top of `main`.
 pub unsafe fn take_from_env() {
     systemd();
-    for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
-        // SAFETY: the caller guarantees a single thread.
-        unsafe { std::env::remove_var(name) };
-    }
+    // SAFETY: the caller guarantees a single thread.
+    unsafe { sd_notify::watchdog_enabled_and_unset_env() };
 }
 
 /// Whether the service runs under systemd with a notification socket.
 pub fn is_active() -> bool {
-    systemd().is_active()
+    systemd().active
+}
+
+/// Sends `state`; failures are logged, never fatal (a missed notification
+/// costs at worst a restart by systemd).
+fn notify(state: &[NotifyState<'_>]) {
+    if !systemd().active {
+        return;
+    }
+    if let Err(error) = sd_notify::notify(state) {
+        let state: Vec<String> = state.iter().map(ToString::to_string).collect();
+        tracing::warn!(%error, state = state.join(" "), "sd_notify failed");
+    }
 }
 
 /// `READY=1`, with a status line for `systemctl status`.
 pub fn ready(status: &str) {
-    systemd().notify(&format!("READY=1\nSTATUS={status}"));
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` at the start of a configuration reload; send [`ready`]
 /// when it is done. `MONOTONIC_USEC` is what `Type=notify-reload` expects.
 pub fn reloading() {
-    systemd().notify(&format!(
-        "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
-        monotonic_usec()
-    ));
+    notify(&[
+        NotifyState::Reloading,
+        NotifyState::MonotonicUsec(i128::from(monotonic_usec())),
+        NotifyState::Status("reloading"),
+    ]);
 }
 
 /// Set once shutdown has begun: tasks finishing is expected from then on.
@@ -184,12 +116,15 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// `STOPPING=1` when shutdown begins.
 pub fn stopping() {
     STOPPING.store(true, Ordering::Relaxed);
-    systemd().notify("STOPPING=1\nSTATUS=stopping: resigning mastership");
+    notify(&[
+        NotifyState::Stopping,
+        NotifyState::Status("stopping: resigning mastership"),
+    ]);
 }
 
 /// `STATUS=` only.
 pub fn status(status: &str) {
-    systemd().notify(&format!("STATUS={status}"));
+    notify(&[NotifyState::Status(status)]);
 }
 
 fn monotonic_usec() -> u64 {
@@ -223,15 +158,14 @@ fn watched_tasks_alive() -> bool {
 /// making progress, when a task registered with [`watch_tasks`] has died,
 /// or when `alive` says so; systemd then kills and restarts the service.
 pub fn spawn_watchdog(alive: impl Fn() -> bool + Send + 'static) -> Option<JoinHandle<()>> {
-    let interval = systemd().watchdog_interval()?;
-    let sd = systemd();
+    let interval = systemd().watchdog?;
     tracing::info!(
         interval_ms = interval.as_millis() as u64,
         "systemd watchdog enabled"
     );
     Some(tokio::spawn(run_watchdog(
         interval,
-        || sd.notify("WATCHDOG=1"),
+        || notify(&[NotifyState::Watchdog]),
         move || STOPPING.load(Ordering::Relaxed) || (alive() && watched_tasks_alive()),
     )))
 }
@@ -314,6 +248,8 @@ where
 mod tests {
     use super::*;
 
+    use std::{io, os::unix::net::UnixDatagram, process::Command};
+
     fn receive(listener: &UnixDatagram) -> String {
         listener
             .set_read_timeout(Some(Duration::from_secs(5)))
@@ -323,57 +259,120 @@ mod tests {
         String::from_utf8(buf[..n].to_vec()).unwrap()
     }
 
+    /// Set in the child process of [`notifies_through_the_socket`]: the
+    /// variables systemd sets are process-wide, so the module reads them in
+    /// a process of its own, never in the test runner's threads.
+    const CHILD_ENV: &str = "LBHA_TEST_SD_NOTIFY_CHILD";
+
+    /// Runs `test` of this test binary alone in a child process with `env`.
+    fn run_child(test: &str, env: &[(&str, &OsStr)]) {
+        let mut cmd = Command::new(std::env::current_exe().unwrap());
+        cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, "1")
+            .env_remove(NOTIFY_SOCKET)
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        let output = cmd.output().unwrap();
+        assert!(
+            output.status.success(),
+            "child failed: {}\n{}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// The child half of [`notifies_through_the_socket`]: what the daemon
+    /// sends over its life, with the watchdog systemd asked for.
     #[test]
-    fn notifies_a_path_socket() {
+    fn child_sends_the_daemon_notifications() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        // SAFETY: this test runs alone in its own process.
+        unsafe { take_from_env() };
+        assert!(is_active());
+        assert!(std::env::var_os("WATCHDOG_USEC").is_none());
+        assert_eq!(systemd().watchdog, Some(Duration::from_secs(5)));
+        ready("running");
+        reloading();
+        status("half way");
+        notify(&[NotifyState::Watchdog]);
+        stopping();
+    }
+
+    #[test]
+    fn notifies_through_the_socket() {
         let dir = lbha_harness::temp_dir("ops-notify").unwrap();
         let path = dir.path().join("notify.sock");
         let listener = UnixDatagram::bind(&path).unwrap();
-        let systemd = Systemd::from_vars(|name| match name {
-            "NOTIFY_SOCKET" => Some(path.clone().into_os_string()),
-            _ => None,
-        });
-        assert!(systemd.is_active());
-        assert_eq!(systemd.watchdog_interval(), None);
-        systemd.notify("READY=1\nSTATUS=running");
-        assert_eq!(receive(&listener), "READY=1\nSTATUS=running");
-        systemd.notify("STOPPING=1");
-        assert_eq!(receive(&listener), "STOPPING=1");
-    }
-
-    #[test]
-    fn notifies_an_abstract_socket() {
-        let name = format!("lbha-ops-test-{}-{}", std::process::id(), fastrand::u64(..));
-        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let listener = UnixDatagram::bind_addr(&addr).unwrap();
-        let notifier = Notifier::new(OsStr::new(&format!("@{name}"))).unwrap();
-        notifier.notify("WATCHDOG=1").unwrap();
-        assert_eq!(receive(&listener), "WATCHDOG=1");
-    }
-
-    #[test]
-    fn without_notify_socket_nothing_happens() {
-        let systemd = Systemd::from_vars(|_| None);
-        assert!(!systemd.is_active());
-        systemd.notify("READY=1");
-        assert!(Notifier::new(OsStr::new("vsock:2:1234")).is_err());
-        assert!(Notifier::new(OsStr::new("relative/path")).is_err());
-    }
-
-    #[test]
-    fn watchdog_interval_is_half_of_watchdog_usec_for_us() {
-        let us = |s: &'static str| Some(OsStr::new(s));
+        run_child(
+            "ops::systemd::tests::child_sends_the_daemon_notifications",
+            &[
+                (NOTIFY_SOCKET, path.as_os_str()),
+                ("WATCHDOG_USEC", OsStr::new("10000000")),
+            ],
+        );
+        assert_eq!(receive(&listener), "READY=1\nSTATUS=running\n");
+        let reloading = receive(&listener);
+        let lines: Vec<_> = reloading.lines().collect();
+        assert_eq!(lines[0], "RELOADING=1", "{reloading}");
+        let usec: u64 = lines[1]
+            .strip_prefix("MONOTONIC_USEC=")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(usec > 0 && usec <= monotonic_usec(), "{reloading}");
+        assert_eq!(lines[2..], ["STATUS=reloading"]);
+        assert_eq!(receive(&listener), "STATUS=half way\n");
+        assert_eq!(receive(&listener), "WATCHDOG=1\n");
         assert_eq!(
-            watchdog_interval(us("10000000"), None, 42),
+            receive(&listener),
+            "STOPPING=1\nSTATUS=stopping: resigning mastership\n"
+        );
+    }
+
+    /// The child half of [`without_systemd_nothing_happens`].
+    #[test]
+    fn child_without_systemd() {
+        if std::env::var_os(CHILD_ENV).is_none() {
+            return;
+        }
+        // SAFETY: this test runs alone in its own process.
+        unsafe { take_from_env() };
+        assert!(!is_active());
+        // Another process's watchdog (WATCHDOG_PID) is not ours.
+        assert_eq!(systemd().watchdog, None);
+        ready("running");
+        stopping();
+    }
+
+    #[test]
+    fn without_systemd_nothing_happens() {
+        run_child(
+            "ops::systemd::tests::child_without_systemd",
+            &[
+                ("WATCHDOG_USEC", OsStr::new("10000000")),
+                ("WATCHDOG_PID", OsStr::new("1")),
+            ],
+        );
+    }
+
+    #[test]
+    fn watchdog_interval_is_half_of_watchdog_usec() {
+        assert_eq!(
+            watchdog_interval(Some(Duration::from_secs(10))),
             Some(Duration::from_secs(5))
         );
         assert_eq!(
-            watchdog_interval(us("10000000"), us("42"), 42),
-            Some(Duration::from_secs(5))
+            watchdog_interval(Some(Duration::from_micros(1))),
+            Some(Duration::from_millis(1))
         );
-        assert_eq!(watchdog_interval(us("10000000"), us("7"), 42), None);
-        assert_eq!(watchdog_interval(us("0"), None, 42), None);
-        assert_eq!(watchdog_interval(us("soon"), None, 42), None);
-        assert_eq!(watchdog_interval(None, None, 42), None);
+        assert_eq!(watchdog_interval(Some(Duration::ZERO)), None);
+        assert_eq!(watchdog_interval(None), None);
     }
 
     #[tokio::test]
