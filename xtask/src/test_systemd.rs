@@ -66,9 +66,11 @@ pub struct TestSystemdArgs {
 /// (3 adverts and the skew, about 3.2 s) passes without adverts. The check
 /// reads /proc (the container's PID 1 is `systemd`); the notify script
 /// records its state and whether it inherited `$NOTIFY_SOCKET`; `auth_pass`
-/// is longer than 8 bytes for a warning to find in the journal.
-fn config(priority: u8) -> String {
-    format!(
+/// is longer than 8 bytes for a warning to find in the journal. `second`
+/// adds an instance on another interface: what the reload applies (an
+/// instance whose own settings change restarts, as BACKUP, by design).
+fn config(second: bool) -> String {
+    let mut text = format!(
         r#"[global]
 vrrp_version = 2
 
@@ -81,7 +83,7 @@ interval = 0.5
 name = "VI_1"
 interface = "lbha0"
 vrid = 51
-priority = {priority}
+priority = 200
 advert_interval = 1
 auth_pass = "{AUTH_PASS}"
 virtual_addresses = ["{VIP}/32"]
@@ -90,7 +92,20 @@ track = ["chk_init"]
 [instance.notify]
 master = "/usr/local/sbin/lbha-test-notify master"
 "#
-    )
+    );
+    if second {
+        text.push_str(
+            r#"
+[[instance]]
+name = "VI_2"
+interface = "lbha2"
+vrid = 52
+priority = 100
+advert_interval = 1
+"#,
+        );
+    }
+    text
 }
 
 const AUTH_PASS: &str = "longer-than-8";
@@ -251,7 +266,11 @@ impl Machine {
                 return Ok(status.clone());
             }
             if Instant::now() > deadline {
-                bail!("VI_1 is not MASTER within {within:?}: {status:?}");
+                let status = match status {
+                    Ok(status) => status.to_string(),
+                    Err(error) => format!("{error:#}"),
+                };
+                bail!("VI_1 is not MASTER within {within:?}: {status}");
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -377,7 +396,7 @@ pub fn test_systemd(args: &TestSystemdArgs) -> Result<()> {
         Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&bpffs),
         bpffs.clone(),
     )?;
-    dist::copy(&deb, &root.path("/tmp/lbha.deb"), 0o644)?;
+    dist::copy(&deb, &root.path("/var/tmp/lbha.deb"), 0o644)?;
     write_file(
         NOTIFY_SCRIPT,
         &root.path("/usr/local/sbin/lbha-test-notify"),
@@ -395,6 +414,7 @@ pub fn test_systemd(args: &TestSystemdArgs) -> Result<()> {
         .parent()
         .context("overlay without a parent")?
         .join("console.log");
+    let booting = Instant::now();
     let machine = match Machine::boot(&root.merged, &bpffs, log) {
         Ok(machine) => machine,
         Err(error) if std::env::var(SKIP_ENV).as_deref() == Ok("1") => {
@@ -409,33 +429,37 @@ pub fn test_systemd(args: &TestSystemdArgs) -> Result<()> {
     };
     println!(
         "test-systemd: booted systemd in a container in {:.1?}",
-        started.elapsed()
+        booting.elapsed()
     );
     let mut tally = Tally::new("test-systemd");
     let setup = (|| -> Result<()> {
         // postinst's daemon-reload against a running manager.
-        machine.exec("dpkg -i /tmp/lbha.deb")?;
-        std::fs::write(root.path("/etc/lbha/lbha.toml"), config(200))?;
-        machine.exec(
-            "ip link add lbha0 type veth peer name lbha1 && ip link set lbha1 up \
-             && ip link set lbha0 up && ip addr add 10.231.0.1/24 dev lbha0",
-        )?;
+        machine.exec("dpkg -i /var/tmp/lbha.deb")?;
+        std::fs::write(root.path("/etc/lbha/lbha.toml"), config(false))?;
+        for (a, b, net) in [("lbha0", "lbha1", 1), ("lbha2", "lbha3", 2)] {
+            machine.exec(&format!(
+                "ip link add {a} type veth peer name {b} && ip link set {b} up \
+                 && ip link set {a} up && ip addr add 10.231.{net}.1/24 dev {a}"
+            ))?;
+        }
         machine.exec("lbha-agent check-config /etc/lbha/lbha.toml")?;
-        if machine.prop("WatchdogUSec")? != format!("{WATCHDOG_SEC}s") {
-            bail!("the test's WatchdogSec drop-in is not in force");
+        let drop_ins = machine.prop("DropInPaths")?;
+        if !drop_ins.contains("test-watchdog.conf") {
+            bail!("the test's WatchdogSec drop-in is not loaded: DropInPaths={drop_ins}");
         }
         Ok(())
     })();
     tally.check("install_deb_in_the_booted_system", setup);
+    let first_start = Instant::now();
     tally.check("start_returns_after_ready", check_start(&machine));
     tally.check(
         "hardening_allows_xdp_pin_proc_scripts",
-        check_hardening(&machine, &root),
+        check_hardening(&machine),
     );
     tally.check("reload_keeps_master", check_reload(&machine, &root));
     tally.check(
         "watchdog_restarts_a_stopped_agent",
-        check_watchdog(&machine),
+        check_watchdog(&machine, first_start),
     );
     tally.check(
         "restart_on_failure_takes_over_the_pinned_link",
@@ -475,7 +499,7 @@ fn check_start(machine: &Machine) -> Result<()> {
 /// Under the unit's sandbox the agent attached XDP natively, pinned it,
 /// added the virtual address, read /proc for its check and ran the notify
 /// script (which did not inherit `$NOTIFY_SOCKET`).
-fn check_hardening(machine: &Machine, root: &Overlay) -> Result<()> {
+fn check_hardening(machine: &Machine) -> Result<()> {
     let status = machine.await_master(Duration::from_secs(20))?;
     let pid = machine.main_pid()?;
     // The sandbox is in force in the running agent.
@@ -523,7 +547,8 @@ fn check_hardening(machine: &Machine, root: &Overlay) -> Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     let log = loop {
-        let log = std::fs::read_to_string(root.path(NOTIFY_LOG)).unwrap_or_default();
+        // /run is the container's tmpfs, not the overlay.
+        let log = machine.exec_status(&format!("cat {NOTIFY_LOG} 2>/dev/null"))?;
         if !log.is_empty() || Instant::now() > deadline {
             break log;
         }
@@ -540,16 +565,16 @@ fn check_hardening(machine: &Machine, root: &Overlay) -> Result<()> {
     Ok(())
 }
 
-/// `systemctl reload` with a changed priority: the new one is in force,
-/// the process is the same and the Master never left MASTER.
+/// `systemctl reload` adding an instance on another interface: the new
+/// one runs, the process is the same and the Master never left MASTER.
 fn check_reload(machine: &Machine, root: &Overlay) -> Result<()> {
     let before = machine.await_master(Duration::from_secs(20))?;
     let transitions = before["instances"][0]["transitions"].clone();
     let pid = machine.main_pid()?;
-    std::fs::write(root.path("/etc/lbha/lbha.toml"), config(150))?;
+    std::fs::write(root.path("/etc/lbha/lbha.toml"), config(true))?;
     machine.exec("systemctl reload lbha-agent")?;
-    // Longer than the master-down interval: a reload that restarted the
-    // instance as BACKUP would show.
+    // Longer than the master-down interval: a reload that restarted VI_1
+    // as BACKUP would show.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut reloaded = false;
     while Instant::now() < deadline {
@@ -560,11 +585,11 @@ fn check_reload(machine: &Machine, root: &Overlay) -> Result<()> {
         {
             bail!("the reload moved the Master: {instance}");
         }
-        reloaded |= instance["configured_priority"] == 150;
+        reloaded |= status["instances"][1]["name"] == "VI_2";
         std::thread::sleep(Duration::from_millis(250));
     }
     if !reloaded {
-        bail!("the reload did not apply the new priority");
+        bail!("the reload did not start VI_2");
     }
     if machine.main_pid()? != pid || machine.prop("ActiveState")? != "active" {
         bail!("the reload restarted the agent or left it not active");
@@ -575,16 +600,28 @@ fn check_reload(machine: &Machine, root: &Overlay) -> Result<()> {
     {
         bail!("the agent did not log the reload");
     }
-    println!("test-systemd: reload applied priority 150, still MASTER, same PID {pid}");
+    println!("test-systemd: reload started VI_2; VI_1 still MASTER, same PID {pid}");
     Ok(())
 }
 
 /// An agent that stops answering (SIGSTOP) misses its pings: systemd's
 /// watchdog stops it (SIGTERM, then SIGCONT) and Restart= starts another.
-fn check_watchdog(machine: &Machine) -> Result<()> {
+/// `started`: when the first `systemctl start` returned.
+fn check_watchdog(machine: &Machine, started: Instant) -> Result<()> {
     machine.await_master(Duration::from_secs(20))?;
     let pid = machine.main_pid()?;
+    // First the pings: a healthy agent outlives two watchdog timeouts.
+    let healthy_for = Duration::from_secs(2 * WATCHDOG_SEC);
+    if let Some(wait) = healthy_for.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait);
+    }
     let restarts: u32 = machine.prop("NRestarts")?.parse()?;
+    if machine.main_pid()? != pid || restarts != 0 {
+        bail!(
+            "a healthy agent was restarted (NRestarts={restarts}): no WATCHDOG=1 pings?\n{}",
+            machine.journal("")?
+        );
+    }
     let begun = Instant::now();
     machine.exec(&format!("kill -STOP {pid}"))?;
     let new = machine.await_new_main_pid(pid, Duration::from_secs(WATCHDOG_SEC + 30))?;
