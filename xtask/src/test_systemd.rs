@@ -46,7 +46,7 @@ const HOST_PACKAGES: &[&str] = &["systemd-container"];
 
 /// Boot to `multi-user.target`: seconds on an idle machine, more while CI
 /// builds beside it.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const BOOT_TIMEOUT: Duration = Duration::from_mins(2);
 /// One command in the container.
 const EXEC_TIMEOUT: u64 = 90;
 
