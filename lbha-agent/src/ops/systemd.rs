@@ -84,7 +84,10 @@ pub fn is_active() -> bool {
 }
 
 /// Sends `state`; failures are logged, never fatal (a missed notification
-/// costs at worst a restart by systemd).
+/// costs at worst a restart by systemd). The crate's datagram socket has
+/// no send timeout (the hand-written one gave up after 1 s): a send blocks
+/// only while PID 1 leaves its notification queue (8 MB) full, i.e. when
+/// the service manager itself has stopped working.
 fn notify(state: &[NotifyState<'_>]) {
     if !systemd().active {
         return;
@@ -225,6 +228,16 @@ pub fn syslog_priority(level: Level) -> u8 {
 /// An event format for standard error connected to journald: each line
 /// starts with `<N>`, the syslog priority of its level, so `journalctl -p
 /// warning` works (journald's `SyslogLevelPrefix=` is on by default).
+///
+/// Rather than `tracing-journald`: it files each field (`vrid`,
+/// `interface`, `error`) as a journal field of its own and keeps only the
+/// bare message in `MESSAGE`, so the lines operators read (`journalctl -u
+/// lbha-agent`, `systemctl status`) would lose the very context that says
+/// which instance changed state or why a request failed; and it writes to
+/// journald's socket, beside the stderr stream panics still go to, which
+/// the journal could then order differently. The stream with prefixes gets
+/// the priorities right (`cargo xtask test-systemd` checks them) and keeps
+/// every line whole.
 pub struct JournalPrefix<F>(pub F);
 
 impl<S, N, F> FormatEvent<S, N> for JournalPrefix<F>
