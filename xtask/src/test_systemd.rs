@@ -16,7 +16,7 @@
 //! the watchdog restarting a stopped agent, `Restart=on-failure` with the
 //! pinned XDP link taken over, the hardening letting the agent attach XDP,
 //! pin, read /proc and run notify scripts, and journald priorities. The one
-//! change to the packaged unit is a drop-in with `WatchdogSec=3s` (10 s in
+//! change to the packaged unit is a drop-in with `WatchdogSec=5s` (10 s in
 //! the unit), so the watchdog check takes seconds.
 //!
 //! When the container does not boot the command fails, unless
@@ -51,7 +51,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_mins(2);
 const EXEC_TIMEOUT: u64 = 90;
 
 /// The test's `WatchdogSec=` (the unit says 10 s).
-const WATCHDOG_SEC: u64 = 3;
+const WATCHDOG_SEC: u64 = 5;
 
 #[derive(clap::Args)]
 pub struct TestSystemdArgs {
