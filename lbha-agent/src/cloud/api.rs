@@ -319,11 +319,7 @@ pub enum ApiError {
     /// The action (the last of `attempts` assigns that each ended
     /// `errored`) failed on DO's side.
     #[error("DigitalOcean action {id} on {ip} errored{}", if *.attempts > 1 { format!(" (the last of {} assigns that errored)", .attempts) } else { String::new() })]
-    ActionErrored {
-        ip: IpAddr,
-        id: u64,
-        attempts: u32,
-    },
+    ActionErrored { ip: IpAddr, id: u64, attempts: u32 },
     #[error(
         "DigitalOcean action {id} on {ip} still {status} after {waited:?}{}",
         .last_error.as_ref().map(|e| format!(" (last poll: {e})")).unwrap_or_default()
@@ -807,10 +803,7 @@ impl ApiClient {
 
     /// Who holds the IP, and whether an action on it is still pending
     /// (`locked`): then the holder is about to change.
-    pub async fn holder_and_lock(
-        &self,
-        ip: impl Into<IpAddr>,
-    ) -> Result<(Holder, bool), ApiError> {
+    pub async fn holder_and_lock(&self, ip: impl Into<IpAddr>) -> Result<(Holder, bool), ApiError> {
         let ip = ip.into();
         let path = self.ip_path(ip);
         let deadline = deadline_after(self.opts.operation_deadline);

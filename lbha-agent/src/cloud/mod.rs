@@ -28,6 +28,8 @@ pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,
     SetupError, VrrpView, Yielding, api_options, build_clients,
 };
-pub use follow::{FollowError, Follower, FollowerSetup, Mastership};
+pub use follow::{
+    FollowError, Follower, FollowerSetup, Mastership, MastershipOf, ReservedIpv6Follower,
+};
 pub use metadata::{MetadataClient, MetadataError};
 pub use secret::{Secret, TokenError, load_token};
