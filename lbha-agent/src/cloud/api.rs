@@ -1755,7 +1755,7 @@ mod tests {
         assert_eq!(sim.assign_actions(), 0);
 
         let err = client(&sim)
-            .holder(Ipv4Addr::new(203, 0, 113, 99))
+            .holder(std::net::Ipv4Addr::new(203, 0, 113, 99))
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(404), "{err}");

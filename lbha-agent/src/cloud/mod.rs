@@ -16,6 +16,8 @@ pub mod metadata;
 pub mod secret;
 
 #[cfg(test)]
+mod reserved_ipv6_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use api::{

@@ -328,7 +328,7 @@ mod tests {
     /// responses/examples.yml, trimmed): assigned and reserved-to-region.
     #[test]
     fn reserved_ipv6_holder_is_read_from_its_own_key() {
-        let token = Secret::new("t".into());
+        let token = Secret::new("t");
         let path = "/v2/reserved_ipv6/2409:40d0:f7:1017:74b4:3a96:105e:4c6e";
         let assigned = r#"{"reserved_ipv6":{"ip":"2409:40d0:f7:1017:74b4:3a96:105e:4c6e","reserved_at":"2024-11-20T11:08:30Z","droplet":{"id":3164444,"name":"example.com"},"region_slug":"nyc3"}}"#;
         let reserved = r#"{"reserved_ipv6":{"ip":"2409:40d0:f7:1017:74b4:3a96:105e:4c6e","region_slug":"nyc3","reserved_at":"2024-11-20T11:08:30Z","droplet":null}}"#;
