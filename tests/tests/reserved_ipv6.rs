@@ -64,19 +64,29 @@ fn failover_moves_the_floating_ip_and_the_reserved_ipv6() {
         .router
         .ip(&["route", "show", &format!("{FLOATING_IP}/32")])
         .unwrap();
-    assert!(route4.contains(&format!("via {}", lb_public(LB2))), "{route4}");
+    assert!(
+        route4.contains(&format!("via {}", lb_public(LB2))),
+        "{route4}"
+    );
     let route6 = s.lab.reserved_ipv6_route().unwrap();
-    assert!(route6.contains(&format!("via {}", lb_public6(LB2))), "{route6}");
+    assert!(
+        route6.contains(&format!("via {}", lb_public6(LB2))),
+        "{route6}"
+    );
 
     // A request over IPv6 after the move is answered (by lb2: lb1's HAProxy
     // is dead).
     let after = v6_done + Duration::from_millis(200);
-    s.wait(Duration::from_secs(10), "an IPv6 answer after the move", |_| {
-        client6
-            .requests()
-            .iter()
-            .any(|r| r.at > after && r.result.is_ok())
-    });
+    s.wait(
+        Duration::from_secs(10),
+        "an IPv6 answer after the move",
+        |_| {
+            client6
+                .requests()
+                .iter()
+                .any(|r| r.at > after && r.result.is_ok())
+        },
+    );
     client6.stop();
     let outages = client6.outages();
     eprintln!(
