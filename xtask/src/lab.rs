@@ -216,7 +216,11 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             format!("client: requests failing until {until} ({failed} failed)"),
         ));
     }
-    for (from, to, failed) in client6.as_ref().map(|c| c.outages()).unwrap_or_default() {
+    for (from, to, failed) in client6
+        .as_ref()
+        .map(lbha_lab::Client::outages)
+        .unwrap_or_default()
+    {
         let until = to.map_or("the end".to_owned(), |t| format!("{:.3}s", t.as_secs_f64()));
         events.push((
             from,
