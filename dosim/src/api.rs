@@ -2,7 +2,7 @@
 //! bearer auth, rate-limit headers and injected faults; plus the `/_sim/`
 //! control endpoints (no auth, no faults).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -48,34 +48,37 @@ fn json_response(status: u16, body: &Value) -> Response<Body> {
 /// The routes, without auth or faults (see [`handle`]).
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let mut router = Router::new();
-    for family in [Family::FloatingIp, Family::ReservedIp] {
+    for family in [Family::FloatingIp, Family::ReservedIp, Family::ReservedIpv6] {
         let base = format!("/v2/{}", family.path_segment());
-        router =
-            router
-                .route(
-                    &base,
-                    get(move |State(s): State<Arc<Shared>>| async move { list(&s, family) }),
-                )
-                .route(
-                    &format!("{base}/{{ip}}"),
-                    get(
-                        move |State(s): State<Arc<Shared>>, Path(ip): Path<String>| async move {
-                            show(&s, family, &ip)
-                        },
-                    ),
-                )
-                .route(
-                    &format!("{base}/{{ip}}/actions"),
-                    post(
-                        move |State(s): State<Arc<Shared>>,
-                              Extension(Peer(peer)): Extension<Peer>,
-                              Path(ip): Path<String>,
-                              body: Bytes| async move {
-                            create_action(&s, family, &ip, peer, &body).await
-                        },
-                    ),
-                )
-                .route(
+        router = router
+            .route(
+                &base,
+                get(move |State(s): State<Arc<Shared>>| async move { list(&s, family) }),
+            )
+            .route(
+                &format!("{base}/{{ip}}"),
+                get(
+                    move |State(s): State<Arc<Shared>>, Path(ip): Path<String>| async move {
+                        show(&s, family, &ip)
+                    },
+                ),
+            )
+            .route(
+                &format!("{base}/{{ip}}/actions"),
+                post(
+                    move |State(s): State<Arc<Shared>>,
+                          Extension(Peer(peer)): Extension<Peer>,
+                          Path(ip): Path<String>,
+                          body: Bytes| async move {
+                        create_action(&s, family, &ip, peer, &body).await
+                    },
+                ),
+            );
+        // DO's spec gives reserved IPv6 actions no `.../actions/{id}`: they
+        // are polled at `/v2/actions/{id}` only, and so here.
+        if family != Family::ReservedIpv6 {
+            router =
+                router.route(
                     &format!("{base}/{{ip}}/actions/{{id}}"),
                     get(
                         move |State(s): State<Arc<Shared>>,
@@ -84,6 +87,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
                         },
                     ),
                 );
+        }
     }
     router
         .route(
@@ -344,12 +348,22 @@ fn region_json(region: &str) -> Value {
     json!({ "slug": region, "name": region, "available": true })
 }
 
-fn droplet_json(id: u64, address: Option<IpAddr>, region: &str) -> Value {
-    let (v4, v6) = match address {
+fn droplet_json(
+    id: u64,
+    address: Option<IpAddr>,
+    ipv6: Option<std::net::Ipv6Addr>,
+    region: &str,
+) -> Value {
+    let (v4, mut v6) = match address {
         Some(IpAddr::V4(a)) => (vec![json!({"ip_address": a, "type": "public"})], vec![]),
         Some(IpAddr::V6(a)) => (vec![], vec![json!({"ip_address": a, "type": "public"})]),
         None => (vec![], vec![]),
     };
+    if let Some(a) = ipv6
+        && address != Some(IpAddr::V6(a))
+    {
+        v6.push(json!({"ip_address": a, "netmask": 64, "type": "public"}));
+    }
     json!({
         "id": id,
         "name": format!("droplet-{id}"),
@@ -360,20 +374,43 @@ fn droplet_json(id: u64, address: Option<IpAddr>, region: &str) -> Value {
 }
 
 /// The IP object; without `droplet:read` DO leaves out its `droplet`.
-fn ip_json(shared: &Shared, (ip, holder, locked): (Ipv4Addr, Option<u64>, bool)) -> Value {
+/// A reserved IPv6 has the shape of DO's `reserved_ipv6` model instead:
+/// `ip`, `region_slug`, `reserved_at`, `droplet`, and no `locked`.
+fn ip_json(shared: &Shared, (ip, holder, locked): (IpAddr, Option<u64>, bool)) -> Value {
     let state = shared.lock();
     let region = state.region();
-    let mut object = json!({
-        "ip": ip,
-        "region": region_json(region),
-        "locked": locked,
-        "project_id": "00000000-0000-4000-8000-000000000000",
-    });
+    let mut object = if ip.is_ipv6() {
+        json!({
+            "ip": ip,
+            "region_slug": region,
+            "reserved_at": crate::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_732_100_910)),
+        })
+    } else {
+        json!({
+            "ip": ip,
+            "region": region_json(region),
+            "locked": locked,
+            "project_id": "00000000-0000-4000-8000-000000000000",
+        })
+    };
     if state.faults().has_scope("droplet:read") {
-        object["droplet"] =
-            json!(holder.map(|id| droplet_json(id, state.droplet_address(id), region)));
+        object["droplet"] = json!(holder.map(|id| droplet_json(
+            id,
+            state.droplet_address(id),
+            state.droplet_ipv6(id),
+            region
+        )));
     }
     object
+}
+
+/// An action's `resource_id`: the IPv4 address as a number, as DO gives
+/// it; for an IPv6 address (DO's spec shows some integer) its low 32 bits.
+fn resource_id(ip: IpAddr) -> u32 {
+    match ip {
+        IpAddr::V4(ip) => u32::from(ip),
+        IpAddr::V6(ip) => u128::from(ip) as u32,
+    }
 }
 
 /// The action object DO returns; `resource_type` from `family`, and an
@@ -394,7 +431,7 @@ pub(crate) fn action_json(
         "type": action.kind.api_type(),
         "started_at": action.started_at,
         "completed_at": action.completed_at,
-        "resource_id": u32::from(action.ip),
+        "resource_id": resource_id(action.ip),
         "resource_type": family.resource_type(),
         "region": region_json(region),
         "region_slug": region,
@@ -402,7 +439,7 @@ pub(crate) fn action_json(
 }
 
 fn list(shared: &Shared, family: Family) -> Response<Body> {
-    let ips = shared.lock().floating_ips();
+    let ips = shared.lock().floating_ips(family);
     let items: Vec<Value> = ips
         .into_iter()
         .map(|entry| ip_json(shared, entry))
@@ -411,7 +448,7 @@ fn list(shared: &Shared, family: Family) -> Response<Body> {
     json_response(
         200,
         &json!({
-            family.path_segment(): items,
+            family.list_key(): items,
             "links": {},
             "meta": { "total": total },
         }),
@@ -419,7 +456,7 @@ fn list(shared: &Shared, family: Family) -> Response<Body> {
 }
 
 fn show(shared: &Shared, family: Family, ip: &str) -> Response<Body> {
-    let found = shared.lock().floating_ip(ip);
+    let found = shared.lock().floating_ip(family, ip);
     match found {
         Ok(entry) => json_response(
             200,
@@ -478,7 +515,7 @@ async fn show_action(shared: &Shared, scope: Option<(Family, &str)>, id: &str) -
     };
     let family = match scope {
         Some((family, ip)) => {
-            if ip.parse::<Ipv4Addr>().ok() != Some(action.ip) {
+            if ip.parse::<IpAddr>().ok() != Some(action.ip) {
                 return error_response(&ApiError::not_found());
             }
             family
@@ -538,7 +575,7 @@ async fn sim_requests(State(shared): State<Arc<Shared>>) -> Response<Body> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HolderUpdate {
-    ip: Ipv4Addr,
+    ip: IpAddr,
     holder: Option<u64>,
 }
 

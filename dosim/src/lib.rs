@@ -73,7 +73,7 @@
 //! let sim = start(
 //!     SimConfig::new("token")
 //!         .droplet(1, "127.0.0.1".parse()?)
-//!         .floating_ip("203.0.113.10".parse()?, Some(1)),
+//!         .floating_ip("203.0.113.10".parse::<std::net::Ipv4Addr>()?, Some(1)),
 //! )
 //! .await?;
 //! println!("API at {}", sim.api_url());
@@ -89,7 +89,7 @@ pub mod state;
 mod time;
 pub mod tls;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -110,13 +110,17 @@ pub use state::{
 use crate::route::RouteTable;
 use crate::state::State;
 
-/// A droplet: `ID=SRC_IP` on the command line.
+/// A droplet: `ID=SRC_IP[,IPV6]` on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DropletSpec {
     pub id: u64,
     /// Where its requests come from (and, with `route`, the next hop for the
     /// floating IPs it holds).
     pub address: IpAddr,
+    /// Its public IPv6 address, if it has one: the next hop (with `route`)
+    /// of a reserved IPv6 it holds, and its metadata's
+    /// `interfaces/public/0/ipv6/address`.
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 impl FromStr for DropletSpec {
@@ -125,7 +129,11 @@ impl FromStr for DropletSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (id, address) = s
             .split_once('=')
-            .ok_or_else(|| format!("expected ID=SRC_IP, got {s:?}"))?;
+            .ok_or_else(|| format!("expected ID=SRC_IP[,IPV6], got {s:?}"))?;
+        let (address, ipv6) = match address.split_once(',') {
+            Some((address, ipv6)) => (address, Some(ipv6)),
+            None => (address, None),
+        };
         Ok(Self {
             id: id
                 .trim()
@@ -135,15 +143,23 @@ impl FromStr for DropletSpec {
                 .trim()
                 .parse()
                 .map_err(|e| format!("droplet address {address:?}: {e}"))?,
+            ipv6: ipv6
+                .map(|a| {
+                    a.trim()
+                        .parse()
+                        .map_err(|e| format!("droplet IPv6 address {a:?}: {e}"))
+                })
+                .transpose()?,
         })
     }
 }
 
 /// A floating IP and its initial holder: `IP[=HOLDER_ID]` on the command
-/// line.
+/// line. An IPv6 address is a reserved IPv6 (served under
+/// `/v2/reserved_ipv6` only).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FloatingIpSpec {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub holder: Option<u64>,
 }
 
@@ -229,13 +245,31 @@ impl SimConfig {
 
     /// Adds a droplet.
     pub fn droplet(mut self, id: u64, address: IpAddr) -> Self {
-        self.droplets.push(DropletSpec { id, address });
+        self.droplets.push(DropletSpec {
+            id,
+            address,
+            ipv6: None,
+        });
+        self
+    }
+
+    /// Adds a droplet with a public IPv6 address besides its source address.
+    pub fn droplet_dual(mut self, id: u64, address: IpAddr, ipv6: Ipv6Addr) -> Self {
+        self.droplets.push(DropletSpec {
+            id,
+            address,
+            ipv6: Some(ipv6),
+        });
         self
     }
 
     /// Adds a floating IP, held by `holder` at start.
-    pub fn floating_ip(mut self, ip: Ipv4Addr, holder: Option<u64>) -> Self {
-        self.floating_ips.push(FloatingIpSpec { ip, holder });
+    /// Adds a floating IPv4 or (an IPv6 address) a reserved IPv6.
+    pub fn floating_ip(mut self, ip: impl Into<IpAddr>, holder: Option<u64>) -> Self {
+        self.floating_ips.push(FloatingIpSpec {
+            ip: ip.into(),
+            holder,
+        });
         self
     }
 
@@ -352,7 +386,7 @@ pub(crate) async fn finish_action(shared: &Shared, id: u64) {
 /// Moves `ip` to `holder` now (route first, as for a completed action).
 pub(crate) async fn set_holder(
     shared: &Shared,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     holder: Option<u64>,
 ) -> Result<(), String> {
     let address = shared.lock().check_holder(ip, holder)?;
@@ -425,14 +459,18 @@ impl SimHandle {
     }
 
     /// The droplet holding `ip` now (completed actions only).
-    pub fn holder(&self, ip: Ipv4Addr) -> Option<u64> {
+    pub fn holder(&self, ip: impl Into<IpAddr>) -> Option<u64> {
         self.state().holder(ip)
     }
 
     /// What `POST /_sim/holder` does: moves `ip` to `holder` at once, as
     /// another droplet (or the DO console) would, without an action.
-    pub async fn set_holder(&self, ip: Ipv4Addr, holder: Option<u64>) -> anyhow::Result<()> {
-        set_holder(&self.shared, ip, holder)
+    pub async fn set_holder(
+        &self,
+        ip: impl Into<IpAddr>,
+        holder: Option<u64>,
+    ) -> anyhow::Result<()> {
+        set_holder(&self.shared, ip.into(), holder)
             .await
             .map_err(anyhow::Error::msg)
     }
@@ -511,6 +549,13 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
         .map(|f| (f.ip, f.holder))
         .collect();
     let mut state = State::new(&config.region, &droplets, &ips).map_err(anyhow::Error::msg)?;
+    for droplet in &config.droplets {
+        if let Some(ipv6) = droplet.ipv6 {
+            state
+                .set_droplet_ipv6(droplet.id, ipv6)
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
     config
         .faults
         .validate()
@@ -522,7 +567,7 @@ pub async fn start(config: SimConfig) -> anyhow::Result<SimHandle> {
         for (ip, holder) in state.holders() {
             if let Some(holder) = holder {
                 routes
-                    .set(ip, state.droplet_address(holder))
+                    .set(ip, state.next_hop(holder, ip))
                     .await
                     .map_err(anyhow::Error::msg)?;
             }
@@ -650,9 +695,19 @@ mod tests {
             "7=192.0.2.11".parse::<DropletSpec>().unwrap(),
             DropletSpec {
                 id: 7,
-                address: "192.0.2.11".parse().unwrap()
+                address: "192.0.2.11".parse().unwrap(),
+                ipv6: None,
             }
         );
+        assert_eq!(
+            "7=192.0.2.11,2001:db8::11".parse::<DropletSpec>().unwrap(),
+            DropletSpec {
+                id: 7,
+                address: "192.0.2.11".parse().unwrap(),
+                ipv6: Some("2001:db8::11".parse().unwrap()),
+            }
+        );
+        assert!("7=192.0.2.11,192.0.2.12".parse::<DropletSpec>().is_err());
         assert!("7".parse::<DropletSpec>().is_err());
         assert!("x=192.0.2.11".parse::<DropletSpec>().is_err());
         assert!("7=192.0.2".parse::<DropletSpec>().is_err());
@@ -672,14 +727,22 @@ mod tests {
             Some(7)
         );
         assert!("203.0.113.10=".parse::<FloatingIpSpec>().is_err());
-        assert!("2001:db8::1".parse::<FloatingIpSpec>().is_err());
+        // An IPv6 address is a reserved IPv6.
+        assert_eq!(
+            "2001:db8::1=7".parse::<FloatingIpSpec>().unwrap(),
+            FloatingIpSpec {
+                ip: "2001:db8::1".parse().unwrap(),
+                holder: Some(7)
+            }
+        );
+        assert!("2001:db8::g".parse::<FloatingIpSpec>().is_err());
     }
 
     #[tokio::test]
     async fn start_rejects_bad_config() {
         assert!(start(SimConfig::new("")).await.is_err());
-        let holder_unknown =
-            SimConfig::new("t").floating_ip("203.0.113.10".parse().unwrap(), Some(3));
+        let holder_unknown = SimConfig::new("t")
+            .floating_ip("203.0.113.10".parse::<std::net::IpAddr>().unwrap(), Some(3));
         assert!(start(holder_unknown).await.is_err());
     }
 
@@ -688,13 +751,16 @@ mod tests {
         let sim = start(
             SimConfig::new("t")
                 .droplet(1, "127.0.0.1".parse().unwrap())
-                .floating_ip("203.0.113.10".parse().unwrap(), Some(1)),
+                .floating_ip("203.0.113.10".parse::<std::net::IpAddr>().unwrap(), Some(1)),
         )
         .await
         .unwrap();
         assert_ne!(sim.api_addr().port(), 0);
         assert_ne!(sim.metadata_addr().port(), 0);
-        assert_eq!(sim.holder("203.0.113.10".parse().unwrap()), Some(1));
+        assert_eq!(
+            sim.holder("203.0.113.10".parse::<std::net::IpAddr>().unwrap()),
+            Some(1)
+        );
         let faults = sim
             .set_faults(&FaultsUpdate {
                 fail_5xx: Some(2),

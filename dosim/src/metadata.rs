@@ -26,6 +26,8 @@ const FLOATING_ADDRESS: &str = "/metadata/v1/floating_ip/ipv4/ip_address";
 const RESERVED_ACTIVE: &str = "/metadata/v1/reserved_ip/ipv4/active";
 const RESERVED_ADDRESS: &str = "/metadata/v1/reserved_ip/ipv4/ip_address";
 const ALL_JSON: &str = "/metadata/v1.json";
+/// DO's metadata shows a droplet's public IPv6 here (404 without one).
+const PUBLIC_IPV6: &str = "/metadata/v1/interfaces/public/0/ipv6/address";
 const PATHS: [&str; 8] = [
     ID,
     HOSTNAME,
@@ -57,6 +59,7 @@ struct Caller {
     address: IpAddr,
     region: String,
     floating_ip: Option<std::net::Ipv4Addr>,
+    ipv6: Option<std::net::Ipv6Addr>,
 }
 
 fn caller(shared: &Shared, peer: SocketAddr) -> Option<Caller> {
@@ -67,6 +70,7 @@ fn caller(shared: &Shared, peer: SocketAddr) -> Option<Caller> {
         address: state.droplet_address(id)?,
         region: state.region().to_owned(),
         floating_ip: state.metadata_held_by(id, state.now_ms()).first().copied(),
+        ipv6: state.droplet_ipv6(id),
     })
 }
 
@@ -101,6 +105,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     router = route(router, ID, |c| Some(c.id.to_string()));
     router = route(router, HOSTNAME, |c| Some(format!("droplet-{}", c.id)));
     router = route(router, REGION, |c| Some(c.region.clone()));
+    router = route(router, PUBLIC_IPV6, |c| c.ipv6.map(|a| a.to_string()));
     for (active, address) in [
         (FLOATING_ACTIVE, FLOATING_ADDRESS),
         (RESERVED_ACTIVE, RESERVED_ADDRESS),
@@ -123,7 +128,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "region": c.region,
             "floating_ip": ip,
             "reserved_ip": ip,
-            "interfaces": { "public": [ { "ipv4": { "ip_address": c.address } } ] },
+            "interfaces": { "public": [ match c.ipv6 {
+                Some(ipv6) => json!({ "ipv4": { "ip_address": c.address }, "ipv6": { "ip_address": ipv6, "cidr": 64 } }),
+                None => json!({ "ipv4": { "ip_address": c.address } }),
+            } ] },
         });
         Some(body.to_string())
     });

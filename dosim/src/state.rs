@@ -4,7 +4,7 @@
 //! the HTTP layers only translate.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderName, HeaderValue};
@@ -31,6 +31,9 @@ pub const FIRST_ACTION_ID: u64 = 1_000_001;
 pub enum Family {
     FloatingIp,
     ReservedIp,
+    /// `/v2/reserved_ipv6`: DO's reserved IPv6 addresses, a collection of
+    /// their own (IPv6 addresses only; the IPv4 paths serve IPv4 only).
+    ReservedIpv6,
 }
 
 impl Family {
@@ -39,6 +42,22 @@ impl Family {
         match self {
             Family::FloatingIp => "floating_ip",
             Family::ReservedIp => "reserved_ip",
+            Family::ReservedIpv6 => "reserved_ipv6",
+        }
+    }
+
+    /// Whether `ip` belongs to this collection: IPv6 addresses only under
+    /// `reserved_ipv6`, IPv4 ones only under the other two.
+    pub fn serves(self, ip: IpAddr) -> bool {
+        ip.is_ipv6() == (self == Family::ReservedIpv6)
+    }
+
+    /// The key of the list in `GET /v2/{collection}`.
+    pub fn list_key(self) -> &'static str {
+        match self {
+            Family::FloatingIp => "floating_ips",
+            Family::ReservedIp => "reserved_ips",
+            Family::ReservedIpv6 => "reserved_ipv6s",
         }
     }
 
@@ -47,6 +66,7 @@ impl Family {
         match self {
             Family::FloatingIp => "floating_ips",
             Family::ReservedIp => "reserved_ips",
+            Family::ReservedIpv6 => "reserved_ipv6",
         }
     }
 
@@ -54,6 +74,7 @@ impl Family {
         match self {
             Family::FloatingIp => "Floating IP",
             Family::ReservedIp => "Reserved IP",
+            Family::ReservedIpv6 => "Reserved IPv6",
         }
     }
 }
@@ -89,7 +110,7 @@ pub enum ActionStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActionRecord {
     pub id: u64,
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The URL family it was requested through.
     pub family: Family,
     #[serde(rename = "type")]
@@ -210,6 +231,7 @@ pub fn required_scope(endpoint: &str) -> Option<&'static str> {
     let (method, template) = endpoint.split_once(' ')?;
     let template = template
         .strip_prefix("/v2/floating_ips")
+        .or_else(|| template.strip_prefix("/v2/reserved_ipv6"))
         .or_else(|| template.strip_prefix("/v2/reserved_ips"))
         .map_or(template, |rest| if rest.is_empty() { "list" } else { rest });
     match (method, template) {
@@ -566,7 +588,7 @@ pub struct DropletState {
 /// A floating IP as `/_sim/state` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FloatingIpState {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     pub holder: Option<u64>,
     /// An action on it is in progress (DO's `locked`).
     pub locked: bool,
@@ -597,7 +619,8 @@ pub struct SimState {
 
 impl SimState {
     /// The droplet holding `ip`.
-    pub fn holder(&self, ip: Ipv4Addr) -> Option<u64> {
+    pub fn holder(&self, ip: impl Into<IpAddr>) -> Option<u64> {
+        let ip = ip.into();
         self.floating_ips
             .iter()
             .find(|f| f.ip == ip)
@@ -605,7 +628,8 @@ impl SimState {
     }
 
     /// Actions on `ip`, oldest first.
-    pub fn actions_on(&self, ip: Ipv4Addr) -> impl Iterator<Item = &ActionRecord> {
+    pub fn actions_on(&self, ip: impl Into<IpAddr>) -> impl Iterator<Item = &ActionRecord> {
+        let ip = ip.into();
         self.actions.iter().filter(move |a| a.ip == ip)
     }
 
@@ -663,7 +687,7 @@ pub struct RateDecision {
 /// happen before the action reports completed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Completion {
-    pub ip: Ipv4Addr,
+    pub ip: IpAddr,
     /// The new holder and its address; `None` when the IP ends unassigned.
     pub holder: Option<(u64, IpAddr)>,
     /// `completed` (the holder changes) or `errored` (nothing changes).
@@ -684,7 +708,10 @@ pub struct State {
     start: Instant,
     region: String,
     droplets: BTreeMap<u64, IpAddr>,
-    ips: BTreeMap<Ipv4Addr, IpEntry>,
+    ips: BTreeMap<IpAddr, IpEntry>,
+    /// Droplets' public IPv6 addresses (the next hop of the reserved IPv6
+    /// they hold, with `--route`), where configured.
+    droplets_v6: BTreeMap<u64, Ipv6Addr>,
     actions: Vec<ActionRecord>,
     /// By action id.
     plans: BTreeMap<u64, ActionPlan>,
@@ -716,7 +743,7 @@ impl State {
     pub fn new(
         region: &str,
         droplets: &[(u64, IpAddr)],
-        floating_ips: &[(Ipv4Addr, Option<u64>)],
+        floating_ips: &[(IpAddr, Option<u64>)],
     ) -> Result<Self, String> {
         let mut by_id = BTreeMap::new();
         for &(id, address) in droplets {
@@ -757,6 +784,7 @@ impl State {
             start: Instant::now(),
             region: region.to_owned(),
             droplets: by_id,
+            droplets_v6: BTreeMap::new(),
             ips,
             actions: Vec::new(),
             plans: BTreeMap::new(),
@@ -804,13 +832,50 @@ impl State {
         self.droplets.get(&id).copied()
     }
 
+    /// Gives droplet `id` a public IPv6 address: where a reserved IPv6 it
+    /// holds is routed, and what its metadata shows as its IPv6.
+    pub fn set_droplet_ipv6(&mut self, id: u64, address: Ipv6Addr) -> Result<(), String> {
+        if !self.droplets.contains_key(&id) {
+            return Err(format!("droplet {id} (IPv6 {address}) is not configured"));
+        }
+        if self
+            .droplets_v6
+            .iter()
+            .any(|(other, a)| *a == address && *other != id)
+        {
+            return Err(format!("two droplets share the IPv6 address {address}"));
+        }
+        self.droplets_v6.insert(id, address);
+        Ok(())
+    }
+
+    /// Droplet `id`'s public IPv6 address, if it has one.
+    pub fn droplet_ipv6(&self, id: u64) -> Option<Ipv6Addr> {
+        self.droplets_v6.get(&id).copied()
+    }
+
+    /// Where traffic to `ip` goes when droplet `id` holds it: its IPv4
+    /// (request source) address for a floating IPv4, its IPv6 address for
+    /// a reserved IPv6 (none: the IPv6 cannot be routed to it).
+    pub fn next_hop(&self, id: u64, ip: IpAddr) -> Option<IpAddr> {
+        match ip {
+            IpAddr::V4(_) => self.droplet_address(id),
+            IpAddr::V6(_) => self.droplet_ipv6(id).map(IpAddr::V6),
+        }
+    }
+
     /// The floating IPs the metadata service of `droplet` shows as its own
     /// at `now_ms`: those it holds, as they were `metadata_lag_ms` ago.
+    /// IPv4 only: DO's metadata shows a reserved IPv4 under
+    /// `reserved_ip/ipv4/`, and lbha reads no reserved IPv6 entry there.
     pub fn metadata_held_by(&self, droplet: u64, now_ms: u64) -> Vec<Ipv4Addr> {
         self.ips
             .iter()
             .filter(|(_, e)| self.metadata_holder(e, now_ms) == Some(droplet))
-            .map(|(ip, _)| *ip)
+            .filter_map(|(ip, _)| match ip {
+                IpAddr::V4(ip) => Some(*ip),
+                IpAddr::V6(_) => None,
+            })
             .collect()
     }
 
@@ -822,7 +887,7 @@ impl State {
     }
 
     /// Moves `ip` to `holder`, noting what metadata showed until now.
-    fn change_holder(&mut self, ip: Ipv4Addr, holder: Option<u64>) {
+    fn change_holder(&mut self, ip: IpAddr, holder: Option<u64>) {
         let now_ms = self.now_ms();
         let Some(entry) = self.ips.get(&ip).copied() else {
             return;
@@ -839,7 +904,7 @@ impl State {
     }
 
     /// The floating IPs `droplet` holds (completed assignments only).
-    pub fn held_by(&self, droplet: u64) -> Vec<Ipv4Addr> {
+    pub fn held_by(&self, droplet: u64) -> Vec<IpAddr> {
         self.ips
             .iter()
             .filter(|(_, e)| e.holder == Some(droplet))
@@ -848,22 +913,32 @@ impl State {
     }
 
     /// Holders of all floating IPs, for installing the initial routes.
-    pub fn holders(&self) -> Vec<(Ipv4Addr, Option<u64>)> {
+    pub fn holders(&self) -> Vec<(IpAddr, Option<u64>)> {
         self.ips.iter().map(|(ip, e)| (*ip, e.holder)).collect()
     }
 
     /// A floating IP from its path segment: (ip, holder, locked); unknown
     /// or unparsable is DO's 404.
-    pub fn floating_ip(&self, ip: &str) -> Result<(Ipv4Addr, Option<u64>, bool), ApiError> {
-        let ip: Ipv4Addr = ip.parse().map_err(|_| ApiError::not_found())?;
+    /// An address of the other family than `family` serves is a 404 too,
+    /// as DO's routes would answer.
+    pub fn floating_ip(
+        &self,
+        family: Family,
+        ip: &str,
+    ) -> Result<(IpAddr, Option<u64>, bool), ApiError> {
+        let ip: IpAddr = ip.parse().map_err(|_| ApiError::not_found())?;
+        if !family.serves(ip) {
+            return Err(ApiError::not_found());
+        }
         let entry = self.ips.get(&ip).ok_or_else(ApiError::not_found)?;
         Ok((ip, entry.holder, entry.pending.is_some()))
     }
 
     /// Every floating IP: (ip, holder, locked).
-    pub fn floating_ips(&self) -> Vec<(Ipv4Addr, Option<u64>, bool)> {
+    pub fn floating_ips(&self, family: Family) -> Vec<(IpAddr, Option<u64>, bool)> {
         self.ips
             .iter()
+            .filter(|(ip, _)| family.serves(**ip))
             .map(|(ip, e)| (*ip, e.holder, e.pending.is_some()))
             .collect()
     }
@@ -884,7 +959,7 @@ impl State {
         caller: SocketAddr,
         now: SystemTime,
     ) -> Result<ActionRecord, ApiError> {
-        let (ip, holder, locked) = self.floating_ip(ip)?;
+        let (ip, holder, locked) = self.floating_ip(family, ip)?;
         let body: ActionBody = serde_json::from_slice(body)
             .map_err(|e| ApiError::unprocessable(format!("The request body is not valid: {e}")))?;
         let (kind, droplet_id) = match body.kind.as_deref() {
@@ -997,25 +1072,24 @@ impl State {
 
     /// Checks that `ip` is a floating IP and `holder` (if any) a droplet;
     /// returns the holder's address, for the route.
-    pub fn check_holder(
-        &self,
-        ip: Ipv4Addr,
-        holder: Option<u64>,
-    ) -> Result<Option<IpAddr>, String> {
+    pub fn check_holder(&self, ip: IpAddr, holder: Option<u64>) -> Result<Option<IpAddr>, String> {
         if !self.ips.contains_key(&ip) {
             return Err(format!("{ip} is not a floating IP"));
         }
         holder
             .map(|id| {
-                self.droplet_address(id)
-                    .ok_or_else(|| format!("droplet {id} is not configured"))
+                if !self.droplets.contains_key(&id) {
+                    return Err(format!("droplet {id} is not configured"));
+                }
+                self.next_hop(id, ip)
+                    .ok_or_else(|| format!("droplet {id} has no IPv6 address to route {ip} to"))
             })
             .transpose()
     }
 
     /// Moves `ip` to `holder` at once, as another droplet's assign or the
     /// DO console would; an action pending on it still ends as planned.
-    pub fn set_holder(&mut self, ip: Ipv4Addr, holder: Option<u64>) {
+    pub fn set_holder(&mut self, ip: IpAddr, holder: Option<u64>) {
         self.change_holder(ip, holder);
     }
 
@@ -1028,7 +1102,7 @@ impl State {
         let holder = match action.kind {
             ActionKind::Assign => {
                 let droplet = action.droplet_id?;
-                Some((droplet, self.droplet_address(droplet)?))
+                Some((droplet, self.next_hop(droplet, action.ip)?))
             }
             ActionKind::Unassign => None,
         };
@@ -1288,11 +1362,18 @@ fn count(counts: &mut CallCounts, endpoint: String, status: &str) {
 pub fn api_endpoint(method: &str, path: &str) -> String {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let template = match segments.as_slice() {
-        ["v2", family @ ("floating_ips" | "reserved_ips")] => format!("/v2/{family}"),
-        ["v2", family @ ("floating_ips" | "reserved_ips"), _] => format!("/v2/{family}/{{ip}}"),
         [
             "v2",
-            family @ ("floating_ips" | "reserved_ips"),
+            family @ ("floating_ips" | "reserved_ips" | "reserved_ipv6"),
+        ] => format!("/v2/{family}"),
+        [
+            "v2",
+            family @ ("floating_ips" | "reserved_ips" | "reserved_ipv6"),
+            _,
+        ] => format!("/v2/{family}/{{ip}}"),
+        [
+            "v2",
+            family @ ("floating_ips" | "reserved_ips" | "reserved_ipv6"),
             _,
             "actions",
         ] => {
@@ -1300,7 +1381,7 @@ pub fn api_endpoint(method: &str, path: &str) -> String {
         }
         [
             "v2",
-            family @ ("floating_ips" | "reserved_ips"),
+            family @ ("floating_ips" | "reserved_ips" | "reserved_ipv6"),
             _,
             "actions",
             _,
@@ -1317,7 +1398,7 @@ pub fn api_endpoint(method: &str, path: &str) -> String {
 mod tests {
     use super::*;
 
-    const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+    const IP: IpAddr = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 10));
 
     fn caller() -> SocketAddr {
         "192.0.2.11:40000".parse().unwrap()
@@ -1330,7 +1411,10 @@ mod tests {
                 (1, "192.0.2.11".parse().unwrap()),
                 (2, "192.0.2.12".parse().unwrap()),
             ],
-            &[(IP, Some(1)), (Ipv4Addr::new(203, 0, 113, 20), None)],
+            &[
+                (IP, Some(1)),
+                (IpAddr::V4(Ipv4Addr::new(203, 0, 113, 20)), None),
+            ],
         )
         .unwrap()
     }
@@ -1374,7 +1458,10 @@ mod tests {
         assert_eq!(action.id, FIRST_ACTION_ID);
         assert_eq!(action.status, ActionStatus::InProgress);
         assert_eq!(action.caller_droplet_id, Some(1));
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), true));
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap(),
+            (IP, Some(1), true)
+        );
         let completion = s.completion(action.id).unwrap();
         assert_eq!(
             completion,
@@ -1385,7 +1472,10 @@ mod tests {
             }
         );
         s.complete_action(action.id, true, SystemTime::now());
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(2), false));
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap(),
+            (IP, Some(2), false)
+        );
         let done = s.action(action.id).unwrap();
         assert_eq!(done.status, ActionStatus::Completed);
         assert!(done.completed_at.is_some() && done.completed_at_ms.is_some());
@@ -1405,7 +1495,10 @@ mod tests {
         .unwrap();
         s.complete_action(action.id, false, SystemTime::now());
         assert_eq!(s.action(action.id).unwrap().status, ActionStatus::Errored);
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap(),
+            (IP, Some(1), false)
+        );
     }
 
     #[test]
@@ -1416,7 +1509,10 @@ mod tests {
         assert_eq!(action.droplet_id, None);
         assert_eq!(s.completion(action.id).unwrap().holder, None);
         s.complete_action(action.id, true, SystemTime::now());
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap().1, None);
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap().1,
+            None
+        );
         let again = request(&mut s, "203.0.113.10", r#"{"type":"unassign"}"#).unwrap_err();
         assert_eq!(again.status, 422);
     }
@@ -1671,7 +1767,10 @@ mod tests {
             "ended actions are not polled to an end"
         );
         assert_eq!(s.action(errored.id).unwrap().status, ActionStatus::Errored);
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap(),
+            (IP, Some(1), false)
+        );
 
         let next = assign(&mut s, "203.0.113.10", 2);
         assert!(s.action_plan(next.id).unwrap().success);
@@ -1698,13 +1797,16 @@ mod tests {
         assert_eq!(s.check_holder(IP, None), Ok(None));
         assert!(s.check_holder(IP, Some(9)).is_err());
         assert!(
-            s.check_holder(Ipv4Addr::new(198, 51, 100, 1), None)
+            s.check_holder(Ipv4Addr::new(198, 51, 100, 1).into(), None)
                 .is_err()
         );
         s.set_holder(IP, Some(2));
         assert_eq!(s.held_by(2), vec![IP]);
         s.set_holder(IP, None);
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap().1, None);
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap().1,
+            None
+        );
     }
 
     /// DO's windows slide: each call counts for an hour after it was made,
@@ -1879,7 +1981,10 @@ mod tests {
         let noop = assign(&mut s, "203.0.113.10", 1);
         assert_eq!(noop.droplet_id, Some(1));
         s.complete_action(noop.id, true, SystemTime::now());
-        assert_eq!(s.floating_ip("203.0.113.10").unwrap(), (IP, Some(1), false));
+        assert_eq!(
+            s.floating_ip(Family::FloatingIp, "203.0.113.10").unwrap(),
+            (IP, Some(1), false)
+        );
 
         s.update_faults(&FaultsUpdate {
             same_holder_assign: Some(SameHolderAssign::Reject),

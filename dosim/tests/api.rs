@@ -1553,3 +1553,108 @@ fn lbha_dosim_binary(args: &[&str]) -> SimBinary {
         child,
     }
 }
+
+/// Reserved IPv6 in DO's spec shapes (specification/resources/reserved_ipv6
+/// of digitalocean/openapi): `reserved_ipv6` objects with ip, region_slug,
+/// reserved_at and droplet (no `locked`), actions at `.../actions` answered
+/// 201 with `resource_type` `reserved_ipv6` and polled at
+/// `/v2/actions/{id}` only; each family serves its own addresses.
+#[tokio::test]
+async fn reserved_ipv6_has_its_own_collection_and_shapes() {
+    let v6: std::net::Ipv6Addr = "2001:db8:10::10".parse().unwrap();
+    let sim = start(
+        SimConfig::new(TOKEN)
+            .droplet_dual(
+                LOCAL_DROPLET,
+                "127.0.0.1".parse().unwrap(),
+                "2001:db8::11".parse().unwrap(),
+            )
+            .droplet(REMOTE_DROPLET, "192.0.2.12".parse().unwrap())
+            .floating_ip(FIP, Some(REMOTE_DROPLET))
+            .floating_ip(v6, Some(REMOTE_DROPLET))
+            .action_delay(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
+    let sim = Sim {
+        sim,
+        client: client(),
+    };
+    let shown = sim.get_json(&format!("/v2/reserved_ipv6/{v6}")).await;
+    let object = &shown["reserved_ipv6"];
+    assert_eq!(object["ip"], v6.to_string());
+    assert_eq!(object["region_slug"], "nyc3");
+    assert!(object["reserved_at"].is_string());
+    assert!(object.get("locked").is_none(), "{shown}");
+    assert_eq!(object["droplet"]["id"], REMOTE_DROPLET);
+    let list = sim.get_json("/v2/reserved_ipv6").await;
+    assert_eq!(
+        list["reserved_ipv6s"].as_array().map(Vec::len),
+        Some(1),
+        "{list}"
+    );
+    // Each collection serves its own family only.
+    assert_eq!(
+        sim.get(&format!("/v2/reserved_ipv6/{FIP}")).await.status(),
+        404
+    );
+    assert_eq!(
+        sim.get(&format!("/v2/reserved_ips/{v6}")).await.status(),
+        404
+    );
+
+    let created = sim
+        .post(
+            &format!("/v2/reserved_ipv6/{v6}/actions"),
+            json!({"type": "assign", "droplet_id": LOCAL_DROPLET}),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["action"]["resource_type"], "reserved_ipv6");
+    assert_eq!(created["action"]["status"], "in-progress");
+    let id = created["action"]["id"].as_u64().unwrap();
+    // A second action while one is pending: DO's 422.
+    let pending = sim
+        .post(
+            &format!("/v2/reserved_ipv6/{v6}/actions"),
+            json!({"type": "assign", "droplet_id": LOCAL_DROPLET}),
+        )
+        .await;
+    let message = assert_error(pending, 422, "unprocessable_entity").await;
+    assert!(
+        message.contains("Reserved IPv6 already has a pending event"),
+        "{message}"
+    );
+    // No per-IP action URL for IPv6; the global one answers.
+    assert_eq!(
+        sim.get(&format!("/v2/reserved_ipv6/{v6}/actions/{id}"))
+            .await
+            .status(),
+        404
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let action = sim.get_json(&format!("/v2/actions/{id}")).await;
+        if action["action"]["status"] == "completed" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{action}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(sim.sim.holder(v6), Some(LOCAL_DROPLET));
+    assert_eq!(sim.sim.holder(FIP), Some(REMOTE_DROPLET), "the IPv4 stays");
+    let shown = sim.get_json(&format!("/v2/reserved_ipv6/{v6}")).await;
+    assert_eq!(
+        shown["reserved_ipv6"]["droplet"]["networks"]["v6"][0]["ip_address"],
+        "2001:db8::11"
+    );
+    // Metadata shows the droplet's public IPv6.
+    let (status, body) = metadata_from(
+        &sim.client,
+        &sim.sim,
+        "/metadata/v1/interfaces/public/0/ipv6/address",
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "2001:db8::11"));
+}

@@ -13,7 +13,12 @@
 //!
 //! Like DigitalOcean's anchor IPs, both load balancers accept the floating
 //! IP (it is on their loopback); the simulator's router sends it to whichever
-//! droplet currently holds it. Everything is removed when the [`Lab`] drops.
+//! droplet currently holds it. With [`LabOptions::dual_stack`] the client,
+//! the router and the load balancers' public side also get IPv6 addresses
+//! (ULA `fd00:230::/48`), the simulator serves a reserved IPv6
+//! ([`RESERVED_IPV6`], on both load balancers' loopback too) and routes it
+//! (`/128 via` the holder's IPv6) as it routes the floating IP, and lbha
+//! moves both; VRRP itself stays on IPv4. Everything is removed when the [`Lab`] drops.
 //!
 //! The API is plain HTTP next door by default. With [`ApiPath::Remote`] the
 //! droplets reach it as they reach DigitalOcean's: over HTTPS (the
@@ -33,7 +38,7 @@ mod timeline;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream},
     path::PathBuf,
     process::{Command, Stdio},
     sync::{
@@ -58,6 +63,12 @@ pub use timeline::{Transition, assign_answers, parse_transitions, unix_ms};
 
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ROUTER_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 230, 0, 1);
+/// The reserved IPv6 of a dual-stack lab (documentation range).
+pub const RESERVED_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10);
+/// The router on the public network, IPv6 (dual-stack labs).
+pub const ROUTER_PUBLIC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x230, 0, 0, 0, 0, 0, 1);
+/// The client's network, IPv6: the router is `::1`, the client `::2`.
+const CLIENT_NET6: &str = "fd00:230:9::";
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
 pub const API_PORT: u16 = 8080;
 /// The relay in front of the HTTPS API ([`ApiPath::Remote`]), on
@@ -93,6 +104,11 @@ pub enum ApiPath {
     Local,
     /// HTTPS through a relay delaying every segment `delay` each way.
     Remote { delay: Duration },
+}
+
+/// Load balancer `i`'s public IPv6 (dual-stack labs).
+pub fn lb_public6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x230, 0, 0, 0, 0, 0, 0x12 + i as u16)
 }
 
 /// Droplet id of load balancer `i` (0 or 1).
@@ -150,6 +166,9 @@ pub struct LabOptions {
     /// lbha's `keepalive_interval` (a Backup's warm API connection; zero:
     /// off), both configuration formats; `None`: lbha's default.
     pub keepalive_interval: Option<Duration>,
+    /// IPv6 besides IPv4 on the client and public side, and a reserved
+    /// IPv6 moved with the floating IP (see the module's doc).
+    pub dual_stack: bool,
 }
 
 impl Default for LabOptions {
@@ -167,6 +186,7 @@ impl Default for LabOptions {
             heartbeat: false,
             api: ApiPath::Local,
             keepalive_interval: None,
+            dual_stack: false,
         }
     }
 }
@@ -212,7 +232,8 @@ impl Drop for Lab {
     }
 }
 
-fn haproxy_lb_config() -> String {
+/// `dual_stack`: HAProxy also listens on IPv6 (the reserved IPv6).
+fn haproxy_lb_config(dual_stack: bool) -> String {
     let servers: String = (0..3)
         .map(|i| {
             format!(
@@ -224,8 +245,13 @@ fn haproxy_lb_config() -> String {
         .collect();
     format!(
         "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    retries 2\n    option redispatch\n\
-         frontend fe\n    bind *:80\n    default_backend webs\n\
-         backend webs\n    balance roundrobin\n{servers}"
+         frontend fe\n    bind *:80\n{v6}    default_backend webs\n\
+         backend webs\n    balance roundrobin\n{servers}",
+        v6 = if dual_stack {
+            "    bind :::80 v6only\n"
+        } else {
+            ""
+        }
     )
 }
 
@@ -285,7 +311,7 @@ impl Lab {
         for i in 0..2 {
             std::fs::write(
                 lab.dir.join(format!("lb{}-haproxy.cfg", i + 1)),
-                haproxy_lb_config(),
+                haproxy_lb_config(lab.opts.dual_stack),
             )?;
             lab.start_lb(i)?;
         }
@@ -333,6 +359,38 @@ impl Lab {
             lb.ip(&["route", "add", "default", "via", &ROUTER_PUBLIC.to_string()])?;
             // The anchor: accept the floating IP whoever the router sends it to.
             lb.ip(&["addr", "add", &format!("{FLOATING_IP}/32"), "dev", "lo"])?;
+            if self.opts.dual_stack {
+                // nodad: usable at once, no duplicate detection to wait out.
+                let public6 = format!("{}/64", lb_public6(i));
+                lb.ip(&["-6", "addr", "add", &public6, "dev", "pub0", "nodad"])?;
+                lb.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &ROUTER_PUBLIC6.to_string(),
+                ])?;
+                let anchor6 = format!("{RESERVED_IPV6}/128");
+                lb.ip(&["-6", "addr", "add", &anchor6, "dev", "lo", "nodad"])?;
+            }
+        }
+        if self.opts.dual_stack {
+            let router6 = format!("{ROUTER_PUBLIC6}/64");
+            r.ip(&["-6", "addr", "add", &router6, "dev", "brpub", "nodad"])?;
+            let (router_c, client_c) = (format!("{CLIENT_NET6}1/64"), format!("{CLIENT_NET6}2/64"));
+            r.ip(&["-6", "addr", "add", &router_c, "dev", "client0", "nodad"])?;
+            r.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+            self.client
+                .ip(&["-6", "addr", "add", &client_c, "dev", "eth0", "nodad"])?;
+            self.client.ip(&[
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{CLIENT_NET6}1"),
+            ])?;
         }
         // Extra VRRP networks: a bridge each in the switch.
         for j in 1..self.opts.interfaces.max(1) {
@@ -373,7 +431,19 @@ impl Lab {
             .arg("--state-file")
             .arg(self.dir.join("sim.json"));
         for i in 0..2 {
-            cmd.arg(format!("--droplet={}={}", droplet_id(i), lb_public(i)));
+            if self.opts.dual_stack {
+                cmd.arg(format!(
+                    "--droplet={}={},{}",
+                    droplet_id(i),
+                    lb_public(i),
+                    lb_public6(i)
+                ));
+            } else {
+                cmd.arg(format!("--droplet={}={}", droplet_id(i), lb_public(i)));
+            }
+        }
+        if self.opts.dual_stack {
+            cmd.arg(format!("--floating-ip={RESERVED_IPV6}"));
         }
         if let ApiPath::Remote { .. } = self.opts.api {
             cmd.arg(format!("--api-tls-listen={SIM_TLS_LISTEN}"))
@@ -461,6 +531,7 @@ track = ["haproxy"]
 {extra}
 [floating_ip]
 ip = "{FLOATING_IP}"
+{reserved_ipv6}
 token_file = "{token}"
 api_url = "{api_url}"
 {ca_file}
@@ -473,6 +544,11 @@ metadata_timeout = 1.0
 {extra_floating_ip}
 {heartbeat}"#,
             priority = if i == 0 { 200 } else { 100 },
+            reserved_ipv6 = if o.dual_stack {
+                format!("reserved_ipv6 = \"{RESERVED_IPV6}\"")
+            } else {
+                String::new()
+            },
             api_url = self.api_url(),
             ca_file = self
                 .api_ca_file()
@@ -757,12 +833,28 @@ metadata_timeout = 1.0
 
     /// The droplet currently holding the floating IP.
     pub fn holder(&self) -> Option<u64> {
+        self.holder_of(FLOATING_IP.into())
+    }
+
+    /// The droplet currently holding `ip` (the floating IP, or the reserved
+    /// IPv6 of a dual-stack lab).
+    pub fn holder_of(&self, ip: IpAddr) -> Option<u64> {
         let state = self.sim_state().ok()?;
         state["floating_ips"]
             .as_array()?
             .iter()
-            .find(|f| f["ip"] == FLOATING_IP.to_string())?["holder"]
+            .find(|f| f["ip"] == ip.to_string())?["holder"]
             .as_u64()
+    }
+
+    /// `ip -6 route show RESERVED_IPV6/128` in the router: where the
+    /// simulator sends the reserved IPv6 now.
+    pub fn reserved_ipv6_route(&self) -> Result<String> {
+        Ok(self
+            .router
+            .ip(&["-6", "route", "show", &format!("{RESERVED_IPV6}/128")])?
+            .trim()
+            .to_owned())
     }
 
     /// Assign actions so far: (droplet id, requested at, completed at), as
@@ -781,6 +873,11 @@ metadata_timeout = 1.0
                 actions
                     .iter()
                     .filter(|a| a["type"] == "assign_ip" || a["type"] == "assign")
+                    .filter(|a| {
+                        a["ip"]
+                            .as_str()
+                            .is_none_or(|ip| ip == FLOATING_IP.to_string())
+                    })
                     .filter_map(|a| {
                         Some((
                             a["droplet_id"].as_u64()?,
@@ -886,7 +983,49 @@ metadata_timeout = 1.0
 
     /// Starts fetching `http://FLOATING_IP/` from the client every `every`.
     pub fn start_client(&self, every: Duration) -> Client {
-        Client::start(self.client.name(), self.started, every)
+        Client::start(self.client.name(), self.started, every, FLOATING_IP.into())
+    }
+
+    /// Starts fetching `http://[RESERVED_IPV6]/` from the client every
+    /// `every` (dual-stack labs).
+    pub fn start_client_v6(&self, every: Duration) -> Client {
+        Client::start(
+            self.client.name(),
+            self.started,
+            every,
+            RESERVED_IPV6.into(),
+        )
+    }
+
+    /// Assign actions on the reserved IPv6, as [`Lab::assigns`] gives them
+    /// for the floating IP.
+    pub fn assigns_v6(&self) -> Vec<(u64, Duration, Option<Duration>)> {
+        let Ok(state) = self.sim_state() else {
+            return Vec::new();
+        };
+        let offset = self
+            .sim_started_wall
+            .duration_since(self.started_wall)
+            .unwrap_or_default();
+        state["actions"]
+            .as_array()
+            .map(|actions| {
+                actions
+                    .iter()
+                    .filter(|a| a["type"] == "assign_ip" || a["type"] == "assign")
+                    .filter(|a| a["ip"] == RESERVED_IPV6.to_string())
+                    .filter_map(|a| {
+                        Some((
+                            a["droplet_id"].as_u64()?,
+                            offset + Duration::from_millis(a["requested_at_ms"].as_u64()?),
+                            a["completed_at_ms"]
+                                .as_u64()
+                                .map(|ms| offset + Duration::from_millis(ms)),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     pub fn since_start(&self) -> Duration {
@@ -922,7 +1061,7 @@ pub struct Client {
 }
 
 impl Client {
-    fn start(netns: &str, started: Instant, every: Duration) -> Self {
+    fn start(netns: &str, started: Instant, every: Duration, target: IpAddr) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (s, l, ns) = (stop.clone(), log.clone(), netns.to_owned());
@@ -937,7 +1076,7 @@ impl Client {
             while !s.load(Ordering::SeqCst) {
                 let at = started.elapsed();
                 let result = http_request(
-                    SocketAddr::from((FLOATING_IP, 80)),
+                    SocketAddr::new(target, 80),
                     "GET / HTTP/1.0\r\nHost: lab\r\n\r\n",
                     Duration::from_millis(400),
                 )

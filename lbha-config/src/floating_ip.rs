@@ -1,9 +1,15 @@
 //! The DigitalOcean side of the configuration: which floating (reserved) IP
-//! follows mastership, where the API and the metadata service are, and where
-//! the token comes from. Only data and its defaults; the client that acts on
+//! follows mastership (and which reserved IPv6 beside it), where the API and
+//! the metadata service are, and where the token comes from. Only data and its defaults; the client that acts on
 //! it is the agent's `cloud` module.
 
-use std::{fmt, net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use thiserror::Error;
 
@@ -68,6 +74,50 @@ impl FromStr for PathFamily {
     }
 }
 
+/// A DigitalOcean reserved IPv6 address (`/v2/reserved_ipv6/{ip}`) moved
+/// beside the floating IPv4, with the same token, API and timers: to the
+/// droplet whose `instance` is Master (None: the instance the IPv4
+/// follows, so that one failover moves both).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReservedIpv6 {
+    pub address: Ipv6Addr,
+    pub instance: Option<String>,
+}
+
+/// Why a `reserved_ipv6` value is not one.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum InvalidReservedIpv6 {
+    #[error("`{0}` is an IPv4 address: a floating IPv4 goes in `ip`")]
+    Ipv4(String),
+    #[error("`{0}` is not an IPv6 address")]
+    NotAnAddress(String),
+    #[error("`{0}` is not a global unicast address (DigitalOcean reserves public IPv6 only)")]
+    NotGlobal(String),
+}
+
+impl ReservedIpv6 {
+    /// `text` as a reserved IPv6: an IPv6 address that can be public, not
+    /// link-local, multicast, loopback, unspecified or IPv4-mapped.
+    pub fn parse_address(text: &str) -> Result<Ipv6Addr, InvalidReservedIpv6> {
+        let address = match text.trim().parse::<IpAddr>() {
+            Ok(IpAddr::V6(address)) => address,
+            Ok(IpAddr::V4(_)) => return Err(InvalidReservedIpv6::Ipv4(text.to_owned())),
+            Err(_) => return Err(InvalidReservedIpv6::NotAnAddress(text.to_owned())),
+        };
+        let segments = address.segments();
+        let link_local = segments[0] & 0xffc0 == 0xfe80;
+        if address.is_unspecified()
+            || address.is_loopback()
+            || address.is_multicast()
+            || link_local
+            || address.to_ipv4_mapped().is_some()
+        {
+            return Err(InvalidReservedIpv6::NotGlobal(text.to_owned()));
+        }
+        Ok(address)
+    }
+}
+
 /// Everything the floating IP side needs. The config files map onto this.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FloatingIpConfig {
@@ -94,6 +144,9 @@ pub struct FloatingIpConfig {
     /// to the API open, so a takeover's assign costs one round trip rather
     /// than a TCP and a TLS handshake more. Zero: off.
     pub keepalive_interval: Duration,
+    /// A reserved IPv6 moved beside `ip` (TOML `reserved_ipv6`,
+    /// `reserved_ipv6_instance`).
+    pub reserved_ipv6: Option<ReservedIpv6>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -119,6 +172,7 @@ impl FloatingIpConfig {
             metadata_timeout: DEFAULT_METADATA_TIMEOUT,
             ca_file: None,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            reserved_ipv6: None,
         }
     }
 
@@ -154,6 +208,31 @@ mod tests {
             assert_eq!(family.as_str().parse::<PathFamily>().unwrap(), family);
         }
         assert!("reserved".parse::<PathFamily>().is_err());
+    }
+
+    #[test]
+    fn reserved_ipv6_must_be_a_global_ipv6_address() {
+        assert_eq!(
+            ReservedIpv6::parse_address("2604:a880:400:d1::7a2:1"),
+            Ok("2604:a880:400:d1::7a2:1".parse().unwrap())
+        );
+        assert_eq!(
+            ReservedIpv6::parse_address("203.0.113.10"),
+            Err(InvalidReservedIpv6::Ipv4("203.0.113.10".into()))
+        );
+        assert!(matches!(
+            ReservedIpv6::parse_address("2604:a880::g"),
+            Err(InvalidReservedIpv6::NotAnAddress(_))
+        ));
+        for not_global in ["fe80::1", "ff02::12", "::1", "::", "::ffff:203.0.113.10"] {
+            assert!(
+                matches!(
+                    ReservedIpv6::parse_address(not_global),
+                    Err(InvalidReservedIpv6::NotGlobal(_))
+                ),
+                "{not_global}"
+            );
+        }
     }
 
     #[test]

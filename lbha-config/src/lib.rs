@@ -17,7 +17,8 @@ mod floating_ip;
 
 pub use floating_ip::{
     DEFAULT_API_URL, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_METADATA_TIMEOUT, DEFAULT_METADATA_URL,
-    FloatingIpConfig, InvalidFloatingIpConfig, PathFamily, TokenSource, UnknownPathFamily,
+    FloatingIpConfig, InvalidFloatingIpConfig, InvalidReservedIpv6, PathFamily, ReservedIpv6,
+    TokenSource, UnknownPathFamily,
 };
 
 /// Where `lbha-agent status` finds the running agent (root only).

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, FloatingIpConfig, PathFamily,
-    ReceivePathChoice, TokenSource,
+    ReceivePathChoice, ReservedIpv6, TokenSource,
 };
 
 type SValue<'i> = Spanned<DeValue<'i>>;
@@ -91,6 +91,8 @@ const HEARTBEAT_KEYS: &[&str] = &["listen", "peers", "key_file", "interval"];
 const FLOATING_IP_KEYS: &[&str] = &[
     "ip",
     "instance",
+    "reserved_ipv6",
+    "reserved_ipv6_instance",
     "token_file",
     "token_env",
     "api_url",
@@ -212,6 +214,19 @@ pub fn parse(
             format!("[floating_ip]: `instance` {name:?} is not a configured [[instance]]"),
         ));
     }
+    if let Some(name) = floating_ip
+        .as_ref()
+        .and_then(|f| f.settings.reserved_ipv6.as_ref())
+        .and_then(|v6| v6.instance.as_ref())
+        && !instances.iter().any(|i| &i.name == name)
+    {
+        r.errors.push(r.diag(
+            None,
+            format!(
+                "[floating_ip]: `reserved_ipv6_instance` {name:?} is not a configured [[instance]]"
+            ),
+        ));
+    }
 
     let mut config = Config {
         global,
@@ -272,6 +287,13 @@ fn read_floating_ip(
     let mut f = Fields::new(r, table, line, "[floating_ip]");
     let ip = f.take_with(r, fl, "ip", |r, v| r.ip(v, "ip"));
     let instance = f.string(r, fl, "instance");
+    let reserved_ipv6 = f.take_with(r, fl, "reserved_ipv6", |r, v| {
+        let text = r.str(v, "reserved_ipv6")?;
+        ReservedIpv6::parse_address(&text)
+            .map_err(|e| r.error_at(v, format!("`reserved_ipv6`: {e}")))
+            .ok()
+    });
+    let reserved_ipv6_instance = f.string(r, fl, "reserved_ipv6_instance");
     let token_file = f.string(r, fl, "token_file");
     let token_env = f.string(r, fl, "token_env");
     let api_url = f.string(r, fl, "api_url");
@@ -321,6 +343,16 @@ fn read_floating_ip(
         settings.path_family = family;
     }
     settings.droplet_id = droplet_id.map(|id| id as u64);
+    match (reserved_ipv6, reserved_ipv6_instance) {
+        (Some(address), instance) => {
+            settings.reserved_ipv6 = Some(ReservedIpv6 { address, instance });
+        }
+        (None, Some(_)) if !fl.is_bad("reserved_ipv6") => r.error(
+            line,
+            "[floating_ip]: `reserved_ipv6_instance` without `reserved_ipv6`".into(),
+        ),
+        (None, _) => {}
+    }
     settings.ca_file = ca_file.map(PathBuf::from);
     for (value, field) in [
         (recheck_interval, &mut settings.recheck_interval),
@@ -1241,6 +1273,12 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(instance) = &f.instance {
             let _ = writeln!(out, "instance = {}", string(instance));
         }
+        if let Some(v6) = &c.reserved_ipv6 {
+            let _ = writeln!(out, "reserved_ipv6 = {}", string(&v6.address.to_string()));
+            if let Some(instance) = &v6.instance {
+                let _ = writeln!(out, "reserved_ipv6_instance = {}", string(instance));
+            }
+        }
         match &c.token {
             TokenSource::File(path) => {
                 let _ = writeln!(out, "token_file = {}", string(&path.to_string_lossy()));
@@ -1867,6 +1905,102 @@ interval = 0.5
             !has("missing key `listen`"),
             "reported once, as unreadable: {text:?}"
         );
+    }
+
+    /// A reserved IPv6 beside the floating IPv4: following the IPv4's
+    /// instance by default or an instance of its own; the family, the
+    /// instance and a lone `reserved_ipv6_instance` are checked.
+    #[test]
+    fn floating_ip_reserved_ipv6() {
+        let two = format!(
+            "{MINIMAL}
+[[instance]]
+name = \"VI_6\"
+interface = \"eth1\"
+vrid = 34
+"
+        );
+        let section = |extra: &str| {
+            format!(
+                "{two}
+[floating_ip]
+ip = \"203.0.113.10\"
+instance = \"VI_1\"
+{extra}"
+            )
+        };
+        let same = parse(
+            &section("reserved_ipv6 = \"2604:a880:400:d1::7a2:1\"\n"),
+            &path(),
+        )
+        .expect("parses");
+        let v6 = same
+            .config
+            .floating_ip
+            .as_ref()
+            .unwrap()
+            .settings
+            .reserved_ipv6
+            .clone();
+        assert_eq!(
+            v6,
+            Some(ReservedIpv6 {
+                address: "2604:a880:400:d1::7a2:1".parse().unwrap(),
+                instance: None,
+            })
+        );
+        let again = parse(&to_toml(&same.config), &path()).expect("round trip");
+        assert_eq!(again.config, same.config);
+
+        let own = parse(
+            &section(
+                "reserved_ipv6 = \"2604:a880:400:d1::7a2:1\"\nreserved_ipv6_instance = \"VI_6\"\n",
+            ),
+            &path(),
+        )
+        .expect("parses");
+        let v6 = own
+            .config
+            .floating_ip
+            .as_ref()
+            .unwrap()
+            .settings
+            .reserved_ipv6
+            .clone();
+        assert_eq!(v6.and_then(|v| v.instance).as_deref(), Some("VI_6"));
+        let again = parse(&to_toml(&own.config), &path()).expect("round trip");
+        assert_eq!(again.config, own.config);
+
+        // Without the new keys nothing changes (existing configs stay valid).
+        let plain = parse(&section(""), &path()).expect("parses");
+        assert_eq!(
+            plain.config.floating_ip.unwrap().settings.reserved_ipv6,
+            None
+        );
+
+        for (extra, needle) in [
+            ("reserved_ipv6 = \"203.0.113.11\"\n", "is an IPv4 address"),
+            (
+                "reserved_ipv6 = \"fe80::1\"\n",
+                "not a global unicast address",
+            ),
+            ("reserved_ipv6 = \"nope\"\n", "is not an IPv6 address"),
+            ("reserved_ipv6 = 6\n", "`reserved_ipv6`"),
+            (
+                "reserved_ipv6 = \"2604:a880::1\"\nreserved_ipv6_instance = \"VI_9\"\n",
+                "`reserved_ipv6_instance` \"VI_9\" is not a configured [[instance]]",
+            ),
+            (
+                "reserved_ipv6_instance = \"VI_6\"\n",
+                "`reserved_ipv6_instance` without `reserved_ipv6`",
+            ),
+        ] {
+            let text: Vec<String> = errors(&section(extra))
+                .iter()
+                .map(|d| d.message.clone())
+                .collect();
+            assert!(text.iter().any(|m| m.contains(needle)), "{extra}: {text:?}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! breaks things: LB1's HAProxy is killed and restarted, then LB1 crashes
 //! entirely and comes back. It prints a timeline (who is Master, when the
 //! assign happened, how long the client saw errors) and cleans everything
-//! up on exit, Ctrl-C included.
+//! up on exit, Ctrl-C included. With `--dual-stack` a reserved IPv6 moves
+//! beside the floating IP, a second client fetches it, and the timeline
+//! shows both moving.
 
 use std::{
     path::Path,
@@ -18,7 +20,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use lbha_lab::{ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, droplet_id, wait_for};
+use lbha_lab::{
+    ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, RESERVED_IPV6, droplet_id, wait_for,
+};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -39,6 +43,10 @@ pub struct LabArgs {
     /// plain HTTP next door.
     #[arg(long, value_name = "MS")]
     api_delay_ms: Option<u64>,
+    /// IPv6 on the client and public side, and a DigitalOcean reserved
+    /// IPv6 moved beside the floating IP (VRRP stays IPv4).
+    #[arg(long)]
+    dual_stack: bool,
 }
 
 /// One thing the lab does to the load balancers.
@@ -75,6 +83,7 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             .map_or(ApiPath::Local, |ms| ApiPath::Remote {
                 delay: Duration::from_millis(ms),
             }),
+        dual_stack: args.dual_stack,
         ..LabOptions::default()
     };
     let bins = Binaries {
@@ -84,6 +93,9 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
     println!("lab: building the topology");
     let mut lab = Lab::start("lab", bins, opts)?;
     let mut client = lab.start_client(Duration::from_millis(args.request_ms));
+    let mut client6 = args
+        .dual_stack
+        .then(|| lab.start_client_v6(Duration::from_millis(args.request_ms)));
     let phase = Duration::from_secs(args.phase_secs);
     let mut markers: Vec<(Duration, String)> = Vec::new();
     let pause = |d: Duration| -> bool {
@@ -149,6 +161,9 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         Ok(())
     })();
     client.stop();
+    if let Some(client6) = &mut client6 {
+        client6.stop();
+    }
 
     // The timeline.
     let mut events = markers;
@@ -173,12 +188,43 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             ));
         }
     }
+    if args.dual_stack {
+        for (droplet, requested, completed) in lab.assigns_v6() {
+            events.push((
+                requested,
+                format!(
+                    "API: assign {RESERVED_IPV6} to {} requested",
+                    lb_of(droplet)
+                ),
+            ));
+            if let Some(done) = completed {
+                events.push((
+                    done,
+                    format!(
+                        "API: assign of the IPv6 to {} completed, route moved",
+                        lb_of(droplet)
+                    ),
+                ));
+            }
+        }
+    }
     let outages = client.outages();
     for (from, to, failed) in &outages {
         let until = to.map_or("the end".to_owned(), |t| format!("{:.3}s", t.as_secs_f64()));
         events.push((
             *from,
             format!("client: requests failing until {until} ({failed} failed)"),
+        ));
+    }
+    for (from, to, failed) in client6
+        .as_ref()
+        .map(lbha_lab::Client::outages)
+        .unwrap_or_default()
+    {
+        let until = to.map_or("the end".to_owned(), |t| format!("{:.3}s", t.as_secs_f64()));
+        events.push((
+            from,
+            format!("client (IPv6): requests failing until {until} ({failed} failed)"),
         ));
     }
     events.sort_by_key(|(at, _)| *at);
@@ -195,6 +241,17 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         requests.len() - ok,
         assigns.len()
     );
+    if let Some(client6) = &client6 {
+        let requests = client6.requests();
+        let ok = requests.iter().filter(|r| r.result.is_ok()).count();
+        println!(
+            "client (IPv6, http://[{RESERVED_IPV6}]/): {} requests, {} answered, {} failed; assigns: {}",
+            requests.len(),
+            ok,
+            requests.len() - ok,
+            lab.assigns_v6().len()
+        );
+    }
     // What an operator sees: `lbha-agent status` on each load balancer.
     for i in 0..2 {
         println!("\n$ lbha-agent status   # on lb{}", i + 1);

@@ -23,7 +23,7 @@
 
 use std::{
     fmt,
-    net::Ipv4Addr,
+    net::IpAddr,
     path::PathBuf,
     sync::Arc,
     time::{Duration, SystemTime},
@@ -48,19 +48,64 @@ use lbha_config::{DEFAULT_API_URL, PathFamily};
 
 pub mod response;
 
-/// The key of the object in `GET /v2/{family}/{ip}`.
-fn object_key(family: PathFamily) -> &'static str {
-    match family {
-        PathFamily::FloatingIps => "floating_ip",
-        PathFamily::ReservedIps => "reserved_ip",
+/// Where DigitalOcean keeps an address, and so the shape of every request
+/// about it: a floating IPv4 under `/v2/floating_ips` or `/v2/reserved_ips`
+/// (the configured [`PathFamily`]), a reserved IPv6 under
+/// `/v2/reserved_ipv6` (DO's spec, specification/resources/reserved_ipv6).
+/// The assign body (`{"type":"assign","droplet_id":N}`) and the action
+/// object are the same for both; what differs is the path, the key of the
+/// object `GET` returns, and where an action is polled: IPv6 actions have
+/// no `.../actions/{id}` in the spec (nor in godo), only `/v2/actions/{id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Collection {
+    Ipv4(PathFamily),
+    ReservedIpv6,
+}
+
+impl Collection {
+    /// The collection `ip` belongs to; `family` names the IPv4 one.
+    pub fn of(ip: IpAddr, family: PathFamily) -> Self {
+        match ip {
+            IpAddr::V4(_) => Collection::Ipv4(family),
+            IpAddr::V6(_) => Collection::ReservedIpv6,
+        }
+    }
+
+    /// `/v2/{segment}/{ip}`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Collection::Ipv4(family) => family.as_str(),
+            Collection::ReservedIpv6 => "reserved_ipv6",
+        }
+    }
+
+    /// The key of the object in `GET /v2/{segment}/{ip}`, and the one also
+    /// accepted (the other name of the IPv4 API, so a half-finished rename
+    /// on DO's side cannot break the lookup).
+    fn object_keys(self) -> [&'static str; 2] {
+        match self {
+            Collection::Ipv4(PathFamily::FloatingIps) => ["floating_ip", "reserved_ip"],
+            Collection::Ipv4(PathFamily::ReservedIps) => ["reserved_ip", "floating_ip"],
+            Collection::ReservedIpv6 => ["reserved_ipv6", "reserved_ipv6"],
+        }
+    }
+
+    fn ip_path(self, ip: IpAddr) -> String {
+        format!("/v2/{}/{ip}", self.segment())
+    }
+
+    /// Where action `id` on `ip` is polled.
+    fn action_path(self, ip: IpAddr, id: u64) -> String {
+        match self {
+            Collection::Ipv4(_) => format!("{}/actions/{id}", self.ip_path(ip)),
+            Collection::ReservedIpv6 => format!("/v2/actions/{id}"),
+        }
     }
 }
 
-/// The other name of the same API (tried when one answers 404).
-fn other_family(family: PathFamily) -> PathFamily {
-    match family {
-        PathFamily::FloatingIps => PathFamily::ReservedIps,
-        PathFamily::ReservedIps => PathFamily::FloatingIps,
+impl From<PathFamily> for Collection {
+    fn from(family: PathFamily) -> Self {
+        Collection::Ipv4(family)
     }
 }
 
@@ -274,17 +319,13 @@ pub enum ApiError {
     /// The action (the last of `attempts` assigns that each ended
     /// `errored`) failed on DO's side.
     #[error("DigitalOcean action {id} on {ip} errored{}", if *.attempts > 1 { format!(" (the last of {} assigns that errored)", .attempts) } else { String::new() })]
-    ActionErrored {
-        ip: Ipv4Addr,
-        id: u64,
-        attempts: u32,
-    },
+    ActionErrored { ip: IpAddr, id: u64, attempts: u32 },
     #[error(
         "DigitalOcean action {id} on {ip} still {status} after {waited:?}{}",
         .last_error.as_ref().map(|e| format!(" (last poll: {e})")).unwrap_or_default()
     )]
     ActionTimeout {
-        ip: Ipv4Addr,
+        ip: IpAddr,
         id: u64,
         /// The last status seen (`in-progress` if no poll got an answer).
         status: ActionStatus,
@@ -491,13 +532,17 @@ impl ApiClient {
         &self.opts
     }
 
-    fn ip_path(&self, ip: Ipv4Addr) -> String {
-        format!("/v2/{}/{ip}", self.opts.path_family)
+    fn collection(&self, ip: IpAddr) -> Collection {
+        Collection::of(ip, self.opts.path_family)
+    }
+
+    fn ip_path(&self, ip: IpAddr) -> String {
+        self.collection(ip).ip_path(ip)
     }
 
     /// Asks DO to move `ip` to `droplet_id`; returns the (usually
     /// in-progress) action.
-    pub async fn assign(&self, ip: Ipv4Addr, droplet_id: u64) -> Result<Action, ApiError> {
+    pub async fn assign(&self, ip: impl Into<IpAddr>, droplet_id: u64) -> Result<Action, ApiError> {
         self.assign_while(ip, droplet_id, || true).await
     }
 
@@ -506,10 +551,11 @@ impl ApiClient {
     /// node that lost mastership does not keep pulling the IP back.
     pub async fn assign_while(
         &self,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         droplet_id: u64,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<Action, ApiError> {
+        let ip = ip.into();
         let deadline = deadline_after(self.opts.operation_deadline);
         self.assign_until(ip, droplet_id, deadline, &still_wanted)
             .await
@@ -517,7 +563,7 @@ impl ApiClient {
 
     async fn assign_until(
         &self,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         droplet_id: u64,
         deadline: Instant,
         still_wanted: &(dyn Fn() -> bool + Sync),
@@ -547,10 +593,11 @@ impl ApiClient {
     /// [`assign_while`](Self::assign_while).
     pub async fn assign_and_wait(
         &self,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         droplet_id: u64,
         still_wanted: impl Fn() -> bool + Sync,
     ) -> Result<Assigned, ApiError> {
+        let ip = ip.into();
         let deadline = deadline_after(self.opts.operation_deadline);
         let mut errored: u32 = 0;
         loop {
@@ -597,7 +644,8 @@ impl ApiClient {
     /// changing anything. A 400/422 means the token got past the scope
     /// check of the actions endpoint (`reserved_ip:update`), a 401/403
     /// (an [`ApiError::Rejected`]) that it did not.
-    pub async fn probe_actions(&self, ip: Ipv4Addr) -> Result<ProbeAnswer, ApiError> {
+    pub async fn probe_actions(&self, ip: impl Into<IpAddr>) -> Result<ProbeAnswer, ApiError> {
+        let ip = ip.into();
         let path = format!("{}/actions", self.ip_path(ip));
         let body = serde_json::json!({ "type": PROBE_ACTION_TYPE });
         let deadline = deadline_after(self.opts.operation_deadline);
@@ -618,7 +666,7 @@ impl ApiClient {
     /// as the holder, else the refusal.
     async fn already_held(
         &self,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         droplet_id: u64,
         refused: ApiError,
     ) -> Result<Assigned, ApiError> {
@@ -639,18 +687,19 @@ impl ApiClient {
     }
 
     /// The current state of action `id` on `ip`.
-    pub async fn action(&self, ip: Ipv4Addr, id: u64) -> Result<Action, ApiError> {
+    pub async fn action(&self, ip: impl Into<IpAddr>, id: u64) -> Result<Action, ApiError> {
+        let ip = ip.into();
         let deadline = deadline_after(self.opts.operation_deadline);
         self.action_until(ip, id, deadline).await
     }
 
     async fn action_until(
         &self,
-        ip: Ipv4Addr,
+        ip: IpAddr,
         id: u64,
         deadline: Instant,
     ) -> Result<Action, ApiError> {
-        let path = format!("{}/actions/{id}", self.ip_path(ip));
+        let path = self.collection(ip).action_path(ip, id);
         let (text, request_id) = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
@@ -664,10 +713,11 @@ impl ApiClient {
     /// trigger a needless second assign.
     pub async fn wait_action(
         &self,
-        ip: Ipv4Addr,
+        ip: impl Into<IpAddr>,
         id: u64,
         deadline: Instant,
     ) -> Result<Action, ApiError> {
+        let ip = ip.into();
         let start = Instant::now();
         let mut last = ActionStatus::InProgress;
         loop {
@@ -724,7 +774,8 @@ impl ApiClient {
     /// round trip. A connection the server or the network dropped is
     /// replaced by the pool on the next request; a failure here only means
     /// the next keep-alive (or the assign) connects afresh.
-    pub async fn keep_warm(&self, ip: Ipv4Addr) -> Result<Holder, ApiError> {
+    pub async fn keep_warm(&self, ip: impl Into<IpAddr>) -> Result<Holder, ApiError> {
+        let ip = ip.into();
         let path = self.ip_path(ip);
         let method = Method::GET;
         let (text, request_id) = self
@@ -740,25 +791,26 @@ impl ApiClient {
                     last,
                 },
             })?;
-        response::decode_holder(self.opts.path_family, &path, &text, &self.token)
+        response::decode_holder(self.collection(ip), &path, &text, &self.token)
             .map(|(holder, _)| holder)
             .map_err(|e| e.with_request_id(request_id))
     }
 
     /// Who holds `ip`, as the API shows it.
-    pub async fn holder(&self, ip: Ipv4Addr) -> Result<Holder, ApiError> {
+    pub async fn holder(&self, ip: impl Into<IpAddr>) -> Result<Holder, ApiError> {
         Ok(self.holder_and_lock(ip).await?.0)
     }
 
     /// Who holds the IP, and whether an action on it is still pending
     /// (`locked`): then the holder is about to change.
-    pub async fn holder_and_lock(&self, ip: Ipv4Addr) -> Result<(Holder, bool), ApiError> {
+    pub async fn holder_and_lock(&self, ip: impl Into<IpAddr>) -> Result<(Holder, bool), ApiError> {
+        let ip = ip.into();
         let path = self.ip_path(ip);
         let deadline = deadline_after(self.opts.operation_deadline);
         let (text, request_id) = self
             .call(Method::GET, &path, None, deadline, &|| true)
             .await?;
-        response::decode_holder(self.opts.path_family, &path, &text, &self.token)
+        response::decode_holder(self.collection(ip), &path, &text, &self.token)
             .map_err(|e| e.with_request_id(request_id))
     }
 
@@ -1703,7 +1755,7 @@ mod tests {
         assert_eq!(sim.assign_actions(), 0);
 
         let err = client(&sim)
-            .holder(Ipv4Addr::new(203, 0, 113, 99))
+            .holder(std::net::Ipv4Addr::new(203, 0, 113, 99))
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(404), "{err}");

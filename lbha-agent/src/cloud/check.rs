@@ -15,6 +15,13 @@
 //!    act, a refusal of the body says it passed the scope check. That is as
 //!    far as a probe goes; only a real assign proves one goes through.
 //!
+//! With a reserved IPv6 configured, two more: `ipv6` (the metadata service
+//! shows a public IPv6 on this droplet: DigitalOcean assigns a reserved
+//! IPv6 only to a droplet with IPv6 enabled) and `read_ipv6` (the token
+//! reads it at `/v2/reserved_ipv6/{ip}`). Its actions are not probed: the
+//! IPv4's probe already shows the token's `reserved_ip:update` scope, which
+//! covers both (DO's spec).
+//!
 //! A 401 says the token is wrong, expired or revoked; a 403 names the
 //! custom scope the endpoint needs (DigitalOcean's OpenAPI specification:
 //! `reserved_ip:read` for the IP and its actions, `reserved_ip:update` to
@@ -119,7 +126,7 @@ pub async fn check_cloud(
             };
             ok("read", format!("the token reads {ip}: {holder}{ours}"))
         }
-        Err(e) => problem("read", explain(&e, READ_SCOPE, ip)),
+        Err(e) => problem("read", explain(&e, READ_SCOPE, ip.into())),
     };
 
     let act_check = match api.probe_actions(ip).await {
@@ -135,11 +142,52 @@ pub async fn check_cloud(
                 "DigitalOcean accepted an action of a type it should not know on {ip}; check the IP's actions in the control panel, and whether --do-api-url points at DigitalOcean"
             ),
         ),
-        Err(e) => problem("act", explain(&e, UPDATE_SCOPE, ip)),
+        Err(e) => problem("act", explain(&e, UPDATE_SCOPE, ip.into())),
     };
-    CloudReport {
-        checks: vec![metadata_check, read_check, act_check],
+    let mut checks = vec![metadata_check, read_check, act_check];
+    if let Some(v6) = &settings.reserved_ipv6 {
+        checks.extend(check_reserved_ipv6(v6.address, droplet, metadata, api).await);
     }
+    CloudReport { checks }
+}
+
+/// `ipv6` and `read_ipv6` for reserved IPv6 `ip`.
+async fn check_reserved_ipv6(
+    ip: std::net::Ipv6Addr,
+    droplet: Option<u64>,
+    metadata: &MetadataClient,
+    api: &ApiClient,
+) -> [Check; 2] {
+    let ipv6_check = match metadata.public_ipv6().await {
+        Ok(Some(address)) => ok("ipv6", format!("this droplet's public IPv6 is {address}")),
+        Ok(None) => problem(
+            "ipv6",
+            format!(
+                "the metadata service shows no public IPv6 on this droplet, but reserved_ipv6 = {ip} is configured: DigitalOcean routes a reserved IPv6 only to a droplet with IPv6 enabled (enable it in the control panel: Networking > IPv6), so assigning it here will fail or not carry traffic"
+            ),
+        ),
+        Err(e) => problem(
+            "ipv6",
+            format!("cannot tell whether this droplet has IPv6 enabled: {e}"),
+        ),
+    };
+    let read_check = match api.holder(ip).await {
+        Ok(Holder::Unknown) => problem(
+            "read_ipv6",
+            format!(
+                "the token reads {ip}, but the API does not show who holds it: the token lacks the {DROPLET_SCOPE} scope, and for a reserved IPv6 lbha has no metadata to fall back on"
+            ),
+        ),
+        Ok(holder) => {
+            let ours = match (holder, droplet) {
+                (Holder::Droplet(h), Some(d)) if h == d => " (this droplet)",
+                _ => "",
+            };
+            ok("read_ipv6", format!("the token reads {ip}: {holder}{ours}"))
+        }
+        Err(e) => problem("read_ipv6", explain(&e, READ_SCOPE, ip.into())),
+    };
+    [ipv6_check, read_check]
 }
 
 /// [`check_cloud`] at daemon start: every problem logged as an error, and
@@ -163,7 +211,7 @@ pub async fn check_at_start(
 }
 
 /// What an API error says about the token: a 401 or 403 named as such.
-fn explain(e: &ApiError, scope: &str, ip: std::net::Ipv4Addr) -> String {
+fn explain(e: &ApiError, scope: &str, ip: std::net::IpAddr) -> String {
     match e.status() {
         Some(401) => format!("the API does not accept the token (wrong, expired or revoked): {e}"),
         Some(403) => format!("the token lacks the {scope} scope: {e}"),

@@ -36,7 +36,13 @@
 //!   request). A Master's re-checks keep its connection warm anyway. A
 //!   connection the far side closed is replaced at the next request.
 
-use std::{future::Future, net::Ipv4Addr, pin::Pin, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    net::{IpAddr, Ipv4Addr},
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
@@ -276,12 +282,28 @@ impl FloatingIpManager {
         api: ApiClient,
         master: watch::Receiver<VrrpView>,
     ) -> (watch::Receiver<FloatingIpStatus>, JoinHandle<()>) {
+        let ip = config.ip.into();
+        Self::spawn_for(ip, &config, metadata, api, master)
+    }
+
+    /// Like [`spawn_watching`](Self::spawn_watching), for `ip`: the
+    /// floating IPv4 or the reserved IPv6 of `config`. Each address has a
+    /// manager of its own (its own single flight, status and assigns); the
+    /// settings, the token and the API client (and so its warm connection)
+    /// are shared.
+    pub fn spawn_for(
+        ip: IpAddr,
+        config: &FloatingIpConfig,
+        metadata: MetadataClient,
+        api: ApiClient,
+        master: watch::Receiver<VrrpView>,
+    ) -> (watch::Receiver<FloatingIpStatus>, JoinHandle<()>) {
         let (status_tx, status_rx) = watch::channel(FloatingIpStatus {
             droplet_id: config.droplet_id,
             ..FloatingIpStatus::default()
         });
         let ctx = Arc::new(Ctx {
-            ip: config.ip,
+            ip,
             keepalive: config.keepalive_interval,
             configured_droplet: config.droplet_id,
             metadata,
@@ -297,7 +319,8 @@ impl FloatingIpManager {
 }
 
 struct Ctx {
-    ip: Ipv4Addr,
+    /// The floating IPv4 or the reserved IPv6 this manager moves.
+    ip: IpAddr,
     /// Zero: no keep-alive.
     keepalive: Duration,
     configured_droplet: Option<u64>,
@@ -750,6 +773,25 @@ async fn reconcile(
 /// a round trip to DigitalOcean.
 async fn who_holds(ctx: &Ctx, droplet: u64, takeover: bool) -> Seen {
     let ip = ctx.ip;
+    // DO's metadata shows whether a reserved IPv4 is on this droplet
+    // (`reserved_ip/ipv4/active`); lbha reads no such entry for a reserved
+    // IPv6, so for one the API alone decides (no shortcut at takeover).
+    if ip.is_ipv6() {
+        return match ctx.api.holder_and_lock(ip).await {
+            Ok((Holder::Droplet(id), locked)) if id == droplet && locked => Seen::OursPending,
+            Ok((Holder::Droplet(id), _)) if id == droplet => Seen::Ours,
+            Ok((Holder::Droplet(id), _)) => Seen::Elsewhere(id),
+            Ok((Holder::Unassigned, _)) => Seen::NotOurs,
+            Ok((Holder::Unknown, _)) => {
+                warn!(%ip, "the API does not show who holds the reserved IPv6 (a token without droplet:read?)");
+                Seen::Unknown
+            }
+            Err(e) => {
+                warn!(%ip, error = %e, "cannot ask the API who holds the reserved IPv6");
+                Seen::Unknown
+            }
+        };
+    }
     let (metadata, api) = if takeover {
         // Metadata first: it is link-local, the API is a round trip away.
         let metadata = ctx.metadata.floating_ip_active().await;

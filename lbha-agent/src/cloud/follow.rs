@@ -1,8 +1,15 @@
 //! The floating IP following one VRRP instance: which instance that is, the
 //! channel its interface task reports mastership on, the manager task that
-//! acts on it, and the DigitalOcean checks run once at start.
+//! acts on it, and the DigitalOcean checks run once at start. A reserved
+//! IPv6 (`reserved_ipv6`) gets a manager of its own beside it, on the
+//! channel of the instance it follows: the IPv4's (one failover moves both,
+//! one assign each) or its own `reserved_ipv6_instance`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
 
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle};
@@ -21,31 +28,80 @@ pub enum FollowError {
     UnknownInstance(String),
 }
 
-/// Where the instance the floating IP follows tells the manager whether it
-/// is Master, and what it knows of its peers ([`VrrpView`]).
+/// Where the instances the floating IP (and the reserved IPv6) follow tell
+/// their managers whether they are Master, and what they know of their
+/// peers ([`VrrpView`]). `set` and `update` speak for the instance the
+/// floating IPv4 follows; [`Mastership::for_instance`] gives any followed
+/// instance's channel.
 #[derive(Debug)]
 pub struct Mastership {
+    /// The instance the floating IPv4 follows.
     pub instance: String,
     view: watch::Sender<VrrpView>,
+    /// The reserved IPv6's own instance and its channel, when that is not
+    /// `instance`.
+    other: Option<(String, watch::Sender<VrrpView>)>,
+}
+
+fn set_master(view: &watch::Sender<VrrpView>, is_master: bool) {
+    view.send_if_modified(|view| {
+        let changed = view.is_master != is_master;
+        view.is_master = is_master;
+        changed
+    });
+}
+
+/// Changes the view; the managers hear of it only when `f` changed
+/// something.
+fn update_view(view: &watch::Sender<VrrpView>, f: impl FnOnce(&mut VrrpView)) {
+    view.send_if_modified(|view| {
+        let before = view.clone();
+        f(view);
+        *view != before
+    });
 }
 
 impl Mastership {
+    /// Whether a floating IP or the reserved IPv6 follows `instance`.
+    pub fn follows(&self, instance: &str) -> bool {
+        self.instance == instance || self.other.as_ref().is_some_and(|(o, _)| o == instance)
+    }
+
+    /// The channel of `instance`, if an address follows it. Speaks for
+    /// every address that follows it (both, when they share one).
+    pub fn for_instance(&self, instance: &str) -> Option<MastershipOf<'_>> {
+        if self.instance == instance {
+            Some(MastershipOf(&self.view))
+        } else {
+            self.other
+                .as_ref()
+                .filter(|(o, _)| o == instance)
+                .map(|(_, view)| MastershipOf(view))
+        }
+    }
+
     pub fn set(&self, is_master: bool) {
-        self.view.send_if_modified(|view| {
-            let changed = view.is_master != is_master;
-            view.is_master = is_master;
-            changed
-        });
+        set_master(&self.view, is_master);
     }
 
     /// Changes the view; the manager hears of it only when `f` changed
     /// something.
     pub fn update(&self, f: impl FnOnce(&mut VrrpView)) {
-        self.view.send_if_modified(|view| {
-            let before = view.clone();
-            f(view);
-            *view != before
-        });
+        update_view(&self.view, f);
+    }
+}
+
+/// A borrowed followed instance's channel (see [`Mastership::for_instance`]).
+#[derive(Clone, Copy, Debug)]
+pub struct MastershipOf<'a>(&'a watch::Sender<VrrpView>);
+
+impl MastershipOf<'_> {
+    pub fn set(&self, is_master: bool) {
+        set_master(self.0, is_master);
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut VrrpView)) {
+        update_view(self.0, f);
     }
 }
 
@@ -54,6 +110,8 @@ impl Mastership {
 /// runs on the blocking pool and a failure leaves nothing half-started.
 pub struct FollowerSetup {
     instance: String,
+    /// The reserved IPv6 and the instance it follows.
+    reserved_ipv6: Option<(Ipv6Addr, String)>,
     settings: FloatingIpConfig,
     metadata: MetadataClient,
     api: ApiClient,
@@ -77,9 +135,25 @@ impl FollowerSetup {
                 .first()
                 .ok_or_else(|| FollowError::UnknownInstance("(none)".into()))?,
         };
+        let reserved_ipv6 = match &floating_ip.settings.reserved_ipv6 {
+            None => None,
+            Some(v6) => {
+                let follows = match &v6.instance {
+                    None => instance.name.clone(),
+                    Some(name) => config
+                        .instances
+                        .iter()
+                        .find(|i| &i.name == name)
+                        .map(|i| i.name.clone())
+                        .ok_or_else(|| FollowError::UnknownInstance(name.clone()))?,
+                };
+                Some((v6.address, follows))
+            }
+        };
         let (metadata, api) = build_clients(&floating_ip.settings)?;
         Ok(Some(Self {
             instance: instance.name.clone(),
+            reserved_ipv6,
             settings: floating_ip.settings.clone(),
             metadata,
             api,
@@ -103,15 +177,45 @@ impl FollowerSetup {
         let check_task = tokio::spawn(async move {
             report_tx.send_replace(Some(check.await));
         });
-        let (status, task) =
-            FloatingIpManager::spawn_watching(self.settings, self.metadata, self.api, master_rx);
+        // The IPv6 manager watches the IPv4's channel when it follows the
+        // same instance, else a channel of its own.
+        let (other, v6_master_rx) = match &self.reserved_ipv6 {
+            None => (None, None),
+            Some((_, follows)) if *follows == self.instance => (None, Some(master_rx.clone())),
+            Some((_, follows)) => {
+                let (tx, rx) = watch::channel(VrrpView::default());
+                (Some((follows.clone(), tx)), Some(rx))
+            }
+        };
+        let reserved_ipv6 = self.reserved_ipv6.as_ref().zip(v6_master_rx).map(
+            |((address, follows), rx)| {
+                let (status, task) = FloatingIpManager::spawn_for(
+                    IpAddr::V6(*address),
+                    &self.settings,
+                    self.metadata.clone(),
+                    self.api.clone(),
+                    rx,
+                );
+                tracing::info!(ip = %address, instance = %follows, "reserved IPv6 follows instance");
+                ReservedIpv6Follower { status, task }
+            },
+        );
+        let (status, task) = FloatingIpManager::spawn_for(
+            ip.into(),
+            &self.settings,
+            self.metadata,
+            self.api,
+            master_rx,
+        );
         tracing::info!(%ip, instance = %self.instance, "floating IP follows instance");
         Follower {
             mastership: Arc::new(Mastership {
                 instance: self.instance,
                 view,
+                other,
             }),
             status,
+            reserved_ipv6,
             cloud_check,
             calls,
             task,
@@ -124,6 +228,8 @@ impl FollowerSetup {
 pub struct Follower {
     pub mastership: Arc<Mastership>,
     pub status: watch::Receiver<FloatingIpStatus>,
+    /// The reserved IPv6's manager, when one is configured.
+    pub reserved_ipv6: Option<ReservedIpv6Follower>,
     /// The checks at start, once they are done.
     pub cloud_check: watch::Receiver<Option<CloudReport>>,
     pub calls: Arc<ApiCallCounts>,
@@ -138,6 +244,20 @@ impl Follower {
     pub async fn stop(self) {
         self.check_task.abort();
         drop(self.mastership);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        let v6 = async {
+            if let Some(v6) = self.reserved_ipv6 {
+                let _ = v6.task.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            let _ = tokio::join!(self.task, v6);
+        })
+        .await;
     }
+}
+
+/// The reserved IPv6's manager: its status, beside the floating IPv4's.
+pub struct ReservedIpv6Follower {
+    pub status: watch::Receiver<FloatingIpStatus>,
+    task: JoinHandle<()>,
 }

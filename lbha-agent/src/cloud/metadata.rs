@@ -12,6 +12,9 @@ use lbha_config::DEFAULT_METADATA_TIMEOUT;
 
 const ID_PATH: &str = "/metadata/v1/id";
 const ACTIVE_PATH: &str = "/metadata/v1/floating_ip/ipv4/active";
+/// This droplet's public IPv6 (a 404 when IPv6 is not enabled on it). DO
+/// routes a reserved IPv6 only to a droplet with IPv6 enabled.
+const PUBLIC_IPV6_PATH: &str = "/metadata/v1/interfaces/public/0/ipv6/address";
 /// Answers are a number or a boolean; anything longer is not the metadata
 /// service, and is cut before it reaches an error message.
 const MAX_SHOWN_BODY: usize = 64;
@@ -91,6 +94,24 @@ impl MetadataClient {
                 expected: "true or false",
             }),
         }
+    }
+
+    /// This droplet's public IPv6 address; `None` when the metadata service
+    /// has none (404: IPv6 is not enabled on the droplet).
+    pub async fn public_ipv6(&self) -> Result<Option<std::net::Ipv6Addr>, MetadataError> {
+        let (url, body) = match self.get(PUBLIC_IPV6_PATH).await {
+            Ok(answer) => answer,
+            Err(MetadataError::Status { status: 404, .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if body.is_empty() {
+            return Ok(None);
+        }
+        body.parse().map(Some).map_err(|_| MetadataError::Parse {
+            url,
+            body: shown(&body),
+            expected: "an IPv6 address",
+        })
     }
 
     async fn get(&self, path: &str) -> Result<(String, String), MetadataError> {

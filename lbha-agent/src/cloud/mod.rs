@@ -16,6 +16,8 @@ pub mod metadata;
 pub mod secret;
 
 #[cfg(test)]
+mod reserved_ipv6_tests;
+#[cfg(test)]
 mod test_support;
 
 pub use api::{
@@ -28,6 +30,8 @@ pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,
     SetupError, VrrpView, Yielding, api_options, build_clients,
 };
-pub use follow::{FollowError, Follower, FollowerSetup, Mastership};
+pub use follow::{
+    FollowError, Follower, FollowerSetup, Mastership, MastershipOf, ReservedIpv6Follower,
+};
 pub use metadata::{MetadataClient, MetadataError};
 pub use secret::{Secret, TokenError, load_token};

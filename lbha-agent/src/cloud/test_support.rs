@@ -19,6 +19,12 @@ pub const OUR_DROPLET: u64 = 3164444;
 pub const OTHER_DROPLET: u64 = 3164555;
 /// Only ever used inside URL paths sent to the loopback simulator.
 pub const IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// A reserved IPv6 (documentation range), beside [`IP`] in
+/// [`Sim::start_dual`].
+pub const IP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10);
+/// Our droplet's public IPv6 in [`Sim::start_dual`] (its metadata shows it).
+pub const OUR_IPV6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x11);
 /// A fault count no test runs out of: the fault stays until set to 0.
 pub const ALWAYS: u32 = u32::MAX;
 
@@ -41,6 +47,22 @@ impl Sim {
     /// other droplet's address is never used.
     pub async fn start(holder: Option<u64>) -> Self {
         Sim(lbha_dosim::start(Self::config(holder)).await.unwrap(), None)
+    }
+
+    /// [`IP`] held by `holder` and the reserved IPv6 [`IP6`] by
+    /// `holder6`; both droplets have IPv6 (ours [`OUR_IPV6`]).
+    pub async fn start_dual(holder: Option<u64>, holder6: Option<u64>) -> Self {
+        let config = SimConfig::new(TOKEN)
+            .droplet_dual(OUR_DROPLET, IpAddr::V4(Ipv4Addr::LOCALHOST), OUR_IPV6)
+            .droplet_dual(
+                OTHER_DROPLET,
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)),
+                std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x12),
+            )
+            .floating_ip(IP, holder)
+            .floating_ip(IP6, holder6)
+            .action_delay(Duration::from_millis(100));
+        Sim(lbha_dosim::start(config).await.unwrap(), None)
     }
 
     fn config(holder: Option<u64>) -> SimConfig {

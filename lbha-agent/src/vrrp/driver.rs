@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock::monotonic_ns,
-    cloud::{FloatingIpStatus, Mastership, Router},
+    cloud::{FloatingIpStatus, Mastership, MastershipOf, Router},
     config,
     heartbeat::{
         self, PeerTable,
@@ -437,13 +437,13 @@ impl InterfaceTask {
         }
     }
 
-    /// The floating IP's mastership channel, if instance `i` is the one it
-    /// follows.
-    fn followed_by_floating_ip(&self, i: usize) -> Option<&Arc<Mastership>> {
+    /// The mastership channel of instance `i`, if the floating IP or the
+    /// reserved IPv6 follows it.
+    fn followed_by_floating_ip(&self, i: usize) -> Option<MastershipOf<'_>> {
         self.shared
             .mastership
-            .as_ref()
-            .filter(|m| m.instance == self.instances[i].config.name)
+            .as_ref()?
+            .for_instance(&self.instances[i].config.name)
     }
 
     /// Copies what status and metrics show into telemetry. Cheap (one lock)

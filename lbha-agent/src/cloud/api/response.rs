@@ -21,7 +21,7 @@ use std::{
 use reqwest::{Method, StatusCode, header::HeaderMap};
 use serde::Deserialize;
 
-use super::{Action, ApiError, Holder, PathFamily, object_key, other_family};
+use super::{Action, ApiError, Collection, Holder};
 use crate::cloud::secret::Secret;
 
 /// DO error bodies are short JSON; an HTML error page from a proxy is not,
@@ -166,9 +166,12 @@ pub fn decode_action(
 /// (`GET /v2/{family}/{ip}`), and whether an action on it is still pending
 /// (`locked`).
 ///
-/// The object is under `floating_ip` or `reserved_ip` after the path family;
-/// the other key is accepted too, so a half-finished rename on DO's side
-/// cannot break the lookup. It must be a JSON object (`"floating_ip": null`
+/// The object is under `floating_ip` or `reserved_ip` after the path family
+/// (the other key is accepted too, so a half-finished rename on DO's side
+/// cannot break the lookup), or `reserved_ipv6` for a reserved IPv6, whose
+/// object has no `locked` (DO's spec: ip, region_slug, reserved_at,
+/// droplet): it reads as not locked, and the assign's action says when a
+/// move is done. It must be a JSON object (`"floating_ip": null`
 /// does not say "unassigned"). `"droplet": null` is [`Holder::Unassigned`];
 /// a droplet object with a numeric `id` is [`Holder::Droplet`]; no
 /// `droplet` key, or a droplet object without an `id` (or `"id": null`),
@@ -178,7 +181,7 @@ pub fn decode_action(
 /// unsigned integer, is [`ApiError::Decode`]. `locked` is false unless it
 /// is `true`.
 pub fn decode_holder(
-    family: PathFamily,
+    collection: impl Into<Collection>,
     path: &str,
     body: &str,
     token: &Secret,
@@ -186,14 +189,15 @@ pub fn decode_holder(
     let decode_error =
         |body: &str, what: &dyn fmt::Display| decode_error(&Method::GET, path, body, what, token);
     let v: serde_json::Value = serde_json::from_str(body).map_err(|e| decode_error(body, &e))?;
+    let [key, also] = collection.into().object_keys();
     let obj = v
-        .get(object_key(family))
-        .or_else(|| v.get(object_key(other_family(family))))
+        .get(key)
+        .or_else(|| v.get(also))
         .filter(|obj| obj.is_object());
     let Some(obj) = obj else {
         return Err(decode_error(
             &v.to_string(),
-            &"no floating_ip/reserved_ip object",
+            &format_args!("no {key} object"),
         ));
     };
     let locked = obj
@@ -318,6 +322,30 @@ mod tests {
 
     use super::*;
     use crate::cloud::test_support::TOKEN;
+    use lbha_config::PathFamily;
+
+    /// The examples of DO's spec (specification/resources/reserved_ipv6/
+    /// responses/examples.yml, trimmed): assigned and reserved-to-region.
+    #[test]
+    fn reserved_ipv6_holder_is_read_from_its_own_key() {
+        let token = Secret::new("t");
+        let path = "/v2/reserved_ipv6/2409:40d0:f7:1017:74b4:3a96:105e:4c6e";
+        let assigned = r#"{"reserved_ipv6":{"ip":"2409:40d0:f7:1017:74b4:3a96:105e:4c6e","reserved_at":"2024-11-20T11:08:30Z","droplet":{"id":3164444,"name":"example.com"},"region_slug":"nyc3"}}"#;
+        let reserved = r#"{"reserved_ipv6":{"ip":"2409:40d0:f7:1017:74b4:3a96:105e:4c6e","region_slug":"nyc3","reserved_at":"2024-11-20T11:08:30Z","droplet":null}}"#;
+        let v6 = Collection::ReservedIpv6;
+        assert_eq!(
+            decode_holder(v6, path, assigned, &token).unwrap(),
+            (Holder::Droplet(3164444), false)
+        );
+        assert_eq!(
+            decode_holder(v6, path, reserved, &token).unwrap(),
+            (Holder::Unassigned, false)
+        );
+        // An IPv4 object is not an IPv6 answer, nor the other way round.
+        let v4 = r#"{"floating_ip":{"ip":"203.0.113.10","droplet":null}}"#;
+        assert!(decode_holder(v6, path, v4, &token).is_err());
+        assert!(decode_holder(PathFamily::FloatingIps, path, reserved, &token).is_err());
+    }
 
     const PATH: &str = "/v2/floating_ips/203.0.113.10/actions";
 
