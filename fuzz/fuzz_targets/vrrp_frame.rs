@@ -14,7 +14,7 @@
 
 use lbha_common::{
     AdvertEvent, Outcome, VridConfig, checksum,
-    event::change,
+    event::{Family, VridKey, change, wire_v4},
     fastpath,
     vrrp::{self, DropReason, VridTable},
 };
@@ -31,13 +31,17 @@ const ALL_CHANGE_BITS: u8 = change::NEW_SOURCE
     | change::AFTER_SILENCE
     | change::VERSION;
 
-/// Same semantics as the XDP `VRID_CONFIG` array map: 256 slots, a slot whose
-/// `enabled` is 0 is not configured.
+/// Same semantics as the XDP `VRID_CONFIG` array map: 256 IPv4 slots
+/// (IPv6 VRIDs are none of these scenarios'), a slot whose `enabled` is 0
+/// is not configured.
 struct Table([VridConfig; 256]);
 
 impl VridTable for Table {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
-        let config = &self.0[usize::from(vrid)];
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
+        if key.family != Family::Ipv4 {
+            return None;
+        }
+        let config = &self.0[usize::from(key.vrid)];
         (config.enabled != 0).then_some(config)
     }
 }
@@ -45,7 +49,11 @@ impl VridTable for Table {
 const SCENARIOS: u8 = 9;
 
 /// The sources scenario 7 allows: the seeds' sender among other peers.
-const PEERS: [[u8; 4]; 3] = [[10, 0, 0, 7], [10, 0, 0, 1], [192, 0, 2, 1]];
+const PEERS: [[u8; 16]; 3] = [
+    wire_v4([10, 0, 0, 7]),
+    wire_v4([10, 0, 0, 1]),
+    wire_v4([192, 0, 2, 1]),
+];
 
 fn table(selector: u8) -> Table {
     let mut slots = [VridConfig::default(); 256];
@@ -73,9 +81,8 @@ fn table(selector: u8) -> Table {
         // Unicast peers: adverts only from them.
         7 => {
             slots[usize::from(VRID)] = v3.with_allowed_sources(&PEERS).expect("3 <= 8");
-            slots[usize::from(OTHER_VRID)] = v2_pass
-                .with_allowed_sources(&PEERS[..1])
-                .expect("1 <= 8");
+            slots[usize::from(OTHER_VRID)] =
+                v2_pass.with_allowed_sources(&PEERS[..1]).expect("1 <= 8");
         }
         // A short master-down timer (down_timer_adverts 1), for the fast path.
         _ => slots[usize::from(VRID)] = v3.with_down_timer_adverts(1),
@@ -137,7 +144,7 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
         ihl >= 20 && total >= ihl + 8 && total <= ip.len() && be16(ip, 6) & 0x3fff == 0;
     if header_present {
         // Foreign VRIDs are reported as such whatever else is wrong with them.
-        let configured = table.lookup(ip[ihl + 1]).is_some();
+        let configured = table.lookup(VridKey::v4(ip[ihl + 1])).is_some();
         if !configured {
             assert_eq!(outcome, Outcome::Drop(DropReason::UnknownVrid));
         } else {
@@ -152,7 +159,9 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
         Outcome::Accept(event) => {
             assert!(valid, "accepted an advert the model rejects: {event:?}");
             check_event(ip, ihl, total, &event, table);
-            let intervals = table.lookup(event.vrid).map_or(3, |c| c.silence_intervals());
+            let intervals = table
+                .lookup(VridKey::v4(event.vrid))
+                .map_or(3, |c| c.silence_intervals());
             check_classify(&event, input, intervals);
         }
         Outcome::Drop(reason) => assert!(!valid, "dropped a valid advert as {reason:?}"),
@@ -164,7 +173,7 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
 /// holds at least the IPv4 header and 8 bytes of VRRP header.
 fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
     let v = &ip[ihl..total];
-    let Some(config) = table.lookup(v[1]) else {
+    let Some(config) = table.lookup(VridKey::v4(v[1])) else {
         return false;
     };
     let version = v[0] >> 4;
@@ -185,7 +194,8 @@ fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
             && (v[4] != vrrp::AUTH_PASS || v[v.len() - 8..] == config.auth_data));
     // With unicast peers, only their adverts.
     let count = usize::from(config.allowed_source_count);
-    let source_ok = count == 0 || config.allowed_sources[..count].contains(&[ip[12], ip[13], ip[14], ip[15]]);
+    let source_ok = count == 0
+        || config.allowed_sources[..count].contains(&wire_v4([ip[12], ip[13], ip[14], ip[15]]));
     auth_ok && source_ok
 }
 
@@ -209,15 +219,16 @@ fn check_event(ip: &[u8], ihl: usize, total: usize, event: &AdvertEvent, table: 
     let v = &ip[ihl..total];
     assert!(event.version == 2 || event.version == 3);
     let config = table
-        .lookup(event.vrid)
+        .lookup(VridKey::v4(event.vrid))
         .expect("accepted an unconfigured VRID");
+    assert_eq!(event.family, Family::Ipv4 as u8);
     assert!(config.version == 0 || config.version == event.version);
     assert_eq!(event.vrid, v[1]);
     assert_eq!(event.priority, v[2]);
     assert_eq!(event.count_addr, v[3]);
     assert_eq!(event.version, v[0] >> 4);
-    assert_eq!(event.src_addr, ip[12..16]);
-    assert_eq!(event.dst_addr, ip[16..20]);
+    assert_eq!(event.src_addr, wire_v4([ip[12], ip[13], ip[14], ip[15]]));
+    assert_eq!(event.dst_addr, wire_v4([ip[16], ip[17], ip[18], ip[19]]));
     let auth_len = if event.version == 2 { 8 } else { 0 };
     assert_eq!(
         total,
@@ -228,7 +239,7 @@ fn check_event(ip: &[u8], ihl: usize, total: usize, event: &AdvertEvent, table: 
     } else {
         [0; 4]
     };
-    assert_eq!(event.first_vip, first_vip);
+    assert_eq!(event.first_vip, wire_v4(first_vip));
     let interval_cs = if event.version == 2 {
         u16::from(v[5]) * 100
     } else {
@@ -261,12 +272,16 @@ fn check_classify(event: &AdvertEvent, input: &[u8], intervals: u8) {
     let mut previous = next;
     previous.timestamp_ns = 1_000_000_000;
     // One second apart: silence only for `intervals` intervals under 1 s.
-    let silence = if u64::from(next.interval_cs) * u64::from(intervals) * 10_000_000 < 1_000_000_000 {
+    let silence = if u64::from(next.interval_cs) * u64::from(intervals) * 10_000_000 < 1_000_000_000
+    {
         change::AFTER_SILENCE
     } else {
         0
     };
-    assert_eq!(fastpath::classify(&previous, &next, intervals), resign | silence);
+    assert_eq!(
+        fastpath::classify(&previous, &next, intervals),
+        resign | silence
+    );
 
     // Extreme timestamps in both directions.
     for (prev_ts, next_ts) in [(1, u64::MAX), (u64::MAX, 1), (u64::MAX, u64::MAX)] {

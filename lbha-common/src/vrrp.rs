@@ -3,17 +3,20 @@
 
 use crate::{
     checksum,
-    event::{AdvertEvent, Counter, VridConfig},
+    event::{AdvertEvent, Counter, Family, VridConfig, VridKey, wire_v4},
     packet::PacketView,
 };
 
 pub const ETH_HEADER_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
 pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
 pub const IPV4_MIN_HEADER_LEN: usize = 20;
+/// The fixed IPv6 header (RFC 8200 section 3).
+pub const IPV6_HEADER_LEN: usize = 40;
 pub const IPPROTO_VRRP: u8 = 112;
 /// RFC 5798 5.1.1.3 / RFC 3768 5.2.3: adverts are sent with TTL 255 and a
 /// receiver MUST discard others, so an off-link sender cannot inject them.
@@ -92,11 +95,11 @@ impl Outcome {
     }
 }
 
-/// Which VRIDs are configured, and how. A reference, not a copy: in the XDP
-/// program it points into the map value, and a copy of every field would
-/// not fit the BPF stack next to the parser's own.
+/// Which VRIDs are configured, and how, per family. A reference, not a
+/// copy: in the XDP program it points into the map value, and a copy of
+/// every field would not fit the BPF stack next to the parser's own.
 pub trait VridTable {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig>;
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig>;
 }
 
 /// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
@@ -125,8 +128,11 @@ pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
 /// whose [`Outcome`] carries only the reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sender {
-    /// IPv4 source, network order; zeros when the IPv4 header is cut short.
-    pub src_addr: [u8; 4],
+    /// The frame's IP family; `None` when neither IP header is there.
+    pub family: Option<Family>,
+    /// Source, a [`crate::event::WireAddr`] of `family`; zeros when the IP
+    /// header is cut short.
+    pub src_addr: crate::event::WireAddr,
     /// VRID; 0 (never a valid VRID) when the VRRP header is cut short.
     pub vrid: u8,
 }
@@ -142,7 +148,8 @@ pub fn frame_sender<P: PacketView + ?Sized>(pkt: &P) -> Sender {
     };
     let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
     Sender {
-        src_addr: [ip[12], ip[13], ip[14], ip[15]],
+        family: Some(Family::Ipv4),
+        src_addr: wire_v4([ip[12], ip[13], ip[14], ip[15]]),
         vrid: pkt.load::<2>(l3 + ip_header_len).map_or(0, |vrrp| vrrp[1]),
     }
 }
@@ -193,7 +200,9 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     let vrid = header[1];
     // Foreign VRIDs are checked first so that nothing else about them can
     // make us drop traffic that belongs to another VRRP speaker.
-    let config = table.lookup(vrid).ok_or(DropReason::UnknownVrid)?;
+    let config = table
+        .lookup(VridKey::v4(vrid))
+        .ok_or(DropReason::UnknownVrid)?;
 
     let version = header[0] >> 4;
     if header[0] & 0x0f != TYPE_ADVERTISEMENT
@@ -270,7 +279,7 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         u16::from_be_bytes([header[4] & 0x0f, header[5]])
     };
 
-    if !config.allows_source(src) {
+    if !config.allows_source(&wire_v4(src)) {
         return Err(DropReason::UnknownSource);
     }
 
@@ -283,9 +292,9 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 
     Ok(AdvertEvent {
         timestamp_ns: 0,
-        src_addr: src,
-        dst_addr: dst,
-        first_vip,
+        src_addr: wire_v4(src),
+        dst_addr: wire_v4(dst),
+        first_vip: wire_v4(first_vip),
         ifindex: 0,
         interval_cs,
         vrid,
@@ -294,6 +303,8 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         flags: 0,
         count_addr,
         receive_path: 0,
+        family: Family::Ipv4 as u8,
+        reserved: [0; 3],
     })
 }
 
@@ -302,10 +313,14 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 #[cfg(any(test, feature = "user"))]
 pub mod encode {
     use super::{
-        AUTH_NONE, AUTH_PASS, ETH_P_8021Q, ETH_P_IPV4, IPPROTO_VRRP, IPV4_MIN_HEADER_LEN,
-        MAX_VRRP_LEN, TYPE_ADVERTISEMENT, V2_AUTH_DATA_LEN, VRRP_TTL, checksum,
+        AUTH_NONE, AUTH_PASS, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_VRRP,
+        IPV4_MIN_HEADER_LEN, MAX_VRRP_LEN, TYPE_ADVERTISEMENT, V2_AUTH_DATA_LEN, VRRP_TTL,
+        checksum,
     };
-    use std::{net::Ipv4Addr, vec::Vec};
+    use std::{
+        net::{IpAddr, Ipv4Addr, Ipv6Addr},
+        vec::Vec,
+    };
 
     #[derive(Clone, Debug)]
     pub struct Advert<'a> {
@@ -315,7 +330,9 @@ pub mod encode {
         pub interval_cs: u16,
         /// v2 only: `None` for no authentication, `Some(pass)` for PASS.
         pub auth_pass: Option<&'a [u8]>,
-        pub virtual_addrs: &'a [Ipv4Addr],
+        /// All of one family, that of the addresses the advert is sent
+        /// between (RFC 5798 5.2.9: 4 bytes each over IPv4, 16 over IPv6).
+        pub virtual_addrs: &'a [IpAddr],
     }
 
     /// Zero-pads (and truncates) a password to the 8 bytes sent on the wire.
@@ -328,8 +345,9 @@ pub mod encode {
 
     impl Advert<'_> {
         /// The VRRP packet (no IP header), checksum filled in. v3 needs the
-        /// addresses for its pseudo-header.
-        pub fn vrrp_bytes(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        /// addresses for its pseudo-header: the IPv4 one (RFC 5798 5.2.8)
+        /// or, when `src` and `dst` are IPv6, RFC 8200 8.1's.
+        pub fn vrrp_bytes(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
             let mut out = Vec::with_capacity(MAX_VRRP_LEN);
             out.push((self.version << 4) | TYPE_ADVERTISEMENT);
             out.push(self.vrid);
@@ -347,20 +365,28 @@ pub mod encode {
             }
             out.extend_from_slice(&[0, 0]);
             for addr in self.virtual_addrs {
-                out.extend_from_slice(&addr.octets());
+                match addr {
+                    IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+                }
             }
             if self.version == 2 {
                 out.extend_from_slice(&auth_data(self.auth_pass.unwrap_or_default()));
             }
-            let initial = if self.version == 3 {
-                checksum::pseudo_header_sum(
-                    src.octets(),
-                    dst.octets(),
+            let initial = match (self.version, src, dst) {
+                (3, IpAddr::V6(src), IpAddr::V6(dst)) => checksum::pseudo_header_sum_v6(
+                    &src.octets(),
+                    &dst.octets(),
+                    IPPROTO_VRRP,
+                    out.len() as u32,
+                ),
+                (3, src, dst) => checksum::pseudo_header_sum(
+                    v4_octets(src),
+                    v4_octets(dst),
                     IPPROTO_VRRP,
                     out.len() as u16,
-                )
-            } else {
-                0
+                ),
+                _ => 0,
             };
             let sum = checksum::checksum(initial, &out);
             out[6..8].copy_from_slice(&sum.to_be_bytes());
@@ -369,7 +395,7 @@ pub mod encode {
 
         /// IPv4 header (TTL 255, protocol 112, DF clear as keepalived) + VRRP.
         pub fn ipv4_packet(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-            let vrrp = self.vrrp_bytes(src, dst);
+            let vrrp = self.vrrp_bytes(src.into(), dst.into());
             let total = (IPV4_MIN_HEADER_LEN + vrrp.len()) as u16;
             let mut out = Vec::with_capacity(usize::from(total));
             out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
@@ -383,23 +409,83 @@ pub mod encode {
             out
         }
 
+        /// IPv6 header (traffic class CS6 as keepalived, hop limit 255,
+        /// next header 112, no extension headers) + VRRP.
+        pub fn ipv6_packet(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+            let vrrp = self.vrrp_bytes(src.into(), dst.into());
+            let mut out = Vec::with_capacity(super::IPV6_HEADER_LEN + vrrp.len());
+            // Version 6, traffic class 0xc0, flow label 0.
+            out.extend_from_slice(&[0x6c, 0x00, 0x00, 0x00]);
+            out.extend_from_slice(&(vrrp.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[IPPROTO_VRRP, VRRP_TTL]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dst.octets());
+            out.extend_from_slice(&vrrp);
+            out
+        }
+
         /// Ethernet frame around [`Self::ipv4_packet`], with an optional
         /// 802.1Q VLAN id, padded to the 60-byte Ethernet minimum.
         pub fn ethernet_frame(&self, src: Ipv4Addr, dst: Ipv4Addr, vlan: Option<u16>) -> Vec<u8> {
-            let mut out = Vec::new();
-            // VRRP virtual MAC 00:00:5e:00:01:VRID as source, as a master sends.
-            out.extend_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
-            out.extend_from_slice(&[0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid]);
-            if let Some(id) = vlan {
-                out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-                out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
-            }
-            out.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-            out.extend_from_slice(&self.ipv4_packet(src, dst));
-            if out.len() < 60 {
-                out.resize(60, 0);
-            }
-            out
+            // To 224.0.0.18's MAC, from the VRRP virtual MAC
+            // 00:00:5e:00:01:VRID, as a master sends.
+            ethernet(
+                [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12],
+                [0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid],
+                vlan,
+                ETH_P_IPV4,
+                &self.ipv4_packet(src, dst),
+            )
         }
+
+        /// Ethernet frame around [`Self::ipv6_packet`]: to ff02::12's MAC
+        /// 33:33:00:00:00:12, from the IPv6 VRRP virtual MAC
+        /// 00:00:5e:00:02:VRID (RFC 5798 7.3).
+        pub fn ethernet_frame_v6(
+            &self,
+            src: Ipv6Addr,
+            dst: Ipv6Addr,
+            vlan: Option<u16>,
+        ) -> Vec<u8> {
+            ethernet(
+                [0x33, 0x33, 0x00, 0x00, 0x00, 0x12],
+                [0x00, 0x00, 0x5e, 0x00, 0x02, self.vrid],
+                vlan,
+                ETH_P_IPV6,
+                &self.ipv6_packet(src, dst),
+            )
+        }
+    }
+
+    fn v4_octets(addr: IpAddr) -> [u8; 4] {
+        match addr {
+            IpAddr::V4(v4) => v4.octets(),
+            // A v3 advert between IPv4-mapped addresses is the IPv4 one.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or([0; 4], |v4| v4.octets()),
+        }
+    }
+
+    /// `payload` with an Ethernet header (and optional 802.1Q tag), padded
+    /// to the 60-byte Ethernet minimum.
+    fn ethernet(
+        dst: [u8; 6],
+        src: [u8; 6],
+        vlan: Option<u16>,
+        ethertype: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(18 + payload.len());
+        out.extend_from_slice(&dst);
+        out.extend_from_slice(&src);
+        if let Some(id) = vlan {
+            out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+        }
+        out.extend_from_slice(&ethertype.to_be_bytes());
+        out.extend_from_slice(payload);
+        if out.len() < 60 {
+            out.resize(60, 0);
+        }
+        out
     }
 }

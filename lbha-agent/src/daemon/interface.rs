@@ -15,7 +15,7 @@ use crate::{
     status::{InstanceStatus, Telemetry},
     sys::iface::interface_ipv4,
     vrrp::{
-        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
+        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs, vrid_key},
         net::{Addresses, AdvertSender, AdvertSocket, Batch},
     },
 };
@@ -35,17 +35,17 @@ pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonErro
         }
         _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
     };
-    let sources: Vec<[u8; 4]> = if instance.check_unicast_src {
+    let sources: Vec<std::net::IpAddr> = if instance.check_unicast_src {
         instance
             .unicast_peers
             .iter()
-            .map(std::net::Ipv4Addr::octets)
+            .map(|peer| (*peer).into())
             .collect()
     } else {
         Vec::new()
     };
     base.with_down_timer_adverts(instance.down_timer_adverts)
-        .with_allowed_sources(&sources)
+        .with_allowed_ips(&sources)
         .map_err(|TooManySources(peers)| DaemonError::TooManyPeers {
             instance: instance.name.clone(),
             peers,
@@ -94,7 +94,7 @@ impl Group {
             .collect();
         let vrids = instances
             .iter()
-            .map(|i| Ok((i.vrid, vrid_config(i)?)))
+            .map(|i| Ok((vrid_key(i), vrid_config(i)?)))
             .collect::<Result<Vec<_>, DaemonError>>()?;
         // Loading the XDP program runs the verifier for hundreds of
         // milliseconds: off the runtime thread, or the instances already
@@ -226,9 +226,9 @@ mod tests {
     fn the_kernel_accepts_adverts_from_the_peers_only() {
         let table = vrid_config(&instance(PEERS)).unwrap();
         assert_eq!(table.allowed_source_count, 2);
-        assert!(table.allows_source([10, 0, 0, 2]));
-        assert!(table.allows_source([10, 0, 0, 3]));
-        assert!(!table.allows_source([10, 0, 0, 4]));
+        assert!(table.allows_source(&lbha_common::event::wire_v4([10, 0, 0, 2])));
+        assert!(table.allows_source(&lbha_common::event::wire_v4([10, 0, 0, 3])));
+        assert!(!table.allows_source(&lbha_common::event::wire_v4([10, 0, 0, 4])));
         assert_eq!((table.enabled, table.version), (1, 3));
     }
 
@@ -237,7 +237,10 @@ mod tests {
         for extra in ["", &format!("{PEERS}check_unicast_src = false")] {
             let table = vrid_config(&instance(extra)).unwrap();
             assert_eq!(table.allowed_source_count, 0, "{extra:?}");
-            assert!(table.allows_source([192, 0, 2, 1]), "{extra:?}");
+            assert!(
+                table.allows_source(&lbha_common::event::wire_v4([192, 0, 2, 1])),
+                "{extra:?}"
+            );
         }
     }
 

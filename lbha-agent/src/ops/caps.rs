@@ -512,7 +512,7 @@ mod tests {
             recv::{AdvertReceiver, SteadyAdverts},
             vrrp::net::{Addresses, AdvertSocket, GarpSender},
         };
-        use lbha_common::{VridConfig, vrrp::AUTH_NONE};
+        use lbha_common::{VridConfig, event::VridKey, vrrp::AUTH_NONE};
         use std::net::Ipv4Addr;
 
         let Some(keep) = std::env::var(CHILD_ENV).ok() else {
@@ -535,7 +535,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let vrids = [(51, VridConfig::new(3, AUTH_NONE, [0; 8]))];
+            let vrids = [(VridKey::v4(51), VridConfig::new(3, AUTH_NONE, [0; 8]))];
             let receiver = AdvertReceiver::open(
                 "lo",
                 &vrids,

@@ -6,7 +6,7 @@ use std::{io, mem::MaybeUninit, net::Ipv4Addr};
 
 use lbha_common::{
     AdvertEvent, Counter, Outcome, VridConfig,
-    event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath},
+    event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath, VRID_SLOTS, VridKey},
     fastpath,
     vrrp::{self, VRRP_MULTICAST_GROUP, VridTable},
 };
@@ -16,22 +16,25 @@ use tokio::io::unix::AsyncFd;
 use super::ReceiveError;
 use crate::{bpf::Counters, clock};
 
-/// VRID table held in user space (the raw path has no BPF map).
-pub struct VridArray(pub [Option<VridConfig>; 256]);
+const SLOTS: usize = VRID_SLOTS as usize;
+
+/// VRID table held in user space (the raw path has no BPF map), indexed as
+/// the XDP program's by [`VridKey::index`].
+pub struct VridArray(pub Box<[Option<VridConfig>]>);
 
 impl VridArray {
-    pub fn new(vrids: &[(u8, VridConfig)]) -> Self {
-        let mut table = [None; 256];
-        for (vrid, config) in vrids {
-            table[usize::from(*vrid)] = Some(*config);
+    pub fn new(vrids: &[(VridKey, VridConfig)]) -> Self {
+        let mut table = vec![None; SLOTS].into_boxed_slice();
+        for (key, config) in vrids {
+            table[key.index() as usize] = Some(*config);
         }
         Self(table)
     }
 }
 
 impl VridTable for VridArray {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
-        self.0[usize::from(vrid)]
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
+        self.0[key.index() as usize]
             .as_ref()
             .filter(|c| c.enabled != 0)
     }
@@ -41,9 +44,9 @@ pub struct RawSocketReceiver {
     socket: AsyncFd<Socket>,
     interface: String,
     ifindex: u32,
-    // Boxed: 256 entries would make every receiver 3 KiB.
-    vrids: Box<VridArray>,
-    last: Box<[AdvertEvent; 256]>,
+    vrids: VridArray,
+    /// Indexed by [`VridKey::index`], as the XDP program's `LAST_ADVERT`.
+    last: Box<[AdvertEvent]>,
     counters: Counters,
     /// Accepted adverts not yet handed out (the socket may deliver several
     /// before anyone asks).
@@ -51,7 +54,7 @@ pub struct RawSocketReceiver {
 }
 
 impl RawSocketReceiver {
-    pub fn open(interface: &str, vrids: &[(u8, VridConfig)]) -> Result<Self, ReceiveError> {
+    pub fn open(interface: &str, vrids: &[(VridKey, VridConfig)]) -> Result<Self, ReceiveError> {
         let ifindex = crate::sys::iface::if_index(interface)
             .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
         let err = |source| ReceiveError::RawSocket {
@@ -83,8 +86,8 @@ impl RawSocketReceiver {
             socket,
             interface: interface.to_owned(),
             ifindex,
-            vrids: Box::new(VridArray::new(vrids)),
-            last: Box::new([AdvertEvent::default(); 256]),
+            vrids: VridArray::new(vrids),
+            last: vec![AdvertEvent::default(); SLOTS].into_boxed_slice(),
             counters: Counters::default(),
             pending: std::collections::VecDeque::default(),
         })
@@ -94,7 +97,7 @@ impl RawSocketReceiver {
     /// counters and last-advert table as the XDP program does.
     fn process(&mut self, packet: &[u8], timestamp_ns: u64) -> Option<AdvertEvent> {
         self.counters.increment(Counter::PacketsSeen);
-        let outcome = vrrp::parse_ipv4(packet, 0, &*self.vrids);
+        let outcome = vrrp::parse_ipv4(packet, 0, &self.vrids);
         self.counters.increment(outcome.counter());
         let Outcome::Accept(mut event) = outcome else {
             if let Outcome::Drop(reason) = outcome {
@@ -105,11 +108,11 @@ impl RawSocketReceiver {
         event.timestamp_ns = timestamp_ns;
         event.ifindex = self.ifindex;
         event.receive_path = ReceivePath::RawSocket as u8;
-        let silence_intervals = self
-            .vrids
-            .lookup(event.vrid)
+        let slot = event.slot() as usize;
+        let silence_intervals = self.vrids.0[slot]
+            .as_ref()
             .map_or(DEFAULT_DOWN_TIMER_ADVERTS, VridConfig::silence_intervals);
-        let last = &mut self.last[usize::from(event.vrid)];
+        let last = &mut self.last[slot];
         event.flags = fastpath::classify(last, &event, silence_intervals);
         *last = event;
         self.counters.increment(if event.flags == 0 {
@@ -172,8 +175,8 @@ impl RawSocketReceiver {
         self.counters
     }
 
-    pub fn last_advert(&self, vrid: u8) -> Option<AdvertEvent> {
-        let event = self.last[usize::from(vrid)];
+    pub fn last_advert(&self, key: VridKey) -> Option<AdvertEvent> {
+        let event = self.last[key.index() as usize];
         (event.timestamp_ns != 0).then_some(event)
     }
 }

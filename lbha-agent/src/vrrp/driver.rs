@@ -12,9 +12,18 @@
 //! every advert, with almost none of the wakeups. On the raw-socket path,
 //! which has no such timer, it wakes at every master-down deadline.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
 
-use lbha_common::{AdvertEvent, event::change, vrrp::encode::Advert};
+use lbha_common::{
+    AdvertEvent,
+    event::{VridKey, change},
+    vrrp::encode::Advert,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -47,7 +56,9 @@ pub struct InstanceRuntime {
     pub machine: Machine,
     sender: Box<dyn AdvertOut>,
     tracks: TrackRefs,
-    vips: Vec<Ipv4Addr>,
+    /// Its (family, VRID): which adverts of the receive path are its own.
+    key: VridKey,
+    vips: Vec<IpAddr>,
     /// Whether the checks (not the link) were failing at the last update.
     faulted_by_checks: bool,
     /// A fault of its own (checks, tracked interfaces, its link) at the
@@ -130,12 +141,13 @@ impl InstanceRuntime {
         let machine = Machine::new(params, config.priority);
         // What the adverts list: `virtual_ipaddress_excluded` addresses are
         // held by the master too, but not advertised (keepalived's rule).
-        let vips: Vec<Ipv4Addr> = config
+        let vips: Vec<IpAddr> = config
             .virtual_addresses
             .iter()
             .filter(|v| !v.excluded)
-            .map(|v| v.address)
+            .map(|v| v.address.into())
             .collect();
+        let key = vrid_key(&config);
         let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
             GarpSender::open(&config.interface)
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
@@ -148,6 +160,7 @@ impl InstanceRuntime {
             machine,
             sender: Box::new(sender),
             tracks,
+            key,
             vips,
             faulted_by_checks: false,
             own_fault: false,
@@ -636,8 +649,12 @@ impl InterfaceTask {
         if machine.state() != State::Backup || machine.next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let vrid = self.instances[i].config.vrid;
-        let Ok(Some(latest)) = self.receiver.last_advert(vrid) else {
+        let Ok(Some(latest)) = self.receiver.last_advert(self.instances[i].key) else {
+            return;
+        };
+        // The machine compares IPv4 addresses; an instance's table holds
+        // only adverts of its own family.
+        let IpAddr::V4(src) = latest.src_ip() else {
             return;
         };
         if latest.timestamp_ns <= machine.last_master_advert_ns().unwrap_or(0) {
@@ -649,7 +666,7 @@ impl InterfaceTask {
         // event, which clears the report), so the report stands.
         let advert = ReceivedAdvert {
             timestamp_ns: latest.timestamp_ns,
-            src: Ipv4Addr::from(latest.src_addr),
+            src,
             priority: latest.priority,
             interval_cs: latest.interval_cs,
         };
@@ -662,7 +679,7 @@ impl InterfaceTask {
         let Some(i) = self
             .instances
             .iter()
-            .position(|i| i.config.vrid == event.vrid)
+            .position(|i| Some(i.key) == event.key())
         else {
             return;
         };
@@ -672,9 +689,12 @@ impl InterfaceTask {
             return;
         }
         self.instances[i].silence_reported = false;
+        let IpAddr::V4(src) = event.src_ip() else {
+            return;
+        };
         let advert = ReceivedAdvert {
             timestamp_ns: event.timestamp_ns,
-            src: Ipv4Addr::from(event.src_addr),
+            src,
             priority: event.priority,
             interval_cs: event.interval_cs,
         };
@@ -833,6 +853,13 @@ impl InterfaceTask {
 
 /// The virtual addresses per interface they go on: their `dev`, else the
 /// instance's interface.
+/// The receive path's key of an instance's adverts. The configuration
+/// holds IPv4 instances only so far, so this is the IPv4 VRID; an IPv6
+/// instance's key will follow from its addresses.
+pub fn vrid_key(config: &config::Instance) -> VridKey {
+    VridKey::v4(config.vrid)
+}
+
 fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<Ipv4Addr>> {
     let mut out: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
     for vip in &config.virtual_addresses {
@@ -850,7 +877,7 @@ mod tests {
     use super::*;
 
     /// One recorded advert: version, priority, interval, auth data, VIPs.
-    type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<Ipv4Addr>);
+    type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<IpAddr>);
 
     /// Records the adverts an instance sends instead of sending them.
     #[derive(Clone, Default)]
@@ -921,7 +948,10 @@ mod tests {
                 150,
                 300,
                 Some(b"secret".to_vec()),
-                vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)]
+                vec![
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)),
+                    IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11))
+                ]
             )]
         );
         assert_eq!(rt.machine.params().primary_addr, Ipv4Addr::new(10, 0, 0, 1));
