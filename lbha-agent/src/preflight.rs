@@ -15,12 +15,12 @@ use std::{
 
 use crate::{
     cloud::{load_ca_file, load_token},
-    config::{Config, Diagnostic, Loaded},
+    config::{Config, Diagnostic, Family, Loaded},
     health::{
         process::{process_check_of, wrapped_process_check},
         script::{self, ScriptPolicy},
     },
-    sys::iface::{if_index, interface_ipv4},
+    sys::iface::{if_index, interface_ipv4, interface_ipv6_link_local},
 };
 
 /// What the running agent already holds, so a reload does not report a
@@ -83,11 +83,19 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 format!("instance {}: {error}", instance.name),
             ),
             Ok(_) if instance.unicast_src.is_none() => {
-                if interface_ipv4(&instance.interface).is_err() {
+                let missing = match instance.family() {
+                    Family::V4 => interface_ipv4(&instance.interface)
+                        .is_err()
+                        .then_some("an IPv4 address"),
+                    Family::V6 => interface_ipv6_link_local(&instance.interface)
+                        .is_err()
+                        .then_some("an IPv6 link-local address"),
+                };
+                if let Some(missing) = missing {
                     problem(
                         at.line("interface"),
                         format!(
-                            "instance {}: interface {} has no IPv4 address to send adverts from (set unicast_src_ip)",
+                            "instance {}: interface {} has no {missing} to send adverts from (set unicast_src_ip)",
                             instance.name, instance.interface
                         ),
                     );

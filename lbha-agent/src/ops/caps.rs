@@ -556,9 +556,9 @@ mod tests {
             )
             .expect("raw receive socket");
             println!("RAW {}", raw.path_name());
-            AdvertSocket::open("lo").expect("advert socket");
+            AdvertSocket::open("lo", false).expect("advert socket");
             println!("SENDER ok");
-            let vip = (Ipv4Addr::new(10, 99, 0, 1), 32);
+            let vip = (std::net::IpAddr::from(Ipv4Addr::new(10, 99, 0, 1)), 32);
             let addresses = Addresses::open().unwrap();
             addresses.add("lo", vip).await.expect("netlink add");
             addresses.remove("lo", vip).await.expect("netlink remove");
