@@ -81,6 +81,21 @@ fn instance(
     )
 }
 
+/// The kernel's link-local address of `interface` (before any VIP).
+fn link_local_of(ns: &Netns, interface: &str) -> String {
+    let out = ns
+        .ip(&[
+            "-6", "-o", "addr", "show", "dev", interface, "scope", "link",
+        ])
+        .unwrap();
+    let word = out
+        .split_whitespace()
+        .skip_while(|w| *w != "inet6")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no link-local address on {interface}: {out}"));
+    word.split('/').next().unwrap().to_owned()
+}
+
 fn mac_of(ns: &Netns, interface: &str) -> String {
     ns.exec(&["cat", &format!("/sys/class/net/{interface}/address")])
         .unwrap()
@@ -134,10 +149,26 @@ fn lbha_master_keepalived_backup(tag: &str, subnet: u16, unicast: bool, stop: St
     ])
     .unwrap();
 
-    let mut agent = Agent::start(&a, &instance("va", vrid, 150, lbha_unicast, &vips)).unwrap();
+    // A crashed predecessor's link-local virtual address still on va (the
+    // kernel lists it before va's own): lbha must not advertise from it.
+    let own_link_local = link_local_of(&a, "va");
+    a.ip(&["-6", "addr", "add", &vips[0], "dev", "va", "nodad"])
+        .unwrap();
+
+    let mut agent =
+        Agent::start_with_status(&a, &instance("va", vrid, 150, lbha_unicast, &vips)).unwrap();
     agent
         .wait_for_transition("VI_6", "MASTER", 0, Duration::from_secs(15))
         .unwrap();
+    // As Master, status shows its own primary address: the advert source.
+    let expected_src = if unicast {
+        ours.clone()
+    } else {
+        own_link_local
+    };
+    agent.wait_status("lbha's advert source", |s| {
+        s["instances"][0]["master"].as_str() == Some(expected_src.as_str())
+    });
 
     // The virtual addresses, usable at once (nodad, never tentative).
     let held = a.ip(&["-6", "addr", "show", "dev", "va"]).unwrap();

@@ -13,7 +13,7 @@ use crate::{
     config::{self, Config},
     recv::{AdvertReceiver, Opened, SteadyAdverts},
     status::{InstanceStatus, Telemetry},
-    sys::iface::{interface_ipv4, interface_ipv6_link_local},
+    sys::iface::{interface_ipv4, interface_ipv6_link_local_except},
     vrrp::{
         driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs, vrid_key},
         net::{Addresses, AdvertSender, AdvertSocket, Batch},
@@ -150,9 +150,19 @@ impl Group {
                 (None, config::Family::V4) => interface_ipv4(interface)
                     .map_err(|e| net_err(e.into()))?
                     .into(),
-                (None, config::Family::V6) => interface_ipv6_link_local(interface)
-                    .map_err(|e| net_err(e.into()))?
-                    .into(),
+                (None, config::Family::V6) => {
+                    let vips: Vec<std::net::Ipv6Addr> = instances
+                        .iter()
+                        .flat_map(|i| &i.virtual_addresses)
+                        .filter_map(|v| match v.address {
+                            std::net::IpAddr::V6(a) => Some(a),
+                            std::net::IpAddr::V4(_) => None,
+                        })
+                        .collect();
+                    interface_ipv6_link_local_except(interface, &vips)
+                        .map_err(|e| net_err(e.into()))?
+                        .into()
+                }
             };
             let sender = AdvertSender::new(src, &instance.unicast_peers);
             telemetry.add_instance(InstanceStatus {

@@ -58,13 +58,24 @@ pub fn interface_ipv4(interface: &str) -> Result<Ipv4Addr, IfaceError> {
 /// adverts when `unicast_src` is not set (RFC 5798 5.1.2.2, keepalived's
 /// default).
 pub fn interface_ipv6_link_local(interface: &str) -> Result<Ipv6Addr, IfaceError> {
+    interface_ipv6_link_local_except(interface, &[])
+}
+
+/// The same, skipping `virtual` addresses: a link-local virtual address
+/// left on the interface by a crashed predecessor (the kernel lists the
+/// newest first) must not become the advert source, as keepalived skips
+/// its virtual addresses when it picks one.
+pub fn interface_ipv6_link_local_except(
+    interface: &str,
+    virtual_addresses: &[Ipv6Addr],
+) -> Result<Ipv6Addr, IfaceError> {
     let addresses =
         nix::ifaddrs::getifaddrs().map_err(|errno| IfaceError::List(io::Error::from(errno)))?;
     addresses
         .filter(|entry| entry.interface_name == interface)
         .find_map(|entry| {
             let ip = entry.address?.as_sockaddr_in6()?.ip();
-            ip.is_unicast_link_local().then_some(ip)
+            (ip.is_unicast_link_local() && !virtual_addresses.contains(&ip)).then_some(ip)
         })
         .ok_or_else(|| IfaceError::NoIpv6LinkLocal(interface.into()))
 }
