@@ -3,7 +3,9 @@
 //!
 //! Input: the first byte picks a VRID configuration scenario, the rest is an
 //! Ethernet frame. The frame goes through `parse_frame` (XDP view) and, as a
-//! whole, through `parse_ipv4(.., 0, ..)` (raw socket view). Besides "never
+//! whole, through `parse_ipv4(.., 0, ..)` (raw socket view); an IPv6 frame
+//! also through `parse_ipv6` from its IPv6 header (the raw socket's IPv6
+//! view), checked against a model of the IPv6 rules. Besides "never
 //! panics", every outcome is checked against a small slice-based model of the
 //! RFC 3768/5798 rules written independently of the parser: an advert is
 //! accepted exactly when the model says it is valid, and an accepted event
@@ -31,20 +33,28 @@ const ALL_CHANGE_BITS: u8 = change::NEW_SOURCE
     | change::AFTER_SILENCE
     | change::VERSION;
 
-/// Same semantics as the XDP `VRID_CONFIG` array map: 256 IPv4 slots
-/// (IPv6 VRIDs are none of these scenarios'), a slot whose `enabled` is 0
-/// is not configured.
-struct Table([VridConfig; 256]);
+/// Same semantics as the XDP `VRID_CONFIG` array map: 256 slots, a slot
+/// whose `enabled` is 0 is not configured. Every scenario configures the
+/// same VRIDs over IPv6 as over IPv4 (a v2 entry then holds for no IPv6
+/// advert), except for the allowed sources, which are IPv6 ones there.
+struct Table([VridConfig; 256], [VridConfig; 256]);
 
 impl VridTable for Table {
     fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
-        if key.family != Family::Ipv4 {
-            return None;
-        }
-        let config = &self.0[usize::from(key.vrid)];
+        let slots = match key.family {
+            Family::Ipv4 => &self.0,
+            Family::Ipv6 => &self.1,
+        };
+        let config = &slots[usize::from(key.vrid)];
         (config.enabled != 0).then_some(config)
     }
 }
+
+/// The IPv6 sources scenario 7 allows.
+const PEERS_V6: [[u8; 16]; 2] = [
+    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    [0xfd, 0, 2, 0x31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+];
 
 const SCENARIOS: u8 = 9;
 
@@ -87,7 +97,16 @@ fn table(selector: u8) -> Table {
         // A short master-down timer (down_timer_adverts 1), for the fast path.
         _ => slots[usize::from(VRID)] = v3.with_down_timer_adverts(1),
     }
-    Table(slots)
+    let mut v6 = slots;
+    if selector % SCENARIOS == 7 {
+        v6[usize::from(VRID)] = v6[usize::from(VRID)]
+            .with_allowed_sources(&PEERS_V6)
+            .expect("2 <= 8");
+        v6[usize::from(OTHER_VRID)] = v6[usize::from(OTHER_VRID)]
+            .with_allowed_sources(&PEERS_V6[..1])
+            .expect("1 <= 8");
+    }
+    Table(slots, v6)
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -99,8 +118,16 @@ fuzz_target!(|input: &[u8]| {
     // XDP view: Ethernet frame, optionally VLAN tagged.
     let xdp = vrrp::parse_frame(frame, &table);
     let _ = xdp.counter();
+    if let Some(l3) = l3_offset_v6(frame) {
+        assert_eq!(xdp, vrrp::parse_ipv6(frame, l3, &table));
+        assert_eq!(xdp, vrrp::parse_ipv6(&frame[l3..], 0, &table));
+        check_v6(&frame[l3..], xdp, &table);
+    }
     match l3_offset(frame) {
-        None => assert_eq!(xdp, Outcome::NotVrrp, "not an IPv4 frame"),
+        None => assert!(
+            xdp == Outcome::NotVrrp || l3_offset_v6(frame).is_some(),
+            "not an IP frame"
+        ),
         Some(l3) => {
             // The offset only shifts where the packet starts.
             assert_eq!(xdp, vrrp::parse_ipv4(frame, l3, &table));
@@ -114,6 +141,97 @@ fuzz_target!(|input: &[u8]| {
     let _ = raw.counter();
     check(frame, raw, &table, input);
 });
+
+/// Where the IPv6 header starts, or `None` when the frame is not IPv6.
+fn l3_offset_v6(frame: &[u8]) -> Option<usize> {
+    let ethertype = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    match ethertype(12)? {
+        0x86dd => Some(14),
+        0x8100 | 0x88a8 if ethertype(16)? == 0x86dd => Some(18),
+        _ => None,
+    }
+}
+
+/// Checks the outcome of parsing `ip` as IPv6 against the rules stated on
+/// the bytes: the extension header walk, then RFC 5798's for IPv6.
+fn check_v6(ip: &[u8], outcome: Outcome, table: &Table) {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        assert_eq!(outcome, Outcome::NotVrrp);
+        return;
+    }
+    // Walk hop-by-hop (0) and destination options (60), at most 3.
+    let (mut next, mut at) = (ip[6], 40);
+    let mut walked = 0;
+    let vrrp = loop {
+        match next {
+            112 => break at,
+            0 | 60 if walked < 3 => {
+                if at + 2 > ip.len() {
+                    assert_eq!(outcome, Outcome::NotVrrp, "chain cut short");
+                    return;
+                }
+                next = ip[at];
+                at += (usize::from(ip[at + 1]) + 1) * 8;
+                walked += 1;
+            }
+            0 | 60 | 43 | 44 | 50 | 51 | 135 | 139 | 140 | 253 | 254 => {
+                assert_eq!(outcome, Outcome::Ipv6ExtHeaderPassed);
+                return;
+            }
+            _ => {
+                assert_eq!(outcome, Outcome::NotVrrp);
+                return;
+            }
+        }
+    };
+    let end = 40 + be16(ip, 4);
+    if end > ip.len() || vrrp + 8 > end {
+        assert_eq!(outcome, Outcome::Drop(DropReason::Truncated));
+        return;
+    }
+    let v = &ip[vrrp..end];
+    let Some(config) = table.lookup(VridKey::v6(v[1])) else {
+        assert_eq!(outcome, Outcome::Drop(DropReason::UnknownVrid));
+        return;
+    };
+    let src: [u8; 16] = ip[8..24].try_into().unwrap();
+    let mut pseudo = Vec::with_capacity(40 + v.len());
+    pseudo.extend_from_slice(&ip[8..40]);
+    pseudo.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 112]);
+    pseudo.extend_from_slice(v);
+    let count = usize::from(config.allowed_source_count);
+    let valid = v[0] == 0x31
+        && (config.version == 0 || config.version == 3)
+        && v.len() == 8 + 16 * usize::from(v[3])
+        && (ip[24] != 0xff || ip[7] == 255)
+        && checksum::checksum(0, &pseudo) == 0
+        && (count == 0 || config.allowed_sources[..count].contains(&src));
+    match outcome {
+        Outcome::Accept(event) => {
+            assert!(
+                valid,
+                "accepted an IPv6 advert the model rejects: {event:?}"
+            );
+            assert_eq!(event.family, Family::Ipv6 as u8);
+            assert_eq!(
+                (event.vrid, event.priority, event.count_addr),
+                (v[1], v[2], v[3])
+            );
+            assert_eq!(event.src_addr, src);
+            assert_eq!(event.dst_addr[..], ip[24..40]);
+            let first_vip: [u8; 16] = if v[3] > 0 {
+                v[8..24].try_into().unwrap()
+            } else {
+                [0; 16]
+            };
+            assert_eq!(event.first_vip, first_vip);
+            assert_eq!(event.interval_cs, u16::from_be_bytes([v[4] & 0x0f, v[5]]));
+        }
+        Outcome::Drop(reason) => assert!(!valid, "dropped a valid IPv6 advert as {reason:?}"),
+        other => panic!("IPv6 VRRP parsed as {other:?}"),
+    }
+}
 
 /// Where the IPv4 header starts, or `None` when the frame is not IPv4.
 fn l3_offset(frame: &[u8]) -> Option<usize> {
@@ -165,7 +283,7 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
             check_classify(&event, input, intervals);
         }
         Outcome::Drop(reason) => assert!(!valid, "dropped a valid advert as {reason:?}"),
-        Outcome::NotVrrp => unreachable!(),
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => unreachable!("IPv4 VRRP"),
     }
 }
 

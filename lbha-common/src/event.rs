@@ -436,10 +436,16 @@ pub enum Counter {
     /// `check_unicast_src`, on by default in lbha). An outcome, like the
     /// other drops.
     DropUnknownSource = 16,
+    /// IPv6 packets whose extension header chain holds a header other
+    /// than hop-by-hop or destination options (routing, fragment, AH,
+    /// ESP...), or more of those than the parser walks, before reaching
+    /// an upper layer: whether they carry VRRP is not looked into; they
+    /// are passed to the stack untouched. An outcome, like `NotVrrp`.
+    Ipv6ExtHeaderPassed = 17,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -458,6 +464,7 @@ impl Counter {
         Counter::SilenceReported,
         Counter::SilenceTimerErrors,
         Counter::DropUnknownSource,
+        Counter::Ipv6ExtHeaderPassed,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -480,6 +487,7 @@ impl Counter {
             Counter::SilenceReported => "silence_reported",
             Counter::SilenceTimerErrors => "silence_timer_errors",
             Counter::DropUnknownSource => "drop_unknown_source",
+            Counter::Ipv6ExtHeaderPassed => "ipv6_ext_header_passed",
         }
     }
 }

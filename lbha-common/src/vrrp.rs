@@ -1,5 +1,6 @@
-//! VRRP (RFC 3768 v2, RFC 5798 v3) over IPv4: the validation rules every
-//! receive path applies, written once against [`PacketView`].
+//! VRRP (RFC 3768 v2, RFC 5798 v3) over IPv4, and v3 over IPv6: the
+//! validation rules every receive path applies, written once against
+//! [`PacketView`].
 
 use crate::{
     checksum,
@@ -17,6 +18,24 @@ pub const ETH_P_8021AD: u16 = 0x88a8;
 pub const IPV4_MIN_HEADER_LEN: usize = 20;
 /// The fixed IPv6 header (RFC 8200 section 3).
 pub const IPV6_HEADER_LEN: usize = 40;
+/// ff02::12, the VRRP IPv6 multicast group.
+pub const VRRP_IPV6_MULTICAST_GROUP: [u8; 16] =
+    [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+/// IPv6 extension headers that may precede an advert (RFC 8200 4.1 order:
+/// hop-by-hop first, destination options before the upper layer).
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+/// How many of those the parser walks; a longer chain is counted as
+/// [`Counter::Ipv6ExtHeaderPassed`] and passed. RFC 8200 allows each once
+/// (destination options twice), so 3 is every legal chain.
+pub const MAX_IPV6_EXT_HEADERS: usize = 3;
+/// The other IPv6 extension headers (IANA "IPv6 Extension Header Types"):
+/// routing, fragment, ESP, AH, mobility, HIP, shim6 and the two
+/// experimental ones. A packet with one of them is not parsed further.
+pub const IPV6_OTHER_EXT_HEADERS: [u8; 9] = [43, 44, 50, 51, 135, 139, 140, 253, 254];
+/// Largest VRRPv3 packet over IPv6: 255 addresses of 16 bytes.
+pub const MAX_VRRP_V6_LEN: usize = VRRP_HEADER_LEN + 255 * 16;
+const MAX_VRRP_V6_WORDS: usize = MAX_VRRP_V6_LEN / 4;
 pub const IPPROTO_VRRP: u8 = 112;
 /// RFC 5798 5.1.1.3 / RFC 3768 5.2.3: adverts are sent with TTL 255 and a
 /// receiver MUST discard others, so an off-link sender cannot inject them.
@@ -77,8 +96,11 @@ impl DropReason {
 /// Result of looking at one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not IPv4 protocol 112: none of our business.
+    /// Not IPv4 protocol 112 or IPv6 next header 112: none of our business.
     NotVrrp,
+    /// IPv6 with an extension header the parser does not walk (see
+    /// [`Counter::Ipv6ExtHeaderPassed`]): passed, like `NotVrrp`.
+    Ipv6ExtHeaderPassed,
     Drop(DropReason),
     /// A valid advert. `timestamp_ns`, `ifindex`, `flags` and `receive_path`
     /// are left zero for the receive path to fill in.
@@ -89,6 +111,7 @@ impl Outcome {
     pub const fn counter(&self) -> Counter {
         match self {
             Outcome::NotVrrp => Counter::NotVrrp,
+            Outcome::Ipv6ExtHeaderPassed => Counter::Ipv6ExtHeaderPassed,
             Outcome::Drop(reason) => reason.counter(),
             Outcome::Accept(_) => Counter::AdvertsAccepted,
         }
@@ -102,26 +125,42 @@ pub trait VridTable {
     fn lookup(&self, key: VridKey) -> Option<&VridConfig>;
 }
 
-/// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
+/// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag)
+/// carrying IPv4 or IPv6.
 #[inline(always)]
 pub fn parse_frame<P: PacketView + ?Sized, T: VridTable + ?Sized>(pkt: &P, table: &T) -> Outcome {
-    match ipv4_offset(pkt) {
-        Some(l3) => parse_ipv4(pkt, l3, table),
+    match l3_offset(pkt) {
+        Some((l3, Family::Ipv4)) => parse_ipv4(pkt, l3, table),
+        Some((l3, Family::Ipv6)) => parse_ipv6(pkt, l3, table),
         None => Outcome::NotVrrp,
     }
 }
 
-/// Where the IPv4 header of an Ethernet frame starts (after at most one
-/// 802.1Q/802.1ad tag), or `None` when the frame does not carry IPv4.
+/// Where the IP header of an Ethernet frame starts (after at most one
+/// 802.1Q/802.1ad tag) and which IP it is, or `None` for other frames.
 #[inline(always)]
-pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
+pub fn l3_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<(usize, Family)> {
     let mut ethertype = u16::from_be_bytes(pkt.load::<2>(12)?);
     let mut l3 = ETH_HEADER_LEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         ethertype = u16::from_be_bytes(pkt.load::<2>(ETH_HEADER_LEN + 2)?);
         l3 += VLAN_TAG_LEN;
     }
-    (ethertype == ETH_P_IPV4).then_some(l3)
+    match ethertype {
+        ETH_P_IPV4 => Some((l3, Family::Ipv4)),
+        ETH_P_IPV6 => Some((l3, Family::Ipv6)),
+        _ => None,
+    }
+}
+
+/// Where the IPv4 header of an Ethernet frame starts, or `None` when the
+/// frame does not carry IPv4.
+#[inline(always)]
+pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
+    match l3_offset(pkt)? {
+        (l3, Family::Ipv4) => Some(l3),
+        (_, Family::Ipv6) => None,
+    }
 }
 
 /// Who sent a VRRP frame, as far as it can be read: for reporting drops,
@@ -140,8 +179,10 @@ pub struct Sender {
 /// The [`Sender`] of an Ethernet frame, read without validating anything.
 #[inline(always)]
 pub fn frame_sender<P: PacketView + ?Sized>(pkt: &P) -> Sender {
-    let Some(l3) = ipv4_offset(pkt) else {
-        return Sender::default();
+    let l3 = match l3_offset(pkt) {
+        Some((l3, Family::Ipv4)) => l3,
+        Some((l3, Family::Ipv6)) => return ipv6_sender(pkt, l3),
+        None => return Sender::default(),
     };
     let Some(ip) = pkt.load::<IPV4_MIN_HEADER_LEN>(l3) else {
         return Sender::default();
@@ -304,6 +345,218 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         count_addr,
         receive_path: 0,
         family: Family::Ipv4 as u8,
+        reserved: [0; 3],
+    })
+}
+
+/// The [`Sender`] of an IPv6 packet at `l3`: its source, and the VRID when
+/// VRRP follows the fixed header or the walked extension headers.
+#[inline(always)]
+fn ipv6_sender<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Sender {
+    // Piecewise, not the whole header: the XDP program's stack is tight
+    // where it reports drops.
+    if pkt.load::<1>(l3 + IPV6_HEADER_LEN - 1).is_none() {
+        return Sender::default();
+    }
+    let Some(fixed) = pkt.load::<8>(l3) else {
+        return Sender::default();
+    };
+    let Some(src) = pkt.load::<16>(l3 + 8) else {
+        return Sender::default();
+    };
+    let vrid = match ipv6_upper_layer(pkt, l3 + IPV6_HEADER_LEN, fixed[6]) {
+        UpperLayer::Vrrp(at) => pkt.load::<2>(at).map_or(0, |vrrp| vrrp[1]),
+        _ => 0,
+    };
+    Sender {
+        family: Some(Family::Ipv6),
+        src_addr: src,
+        vrid,
+    }
+}
+
+/// What follows an IPv6 header's extension headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpperLayer {
+    /// VRRP, starting at this offset.
+    Vrrp(usize),
+    /// Another protocol, or a chain cut short: not ours to judge.
+    Other,
+    /// An extension header the parser does not walk, or too many.
+    UnwalkedExtHeader,
+}
+
+/// Walks hop-by-hop and destination-options headers (at most
+/// [`MAX_IPV6_EXT_HEADERS`], each bounds-checked) from `at`, where header
+/// `next` starts, to the upper layer.
+#[inline(always)]
+fn ipv6_upper_layer<P: PacketView + ?Sized>(pkt: &P, mut at: usize, mut next: u8) -> UpperLayer {
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS {
+            break;
+        }
+        // Next header, then length in 8-byte units, not counting the
+        // first 8 (RFC 8200 4.3, 4.6).
+        let Some(header) = pkt.load::<2>(at) else {
+            return UpperLayer::Other;
+        };
+        next = header[0];
+        at += (usize::from(header[1]) + 1) * 8;
+    }
+    match next {
+        IPPROTO_VRRP => UpperLayer::Vrrp(at),
+        // Still an option header after the longest legal chain.
+        IPPROTO_HOPOPTS | IPPROTO_DSTOPTS => UpperLayer::UnwalkedExtHeader,
+        other => {
+            let mut i = 0;
+            while i < IPV6_OTHER_EXT_HEADERS.len() {
+                if IPV6_OTHER_EXT_HEADERS[i] == other {
+                    return UpperLayer::UnwalkedExtHeader;
+                }
+                i += 1;
+            }
+            UpperLayer::Other
+        }
+    }
+}
+
+/// Parses an IPv6 packet starting at `l3`: an Ethernet frame's IPv6
+/// header, or (raw socket, which is given no IPv6 header) one rebuilt from
+/// the socket's ancillary data by [`ipv6_header`].
+///
+/// The rules of IPv4 where they apply, plus RFC 5798's for IPv6: version
+/// 3 only, addresses 16 bytes each, the checksum over the IPv6
+/// pseudo-header. The hop limit must be 255 on adverts to ff02::12;
+/// unicast ones are accepted with any: keepalived 2.2.7 sends them with
+/// the socket's default (64, measured: see
+/// lbha-common/tests/keepalived_frames_v6.rs) and accepts them so, and
+/// unicast adverts are meant to be restricted to their peers
+/// ([`VridConfig::allowed_sources`]).
+#[inline(always)]
+pub fn parse_ipv6<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    table: &T,
+) -> Outcome {
+    // Read in small pieces where used, never as one 40-byte copy: the XDP
+    // program's stack is tight.
+    let Some(fixed) = pkt.load::<8>(l3) else {
+        return Outcome::NotVrrp;
+    };
+    if fixed[0] >> 4 != 6 || pkt.load::<1>(l3 + IPV6_HEADER_LEN - 1).is_none() {
+        return Outcome::NotVrrp;
+    }
+    let vrrp = match ipv6_upper_layer(pkt, l3 + IPV6_HEADER_LEN, fixed[6]) {
+        UpperLayer::Vrrp(at) => at,
+        UpperLayer::Other => return Outcome::NotVrrp,
+        UpperLayer::UnwalkedExtHeader => return Outcome::Ipv6ExtHeaderPassed,
+    };
+    let payload_end = l3 + IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([fixed[4], fixed[5]]));
+    if payload_end > pkt.len() || vrrp + VRRP_HEADER_LEN > payload_end {
+        return Outcome::Drop(DropReason::Truncated);
+    }
+    match check_ipv6_advert(pkt, l3, fixed[7], vrrp, payload_end - vrrp, table) {
+        Ok(event) => Outcome::Accept(event),
+        Err(reason) => Outcome::Drop(reason),
+    }
+}
+
+/// The IPv6 header a raw socket's packet arrived with, as far as
+/// [`parse_ipv6`] reads it: rebuilt from the source address, the
+/// destination (IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT) the socket
+/// reports, for a VRRP packet of `payload_len` bytes following it directly
+/// (the kernel has walked any extension headers).
+pub fn ipv6_header(src: [u8; 16], dst: [u8; 16], hop_limit: u8, payload_len: u16) -> [u8; 40] {
+    let mut header = [0; IPV6_HEADER_LEN];
+    header[0] = 0x60;
+    header[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    header[6] = IPPROTO_VRRP;
+    header[7] = hop_limit;
+    header[8..24].copy_from_slice(&src);
+    header[24..40].copy_from_slice(&dst);
+    header
+}
+
+#[inline(always)]
+fn check_ipv6_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    hop_limit: u8,
+    vrrp: usize,
+    vrrp_len: usize,
+    table: &T,
+) -> Result<AdvertEvent, DropReason> {
+    let header = pkt
+        .load::<VRRP_HEADER_LEN>(vrrp)
+        .ok_or(DropReason::Truncated)?;
+    let vrid = header[1];
+    let config = table
+        .lookup(VridKey::v6(vrid))
+        .ok_or(DropReason::UnknownVrid)?;
+    let version = header[0] >> 4;
+    if header[0] & 0x0f != TYPE_ADVERTISEMENT
+        || version != 3
+        || (config.version != 0 && config.version != 3)
+    {
+        return Err(DropReason::BadVersionType);
+    }
+    let count_addr = header[3];
+    if vrrp_len != VRRP_HEADER_LEN + usize::from(count_addr) * 16 {
+        return Err(DropReason::BadLength);
+    }
+    let dst_first = pkt.load::<1>(l3 + 24).ok_or(DropReason::Truncated)?;
+    if dst_first[0] == 0xff && hop_limit != VRRP_TTL {
+        return Err(DropReason::BadTtl);
+    }
+    // The pseudo-header (RFC 8200 8.1): source and destination word by
+    // word from the packet, then the length and next header.
+    let mut sum = 0;
+    for word in 0..8 {
+        sum = checksum::add_word(
+            sum,
+            pkt.load::<4>(l3 + 8 + word * 4)
+                .ok_or(DropReason::Truncated)?,
+        );
+    }
+    sum = checksum::add_word(sum, (vrrp_len as u32).to_be_bytes());
+    sum = checksum::add_word(sum, [0, 0, 0, IPPROTO_VRRP]);
+    for word in 0..MAX_VRRP_V6_WORDS {
+        if word * 4 >= vrrp_len {
+            break;
+        }
+        sum = checksum::add_word(
+            sum,
+            pkt.load::<4>(vrrp + word * 4)
+                .ok_or(DropReason::Truncated)?,
+        );
+    }
+    if checksum::fold(sum) != 0 {
+        return Err(DropReason::BadChecksum);
+    }
+    let src = pkt.load::<16>(l3 + 8).ok_or(DropReason::Truncated)?;
+    if !config.allows_source(&src) {
+        return Err(DropReason::UnknownSource);
+    }
+    Ok(AdvertEvent {
+        timestamp_ns: 0,
+        src_addr: src,
+        dst_addr: pkt.load::<16>(l3 + 24).ok_or(DropReason::Truncated)?,
+        first_vip: if count_addr > 0 {
+            pkt.load::<16>(vrrp + VRRP_HEADER_LEN)
+                .ok_or(DropReason::Truncated)?
+        } else {
+            [0; 16]
+        },
+        ifindex: 0,
+        // 4 reserved bits, then 12 bits of centiseconds.
+        interval_cs: u16::from_be_bytes([header[4] & 0x0f, header[5]]),
+        vrid,
+        priority: header[2],
+        version,
+        flags: 0,
+        count_addr,
+        receive_path: 0,
+        family: Family::Ipv6 as u8,
         reserved: [0; 3],
     })
 }

@@ -1,4 +1,5 @@
-//! XDP program for lbha. It validates VRRP adverts with the shared rules of
+//! XDP program for lbha. It validates VRRP adverts (over IPv4, and v3 over
+//! IPv6) with the shared rules of
 //! `lbha_common::vrrp`, queues accepted ones in a ring buffer (waking user
 //! space only when something changed), records the last advert per VRID and
 //! counts every packet. Non-VRRP traffic is always passed untouched.
@@ -107,10 +108,11 @@ static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, { VRID_SLOTS as usize }> =
 const CLOCK_MONOTONIC: u64 = 1;
 const EBUSY: i64 = 16;
 
-/// Offsets beyond this are never needed (Ethernet + VLAN + 60-byte IP header +
-/// the largest VRRP packet) and bounding them keeps the verifier's range
+/// Offsets beyond this are never needed (Ethernet + VLAN + the IPv6 header
+/// and its walked extension headers + the largest IPv6 VRRP packet, 4088
+/// bytes; IPv4's are smaller) and bounding them keeps the verifier's range
 /// tracking simple.
-const MAX_OFFSET: usize = 2048;
+const MAX_OFFSET: usize = 8192;
 
 struct Frame<'a>(&'a XdpContext);
 
@@ -211,7 +213,9 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
     count(Counter::PacketsSeen);
     count(outcome.counter());
     match outcome {
-        Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
+        Outcome::NotVrrp
+        | Outcome::Ipv6ExtHeaderPassed
+        | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
         Outcome::Drop(DropReason::UnknownSource) => {
             // The peer list is the running agent's policy, not a defect of
             // the packet: without an agent, whatever runs in its place
@@ -270,7 +274,7 @@ fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
         );
     }
     match outcome {
-        Outcome::NotVrrp => {}
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => {}
         Outcome::Accept(event) => {
             if first_time(event.slot(), seen::ADVERT) {
                 if event.family == Family::Ipv6 as u8 {
@@ -298,15 +302,20 @@ fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
                 }
             }
         }
-        Outcome::Drop(DropReason::UnknownVrid) => {
+        Outcome::Drop(reason) => {
+            // One sender read for every drop: each inlined copy of it
+            // (an IPv6 extension header walk) costs stack.
             let sender = vrrp::frame_sender(frame);
-            let family = sender.family.unwrap_or(Family::Ipv4);
-            let key = VridKey {
-                family,
-                vrid: sender.vrid,
-            };
-            if first_time(key.index(), seen::UNKNOWN_VRID) {
-                if family == Family::Ipv6 {
+            let v6 = sender.family == Some(Family::Ipv6);
+            if *reason == DropReason::UnknownVrid {
+                let key = VridKey {
+                    family: if v6 { Family::Ipv6 } else { Family::Ipv4 },
+                    vrid: sender.vrid,
+                };
+                if !first_time(key.index(), seen::UNKNOWN_VRID) {
+                    return;
+                }
+                if v6 {
                     debug!(
                         ctx,
                         target: BPF_LOG_TARGET,
@@ -323,11 +332,7 @@ fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
                         v4(&sender.src_addr)
                     );
                 }
-            }
-        }
-        Outcome::Drop(reason) => {
-            let sender = vrrp::frame_sender(frame);
-            if sender.family == Some(Family::Ipv6) {
+            } else if v6 {
                 debug!(
                     ctx,
                     target: BPF_LOG_TARGET,
@@ -388,7 +393,8 @@ fn remember(slot: u32, event: &AdvertEvent, silence_intervals: u8) -> u8 {
             // SAFETY: pointer to a value of an array map, valid for the program's run.
             let last = unsafe { &mut *last };
             let flags = fastpath::classify(last, event, silence_intervals);
-            *last = AdvertEvent { flags, ..*event };
+            *last = *event;
+            last.flags = flags;
             flags
         }
         None => 0,
