@@ -1,4 +1,7 @@
-//! VRRPv3 over IPv6 against real keepalived 2.2.7, lbha master: keepalived
+//! VRRPv3 over IPv6 against real keepalived 2.2.7, both ways, multicast
+//! and unicast, SIGKILL and SIGTERM of the master.
+//!
+//! lbha master: keepalived
 //! hears lbha's adverts (to ff02::12 from va's link-local address, or to
 //! its unicast address) and stays BACKUP below it, then takes over when
 //! lbha is gone (SIGKILL: after Master_Down_Interval; SIGTERM: at lbha's
@@ -6,7 +9,12 @@
 //! addresses without Duplicate Address Detection and announces them with
 //! unsolicited Neighbor Advertisements that the peer's kernel accepts (it
 //! updates a stale neighbour entry to lbha's MAC, which it does only for a
-//! valid advertisement with the Override flag).
+//! valid advertisement with the Override flag), from its interface's own
+//! link-local address even when a link-local VIP is left over.
+//!
+//! keepalived master: lbha follows its IPv6 adverts as BACKUP (the XDP
+//! program's IPv6 parsing) and takes over when keepalived is gone, by
+//! Master_Down_Interval (SIGKILL) or at its priority-0 advert (SIGTERM).
 //!
 //! Each test has its own namespaces and its own `2001:db8:N::/64`.
 
@@ -250,6 +258,22 @@ fn lbha_master_keepalived_backup_ipv6_unicast_sigterm() {
     lbha_master_keepalived_backup("v6u", 0x62, true, Stop::Sigterm);
 }
 
+#[test]
+fn lbha_master_keepalived_backup_ipv6_multicast_sigterm() {
+    if !require_root() {
+        return;
+    }
+    lbha_master_keepalived_backup("v6n", 0x65, false, Stop::Sigterm);
+}
+
+#[test]
+fn lbha_master_keepalived_backup_ipv6_unicast_sigkill() {
+    if !require_root() {
+        return;
+    }
+    lbha_master_keepalived_backup("v6k", 0x66, true, Stop::Sigkill);
+}
+
 /// The other direction: lbha BACKUP follows keepalived's IPv6 adverts
 /// (the receive path's IPv6 parsing), never claims mastership under it, and
 /// takes over when keepalived is gone.
@@ -296,9 +320,17 @@ fn keepalived_master_lbha_backup(tag: &str, subnet: u16, unicast: bool, stop: St
             keepalived.stop(Duration::from_secs(5)).unwrap();
         }
     }
-    agent
+    let took = agent
         .wait_for_transition("VI_6", "MASTER", since, TAKEOVER_BOUND)
         .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    // SIGTERM: keepalived's priority-0 advert reached lbha (which then
+    // takes over within Skew_Time, not Master_Down_Interval); SIGKILL: the
+    // adverts stopped.
+    let expected = match stop {
+        Stop::Sigkill => "master down",
+        Stop::Sigterm => "master resigned",
+    };
+    assert_eq!(took.reason, expected, "{}", took.line);
     println!(
         "TIMING lbha takeover after keepalived {}: {:?}",
         match stop {
@@ -310,7 +342,6 @@ fn keepalived_master_lbha_backup(tag: &str, subnet: u16, unicast: bool, stop: St
 }
 
 #[test]
-#[ignore = "needs the IPv6 receive path (XDP and raw socket), not merged yet"]
 fn keepalived_master_lbha_backup_ipv6_multicast_sigkill() {
     if !require_root() {
         return;
@@ -319,10 +350,25 @@ fn keepalived_master_lbha_backup_ipv6_multicast_sigkill() {
 }
 
 #[test]
-#[ignore = "needs the IPv6 receive path (XDP and raw socket), not merged yet"]
 fn keepalived_master_lbha_backup_ipv6_unicast_sigterm() {
     if !require_root() {
         return;
     }
     keepalived_master_lbha_backup("k6u", 0x64, true, Stop::Sigterm);
+}
+
+#[test]
+fn keepalived_master_lbha_backup_ipv6_multicast_sigterm() {
+    if !require_root() {
+        return;
+    }
+    keepalived_master_lbha_backup("k6n", 0x67, false, Stop::Sigterm);
+}
+
+#[test]
+fn keepalived_master_lbha_backup_ipv6_unicast_sigkill() {
+    if !require_root() {
+        return;
+    }
+    keepalived_master_lbha_backup("k6k", 0x68, true, Stop::Sigkill);
 }
