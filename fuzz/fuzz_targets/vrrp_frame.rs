@@ -3,7 +3,9 @@
 //!
 //! Input: the first byte picks a VRID configuration scenario, the rest is an
 //! Ethernet frame. The frame goes through `parse_frame` (XDP view) and, as a
-//! whole, through `parse_ipv4(.., 0, ..)` (raw socket view). Besides "never
+//! whole, through `parse_ipv4(.., 0, ..)` (raw socket view); an IPv6 frame
+//! also through `parse_ipv6` from its IPv6 header (the raw socket's IPv6
+//! view), checked against a model of the IPv6 rules. Besides "never
 //! panics", every outcome is checked against a small slice-based model of the
 //! RFC 3768/5798 rules written independently of the parser: an advert is
 //! accepted exactly when the model says it is valid, and an accepted event
@@ -14,7 +16,7 @@
 
 use lbha_common::{
     AdvertEvent, Outcome, VridConfig, checksum,
-    event::change,
+    event::{Family, VridKey, change, wire_v4},
     fastpath,
     vrrp::{self, DropReason, VridTable},
 };
@@ -31,21 +33,37 @@ const ALL_CHANGE_BITS: u8 = change::NEW_SOURCE
     | change::AFTER_SILENCE
     | change::VERSION;
 
-/// Same semantics as the XDP `VRID_CONFIG` array map: 256 slots, a slot whose
-/// `enabled` is 0 is not configured.
-struct Table([VridConfig; 256]);
+/// Same semantics as the XDP `VRID_CONFIG` array map: 256 slots, a slot
+/// whose `enabled` is 0 is not configured. Every scenario configures the
+/// same VRIDs over IPv6 as over IPv4 (a v2 entry then holds for no IPv6
+/// advert), except for the allowed sources, which are IPv6 ones there.
+struct Table([VridConfig; 256], [VridConfig; 256]);
 
 impl VridTable for Table {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
-        let config = &self.0[usize::from(vrid)];
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
+        let slots = match key.family {
+            Family::Ipv4 => &self.0,
+            Family::Ipv6 => &self.1,
+        };
+        let config = &slots[usize::from(key.vrid)];
         (config.enabled != 0).then_some(config)
     }
 }
 
+/// The IPv6 sources scenario 7 allows.
+const PEERS_V6: [[u8; 16]; 2] = [
+    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    [0xfd, 0, 2, 0x31, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+];
+
 const SCENARIOS: u8 = 9;
 
 /// The sources scenario 7 allows: the seeds' sender among other peers.
-const PEERS: [[u8; 4]; 3] = [[10, 0, 0, 7], [10, 0, 0, 1], [192, 0, 2, 1]];
+const PEERS: [[u8; 16]; 3] = [
+    wire_v4([10, 0, 0, 7]),
+    wire_v4([10, 0, 0, 1]),
+    wire_v4([192, 0, 2, 1]),
+];
 
 fn table(selector: u8) -> Table {
     let mut slots = [VridConfig::default(); 256];
@@ -73,14 +91,22 @@ fn table(selector: u8) -> Table {
         // Unicast peers: adverts only from them.
         7 => {
             slots[usize::from(VRID)] = v3.with_allowed_sources(&PEERS).expect("3 <= 8");
-            slots[usize::from(OTHER_VRID)] = v2_pass
-                .with_allowed_sources(&PEERS[..1])
-                .expect("1 <= 8");
+            slots[usize::from(OTHER_VRID)] =
+                v2_pass.with_allowed_sources(&PEERS[..1]).expect("1 <= 8");
         }
         // A short master-down timer (down_timer_adverts 1), for the fast path.
         _ => slots[usize::from(VRID)] = v3.with_down_timer_adverts(1),
     }
-    Table(slots)
+    let mut v6 = slots;
+    if selector % SCENARIOS == 7 {
+        v6[usize::from(VRID)] = v6[usize::from(VRID)]
+            .with_allowed_sources(&PEERS_V6)
+            .expect("2 <= 8");
+        v6[usize::from(OTHER_VRID)] = v6[usize::from(OTHER_VRID)]
+            .with_allowed_sources(&PEERS_V6[..1])
+            .expect("1 <= 8");
+    }
+    Table(slots, v6)
 }
 
 fuzz_target!(|input: &[u8]| {
@@ -92,8 +118,16 @@ fuzz_target!(|input: &[u8]| {
     // XDP view: Ethernet frame, optionally VLAN tagged.
     let xdp = vrrp::parse_frame(frame, &table);
     let _ = xdp.counter();
+    if let Some(l3) = l3_offset_v6(frame) {
+        assert_eq!(xdp, vrrp::parse_ipv6(frame, l3, &table));
+        assert_eq!(xdp, vrrp::parse_ipv6(&frame[l3..], 0, &table));
+        check_v6(&frame[l3..], xdp, &table);
+    }
     match l3_offset(frame) {
-        None => assert_eq!(xdp, Outcome::NotVrrp, "not an IPv4 frame"),
+        None => assert!(
+            xdp == Outcome::NotVrrp || l3_offset_v6(frame).is_some(),
+            "not an IP frame"
+        ),
         Some(l3) => {
             // The offset only shifts where the packet starts.
             assert_eq!(xdp, vrrp::parse_ipv4(frame, l3, &table));
@@ -107,6 +141,97 @@ fuzz_target!(|input: &[u8]| {
     let _ = raw.counter();
     check(frame, raw, &table, input);
 });
+
+/// Where the IPv6 header starts, or `None` when the frame is not IPv6.
+fn l3_offset_v6(frame: &[u8]) -> Option<usize> {
+    let ethertype = |at: usize| Some(u16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    match ethertype(12)? {
+        0x86dd => Some(14),
+        0x8100 | 0x88a8 if ethertype(16)? == 0x86dd => Some(18),
+        _ => None,
+    }
+}
+
+/// Checks the outcome of parsing `ip` as IPv6 against the rules stated on
+/// the bytes: the extension header walk, then RFC 5798's for IPv6.
+fn check_v6(ip: &[u8], outcome: Outcome, table: &Table) {
+    if ip.len() < 40 || ip[0] >> 4 != 6 {
+        assert_eq!(outcome, Outcome::NotVrrp);
+        return;
+    }
+    // Walk hop-by-hop (0) and destination options (60), at most 3.
+    let (mut next, mut at) = (ip[6], 40);
+    let mut walked = 0;
+    let vrrp = loop {
+        match next {
+            112 => break at,
+            0 | 60 if walked < 3 => {
+                if at + 2 > ip.len() {
+                    assert_eq!(outcome, Outcome::NotVrrp, "chain cut short");
+                    return;
+                }
+                next = ip[at];
+                at += (usize::from(ip[at + 1]) + 1) * 8;
+                walked += 1;
+            }
+            0 | 60 | 43 | 44 | 50 | 51 | 135 | 139 | 140 | 253 | 254 => {
+                assert_eq!(outcome, Outcome::Ipv6ExtHeaderPassed);
+                return;
+            }
+            _ => {
+                assert_eq!(outcome, Outcome::NotVrrp);
+                return;
+            }
+        }
+    };
+    let end = 40 + be16(ip, 4);
+    if end > ip.len() || vrrp + 8 > end {
+        assert_eq!(outcome, Outcome::Drop(DropReason::Truncated));
+        return;
+    }
+    let v = &ip[vrrp..end];
+    let Some(config) = table.lookup(VridKey::v6(v[1])) else {
+        assert_eq!(outcome, Outcome::Drop(DropReason::UnknownVrid));
+        return;
+    };
+    let src: [u8; 16] = ip[8..24].try_into().unwrap();
+    let mut pseudo = Vec::with_capacity(40 + v.len());
+    pseudo.extend_from_slice(&ip[8..40]);
+    pseudo.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 112]);
+    pseudo.extend_from_slice(v);
+    let count = usize::from(config.allowed_source_count);
+    let valid = v[0] == 0x31
+        && (config.version == 0 || config.version == 3)
+        && v.len() == 8 + 16 * usize::from(v[3])
+        && (ip[24] != 0xff || ip[7] == 255)
+        && checksum::checksum(0, &pseudo) == 0
+        && (count == 0 || config.allowed_sources[..count].contains(&src));
+    match outcome {
+        Outcome::Accept(event) => {
+            assert!(
+                valid,
+                "accepted an IPv6 advert the model rejects: {event:?}"
+            );
+            assert_eq!(event.family, Family::Ipv6 as u8);
+            assert_eq!(
+                (event.vrid, event.priority, event.count_addr),
+                (v[1], v[2], v[3])
+            );
+            assert_eq!(event.src_addr, src);
+            assert_eq!(event.dst_addr[..], ip[24..40]);
+            let first_vip: [u8; 16] = if v[3] > 0 {
+                v[8..24].try_into().unwrap()
+            } else {
+                [0; 16]
+            };
+            assert_eq!(event.first_vip, first_vip);
+            assert_eq!(event.interval_cs, u16::from_be_bytes([v[4] & 0x0f, v[5]]));
+        }
+        Outcome::Drop(reason) => assert!(!valid, "dropped a valid IPv6 advert as {reason:?}"),
+        other => panic!("IPv6 VRRP parsed as {other:?}"),
+    }
+}
 
 /// Where the IPv4 header starts, or `None` when the frame is not IPv4.
 fn l3_offset(frame: &[u8]) -> Option<usize> {
@@ -137,7 +262,7 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
         ihl >= 20 && total >= ihl + 8 && total <= ip.len() && be16(ip, 6) & 0x3fff == 0;
     if header_present {
         // Foreign VRIDs are reported as such whatever else is wrong with them.
-        let configured = table.lookup(ip[ihl + 1]).is_some();
+        let configured = table.lookup(VridKey::v4(ip[ihl + 1])).is_some();
         if !configured {
             assert_eq!(outcome, Outcome::Drop(DropReason::UnknownVrid));
         } else {
@@ -152,11 +277,13 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
         Outcome::Accept(event) => {
             assert!(valid, "accepted an advert the model rejects: {event:?}");
             check_event(ip, ihl, total, &event, table);
-            let intervals = table.lookup(event.vrid).map_or(3, |c| c.silence_intervals());
+            let intervals = table
+                .lookup(VridKey::v4(event.vrid))
+                .map_or(3, |c| c.silence_intervals());
             check_classify(&event, input, intervals);
         }
         Outcome::Drop(reason) => assert!(!valid, "dropped a valid advert as {reason:?}"),
-        Outcome::NotVrrp => unreachable!(),
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => unreachable!("IPv4 VRRP"),
     }
 }
 
@@ -164,7 +291,7 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
 /// holds at least the IPv4 header and 8 bytes of VRRP header.
 fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
     let v = &ip[ihl..total];
-    let Some(config) = table.lookup(v[1]) else {
+    let Some(config) = table.lookup(VridKey::v4(v[1])) else {
         return false;
     };
     let version = v[0] >> 4;
@@ -185,7 +312,8 @@ fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
             && (v[4] != vrrp::AUTH_PASS || v[v.len() - 8..] == config.auth_data));
     // With unicast peers, only their adverts.
     let count = usize::from(config.allowed_source_count);
-    let source_ok = count == 0 || config.allowed_sources[..count].contains(&[ip[12], ip[13], ip[14], ip[15]]);
+    let source_ok = count == 0
+        || config.allowed_sources[..count].contains(&wire_v4([ip[12], ip[13], ip[14], ip[15]]));
     auth_ok && source_ok
 }
 
@@ -209,15 +337,16 @@ fn check_event(ip: &[u8], ihl: usize, total: usize, event: &AdvertEvent, table: 
     let v = &ip[ihl..total];
     assert!(event.version == 2 || event.version == 3);
     let config = table
-        .lookup(event.vrid)
+        .lookup(VridKey::v4(event.vrid))
         .expect("accepted an unconfigured VRID");
+    assert_eq!(event.family, Family::Ipv4 as u8);
     assert!(config.version == 0 || config.version == event.version);
     assert_eq!(event.vrid, v[1]);
     assert_eq!(event.priority, v[2]);
     assert_eq!(event.count_addr, v[3]);
     assert_eq!(event.version, v[0] >> 4);
-    assert_eq!(event.src_addr, ip[12..16]);
-    assert_eq!(event.dst_addr, ip[16..20]);
+    assert_eq!(event.src_addr, wire_v4([ip[12], ip[13], ip[14], ip[15]]));
+    assert_eq!(event.dst_addr, wire_v4([ip[16], ip[17], ip[18], ip[19]]));
     let auth_len = if event.version == 2 { 8 } else { 0 };
     assert_eq!(
         total,
@@ -228,7 +357,7 @@ fn check_event(ip: &[u8], ihl: usize, total: usize, event: &AdvertEvent, table: 
     } else {
         [0; 4]
     };
-    assert_eq!(event.first_vip, first_vip);
+    assert_eq!(event.first_vip, wire_v4(first_vip));
     let interval_cs = if event.version == 2 {
         u16::from(v[5]) * 100
     } else {
@@ -261,12 +390,16 @@ fn check_classify(event: &AdvertEvent, input: &[u8], intervals: u8) {
     let mut previous = next;
     previous.timestamp_ns = 1_000_000_000;
     // One second apart: silence only for `intervals` intervals under 1 s.
-    let silence = if u64::from(next.interval_cs) * u64::from(intervals) * 10_000_000 < 1_000_000_000 {
+    let silence = if u64::from(next.interval_cs) * u64::from(intervals) * 10_000_000 < 1_000_000_000
+    {
         change::AFTER_SILENCE
     } else {
         0
     };
-    assert_eq!(fastpath::classify(&previous, &next, intervals), resign | silence);
+    assert_eq!(
+        fastpath::classify(&previous, &next, intervals),
+        resign | silence
+    );
 
     // Extreme timestamps in both directions.
     for (prev_ts, next_ts) in [(1, u64::MAX), (u64::MAX, 1), (u64::MAX, u64::MAX)] {

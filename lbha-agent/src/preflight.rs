@@ -15,12 +15,12 @@ use std::{
 
 use crate::{
     cloud::{load_ca_file, load_token},
-    config::{Config, Diagnostic, Loaded},
+    config::{Config, Diagnostic, Family, Loaded},
     health::{
         process::{process_check_of, wrapped_process_check},
         script::{self, ScriptPolicy},
     },
-    sys::iface::{if_index, interface_ipv4},
+    sys::iface::{if_index, interface_ipv4, interface_ipv6_link_local},
 };
 
 /// What the running agent already holds, so a reload does not report a
@@ -83,11 +83,19 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 format!("instance {}: {error}", instance.name),
             ),
             Ok(_) if instance.unicast_src.is_none() => {
-                if interface_ipv4(&instance.interface).is_err() {
+                let missing = match instance.family() {
+                    Family::V4 => interface_ipv4(&instance.interface)
+                        .is_err()
+                        .then_some("IPv4 address"),
+                    Family::V6 => interface_ipv6_link_local(&instance.interface)
+                        .is_err()
+                        .then_some("IPv6 link-local address"),
+                };
+                if let Some(missing) = missing {
                     problem(
                         at.line("interface"),
                         format!(
-                            "instance {}: interface {} has no IPv4 address to send adverts from (set unicast_src_ip)",
+                            "instance {}: interface {} has no {missing} to send adverts from (set unicast_src_ip)",
                             instance.name, instance.interface
                         ),
                     );
@@ -402,6 +410,26 @@ mod tests {
             problems,
             ["host.toml:3: instance VI_1: interface lbha-gone0 does not exist"]
         );
+    }
+
+    /// An IPv6 instance sends from its interface's link-local address; `lo`
+    /// has none (only ::1), so without `unicast_src` it cannot advertise.
+    #[test]
+    fn an_ipv6_instance_needs_a_link_local_address_or_a_source() {
+        let v6 = "[[instance]]\nname = \"VI_6\"\ninterface = \"lo\"\nvrid = 1\nversion = 3\n\
+                  virtual_addresses = [\"fe80::1/64\"]\n";
+        let problems = messages(&check_host(&load(v6), Held::default()));
+        assert_eq!(
+            problems,
+            [
+                "host.toml:3: instance VI_6: interface lo has no IPv6 link-local address to send adverts from (set unicast_src_ip)"
+            ]
+        );
+        let with_src = v6.replace(
+            "version = 3\n",
+            "version = 3\nunicast_src = \"::1\"\nunicast_peers = [\"::2\"]\n",
+        );
+        assert!(messages(&check_host(&load(&with_src), Held::default())).is_empty());
     }
 
     #[test]

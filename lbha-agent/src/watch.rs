@@ -2,7 +2,7 @@
 //! receive path the daemon uses, and print them as JSON lines (a diagnostic
 //! tool; it never leaves anything attached behind it).
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{net::IpAddr, time::Duration};
 
 use anyhow::Context;
 use lbha_agent::{
@@ -12,7 +12,7 @@ use lbha_agent::{
 };
 use lbha_common::{
     AdvertEvent, VridConfig,
-    event::{MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, change},
+    event::{Family, MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, VridKey, change},
     vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
 };
 use serde::Serialize;
@@ -45,11 +45,12 @@ pub struct WatchArgs {
     #[arg(long, short)]
     interface: String,
     /// VRID to accept: `VRID`, `VRID:v2`, `VRID:v3` or `VRID:v2:pass=SECRET`,
-    /// plus `:from=IP` (repeatable, up to 8) to accept adverts only from
-    /// those sources, as the daemon does with unicast peers (repeatable).
+    /// plus `:ipv6` for the VRID over IPv6 (a router of its own), plus
+    /// `:from=IP` (repeatable, up to 8) to accept adverts only from those
+    /// sources, as the daemon does with unicast peers (repeatable).
     /// Version defaults to 3.
     #[arg(long = "vrid", required = true, value_parser = parse_vrid_spec)]
-    vrids: Vec<(u8, VridConfig)>,
+    vrids: Vec<(VridKey, VridConfig)>,
     /// Receive path: XDP with raw-socket fallback, XDP only, or raw socket only.
     #[arg(long, value_enum, default_value = "auto")]
     receive_path: PathArg,
@@ -65,13 +66,12 @@ pub struct WatchArgs {
     timeout: Option<u64>,
 }
 
-/// Parses `51`, `51:v2`, `51:v3`, `51:v2:pass=secret`, each optionally
-/// with `:from=10.0.0.1:from=10.0.0.2`.
-fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
-    let mut parts = spec.split(':');
-    let vrid: u8 = parts
-        .next()
-        .unwrap_or_default()
+/// Parses `51`, `51:v2`, `51:v3`, `51:v2:pass=secret`, `51:ipv6`, each
+/// optionally with `:from=10.0.0.1:from=10.0.0.2` (`:from=fe80::1` with
+/// `:ipv6`).
+fn parse_vrid_spec(spec: &str) -> Result<(VridKey, VridConfig), String> {
+    let (vrid, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let vrid: u8 = vrid
         .parse()
         .map_err(|_| format!("VRID must be 1-255 in {spec:?}"))?;
     if vrid == 0 {
@@ -79,19 +79,26 @@ fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
     }
     let mut version = 3;
     let mut auth = (AUTH_NONE, [0u8; 8]);
-    let mut sources = Vec::new();
-    for part in parts {
-        match part {
+    let mut sources: Vec<IpAddr> = Vec::new();
+    let mut family = Family::Ipv4;
+    let parts = if rest.is_empty() {
+        Vec::new()
+    } else {
+        split_options(rest)
+    };
+    for part in &parts {
+        match part.as_str() {
             "v2" => version = 2,
             "v3" => version = 3,
+            "ipv6" => family = Family::Ipv6,
             _ => {
                 if let Some(pass) = part.strip_prefix("pass=").filter(|p| !p.is_empty()) {
                     auth = (AUTH_PASS, auth_data(pass.as_bytes()));
                 } else if let Some(ip) = part.strip_prefix("from=") {
-                    let ip: Ipv4Addr = ip
+                    let ip: IpAddr = ip
                         .parse()
-                        .map_err(|_| format!("{ip:?} is not an IPv4 address in {spec:?}"))?;
-                    sources.push(ip.octets());
+                        .map_err(|_| format!("{ip:?} is not an IP address in {spec:?}"))?;
+                    sources.push(ip);
                 } else {
                     return Err(format!("unknown VRID option {part:?} in {spec:?}"));
                 }
@@ -101,17 +108,49 @@ fn parse_vrid_spec(spec: &str) -> Result<(u8, VridConfig), String> {
     if version == 3 && auth.0 != AUTH_NONE {
         return Err(format!("VRRPv3 has no authentication ({spec:?})"));
     }
+    if family == Family::Ipv6 && version != 3 {
+        return Err(format!("VRRP over IPv6 is version 3 only ({spec:?})"));
+    }
+    if let Some(other) = sources
+        .iter()
+        .find(|ip| ip.is_ipv6() != (family == Family::Ipv6))
+    {
+        return Err(format!(
+            "from={other} is not an {} address in {spec:?}",
+            family.name()
+        ));
+    }
     VridConfig::new(version, auth.0, auth.1)
-        .with_allowed_sources(&sources)
-        .map(|config| (vrid, config))
+        .with_allowed_ips(&sources)
+        .map(|config| (VridKey { family, vrid }, config))
         .map_err(|TooManySources(n)| {
             format!("{n} sources in {spec:?}: at most {MAX_ALLOWED_SOURCES} can be checked")
         })
 }
 
+/// The `:`-separated options of a VRID spec, a `from=` option keeping
+/// the colons of its IPv6 address: a piece that starts no option (an IPv6
+/// group never is `v2`, `v3`, `ipv6` or holds `=`) belongs to the `from=`
+/// before it.
+fn split_options(rest: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for piece in rest.split(':') {
+        let starts_option = matches!(piece, "v2" | "v3" | "ipv6") || piece.contains('=');
+        match out.last_mut() {
+            Some(last) if !starts_option && last.starts_with("from=") => {
+                last.push(':');
+                last.push_str(piece);
+            }
+            _ => out.push(piece.to_owned()),
+        }
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct AdvertJson {
     timestamp_ns: u64,
+    family: &'static str,
     src: String,
     dst: String,
     first_vip: String,
@@ -137,9 +176,10 @@ impl From<&AdvertEvent> for AdvertJson {
         ];
         Self {
             timestamp_ns: e.timestamp_ns,
-            src: std::net::Ipv4Addr::from(e.src_addr).to_string(),
-            dst: std::net::Ipv4Addr::from(e.dst_addr).to_string(),
-            first_vip: std::net::Ipv4Addr::from(e.first_vip).to_string(),
+            family: e.family().map_or("unknown", Family::name),
+            src: e.src_ip().to_string(),
+            dst: e.dst_ip().to_string(),
+            first_vip: e.first_vip_ip().to_string(),
             ifindex: e.ifindex,
             vrid: e.vrid,
             priority: e.priority,
@@ -258,15 +298,38 @@ mod tests {
 
     #[test]
     fn vrid_specs_may_name_the_sources_to_accept() {
-        let (vrid, config) =
+        use lbha_common::event::wire_v4;
+        let (key, config) =
             parse_vrid_spec("51:v2:pass=secret:from=10.0.0.1:from=10.0.0.2").unwrap();
-        assert_eq!((vrid, config.version, config.auth_type), (51, 2, AUTH_PASS));
-        assert!(config.allows_source([10, 0, 0, 1]));
-        assert!(config.allows_source([10, 0, 0, 2]));
-        assert!(!config.allows_source([10, 0, 0, 3]));
+        assert_eq!(
+            (key, config.version, config.auth_type),
+            (VridKey::v4(51), 2, AUTH_PASS)
+        );
+        assert!(config.allows_source(&wire_v4([10, 0, 0, 1])));
+        assert!(config.allows_source(&wire_v4([10, 0, 0, 2])));
+        assert!(!config.allows_source(&wire_v4([10, 0, 0, 3])));
 
         let (_, any) = parse_vrid_spec("52").unwrap();
-        assert!(any.allows_source([192, 0, 2, 1]), "no from=: any source");
+        assert!(
+            any.allows_source(&wire_v4([192, 0, 2, 1])),
+            "no from=: any source"
+        );
+
+        // IPv6: its own key, sources with colons of their own.
+        let (key, v6) = parse_vrid_spec("51:ipv6:from=fe80::1:from=fe80::2").unwrap();
+        assert_eq!(key, VridKey::v6(51));
+        let fe80 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[..2].copy_from_slice(&[0xfe, 0x80]);
+            a[15] = last;
+            a
+        };
+        assert!(v6.allows_source(&fe80(1)) && v6.allows_source(&fe80(2)));
+        assert!(!v6.allows_source(&fe80(3)));
+        let error = parse_vrid_spec("51:ipv6:from=10.0.0.1").unwrap_err();
+        assert!(error.contains("not an IPv6 address"), "{error}");
+        let error = parse_vrid_spec("51:v2:ipv6").unwrap_err();
+        assert!(error.contains("version 3 only"), "{error}");
 
         let nine: String = (1..=9).fold(String::new(), |mut all, i| {
             all.push_str(&format!(":from=10.0.0.{i}"));
@@ -275,6 +338,6 @@ mod tests {
         let error = parse_vrid_spec(&format!("53{nine}")).unwrap_err();
         assert!(error.contains("at most 8"), "{error}");
         let error = parse_vrid_spec("53:from=10.0.0").unwrap_err();
-        assert!(error.contains("not an IPv4 address"), "{error}");
+        assert!(error.contains("not an IP address"), "{error}");
     }
 }

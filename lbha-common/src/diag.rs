@@ -21,11 +21,11 @@ pub const DIAGNOSTICS_GLOBAL: &str = "LBHA_DIAGNOSTICS";
 /// it otherwise). `lbha-agent watch`, which prints every advert, sets 1.
 pub const QUEUE_STEADY_GLOBAL: &str = "LBHA_QUEUE_STEADY";
 
-/// Entries of the program's `DIAG_SEEN` map: one per VRID, then one for the
-/// program as a whole.
-pub const SEEN_ENTRIES: u32 = 257;
+/// Entries of the program's `DIAG_SEEN` map: one per (family, VRID)
+/// ([`crate::event::VridKey::index`]), then one for the program as a whole.
+pub const SEEN_ENTRIES: u32 = crate::event::VRID_SLOTS + 1;
 /// The `DIAG_SEEN` entry recording that the first packet was reported.
-pub const SEEN_PROGRAM: u32 = 256;
+pub const SEEN_PROGRAM: u32 = crate::event::VRID_SLOTS;
 
 /// Bits of a `DIAG_SEEN` entry: what was already reported once.
 pub mod seen {

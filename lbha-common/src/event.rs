@@ -1,6 +1,134 @@
 //! `#[repr(C)]` records exchanged through BPF maps and the ring buffer. They
 //! have no implicit padding so that they are `Pod` on both sides.
 
+/// The address family a VRID runs over. keepalived runs VRID 1 over IPv4
+/// and VRID 1 over IPv6 as two independent routers, so every per-VRID table
+/// is keyed by family and VRID ([`VridKey`]).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Ipv4 = 4,
+    Ipv6 = 6,
+}
+
+impl Family {
+    /// The family of an [`AdvertEvent::family`] byte.
+    #[inline(always)]
+    pub const fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            4 => Some(Self::Ipv4),
+            6 => Some(Self::Ipv6),
+            _ => None,
+        }
+    }
+
+    /// Bytes of one address on the wire (a VRRP address entry).
+    #[inline(always)]
+    pub const fn addr_len(self) -> usize {
+        match self {
+            Self::Ipv4 => 4,
+            Self::Ipv6 => 16,
+        }
+    }
+
+    /// "IPv4" or "IPv6", for logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Ipv4 => "IPv4",
+            Self::Ipv6 => "IPv6",
+        }
+    }
+}
+
+/// Entries of each per-VRID table (`VRID_CONFIG`, `LAST_ADVERT`,
+/// `SILENCE_TIMERS`, the raw path's arrays): 256 VRIDs per family, IPv4's
+/// first (so an IPv4 VRID's index is the VRID, as before IPv6).
+pub const VRID_SLOTS: u32 = 512;
+
+/// One VRRP router's identity on a link: its family and VRID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct VridKey {
+    pub family: Family,
+    pub vrid: u8,
+}
+
+impl VridKey {
+    pub const fn v4(vrid: u8) -> Self {
+        Self {
+            family: Family::Ipv4,
+            vrid,
+        }
+    }
+
+    pub const fn v6(vrid: u8) -> Self {
+        Self {
+            family: Family::Ipv6,
+            vrid,
+        }
+    }
+
+    /// Index into the per-VRID tables, below [`VRID_SLOTS`].
+    #[inline(always)]
+    pub const fn index(self) -> u32 {
+        let base = match self.family {
+            Family::Ipv4 => 0,
+            Family::Ipv6 => 256,
+        };
+        base + self.vrid as u32
+    }
+
+    /// The key of a table index (`None` at or beyond [`VRID_SLOTS`]).
+    #[inline(always)]
+    pub const fn from_index(index: u32) -> Option<Self> {
+        let family = match index / 256 {
+            0 => Family::Ipv4,
+            1 => Family::Ipv6,
+            _ => return None,
+        };
+        Some(Self {
+            family,
+            vrid: (index % 256) as u8,
+        })
+    }
+}
+
+/// An address as [`AdvertEvent`] and [`VridConfig`] store it: IPv6 as its
+/// 16 bytes, IPv4 as its 4 bytes followed by 12 zeros (the family says
+/// which; the bytes alone do not).
+pub type WireAddr = [u8; 16];
+
+/// An IPv4 address (network order) as a [`WireAddr`].
+#[inline(always)]
+pub const fn wire_v4(addr: [u8; 4]) -> WireAddr {
+    let mut out = [0; 16];
+    out[0] = addr[0];
+    out[1] = addr[1];
+    out[2] = addr[2];
+    out[3] = addr[3];
+    out
+}
+
+/// Whether two stored addresses are equal, compared as two words: an
+/// array comparison may become a `bcmp` call, which BPF has not.
+#[inline(always)]
+pub fn same_addr(a: &WireAddr, b: &WireAddr) -> bool {
+    let (a0, a1) = split_words(a);
+    let (b0, b1) = split_words(b);
+    a0 == b0 && a1 == b1
+}
+
+#[inline(always)]
+fn split_words(addr: &WireAddr) -> (u64, u64) {
+    (
+        u64::from_ne_bytes([
+            addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+        ]),
+        u64::from_ne_bytes([
+            addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+        ]),
+    )
+}
+
 /// One accepted VRRP advertisement, as both receive paths report it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -9,12 +137,15 @@ pub struct AdvertEvent {
     /// `CLOCK_MONOTONIC` nanoseconds (`bpf_ktime_get_ns` in the kernel), so
     /// it compares directly with tokio's `Instant`. 0 means "no advert yet".
     pub timestamp_ns: u64,
-    /// IPv4 source (the advertising router's primary address), network order.
-    pub src_addr: [u8; 4],
-    /// IPv4 destination (224.0.0.18 or our unicast address), network order.
-    pub dst_addr: [u8; 4],
-    /// First virtual address carried in the advert (0.0.0.0 when it carries none).
-    pub first_vip: [u8; 4],
+    /// Source (the advertising router's primary or link-local address), a
+    /// [`WireAddr`] of [`Self::family`]. User space reads it with
+    /// [`Self::src_ip`].
+    pub src_addr: WireAddr,
+    /// Destination (224.0.0.18, ff02::12 or our unicast address).
+    pub dst_addr: WireAddr,
+    /// First virtual address carried in the advert (all zeros when it
+    /// carries none).
+    pub first_vip: WireAddr,
     /// Interface the advert arrived on.
     pub ifindex: u32,
     /// Advertisement interval in centiseconds (v2's whole seconds x 100).
@@ -29,6 +160,80 @@ pub struct AdvertEvent {
     pub count_addr: u8,
     /// [`ReceivePath`] the advert came through.
     pub receive_path: u8,
+    /// [`Family`] as its `u8` (4 or 6); silence reports carry it too.
+    pub family: u8,
+    pub reserved: [u8; 3],
+}
+
+impl AdvertEvent {
+    /// The advert's family (`None` for a record no receive path writes).
+    #[inline(always)]
+    pub const fn family(&self) -> Option<Family> {
+        Family::from_u8(self.family)
+    }
+
+    /// Index of the event's VRID in the per-VRID tables
+    /// ([`VridKey::index`]; a family no receive path writes counts as
+    /// IPv4's).
+    #[inline(always)]
+    pub const fn slot(&self) -> u32 {
+        let base = if self.family == Family::Ipv6 as u8 {
+            256
+        } else {
+            0
+        };
+        base + self.vrid as u32
+    }
+
+    /// The router the advert is about: `None` as for [`Self::family`].
+    #[inline(always)]
+    pub const fn key(&self) -> Option<VridKey> {
+        match self.family() {
+            Some(family) => Some(VridKey {
+                family,
+                vrid: self.vrid,
+            }),
+            None => None,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "user"))]
+impl AdvertEvent {
+    /// A stored address as the `IpAddr` of the event's family (anything but
+    /// IPv6 reads as IPv4).
+    pub fn wire_to_ip(&self, addr: &WireAddr) -> std::net::IpAddr {
+        if self.family() == Some(Family::Ipv6) {
+            std::net::Ipv6Addr::from(*addr).into()
+        } else {
+            std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).into()
+        }
+    }
+
+    /// The advert's source address.
+    pub fn src_ip(&self) -> std::net::IpAddr {
+        self.wire_to_ip(&self.src_addr)
+    }
+
+    /// The advert's destination address.
+    pub fn dst_ip(&self) -> std::net::IpAddr {
+        self.wire_to_ip(&self.dst_addr)
+    }
+
+    /// The first virtual address the advert carries (the family's
+    /// unspecified address, 0.0.0.0 or ::, when it carries none).
+    pub fn first_vip_ip(&self) -> std::net::IpAddr {
+        self.wire_to_ip(&self.first_vip)
+    }
+}
+
+/// An `IpAddr` as a [`WireAddr`], with its family.
+#[cfg(any(test, feature = "user"))]
+pub fn wire_addr(addr: std::net::IpAddr) -> (Family, WireAddr) {
+    match addr {
+        std::net::IpAddr::V4(v4) => (Family::Ipv4, wire_v4(v4.octets())),
+        std::net::IpAddr::V6(v6) => (Family::Ipv6, v6.octets()),
+    }
 }
 
 /// Why an advert is interesting to the state machine. An advert with none of
@@ -71,7 +276,7 @@ impl ReceivePath {
     }
 }
 
-/// How many IPv4 sources one VRID can restrict its adverts to (its unicast
+/// How many sources one VRID can restrict its adverts to (its unicast
 /// peers). keepalived configurations rarely list more than a handful of
 /// peers; a configuration with more is refused (see lbha-config) rather than
 /// silently left unfiltered.
@@ -105,9 +310,10 @@ pub struct VridConfig {
     /// source are accepted (multicast, or source checking turned off).
     pub allowed_source_count: u8,
     pub reserved: [u8; 3],
-    /// The IPv4 sources (network order) adverts must come from: the
-    /// instance's unicast peers (keepalived's `check_unicast_src`).
-    pub allowed_sources: [[u8; 4]; MAX_ALLOWED_SOURCES],
+    /// The sources adverts must come from, as [`WireAddr`]s of the table's
+    /// family: the instance's unicast peers (keepalived's
+    /// `check_unicast_src`).
+    pub allowed_sources: [WireAddr; MAX_ALLOWED_SOURCES],
 }
 
 /// More allowed sources than a [`VridConfig`] holds.
@@ -126,7 +332,7 @@ impl VridConfig {
             auth_data,
             allowed_source_count: 0,
             reserved: [0; 3],
-            allowed_sources: [[0; 4]; MAX_ALLOWED_SOURCES],
+            allowed_sources: [[0; 16]; MAX_ALLOWED_SOURCES],
         }
     }
 
@@ -137,31 +343,45 @@ impl VridConfig {
     }
 
     /// The same, accepting adverts only from `sources` (any source when
-    /// empty).
-    pub fn with_allowed_sources(mut self, sources: &[[u8; 4]]) -> Result<Self, TooManySources> {
+    /// empty), [`WireAddr`]s of the family whose table the entry goes in.
+    pub fn with_allowed_sources(mut self, sources: &[WireAddr]) -> Result<Self, TooManySources> {
         if sources.len() > MAX_ALLOWED_SOURCES {
             return Err(TooManySources(sources.len()));
         }
-        self.allowed_sources = [[0; 4]; MAX_ALLOWED_SOURCES];
+        self.allowed_sources = [[0; 16]; MAX_ALLOWED_SOURCES];
         self.allowed_sources[..sources.len()].copy_from_slice(sources);
         self.allowed_source_count = sources.len() as u8;
         Ok(self)
     }
 
-    /// Whether an advert from IPv4 address `src` may be accepted. A loop of
-    /// at most [`MAX_ALLOWED_SOURCES`] steps, so the BPF verifier bounds it.
+    /// As [`Self::with_allowed_sources`], from addresses (all of the
+    /// table's family).
+    #[cfg(any(test, feature = "user"))]
+    pub fn with_allowed_ips(self, sources: &[std::net::IpAddr]) -> Result<Self, TooManySources> {
+        let wire: std::vec::Vec<WireAddr> = sources.iter().map(|a| wire_addr(*a).1).collect();
+        self.with_allowed_sources(&wire)
+    }
+
+    /// Whether an advert from `src` (a [`WireAddr`]) may be accepted. A
+    /// loop of at most [`MAX_ALLOWED_SOURCES`] steps, so the BPF verifier
+    /// bounds it.
     #[inline(always)]
-    pub fn allows_source(&self, src: [u8; 4]) -> bool {
+    pub fn allows_source(&self, src: &WireAddr) -> bool {
         let count = usize::from(self.allowed_source_count);
         if count == 0 {
             return true;
         }
-        // Compared as words: no memcmp call in the BPF object.
-        let src = u32::from_ne_bytes(src);
-        self.allowed_sources
-            .iter()
-            .take(count)
-            .any(|allowed| u32::from_ne_bytes(*allowed) == src)
+        // An index loop with a constant bound: an iterator's end pointer
+        // and the count are two bounds the verifier cannot relate.
+        for i in 0..MAX_ALLOWED_SOURCES {
+            if i >= count {
+                break;
+            }
+            if same_addr(&self.allowed_sources[i], src) {
+                return true;
+            }
+        }
+        false
     }
 
     /// Intervals without an advert after which the VRID counts as silent.
@@ -211,15 +431,21 @@ pub enum Counter {
     /// Failures to arm the silence timer or to queue its report; user
     /// space then relies on its own (later) deadline.
     SilenceTimerErrors = 15,
-    /// Well-formed adverts for a configured VRID whose IPv4 source is not
+    /// Well-formed adverts for a configured VRID whose source is not
     /// one of the instance's unicast peers (keepalived's
     /// `check_unicast_src`, on by default in lbha). An outcome, like the
     /// other drops.
     DropUnknownSource = 16,
+    /// IPv6 packets whose extension header chain holds a header other
+    /// than hop-by-hop or destination options (routing, fragment, AH,
+    /// ESP...), or more of those than the parser walks, before reaching
+    /// an upper layer: whether they carry VRRP is not looked into; they
+    /// are passed to the stack untouched. An outcome, like `NotVrrp`.
+    Ipv6ExtHeaderPassed = 17,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -238,6 +464,7 @@ impl Counter {
         Counter::SilenceReported,
         Counter::SilenceTimerErrors,
         Counter::DropUnknownSource,
+        Counter::Ipv6ExtHeaderPassed,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -260,6 +487,7 @@ impl Counter {
             Counter::SilenceReported => "silence_reported",
             Counter::SilenceTimerErrors => "silence_timer_errors",
             Counter::DropUnknownSource => "drop_unknown_source",
+            Counter::Ipv6ExtHeaderPassed => "ipv6_ext_header_passed",
         }
     }
 }
@@ -302,36 +530,36 @@ mod user {
     unsafe impl aya::Pod for super::AgentLease {}
 }
 
-const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 32);
-const _: () = assert!(core::mem::size_of::<VridConfig>() == 48);
+const _: () = assert!(core::mem::size_of::<AdvertEvent>() == 72);
+const _: () = assert!(core::mem::size_of::<VridConfig>() == 144);
 const _: () = assert!(core::mem::size_of::<AgentLease>() == 8);
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PEER: [u8; 4] = [10, 0, 0, 1];
-    const OTHER: [u8; 4] = [10, 0, 0, 9];
+    const PEER: WireAddr = wire_v4([10, 0, 0, 1]);
+    const OTHER: WireAddr = wire_v4([10, 0, 0, 9]);
 
     #[test]
     fn no_allowed_sources_allows_every_source() {
         let config = VridConfig::new(3, 0, [0; 8]);
         assert_eq!(config.allowed_source_count, 0);
-        assert!(config.allows_source(PEER));
-        assert!(config.allows_source([0; 4]));
+        assert!(config.allows_source(&PEER));
+        assert!(config.allows_source(&[0; 16]));
         // An emptied list filters nothing again.
         let emptied = config
             .with_allowed_sources(&[PEER])
             .unwrap()
             .with_allowed_sources(&[])
             .unwrap();
-        assert!(emptied.allows_source(OTHER));
+        assert!(emptied.allows_source(&OTHER));
     }
 
     #[test]
     fn allowed_sources_are_the_only_ones_allowed() {
-        let peers: Vec<[u8; 4]> = (1..=MAX_ALLOWED_SOURCES as u8)
-            .map(|i| [10, 0, 0, i])
+        let peers: Vec<WireAddr> = (1..=MAX_ALLOWED_SOURCES as u8)
+            .map(|i| wire_v4([10, 0, 0, i]))
             .collect();
         let config = VridConfig::new(3, 0, [0; 8])
             .with_allowed_sources(&peers)
@@ -341,24 +569,78 @@ mod tests {
             MAX_ALLOWED_SOURCES
         );
         for peer in &peers {
-            assert!(config.allows_source(*peer), "{peer:?}");
+            assert!(config.allows_source(peer), "{peer:?}");
         }
-        assert!(!config.allows_source(OTHER));
+        assert!(!config.allows_source(&OTHER));
         // A byte order mix-up would let 1.0.0.10 through.
-        assert!(!config.allows_source([1, 0, 0, 10]));
+        assert!(!config.allows_source(&wire_v4([1, 0, 0, 10])));
 
         // Only the first `allowed_source_count` entries count: zeroed
         // slots do not allow 0.0.0.0.
         let one = VridConfig::new(3, 0, [0; 8])
             .with_allowed_sources(&[PEER])
             .unwrap();
-        assert!(one.allows_source(PEER));
-        assert!(!one.allows_source([0; 4]));
-        assert!(!one.allows_source([10, 0, 0, 2]));
+        assert!(one.allows_source(&PEER));
+        assert!(!one.allows_source(&[0; 16]));
+        assert!(!one.allows_source(&wire_v4([10, 0, 0, 2])));
         // Replacing the list forgets the old one.
         let other = one.with_allowed_sources(&[OTHER]).unwrap();
-        assert!(!other.allows_source(PEER));
-        assert!(other.allows_source(OTHER));
+        assert!(!other.allows_source(&PEER));
+        assert!(other.allows_source(&OTHER));
+    }
+
+    #[test]
+    fn ipv6_sources_compare_all_sixteen_bytes() {
+        let peer: WireAddr = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let config = VridConfig::new(3, 0, [0; 8])
+            .with_allowed_sources(&[peer])
+            .unwrap();
+        assert!(config.allows_source(&peer));
+        // Differing in the first word only, and in the last byte only.
+        let mut first = peer;
+        first[1] = 0x81;
+        let mut last = peer;
+        last[15] = 2;
+        assert!(!config.allows_source(&first));
+        assert!(!config.allows_source(&last));
+    }
+
+    #[test]
+    fn keys_index_per_family_tables() {
+        assert_eq!(VridKey::v4(0).index(), 0);
+        assert_eq!(VridKey::v4(51).index(), 51);
+        assert_eq!(VridKey::v6(51).index(), 256 + 51);
+        assert_eq!(VridKey::v6(255).index(), VRID_SLOTS - 1);
+        for index in 0..VRID_SLOTS {
+            assert_eq!(VridKey::from_index(index).unwrap().index(), index);
+        }
+        assert_eq!(VridKey::from_index(VRID_SLOTS), None);
+        assert_ne!(VridKey::v4(1), VridKey::v6(1));
+    }
+
+    #[test]
+    fn event_addresses_read_back_in_their_family() {
+        use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+        let v6: Ipv6Addr = "fe80::1".parse().unwrap();
+        let event = AdvertEvent {
+            src_addr: v6.octets(),
+            dst_addr: "ff02::12".parse::<Ipv6Addr>().unwrap().octets(),
+            family: Family::Ipv6 as u8,
+            vrid: 9,
+            ..AdvertEvent::default()
+        };
+        assert_eq!(event.src_ip(), IpAddr::V6(v6));
+        assert_eq!(event.dst_ip().to_string(), "ff02::12");
+        assert_eq!(event.first_vip_ip(), IpAddr::V6(Ipv6Addr::UNSPECIFIED));
+        assert_eq!(event.key(), Some(VridKey::v6(9)));
+        let v4 = AdvertEvent {
+            src_addr: wire_v4([10, 0, 0, 1]),
+            family: Family::Ipv4 as u8,
+            ..AdvertEvent::default()
+        };
+        assert_eq!(v4.src_ip(), IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)));
+        assert_eq!(wire_addr(v4.src_ip()), (Family::Ipv4, v4.src_addr));
+        assert_eq!(AdvertEvent::default().key(), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the state machine anything new (wake user space), or is it the master
 //! repeating itself (queue it silently and let the last-advert map answer)?
 
-use crate::event::{AdvertEvent, change};
+use crate::event::{AdvertEvent, change, same_addr};
 
 const NS_PER_CENTISECOND: u64 = 10_000_000;
 
@@ -27,7 +27,7 @@ pub fn classify(previous: &AdvertEvent, next: &AdvertEvent, silence_intervals: u
         // Every resignation matters: backups must act within Skew_Time.
         flags |= change::RESIGN;
     }
-    if previous.timestamp_ns == 0 || previous.src_addr != next.src_addr {
+    if previous.timestamp_ns == 0 || !same_addr(&previous.src_addr, &next.src_addr) {
         return flags | change::NEW_SOURCE;
     }
     if previous.priority != next.priority {
@@ -61,7 +61,7 @@ mod tests {
     fn advert(ts_ms: u64, src: u8, priority: u8, interval_cs: u16) -> AdvertEvent {
         AdvertEvent {
             timestamp_ns: ts_ms * MS,
-            src_addr: [10, 0, 0, src],
+            src_addr: crate::event::wire_v4([10, 0, 0, src]),
             vrid: 51,
             priority,
             interval_cs,

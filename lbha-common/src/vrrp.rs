@@ -1,19 +1,41 @@
-//! VRRP (RFC 3768 v2, RFC 5798 v3) over IPv4: the validation rules every
-//! receive path applies, written once against [`PacketView`].
+//! VRRP (RFC 3768 v2, RFC 5798 v3) over IPv4, and v3 over IPv6: the
+//! validation rules every receive path applies, written once against
+//! [`PacketView`].
 
 use crate::{
     checksum,
-    event::{AdvertEvent, Counter, VridConfig},
+    event::{AdvertEvent, Counter, Family, VridConfig, VridKey, wire_v4},
     packet::PacketView,
 };
 
 pub const ETH_HEADER_LEN: usize = 14;
 pub const VLAN_TAG_LEN: usize = 4;
 pub const ETH_P_IPV4: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;
 
 pub const IPV4_MIN_HEADER_LEN: usize = 20;
+/// The fixed IPv6 header (RFC 8200 section 3).
+pub const IPV6_HEADER_LEN: usize = 40;
+/// ff02::12, the VRRP IPv6 multicast group.
+pub const VRRP_IPV6_MULTICAST_GROUP: [u8; 16] =
+    [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12];
+/// IPv6 extension headers that may precede an advert (RFC 8200 4.1 order:
+/// hop-by-hop first, destination options before the upper layer).
+pub const IPPROTO_HOPOPTS: u8 = 0;
+pub const IPPROTO_DSTOPTS: u8 = 60;
+/// How many of those the parser walks; a longer chain is counted as
+/// [`Counter::Ipv6ExtHeaderPassed`] and passed. RFC 8200 allows each once
+/// (destination options twice), so 3 is every legal chain.
+pub const MAX_IPV6_EXT_HEADERS: usize = 3;
+/// The other IPv6 extension headers (IANA "IPv6 Extension Header Types"):
+/// routing, fragment, ESP, AH, mobility, HIP, shim6 and the two
+/// experimental ones. A packet with one of them is not parsed further.
+pub const IPV6_OTHER_EXT_HEADERS: [u8; 9] = [43, 44, 50, 51, 135, 139, 140, 253, 254];
+/// Largest VRRPv3 packet over IPv6: 255 addresses of 16 bytes.
+pub const MAX_VRRP_V6_LEN: usize = VRRP_HEADER_LEN + 255 * 16;
+const MAX_VRRP_V6_WORDS: usize = MAX_VRRP_V6_LEN / 4;
 pub const IPPROTO_VRRP: u8 = 112;
 /// RFC 5798 5.1.1.3 / RFC 3768 5.2.3: adverts are sent with TTL 255 and a
 /// receiver MUST discard others, so an off-link sender cannot inject them.
@@ -74,8 +96,11 @@ impl DropReason {
 /// Result of looking at one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Not IPv4 protocol 112: none of our business.
+    /// Not IPv4 protocol 112 or IPv6 next header 112: none of our business.
     NotVrrp,
+    /// IPv6 with an extension header the parser does not walk (see
+    /// [`Counter::Ipv6ExtHeaderPassed`]): passed, like `NotVrrp`.
+    Ipv6ExtHeaderPassed,
     Drop(DropReason),
     /// A valid advert. `timestamp_ns`, `ifindex`, `flags` and `receive_path`
     /// are left zero for the receive path to fill in.
@@ -86,47 +111,67 @@ impl Outcome {
     pub const fn counter(&self) -> Counter {
         match self {
             Outcome::NotVrrp => Counter::NotVrrp,
+            Outcome::Ipv6ExtHeaderPassed => Counter::Ipv6ExtHeaderPassed,
             Outcome::Drop(reason) => reason.counter(),
             Outcome::Accept(_) => Counter::AdvertsAccepted,
         }
     }
 }
 
-/// Which VRIDs are configured, and how. A reference, not a copy: in the XDP
-/// program it points into the map value, and a copy of every field would
-/// not fit the BPF stack next to the parser's own.
+/// Which VRIDs are configured, and how, per family. A reference, not a
+/// copy: in the XDP program it points into the map value, and a copy of
+/// every field would not fit the BPF stack next to the parser's own.
 pub trait VridTable {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig>;
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig>;
 }
 
-/// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag).
+/// Parses an Ethernet frame (optionally with one 802.1Q/802.1ad tag)
+/// carrying IPv4 or IPv6.
 #[inline(always)]
 pub fn parse_frame<P: PacketView + ?Sized, T: VridTable + ?Sized>(pkt: &P, table: &T) -> Outcome {
-    match ipv4_offset(pkt) {
-        Some(l3) => parse_ipv4(pkt, l3, table),
+    match l3_offset(pkt) {
+        Some((l3, Family::Ipv4)) => parse_ipv4(pkt, l3, table),
+        Some((l3, Family::Ipv6)) => parse_ipv6(pkt, l3, table),
         None => Outcome::NotVrrp,
     }
 }
 
-/// Where the IPv4 header of an Ethernet frame starts (after at most one
-/// 802.1Q/802.1ad tag), or `None` when the frame does not carry IPv4.
+/// Where the IP header of an Ethernet frame starts (after at most one
+/// 802.1Q/802.1ad tag) and which IP it is, or `None` for other frames.
 #[inline(always)]
-pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
+pub fn l3_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<(usize, Family)> {
     let mut ethertype = u16::from_be_bytes(pkt.load::<2>(12)?);
     let mut l3 = ETH_HEADER_LEN;
     if ethertype == ETH_P_8021Q || ethertype == ETH_P_8021AD {
         ethertype = u16::from_be_bytes(pkt.load::<2>(ETH_HEADER_LEN + 2)?);
         l3 += VLAN_TAG_LEN;
     }
-    (ethertype == ETH_P_IPV4).then_some(l3)
+    match ethertype {
+        ETH_P_IPV4 => Some((l3, Family::Ipv4)),
+        ETH_P_IPV6 => Some((l3, Family::Ipv6)),
+        _ => None,
+    }
+}
+
+/// Where the IPv4 header of an Ethernet frame starts, or `None` when the
+/// frame does not carry IPv4.
+#[inline(always)]
+pub fn ipv4_offset<P: PacketView + ?Sized>(pkt: &P) -> Option<usize> {
+    match l3_offset(pkt)? {
+        (l3, Family::Ipv4) => Some(l3),
+        (_, Family::Ipv6) => None,
+    }
 }
 
 /// Who sent a VRRP frame, as far as it can be read: for reporting drops,
 /// whose [`Outcome`] carries only the reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sender {
-    /// IPv4 source, network order; zeros when the IPv4 header is cut short.
-    pub src_addr: [u8; 4],
+    /// The frame's IP family; `None` when neither IP header is there.
+    pub family: Option<Family>,
+    /// Source, a [`crate::event::WireAddr`] of `family`; zeros when the IP
+    /// header is cut short.
+    pub src_addr: crate::event::WireAddr,
     /// VRID; 0 (never a valid VRID) when the VRRP header is cut short.
     pub vrid: u8,
 }
@@ -134,15 +179,18 @@ pub struct Sender {
 /// The [`Sender`] of an Ethernet frame, read without validating anything.
 #[inline(always)]
 pub fn frame_sender<P: PacketView + ?Sized>(pkt: &P) -> Sender {
-    let Some(l3) = ipv4_offset(pkt) else {
-        return Sender::default();
+    let l3 = match l3_offset(pkt) {
+        Some((l3, Family::Ipv4)) => l3,
+        Some((l3, Family::Ipv6)) => return ipv6_sender(pkt, l3),
+        None => return Sender::default(),
     };
     let Some(ip) = pkt.load::<IPV4_MIN_HEADER_LEN>(l3) else {
         return Sender::default();
     };
     let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
     Sender {
-        src_addr: [ip[12], ip[13], ip[14], ip[15]],
+        family: Some(Family::Ipv4),
+        src_addr: wire_v4([ip[12], ip[13], ip[14], ip[15]]),
         vrid: pkt.load::<2>(l3 + ip_header_len).map_or(0, |vrrp| vrrp[1]),
     }
 }
@@ -193,7 +241,9 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     let vrid = header[1];
     // Foreign VRIDs are checked first so that nothing else about them can
     // make us drop traffic that belongs to another VRRP speaker.
-    let config = table.lookup(vrid).ok_or(DropReason::UnknownVrid)?;
+    let config = table
+        .lookup(VridKey::v4(vrid))
+        .ok_or(DropReason::UnknownVrid)?;
 
     let version = header[0] >> 4;
     if header[0] & 0x0f != TYPE_ADVERTISEMENT
@@ -270,7 +320,7 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         u16::from_be_bytes([header[4] & 0x0f, header[5]])
     };
 
-    if !config.allows_source(src) {
+    if !config.allows_source(&wire_v4(src)) {
         return Err(DropReason::UnknownSource);
     }
 
@@ -283,9 +333,9 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 
     Ok(AdvertEvent {
         timestamp_ns: 0,
-        src_addr: src,
-        dst_addr: dst,
-        first_vip,
+        src_addr: wire_v4(src),
+        dst_addr: wire_v4(dst),
+        first_vip: wire_v4(first_vip),
         ifindex: 0,
         interval_cs,
         vrid,
@@ -294,6 +344,220 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         flags: 0,
         count_addr,
         receive_path: 0,
+        family: Family::Ipv4 as u8,
+        reserved: [0; 3],
+    })
+}
+
+/// The [`Sender`] of an IPv6 packet at `l3`: its source, and the VRID when
+/// VRRP follows the fixed header or the walked extension headers.
+#[inline(always)]
+fn ipv6_sender<P: PacketView + ?Sized>(pkt: &P, l3: usize) -> Sender {
+    // Piecewise, not the whole header: the XDP program's stack is tight
+    // where it reports drops.
+    if pkt.load::<1>(l3 + IPV6_HEADER_LEN - 1).is_none() {
+        return Sender::default();
+    }
+    let Some(fixed) = pkt.load::<8>(l3) else {
+        return Sender::default();
+    };
+    let Some(src) = pkt.load::<16>(l3 + 8) else {
+        return Sender::default();
+    };
+    let vrid = match ipv6_upper_layer(pkt, l3 + IPV6_HEADER_LEN, fixed[6]) {
+        UpperLayer::Vrrp(at) => pkt.load::<2>(at).map_or(0, |vrrp| vrrp[1]),
+        _ => 0,
+    };
+    Sender {
+        family: Some(Family::Ipv6),
+        src_addr: src,
+        vrid,
+    }
+}
+
+/// What follows an IPv6 header's extension headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum UpperLayer {
+    /// VRRP, starting at this offset.
+    Vrrp(usize),
+    /// Another protocol, or a chain cut short: not ours to judge.
+    Other,
+    /// An extension header the parser does not walk, or too many.
+    UnwalkedExtHeader,
+}
+
+/// Walks hop-by-hop and destination-options headers (at most
+/// [`MAX_IPV6_EXT_HEADERS`], each bounds-checked) from `at`, where header
+/// `next` starts, to the upper layer.
+#[inline(always)]
+fn ipv6_upper_layer<P: PacketView + ?Sized>(pkt: &P, mut at: usize, mut next: u8) -> UpperLayer {
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if next != IPPROTO_HOPOPTS && next != IPPROTO_DSTOPTS {
+            break;
+        }
+        // Next header, then length in 8-byte units, not counting the
+        // first 8 (RFC 8200 4.3, 4.6).
+        let Some(header) = pkt.load::<2>(at) else {
+            return UpperLayer::Other;
+        };
+        next = header[0];
+        at += (usize::from(header[1]) + 1) * 8;
+    }
+    match next {
+        IPPROTO_VRRP => UpperLayer::Vrrp(at),
+        // Still an option header after the longest legal chain.
+        IPPROTO_HOPOPTS | IPPROTO_DSTOPTS => UpperLayer::UnwalkedExtHeader,
+        other => {
+            let mut i = 0;
+            while i < IPV6_OTHER_EXT_HEADERS.len() {
+                if IPV6_OTHER_EXT_HEADERS[i] == other {
+                    return UpperLayer::UnwalkedExtHeader;
+                }
+                i += 1;
+            }
+            UpperLayer::Other
+        }
+    }
+}
+
+/// Parses an IPv6 packet starting at `l3`: an Ethernet frame's IPv6
+/// header, or (raw socket, which is given no IPv6 header) one rebuilt from
+/// the socket's ancillary data by [`ipv6_header`].
+///
+/// The rules of IPv4 where they apply, plus RFC 5798's for IPv6: version
+/// 3 only, addresses 16 bytes each, the checksum over the IPv6
+/// pseudo-header. The hop limit must be 255 on adverts to ff02::12;
+/// unicast ones are accepted with any: keepalived 2.2.7 sends them with
+/// the socket's default (64, measured: see
+/// lbha-common/tests/keepalived_frames_v6.rs) and accepts them so, and
+/// unicast adverts are meant to be restricted to their peers
+/// ([`VridConfig::allowed_sources`]).
+#[inline(always)]
+pub fn parse_ipv6<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    table: &T,
+) -> Outcome {
+    // Read in small pieces where used, never as one 40-byte copy: the XDP
+    // program's stack is tight.
+    let Some(fixed) = pkt.load::<8>(l3) else {
+        return Outcome::NotVrrp;
+    };
+    if fixed[0] >> 4 != 6 || pkt.load::<1>(l3 + IPV6_HEADER_LEN - 1).is_none() {
+        return Outcome::NotVrrp;
+    }
+    let vrrp = match ipv6_upper_layer(pkt, l3 + IPV6_HEADER_LEN, fixed[6]) {
+        UpperLayer::Vrrp(at) => at,
+        UpperLayer::Other => return Outcome::NotVrrp,
+        UpperLayer::UnwalkedExtHeader => return Outcome::Ipv6ExtHeaderPassed,
+    };
+    let payload_end = l3 + IPV6_HEADER_LEN + usize::from(u16::from_be_bytes([fixed[4], fixed[5]]));
+    if payload_end > pkt.len() || vrrp + VRRP_HEADER_LEN > payload_end {
+        return Outcome::Drop(DropReason::Truncated);
+    }
+    match check_ipv6_advert(pkt, l3, fixed[7], vrrp, payload_end - vrrp, table) {
+        Ok(event) => Outcome::Accept(event),
+        Err(reason) => Outcome::Drop(reason),
+    }
+}
+
+/// The IPv6 header a raw socket's packet arrived with, as far as
+/// [`parse_ipv6`] reads it: rebuilt from the source address, the
+/// destination (IPV6_PKTINFO) and hop limit (IPV6_HOPLIMIT) the socket
+/// reports, for a VRRP packet of `payload_len` bytes following it directly
+/// (the kernel has walked any extension headers).
+pub fn ipv6_header(src: [u8; 16], dst: [u8; 16], hop_limit: u8, payload_len: u16) -> [u8; 40] {
+    let mut header = [0; IPV6_HEADER_LEN];
+    header[0] = 0x60;
+    header[4..6].copy_from_slice(&payload_len.to_be_bytes());
+    header[6] = IPPROTO_VRRP;
+    header[7] = hop_limit;
+    header[8..24].copy_from_slice(&src);
+    header[24..40].copy_from_slice(&dst);
+    header
+}
+
+#[inline(always)]
+fn check_ipv6_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
+    pkt: &P,
+    l3: usize,
+    hop_limit: u8,
+    vrrp: usize,
+    vrrp_len: usize,
+    table: &T,
+) -> Result<AdvertEvent, DropReason> {
+    let header = pkt
+        .load::<VRRP_HEADER_LEN>(vrrp)
+        .ok_or(DropReason::Truncated)?;
+    let vrid = header[1];
+    let config = table
+        .lookup(VridKey::v6(vrid))
+        .ok_or(DropReason::UnknownVrid)?;
+    let version = header[0] >> 4;
+    if header[0] & 0x0f != TYPE_ADVERTISEMENT
+        || version != 3
+        || (config.version != 0 && config.version != 3)
+    {
+        return Err(DropReason::BadVersionType);
+    }
+    let count_addr = header[3];
+    if vrrp_len != VRRP_HEADER_LEN + usize::from(count_addr) * 16 {
+        return Err(DropReason::BadLength);
+    }
+    let dst_first = pkt.load::<1>(l3 + 24).ok_or(DropReason::Truncated)?;
+    if dst_first[0] == 0xff && hop_limit != VRRP_TTL {
+        return Err(DropReason::BadTtl);
+    }
+    // The pseudo-header (RFC 8200 8.1): source and destination word by
+    // word from the packet, then the length and next header.
+    let mut sum = 0;
+    for word in 0..8 {
+        sum = checksum::add_word(
+            sum,
+            pkt.load::<4>(l3 + 8 + word * 4)
+                .ok_or(DropReason::Truncated)?,
+        );
+    }
+    sum = checksum::add_word(sum, (vrrp_len as u32).to_be_bytes());
+    sum = checksum::add_word(sum, [0, 0, 0, IPPROTO_VRRP]);
+    for word in 0..MAX_VRRP_V6_WORDS {
+        if word * 4 >= vrrp_len {
+            break;
+        }
+        sum = checksum::add_word(
+            sum,
+            pkt.load::<4>(vrrp + word * 4)
+                .ok_or(DropReason::Truncated)?,
+        );
+    }
+    if checksum::fold(sum) != 0 {
+        return Err(DropReason::BadChecksum);
+    }
+    let src = pkt.load::<16>(l3 + 8).ok_or(DropReason::Truncated)?;
+    if !config.allows_source(&src) {
+        return Err(DropReason::UnknownSource);
+    }
+    Ok(AdvertEvent {
+        timestamp_ns: 0,
+        src_addr: src,
+        dst_addr: pkt.load::<16>(l3 + 24).ok_or(DropReason::Truncated)?,
+        first_vip: if count_addr > 0 {
+            pkt.load::<16>(vrrp + VRRP_HEADER_LEN)
+                .ok_or(DropReason::Truncated)?
+        } else {
+            [0; 16]
+        },
+        ifindex: 0,
+        // 4 reserved bits, then 12 bits of centiseconds.
+        interval_cs: u16::from_be_bytes([header[4] & 0x0f, header[5]]),
+        vrid,
+        priority: header[2],
+        version,
+        flags: 0,
+        count_addr,
+        receive_path: 0,
+        family: Family::Ipv6 as u8,
+        reserved: [0; 3],
     })
 }
 
@@ -302,10 +566,14 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 #[cfg(any(test, feature = "user"))]
 pub mod encode {
     use super::{
-        AUTH_NONE, AUTH_PASS, ETH_P_8021Q, ETH_P_IPV4, IPPROTO_VRRP, IPV4_MIN_HEADER_LEN,
-        MAX_VRRP_LEN, TYPE_ADVERTISEMENT, V2_AUTH_DATA_LEN, VRRP_TTL, checksum,
+        AUTH_NONE, AUTH_PASS, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_VRRP,
+        IPV4_MIN_HEADER_LEN, MAX_VRRP_LEN, TYPE_ADVERTISEMENT, V2_AUTH_DATA_LEN, VRRP_TTL,
+        checksum,
     };
-    use std::{net::Ipv4Addr, vec::Vec};
+    use std::{
+        net::{IpAddr, Ipv4Addr, Ipv6Addr},
+        vec::Vec,
+    };
 
     #[derive(Clone, Debug)]
     pub struct Advert<'a> {
@@ -315,7 +583,9 @@ pub mod encode {
         pub interval_cs: u16,
         /// v2 only: `None` for no authentication, `Some(pass)` for PASS.
         pub auth_pass: Option<&'a [u8]>,
-        pub virtual_addrs: &'a [Ipv4Addr],
+        /// All of one family, that of the addresses the advert is sent
+        /// between (RFC 5798 5.2.9: 4 bytes each over IPv4, 16 over IPv6).
+        pub virtual_addrs: &'a [IpAddr],
     }
 
     /// Zero-pads (and truncates) a password to the 8 bytes sent on the wire.
@@ -328,8 +598,9 @@ pub mod encode {
 
     impl Advert<'_> {
         /// The VRRP packet (no IP header), checksum filled in. v3 needs the
-        /// addresses for its pseudo-header.
-        pub fn vrrp_bytes(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+        /// addresses for its pseudo-header: the IPv4 one (RFC 5798 5.2.8)
+        /// or, when `src` and `dst` are IPv6, RFC 8200 8.1's.
+        pub fn vrrp_bytes(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
             let mut out = Vec::with_capacity(MAX_VRRP_LEN);
             out.push((self.version << 4) | TYPE_ADVERTISEMENT);
             out.push(self.vrid);
@@ -347,20 +618,28 @@ pub mod encode {
             }
             out.extend_from_slice(&[0, 0]);
             for addr in self.virtual_addrs {
-                out.extend_from_slice(&addr.octets());
+                match addr {
+                    IpAddr::V4(v4) => out.extend_from_slice(&v4.octets()),
+                    IpAddr::V6(v6) => out.extend_from_slice(&v6.octets()),
+                }
             }
             if self.version == 2 {
                 out.extend_from_slice(&auth_data(self.auth_pass.unwrap_or_default()));
             }
-            let initial = if self.version == 3 {
-                checksum::pseudo_header_sum(
-                    src.octets(),
-                    dst.octets(),
+            let initial = match (self.version, src, dst) {
+                (3, IpAddr::V6(src), IpAddr::V6(dst)) => checksum::pseudo_header_sum_v6(
+                    &src.octets(),
+                    &dst.octets(),
+                    IPPROTO_VRRP,
+                    out.len() as u32,
+                ),
+                (3, src, dst) => checksum::pseudo_header_sum(
+                    v4_octets(src),
+                    v4_octets(dst),
                     IPPROTO_VRRP,
                     out.len() as u16,
-                )
-            } else {
-                0
+                ),
+                _ => 0,
             };
             let sum = checksum::checksum(initial, &out);
             out[6..8].copy_from_slice(&sum.to_be_bytes());
@@ -369,7 +648,7 @@ pub mod encode {
 
         /// IPv4 header (TTL 255, protocol 112, DF clear as keepalived) + VRRP.
         pub fn ipv4_packet(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-            let vrrp = self.vrrp_bytes(src, dst);
+            let vrrp = self.vrrp_bytes(src.into(), dst.into());
             let total = (IPV4_MIN_HEADER_LEN + vrrp.len()) as u16;
             let mut out = Vec::with_capacity(usize::from(total));
             out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
@@ -383,23 +662,83 @@ pub mod encode {
             out
         }
 
+        /// IPv6 header (traffic class CS6 as keepalived, hop limit 255,
+        /// next header 112, no extension headers) + VRRP.
+        pub fn ipv6_packet(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+            let vrrp = self.vrrp_bytes(src.into(), dst.into());
+            let mut out = Vec::with_capacity(super::IPV6_HEADER_LEN + vrrp.len());
+            // Version 6, traffic class 0xc0, flow label 0.
+            out.extend_from_slice(&[0x6c, 0x00, 0x00, 0x00]);
+            out.extend_from_slice(&(vrrp.len() as u16).to_be_bytes());
+            out.extend_from_slice(&[IPPROTO_VRRP, VRRP_TTL]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dst.octets());
+            out.extend_from_slice(&vrrp);
+            out
+        }
+
         /// Ethernet frame around [`Self::ipv4_packet`], with an optional
         /// 802.1Q VLAN id, padded to the 60-byte Ethernet minimum.
         pub fn ethernet_frame(&self, src: Ipv4Addr, dst: Ipv4Addr, vlan: Option<u16>) -> Vec<u8> {
-            let mut out = Vec::new();
-            // VRRP virtual MAC 00:00:5e:00:01:VRID as source, as a master sends.
-            out.extend_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x12]);
-            out.extend_from_slice(&[0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid]);
-            if let Some(id) = vlan {
-                out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
-                out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
-            }
-            out.extend_from_slice(&ETH_P_IPV4.to_be_bytes());
-            out.extend_from_slice(&self.ipv4_packet(src, dst));
-            if out.len() < 60 {
-                out.resize(60, 0);
-            }
-            out
+            // To 224.0.0.18's MAC, from the VRRP virtual MAC
+            // 00:00:5e:00:01:VRID, as a master sends.
+            ethernet(
+                [0x01, 0x00, 0x5e, 0x00, 0x00, 0x12],
+                [0x00, 0x00, 0x5e, 0x00, 0x01, self.vrid],
+                vlan,
+                ETH_P_IPV4,
+                &self.ipv4_packet(src, dst),
+            )
         }
+
+        /// Ethernet frame around [`Self::ipv6_packet`]: to ff02::12's MAC
+        /// 33:33:00:00:00:12, from the IPv6 VRRP virtual MAC
+        /// 00:00:5e:00:02:VRID (RFC 5798 7.3).
+        pub fn ethernet_frame_v6(
+            &self,
+            src: Ipv6Addr,
+            dst: Ipv6Addr,
+            vlan: Option<u16>,
+        ) -> Vec<u8> {
+            ethernet(
+                [0x33, 0x33, 0x00, 0x00, 0x00, 0x12],
+                [0x00, 0x00, 0x5e, 0x00, 0x02, self.vrid],
+                vlan,
+                ETH_P_IPV6,
+                &self.ipv6_packet(src, dst),
+            )
+        }
+    }
+
+    fn v4_octets(addr: IpAddr) -> [u8; 4] {
+        match addr {
+            IpAddr::V4(v4) => v4.octets(),
+            // A v3 advert between IPv4-mapped addresses is the IPv4 one.
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or([0; 4], |v4| v4.octets()),
+        }
+    }
+
+    /// `payload` with an Ethernet header (and optional 802.1Q tag), padded
+    /// to the 60-byte Ethernet minimum.
+    fn ethernet(
+        dst: [u8; 6],
+        src: [u8; 6],
+        vlan: Option<u16>,
+        ethertype: u16,
+        payload: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::with_capacity(18 + payload.len());
+        out.extend_from_slice(&dst);
+        out.extend_from_slice(&src);
+        if let Some(id) = vlan {
+            out.extend_from_slice(&ETH_P_8021Q.to_be_bytes());
+            out.extend_from_slice(&(id & 0x0fff).to_be_bytes());
+        }
+        out.extend_from_slice(&ethertype.to_be_bytes());
+        out.extend_from_slice(payload);
+        if out.len() < 60 {
+            out.resize(60, 0);
+        }
+        out
     }
 }

@@ -17,6 +17,7 @@ use Verdict::{Dropped, NotVrrp, Same};
 use lbha_common::{
     AdvertEvent, DropReason, Outcome, VridConfig,
     checksum::{checksum, pseudo_header_sum},
+    event::{Family, VRID_SLOTS, VridKey, wire_v4},
     vrrp::{AUTH_NONE, AUTH_PASS, IPPROTO_VRRP, Sender, VridTable, frame_sender, parse_frame},
 };
 use rstest::rstest;
@@ -129,16 +130,21 @@ const UDP_FRAME: [u8; 50] = [
     0x6c, 0x62, 0x68, 0x61, 0x2d, 0x75, 0x64, 0x70, // "lbha-udp"
 ];
 
-/// A VRID table backed by a plain array, as the XDP map is.
-struct Table([Option<VridConfig>; 256]);
+/// A VRID table indexed by `VridKey::index`, as the XDP map is.
+struct Table(Vec<Option<VridConfig>>);
 
 impl Table {
     fn empty() -> Self {
-        Self([None; 256])
+        Self(vec![None; VRID_SLOTS as usize])
     }
 
-    fn with(mut self, vrid: u8, config: VridConfig) -> Self {
-        self.0[usize::from(vrid)] = Some(config);
+    /// With IPv4 VRID `vrid` configured.
+    fn with(self, vrid: u8, config: VridConfig) -> Self {
+        self.with_key(VridKey::v4(vrid), config)
+    }
+
+    fn with_key(mut self, key: VridKey, config: VridConfig) -> Self {
+        self.0[key.index() as usize] = Some(config);
         self
     }
 
@@ -163,8 +169,8 @@ impl Table {
 }
 
 impl VridTable for Table {
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
-        self.0[usize::from(vrid)].as_ref()
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
+        self.0[key.index() as usize].as_ref()
     }
 }
 
@@ -176,8 +182,9 @@ const NOT_A_PEER: [u8; 4] = [10, 231, 0, 66];
 
 /// `config` accepting adverts only from `sources`.
 fn peers(config: VridConfig, sources: &[[u8; 4]]) -> VridConfig {
+    let sources: Vec<_> = sources.iter().copied().map(wire_v4).collect();
     config
-        .with_allowed_sources(sources)
+        .with_allowed_sources(&sources)
         .expect("at most 8 peers")
 }
 
@@ -205,9 +212,9 @@ fn v2_unicast_pass() -> Capture {
         frame: &V2_UNICAST_PASS,
         expected: AdvertEvent {
             timestamp_ns: 0,
-            src_addr: [10, 231, 0, 1],
-            dst_addr: [10, 231, 0, 2],
-            first_vip: [10, 231, 0, 100],
+            src_addr: wire_v4([10, 231, 0, 1]),
+            dst_addr: wire_v4([10, 231, 0, 2]),
+            first_vip: wire_v4([10, 231, 0, 100]),
             ifindex: 0,
             interval_cs: 100,
             vrid: 51,
@@ -216,6 +223,8 @@ fn v2_unicast_pass() -> Capture {
             flags: 0,
             count_addr: 2,
             receive_path: 0,
+            family: Family::Ipv4 as u8,
+            reserved: [0; 3],
         },
     }
 }
@@ -226,9 +235,9 @@ fn v3_unicast_100ms() -> Capture {
         frame: &V3_UNICAST,
         expected: AdvertEvent {
             timestamp_ns: 0,
-            src_addr: [10, 231, 0, 1],
-            dst_addr: [10, 231, 0, 2],
-            first_vip: [10, 231, 0, 102],
+            src_addr: wire_v4([10, 231, 0, 1]),
+            dst_addr: wire_v4([10, 231, 0, 2]),
+            first_vip: wire_v4([10, 231, 0, 102]),
             ifindex: 0,
             interval_cs: 10,
             vrid: 52,
@@ -237,6 +246,8 @@ fn v3_unicast_100ms() -> Capture {
             flags: 0,
             count_addr: 1,
             receive_path: 0,
+            family: Family::Ipv4 as u8,
+            reserved: [0; 3],
         },
     }
 }
@@ -247,9 +258,9 @@ fn v3_multicast() -> Capture {
         frame: &V3_MULTICAST,
         expected: AdvertEvent {
             timestamp_ns: 0,
-            src_addr: [10, 231, 0, 1],
-            dst_addr: [224, 0, 0, 18],
-            first_vip: [10, 231, 0, 103],
+            src_addr: wire_v4([10, 231, 0, 1]),
+            dst_addr: wire_v4([224, 0, 0, 18]),
+            first_vip: wire_v4([10, 231, 0, 103]),
             ifindex: 0,
             interval_cs: 100,
             vrid: 53,
@@ -258,6 +269,8 @@ fn v3_multicast() -> Capture {
             flags: 0,
             count_addr: 2,
             receive_path: 0,
+            family: Family::Ipv4 as u8,
+            reserved: [0; 3],
         },
     }
 }
@@ -742,7 +755,7 @@ fn v3_checksum_covers_the_pseudo_header(
             } else {
                 event.dst_addr
             },
-            addr
+            wire_v4(addr)
         );
     }
 }
@@ -857,6 +870,7 @@ fn the_sender_of_a_dropped_frame_is_read_where_it_can_be(
 ) {
     {
         let expected = Sender {
+            family: Some(Family::Ipv4),
             src_addr: c.expected.src_addr,
             vrid: c.expected.vrid,
         };
@@ -874,6 +888,7 @@ fn the_sender_of_a_dropped_frame_is_read_where_it_can_be(
         assert_eq!(
             frame_sender(&c.frame[..L3 + 21]),
             Sender {
+                family: Some(Family::Ipv4),
                 src_addr: c.expected.src_addr,
                 vrid: 0
             },
@@ -934,7 +949,7 @@ fn an_advert_from_another_source_is_an_unknown_source(
     #[values(v2_unicast_pass(), v3_unicast_100ms(), v3_multicast())] c: Capture,
 ) {
     let spoofed = sent_from(c.frame, NOT_A_PEER);
-    let unicast = c.expected.dst_addr != [224, 0, 0, 18];
+    let unicast = c.expected.dst_addr != wire_v4([224, 0, 0, 18]);
     if unicast {
         assert_drop(
             &spoofed,
@@ -944,7 +959,7 @@ fn an_advert_from_another_source_is_an_unknown_source(
         );
     } else {
         let event = accept(&spoofed, &Table::keepalived());
-        assert_eq!(event.src_addr, NOT_A_PEER, "{}", c.name);
+        assert_eq!(event.src_addr, wire_v4(NOT_A_PEER), "{}", c.name);
     }
     // The capture itself, against peers that do not include its sender.
     let config = Table::keepalived_unfiltered().0[usize::from(c.expected.vrid)].unwrap();
@@ -967,7 +982,7 @@ fn without_allowed_sources_any_source_is_accepted(
     assert_eq!(
         event,
         AdvertEvent {
-            src_addr: src,
+            src_addr: wire_v4(src),
             ..c.expected
         },
         "{}",

@@ -8,7 +8,7 @@
 //! choices an operator makes), never a socket or a task.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::PathBuf,
     time::Duration,
 };
@@ -234,11 +234,13 @@ pub struct Instance {
     /// false with keepalived `nopreempt`.
     pub preempt: bool,
     pub preempt_delay: Duration,
-    /// Source address for adverts (keepalived `unicast_src_ip`); the
-    /// interface's first IPv4 address when absent.
-    pub unicast_src: Option<Ipv4Addr>,
-    /// Unicast peers; multicast to 224.0.0.18 when empty.
-    pub unicast_peers: Vec<Ipv4Addr>,
+    /// Source address for adverts (keepalived `unicast_src_ip`); when
+    /// absent, the interface's first IPv4 address (IPv4 instance) or its
+    /// link-local address (IPv6 instance).
+    pub unicast_src: Option<IpAddr>,
+    /// Unicast peers; multicast to 224.0.0.18 (IPv4) or ff02::12 (IPv6)
+    /// when empty.
+    pub unicast_peers: Vec<IpAddr>,
     /// Accept adverts only from `unicast_peers` (keepalived's
     /// `check_unicast_src`, off by default there, on by default in lbha).
     /// No effect without peers. At most [`MAX_FILTERED_PEERS`] peers can be
@@ -261,6 +263,58 @@ pub struct Instance {
     pub receive_path: ReceivePathChoice,
 }
 
+/// The address family of an instance: VRRPv3 over IPv6 (RFC 5798) is a
+/// separate protocol instance from VRRP over IPv4, with its own VRIDs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(addr: IpAddr) -> Self {
+        match addr {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// `IPv4` / `IPv6`, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+
+    /// The longest prefix of an address of this family.
+    pub fn max_prefix(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+impl Instance {
+    /// The instance's family, as keepalived decides it: that of the source
+    /// address, else of the first peer, else of the first (not excluded)
+    /// virtual address; IPv4 when there is none. Validation refuses an
+    /// instance whose addresses disagree, so for a valid configuration any
+    /// of them tells.
+    pub fn family(&self) -> Family {
+        self.unicast_src
+            .or_else(|| self.unicast_peers.first().copied())
+            .or_else(|| {
+                self.virtual_addresses
+                    .iter()
+                    .find(|v| !v.excluded)
+                    .map(|v| v.address)
+            })
+            .map_or(Family::V4, Family::of)
+    }
+}
+
 /// keepalived's `track_interface` entry: `NAME [weight N [reverse]]`. With
 /// weight 0 the interface down puts the instance into Fault; otherwise the
 /// weight applies as a check's (added while up when positive, while down
@@ -277,14 +331,18 @@ pub struct TrackInterface {
 /// would add on the Master.
 ///
 /// The runtime adds `address/prefix` to `dev` (the instance's interface
-/// without one) and sends its gratuitous ARP there; `label` and `broadcast`
+/// without one) and sends its gratuitous ARP (IPv4) or unsolicited
+/// Neighbor Advertisement (IPv6) there; `label` and `broadcast`
 /// are kept as keepalived's meaning. The front-ends refuse what it would get
 /// wrong: a non-global `scope` and a `peer` (the address would answer
 /// differently).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VirtualAddress {
-    pub address: Ipv4Addr,
-    /// 0..=32, default 32 (with `peer`: the peer's, as keepalived takes it).
+    /// IPv4 or IPv6; the not excluded addresses of an instance are all of
+    /// its family, excluded ones may be of the other (as in keepalived).
+    pub address: IpAddr,
+    /// 0..=32 (IPv6: 0..=128), default the full length (with `peer`: the
+    /// peer's, as keepalived takes it).
     pub prefix: u8,
     /// keepalived `dev`: the interface the address goes on; `None` is the
     /// instance's interface.
@@ -294,7 +352,8 @@ pub struct VirtualAddress {
     /// keepalived `scope`, as the kernel's number (`global` 0, `site` 200,
     /// `link` 253, `host` 254, `nowhere` 255); `None` is global.
     pub scope: Option<u8>,
-    /// keepalived `brd`/`broadcast`, with `+`/`-` already worked out.
+    /// keepalived `brd`/`broadcast`, with `+`/`-` already worked out
+    /// (IPv4 only).
     pub broadcast: Option<Ipv4Addr>,
     /// keepalived `peer`: the other end of a point-to-point address.
     pub peer: Option<Ipv4Addr>,
@@ -305,9 +364,9 @@ pub struct VirtualAddress {
 
 impl VirtualAddress {
     /// `address/prefix` on the instance's interface, nothing else set.
-    pub fn new(address: Ipv4Addr, prefix: u8) -> Self {
+    pub fn new(address: impl Into<IpAddr>, prefix: u8) -> Self {
         Self {
-            address,
+            address: address.into(),
             prefix,
             dev: None,
             label: None,

@@ -7,7 +7,7 @@
 //! type and missing key at once.
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -285,7 +285,7 @@ fn read_floating_ip(
 ) -> Option<FloatingIp> {
     *fl = FieldLines::at(line);
     let mut f = Fields::new(r, table, line, "[floating_ip]");
-    let ip = f.take_with(r, fl, "ip", |r, v| r.ip(v, "ip"));
+    let ip = f.take_with(r, fl, "ip", |r, v| r.ip4(v, "ip"));
     let instance = f.string(r, fl, "instance");
     let reserved_ipv6 = f.take_with(r, fl, "reserved_ipv6", |r, v| {
         let text = r.str(v, "reserved_ipv6")?;
@@ -734,8 +734,8 @@ fn read_virtual_address(r: &mut Reader, v: &SValue) -> Option<VirtualAddress> {
         }
         scope
     });
-    let broadcast = f.take_with(r, &mut scratch, "broadcast", |r, v| r.ip(v, "broadcast"));
-    let peer = f.take_with(r, &mut scratch, "peer", |r, v| r.ip(v, "peer"));
+    let broadcast = f.take_with(r, &mut scratch, "broadcast", |r, v| r.ip4(v, "broadcast"));
+    let peer = f.take_with(r, &mut scratch, "peer", |r, v| r.ip4(v, "peer"));
     let excluded = f.bool(r, &mut scratch, "excluded").unwrap_or(false);
     f.finish(r, VIRTUAL_ADDRESS_KEYS);
     let Some(mut vip) = address else {
@@ -756,24 +756,22 @@ fn read_virtual_address(r: &mut Reader, v: &SValue) -> Option<VirtualAddress> {
     Some(vip)
 }
 
-/// Parses `a.b.c.d` or `a.b.c.d/len` (default /32).
-pub(crate) fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+/// Parses `a.b.c.d` or `a.b.c.d/len` (default /32), or an IPv6 address
+/// with an optional `/len` (default /128).
+pub(crate) fn parse_cidr(text: &str) -> Result<(IpAddr, u8), String> {
     let (addr, prefix) = match text.split_once('/') {
         Some((addr, prefix)) => (addr, Some(prefix)),
         None => (text, None),
     };
-    let addr: Ipv4Addr = addr.parse().map_err(|_| {
-        if addr.parse::<std::net::Ipv6Addr>().is_ok() {
-            format!("`{text}` is not an IPv4 address (lbha implements IPv4 VRRP only)")
-        } else {
-            format!("`{text}` is not an IPv4 address")
-        }
-    })?;
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("`{text}` is not an IPv4 or IPv6 address"))?;
+    let max = crate::Family::of(addr).max_prefix();
     let prefix = match prefix {
-        None => 32,
+        None => max,
         Some(p) => match p.parse::<u8>() {
-            Ok(p) if p <= 32 => p,
-            _ => return Err(format!("`{text}`: prefix length must be 0..=32")),
+            Ok(p) if p <= max => p,
+            _ => return Err(format!("`{text}`: prefix length must be 0..={max}")),
         },
     };
     Ok((addr, prefix))
@@ -853,20 +851,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn ip(&mut self, value: &SValue, key: &str) -> Option<Ipv4Addr> {
+    fn ip(&mut self, value: &SValue, key: &str) -> Option<IpAddr> {
         let text = self.str(value, key)?;
         if let Ok(ip) = text.parse() {
             Some(ip)
         } else {
-            let why = if text.parse::<std::net::Ipv6Addr>().is_ok() {
-                " (lbha implements IPv4 VRRP only)"
-            } else {
-                ""
-            };
             self.error_at(
                 value,
-                format!("`{key}`: `{text}` is not an IPv4 address{why}"),
+                format!("`{key}`: `{text}` is not an IPv4 or IPv6 address"),
             );
+            None
+        }
+    }
+
+    /// An IPv4 address (a virtual address's `broadcast` or `peer`).
+    fn ip4(&mut self, value: &SValue, key: &str) -> Option<Ipv4Addr> {
+        let text = self.str(value, key)?;
+        if let Ok(ip) = text.parse() {
+            Some(ip)
+        } else {
+            self.error_at(value, format!("`{key}`: `{text}` is not an IPv4 address"));
             None
         }
     }
@@ -1340,7 +1344,7 @@ pub fn to_toml(config: &Config) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::DEFAULT_KEEPALIVE_INTERVAL;
+    use crate::{DEFAULT_KEEPALIVE_INTERVAL, Family};
 
     fn path() -> PathBuf {
         PathBuf::from("/etc/lbha/lbha.toml")
@@ -1563,10 +1567,13 @@ receive_path = "xdp"
         assert_eq!(i.initial_state, InitialState::Master);
         assert!(!i.preempt);
         assert_eq!(i.preempt_delay, Duration::from_millis(30_500));
-        assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 132, 7, 12)));
+        assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 132, 7, 12).into()));
         assert_eq!(
             i.unicast_peers,
-            vec![Ipv4Addr::new(10, 132, 7, 13), Ipv4Addr::new(10, 132, 7, 14)]
+            vec![
+                IpAddr::from([10, 132, 7, 13]),
+                IpAddr::from([10, 132, 7, 14])
+            ]
         );
         assert_eq!(
             i.virtual_addresses,
@@ -1809,11 +1816,170 @@ track = ["quote \" and \\ back"]
         assert_eq!(&again.config, c);
     }
 
+    /// An IPv6 instance: `[[instance]]` named `name` with `body` added.
+    fn v6_instance(name: &str, vrid: u8, body: &str) -> String {
+        format!(
+            "[[instance]]\nname = \"{name}\"\ninterface = \"eth1\"\nvrid = {vrid}\nversion = 3\nadvert_interval = 0.1\n{body}"
+        )
+    }
+
+    #[test]
+    fn config_toml_ipv6_instances_read_and_round_trip() {
+        let text = format!(
+            "{}{}{}",
+            v6_instance(
+                "multicast",
+                1,
+                "virtual_addresses = [\"fe80::1/64\", \"2001:db8::10/64\", { address = \"203.0.113.9/24\", excluded = true }]\n",
+            ),
+            v6_instance(
+                "unicast",
+                2,
+                "unicast_src = \"2001:db8::1\"\nunicast_peers = [\"2001:db8::2\"]\nvirtual_addresses = [\"2001:db8::20/64\"]\n",
+            ),
+            // VRID 1 again, over IPv4: another protocol instance.
+            "[[instance]]\nname = \"v4\"\ninterface = \"eth1\"\nvrid = 1\nvirtual_addresses = [\"10.0.0.1/24\"]\n",
+        );
+        let c = parse(&text, &path()).expect("valid").config;
+        let [m, u, v4] = &c.instances[..] else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            (m.family(), u.family(), v4.family()),
+            (Family::V6, Family::V6, Family::V4)
+        );
+        assert_eq!(
+            m.virtual_addresses[0].address,
+            "fe80::1".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(m.virtual_addresses[0].prefix, 64);
+        assert!(m.virtual_addresses[2].excluded && m.virtual_addresses[2].address.is_ipv4());
+        assert_eq!(u.unicast_src, Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            u.unicast_peers,
+            vec!["2001:db8::2".parse::<IpAddr>().unwrap()]
+        );
+        let again = parse(&to_toml(&c), &path()).expect("round trip").config;
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn config_toml_ipv6_refusals() {
+        let one = |body: &str| -> Vec<String> {
+            errors(&v6_instance("six", 1, body))
+                .into_iter()
+                .map(|d| d.message)
+                .collect()
+        };
+        // A peer of the other family, named with the instance.
+        let e = one(
+            "unicast_src = \"2001:db8::1\"\nunicast_peers = [\"10.0.0.2\"]\nvirtual_addresses = [\"2001:db8::20/64\"]\n",
+        );
+        assert!(
+            e.len() == 1
+                && e[0].contains("`six`")
+                && e[0].contains("10.0.0.2 is IPv4, but the instance is IPv6"),
+            "{e:?}"
+        );
+        // A virtual address of the other family (not excluded).
+        let e = one(
+            "unicast_peers = [\"2001:db8::2\"]\nvirtual_addresses = [\"2001:db8::20/64\", \"10.0.0.9/24\"]\n",
+        );
+        assert!(
+            e.len() == 1 && e[0].contains("`virtual_addresses` 10.0.0.9 is IPv4"),
+            "{e:?}"
+        );
+        // The source of the other family.
+        let e = one(
+            "unicast_src = \"10.0.0.1\"\nunicast_peers = [\"2001:db8::2\"]\nvirtual_addresses = [\"2001:db8::20/64\"]\n",
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.contains("2001:db8::2 is IPv6, but the instance is IPv4")),
+            "{e:?}"
+        );
+        // VRRPv2 over IPv6.
+        let e = errors(
+            "[[instance]]\nname = \"six\"\ninterface = \"eth1\"\nvrid = 1\nversion = 2\nvirtual_addresses = [\"fe80::1/64\"]\n",
+        );
+        assert!(
+            e.len() == 1
+                && e[0]
+                    .message
+                    .contains("`six`: an IPv6 instance runs VRRP version 3")
+                && e[0].message.contains("`version = 3`"),
+            "{e:?}"
+        );
+        // Multicast: the first virtual address should be link-local (a
+        // warning, as keepalived only logs it: what import-keepalived
+        // writes must load) ...
+        let warned = |body: &str| -> Vec<String> {
+            parse(&v6_instance("six", 1, body), &path())
+                .expect("valid, with a warning")
+                .warnings
+                .into_iter()
+                .map(|d| d.message)
+                .collect()
+        };
+        let w = warned("virtual_addresses = [\"2001:db8::10/64\", \"fe80::1/64\"]\n");
+        assert!(
+            w.len() == 1 && w[0].contains("2001:db8::10 is not link-local"),
+            "{w:?}"
+        );
+        // ... an excluded one does not count ...
+        let w = warned(
+            "virtual_addresses = [{ address = \"fe80::1/64\", excluded = true }, \"2001:db8::10/64\"]\n",
+        );
+        assert!(
+            w.len() == 1 && w[0].contains("2001:db8::10 is not link-local"),
+            "{w:?}"
+        );
+        // ... and over unicast any address may come first.
+        let w = warned(
+            "unicast_peers = [\"2001:db8::2\"]\nvirtual_addresses = [\"2001:db8::10/64\"]\n",
+        );
+        assert!(w.is_empty(), "unicast: no link-local rule: {w:?}");
+        // Prefix lengths of the family.
+        let e = one("virtual_addresses = [\"fe80::1/129\"]\n");
+        assert!(
+            e.len() == 1 && e[0].contains("prefix length must be 0..=128"),
+            "{e:?}"
+        );
+        // One VRID per interface within a family.
+        let twice = format!(
+            "{}{}",
+            v6_instance("a", 7, "virtual_addresses = [\"fe80::1/64\"]\n"),
+            v6_instance("b", 7, "virtual_addresses = [\"fe80::2/64\"]\n"),
+        );
+        let e = errors(&twice);
+        assert!(
+            e.len() == 1
+                && e[0]
+                    .message
+                    .contains("`vrid` 7 on eth1 is already used by `a`")
+                && e[0].message.contains("IPv6"),
+            "{e:?}"
+        );
+        // Not an address at all.
+        let e = one("unicast_peers = [\"2001:db8::zz\"]\nvirtual_addresses = [\"fe80::1/64\"]\n");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`2001:db8::zz` is not an IPv4 or IPv6 address")),
+            "{e:?}"
+        );
+    }
+
     #[test]
     fn config_toml_cidr_and_secs_helpers() {
-        assert_eq!(parse_cidr("1.2.3.4/0"), Ok((Ipv4Addr::new(1, 2, 3, 4), 0)));
+        assert_eq!(parse_cidr("1.2.3.4/0"), Ok((IpAddr::from([1, 2, 3, 4]), 0)));
         assert!(parse_cidr("1.2.3.4/").is_err());
-        assert!(parse_cidr("::1").is_err());
+        assert_eq!(parse_cidr("::1"), Ok(("::1".parse().unwrap(), 128)));
+        assert_eq!(
+            parse_cidr("2001:db8::10/64"),
+            Ok(("2001:db8::10".parse().unwrap(), 64))
+        );
+        assert!(parse_cidr("2001:db8::10/129").is_err());
+        assert!(parse_cidr("1.2.3.4/33").is_err());
         assert_eq!(secs_to_duration(0.01), Some(Duration::from_millis(10)));
         assert_eq!(secs_to_duration(-1.0), None);
         assert_eq!(secs_to_duration(f64::NAN), None);

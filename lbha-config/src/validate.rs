@@ -7,12 +7,13 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    net::IpAddr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
 use super::{
-    Config, ConfigErrors, DOWN_TIMER_ADVERTS_RANGE, Diagnostic, InitialState, Loaded,
+    Config, ConfigErrors, DOWN_TIMER_ADVERTS_RANGE, Diagnostic, Family, InitialState, Loaded,
     MAX_FILTERED_PEERS,
 };
 
@@ -444,7 +445,9 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
     let check_names_reliable = (0..config.checks.len()).all(|i| !lines.check(i).is_bad("name"));
     let check_names: HashSet<&str> = config.checks.iter().map(|c| c.name.as_str()).collect();
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut vrids: HashMap<(&str, u8), usize> = HashMap::new();
+    // VRRP over IPv4 and over IPv6 are separate protocols with their own
+    // VRIDs (RFC 5798 5.2.3): VRID 1 may run in both on one interface.
+    let mut vrids: HashMap<(&str, Family, u8), usize> = HashMap::new();
 
     for (index, inst) in config.instances.iter().enumerate() {
         let fl = lines.instance(index);
@@ -475,6 +478,7 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             );
         }
 
+        let family = inst.family();
         let vrid_kw = v.kw("vrid");
         if inst.vrid == 0 {
             v.error(
@@ -483,7 +487,7 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                 format!("{instance_kw} `{name}`: `{vrid_kw}` must be 1..=255 (got 0)"),
             );
         } else if !inst.interface.is_empty() && !fl.is_bad("interface") {
-            match vrids.get(&(inst.interface.as_str(), inst.vrid)) {
+            match vrids.get(&(inst.interface.as_str(), family, inst.vrid)) {
                 Some(other) => {
                     let other_name = &config.instances[*other].name;
                     let at = describe_line(lines.instance(*other).line("vrid"));
@@ -491,13 +495,13 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                         fl,
                         "vrid",
                         format!(
-                            "{instance_kw} `{name}`: `{vrid_kw}` {} on {} is already used by `{other_name}`{at}",
-                            inst.vrid, inst.interface
+                            "{instance_kw} `{name}`: `{vrid_kw}` {} on {} is already used by `{other_name}`{at} ({} VRIDs are one set per interface)",
+                            inst.vrid, inst.interface, family.name()
                         ),
                     );
                 }
                 None => {
-                    vrids.insert((&inst.interface, inst.vrid), index);
+                    vrids.insert((&inst.interface, family, inst.vrid), index);
                 }
             }
         }
@@ -523,6 +527,25 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                 ),
             );
         }
+
+        if version_ok && family == Family::V6 && inst.version != 3 {
+            let fix = match v.syntax {
+                Syntax::Toml => "set `version = 3`",
+                Syntax::Keepalived => {
+                    "keepalived would send VRRPv2 over IPv6 here (`version 2` before the IPv6 addresses); remove `version 2` or add `native_ipv6`"
+                }
+            };
+            v.error(
+                fl,
+                "version",
+                format!(
+                    "{instance_kw} `{name}`: an IPv6 instance runs VRRP version 3 (RFC 5798), not {}; {fix}",
+                    inst.version
+                ),
+            );
+        }
+
+        validate_family(v, inst, fl, family);
 
         let advert_kw = v.kw("advert_interval");
         let advert = inst.advert_interval;
@@ -636,12 +659,13 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
         let vip_kw = v.kw("virtual_addresses");
         for (i, vip) in inst.virtual_addresses.iter().enumerate() {
             let (addr, prefix) = (vip.address, vip.prefix);
-            if prefix > 32 {
+            let max = Family::of(addr).max_prefix();
+            if prefix > max {
                 v.item_error(
                     fl,
                     "virtual_addresses",
                     i,
-                    format!("{instance_kw} `{name}`: `{vip_kw}` {addr}/{prefix}: prefix length must be 0..=32"),
+                    format!("{instance_kw} `{name}`: `{vip_kw}` {addr}/{prefix}: prefix length must be 0..={max}"),
                 );
             }
             if let Some(scope) = vip.scope.filter(|s| *s != 0) {
@@ -706,6 +730,79 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                     "{instance_kw} `{name}`: `{preempt_kw}` only works with initial state BACKUP (keepalived warns about this too); set the state to backup"
                 ),
             );
+        }
+    }
+}
+
+/// One instance is one family (keepalived's rule, RFC 5798's separate
+/// protocol instances): its source, peers and virtual addresses are all
+/// IPv4 or all IPv6; excluded virtual addresses, which are not in the
+/// adverts, may be of either (keepalived allows that too). Over IPv6
+/// multicast, the first virtual address should be link-local (RFC 5798
+/// 5.2.9); keepalived 2.2.7 only logs it (and reports it, still running,
+/// in strict mode), so lbha warns, in both syntaxes: what
+/// `import-keepalived` writes must load as TOML.
+fn validate_family(v: &mut Validator<'_>, inst: &crate::Instance, fl: &FieldLines, family: Family) {
+    let instance_kw = v.kw("instance");
+    let name = &inst.name;
+    let from = if let Some(src) = inst.unicast_src {
+        format!("`{}` {src}", v.kw("unicast_src"))
+    } else if let Some(peer) = inst.unicast_peers.first() {
+        format!("`{}` {peer}", v.kw("unicast_peers"))
+    } else {
+        inst.virtual_addresses
+            .iter()
+            .find(|a| !a.excluded)
+            .map_or_else(String::new, |a| {
+                format!("`{}` {}", v.kw("virtual_addresses"), a.address)
+            })
+    };
+    let wrong = |v: &mut Validator<'_>, field: &str, index: Option<usize>, addr: IpAddr| {
+        if Family::of(addr) == family {
+            return;
+        }
+        let kw = v.kw(field).to_string();
+        let message = format!(
+            "{instance_kw} `{name}`: `{kw}` {addr} is {}, but the instance is {} (from {from}); an instance is one family: use one instance per family",
+            Family::of(addr).name(),
+            family.name()
+        );
+        match index {
+            Some(i) => v.item_error(fl, field, i, message),
+            None => v.error(fl, field, message),
+        }
+    };
+    if let Some(src) = inst.unicast_src {
+        wrong(v, "unicast_src", None, src);
+    }
+    for (i, peer) in inst.unicast_peers.iter().enumerate() {
+        wrong(v, "unicast_peers", Some(i), *peer);
+    }
+    for (i, vip) in inst.virtual_addresses.iter().enumerate() {
+        if !vip.excluded {
+            wrong(v, "virtual_addresses", Some(i), vip.address);
+        }
+    }
+    if family == Family::V6 && inst.unicast_peers.is_empty() {
+        let first = inst
+            .virtual_addresses
+            .iter()
+            .enumerate()
+            .find(|(_, a)| !a.excluded);
+        if let Some((i, vip)) = first {
+            let link_local = matches!(vip.address, IpAddr::V6(a) if a.is_unicast_link_local());
+            if !link_local {
+                let vip_kw = v.kw("virtual_addresses");
+                let addr = vip.address;
+                v.item_warning(
+                    fl,
+                    "virtual_addresses",
+                    i,
+                    format!(
+                        "{instance_kw} `{name}`: the first `{vip_kw}` {addr} is not link-local; RFC 5798 requires a link-local address first over IPv6 multicast (keepalived only logs this), and lbha advertises the addresses as written: put one first"
+                    ),
+                );
+            }
         }
     }
 }
@@ -928,11 +1025,11 @@ mod tests {
     #[test]
     fn config_peers_must_not_contain_src() {
         let mut inst = instance("A", 1);
-        inst.unicast_src = Some(Ipv4Addr::new(10, 0, 0, 1));
+        inst.unicast_src = Some(Ipv4Addr::new(10, 0, 0, 1).into());
         inst.unicast_peers = vec![
-            Ipv4Addr::new(10, 0, 0, 2),
-            Ipv4Addr::new(10, 0, 0, 1),
-            Ipv4Addr::new(10, 0, 0, 2),
+            Ipv4Addr::new(10, 0, 0, 2).into(),
+            Ipv4Addr::new(10, 0, 0, 1).into(),
+            Ipv4Addr::new(10, 0, 0, 2).into(),
         ];
         let mut lines = Lines::default();
         let mut fl = FieldLines::at(1);
@@ -960,7 +1057,7 @@ mod tests {
     fn config_source_checking_holds_at_most_eight_peers() {
         let with_peers = |n: u8, check: bool| {
             let mut inst = instance("A", 1);
-            inst.unicast_peers = (1..=n).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+            inst.unicast_peers = (1..=n).map(|i| Ipv4Addr::new(10, 0, 0, i).into()).collect();
             inst.check_unicast_src = check;
             run(&config(vec![], vec![inst]))
         };

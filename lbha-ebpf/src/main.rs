@@ -1,4 +1,5 @@
-//! XDP program for lbha. It validates VRRP adverts with the shared rules of
+//! XDP program for lbha. It validates VRRP adverts (over IPv4, and v3 over
+//! IPv6) with the shared rules of
 //! `lbha_common::vrrp`, queues accepted ones in a ring buffer (waking user
 //! space only when something changed), records the last advert per VRID and
 //! counts every packet. Non-VRRP traffic is always passed untouched.
@@ -30,20 +31,24 @@ use aya_log_ebpf::debug;
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
     diag::{self, BPF_LOG_TARGET, seen},
-    event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath, SILENCE_TIMER_VALUE_SIZE, change},
+    event::{
+        DEFAULT_DOWN_TIMER_ADVERTS, Family, ReceivePath, SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS,
+        VridKey, change,
+    },
     fastpath,
     packet::PacketView,
     vrrp::{self, DropReason, VridTable},
 };
 
-/// VRID -> configuration, written by the agent. Disabled entries mean "unknown VRID".
+/// (family, VRID) -> configuration (indexed by `VridKey::index`), written by
+/// the agent. Disabled entries mean "unknown VRID".
 #[map]
-static VRID_CONFIG: Array<VridConfig> = Array::with_max_entries(256, 0);
+static VRID_CONFIG: Array<VridConfig> = Array::with_max_entries(VRID_SLOTS, 0);
 
-/// VRID -> last accepted advert, so a sleeping backup can check the master is
-/// alive at its deadline without draining the ring buffer.
+/// (family, VRID) -> last accepted advert, so a sleeping backup can check
+/// the master is alive at its deadline without draining the ring buffer.
 #[map]
-static LAST_ADVERT: Array<AdvertEvent> = Array::with_max_entries(256, 0);
+static LAST_ADVERT: Array<AdvertEvent> = Array::with_max_entries(VRID_SLOTS, 0);
 
 /// Per-CPU packet counters indexed by `Counter`.
 #[map]
@@ -74,7 +79,7 @@ static LBHA_DIAGNOSTICS: Global<u8> = Global::new(0);
 static LBHA_QUEUE_STEADY: Global<u8> = Global::new(0);
 
 /// What the once-only diagnostics already reported (`diag::seen` bits):
-/// entry VRID per VRID, entry `diag::SEEN_PROGRAM` for the program. Not
+/// entry `VridKey::index` per VRID, entry `diag::SEEN_PROGRAM` for the program. Not
 /// pinned, unlike the other maps, so that every loaded program (a restarted
 /// agent's included) reports afresh.
 #[map]
@@ -90,22 +95,24 @@ pub struct SilenceSlot {
 
 const _: () = assert!(core::mem::size_of::<SilenceSlot>() == SILENCE_TIMER_VALUE_SIZE as usize);
 
-/// VRID -> a timer restarted by every accepted advert and firing after the
+/// (family, VRID) -> a timer restarted by every accepted advert and firing after the
 /// VRID's `down_timer_adverts` intervals without one. Its report is what wakes a
 /// backup whose master went quiet, so the backup need not wake at its own
 /// master-down deadlines while the master is healthy. A BTF map: the kernel
 /// finds the `bpf_timer` through the value's BTF. Timers only run while user
 /// space (the agent's fd, or a pin) holds the map.
 #[btf_map]
-static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, 256> = btf_maps::Array::new();
+static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, { VRID_SLOTS as usize }> =
+    btf_maps::Array::new();
 
 const CLOCK_MONOTONIC: u64 = 1;
 const EBUSY: i64 = 16;
 
-/// Offsets beyond this are never needed (Ethernet + VLAN + 60-byte IP header +
-/// the largest VRRP packet) and bounding them keeps the verifier's range
+/// Offsets beyond this are never needed (Ethernet + VLAN + the IPv6 header
+/// and its walked extension headers + the largest IPv6 VRRP packet, 4088
+/// bytes; IPv4's are smaller) and bounding them keeps the verifier's range
 /// tracking simple.
-const MAX_OFFSET: usize = 2048;
+const MAX_OFFSET: usize = 8192;
 
 struct Frame<'a>(&'a XdpContext);
 
@@ -155,8 +162,8 @@ struct ConfiguredVrids;
 
 impl VridTable for ConfiguredVrids {
     #[inline(always)]
-    fn lookup(&self, vrid: u8) -> Option<&VridConfig> {
-        let config = VRID_CONFIG.get(u32::from(vrid))?;
+    fn lookup(&self, key: VridKey) -> Option<&VridConfig> {
+        let config = VRID_CONFIG.get(key.index())?;
         (config.enabled != 0).then_some(config)
     }
 }
@@ -206,7 +213,9 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
     count(Counter::PacketsSeen);
     count(outcome.counter());
     match outcome {
-        Outcome::NotVrrp | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
+        Outcome::NotVrrp
+        | Outcome::Ipv6ExtHeaderPassed
+        | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
         Outcome::Drop(DropReason::UnknownSource) => {
             // The peer list is the running agent's policy, not a defect of
             // the packet: without an agent, whatever runs in its place
@@ -226,10 +235,11 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
             event.timestamp_ns = now;
             event.ifindex = ctx.ingress_ifindex() as u32;
             event.receive_path = ReceivePath::Xdp as u8;
-            let silence_intervals = ConfiguredVrids
-                .lookup(event.vrid)
+            let slot = event.slot();
+            let silence_intervals = VRID_CONFIG
+                .get(slot)
                 .map_or(DEFAULT_DOWN_TIMER_ADVERTS, VridConfig::silence_intervals);
-            event.flags = remember(&event, silence_intervals);
+            event.flags = remember(slot, &event, silence_intervals);
             if !agent_present(now) {
                 // Kept attached for the next agent, but nobody reads the
                 // ring buffer: let the stack (or another VRRP daemon) have it.
@@ -238,7 +248,7 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
             }
             deliver(event);
             if timer == SilenceTimer::Armed {
-                arm_silence_timer(event.vrid, event.interval_cs, silence_intervals, now);
+                arm_silence_timer(slot, event.interval_cs, silence_intervals, now);
             }
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
@@ -264,45 +274,92 @@ fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
         );
     }
     match outcome {
-        Outcome::NotVrrp => {}
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => {}
         Outcome::Accept(event) => {
-            if first_time(u32::from(event.vrid), seen::ADVERT) {
-                debug!(
-                    ctx,
-                    target: BPF_LOG_TARGET,
-                    "first advert for VRID {} from {:i}: VRRPv{}, priority {}, interval {} cs",
-                    event.vrid,
-                    event.src_addr,
-                    event.version,
-                    event.priority,
-                    event.interval_cs
-                );
-            }
-        }
-        Outcome::Drop(DropReason::UnknownVrid) => {
-            let sender = vrrp::frame_sender(frame);
-            if first_time(u32::from(sender.vrid), seen::UNKNOWN_VRID) {
-                debug!(
-                    ctx,
-                    target: BPF_LOG_TARGET,
-                    "advert for unconfigured VRID {} from {:i} passed to the stack (reported once per VRID)",
-                    sender.vrid,
-                    sender.src_addr
-                );
+            if first_time(event.slot(), seen::ADVERT) {
+                if event.family == Family::Ipv6 as u8 {
+                    debug!(
+                        ctx,
+                        target: BPF_LOG_TARGET,
+                        "first advert for IPv6 VRID {} from {:i}: VRRPv{}, priority {}, interval {} cs",
+                        event.vrid,
+                        event.src_addr,
+                        event.version,
+                        event.priority,
+                        event.interval_cs
+                    );
+                } else {
+                    debug!(
+                        ctx,
+                        target: BPF_LOG_TARGET,
+                        "first advert for VRID {} from {:i}: VRRPv{}, priority {}, interval {} cs",
+                        event.vrid,
+                        v4(&event.src_addr),
+                        event.version,
+                        event.priority,
+                        event.interval_cs
+                    );
+                }
             }
         }
         Outcome::Drop(reason) => {
+            // One sender read for every drop: each inlined copy of it
+            // (an IPv6 extension header walk) costs stack.
             let sender = vrrp::frame_sender(frame);
-            debug!(
-                ctx,
-                target: BPF_LOG_TARGET,
-                "dropped VRRP from {:i} (VRID {}): {}",
-                sender.src_addr,
-                sender.vrid,
-                reason.counter().name()
-            );
+            let v6 = sender.family == Some(Family::Ipv6);
+            if *reason == DropReason::UnknownVrid {
+                let key = VridKey {
+                    family: if v6 { Family::Ipv6 } else { Family::Ipv4 },
+                    vrid: sender.vrid,
+                };
+                if !first_time(key.index(), seen::UNKNOWN_VRID) {
+                    return;
+                }
+                if v6 {
+                    debug!(
+                        ctx,
+                        target: BPF_LOG_TARGET,
+                        "advert for unconfigured IPv6 VRID {} from {:i} passed to the stack (reported once per VRID)",
+                        sender.vrid,
+                        sender.src_addr
+                    );
+                } else {
+                    debug!(
+                        ctx,
+                        target: BPF_LOG_TARGET,
+                        "advert for unconfigured VRID {} from {:i} passed to the stack (reported once per VRID)",
+                        sender.vrid,
+                        v4(&sender.src_addr)
+                    );
+                }
+            } else if v6 {
+                debug!(
+                    ctx,
+                    target: BPF_LOG_TARGET,
+                    "dropped VRRP from {:i} (IPv6 VRID {}): {}",
+                    sender.src_addr,
+                    sender.vrid,
+                    reason.counter().name()
+                );
+            } else {
+                debug!(
+                    ctx,
+                    target: BPF_LOG_TARGET,
+                    "dropped VRRP from {:i} (VRID {}): {}",
+                    v4(&sender.src_addr),
+                    sender.vrid,
+                    reason.counter().name()
+                );
+            }
         }
     }
+}
+
+/// The IPv4 address a [`lbha_common::event::WireAddr`] of an IPv4 advert
+/// holds, as aya-log prints one.
+#[inline(always)]
+fn v4(addr: &[u8; 16]) -> [u8; 4] {
+    [addr[0], addr[1], addr[2], addr[3]]
 }
 
 /// Whether `bit` of `DIAG_SEEN[slot]` was clear, setting it. Not atomic:
@@ -326,18 +383,18 @@ fn agent_present(now: u64) -> bool {
     AGENT_LEASE.get(0).is_some_and(|lease| lease.held_at(now))
 }
 
-/// Records `event` as the VRID's last advert and returns why it matters
-/// (its `change` flags), compared with the one it replaces, for a VRID
-/// silent after `silence_intervals` intervals.
+/// Records `event` as the last advert of its VRID (table index `slot`) and
+/// returns why it matters (its `change` flags), compared with the one it
+/// replaces, for a VRID silent after `silence_intervals` intervals.
 #[inline(always)]
-fn remember(event: &AdvertEvent, silence_intervals: u8) -> u8 {
-    let vrid = u32::from(event.vrid);
-    match LAST_ADVERT.get_ptr_mut(vrid) {
+fn remember(slot: u32, event: &AdvertEvent, silence_intervals: u8) -> u8 {
+    match LAST_ADVERT.get_ptr_mut(slot) {
         Some(last) => {
             // SAFETY: pointer to a value of an array map, valid for the program's run.
             let last = unsafe { &mut *last };
             let flags = fastpath::classify(last, event, silence_intervals);
-            *last = AdvertEvent { flags, ..*event };
+            *last = *event;
+            last.flags = flags;
             flags
         }
         None => 0,
@@ -367,11 +424,12 @@ fn deliver(event: AdvertEvent) {
     }
 }
 
-/// (Re)starts the VRID's silence timer: due `silence_intervals` (the VRID's
-/// `down_timer_adverts`) advert intervals from now.
+/// (Re)starts the silence timer of the VRID at table index `index`: due
+/// `silence_intervals` (the VRID's `down_timer_adverts`) advert intervals
+/// from now.
 #[inline(always)]
-fn arm_silence_timer(vrid: u8, interval_cs: u16, silence_intervals: u8, now: u64) {
-    let Some(slot) = SILENCE_TIMERS.get_ptr_mut(u32::from(vrid)) else {
+fn arm_silence_timer(index: u32, interval_cs: u16, silence_intervals: u8, now: u64) {
+    let Some(slot) = SILENCE_TIMERS.get_ptr_mut(index) else {
         return;
     };
     // SAFETY: pointer to a value of an array map, valid for the program's run.
@@ -398,7 +456,7 @@ fn arm_silence_timer(vrid: u8, interval_cs: u16, silence_intervals: u8, now: u64
 /// Queues a silence report (with a wakeup) while an agent is listening.
 extern "C" fn silence_reached(
     _map: *mut core::ffi::c_void,
-    vrid: *mut u32,
+    index: *mut u32,
     _timer: *mut SilenceSlot,
 ) -> i32 {
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
@@ -407,13 +465,15 @@ extern "C" fn silence_reached(
         return 0;
     }
     // SAFETY: the kernel passes a pointer to the element's key.
-    let vrid = unsafe { *vrid } as u8;
-    let interval_cs = LAST_ADVERT
-        .get(u32::from(vrid))
-        .map_or(0, |last| last.interval_cs);
+    let index = unsafe { *index };
+    let Some(key) = VridKey::from_index(index) else {
+        return 0;
+    };
+    let interval_cs = LAST_ADVERT.get(index).map_or(0, |last| last.interval_cs);
     let report = AdvertEvent {
         timestamp_ns: now,
-        vrid,
+        vrid: key.vrid,
+        family: key.family as u8,
         interval_cs,
         flags: change::SILENCE,
         receive_path: ReceivePath::Xdp as u8,

@@ -239,7 +239,7 @@ impl Link {
 
     fn frame(&self, kind: Kind) -> Vec<u8> {
         let (src, dst) = (self.master_ip, self.backup_ip);
-        let vip = [self.vip];
+        let vip = [std::net::IpAddr::V4(self.vip)];
         // The master resigning: what a wrongly accepted packet would act as.
         let resign = Advert {
             version: 3,

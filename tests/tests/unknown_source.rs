@@ -174,7 +174,7 @@ receive_path = "{path}"
             priority: 255,
             interval_cs,
             auth_pass: None,
-            virtual_addrs: &[Ipv4Addr::new(10, 207, self.subnet, 100)],
+            virtual_addrs: &[Ipv4Addr::new(10, 207, self.subnet, 100).into()],
         };
         let packet = advert.ipv4_packet(self.stranger_ip(), to);
         lbha_tests::in_netns(self.stranger.name(), move || {

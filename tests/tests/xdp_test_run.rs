@@ -4,7 +4,7 @@
 //! aya-log when loaded with them. Needs root (CI is root).
 
 use std::{
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr},
     os::fd::{AsRawFd, RawFd},
     sync::{Arc, Mutex},
     time::Duration,
@@ -21,7 +21,7 @@ use lbha_agent::{
 use lbha_common::{
     AdvertEvent, Counter, VridConfig,
     diag::BPF_LOG_TARGET,
-    event::{ReceivePath, change},
+    event::{ReceivePath, VridKey, change},
     vrrp::{AUTH_NONE, AUTH_PASS, encode::Advert, encode::auth_data},
 };
 
@@ -31,7 +31,10 @@ const XDP_PASS: u32 = 2;
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 const OTHER_PEER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 3);
 const US: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 2);
-const VIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 9, 0, 100), Ipv4Addr::new(10, 9, 0, 101)];
+const VIPS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(10, 9, 0, 100)),
+    IpAddr::V4(Ipv4Addr::new(10, 9, 0, 101)),
+];
 
 struct Loaded {
     variant: Variant,
@@ -94,12 +97,15 @@ fn load_steady(diagnostics: Diagnostics, steady: SteadyAdverts) -> Option<Loaded
     });
     tables
         .configure(&[
-            (51, VridConfig::new(2, AUTH_PASS, auth_data(b"secret"))),
-            (52, VridConfig::new(3, AUTH_NONE, [0; 8])),
             (
-                PEERS_ONLY,
+                VridKey::v4(51),
+                VridConfig::new(2, AUTH_PASS, auth_data(b"secret")),
+            ),
+            (VridKey::v4(52), VridConfig::new(3, AUTH_NONE, [0; 8])),
+            (
+                VridKey::v4(PEERS_ONLY),
                 VridConfig::new(3, AUTH_NONE, [0; 8])
-                    .with_allowed_sources(&[PEER.octets(), OTHER_PEER.octets()])
+                    .with_allowed_ips(&[PEER.into(), OTHER_PEER.into()])
                     .expect("two peers"),
             ),
         ])
@@ -334,7 +340,7 @@ fn adverts_from_strangers_are_dropped_and_counted() {
     while epoll.woken(Duration::ZERO) {}
     let last = bpf
         .tables
-        .last_advert(PEERS_ONLY)
+        .last_advert(VridKey::v4(PEERS_ONLY))
         .unwrap()
         .expect("peer's advert");
 
@@ -345,7 +351,10 @@ fn adverts_from_strangers_are_dropped_and_counted() {
     }
     assert!(!epoll.woken(Duration::from_millis(50)), "no wakeup");
     assert!(bpf.drain().is_empty(), "nothing queued");
-    assert_eq!(bpf.tables.last_advert(PEERS_ONLY).unwrap(), Some(last));
+    assert_eq!(
+        bpf.tables.last_advert(VridKey::v4(PEERS_ONLY)).unwrap(),
+        Some(last)
+    );
     assert_eq!(bpf.counter(Counter::AdvertsAccepted), 1);
     assert_eq!(bpf.counter(Counter::PassedNoAgent), 0);
 
@@ -375,13 +384,22 @@ fn silence_is_the_vrids_down_timer_adverts_intervals() {
     let Some(mut bpf) = load() else { return };
     let v3_after = |n: u8| VridConfig::new(3, AUTH_NONE, [0; 8]).with_down_timer_adverts(n);
     bpf.tables
-        .configure(&[(52, v3_after(3)), (54, v3_after(1)), (55, v3_after(6))])
+        .configure(&[
+            (VridKey::v4(52), v3_after(3)),
+            (VridKey::v4(54), v3_after(1)),
+            (VridKey::v4(55), v3_after(6)),
+        ])
         .unwrap();
     let epoll = Epoll::watch(bpf.events.as_raw_fd());
     // 10 cs adverts: silence after 100 ms for VRID 54, 600 ms for VRID 55.
     for (vrid, n) in [(54u8, 1u64), (55, 6)] {
         bpf.run(&frame(&v3(vrid, 100, 10), PEER));
-        let sent = bpf.tables.last_advert(vrid).unwrap().unwrap().timestamp_ns;
+        let sent = bpf
+            .tables
+            .last_advert(VridKey::v4(vrid))
+            .unwrap()
+            .unwrap()
+            .timestamp_ns;
         assert_eq!(bpf.drain().len(), 1);
         while epoll.woken(Duration::ZERO) {}
         if bpf.variant == Variant::NoTimer {
@@ -442,15 +460,15 @@ fn accepted_adverts_arrive_as_events_with_their_fields() {
     let events = bpf.drain();
     assert_eq!(events.len(), 2);
     let (a, b) = (events[0], events[1]);
-    assert_eq!(a.src_addr, PEER.octets());
-    assert_eq!(a.dst_addr, US.octets());
-    assert_eq!(a.first_vip, VIPS[0].octets());
+    assert_eq!(a.src_ip(), PEER);
+    assert_eq!(a.dst_ip(), US);
+    assert_eq!(a.first_vip_ip(), VIPS[0]);
     assert_eq!(
         (a.vrid, a.priority, a.version, a.interval_cs, a.count_addr),
         (51, 150, 2, 100, 2)
     );
     assert_eq!(a.receive_path, ReceivePath::Xdp as u8);
-    assert_eq!(b.src_addr, OTHER_PEER.octets());
+    assert_eq!(b.src_ip(), OTHER_PEER);
     assert_eq!(
         (b.vrid, b.priority, b.version, b.interval_cs, b.count_addr),
         (52, 200, 3, 10, 1)
@@ -462,9 +480,9 @@ fn accepted_adverts_arrive_as_events_with_their_fields() {
             e.timestamp_ns
         );
     }
-    assert_eq!(bpf.tables.last_advert(51).unwrap(), Some(a));
-    assert_eq!(bpf.tables.last_advert(52).unwrap(), Some(b));
-    assert_eq!(bpf.tables.last_advert(53).unwrap(), None);
+    assert_eq!(bpf.tables.last_advert(VridKey::v4(51)).unwrap(), Some(a));
+    assert_eq!(bpf.tables.last_advert(VridKey::v4(52)).unwrap(), Some(b));
+    assert_eq!(bpf.tables.last_advert(VridKey::v4(53)).unwrap(), None);
 }
 
 /// An epoll instance watching the ring buffer, to observe kernel wakeups:
@@ -576,7 +594,12 @@ fn only_changes_wake_user_space() {
         assert_eq!(bpf.counter(Counter::SilenceTimerErrors), 0);
         return;
     }
-    let last_advert = bpf.tables.last_advert(52).unwrap().unwrap().timestamp_ns;
+    let last_advert = bpf
+        .tables
+        .last_advert(VridKey::v4(52))
+        .unwrap()
+        .unwrap()
+        .timestamp_ns;
     assert!(
         epoll.woken(Duration::from_secs(2)),
         "the silence report wakes user space"
@@ -603,12 +626,22 @@ fn only_changes_wake_user_space() {
     // measured with the kernel's own timestamps: on a loaded machine (or an
     // emulated guest, `cargo xtask kernels`) a 50 ms sleep can stretch past
     // the 300 ms timer, and then a report is due.
-    let mut previous = bpf.tables.last_advert(52).unwrap().unwrap().timestamp_ns;
+    let mut previous = bpf
+        .tables
+        .last_advert(VridKey::v4(52))
+        .unwrap()
+        .unwrap()
+        .timestamp_ns;
     let (mut surely_silent, mut maybe_silent) = (0, 0);
     for _ in 0..5 {
         std::thread::sleep(Duration::from_millis(50));
         bpf.run(&frame(&v3(52, 100, 10), PEER));
-        let at = bpf.tables.last_advert(52).unwrap().unwrap().timestamp_ns;
+        let at = bpf
+            .tables
+            .last_advert(VridKey::v4(52))
+            .unwrap()
+            .unwrap()
+            .timestamp_ns;
         let gap = at - previous;
         previous = at;
         surely_silent += u64::from(gap > 320_000_000);
@@ -642,7 +675,7 @@ fn the_daemon_keeps_steady_adverts_in_the_map_only() {
     assert_eq!(bpf.counter(Counter::RingBufFull), 0);
     let last = bpf
         .tables
-        .last_advert(52)
+        .last_advert(VridKey::v4(52))
         .unwrap()
         .expect("kept in the map");
     assert!(
@@ -689,7 +722,7 @@ fn without_an_agent_lease_adverts_are_passed_on_not_consumed() {
     assert_eq!(bpf.counter(Counter::PassedNoAgent), 1);
     let remembered = bpf
         .tables
-        .last_advert(52)
+        .last_advert(VridKey::v4(52))
         .unwrap()
         .expect("last advert kept");
     assert_eq!(remembered.priority, 200);

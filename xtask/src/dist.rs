@@ -474,7 +474,9 @@ fn send_advert(src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> Result<()> {
         priority: 100,
         interval_cs: 100,
         auth_pass: None,
-        virtual_addrs: &[std::net::Ipv4Addr::new(10, 201, 90, 100)],
+        virtual_addrs: &[std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            10, 201, 90, 100,
+        ))],
     }
     .ipv4_packet(src, dst);
     // SAFETY: plain socket calls on an fd this function owns; the address

@@ -19,7 +19,10 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
-use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig, diag};
+use lbha_common::{
+    AdvertEvent, AgentLease, Counter, VridConfig, diag,
+    event::{VRID_SLOTS, VridKey},
+};
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
 
@@ -312,16 +315,17 @@ impl Lease {
 }
 
 impl XdpTables {
-    /// Writes the VRID table: entries for `vrids`, every other VRID disabled.
-    pub fn configure(&mut self, vrids: &[(u8, VridConfig)]) -> Result<(), BpfError> {
-        for vrid in 0..=255u8 {
+    /// Writes the VRID table: entries for `vrids`, every other (family,
+    /// VRID) disabled.
+    pub fn configure(&mut self, vrids: &[(VridKey, VridConfig)]) -> Result<(), BpfError> {
+        for index in 0..VRID_SLOTS {
             let config = vrids
                 .iter()
-                .find(|(v, _)| *v == vrid)
+                .find(|(key, _)| key.index() == index)
                 .map(|(_, c)| *c)
                 .unwrap_or_default();
             self.vrid_config
-                .set(u32::from(vrid), config, 0)
+                .set(index, config, 0)
                 .map_err(map_err("VRID_CONFIG"))?;
         }
         Ok(())
@@ -346,30 +350,30 @@ impl XdpTables {
         Ok(counters)
     }
 
-    /// The last advert accepted for `vrid`, if any.
-    pub fn last_advert(&self, vrid: u8) -> Result<Option<AdvertEvent>, BpfError> {
-        read_last_advert(&self.last_advert, vrid)
+    /// The last advert accepted for `key`, if any.
+    pub fn last_advert(&self, key: VridKey) -> Result<Option<AdvertEvent>, BpfError> {
+        read_last_advert(&self.last_advert, key)
     }
 
     /// A handle reading [`Self::last_advert`] from elsewhere (status), valid
     /// as long as it is kept.
-    pub fn last_advert_reader(&self) -> impl Fn(u8) -> Option<AdvertEvent> + Send + Sync + 'static {
+    pub fn last_advert_reader(
+        &self,
+    ) -> impl Fn(VridKey) -> Option<AdvertEvent> + Send + Sync + 'static {
         let map = Arc::clone(&self.last_advert);
-        move |vrid| read_last_advert(&map, vrid).ok().flatten()
+        move |key| read_last_advert(&map, key).ok().flatten()
     }
 }
 
 fn read_last_advert(
     map: &Mutex<Array<MapData, AdvertEvent>>,
-    vrid: u8,
+    key: VridKey,
 ) -> Result<Option<AdvertEvent>, BpfError> {
     // A poisoned lock still guards a usable map handle.
     let map = map
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let event = map
-        .get(&u32::from(vrid), 0)
-        .map_err(map_err("LAST_ADVERT"))?;
+    let event = map.get(&key.index(), 0).map_err(map_err("LAST_ADVERT"))?;
     Ok((event.timestamp_ns != 0).then_some(event))
 }
 
@@ -542,7 +546,7 @@ impl XdpProgram {
     /// Must run inside a tokio runtime (the lease is renewed by a task).
     pub fn attach(
         interface: &str,
-        vrids: &[(u8, VridConfig)],
+        vrids: &[(VridKey, VridConfig)],
         pin_root: Option<&Path>,
         variant: Variant,
         steady: SteadyAdverts,
@@ -802,9 +806,9 @@ mod tests {
         assert_ne!(info.id(), old_id);
         assert_eq!(info.value_size(), size_of::<VridConfig>() as u32);
         let config = VridConfig::new(3, 0, [0; 8])
-            .with_allowed_sources(&[[10, 0, 0, 1]])
+            .with_allowed_sources(&[lbha_common::event::wire_v4([10, 0, 0, 1])])
             .unwrap();
-        tables.configure(&[(51, config)]).unwrap();
+        tables.configure(&[(VridKey::v4(51), config)]).unwrap();
         let read: VridConfig = Array::<_, VridConfig>::try_from(aya::maps::Map::Array(
             MapData::from_pin(pins.map_path("VRID_CONFIG")).unwrap(),
         ))

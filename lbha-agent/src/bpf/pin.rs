@@ -22,7 +22,10 @@ use std::{
 };
 
 use aya::maps::{MapInfo, MapType};
-use lbha_common::{AdvertEvent, AgentLease, Counter, VridConfig, event::SILENCE_TIMER_VALUE_SIZE};
+use lbha_common::{
+    AdvertEvent, AgentLease, Counter, VridConfig,
+    event::{SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS},
+};
 use thiserror::Error;
 
 use super::{AttachMode, EVENTS_BYTES};
@@ -74,14 +77,14 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         kind: MapType::Array,
         key_size: 4,
         value_size: size_of::<VridConfig>() as u32,
-        max_entries: 256,
+        max_entries: VRID_SLOTS,
     },
     MapShape {
         name: "LAST_ADVERT",
         kind: MapType::Array,
         key_size: 4,
         value_size: size_of::<AdvertEvent>() as u32,
-        max_entries: 256,
+        max_entries: VRID_SLOTS,
     },
     MapShape {
         name: "COUNTERS",
@@ -102,7 +105,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         kind: MapType::Array,
         key_size: 4,
         value_size: SILENCE_TIMER_VALUE_SIZE,
-        max_entries: 256,
+        max_entries: VRID_SLOTS,
     },
     MapShape {
         name: "AGENT_LEASE",

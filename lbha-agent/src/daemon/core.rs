@@ -93,6 +93,9 @@ impl CoreSetup {
                     .instances
                     .iter()
                     .find(|i| i.name == f.mastership.instance)
+                    // Heartbeat records are per IPv4 VRID (the driver
+                    // leaves IPv6 instances out of them).
+                    .filter(|i| i.family() == crate::config::Family::V4)
                     .map(|i| i.vrid)
             });
             tokio::spawn(feed_from_heartbeat(

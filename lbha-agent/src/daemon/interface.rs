@@ -13,9 +13,9 @@ use crate::{
     config::{self, Config},
     recv::{AdvertReceiver, Opened, SteadyAdverts},
     status::{InstanceStatus, Telemetry},
-    sys::iface::interface_ipv4,
+    sys::iface::{interface_ipv4, interface_ipv6_link_local_except},
     vrrp::{
-        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs},
+        driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs, vrid_key},
         net::{Addresses, AdvertSender, AdvertSocket, Batch},
     },
 };
@@ -35,17 +35,13 @@ pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonErro
         }
         _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
     };
-    let sources: Vec<[u8; 4]> = if instance.check_unicast_src {
-        instance
-            .unicast_peers
-            .iter()
-            .map(std::net::Ipv4Addr::octets)
-            .collect()
+    let sources: &[std::net::IpAddr] = if instance.check_unicast_src {
+        &instance.unicast_peers
     } else {
-        Vec::new()
+        &[]
     };
     base.with_down_timer_adverts(instance.down_timer_adverts)
-        .with_allowed_sources(&sources)
+        .with_allowed_ips(sources)
         .map_err(|TooManySources(peers)| DaemonError::TooManyPeers {
             instance: instance.name.clone(),
             peers,
@@ -94,7 +90,7 @@ impl Group {
             .collect();
         let vrids = instances
             .iter()
-            .map(|i| Ok((i.vrid, vrid_config(i)?)))
+            .map(|i| Ok((vrid_key(i), vrid_config(i)?)))
             .collect::<Result<Vec<_>, DaemonError>>()?;
         // Loading the XDP program runs the verifier for hundreds of
         // milliseconds: off the runtime thread, or the instances already
@@ -135,19 +131,38 @@ impl Group {
         if let Some(source) = receiver.last_advert_source() {
             telemetry.set_last_advert_source(interface, source);
         }
-        let socket = AdvertSocket::open(interface).map_err(|source| DaemonError::Net {
-            instance: instances[0].name.clone(),
-            source,
-        })?;
+        let ipv6 = instances.iter().find(|i| i.family() == config::Family::V6);
+        let socket =
+            AdvertSocket::open(interface, ipv6.is_some()).map_err(|source| DaemonError::Net {
+                instance: ipv6.unwrap_or(&instances[0]).name.clone(),
+                source,
+            })?;
         let mut runtimes = Vec::new();
         for instance in &instances {
             let net_err = |source| DaemonError::Net {
                 instance: instance.name.clone(),
                 source,
             };
-            let src = match instance.unicast_src {
-                Some(src) => src,
-                None => interface_ipv4(interface).map_err(|e| net_err(e.into()))?,
+            // The source: `unicast_src`, else the interface's first IPv4
+            // address or (IPv6, RFC 5798 5.1.2.2) its link-local address.
+            let src = match (instance.unicast_src, instance.family()) {
+                (Some(src), _) => src,
+                (None, config::Family::V4) => interface_ipv4(interface)
+                    .map_err(|e| net_err(e.into()))?
+                    .into(),
+                (None, config::Family::V6) => {
+                    let vips: Vec<std::net::Ipv6Addr> = instances
+                        .iter()
+                        .flat_map(|i| &i.virtual_addresses)
+                        .filter_map(|v| match v.address {
+                            std::net::IpAddr::V6(a) => Some(a),
+                            std::net::IpAddr::V4(_) => None,
+                        })
+                        .collect();
+                    interface_ipv6_link_local_except(interface, &vips)
+                        .map_err(|e| net_err(e.into()))?
+                        .into()
+                }
             };
             let sender = AdvertSender::new(src, &instance.unicast_peers);
             telemetry.add_instance(InstanceStatus {
@@ -207,6 +222,8 @@ impl Group {
 mod tests {
     use std::net::Ipv4Addr;
 
+    use lbha_common::event::wire_v4;
+
     use super::*;
 
     fn instance(extra: &str) -> config::Instance {
@@ -226,10 +243,23 @@ mod tests {
     fn the_kernel_accepts_adverts_from_the_peers_only() {
         let table = vrid_config(&instance(PEERS)).unwrap();
         assert_eq!(table.allowed_source_count, 2);
-        assert!(table.allows_source([10, 0, 0, 2]));
-        assert!(table.allows_source([10, 0, 0, 3]));
-        assert!(!table.allows_source([10, 0, 0, 4]));
+        assert!(table.allows_source(&wire_v4([10, 0, 0, 2])));
+        assert!(table.allows_source(&wire_v4([10, 0, 0, 3])));
+        assert!(!table.allows_source(&wire_v4([10, 0, 0, 4])));
         assert_eq!((table.enabled, table.version), (1, 3));
+    }
+
+    #[test]
+    fn an_ipv6_instance_accepts_adverts_from_its_ipv6_peers_only() {
+        let table = vrid_config(&instance(
+            "unicast_peers = [\"2001:db8::2\"]\nvirtual_addresses = [\"2001:db8::10/64\"]\n",
+        ))
+        .unwrap();
+        let peer: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+        let other: std::net::Ipv6Addr = "2001:db8::3".parse().unwrap();
+        assert_eq!(table.allowed_source_count, 1);
+        assert!(table.allows_source(&peer.octets()));
+        assert!(!table.allows_source(&other.octets()));
     }
 
     #[test]
@@ -237,7 +267,7 @@ mod tests {
         for extra in ["", &format!("{PEERS}check_unicast_src = false")] {
             let table = vrid_config(&instance(extra)).unwrap();
             assert_eq!(table.allowed_source_count, 0, "{extra:?}");
-            assert!(table.allows_source([192, 0, 2, 1]), "{extra:?}");
+            assert!(table.allows_source(&wire_v4([192, 0, 2, 1])), "{extra:?}");
         }
     }
 
@@ -254,7 +284,7 @@ mod tests {
         // Validation refuses this; a configuration built past it still
         // never reaches the kernel unfiltered.
         let mut inst = instance(PEERS);
-        inst.unicast_peers = (1..=9).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
+        inst.unicast_peers = (1..=9).map(|i| Ipv4Addr::new(10, 0, 0, i).into()).collect();
         let error = vrid_config(&inst).unwrap_err();
         assert!(
             matches!(error, DaemonError::TooManyPeers { peers: 9, .. }),

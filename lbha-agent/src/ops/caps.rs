@@ -512,7 +512,7 @@ mod tests {
             recv::{AdvertReceiver, SteadyAdverts},
             vrrp::net::{Addresses, AdvertSocket, GarpSender},
         };
-        use lbha_common::{VridConfig, vrrp::AUTH_NONE};
+        use lbha_common::{VridConfig, event::VridKey, vrrp::AUTH_NONE};
         use std::net::Ipv4Addr;
 
         let Some(keep) = std::env::var(CHILD_ENV).ok() else {
@@ -535,7 +535,7 @@ mod tests {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let vrids = [(51, VridConfig::new(3, AUTH_NONE, [0; 8]))];
+            let vrids = [(VridKey::v4(51), VridConfig::new(3, AUTH_NONE, [0; 8]))];
             let receiver = AdvertReceiver::open(
                 "lo",
                 &vrids,
@@ -556,9 +556,9 @@ mod tests {
             )
             .expect("raw receive socket");
             println!("RAW {}", raw.path_name());
-            AdvertSocket::open("lo").expect("advert socket");
+            AdvertSocket::open("lo", false).expect("advert socket");
             println!("SENDER ok");
-            let vip = (Ipv4Addr::new(10, 99, 0, 1), 32);
+            let vip = (std::net::IpAddr::from(Ipv4Addr::new(10, 99, 0, 1)), 32);
             let addresses = Addresses::open().unwrap();
             addresses.add("lo", vip).await.expect("netlink add");
             addresses.remove("lo", vip).await.expect("netlink remove");

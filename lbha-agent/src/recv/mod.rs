@@ -6,7 +6,7 @@ pub mod raw;
 
 use std::path::Path;
 
-use lbha_common::{AdvertEvent, VridConfig};
+use lbha_common::{AdvertEvent, VridConfig, event::VridKey};
 use lbha_config::ReceivePathChoice;
 use thiserror::Error;
 
@@ -48,7 +48,7 @@ impl AdvertReceiver {
     /// (`None`: detached when lbha stops). Must run inside a tokio runtime.
     pub fn open(
         interface: &str,
-        vrids: &[(u8, VridConfig)],
+        vrids: &[(VridKey, VridConfig)],
         choice: ReceivePathChoice,
         pin_root: Option<&Path>,
         steady: SteadyAdverts,
@@ -61,7 +61,7 @@ impl AdvertReceiver {
     /// load or attach: full, no-timer, then (`auto` only) the raw socket.
     pub fn open_probed(
         interface: &str,
-        vrids: &[(u8, VridConfig)],
+        vrids: &[(VridKey, VridConfig)],
         choice: ReceivePathChoice,
         pin_root: Option<&Path>,
         steady: SteadyAdverts,
@@ -161,8 +161,8 @@ impl AdvertReceiver {
         match self {
             AdvertReceiver::Xdp(program) => {
                 let read = program.tables().last_advert_reader();
-                Some(std::sync::Arc::new(move |vrid| {
-                    read(vrid).map(|e| (std::net::Ipv4Addr::from(e.src_addr), e.timestamp_ns))
+                Some(std::sync::Arc::new(move |key| {
+                    read(key).map(|e| (e.src_ip(), e.timestamp_ns))
                 }))
             }
             AdvertReceiver::Raw(_) => None,
@@ -215,11 +215,11 @@ impl AdvertReceiver {
         }
     }
 
-    /// The last advert accepted for `vrid`, without draining anything.
-    pub fn last_advert(&self, vrid: u8) -> Result<Option<AdvertEvent>, ReceiveError> {
+    /// The last advert accepted for `key`, without draining anything.
+    pub fn last_advert(&self, key: VridKey) -> Result<Option<AdvertEvent>, ReceiveError> {
         match self {
-            AdvertReceiver::Xdp(program) => Ok(program.tables().last_advert(vrid)?),
-            AdvertReceiver::Raw(socket) => Ok(socket.last_advert(vrid)),
+            AdvertReceiver::Xdp(program) => Ok(program.tables().last_advert(key)?),
+            AdvertReceiver::Raw(socket) => Ok(socket.last_advert(key)),
         }
     }
 }

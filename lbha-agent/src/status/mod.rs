@@ -193,7 +193,8 @@ impl Histogram {
 
 /// Reads the kernel's last accepted advert of a VRID on one interface:
 /// (source, `CLOCK_MONOTONIC` ns).
-pub type LastAdvertSource = Arc<dyn Fn(u8) -> Option<(std::net::Ipv4Addr, u64)> + Send + Sync>;
+pub type LastAdvertSource =
+    Arc<dyn Fn(lbha_common::event::VridKey) -> Option<(std::net::IpAddr, u64)> + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
@@ -408,12 +409,20 @@ impl Telemetry {
             for instance in &mut status.instances {
                 // A backup's master may have advertised since the machine
                 // last processed the queue: the kernel's map knows.
-                let master: Option<std::net::Ipv4Addr> =
+                let master: Option<std::net::IpAddr> =
                     instance.master.as_deref().and_then(|m| m.parse().ok());
                 if instance.state == "BACKUP"
                     && let (Some(master), Some(source)) =
                         (master, i.last_advert_sources.get(&instance.interface))
-                    && let Some((src, at)) = source(instance.vrid)
+                    // The master's address is of the instance's family.
+                    && let Some((src, at)) = source(lbha_common::event::VridKey {
+                        family: if master.is_ipv6() {
+                            lbha_common::event::Family::Ipv6
+                        } else {
+                            lbha_common::event::Family::Ipv4
+                        },
+                        vrid: instance.vrid,
+                    })
                     && src == master
                     && instance.last_advert_ns.is_none_or(|seen| at > seen)
                 {
@@ -794,7 +803,7 @@ mod tests {
     fn backup_advert_age_comes_from_the_kernel_when_it_is_newer() {
         let t = Telemetry::default();
         let now = monotonic_ns();
-        let master: std::net::Ipv4Addr = "10.0.0.1".parse().unwrap();
+        let master: std::net::IpAddr = "10.0.0.1".parse().unwrap();
         t.add_instance(InstanceStatus {
             name: "VI_1".into(),
             interface: "eth1".into(),
@@ -813,7 +822,9 @@ mod tests {
         let reader = Arc::clone(&kernel);
         t.set_last_advert_source(
             "eth1",
-            Arc::new(move |vrid| (vrid == 51).then(|| *reader.lock().unwrap())),
+            Arc::new(move |key| {
+                (key == lbha_common::event::VridKey::v4(51)).then(|| *reader.lock().unwrap())
+            }),
         );
         assert!((100..1_000).contains(&age(&t)), "{}", age(&t));
 

@@ -1,6 +1,10 @@
-//! Interfaces by name: index, first IPv4 address, MAC address.
+//! Interfaces by name: index, first IPv4 address, IPv6 link-local
+//! address, MAC address.
 
-use std::{io, net::Ipv4Addr};
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+};
 
 use nix::sys::socket::SockaddrLike;
 use thiserror::Error;
@@ -11,6 +15,10 @@ pub enum IfaceError {
     Unknown(String),
     #[error("interface {0} has no IPv4 address")]
     NoIpv4Address(String),
+    #[error(
+        "interface {0} has no IPv6 link-local address (is IPv6 disabled on it, or is it down?)"
+    )]
+    NoIpv6LinkLocal(String),
     #[error("listing interface addresses")]
     List(#[source] io::Error),
     #[error("reading the MAC address of {interface}")]
@@ -44,6 +52,32 @@ pub fn interface_ipv4(interface: &str) -> Result<Ipv4Addr, IfaceError> {
                 .flatten()
         })
         .ok_or_else(|| IfaceError::NoIpv4Address(interface.into()))
+}
+
+/// The IPv6 link-local address of `interface`: the source of its IPv6
+/// adverts when `unicast_src` is not set (RFC 5798 5.1.2.2, keepalived's
+/// default).
+pub fn interface_ipv6_link_local(interface: &str) -> Result<Ipv6Addr, IfaceError> {
+    interface_ipv6_link_local_except(interface, &[])
+}
+
+/// The same, skipping `virtual` addresses: a link-local virtual address
+/// left on the interface by a crashed predecessor (the kernel lists the
+/// newest first) must not become the advert source, as keepalived skips
+/// its virtual addresses when it picks one.
+pub fn interface_ipv6_link_local_except(
+    interface: &str,
+    virtual_addresses: &[Ipv6Addr],
+) -> Result<Ipv6Addr, IfaceError> {
+    let addresses =
+        nix::ifaddrs::getifaddrs().map_err(|errno| IfaceError::List(io::Error::from(errno)))?;
+    addresses
+        .filter(|entry| entry.interface_name == interface)
+        .find_map(|entry| {
+            let ip = entry.address?.as_sockaddr_in6()?.ip();
+            (ip.is_unicast_link_local() && !virtual_addresses.contains(&ip)).then_some(ip)
+        })
+        .ok_or_else(|| IfaceError::NoIpv6LinkLocal(interface.into()))
 }
 
 /// The current MAC address of `interface` (read at each use: it can change).
@@ -92,6 +126,15 @@ mod tests {
         assert!(matches!(
             interface_ipv4("lbha-nonexistent0"),
             Err(IfaceError::NoIpv4Address(_))
+        ));
+    }
+
+    #[test]
+    fn loopback_has_no_link_local_address() {
+        // `lo` holds ::1 only: the error, not a wrong source.
+        assert!(matches!(
+            interface_ipv6_link_local("lo"),
+            Err(IfaceError::NoIpv6LinkLocal(_))
         ));
     }
 

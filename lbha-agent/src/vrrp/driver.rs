@@ -12,9 +12,18 @@
 //! every advert, with almost none of the wakeups. On the raw-socket path,
 //! which has no such timer, it wakes at every master-down deadline.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
 
-use lbha_common::{AdvertEvent, event::change, vrrp::encode::Advert};
+use lbha_common::{
+    AdvertEvent,
+    event::{VridKey, change},
+    vrrp::encode::Advert,
+};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
@@ -47,7 +56,9 @@ pub struct InstanceRuntime {
     pub machine: Machine,
     sender: Box<dyn AdvertOut>,
     tracks: TrackRefs,
-    vips: Vec<Ipv4Addr>,
+    /// Its (family, VRID): which adverts of the receive path are its own.
+    key: VridKey,
+    vips: Vec<IpAddr>,
     /// Whether the checks (not the link) were failing at the last update.
     faulted_by_checks: bool,
     /// A fault of its own (checks, tracked interfaces, its link) at the
@@ -86,7 +97,7 @@ pub struct InstanceRuntime {
 struct Published {
     state: State,
     priority: u8,
-    master: Option<(Ipv4Addr, u64)>,
+    master: Option<(IpAddr, u64)>,
     partitioned: bool,
 }
 
@@ -130,12 +141,13 @@ impl InstanceRuntime {
         let machine = Machine::new(params, config.priority);
         // What the adverts list: `virtual_ipaddress_excluded` addresses are
         // held by the master too, but not advertised (keepalived's rule).
-        let vips: Vec<Ipv4Addr> = config
+        let vips: Vec<IpAddr> = config
             .virtual_addresses
             .iter()
             .filter(|v| !v.excluded)
             .map(|v| v.address)
             .collect();
+        let key = vrid_key(&config);
         let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
             GarpSender::open(&config.interface)
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
@@ -148,6 +160,7 @@ impl InstanceRuntime {
             machine,
             sender: Box::new(sender),
             tracks,
+            key,
             vips,
             faulted_by_checks: false,
             own_fault: false,
@@ -178,10 +191,14 @@ impl InstanceRuntime {
 
     /// This instance as an election ranks it.
     fn router(&self) -> Router {
-        Router {
-            priority: self.machine.priority(),
-            address: self.machine.params().primary_addr,
-        }
+        router(self.machine.priority(), self.machine.params().primary_addr)
+    }
+
+    /// Whether the heartbeat speaks for this instance: its records carry an
+    /// IPv4 address per VRID, so an IPv6 instance (whose VRID may also be an
+    /// IPv4 instance's) is left out of it rather than mixed up with one.
+    fn on_heartbeat(&self) -> bool {
+        self.key.family == lbha_common::event::Family::Ipv4
     }
 
     fn advert(&self, priority: u8) -> Advert<'_> {
@@ -401,7 +418,9 @@ impl InterfaceTask {
         for i in 0..self.instances.len() {
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions).await;
-            self.shared.local.remove(self.instances[i].config.vrid);
+            if self.instances[i].on_heartbeat() {
+                self.shared.local.remove(self.instances[i].config.vrid);
+            }
             if let Some(hub) = &self.shared.sync
                 && self.instances[i].in_group
             {
@@ -471,13 +490,17 @@ impl InterfaceTask {
                 continue;
             }
             instance.published = Some(now_shown);
-            self.shared.local.set(Record {
-                vrid: instance.config.vrid,
-                state: PeerState::from_name(machine.state().name()),
-                priority: machine.priority(),
-                healthy: machine.state() != State::Fault,
-                address: machine.params().primary_addr,
-            });
+            if let IpAddr::V4(address) = machine.params().primary_addr
+                && instance.on_heartbeat()
+            {
+                self.shared.local.set(Record {
+                    vrid: instance.config.vrid,
+                    state: PeerState::from_name(machine.state().name()),
+                    priority: machine.priority(),
+                    healthy: machine.state() != State::Fault,
+                    address,
+                });
+            }
             telemetry.update_instance(&instance.config.name, |s| {
                 s.vrrp_path_partitioned = machine.held_by_heartbeat();
                 s.state = machine.state().name().to_owned();
@@ -603,7 +626,9 @@ impl InterfaceTask {
         for i in 0..self.instances.len() {
             self.catch_up_from_kernel(i, now).await;
             let instance = &mut self.instances[i];
-            if let Some(peers) = &peers {
+            if let Some(peers) = &peers
+                && instance.on_heartbeat()
+            {
                 let alive = peers.master_alive_until(instance.config.vrid);
                 instance.machine.set_master_alive_until(alive);
             }
@@ -636,8 +661,7 @@ impl InterfaceTask {
         if machine.state() != State::Backup || machine.next_deadline().is_none_or(|d| d > now) {
             return;
         }
-        let vrid = self.instances[i].config.vrid;
-        let Ok(Some(latest)) = self.receiver.last_advert(vrid) else {
+        let Ok(Some(latest)) = self.receiver.last_advert(self.instances[i].key) else {
             return;
         };
         if latest.timestamp_ns <= machine.last_master_advert_ns().unwrap_or(0) {
@@ -649,7 +673,7 @@ impl InterfaceTask {
         // event, which clears the report), so the report stands.
         let advert = ReceivedAdvert {
             timestamp_ns: latest.timestamp_ns,
-            src: Ipv4Addr::from(latest.src_addr),
+            src: latest.src_ip(),
             priority: latest.priority,
             interval_cs: latest.interval_cs,
         };
@@ -662,7 +686,7 @@ impl InterfaceTask {
         let Some(i) = self
             .instances
             .iter()
-            .position(|i| i.config.vrid == event.vrid)
+            .position(|i| Some(i.key) == event.key())
         else {
             return;
         };
@@ -674,7 +698,7 @@ impl InterfaceTask {
         self.instances[i].silence_reported = false;
         let advert = ReceivedAdvert {
             timestamp_ns: event.timestamp_ns,
-            src: Ipv4Addr::from(event.src_addr),
+            src: event.src_ip(),
             priority: event.priority,
             interval_cs: event.interval_cs,
         };
@@ -759,7 +783,7 @@ impl InterfaceTask {
                 view.us = Some(us);
                 if to == State::Master {
                     view.last_master =
-                        previous.map(|(address, priority)| Router { priority, address });
+                        previous.map(|(address, priority)| router(priority, address));
                 }
             });
         }
@@ -776,7 +800,8 @@ impl InterfaceTask {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
-            // Gratuitous ARP on each address's own interface, as keepalived.
+            // Gratuitous ARP (IPv4) and unsolicited Neighbor Advertisements
+            // (IPv6) on each address's own interface, as keepalived.
             for (device, vips) in vips_by_device(config) {
                 // The instance's interface has its socket from the start;
                 // if that failed, and for another `dev`, one for this
@@ -788,14 +813,14 @@ impl InterfaceTask {
                     Some(garp)
                 } else {
                     fallback = GarpSender::open(device)
-                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent"))
+                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent"))
                         .ok();
                     fallback.as_ref()
                 };
                 if let Some(garp) = garp
                     && let Err(error) = garp.send(&vips)
                 {
-                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP not sent");
+                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent");
                 }
             }
         } else if from == State::Master || from == State::Initialize {
@@ -831,10 +856,30 @@ impl InterfaceTask {
     }
 }
 
+/// The receive path's key of an instance's adverts: its family (that of
+/// its addresses) and VRID.
+pub fn vrid_key(config: &config::Instance) -> VridKey {
+    match config.family() {
+        config::Family::V4 => VridKey::v4(config.vrid),
+        config::Family::V6 => VridKey::v6(config.vrid),
+    }
+}
+
+/// An instance as the floating IP's elections rank it. Those compare IPv4
+/// primary addresses (the cloud module's [`Router`]); an IPv6 instance
+/// ranks by priority alone there, with the unspecified address.
+fn router(priority: u8, address: IpAddr) -> Router {
+    let address = match address {
+        IpAddr::V4(address) => address,
+        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    Router { priority, address }
+}
+
 /// The virtual addresses per interface they go on: their `dev`, else the
 /// instance's interface.
-fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<Ipv4Addr>> {
-    let mut out: BTreeMap<&str, Vec<Ipv4Addr>> = BTreeMap::new();
+fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<IpAddr>> {
+    let mut out: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
     for vip in &config.virtual_addresses {
         out.entry(vip.dev.as_deref().unwrap_or(&config.interface))
             .or_default()
@@ -850,15 +895,15 @@ mod tests {
     use super::*;
 
     /// One recorded advert: version, priority, interval, auth data, VIPs.
-    type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<Ipv4Addr>);
+    type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<IpAddr>);
 
     /// Records the adverts an instance sends instead of sending them.
     #[derive(Clone, Default)]
     struct Recorder(Arc<Mutex<Vec<Sent>>>);
 
     impl AdvertOut for Recorder {
-        fn source(&self) -> Ipv4Addr {
-            Ipv4Addr::new(10, 0, 0, 1)
+        fn source(&self) -> IpAddr {
+            IpAddr::from([10, 0, 0, 1])
         }
 
         fn queue(&self, advert: &Advert<'_>, _batch: &mut Batch) {
@@ -921,10 +966,33 @@ mod tests {
                 150,
                 300,
                 Some(b"secret".to_vec()),
-                vec![Ipv4Addr::new(192, 0, 2, 10), Ipv4Addr::new(192, 0, 2, 11)]
+                vec![IpAddr::from([192, 0, 2, 10]), IpAddr::from([192, 0, 2, 11])]
             )]
         );
-        assert_eq!(rt.machine.params().primary_addr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            rt.machine.params().primary_addr,
+            IpAddr::from([10, 0, 0, 1])
+        );
+    }
+
+    #[test]
+    fn an_ipv6_instance_keys_its_adverts_by_family_and_lists_its_ipv6_addresses() {
+        let (rt, recorder) = runtime(
+            "version = 3\nadvert_interval = 0.1\n\
+             virtual_addresses = [\"fe80::1/64\", \"2001:db8::10/64\", \
+             { address = \"192.0.2.12/24\", excluded = true }]",
+            vec![],
+        );
+        assert_eq!(rt.key, VridKey::v6(7));
+        assert!(!rt.on_heartbeat(), "heartbeat records are IPv4 only");
+        rt.sender.queue(&rt.advert(100), &mut Batch::default());
+        let sent = recorder.0.lock().unwrap().clone();
+        let six = |a: &str| a.parse::<IpAddr>().unwrap();
+        assert_eq!(sent[0].4, vec![six("fe80::1"), six("2001:db8::10")]);
+        // The same VRID over IPv4 is another key.
+        let (v4, _) = runtime("virtual_addresses = [\"192.0.2.10/24\"]", vec![]);
+        assert_eq!(v4.key, VridKey::v4(7));
+        assert!(v4.on_heartbeat());
     }
 
     #[test]
@@ -1001,7 +1069,7 @@ mod tests {
         rt.machine.start(0);
         let master = ReceivedAdvert {
             timestamp_ns: 1_000_000,
-            src: Ipv4Addr::new(10, 0, 0, 2),
+            src: IpAddr::from([10, 0, 0, 2]),
             priority: 200,
             interval_cs: 10,
         };

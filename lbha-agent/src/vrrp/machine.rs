@@ -4,7 +4,7 @@
 //! outputs are [`Action`]s for the driver. Nothing here does I/O or reads a
 //! clock, so every transition is tested with a simulated one.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// RFC 5798 states, plus Fault: a tracked check with weight 0 is down, so
 /// the router must neither advertise nor take over.
@@ -37,7 +37,7 @@ pub struct Params {
     pub preempt: bool,
     pub preempt_delay_ns: u64,
     /// Our primary address, the source of our adverts; breaks priority ties.
-    pub primary_addr: Ipv4Addr,
+    pub primary_addr: IpAddr,
     /// keepalived's `down_timer_adverts`: Master_Adver_Intervals in
     /// Master_Down_Interval (RFC 3768/5798: 3).
     pub down_timer_adverts: u8,
@@ -48,7 +48,7 @@ pub struct Params {
 pub struct ReceivedAdvert {
     /// When it arrived (kernel timestamp on the XDP path).
     pub timestamp_ns: u64,
-    pub src: Ipv4Addr,
+    pub src: IpAddr,
     pub priority: u8,
     pub interval_cs: u16,
 }
@@ -142,7 +142,7 @@ pub struct Machine {
     /// When we first saw the current lower-priority master (preempt_delay).
     lower_master_since: Option<u64>,
     /// The last master we accepted adverts from: address, priority, time.
-    master: Option<(Ipv4Addr, u8, u64)>,
+    master: Option<(IpAddr, u8, u64)>,
     /// When we last accepted an advert from any master (kept across our own
     /// takeover, to measure how long the group went without one).
     last_master_advert_ns: Option<u64>,
@@ -151,7 +151,7 @@ pub struct Machine {
     ignoring_lower_master: bool,
     /// The master we followed when we last became Master ourselves
     /// (address, priority): the node we took over from.
-    previous_master: Option<(Ipv4Addr, u8)>,
+    previous_master: Option<(IpAddr, u8)>,
     /// Until when a heartbeat over another network says a healthy master
     /// of this VRID is alive.
     master_alive_until: Option<u64>,
@@ -243,7 +243,7 @@ impl Machine {
 
     /// The master we followed before we last became Master (address,
     /// priority as it advertised), if we took over from one.
-    pub fn previous_master(&self) -> Option<(Ipv4Addr, u8)> {
+    pub fn previous_master(&self) -> Option<(IpAddr, u8)> {
         self.previous_master
     }
 
@@ -279,7 +279,7 @@ impl Machine {
     }
 
     /// The master we last heard from (address, priority, when), or ourselves.
-    pub fn master(&self) -> Option<(Ipv4Addr, u8, u64)> {
+    pub fn master(&self) -> Option<(IpAddr, u8, u64)> {
         match self.state {
             State::Master => Some((self.params.primary_addr, self.priority, 0)),
             _ => self.master,
@@ -468,9 +468,11 @@ impl Machine {
     }
 
     /// Whether an advert with `priority` from `src` beats us.
-    fn beats_us(&self, priority: u8, src: Ipv4Addr) -> bool {
+    fn beats_us(&self, priority: u8, src: IpAddr) -> bool {
         priority > self.priority
-            || (priority == self.priority && u32::from(src) > u32::from(self.params.primary_addr))
+            // One family per instance: IPv4 compares as its u32, IPv6 as
+            // its u128 (RFC 5798 6.4.3: the larger primary address wins).
+            || (priority == self.priority && src > self.params.primary_addr)
     }
 
     /// Receive an ADVERTISEMENT (RFC 5798 6.4.2 Backup, 6.4.3 Master).
@@ -596,12 +598,14 @@ impl Machine {
 mod tests {
     use rstest::rstest;
 
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     const MS: u64 = 1_000_000;
-    const ME: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
-    const LOW: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
-    const HIGH: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+    const ME: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    const LOW: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    const HIGH: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3));
 
     fn params(version: u8, interval_cs: u16) -> Params {
         Params {
@@ -618,7 +622,7 @@ mod tests {
         Machine::new(params(3, 100), priority)
     }
 
-    fn adv(ms: u64, src: Ipv4Addr, priority: u8) -> ReceivedAdvert {
+    fn adv(ms: u64, src: IpAddr, priority: u8) -> ReceivedAdvert {
         ReceivedAdvert {
             timestamp_ns: ms * MS,
             src,
@@ -651,7 +655,7 @@ mod tests {
     /// stopped stays Backup, and takes over once the heartbeat stops too.
     #[test]
     fn a_held_sync_group_member_wants_master_instead_of_taking_over() {
-        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let peer = IpAddr::from(Ipv4Addr::new(10, 0, 0, 9));
         let mut m = machine(100);
         m.set_sync_hold(true);
         m.start(0);
@@ -708,7 +712,7 @@ mod tests {
 
     #[test]
     fn a_heartbeat_holds_a_backup_whose_master_is_only_cut_off() {
-        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let peer = IpAddr::from(Ipv4Addr::new(10, 0, 0, 9));
         let mut m = machine(100);
         m.start(0);
         m.advert(&adv(10, peer, 200)).unwrap();
@@ -736,7 +740,7 @@ mod tests {
 
     #[test]
     fn adverts_returning_end_the_hold_and_a_resignation_is_never_held() {
-        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let peer = IpAddr::from(Ipv4Addr::new(10, 0, 0, 9));
         let mut m = machine(100);
         m.start(0);
         m.advert(&adv(10, peer, 200)).unwrap();
@@ -759,7 +763,7 @@ mod tests {
     /// over from: the last master it followed, as that master advertised.
     #[test]
     fn a_takeover_remembers_the_master_it_replaced() {
-        let peer = Ipv4Addr::new(10, 0, 0, 9);
+        let peer = IpAddr::from(Ipv4Addr::new(10, 0, 0, 9));
         let mut m = machine(100);
         m.start(0);
         m.advert(&adv(10, peer, 200)).unwrap();
@@ -1044,7 +1048,7 @@ mod tests {
         );
         low.start(0);
         high.start(0);
-        let master = Ipv4Addr::new(10, 0, 0, 9);
+        let master = IpAddr::from(Ipv4Addr::new(10, 0, 0, 9));
         for m in [&mut low, &mut high] {
             m.advert(&adv(500, master, 250)).unwrap();
             m.advert(&adv(1000, master, 0)).unwrap();

@@ -20,7 +20,7 @@ mod read;
 
 use std::{
     collections::{HashMap, HashSet},
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr},
     path::Path,
     time::Duration,
 };
@@ -29,8 +29,8 @@ pub use include::{DiskFiles, Files, NoFiles};
 use read::{Token, Word};
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, Global, InitialState, Instance, KeepalivedOptions,
-    Loaded, Notify, SyncGroup, VirtualAddress,
+    Check, Config, ConfigErrors, Diagnostic, Family, Global, InitialState, Instance,
+    KeepalivedOptions, Loaded, Notify, SyncGroup, VirtualAddress,
     toml::secs_to_duration,
     validate::{FieldLines, Lines, SourceMap, Syntax, finish},
 };
@@ -356,9 +356,9 @@ impl Cx<'_> {
         }
     }
 
-    /// An IPv4 address as keepalived reads a source or peer address: what
+    /// An address as keepalived reads a source or peer address: what
     /// follows a `-` (a range) or a `/` (a prefix) is dropped.
-    fn ip(&mut self, word: &Word, context: &str, keyword: &str) -> Option<Ipv4Addr> {
+    fn ip(&mut self, word: &Word, context: &str, keyword: &str) -> Option<IpAddr> {
         let text = &word.text;
         let bare = text
             .split_once('-')
@@ -367,14 +367,12 @@ impl Cx<'_> {
         if let Ok(ip) = bare.parse() {
             Some(ip)
         } else {
-            let why = if bare.contains(':') && bare.parse::<Ipv6Addr>().is_ok() {
-                " (lbha implements IPv4 VRRP only)".to_string()
-            } else {
-                undefined_hint(text)
-            };
             self.error(
                 word.line,
-                format!("{context}`{keyword}`: `{text}` is not an IPv4 address{why}"),
+                format!(
+                    "{context}`{keyword}`: `{text}` is not an IPv4 or IPv6 address{}",
+                    undefined_hint(text)
+                ),
             );
             None
         }
@@ -475,7 +473,6 @@ fn dangerous_instance(keyword: &str) -> Option<&'static str> {
         "use_vmac" | "vmac_xmit_base" | "use_ipvlan" | "use_vmac_addr" => {
             "not implemented: lbha creates no VRRP virtual MAC interface, so the virtual MAC would not move on failover"
         }
-        "native_ipv6" => "lbha implements IPv4 VRRP only",
         "old_unicast_checksum" => {
             "lbha computes the current checksum: peers expecting the old one would reject its adverts"
         }
@@ -524,6 +521,9 @@ struct PendingInstance {
     strict: Option<bool>,
     accept: Option<bool>,
     nopreempt: bool,
+    /// The family keepalived settled on: that of the first source, peer or
+    /// virtual address read, or `native_ipv6`'s.
+    family: Option<Family>,
     tracks: Vec<TrackRef>,
     /// `track_interface` entries (name, weight, line).
     track_interfaces: Vec<(String, Weight, usize)>,
@@ -908,6 +908,7 @@ impl Builder {
             strict: None,
             accept: None,
             nopreempt: false,
+            family: None,
             tracks: Vec::new(),
             track_interfaces: Vec::new(),
             lines: FieldLines::default(),
@@ -1025,15 +1026,39 @@ impl Builder {
                 "version" => {
                     fl.set("version", line);
                     match cx.int(item, context, 0, 255) {
+                        // keepalived's vrrp_version_handler: an instance
+                        // already known to be IPv6 keeps VRRPv3.
+                        Some(2) if pending.family == Some(Family::V6) => cx.warn(
+                            line,
+                            format!(
+                                "{context}`version 2` after IPv6 addresses (or `native_ipv6`) ignored, as keepalived ignores it: IPv6 runs VRRPv3"
+                            ),
+                        ),
                         Some(v) => pending.version = Some(v as u8),
                         None => fl.mark_bad("version"),
+                    }
+                }
+                "native_ipv6" => {
+                    cx.no_args(item, context);
+                    if pending.family == Some(Family::V4) {
+                        cx.warn(
+                            line,
+                            format!(
+                                "{context}`native_ipv6` after IPv4 addresses ignored, as keepalived ignores it (it reports \"Cannot specify native_ipv6 with IPv4 addresses\")"
+                            ),
+                        );
+                    } else {
+                        fl.set("version", line);
+                        pending.family = Some(Family::V6);
+                        pending.version = Some(3);
                     }
                 }
                 "unicast_src_ip" | "mcast_src_ip" => {
                     fl.set("unicast_src", line);
                     let src = cx
                         .one_arg(item, context)
-                        .and_then(|w| cx.ip(w, context, kw));
+                        .and_then(|w| cx.ip(w, context, kw))
+                        .filter(|ip| same_family(&mut pending.family, *ip, line, context, kw, cx));
                     match src {
                         Some(ip) => inst.unicast_src = Some(ip),
                         None => fl.mark_bad("unicast_src"),
@@ -1059,7 +1084,9 @@ impl Builder {
                         }
                         // An unreadable peer is reported here and left out,
                         // so validation does not report it again.
-                        if let Some(ip) = cx.ip(&peer.words[0], context, kw) {
+                        if let Some(ip) = cx.ip(&peer.words[0], context, kw).filter(|ip| {
+                            same_family(&mut pending.family, *ip, peer.line(), context, kw, cx)
+                        }) {
                             fl.set(
                                 format!("unicast_peers[{}]", inst.unicast_peers.len()),
                                 peer.line(),
@@ -1181,7 +1208,20 @@ impl Builder {
                     fl.set("virtual_addresses", line);
                     let excluded = kw == "virtual_ipaddress_excluded";
                     for vip in list_block(item, context, cx) {
-                        if let Some(mut addr) = virtual_address(vip, context, cx) {
+                        // keepalived's alloc_vrrp_vip checks the family of
+                        // each virtual address; alloc_vrrp_evip does not
+                        // (excluded addresses are not in the adverts).
+                        if let Some(mut addr) = virtual_address(vip, context, cx).filter(|a| {
+                            excluded
+                                || same_family(
+                                    &mut pending.family,
+                                    a.address,
+                                    vip.line(),
+                                    context,
+                                    kw,
+                                    cx,
+                                )
+                        }) {
                             addr.excluded = excluded;
                             fl.set(
                                 format!("virtual_addresses[{}]", inst.virtual_addresses.len()),
@@ -1484,6 +1524,7 @@ fn complete_instance(
         strict,
         accept,
         nopreempt,
+        family,
         tracks,
         track_interfaces,
         lines: fl,
@@ -1491,7 +1532,21 @@ fn complete_instance(
     let context = format!("vrrp_instance `{}`: ", instance.name);
     let at = |field: &str| fl.line(field).unwrap_or(1);
     let strict = strict.unwrap_or(global_strict);
-    instance.version = version.unwrap_or(global.vrrp_version);
+    instance.version = match (family, version) {
+        // keepalived's vrrp_complete_instance: IPv6 is VRRPv3 unless
+        // `version 2` came before the addresses; strict mode then reports
+        // it and uses 3, otherwise keepalived would run VRRPv2 over IPv6,
+        // which validation refuses.
+        (Some(Family::V6), Some(2)) if strict => {
+            cx.warn(
+                at("version"),
+                format!("{context}IPv6 cannot use VRRP version 2; in strict mode keepalived reports it and uses version 3, and so does lbha"),
+            );
+            3
+        }
+        (Some(Family::V6), None) => 3,
+        (_, version) => version.unwrap_or(global.vrrp_version),
+    };
     if instance.virtual_addresses.iter().all(|v| v.excluded) && (instance.version == 3 || strict) {
         let why = if strict {
             "in strict mode"
@@ -1726,26 +1781,26 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
         Some((a, p)) => (a, Some(p)),
         None => (text, None),
     };
-    let Ok(address) = addr_text.parse::<Ipv4Addr>() else {
-        let why = if addr_text.parse::<Ipv6Addr>().is_ok() {
-            " (lbha implements IPv4 VRRP only)".to_string()
-        } else {
-            undefined_hint(text)
-        };
+    let Ok(address) = addr_text.parse::<IpAddr>() else {
         cx.error(
             line,
-            format!("{context}`{kw}`: `{text}` is not an IPv4 address{why}"),
+            format!(
+                "{context}`{kw}`: `{text}` is not an IPv4 or IPv6 address{}",
+                undefined_hint(text)
+            ),
         );
         return None;
     };
+    let v6 = address.is_ipv6();
+    let max = Family::of(address).max_prefix();
     let prefix = match prefix_text {
-        None => 32,
+        None => max,
         Some(p) => match p.parse::<u8>() {
-            Ok(p) if p <= 32 => p,
+            Ok(p) if p <= max => p,
             _ => {
                 cx.error(
                     line,
-                    format!("{context}`{kw}`: `{text}`: prefix length must be 0..=32"),
+                    format!("{context}`{kw}`: `{text}`: prefix length must be 0..={max}"),
                 );
                 return None;
             }
@@ -1813,6 +1868,12 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
                 );
                 vip_out.label = Some(label);
             }
+            ("peer", Some(peer)) if v6 => cx.error(
+                line,
+                format!(
+                    "{context}`{kw}` {text}: `peer {peer}` is not supported: not implemented: lbha does not add point-to-point addresses"
+                ),
+            ),
             ("peer", Some(peer)) => match peer.parse::<Ipv4Addr>() {
                 Ok(peer) => {
                     if prefix != 32 {
@@ -1831,13 +1892,21 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
                     format!("{context}`{kw}` {text}: `peer {peer}` is not an IPv4 address"),
                 ),
             },
-            ("preferred_lft", _) => cx.warn(
+            ("preferred_lft" | "home" | "-nodad" | "mngtmpaddr" | "autojoin", _) if !v6 => cx.warn(
                 line,
-                format!("{context}`{kw}` {text}: `preferred_lft` ignored (it applies to IPv6 addresses only)"),
+                format!("{context}`{kw}` {text}: `{option}` ignored (it applies to IPv6 addresses only)"),
             ),
-            ("home" | "-nodad" | "mngtmpaddr" | "autojoin", None) => cx.warn(
+            ("-nodad", None) => cx.error(
                 line,
-                format!("{context}`{kw}` {text}: `{option}` ignored (an IPv6 address flag)"),
+                format!(
+                    "{context}`{kw}` {text}: `-nodad` is not supported: not implemented: lbha always adds IPv6 virtual addresses with `nodad` (keepalived's default), so they skip Duplicate Address Detection"
+                ),
+            ),
+            ("preferred_lft" | "home" | "mngtmpaddr" | "autojoin", _) => cx.error(
+                line,
+                format!(
+                    "{context}`{kw}` {text}: `{option}` is not supported: not implemented: lbha would add the address without it"
+                ),
             ),
             ("no_track", None) => cx.warn(
                 line,
@@ -1873,6 +1942,15 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
         i += if takes_value { 2 } else { 1 };
     }
     if let Some(b) = broadcast {
+        if v6 {
+            cx.error(
+                line,
+                format!(
+                    "{context}`{kw}` {text}: `brd {b}`: IPv6 addresses have no broadcast address"
+                ),
+            );
+            return None;
+        }
         if vip_out.peer.is_some() {
             cx.warn(
                 line,
@@ -1882,7 +1960,10 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
             let computed = match b.as_str() {
                 "+" | "-" if vip_out.prefix <= 30 => {
                     let mask = u32::MAX.checked_shr(vip_out.prefix.into()).unwrap_or(0);
-                    let base = u32::from(address);
+                    let IpAddr::V4(v4) = address else {
+                        unreachable!("IPv6 returned above")
+                    };
+                    let base = u32::from(v4);
                     Some(Ipv4Addr::from(if b == "+" {
                         base | mask
                     } else {
@@ -1920,6 +2001,40 @@ fn virtual_address(vip: &Statement, context: &str, cx: &mut Cx) -> Option<Virtua
         }
     }
     Some(vip_out)
+}
+
+/// keepalived's rule for an instance's family: the first source, peer or
+/// virtual address read (or `native_ipv6`) sets it; a later one of the
+/// other family is reported and skipped ("MUST be of the same family !!!
+/// Skipping..."), and lbha leaves it out too, so that it means what
+/// keepalived runs. Whether `addr` is kept.
+fn same_family(
+    family: &mut Option<Family>,
+    addr: IpAddr,
+    line: usize,
+    context: &str,
+    keyword: &str,
+    cx: &mut Cx,
+) -> bool {
+    let this = Family::of(addr);
+    match *family {
+        None => {
+            *family = Some(this);
+            true
+        }
+        Some(f) if f == this => true,
+        Some(f) => {
+            cx.warn(
+                line,
+                format!(
+                    "{context}`{keyword}` {addr} is {}, but the instance is {} (from its first address); keepalived reports it and leaves it out, and so does lbha",
+                    this.name(),
+                    f.name()
+                ),
+            );
+            false
+        }
+    }
 }
 
 /// The entries of a list block (`unicast_peer { ... }`): each line is one

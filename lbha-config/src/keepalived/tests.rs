@@ -1,6 +1,6 @@
 //! The keepalived.conf front-end's unit tests.
 
-use std::path::PathBuf;
+use std::{net::IpAddr, path::PathBuf};
 
 use super::*;
 
@@ -70,8 +70,8 @@ fn seed_config() -> Config {
             initial_state: InitialState::Master,
             preempt: true,
             preempt_delay: Duration::ZERO,
-            unicast_src: Some(Ipv4Addr::new(10, 132, 7, 12)),
-            unicast_peers: vec![Ipv4Addr::new(10, 132, 7, 13)],
+            unicast_src: Some(Ipv4Addr::new(10, 132, 7, 12).into()),
+            unicast_peers: vec![Ipv4Addr::new(10, 132, 7, 13).into()],
             check_unicast_src: true,
             down_timer_adverts: 3,
             auth_pass: Some("password".into()),
@@ -309,7 +309,7 @@ authentication {
     assert_eq!(i.advert_interval, Duration::from_millis(250));
     assert!(i.preempt);
     assert_eq!(i.preempt_delay, Duration::from_secs(15));
-    assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 0, 0, 2)));
+    assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 0, 0, 2).into()));
     assert_eq!(
         i.unicast_peers,
         vec![Ipv4Addr::new(10, 0, 0, 3), Ipv4Addr::new(10, 0, 0, 4)]
@@ -721,7 +721,7 @@ virtual_router_id 256
 advert_int 1.5
 unicast_src_ip 10.0.0.1
 unicast_peer {
-    fe80::1
+    fe80::x
     10.0.0.1
 }
 authentication {
@@ -773,7 +773,7 @@ interface eth1
             .contains("`virtual_router_id` must be 1..=255 (got 256)")
     );
     assert!(e[5].1.contains("VRRPv2 `advert_int` must be whole seconds"));
-    assert!(e[6].1.contains("`fe80::1` is not an IPv4 address"));
+    assert!(e[6].1.contains("`fe80::x` is not an IPv4 or IPv6 address"));
     assert!(e[7].1.contains("is this node's own `unicast_src_ip`"));
     assert!(e[8].1.contains("`auth_type AH` is not supported"));
     assert!(e[9].1.contains("prefix length"));
@@ -1157,7 +1157,7 @@ vrrp_instance VI_1 {
     assert_eq!(i.priority, 200, "an expansion starting with @ is checked");
     assert_eq!(
         i.unicast_peers,
-        vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)],
+        vec![IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])],
         "a multi-line definition gives one line per line"
     );
     assert_eq!(i.virtual_addresses[0].address, Ipv4Addr::new(10, 0, 0, 100));
@@ -1173,7 +1173,9 @@ vrrp_instance VI_1 {
     .unwrap_err()
     .errors;
     assert!(
-        errs[0].message.contains("`$VIP/24` is not an IPv4 address"),
+        errs[0]
+            .message
+            .contains("`$VIP/24` is not an IPv4 or IPv6 address"),
         "{errs:?}"
     );
 }
@@ -1200,14 +1202,14 @@ fn config_keepalived_source_and_peer_prefixes_are_dropped() {
         "    unicast_src_ip 10.0.0.1/24\n    unicast_peer {\n        10.0.0.2/32\n        10.0.0.3-9\n    }",
     ));
     let i = &loaded.config.instances[0];
-    assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!(i.unicast_src, Some(Ipv4Addr::new(10, 0, 0, 1).into()));
     assert_eq!(
         i.unicast_peers,
-        vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 3)]
+        vec![IpAddr::from([10, 0, 0, 2]), IpAddr::from([10, 0, 0, 3])]
     );
     let errs = errors(&instance_with("    unicast_src_ip x.x.x.x"));
     assert!(
-        !errs[0].message.contains("IPv6"),
+        errs[0].message.contains("is not an IPv4 or IPv6 address"),
         "not an address at all: {errs:?}"
     );
 }
@@ -1417,4 +1419,174 @@ fn config_keepalived_v3_authentication_is_dropped() {
             .message
             .contains("VRRPv3 has no authentication")
     );
+}
+
+fn warnings_of(loaded: &Loaded) -> Vec<(usize, &str)> {
+    at(&loaded.warnings)
+}
+
+/// keepalived 2.2.7's family rules (vrrp_parser.c, vrrp_data.c,
+/// `keepalived -t` on the same files): the first address read sets the
+/// family, a later one of the other family is reported and left out (exit
+/// 5: it runs without it); excluded addresses may be of either family.
+#[test]
+fn config_keepalived_ipv6_instance_family_follows_the_first_address() {
+    let loaded = load(&instance_with(
+        "    virtual_ipaddress {\n        fe80::10/64\n        2001:db8::10/64\n        10.0.0.5/24\n    }\n    virtual_ipaddress_excluded {\n        10.0.0.6/24\n        2001:db8::11\n    }",
+    ));
+    let i = &loaded.config.instances[0];
+    assert_eq!(i.family(), Family::V6);
+    assert_eq!(
+        i.version, 3,
+        "IPv6 defaults to VRRPv3, whatever vrrp_version says"
+    );
+    let addrs: Vec<(String, u8, bool)> = i
+        .virtual_addresses
+        .iter()
+        .map(|v| (v.address.to_string(), v.prefix, v.excluded))
+        .collect();
+    assert_eq!(
+        addrs,
+        vec![
+            ("fe80::10".into(), 64, false),
+            ("2001:db8::10".into(), 64, false),
+            ("10.0.0.6".into(), 24, true),
+            ("2001:db8::11".into(), 128, true),
+        ]
+    );
+    let w = warnings_of(&loaded);
+    assert!(
+        w.iter().any(|(l, m)| *l == 7
+            && m.contains("10.0.0.5 is IPv4, but the instance is IPv6")
+            && m.contains("leaves it out")),
+        "{w:?}"
+    );
+    // Sources and peers follow the same rule; the family is the first's.
+    let loaded = load(&instance_with(
+        "    unicast_src_ip 2001:db8::1\n    unicast_peer {\n        10.0.0.2\n        2001:db8::2\n    }\n    virtual_ipaddress {\n        2001:db8::10/64\n    }",
+    ));
+    let i = &loaded.config.instances[0];
+    assert_eq!(i.unicast_src, Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(
+        i.unicast_peers,
+        vec!["2001:db8::2".parse::<IpAddr>().unwrap()]
+    );
+    assert!(
+        warnings_of(&loaded)
+            .iter()
+            .any(|(l, m)| *l == 6 && m.contains("`unicast_peer` 10.0.0.2 is IPv4")),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+#[test]
+fn config_keepalived_native_ipv6_and_versions() {
+    // `native_ipv6` after an IPv4 source: reported and ignored, so the
+    // IPv6 peer and address are the ones left out (keepalived -t: exit 5,
+    // "Cannot specify native_ipv6 with IPv4 addresses").
+    let text = instance_with(
+        "    unicast_src_ip 10.0.0.1\n    native_ipv6\n    unicast_peer {\n        2001:db8::2\n    }\n    virtual_ipaddress {\n        10.0.0.9/24\n    }",
+    );
+    let loaded = load(&text);
+    let i = &loaded.config.instances[0];
+    assert_eq!(i.family(), Family::V4);
+    assert_eq!(i.version, 2);
+    assert!(i.unicast_peers.is_empty());
+    let w = warnings_of(&loaded);
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == 5 && m.contains("`native_ipv6` after IPv4 addresses ignored")),
+        "{w:?}"
+    );
+    // `native_ipv6` first: an IPv4 address after it is left out.
+    let loaded = load(&instance_with(
+        "    native_ipv6\n    virtual_ipaddress {\n        fe80::1/64\n        10.0.0.9/24\n    }",
+    ));
+    let i = &loaded.config.instances[0];
+    assert_eq!((i.family(), i.version), (Family::V6, 3));
+    assert_eq!(i.virtual_addresses.len(), 1);
+    // `version 2` after IPv6 addresses: ignored (keepalived: "conflicts
+    // with configured or deduced version"), VRRPv3.
+    let loaded = load(&instance_with(
+        "    virtual_ipaddress {\n        fe80::1/64\n    }\n    version 2",
+    ));
+    assert_eq!(loaded.config.instances[0].version, 3);
+    assert!(
+        warnings_of(&loaded)
+            .iter()
+            .any(|(l, m)| *l == 7 && m.contains("`version 2` after IPv6 addresses"))
+    );
+    // `version 2` before them: keepalived (not strict) runs VRRPv2 over
+    // IPv6, which lbha refuses.
+    let e = errors(&instance_with(
+        "    version 2\n    virtual_ipaddress {\n        fe80::1/64\n    }",
+    ));
+    assert!(
+        e.len() == 1
+            && e[0].line == Some(4)
+            && e[0]
+                .message
+                .contains("an IPv6 instance runs VRRP version 3")
+            && e[0].message.contains("remove `version 2`"),
+        "{e:?}"
+    );
+    // In strict mode keepalived reports it and uses version 3.
+    let loaded = load(&format!(
+        "global_defs {{\n    vrrp_strict\n}}\n{}",
+        instance_with(
+            "    version 2\n    priority 255\n    virtual_ipaddress {\n        fe80::1/64\n    }"
+        )
+    ));
+    assert_eq!(loaded.config.instances[0].version, 3);
+    assert!(
+        warnings_of(&loaded)
+            .iter()
+            .any(|(_, m)| m.contains("IPv6 cannot use VRRP version 2"))
+    );
+}
+
+#[test]
+fn config_keepalived_ipv6_link_local_first_and_vrids_per_family() {
+    // keepalived only logs a non-link-local first address over multicast.
+    let loaded = load(&instance_with(
+        "    virtual_ipaddress {\n        2001:db8::10/64\n    }",
+    ));
+    assert!(
+        warnings_of(&loaded)
+            .iter()
+            .any(|(l, m)| *l == 5 && m.contains("2001:db8::10 is not link-local")),
+        "{:?}",
+        loaded.warnings
+    );
+    // VRID 1 over IPv4 and over IPv6 on one interface (keepalived -t: 0).
+    let both = format!(
+        "{}{}",
+        instance_with("    virtual_ipaddress {\n        fe80::1/64\n    }"),
+        instance_with("    virtual_ipaddress {\n        10.0.0.1/24\n    }")
+            .replace("VI_1", "VI_2"),
+    );
+    let loaded = load(&both);
+    assert_eq!(loaded.config.instances.len(), 2);
+    let again = format!(
+        "{}{}",
+        instance_with("    virtual_ipaddress {\n        fe80::1/64\n    }"),
+        instance_with("    virtual_ipaddress {\n        fe80::2/64\n    }").replace("VI_1", "VI_2"),
+    );
+    let e = errors(&again);
+    assert!(
+        e.len() == 1 && e[0].message.contains("already used by `VI_1`"),
+        "{e:?}"
+    );
+    // IPv4-only options on an IPv6 address, IPv6 flags lbha does not set.
+    let e = errors(&instance_with(
+        "    virtual_ipaddress {\n        fe80::1/64 brd +\n        fe80::2/64 -nodad\n        fe80::3/64 preferred_lft 0\n    }",
+    ));
+    let m: Vec<&str> = e.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        m[0].contains("IPv6 addresses have no broadcast address"),
+        "{m:?}"
+    );
+    assert!(m[1].contains("`-nodad` is not supported"), "{m:?}");
+    assert!(m[2].contains("`preferred_lft` is not supported"), "{m:?}");
 }
