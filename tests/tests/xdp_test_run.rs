@@ -974,3 +974,143 @@ fn the_kernel_probe_picks_the_expected_program() {
         });
     }
 }
+
+/// VRRPv3 over IPv6 through the loaded program: each verdict and its
+/// counter, the event's IPv6 fields, and IPv6 VRIDs apart from IPv4's of
+/// the same number (keepalived runs VRID 52 over both independently).
+#[test]
+fn ipv6_adverts_get_the_same_rules_in_their_own_vrid_table() {
+    use std::net::Ipv6Addr;
+    let Some(mut bpf) = load() else { return };
+    let peer6: Ipv6Addr = "fe80::1".parse().unwrap();
+    let stranger6: Ipv6Addr = "fe80::66".parse().unwrap();
+    let group: Ipv6Addr = "ff02::12".parse().unwrap();
+    let us6: Ipv6Addr = "fd00::2".parse().unwrap();
+    let vips6 = [IpAddr::V6("fe80::64".parse().unwrap())];
+    // IPv6 VRID 52 (from anyone), IPv6 VRID 53 from peer6 only; IPv4 52 as
+    // before. IPv4 VRID 51 is configured, IPv6 VRID 51 is not.
+    bpf.tables
+        .configure(&[
+            (
+                VridKey::v4(51),
+                VridConfig::new(2, AUTH_PASS, auth_data(b"secret")),
+            ),
+            (VridKey::v4(52), VridConfig::new(3, AUTH_NONE, [0; 8])),
+            (VridKey::v6(52), VridConfig::new(3, AUTH_NONE, [0; 8])),
+            (
+                VridKey::v6(53),
+                VridConfig::new(3, AUTH_NONE, [0; 8])
+                    .with_allowed_ips(&[peer6.into()])
+                    .unwrap(),
+            ),
+        ])
+        .unwrap();
+    let v6 = |vrid: u8, priority: u8| Advert {
+        version: 3,
+        vrid,
+        priority,
+        interval_cs: 100,
+        auth_pass: None,
+        virtual_addrs: &vips6,
+    };
+    let frame6 = |advert: &Advert<'_>, src: Ipv6Addr, dst: Ipv6Addr| {
+        advert.ethernet_frame_v6(src, dst, None)
+    };
+    let mut hop_64 = frame6(&v6(52, 100), peer6, group);
+    hop_64[14 + 7] = 64;
+    let mut bad_checksum = frame6(&v6(52, 100), peer6, group);
+    bad_checksum[14 + 40 + 2] ^= 1;
+    let mut fragment = frame6(&v6(52, 100), peer6, group);
+    fragment[14 + 6] = 44; // a fragment header where VRRP was
+    let mut v2_over_v6 = frame6(&v6(52, 100), peer6, group);
+    v2_over_v6[14 + 40] = 0x21;
+    let cases: Vec<(&str, Vec<u8>, u32, Counter)> = vec![
+        (
+            "multicast advert",
+            frame6(&v6(52, 100), peer6, group),
+            XDP_DROP,
+            Counter::AdvertsAccepted,
+        ),
+        (
+            "multicast advert in 802.1Q",
+            v6(52, 100).ethernet_frame_v6(peer6, group, Some(7)),
+            XDP_DROP,
+            Counter::AdvertsAccepted,
+        ),
+        (
+            "hop limit 64 to ff02::12",
+            hop_64,
+            XDP_DROP,
+            Counter::DropBadTtl,
+        ),
+        (
+            "bad checksum",
+            bad_checksum,
+            XDP_DROP,
+            Counter::DropBadChecksum,
+        ),
+        (
+            "v2 over IPv6",
+            v2_over_v6,
+            XDP_DROP,
+            Counter::DropBadVersionType,
+        ),
+        (
+            "fragment header",
+            fragment,
+            XDP_PASS,
+            Counter::Ipv6ExtHeaderPassed,
+        ),
+        (
+            "IPv6 VRID 51 (only IPv4's is configured)",
+            frame6(&v6(51, 100), peer6, group),
+            XDP_PASS,
+            Counter::DropUnknownVrid,
+        ),
+        (
+            "unicast from a stranger",
+            frame6(&v6(53, 100), stranger6, us6),
+            XDP_DROP,
+            Counter::DropUnknownSource,
+        ),
+        (
+            "unicast from the peer",
+            frame6(&v6(53, 100), peer6, us6),
+            XDP_DROP,
+            Counter::AdvertsAccepted,
+        ),
+    ];
+    for (name, frame, verdict, counter) in &cases {
+        let before = bpf.counter(*counter);
+        let (got, _) = bpf.run(frame);
+        assert_eq!(got, *verdict, "{name}: verdict");
+        assert_eq!(bpf.counter(*counter), before + 1, "{name}: {counter:?}");
+    }
+    let events = bpf.drain();
+    let accepted: Vec<_> = events
+        .iter()
+        .filter(|e| e.vrid == 52 || e.vrid == 53)
+        .collect();
+    assert_eq!(accepted.len(), 3, "{events:?}");
+    let first = accepted[0];
+    assert_eq!(first.key(), Some(VridKey::v6(52)));
+    assert_eq!(first.src_ip(), IpAddr::V6(peer6));
+    assert_eq!(first.dst_ip(), IpAddr::V6(group));
+    assert_eq!(first.first_vip_ip(), vips6[0]);
+    assert_eq!(
+        (first.version, first.count_addr, first.interval_cs),
+        (3, 1, 100)
+    );
+    assert_eq!(first.receive_path, ReceivePath::Xdp as u8);
+
+    // The two VRID 52s keep their own last advert.
+    bpf.run(&frame(&v3(52, 77, 100), PEER));
+    let last_v4 = bpf.tables.last_advert(VridKey::v4(52)).unwrap().unwrap();
+    let last_v6 = bpf.tables.last_advert(VridKey::v6(52)).unwrap().unwrap();
+    assert_eq!((last_v4.priority, last_v4.src_ip()), (77, IpAddr::V4(PEER)));
+    assert_eq!(
+        (last_v6.priority, last_v6.src_ip()),
+        (100, IpAddr::V6(peer6))
+    );
+    assert_eq!(bpf.tables.last_advert(VridKey::v6(51)).unwrap(), None);
+}
