@@ -296,8 +296,8 @@ fn edit(c: &mut Config, b: &mut Bytes) {
                     }
                 }
                 8 => inst.preempt = !inst.preempt,
-                9 => inst.unicast_src = (b.coin()).then(|| b.ipv4()),
-                10 => inst.unicast_peers.push(b.ipv4()),
+                9 => inst.unicast_src = (b.coin()).then(|| b.ipv4().into()),
+                10 => inst.unicast_peers.push(b.ipv4().into()),
                 11 => inst.unicast_peers.clear(),
                 12 => {
                     let mut vip = config::VirtualAddress::new(b.ipv4(), b.u8() % 33);

@@ -372,3 +372,44 @@ fn keepalived_master_lbha_backup_ipv6_unicast_sigkill() {
     }
     keepalived_master_lbha_backup("k6k", 0x68, true, Stop::Sigkill);
 }
+
+/// The raw-socket receive path (TOML `receive_path = "raw"`: an AF_INET6
+/// socket that joins ff02::12) follows keepalived's multicast adverts too.
+#[test]
+fn keepalived_master_lbha_backup_ipv6_multicast_raw_socket() {
+    if !require_root() {
+        return;
+    }
+    let (a, b) = pair("k6r", 0x69);
+    let vips = ["fe80::69/64".to_string(), "2001:db8:69::100/64".to_string()];
+    let mut keepalived = Keepalived::start(&b, &instance("vb", 69, 150, None, &vips)).unwrap();
+    keepalived
+        .wait_for_state("VI_6", "MASTER", Duration::from_secs(10))
+        .unwrap();
+    let toml = format!(
+        "[[instance]]\nname = \"VI_6\"\ninterface = \"va\"\nvrid = 69\npriority = 100\nversion = 3\n\
+         advert_interval = {ADVERT_INT}\nreceive_path = \"raw\"\nvirtual_addresses = [\"{}\", \"{}\"]\n",
+        vips[0], vips[1]
+    );
+    let mut agent = Agent::start_native(&a, &toml).unwrap();
+    agent
+        .wait_for_transition("VI_6", "BACKUP", 0, Duration::from_secs(15))
+        .unwrap();
+    std::thread::sleep(HOLD);
+    assert!(
+        !agent.transitions().iter().any(|t| t.to == "MASTER"),
+        "lbha (raw socket) must stay BACKUP under keepalived over IPv6:\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("receive_path=\"raw-socket\""),
+        "{}",
+        agent.log()
+    );
+    let since = agent.transitions().len();
+    keepalived.kill();
+    let took = agent
+        .wait_for_transition("VI_6", "MASTER", since, TAKEOVER_BOUND)
+        .unwrap_or_else(|e| panic!("{e}\n{}", agent.log()));
+    assert_eq!(took.reason, "master down", "{}", took.line);
+}

@@ -1590,3 +1590,25 @@ fn config_keepalived_ipv6_link_local_first_and_vrids_per_family() {
     assert!(m[1].contains("`-nodad` is not supported"), "{m:?}");
     assert!(m[2].contains("`preferred_lft` is not supported"), "{m:?}");
 }
+
+/// What `import-keepalived` writes for IPv6 instances loads as TOML with
+/// the same meaning (the fuzzer's invariant), a non-link-local first
+/// address and a mixed-family excluded list included.
+#[test]
+fn config_keepalived_ipv6_round_trips_through_toml() {
+    let text = format!(
+        "{}{}",
+        instance_with(
+            "    virtual_ipaddress {\n        2001:db8::10/64\n    }\n    virtual_ipaddress_excluded {\n        10.0.0.6/24\n    }"
+        ),
+        instance_with(
+            "    unicast_src_ip fe80::1\n    unicast_peer {\n        fe80::2\n    }\n    virtual_ipaddress {\n        2001:db8::20\n    }"
+        )
+        .replace("VI_1", "VI_2")
+        .replace("virtual_router_id 1", "virtual_router_id 2"),
+    );
+    let config = load(&text).config;
+    let toml = crate::to_toml(&config);
+    let again = crate::parse_toml(&toml, Path::new("v6.toml")).unwrap();
+    assert_eq!(again.config, config, "{toml}");
+}
