@@ -401,6 +401,8 @@ fn decompress(tool: &str, path: &Path) -> Result<Vec<u8>> {
 struct Binaries {
     xdp_test_run: PathBuf,
     keepalived_receive: PathBuf,
+    /// The same over IPv6 (multicast and unicast, XDP and the raw socket).
+    keepalived_receive_v6: PathBuf,
     agent: PathBuf,
 }
 
@@ -415,6 +417,8 @@ fn build() -> Result<Binaries> {
             "xdp_test_run",
             "--test",
             "keepalived_receive",
+            "--test",
+            "keepalived_receive_v6",
             "--no-run",
             "--message-format=json",
         ])
@@ -424,7 +428,7 @@ fn build() -> Result<Binaries> {
     if !out.status.success() {
         bail!("building the test binaries failed");
     }
-    let mut found = (None, None);
+    let mut found = (None, None, None);
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(message) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
@@ -438,15 +442,17 @@ fn build() -> Result<Binaries> {
         match name {
             "xdp_test_run" => found.0 = Some(PathBuf::from(exe)),
             "keepalived_receive" => found.1 = Some(PathBuf::from(exe)),
+            "keepalived_receive_v6" => found.2 = Some(PathBuf::from(exe)),
             _ => {}
         }
     }
-    let (Some(xdp_test_run), Some(keepalived_receive)) = found else {
+    let (Some(xdp_test_run), Some(keepalived_receive), Some(keepalived_receive_v6)) = found else {
         bail!("cargo did not report the test executables");
     };
     Ok(Binaries {
         xdp_test_run,
         keepalived_receive,
+        keepalived_receive_v6,
         agent: workspace_root().join("target/debug/lbha-agent"),
     })
 }
@@ -505,6 +511,10 @@ step() {
     s.push_str(&format!(
         "step keepalived-receive {} --test-threads=2\n",
         q(&binaries.keepalived_receive)
+    ));
+    s.push_str(&format!(
+        "step keepalived-receive-v6 {} --test-threads=2\n",
+        q(&binaries.keepalived_receive_v6)
     ));
     s.push_str(
         r#"echo "$failed" > /tmp/results/rc
@@ -690,6 +700,7 @@ mod tests {
         let binaries = Binaries {
             xdp_test_run: "/t/xdp".into(),
             keepalived_receive: "/t/ka".into(),
+            keepalived_receive_v6: "/t/ka6".into(),
             agent: "/t/agent".into(),
         };
         let unpacked = Unpacked {
@@ -703,5 +714,6 @@ mod tests {
         assert!(script.contains("LBHA_TEST_VARIANT=no-timer step xdp-test-run-no-timer '/t/xdp'"));
         assert!(!script.contains("LBHA_TEST_VARIANT=full"));
         assert!(script.contains("step keepalived-receive '/t/ka'"));
+        assert!(script.contains("step keepalived-receive-v6 '/t/ka6'"));
     }
 }
