@@ -33,7 +33,8 @@
 //! The corpus is found at `$LBHA_KEEPALIVED_CORPUS`, else at
 //! `shared/keepalived-corpus` beside this repository or one of its parent
 //! directories (CI's `<repo>/../shared`, a worktree's `../../shared`).
-//! Without it the tests print why they were skipped and pass.
+//! Without it the tests fail, saying where they looked, unless
+//! `LBHA_SKIP_CORPUS=1` is set: then they print why they were skipped.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -50,6 +51,8 @@ use lbha_agent::config::{self, Config, Probe};
 use lbha_tests::{Netns, agent_bin, require_root, temp_dir};
 
 const CORPUS_ENV: &str = "LBHA_KEEPALIVED_CORPUS";
+/// Set to 1 to skip (not pass) the corpus tests where there is no corpus.
+const SKIP_CORPUS_ENV: &str = "LBHA_SKIP_CORPUS";
 /// One `lbha-agent` run, one keepalived step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long keepalived runs for its dump (it prints it at start-up).
@@ -1021,14 +1024,24 @@ fn short(text: &str, max: usize) -> String {
     s
 }
 
+/// The corpus files; without a corpus, a panic saying where it was looked
+/// for, or `None` (a printed SKIPPED line) when `LBHA_SKIP_CORPUS=1` is set:
+/// a missing corpus never reads as a pass.
+fn corpus_or_skip(test: &str) -> Option<Vec<PathBuf>> {
+    match corpus_files() {
+        Ok(files) => Some(files),
+        Err(why) if std::env::var(SKIP_CORPUS_ENV).as_deref() == Ok("1") => {
+            eprintln!("SKIPPED {test}: {why}; {SKIP_CORPUS_ENV}=1 is set");
+            None
+        }
+        Err(why) => panic!("{test}: {why}. Set {SKIP_CORPUS_ENV}=1 to skip it."),
+    }
+}
+
 #[test]
 fn corpus_matches_keepalived_reading() {
-    let files = match corpus_files() {
-        Ok(files) => files,
-        Err(why) => {
-            eprintln!("SKIPPED corpus_matches_keepalived_reading: {why}");
-            return;
-        }
+    let Some(files) = corpus_or_skip("corpus_matches_keepalived_reading") else {
+        return;
     };
     if !require_root() {
         return;
@@ -1244,12 +1257,9 @@ fn mutations(text: &str, seed: u64) -> Vec<String> {
 
 #[test]
 fn corpus_truncated_and_mutated_copies_neither_panic_nor_hang() {
-    let files = match corpus_files() {
-        Ok(files) => files,
-        Err(why) => {
-            eprintln!("SKIPPED corpus_truncated_and_mutated_copies_neither_panic_nor_hang: {why}");
-            return;
-        }
+    let Some(files) = corpus_or_skip("corpus_truncated_and_mutated_copies_neither_panic_nor_hang")
+    else {
+        return;
     };
     let started = Instant::now();
     let (tx, rx) = mpsc::channel::<(String, usize, Result<(), String>)>();
