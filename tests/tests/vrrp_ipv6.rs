@@ -190,6 +190,14 @@ fn lbha_master_keepalived_backup(tag: &str, subnet: u16, unicast: bool, stop: St
             "{line}"
         );
     }
+    // The XDP path has no socket of its own: lbha holds ff02::12 on va so a
+    // NIC filtering multicast still shows the program the adverts.
+    let groups = a.ip(&["-6", "maddr", "show", "dev", "va"]).unwrap();
+    assert!(
+        groups.contains("ff02::12"),
+        "ff02::12 not joined on va:\n{groups}\n{}",
+        agent.log()
+    );
     let lbha_mac = mac_of(&a, "va");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

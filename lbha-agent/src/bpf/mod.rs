@@ -21,7 +21,7 @@ use aya::{
 use aya_log::EbpfLogger;
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, VridConfig, diag,
-    event::{VRID_SLOTS, VridKey},
+    event::{Family, VRID_SLOTS, VridKey},
 };
 use thiserror::Error;
 use tokio::io::unix::AsyncFd;
@@ -519,6 +519,10 @@ pub struct XdpProgram {
     lease_renewal: tokio::task::JoinHandle<()>,
     /// Forwards the program's log records (loaded with diagnostics only).
     kernel_log: Option<tokio::task::JoinHandle<()>>,
+    /// 224.0.0.18 / ff02::12 joined on the interface for the families with
+    /// configured VRIDs, so a NIC filtering multicast shows the program the
+    /// adverts (the raw path's sockets join on their own).
+    _groups: crate::sys::multicast::VrrpGroups,
 }
 
 impl Drop for XdpProgram {
@@ -601,6 +605,12 @@ impl XdpProgram {
             diagnostics = kernel_log.is_some(),
             "XDP program attached"
         );
+        let groups = crate::sys::multicast::VrrpGroups::join(
+            interface,
+            ifindex,
+            vrids.iter().any(|(key, _)| key.family == Family::Ipv4),
+            vrids.iter().any(|(key, _)| key.family == Family::Ipv6),
+        );
         Ok(Self {
             _ebpf: ebpf,
             attachment,
@@ -610,6 +620,7 @@ impl XdpProgram {
             tables,
             lease_renewal,
             kernel_log,
+            _groups: groups,
         })
     }
 

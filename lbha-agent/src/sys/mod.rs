@@ -3,5 +3,6 @@
 //! nothing from the rest of the agent.
 
 pub mod iface;
+pub mod multicast;
 pub mod timer;
 pub mod users;
