@@ -38,7 +38,7 @@ impl VrrpGroups {
             match joined {
                 Ok(socket) => sockets.push(socket),
                 Err(error) => {
-                    tracing::warn!(interface, %error, "could not join 224.0.0.18; a NIC filtering multicast would hide multicast adverts from XDP")
+                    tracing::warn!(interface, %error, "could not join 224.0.0.18; a NIC filtering multicast would hide multicast adverts from XDP");
                 }
             }
         }
@@ -50,7 +50,7 @@ impl VrrpGroups {
             match joined {
                 Ok(socket) => sockets.push(socket),
                 Err(error) => {
-                    tracing::warn!(interface, %error, "could not join ff02::12; a NIC filtering multicast would hide multicast IPv6 adverts from XDP")
+                    tracing::warn!(interface, %error, "could not join ff02::12; a NIC filtering multicast would hide multicast IPv6 adverts from XDP");
                 }
             }
         }
