@@ -18,7 +18,11 @@
 //! (ULA `fd00:230::/48`), the simulator serves a reserved IPv6
 //! ([`RESERVED_IPV6`], on both load balancers' loopback too) and routes it
 //! (`/128 via` the holder's IPv6) as it routes the floating IP, and lbha
-//! moves both; VRRP itself stays on IPv4. Everything is removed when the [`Lab`] drops.
+//! moves both; VRRP itself stays on IPv4, unless [`LabOptions::vrrp_ipv6`]
+//! runs it over IPv6 instead (VRRPv3 between the load balancers' private
+//! IPv6 addresses, [`lb_private6`], holding the virtual IPv6 [`VIP6`] on
+//! `priv0`; the floating IP and the reserved IPv6 follow that instance).
+//! Everything is removed when the [`Lab`] drops.
 //!
 //! The API is plain HTTP next door by default. With [`ApiPath::Remote`] the
 //! droplets reach it as they reach DigitalOcean's: over HTTPS (the
@@ -67,6 +71,9 @@ pub const ROUTER_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 230, 0, 1);
 pub const RESERVED_IPV6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x10, 0, 0, 0, 0, 0x10);
 /// The router on the public network, IPv6 (dual-stack labs).
 pub const ROUTER_PUBLIC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x230, 0, 0, 0, 0, 0, 1);
+/// The IPv6 instance's virtual address on the private network
+/// ([`LabOptions::vrrp_ipv6`]).
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x230, 1, 0, 0, 0, 0, 0x100);
 /// The client's network, IPv6: the router is `::1`, the client `::2`.
 const CLIENT_NET6: &str = "fd00:230:9::";
 pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
@@ -109,6 +116,12 @@ pub enum ApiPath {
 /// Load balancer `i`'s public IPv6 (dual-stack labs).
 pub fn lb_public6(i: usize) -> Ipv6Addr {
     Ipv6Addr::new(0xfd00, 0x230, 0, 0, 0, 0, 0, 0x12 + i as u16)
+}
+
+/// Load balancer `i`'s private IPv6 ([`LabOptions::vrrp_ipv6`]): its
+/// VRRP unicast source and its peer's unicast peer.
+pub fn lb_private6(i: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0xfd00, 0x230, 1, 0, 0, 0, 0, 0x11 + i as u16)
 }
 
 /// Droplet id of load balancer `i` (0 or 1).
@@ -169,6 +182,10 @@ pub struct LabOptions {
     /// IPv6 besides IPv4 on the client and public side, and a reserved
     /// IPv6 moved with the floating IP (see the module's doc).
     pub dual_stack: bool,
+    /// The one VRRP instance runs over IPv6 instead of IPv4 (VRRPv3,
+    /// unicast between [`lb_private6`] addresses, virtual address
+    /// [`VIP6`]); needs `dual_stack` and the native lbha stack.
+    pub vrrp_ipv6: bool,
 }
 
 impl Default for LabOptions {
@@ -187,6 +204,7 @@ impl Default for LabOptions {
             api: ApiPath::Local,
             keepalive_interval: None,
             dual_stack: false,
+            vrrp_ipv6: false,
         }
     }
 }
@@ -269,6 +287,9 @@ impl Lab {
     pub fn start(tag: &str, bins: Binaries, opts: LabOptions) -> Result<Self> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
+        if opts.vrrp_ipv6 && !(opts.dual_stack && opts.stack == Stack::Lbha) {
+            bail!("vrrp_ipv6 needs dual_stack and the native lbha stack");
+        }
         let temp = temp_dir(&format!("lab-{tag}"))?;
         let ns = |role: &str| Netns::new(&format!("{tag}-{role}"));
         let mut lab = Lab {
@@ -350,6 +371,20 @@ impl Lab {
         r.ip(&["addr", "add", &format!("{METADATA_IP}/32"), "dev", "lo"])?;
         r.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         bridge(&self.switch, "brpriv")?;
+        if self.opts.vrrp_ipv6 {
+            // No Duplicate Address Detection on the load balancers: priv0's
+            // link-local address (the source of lbha's Neighbor
+            // Advertisements) is usable at once rather than tentative.
+            for lb in &self.lb {
+                for scope in ["all", "default"] {
+                    lb.exec(&[
+                        "sysctl",
+                        "-qw",
+                        &format!("net.ipv6.conf.{scope}.accept_dad=0"),
+                    ])?;
+                }
+            }
+        }
         for (i, lb) in self.lb.iter().enumerate() {
             let port = format!("lb{}", i + 1);
             let public = format!("{}/24", lb_public(i));
@@ -373,6 +408,10 @@ impl Lab {
                 ])?;
                 let anchor6 = format!("{RESERVED_IPV6}/128");
                 lb.ip(&["-6", "addr", "add", &anchor6, "dev", "lo", "nodad"])?;
+            }
+            if self.opts.vrrp_ipv6 {
+                let private6 = format!("{}/64", lb_private6(i));
+                lb.ip(&["-6", "addr", "add", &private6, "dev", "priv0", "nodad"])?;
             }
         }
         if self.opts.dual_stack {
@@ -527,7 +566,7 @@ version = 3
 advert_interval = {interval}
 unicast_src = "{src}"
 unicast_peers = ["{peer}"]
-track = ["haproxy"]
+{vips}track = ["haproxy"]
 {extra}
 [floating_ip]
 ip = "{FLOATING_IP}"
@@ -560,8 +599,21 @@ metadata_timeout = 1.0
                 .unwrap_or_default(),
             check_interval = o.check_interval.as_secs_f64(),
             interval = o.advert_interval.as_secs_f64(),
-            src = lb_private(i),
-            peer = lb_private(1 - i),
+            src = if o.vrrp_ipv6 {
+                IpAddr::from(lb_private6(i))
+            } else {
+                lb_private(i).into()
+            },
+            peer = if o.vrrp_ipv6 {
+                IpAddr::from(lb_private6(1 - i))
+            } else {
+                lb_private(1 - i).into()
+            },
+            vips = if o.vrrp_ipv6 {
+                format!("virtual_addresses = [\"{VIP6}/64\"]\n")
+            } else {
+                String::new()
+            },
             extra = o.extra_instance_toml,
             token = self.dir.join("token").display(),
             recheck = o.recheck_interval.as_secs_f64(),
@@ -845,6 +897,13 @@ metadata_timeout = 1.0
             .iter()
             .find(|f| f["ip"] == ip.to_string())?["holder"]
             .as_u64()
+    }
+
+    /// Whether load balancer `i` holds [`VIP6`] on `priv0` (with
+    /// [`LabOptions::vrrp_ipv6`]).
+    pub fn holds_vip6(&self, i: usize) -> Result<bool> {
+        let out = self.lb[i].ip(&["-6", "addr", "show", "dev", "priv0"])?;
+        Ok(out.contains(&format!("inet6 {VIP6}/")))
     }
 
     /// `ip -6 route show RESERVED_IPV6/128` in the router: where the

@@ -36,13 +36,7 @@
 //!   request). A Master's re-checks keep its connection warm anyway. A
 //!   connection the far side closed is replaced at the next request.
 
-use std::{
-    future::Future,
-    net::{IpAddr, Ipv4Addr},
-    pin::Pin,
-    sync::Arc,
-    time::Duration,
-};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Duration};
 
 use thiserror::Error;
 use tokio::{sync::watch, task::JoinHandle, time::Instant};
@@ -112,15 +106,27 @@ pub struct AssignRecord {
 pub struct Router {
     /// Effective priority.
     pub priority: u8,
-    /// Primary (advert source) address: breaks priority ties.
-    pub address: Ipv4Addr,
+    /// Primary (advert source) address: breaks priority ties. An IPv6
+    /// instance's is IPv6 (its link-local or unicast source).
+    pub address: IpAddr,
 }
 
 impl Router {
     /// Whether `self` wins a VRRP election against `other` (higher
-    /// priority, then higher address).
+    /// priority, then higher address, compared as an unsigned integer as
+    /// RFC 5798 section 6.4.3 does for either family). One election never
+    /// mixes families; if two routers of different families are compared
+    /// anyway, IPv6 ranks above IPv4 (an order, not a VRRP rule).
     pub fn outranks(&self, other: &Router) -> bool {
-        (self.priority, u32::from(self.address)) > (other.priority, u32::from(other.address))
+        (self.priority, address_rank(self.address)) > (other.priority, address_rank(other.address))
+    }
+}
+
+/// An address as the tie-break compares it: family first, then value.
+fn address_rank(address: IpAddr) -> (u8, u128) {
+    match address {
+        IpAddr::V4(v4) => (4, u32::from(v4).into()),
+        IpAddr::V6(v6) => (6, u128::from(v6)),
     }
 }
 
@@ -855,6 +861,8 @@ fn deadline_after(d: Duration) -> Instant {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use lbha_dosim::{FaultsUpdate, ScriptedFault, max_concurrent};
 
     use super::*;
@@ -1432,16 +1440,39 @@ mod tests {
 
     const US: Router = Router {
         priority: 100,
-        address: Ipv4Addr::new(10, 0, 0, 2),
+        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
     };
     const HIGHER: Router = Router {
         priority: 200,
-        address: Ipv4Addr::new(10, 0, 0, 1),
+        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
     };
     const LOWER: Router = Router {
         priority: 50,
-        address: Ipv4Addr::new(10, 0, 0, 3),
+        address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 3)),
     };
+
+    /// An IPv6 instance's tie-break uses its IPv6 source address (not a
+    /// placeholder that makes every IPv6 router equal), ordered as RFC
+    /// 5798 orders addresses: by value, across the whole 128 bits.
+    #[test]
+    fn ipv6_routers_break_priority_ties_by_address() {
+        let router = |address: &str| Router {
+            priority: 100,
+            address: address.parse().unwrap(),
+        };
+        let (low, high) = (router("fe80::1"), router("fe80::2"));
+        assert!(high.outranks(&low));
+        assert!(!low.outranks(&high));
+        assert!(!low.outranks(&low));
+        // The top 64 bits count: a 32-bit comparison would tie these.
+        assert!(router("fd00::1").outranks(&router("fc00::ffff:ffff")));
+        // Priority still comes first.
+        let above = Router {
+            priority: 101,
+            ..low
+        };
+        assert!(above.outranks(&high));
+    }
 
     fn master_view(last_master: Option<Router>) -> VrrpView {
         VrrpView {

@@ -182,7 +182,7 @@ async fn feed_from_heartbeat(
                     droplet_id: peer.droplet_id,
                     router: Router {
                         priority: record.priority,
-                        address: record.address,
+                        address: record.address.into(),
                     },
                     master: record.state == PeerState::Master,
                     fresh: table.is_fresh(peer, now),

@@ -12,12 +12,7 @@
 //! every advert, with almost none of the wakeups. On the raw-socket path,
 //! which has no such timer, it wakes at every master-down deadline.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use lbha_common::{
     AdvertEvent,
@@ -865,14 +860,9 @@ pub fn vrid_key(config: &config::Instance) -> VridKey {
     }
 }
 
-/// An instance as the floating IP's elections rank it. Those compare IPv4
-/// primary addresses (the cloud module's [`Router`]); an IPv6 instance
-/// ranks by priority alone there, with the unspecified address.
+/// An instance as the floating IP's elections rank it (the cloud module's
+/// [`Router`]): its priority and primary address, IPv4 or IPv6.
 fn router(priority: u8, address: IpAddr) -> Router {
-    let address = match address {
-        IpAddr::V4(address) => address,
-        IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-    };
     Router { priority, address }
 }
 
