@@ -146,8 +146,10 @@ pub async fn run(
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            // The agent's notification socket is not the script's to use.
-            .env_remove(crate::ops::systemd::NOTIFY_SOCKET)
+            // The agent's notification socket (systemd's `$NOTIFY_SOCKET`,
+            // which ops::systemd sends through) is not the script's to use.
+            // Spelled out here: ops imports health, not the reverse.
+            .env_remove("NOTIFY_SOCKET")
             .kill_on_drop(true);
         if policy.uid != 0 || policy.gid != 0 {
             cmd.uid(policy.uid).gid(policy.gid);
