@@ -304,7 +304,8 @@ fn recv_v6(fd: std::os::fd::RawFd, buf: &mut [u8]) -> io::Result<usize> {
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = size_of_val(&control);
+    // `size_t` in glibc's msghdr, `socklen_t` in musl's: 128 fits either.
+    msg.msg_controllen = size_of_val(&control) as _;
     // SAFETY: msg points to buffers that outlive the call, with their sizes.
     let len = unsafe { libc::recvmsg(fd, &raw mut msg, libc::MSG_DONTWAIT) };
     if len < 0 {
