@@ -1037,23 +1037,8 @@ mod tests {
     use super::*;
     use crate::cloud::test_support::{
         ALWAYS, IP, OTHER_DROPLET, OUR_DROPLET, Sim, TOKEN, capture_logs, closed_port_url,
+        fast_client as client, fast_options as opts,
     };
-
-    fn opts(url: String) -> ApiOptions {
-        ApiOptions {
-            base_url: url,
-            request_timeout: Duration::from_millis(500),
-            operation_deadline: Duration::from_secs(5),
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(50),
-            action_poll_interval: Duration::from_millis(20),
-            ..ApiOptions::default()
-        }
-    }
-
-    fn client(sim: &Sim) -> ApiClient {
-        ApiClient::new(opts(sim.api_url()), Secret::new(TOKEN)).unwrap()
-    }
 
     /// [`client`] with a shorter operation deadline.
     fn client_within(sim: &Sim, deadline: Duration) -> ApiClient {

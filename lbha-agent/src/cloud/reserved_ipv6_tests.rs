@@ -10,30 +10,16 @@ use lbha_dosim::{FaultsUpdate, ScriptedFault};
 use tokio::{sync::watch, time::Instant};
 
 use super::{
-    api::{ActionStatus, ApiClient, ApiOptions, Assigned, Holder},
+    api::{ActionStatus, ApiClient, Assigned, Holder},
     floating_ip::{FloatingIpManager, FloatingIpStatus, VrrpView, api_options},
     follow::FollowerSetup,
     metadata::MetadataClient,
     secret::Secret,
-    test_support::{IP, IP6, OTHER_DROPLET, OUR_DROPLET, OUR_IPV6, Sim, TOKEN},
+    test_support::{
+        IP, IP6, OTHER_DROPLET, OUR_DROPLET, OUR_IPV6, Sim, TOKEN, fast_client as client,
+    },
 };
 use crate::config::{FloatingIpConfig, TokenSource};
-
-fn opts(url: String) -> ApiOptions {
-    ApiOptions {
-        base_url: url,
-        request_timeout: Duration::from_millis(500),
-        operation_deadline: Duration::from_secs(5),
-        backoff_base: Duration::from_millis(10),
-        backoff_max: Duration::from_millis(50),
-        action_poll_interval: Duration::from_millis(20),
-        ..ApiOptions::default()
-    }
-}
-
-fn client(sim: &Sim) -> ApiClient {
-    ApiClient::new(opts(sim.api_url()), Secret::new(TOKEN)).unwrap()
-}
 
 /// Assign requests for `ip` (the start checks' action probe is no assign).
 fn posts_to(sim: &Sim, ip: IpAddr) -> usize {

@@ -11,6 +11,10 @@ use std::{
     time::Duration,
 };
 
+use super::{
+    api::{ApiClient, ApiOptions},
+    secret::Secret,
+};
 use lbha_dosim::{ActionKind, FaultsUpdate, RequestRecord, ScriptedFault, SimConfig, SimHandle};
 use tokio::{net::TcpListener, time::Instant};
 
@@ -192,4 +196,23 @@ impl std::io::Write for CaptureWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The API client options the tests use: short timeouts, backoff and action
+/// polling, so that a retry costs milliseconds.
+pub fn fast_options(url: String) -> ApiOptions {
+    ApiOptions {
+        base_url: url,
+        request_timeout: Duration::from_millis(500),
+        operation_deadline: Duration::from_secs(5),
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        action_poll_interval: Duration::from_millis(20),
+        ..ApiOptions::default()
+    }
+}
+
+/// A client of `sim`'s API with [`fast_options`].
+pub fn fast_client(sim: &Sim) -> ApiClient {
+    ApiClient::new(fast_options(sim.api_url()), Secret::new(TOKEN)).unwrap()
 }
