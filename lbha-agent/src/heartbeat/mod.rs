@@ -405,24 +405,11 @@ mod tests {
 
     #[tokio::test]
     async fn two_agents_hear_each_other_on_loopback() {
-        let ports = [free_port(), free_port()];
-        let addr = |i: usize| SocketAddr::from((Ipv4Addr::LOCALHOST, ports[i]));
-        let config = |i: usize| config::Heartbeat {
-            listen: addr(i),
-            peers: vec![addr(1 - i)],
-            key_file: "/unused".into(),
-            interval: Duration::from_millis(20),
-        };
         let local_a = Local::default();
         local_a.set(record(51, PeerState::Master, true));
         let (_da, droplet_a) = watch::channel(1001);
         let (_db, droplet_b) = watch::channel(1002);
-        let a = Heartbeat::start(&config(0), SECRET, local_a, droplet_a)
-            .await
-            .unwrap();
-        let b = Heartbeat::start(&config(1), SECRET, Local::default(), droplet_b)
-            .await
-            .unwrap();
+        let (addrs, a, b) = start_pair(local_a, droplet_a, droplet_b).await;
         let mut seen = b.peers.clone();
         tokio::time::timeout(Duration::from_secs(5), async {
             while seen.borrow().master_alive_until(51).is_none() {
@@ -432,9 +419,43 @@ mod tests {
         .await
         .expect("b hears a's heartbeat");
         let table = seen.borrow().clone();
-        assert_eq!(table.peers[&addr(0)].droplet_id, 1001);
+        assert_eq!(table.peers[&addrs[0]].droplet_id, 1001);
         a.stop();
         b.stop();
+    }
+
+    /// Starts two agents that name each other as peers. Each must know the
+    /// other's port before it binds, so the ports are probed first; another
+    /// test in this process can take a probed port before we bind it, so an
+    /// `AddrInUse` picks fresh ports (a few times) instead of failing.
+    async fn start_pair(
+        local_a: Local,
+        droplet_a: watch::Receiver<u64>,
+        droplet_b: watch::Receiver<u64>,
+    ) -> ([SocketAddr; 2], Heartbeat, Heartbeat) {
+        for _ in 0..10 {
+            let addrs = [free_port(), free_port()]
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+            let config = |i: usize| config::Heartbeat {
+                listen: addrs[i],
+                peers: vec![addrs[1 - i]],
+                key_file: "/unused".into(),
+                interval: Duration::from_millis(20),
+            };
+            let a = match Heartbeat::start(&config(0), SECRET, local_a.clone(), droplet_a.clone())
+                .await
+            {
+                Ok(a) => a,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("starting a: {e}"),
+            };
+            match Heartbeat::start(&config(1), SECRET, Local::default(), droplet_b.clone()).await {
+                Ok(b) => return (addrs, a, b),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => a.stop(),
+                Err(e) => panic!("starting b: {e}"),
+            }
+        }
+        panic!("no free pair of loopback UDP ports in 10 tries");
     }
 
     fn free_port() -> u16 {
