@@ -156,9 +156,17 @@ impl SourceCheckArgs {
 /// it); with `--config` these override the `[floating_ip]` table.
 #[derive(clap::Args)]
 struct FloatingIpArgs {
-    /// DigitalOcean floating (reserved) IP that follows the first instance's mastership.
+    /// DigitalOcean floating (reserved) IPv4 that follows the first instance's mastership.
     #[arg(long, value_name = "IP")]
     floating_ip: Option<std::net::Ipv4Addr>,
+    /// DigitalOcean reserved IPv6 to move too (beside --floating-ip, one
+    /// failover moving both), or alone for an IPv6-only service.
+    #[arg(long, value_name = "IPV6", value_parser = parse_reserved_ipv6)]
+    reserved_ipv6: Option<std::net::Ipv6Addr>,
+    /// The instance the reserved IPv6 follows (default: the floating IPv4's,
+    /// else the first).
+    #[arg(long, value_name = "NAME", requires = "reserved_ipv6")]
+    reserved_ipv6_instance: Option<String>,
     /// File holding the DigitalOcean API token (default: $DIGITALOCEAN_TOKEN).
     #[arg(long, value_name = "FILE")]
     do_token_file: Option<PathBuf>,
@@ -178,6 +186,11 @@ struct FloatingIpArgs {
     do_keepalive_interval: Option<std::time::Duration>,
 }
 
+/// A reserved IPv6 as the config file's `reserved_ipv6` takes it.
+fn parse_reserved_ipv6(text: &str) -> Result<std::net::Ipv6Addr, String> {
+    config::ReservedIpv6::parse_address(text).map_err(|e| e.to_string())
+}
+
 /// Seconds (integer or fraction), at most a day.
 fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
     let secs: f64 = text
@@ -191,17 +204,28 @@ fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
 
 impl FloatingIpArgs {
     fn apply(&self, config: &mut config::Config) {
-        use lbha_agent::config::{FloatingIpConfig, TokenSource};
-        if let Some(ip) = self.floating_ip {
-            let token = TokenSource::Env("DIGITALOCEAN_TOKEN".into());
-            match &mut config.floating_ip {
-                Some(existing) => existing.settings.ip = ip,
-                None => {
-                    config.floating_ip = Some(config::FloatingIp {
-                        instance: None,
-                        settings: FloatingIpConfig::new(ip, token),
-                    });
-                }
+        use lbha_agent::config::{FloatingIpConfig, ReservedIpv6, TokenSource};
+        let reserved_ipv6 = self.reserved_ipv6.map(|address| ReservedIpv6 {
+            address,
+            instance: self.reserved_ipv6_instance.clone(),
+        });
+        if self.floating_ip.is_some() || reserved_ipv6.is_some() {
+            let settings = &mut config
+                .floating_ip
+                .get_or_insert_with(|| config::FloatingIp {
+                    instance: None,
+                    settings: FloatingIpConfig::with_addresses(
+                        None,
+                        None,
+                        TokenSource::Env("DIGITALOCEAN_TOKEN".into()),
+                    ),
+                })
+                .settings;
+            if let Some(ip) = self.floating_ip {
+                settings.ip = Some(ip);
+            }
+            if let Some(v6) = reserved_ipv6 {
+                settings.reserved_ipv6 = Some(v6);
             }
         }
         if let Some(floating_ip) = &mut config.floating_ip {
@@ -334,13 +358,13 @@ async fn check_cloud(args: CheckCloudArgs) -> anyhow::Result<()> {
     let loaded = file.load(&args.floating_ip, &args.sources)?;
     let Some(floating_ip) = &loaded.config.floating_ip else {
         anyhow::bail!(
-            "no floating IP configured: add [floating_ip] to the file, or give --floating-ip IP"
+            "no floating IP configured: add [floating_ip] to the file, or give --floating-ip IP and/or --reserved-ipv6 IPV6"
         );
     };
     let mut settings = floating_ip.settings.clone();
     settings.operation_deadline = settings.operation_deadline.min(CHECK_CLOUD_DEADLINE);
     let (metadata, api) = lbha_agent::cloud::build_clients(&settings)
-        .with_context(|| format!("floating IP {}", settings.ip))?;
+        .with_context(|| format!("floating IP {}", settings.describe()))?;
     let report = lbha_agent::cloud::check_cloud(&settings, &metadata, &api).await;
     for check in &report.checks {
         let verdict = if check.ok { "ok" } else { "PROBLEM" };
@@ -348,12 +372,15 @@ async fn check_cloud(args: CheckCloudArgs) -> anyhow::Result<()> {
     }
     match report.problems().count() {
         0 => {
-            println!("{}: floating IP failover has what it needs", settings.ip);
+            println!(
+                "{}: floating IP failover has what it needs",
+                settings.describe()
+            );
             Ok(())
         }
         n => Err(anyhow::anyhow!(
             "{}: {n} problem(s); floating IP failover may not work",
-            settings.ip
+            settings.describe()
         )),
     }
 }

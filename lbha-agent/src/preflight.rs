@@ -161,6 +161,19 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 ),
             );
         }
+        // `--reserved-ipv6-instance` is not checked by the file's parser.
+        if let Some(name) = floating_ip
+            .settings
+            .reserved_ipv6
+            .as_ref()
+            .and_then(|v6| v6.instance.as_deref())
+            && !config.instances.iter().any(|i| i.name == name)
+        {
+            problem(
+                at,
+                format!("the reserved IPv6 follows instance {name}, which is not configured"),
+            );
+        }
         if let Err(error) = floating_ip.settings.validate() {
             problem(at, error.to_string());
         }
@@ -296,6 +309,11 @@ pub fn double_assign_warnings(loaded: &Loaded) -> Vec<Diagnostic> {
     let Some(floating_ip) = &config.floating_ip else {
         return Vec::new();
     };
+    // The scripts move a floating IPv4; a reserved IPv6 alone is not assigned
+    // twice by them.
+    let Some(ip) = floating_ip.settings.ip else {
+        return Vec::new();
+    };
     let followed = match floating_ip.instance.as_deref() {
         Some(name) => config.instances.iter().position(|i| i.name == name),
         None => (!config.instances.is_empty()).then_some(0),
@@ -319,7 +337,7 @@ pub fn double_assign_warnings(loaded: &Loaded) -> Vec<Diagnostic> {
                 loaded.lines.instance(index).line("notify"),
                 format!(
                     "instance {}: `{kw}` ({command}) also moves the floating IP ({why}), and lbha assigns {} itself: every failover would assign it twice. Drop one: remove `{kw}` (lbha does what master.sh did), or remove {drop_ip} and keep the script",
-                    instance.name, floating_ip.settings.ip
+                    instance.name, ip
                 ),
             ));
         }

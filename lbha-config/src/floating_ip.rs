@@ -1,7 +1,8 @@
 //! The DigitalOcean side of the configuration: which floating (reserved) IP
-//! follows mastership (and which reserved IPv6 beside it), where the API and
-//! the metadata service are, and where the token comes from. Only data and its defaults; the client that acts on
-//! it is the agent's `cloud` module.
+//! follows mastership (and which reserved IPv6 beside it, or alone), where
+//! the API and the metadata service are, and where the token comes from.
+//! Only data and its defaults; the client that acts on it is the agent's
+//! `cloud` module.
 
 use std::{
     fmt,
@@ -75,9 +76,10 @@ impl FromStr for PathFamily {
 }
 
 /// A DigitalOcean reserved IPv6 address (`/v2/reserved_ipv6/{ip}`) moved
-/// beside the floating IPv4, with the same token, API and timers: to the
-/// droplet whose `instance` is Master (None: the instance the IPv4
-/// follows, so that one failover moves both).
+/// beside the floating IPv4 (or alone, for an IPv6-only service), with the
+/// same token, API and timers: to the droplet whose `instance` is Master
+/// (None: the instance the IPv4 follows, so that one failover moves both;
+/// without an IPv4, the `[floating_ip]` instance or the first).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReservedIpv6 {
     pub address: Ipv6Addr,
@@ -121,7 +123,9 @@ impl ReservedIpv6 {
 /// Everything the floating IP side needs. The config files map onto this.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FloatingIpConfig {
-    pub ip: Ipv4Addr,
+    /// The floating IPv4; None when only [`Self::reserved_ipv6`] is moved
+    /// ([`Self::validate`] requires one of the two).
+    pub ip: Option<Ipv4Addr>,
     pub api_url: String,
     pub metadata_url: String,
     pub path_family: PathFamily,
@@ -144,21 +148,41 @@ pub struct FloatingIpConfig {
     /// to the API open, so a takeover's assign costs one round trip rather
     /// than a TCP and a TLS handshake more. Zero: off.
     pub keepalive_interval: Duration,
-    /// A reserved IPv6 moved beside `ip` (TOML `reserved_ipv6`,
+    /// A reserved IPv6 moved beside `ip`, or alone (TOML `reserved_ipv6`,
     /// `reserved_ipv6_instance`).
     pub reserved_ipv6: Option<ReservedIpv6>,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("floating IP config: {field} must be greater than zero")]
-pub struct InvalidFloatingIpConfig {
-    pub field: &'static str,
+pub enum InvalidFloatingIpConfig {
+    #[error("floating IP config: {field} must be greater than zero")]
+    ZeroDuration { field: &'static str },
+    #[error(
+        "floating IP config: nothing to move: give a floating IPv4 (`ip`, --floating-ip), a reserved IPv6 (`reserved_ipv6`, --reserved-ipv6), or both"
+    )]
+    NoAddress,
 }
 
 impl FloatingIpConfig {
     /// A config with the production defaults for everything but the IP and
     /// the token.
     pub fn new(ip: Ipv4Addr, token: TokenSource) -> Self {
+        Self::with_addresses(Some(ip), None, token)
+    }
+
+    /// A config moving only a reserved IPv6 (an IPv6-only service), with
+    /// the production defaults.
+    pub fn reserved_ipv6_only(reserved_ipv6: ReservedIpv6, token: TokenSource) -> Self {
+        Self::with_addresses(None, Some(reserved_ipv6), token)
+    }
+
+    /// A config moving `ip`, `reserved_ipv6` or both, with the production
+    /// defaults for the rest.
+    pub fn with_addresses(
+        ip: Option<Ipv4Addr>,
+        reserved_ipv6: Option<ReservedIpv6>,
+        token: TokenSource,
+    ) -> Self {
         Self {
             ip,
             api_url: DEFAULT_API_URL.to_owned(),
@@ -172,8 +196,25 @@ impl FloatingIpConfig {
             metadata_timeout: DEFAULT_METADATA_TIMEOUT,
             ca_file: None,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
-            reserved_ipv6: None,
+            reserved_ipv6,
         }
+    }
+
+    /// The addresses moved: the floating IPv4 first, then the reserved
+    /// IPv6.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        self.ip
+            .map(IpAddr::V4)
+            .into_iter()
+            .chain(self.reserved_ipv6.as_ref().map(|v6| IpAddr::V6(v6.address)))
+            .collect()
+    }
+
+    /// [`Self::addresses`] for logs and messages: "203.0.113.10",
+    /// "2604:a880::1" or "203.0.113.10 and 2604:a880::1".
+    pub fn describe(&self) -> String {
+        let all: Vec<String> = self.addresses().iter().map(IpAddr::to_string).collect();
+        all.join(" and ")
     }
 
     /// Token from a file, the usual deployment.
@@ -182,8 +223,12 @@ impl FloatingIpConfig {
     }
 
     /// Zero durations would spin or never succeed; reject them up front
-    /// (`keepalive_interval` excepted: zero turns it off).
+    /// (`keepalive_interval` excepted: zero turns it off). A config must
+    /// move something: the IPv4, the IPv6 or both.
     pub fn validate(&self) -> Result<(), InvalidFloatingIpConfig> {
+        if self.ip.is_none() && self.reserved_ipv6.is_none() {
+            return Err(InvalidFloatingIpConfig::NoAddress);
+        }
         for (field, d) in [
             ("recheck_interval", self.recheck_interval),
             ("operation_deadline", self.operation_deadline),
@@ -191,7 +236,7 @@ impl FloatingIpConfig {
             ("metadata_timeout", self.metadata_timeout),
         ] {
             if d.is_zero() {
-                return Err(InvalidFloatingIpConfig { field });
+                return Err(InvalidFloatingIpConfig::ZeroDuration { field });
             }
         }
         Ok(())
@@ -243,9 +288,35 @@ mod tests {
         config.operation_deadline = Duration::ZERO;
         assert_eq!(
             config.validate(),
-            Err(InvalidFloatingIpConfig {
+            Err(InvalidFloatingIpConfig::ZeroDuration {
                 field: "operation_deadline"
             })
+        );
+    }
+
+    #[test]
+    fn a_reserved_ipv6_alone_is_enough_but_nothing_at_all_is_not() {
+        let token = TokenSource::Env("T".into());
+        let v6 = ReservedIpv6 {
+            address: "2604:a880:400:d1::7a2:1".parse().unwrap(),
+            instance: None,
+        };
+        let alone = FloatingIpConfig::reserved_ipv6_only(v6.clone(), token.clone());
+        assert_eq!(alone.validate(), Ok(()));
+        assert_eq!(alone.ip, None);
+        assert_eq!(alone.describe(), "2604:a880:400:d1::7a2:1");
+        let mut both = FloatingIpConfig::new(Ipv4Addr::new(203, 0, 113, 10), token);
+        both.reserved_ipv6 = Some(v6);
+        assert_eq!(both.describe(), "203.0.113.10 and 2604:a880:400:d1::7a2:1");
+        let mut neither = alone;
+        neither.reserved_ipv6 = None;
+        assert_eq!(neither.validate(), Err(InvalidFloatingIpConfig::NoAddress));
+        assert!(
+            neither
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("nothing to move")
         );
     }
 }

@@ -322,17 +322,23 @@ fn read_floating_ip(
             "[floating_ip]: `token_file` and `token_env` exclude each other".into(),
         );
     }
-    let Some(ip) = ip else {
-        if !fl.is_bad("ip") {
-            r.error(line, "[floating_ip]: missing key `ip`".into());
+    // An IPv6-only service moves a reserved IPv6 alone; one of the two is
+    // needed. A bad value was reported where it is; no second error for it.
+    if ip.is_none() && reserved_ipv6.is_none() {
+        if !fl.is_bad("ip") && !fl.is_bad("reserved_ipv6") {
+            r.error(
+                line,
+                "[floating_ip]: nothing to move: give `ip` (a floating IPv4), `reserved_ipv6` (a reserved IPv6), or both".into(),
+            );
         }
         return None;
-    };
+    }
     let token = match token_file {
         Some(path) => TokenSource::File(path.into()),
         None => TokenSource::Env(token_env.unwrap_or_else(|| DEFAULT_TOKEN_ENV.into())),
     };
-    let mut settings = FloatingIpConfig::new(ip, token);
+    // The reserved IPv6 is set below, with its instance.
+    let mut settings = FloatingIpConfig::with_addresses(ip, None, token);
     if let Some(url) = api_url {
         settings.api_url = url;
     }
@@ -1273,7 +1279,9 @@ pub fn to_toml(config: &Config) -> String {
     if let Some(f) = &config.floating_ip {
         let c = &f.settings;
         let _ = writeln!(out, "\n[floating_ip]");
-        let _ = writeln!(out, "ip = {}", string(&c.ip.to_string()));
+        if let Some(ip) = c.ip {
+            let _ = writeln!(out, "ip = {}", string(&ip.to_string()));
+        }
         if let Some(instance) = &f.instance {
             let _ = writeln!(out, "instance = {}", string(instance));
         }
@@ -2169,6 +2177,51 @@ instance = \"VI_1\"
         }
     }
 
+    /// An IPv6-only service: a reserved IPv6 without a floating IPv4,
+    /// following `reserved_ipv6_instance`, else `instance`, else the first;
+    /// a table with neither address is refused, and a bad one is reported
+    /// once, where it is.
+    #[test]
+    fn floating_ip_reserved_ipv6_alone() {
+        let table = |keys: &str| format!("{MINIMAL}\n[floating_ip]\n{keys}");
+        let loaded = parse(
+            &table("reserved_ipv6 = \"2604:a880:400:d1::7a2:1\"\ninstance = \"VI_1\"\n"),
+            &path(),
+        )
+        .expect("an IPv6-only [floating_ip] parses");
+        let f = loaded.config.floating_ip.clone().expect("section");
+        assert_eq!(f.settings.ip, None);
+        assert_eq!(f.instance.as_deref(), Some("VI_1"));
+        assert_eq!(
+            f.settings.reserved_ipv6.as_ref().map(|v| v.address),
+            Some("2604:a880:400:d1::7a2:1".parse().unwrap())
+        );
+        let text = to_toml(&loaded.config);
+        assert!(!text.contains("\nip = "), "{text}");
+        let again = parse(&text, &path()).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+
+        let messages = |keys: &str| -> Vec<String> {
+            errors(&table(keys))
+                .iter()
+                .map(|d| d.message.clone())
+                .collect()
+        };
+        let none = messages("token_env = \"T\"\n");
+        assert!(
+            none.iter()
+                .any(|m| m.contains("nothing to move: give `ip`") && m.contains("`reserved_ipv6`")),
+            "{none:?}"
+        );
+        let bad = messages("reserved_ipv6 = \"fe80::1\"\n");
+        assert!(
+            bad.iter()
+                .any(|m| m.contains("not a global unicast address"))
+                && !bad.iter().any(|m| m.contains("nothing to move")),
+            "{bad:?}"
+        );
+    }
+
     #[test]
     fn floating_ip_section() {
         let text = format!(
@@ -2176,7 +2229,10 @@ instance = \"VI_1\"
         );
         let loaded = parse(&text, &path()).expect("parses");
         let f = loaded.config.floating_ip.clone().expect("section");
-        assert_eq!(f.settings.ip, std::net::Ipv4Addr::new(203, 0, 113, 10));
+        assert_eq!(
+            f.settings.ip,
+            Some(std::net::Ipv4Addr::new(203, 0, 113, 10))
+        );
         assert_eq!(
             f.settings.token,
             TokenSource::File("/etc/lbha/token".into())
@@ -2214,7 +2270,7 @@ instance = \"VI_1\"
         );
         let missing = errors(&format!("{MINIMAL}\n[floating_ip]\ninstance = \"VI_1\"\n"));
         assert!(
-            missing[0].message.contains("missing key `ip`"),
+            missing[0].message.contains("nothing to move: give `ip`"),
             "{missing:?}"
         );
         let both = errors(&format!(

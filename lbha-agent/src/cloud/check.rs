@@ -76,7 +76,6 @@ pub async fn check_cloud(
     metadata: &MetadataClient,
     api: &ApiClient,
 ) -> CloudReport {
-    let ip = settings.ip;
     let (metadata_check, droplet) = match metadata.droplet_id().await {
         Ok(id) => match settings.droplet_id {
             Some(configured) if configured != id => (
@@ -112,6 +111,24 @@ pub async fn check_cloud(
         ),
     };
 
+    let mut checks = vec![metadata_check];
+    // A reserved IPv6 alone (an IPv6-only service) has no IPv4 to read or
+    // act on.
+    if let Some(ip) = settings.ip {
+        checks.extend(check_floating_ipv4(ip, droplet, api).await);
+    }
+    if let Some(v6) = &settings.reserved_ipv6 {
+        checks.extend(check_reserved_ipv6(v6.address, droplet, metadata, api).await);
+    }
+    CloudReport { checks }
+}
+
+/// `read` and `act` for floating IPv4 `ip`.
+async fn check_floating_ipv4(
+    ip: std::net::Ipv4Addr,
+    droplet: Option<u64>,
+    api: &ApiClient,
+) -> [Check; 2] {
     let read_check = match api.holder(ip).await {
         Ok(Holder::Unknown) => problem(
             "read",
@@ -144,11 +161,7 @@ pub async fn check_cloud(
         ),
         Err(e) => problem("act", explain(&e, UPDATE_SCOPE, ip.into())),
     };
-    let mut checks = vec![metadata_check, read_check, act_check];
-    if let Some(v6) = &settings.reserved_ipv6 {
-        checks.extend(check_reserved_ipv6(v6.address, droplet, metadata, api).await);
-    }
-    CloudReport { checks }
+    [read_check, act_check]
 }
 
 /// `ipv6` and `read_ipv6` for reserved IPv6 `ip`.
@@ -199,13 +212,14 @@ pub async fn check_at_start(
 ) -> CloudReport {
     let report = check_cloud(&settings, &metadata, &api).await;
     let problems = report.problems().count();
+    let ip = settings.describe();
     for check in report.problems() {
-        error!(ip = %settings.ip, check = check.name, problem = %check.detail, "floating IP failover may not work");
+        error!(%ip, check = check.name, problem = %check.detail, "floating IP failover may not work");
     }
     if problems == 0 {
-        info!(ip = %settings.ip, "DigitalOcean checks passed: metadata answers, the token reads the IP and its holder and may act on it");
+        info!(%ip, "DigitalOcean checks passed: metadata answers, the token reads the IP and its holder and may act on it");
     } else {
-        error!(ip = %settings.ip, problems, "DigitalOcean checks found problems at start; the agent runs anyway (see `lbha-agent status`, `lbha-agent check-cloud`)");
+        error!(%ip, problems, "DigitalOcean checks found problems at start; the agent runs anyway (see `lbha-agent status`, `lbha-agent check-cloud`)");
     }
     report
 }

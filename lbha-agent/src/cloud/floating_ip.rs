@@ -265,14 +265,16 @@ impl FloatingIpHandle {
 pub struct FloatingIpManager;
 
 impl FloatingIpManager {
-    /// Starts the manager as Backup; feed it with `set_master`.
+    /// Starts the manager of `ip` as Backup, on a channel of its own; feed
+    /// it with `set_master`.
     pub fn spawn(
-        config: FloatingIpConfig,
+        ip: IpAddr,
+        config: &FloatingIpConfig,
         metadata: MetadataClient,
         api: ApiClient,
     ) -> FloatingIpHandle {
         let (master_tx, master_rx) = watch::channel(VrrpView::default());
-        let (status, task) = Self::spawn_watching(config, metadata, api, master_rx);
+        let (status, task) = Self::spawn_for(ip, config, metadata, api, master_rx);
         FloatingIpHandle {
             master: master_tx,
             status,
@@ -280,20 +282,9 @@ impl FloatingIpManager {
         }
     }
 
-    /// Starts the manager on an existing mastership channel (e.g. the VRRP
-    /// driver's). It stops when the channel's sender is dropped.
-    pub fn spawn_watching(
-        config: FloatingIpConfig,
-        metadata: MetadataClient,
-        api: ApiClient,
-        master: watch::Receiver<VrrpView>,
-    ) -> (watch::Receiver<FloatingIpStatus>, JoinHandle<()>) {
-        let ip = config.ip.into();
-        Self::spawn_for(ip, &config, metadata, api, master)
-    }
-
-    /// Like [`spawn_watching`](Self::spawn_watching), for `ip`: the
-    /// floating IPv4 or the reserved IPv6 of `config`. Each address has a
+    /// Starts the manager of `ip` (the floating IPv4 or the reserved IPv6
+    /// of `config`) on an existing mastership channel (the VRRP driver's);
+    /// it stops when the channel's sender is dropped. Each address has a
     /// manager of its own (its own single flight, status and assigns); the
     /// settings, the token and the API client (and so its warm connection)
     /// are shared.
@@ -912,7 +903,7 @@ mod tests {
         .unwrap();
         let md =
             MetadataClient::with_timeout(cfg.metadata_url.clone(), cfg.metadata_timeout).unwrap();
-        FloatingIpManager::spawn(cfg, md, api)
+        FloatingIpManager::spawn(IP.into(), &cfg, md, api)
     }
 
     async fn wait_for(
@@ -1770,7 +1761,7 @@ mod tests {
         cfg.recheck_interval = Duration::ZERO;
         assert_eq!(
             cfg.validate(),
-            Err(InvalidFloatingIpConfig {
+            Err(InvalidFloatingIpConfig::ZeroDuration {
                 field: "recheck_interval"
             })
         );

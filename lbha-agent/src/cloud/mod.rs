@@ -30,8 +30,6 @@ pub use floating_ip::{
     AssignRecord, FloatingIpHandle, FloatingIpManager, FloatingIpStatus, PeerRouter, Router,
     SetupError, VrrpView, Yielding, api_options, build_clients,
 };
-pub use follow::{
-    FollowError, Follower, FollowerSetup, Mastership, MastershipOf, ReservedIpv6Follower,
-};
+pub use follow::{AddressFollower, FollowError, Follower, FollowerSetup, Mastership, MastershipOf};
 pub use metadata::{MetadataClient, MetadataError};
 pub use secret::{Secret, TokenError, load_token};

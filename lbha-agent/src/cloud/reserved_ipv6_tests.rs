@@ -195,6 +195,11 @@ async fn wait_for(
 }
 
 fn config_toml(sim: &Sim, token: &std::path::Path, v6_instance: &str) -> crate::config::Config {
+    config_with(sim, token, &format!("ip = \"{IP}\"\n{v6_instance}"))
+}
+
+/// Two instances and a `[floating_ip]` moving IP6 (and what `keys` add).
+fn config_with(sim: &Sim, token: &std::path::Path, keys: &str) -> crate::config::Config {
     let text = format!(
         r#"
 [[instance]]
@@ -208,10 +213,9 @@ interface = "lo"
 vrid = 34
 
 [floating_ip]
-ip = "{IP}"
 instance = "VI_1"
 reserved_ipv6 = "{IP6}"
-{v6_instance}
+{keys}
 token_file = "{}"
 api_url = "{}"
 metadata_url = "{}"
@@ -237,7 +241,7 @@ async fn one_failover_moves_both_with_one_assign_each() {
     std::fs::write(&token, TOKEN).unwrap();
     let config = config_toml(&sim, &token, "");
     let follower = FollowerSetup::prepare(&config).unwrap().unwrap().start();
-    let mut v4 = follower.status.clone();
+    let mut v4 = follower.ipv4.as_ref().expect("IPv4 manager").status.clone();
     let mut v6 = follower
         .reserved_ipv6
         .as_ref()
@@ -283,7 +287,7 @@ async fn each_follows_its_own_instance() {
     let config = config_toml(&sim, &token, "reserved_ipv6_instance = \"VI_6\"");
     let follower = FollowerSetup::prepare(&config).unwrap().unwrap().start();
     assert!(follower.mastership.follows("VI_6"));
-    let mut v4 = follower.status.clone();
+    let mut v4 = follower.ipv4.as_ref().expect("IPv4 manager").status.clone();
     let mut v6 = follower.reserved_ipv6.as_ref().unwrap().status.clone();
     follower.mastership.for_instance("VI_1").unwrap().set(true);
     wait_for(&mut v4, |s| s.holder_known == Some(true) && !s.in_flight).await;
@@ -296,6 +300,70 @@ async fn each_follows_its_own_instance() {
     assert_eq!(sim.holder(IP6), Some(OUR_DROPLET));
     assert_eq!(posts_to(&sim, IP.into()), 1);
     assert_eq!(posts_to(&sim, IP6.into()), 1);
+    follower.stop().await;
+}
+
+/// An IPv6-only service: a reserved IPv6 without a floating IPv4. Its
+/// instance's takeover assigns it (once), and nothing, the start checks
+/// included, ever asks for a floating IPv4.
+#[tokio::test]
+async fn a_reserved_ipv6_alone_moves_without_any_floating_ip_call() {
+    let sim = Sim::start_dual(Some(OTHER_DROPLET), Some(OTHER_DROPLET)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, TOKEN).unwrap();
+    let config = config_with(&sim, &token, "reserved_ipv6_instance = \"VI_6\"");
+    assert_eq!(config.floating_ip.as_ref().unwrap().settings.ip, None);
+    let follower = FollowerSetup::prepare(&config).unwrap().unwrap().start();
+    assert!(follower.ipv4.is_none());
+    assert_eq!(
+        follower.mastership.instance, "VI_6",
+        "the main channel is the IPv6's"
+    );
+    let v6 = follower.reserved_ipv6.as_ref().expect("IPv6 manager");
+    assert_eq!((v6.ip, v6.instance.as_str()), (IpAddr::V6(IP6), "VI_6"));
+    let mut status = follower.status().expect("the IPv6's status");
+    follower.mastership.set(true);
+    wait_for(&mut status, |s| {
+        s.holder_known == Some(true) && !s.in_flight
+    })
+    .await;
+    assert_eq!(sim.holder(IP6), Some(OUR_DROPLET));
+    assert_eq!(
+        sim.holder(IP),
+        Some(OTHER_DROPLET),
+        "the IPv4 is not ours to move"
+    );
+    assert_eq!(posts_to(&sim, IP6.into()), 1);
+    assert_eq!(sim.assign_actions(), 1);
+    let mut check = follower.cloud_check.clone();
+    let report = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(report) = check.borrow_and_update().clone() {
+                return report;
+            }
+            check.changed().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let names: Vec<_> = report.checks.iter().map(|c| c.name).collect();
+    assert_eq!(names, ["metadata", "ipv6", "read_ipv6"], "{report:?}");
+    // Re-checks while Master stay on the IPv6 too.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v4_calls: Vec<_> = sim
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.path.starts_with("/v2/floating_ips") || r.path.starts_with("/v2/reserved_ips")
+        })
+        .collect();
+    assert!(v4_calls.is_empty(), "{v4_calls:?}");
+    assert!(
+        sim.count("GET", "/v2/reserved_ipv6/") >= 2,
+        "{:?}",
+        sim.requests()
+    );
     follower.stop().await;
 }
 

@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use lbha_common::event::VridKey;
 use tokio::sync::{mpsc, watch};
 
 use super::DaemonError;
@@ -16,7 +17,7 @@ use crate::{
     },
     heartbeat::{self, PeerTable, wire::PeerState},
     status::Telemetry,
-    vrrp::{link, notify, sync::SyncHub},
+    vrrp::{driver::vrid_key, link, notify, sync::SyncHub},
 };
 
 /// A [`Core`] with everything that can fail already done: user and group
@@ -61,21 +62,34 @@ impl CoreSetup {
             follower,
         } = self;
         let follower = follower.map(FollowerSetup::start);
-        if let (Some(follower), Some(floating_ip)) = (&follower, &config.floating_ip) {
-            telemetry.set_floating_ip(
-                floating_ip.settings.ip.to_string(),
-                follower.mastership.instance.clone(),
-                follower.status.clone(),
-                follower.cloud_check.clone(),
-                follower.calls.clone(),
-            );
+        // A reload may have dropped an address: its report goes with it.
+        telemetry.forget_addresses();
+        if let Some(follower) = &follower {
+            if let Some(v4) = &follower.ipv4 {
+                telemetry.set_floating_ip(
+                    v4.ip.to_string(),
+                    v4.instance.clone(),
+                    v4.status.clone(),
+                    follower.cloud_check.clone(),
+                    follower.calls.clone(),
+                );
+            }
+            if let Some(v6) = &follower.reserved_ipv6 {
+                telemetry.set_reserved_ipv6(
+                    v6.ip.to_string(),
+                    v6.instance.clone(),
+                    v6.status.clone(),
+                    follower.cloud_check.clone(),
+                    follower.calls.clone(),
+                );
+            }
         }
         let checks = CheckRunner::start(&config.checks, &policy, telemetry);
         let (notify_tx, notify_rx) = mpsc::unbounded_channel();
         let notify_queue = tokio::spawn(notify::run_queue(
             notify_rx,
             policy,
-            follower.as_ref().map(|f| f.status.clone()),
+            follower.as_ref().and_then(Follower::status),
         ));
         // Their own interfaces, and those they track (`track_interface`).
         let interfaces: std::collections::BTreeSet<String> = config
@@ -88,23 +102,27 @@ impl CoreSetup {
             .collect();
         let interfaces = interfaces.into_iter().collect();
         let feeder = link.peers.clone().map(|peers| {
-            let vrid = follower.as_ref().and_then(|f| {
-                config
-                    .instances
-                    .iter()
-                    .find(|i| i.name == f.mastership.instance)
-                    // Heartbeat records are per IPv4 VRID (the driver
-                    // leaves IPv6 instances out of them).
-                    .filter(|i| i.family() == crate::config::Family::V4)
-                    .map(|i| i.vrid)
-            });
+            // Each followed instance's channel hears of the peers' routers
+            // of its own family and VRID.
+            let followed: Vec<(String, VridKey)> = follower
+                .as_ref()
+                .map(|f| {
+                    f.mastership
+                        .followed()
+                        .filter_map(|name| {
+                            let instance = config.instances.iter().find(|i| i.name == name)?;
+                            Some((name.to_owned(), vrid_key(instance)))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
             tokio::spawn(feed_from_heartbeat(
                 peers,
                 link.droplet.clone(),
                 follower
                     .as_ref()
-                    .map(|f| (f.status.clone(), f.mastership.clone())),
-                vrid,
+                    .and_then(|f| Some((f.status()?, f.mastership.clone()))),
+                followed,
             ))
         });
         let sync = (!config.sync_groups.is_empty())
@@ -146,16 +164,16 @@ pub(super) struct HeartbeatLink {
     pub droplet: Option<Arc<watch::Sender<u64>>>,
 }
 
-/// Keeps the heartbeat and the floating-IP manager informed of each other:
-/// our droplet id goes into our heartbeats, and the peers' heartbeats (their
-/// droplet ids, state and rank for the followed VRID) into the manager's
-/// [`crate::cloud::VrrpView`]. Freshness changes with time alone, so the
-/// view is also refreshed on a timer.
+/// Keeps the heartbeat and the floating-IP managers informed of each
+/// other: our droplet id goes into our heartbeats, and the peers' heartbeats
+/// (their droplet ids, state and rank for each followed instance's family
+/// and VRID) into that instance's [`crate::cloud::VrrpView`]. Freshness
+/// changes with time alone, so the views are also refreshed on a timer.
 async fn feed_from_heartbeat(
     mut peers: watch::Receiver<PeerTable>,
     droplet: Option<Arc<watch::Sender<u64>>>,
     follower: Option<(watch::Receiver<FloatingIpStatus>, Arc<Mastership>)>,
-    vrid: Option<u8>,
+    followed: Vec<(String, VridKey)>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,27 +188,36 @@ async fn feed_from_heartbeat(
         if let (Some(droplet), Some(id)) = (&droplet, status.borrow().droplet_id) {
             droplet.send_if_modified(|current| std::mem::replace(current, id) != id);
         }
-        let Some(vrid) = vrid else { continue };
         let now = crate::clock::monotonic_ns();
         let table = peers.borrow().clone();
-        let known: Vec<PeerRouter> = table
-            .peers
-            .values()
-            .filter_map(|peer| {
-                let record = peer.records.iter().find(|r| r.vrid == vrid)?;
-                Some(PeerRouter {
-                    droplet_id: peer.droplet_id,
-                    router: Router {
-                        priority: record.priority,
-                        address: record.address.into(),
-                    },
-                    master: record.state == PeerState::Master,
-                    fresh: table.is_fresh(peer, now),
-                })
-            })
-            .collect();
-        mastership.update(|view| view.peers = known);
+        for (instance, key) in &followed {
+            if let Some(channel) = mastership.for_instance(instance) {
+                let known = peer_routers(&table, *key, now);
+                channel.update(|view| view.peers = known);
+            }
+        }
     }
+}
+
+/// What the peers' heartbeats say of router `key` (one family's instance of
+/// a VRID), as the floating-IP manager weighs them.
+fn peer_routers(table: &PeerTable, key: VridKey, now: u64) -> Vec<PeerRouter> {
+    table
+        .peers
+        .values()
+        .filter_map(|peer| {
+            let record = peer.records.iter().find(|r| r.key() == key)?;
+            Some(PeerRouter {
+                droplet_id: peer.droplet_id,
+                router: Router {
+                    priority: record.priority,
+                    address: record.address,
+                },
+                master: record.state == PeerState::Master,
+                fresh: table.is_fresh(peer, now),
+            })
+        })
+        .collect()
 }
 
 impl Core {
@@ -203,7 +230,7 @@ impl Core {
     }
 
     pub fn floating_ip_status(&self) -> Option<watch::Receiver<FloatingIpStatus>> {
-        self.follower.as_ref().map(|f| f.status.clone())
+        self.follower.as_ref().and_then(Follower::status)
     }
 
     /// Stops everything; call after the instances that used it stopped.

@@ -1,6 +1,6 @@
 //! The second path between agents: authenticated UDP heartbeats over
 //! another network than VRRP's. Every interval each agent sends its droplet
-//! id and, per VRID, its state and effective priority to its peers; what it
+//! id and, per VRRP router (family and VRID), its state and effective priority to its peers; what it
 //! hears is published as a [`PeerTable`]. The VRRP driver uses it to tell a
 //! partitioned VRRP path from a dead master, and the floating-IP manager to
 //! know which droplet belongs to which router.
@@ -14,6 +14,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use lbha_common::event::VridKey;
 use tokio::{net::UdpSocket, sync::watch, task::JoinHandle};
 
 use self::wire::{Key, Message, Record, Refused};
@@ -45,24 +46,26 @@ pub fn read_key(path: &std::path::Path) -> Result<Vec<u8>, KeyError> {
     Ok(key)
 }
 
-/// What this agent reports, by VRID; the interface tasks keep it current.
+/// What this agent reports, by family and VRID (an IPv4 and an IPv6
+/// instance may share a VRID); the interface tasks keep it current.
 #[derive(Clone, Debug, Default)]
-pub struct Local(Arc<Mutex<BTreeMap<u8, Record>>>);
+pub struct Local(Arc<Mutex<BTreeMap<VridKey, Record>>>);
 
 impl Local {
     pub fn set(&self, record: Record) {
-        self.with(|all| all.insert(record.vrid, record));
+        self.with(|all| all.insert(record.key(), record));
     }
 
-    pub fn remove(&self, vrid: u8) {
-        self.with(|all| all.remove(&vrid));
+    pub fn remove(&self, key: VridKey) {
+        self.with(|all| all.remove(&key));
     }
 
-    fn records(&self) -> Vec<Record> {
+    /// What the next heartbeat carries.
+    pub(crate) fn records(&self) -> Vec<Record> {
         self.with(|all| all.values().copied().collect())
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<u8, Record>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<VridKey, Record>) -> T) -> T {
         let mut all = self
             .0
             .lock()
@@ -82,6 +85,19 @@ pub struct Peer {
     seq: u64,
 }
 
+impl Peer {
+    /// The peer as `message`, accepted at `received_ns`, shows it.
+    pub(crate) fn from_message(message: Message, received_ns: u64) -> Self {
+        Self {
+            droplet_id: message.droplet_id,
+            records: message.records,
+            received_ns,
+            boot_id: message.boot_id,
+            seq: message.seq,
+        }
+    }
+}
+
 /// Peers by their configured address, with how long a heartbeat counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerTable {
@@ -91,15 +107,15 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    /// Until when (monotonic ns) a healthy peer says it is Master of `vrid`,
-    /// if one does.
-    pub fn master_alive_until(&self, vrid: u8) -> Option<u64> {
+    /// Until when (monotonic ns) a healthy peer says it is Master of the
+    /// router `key` (that family's instance of the VRID), if one does.
+    pub fn master_alive_until(&self, key: VridKey) -> Option<u64> {
         self.peers
             .values()
             .filter(|peer| {
                 peer.records
                     .iter()
-                    .any(|r| r.vrid == vrid && r.state == wire::PeerState::Master && r.healthy)
+                    .any(|r| r.key() == key && r.state == wire::PeerState::Master && r.healthy)
             })
             .map(|peer| peer.received_ns + self.valid_for_ns)
             .max()
@@ -115,7 +131,7 @@ impl PeerTable {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub accepted: std::sync::atomic::AtomicU64,
-    refused: [std::sync::atomic::AtomicU64; 5],
+    refused: [std::sync::atomic::AtomicU64; Refused::ALL.len()],
     pub send_errors: std::sync::atomic::AtomicU64,
 }
 
@@ -236,6 +252,10 @@ async fn send_loop(
     }
 }
 
+/// Fits the largest heartbeat: [`wire::MAX_RECORDS`] version 2 records
+/// (6,192 bytes).
+const RECEIVE_BUFFER: usize = 8192;
+
 async fn receive_loop(
     socket: Arc<UdpSocket>,
     key: Arc<Key>,
@@ -243,7 +263,7 @@ async fn receive_loop(
     table: watch::Sender<PeerTable>,
     counters: Arc<Counters>,
 ) {
-    let mut buffer = vec![0u8; 4096];
+    let mut buffer = vec![0u8; RECEIVE_BUFFER];
     loop {
         let (len, from) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -261,18 +281,10 @@ async fn receive_loop(
                     .accepted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 table.send_modify(|t| {
-                    let known = t.peers.insert(
-                        peer,
-                        Peer {
-                            droplet_id: message.droplet_id,
-                            records: message.records,
-                            received_ns: now,
-                            boot_id: message.boot_id,
-                            seq: message.seq,
-                        },
-                    );
+                    let droplet_id = message.droplet_id;
+                    let known = t.peers.insert(peer, Peer::from_message(message, now));
                     if known.is_none() {
-                        tracing::info!(%peer, droplet_id = message.droplet_id, "heartbeat from peer");
+                        tracing::info!(%peer, droplet_id, "heartbeat from peer");
                     }
                 });
             }
@@ -317,8 +329,74 @@ mod tests {
             state,
             priority: 200,
             healthy,
-            address: Ipv4Addr::new(10, 0, 0, 1),
+            address: Ipv4Addr::new(10, 0, 0, 1).into(),
         }
+    }
+
+    /// An IPv6 instance's record.
+    fn record6(vrid: u8, state: PeerState) -> Record {
+        Record {
+            address: "fe80::1".parse().unwrap(),
+            ..record(vrid, state, true)
+        }
+    }
+
+    fn table_with(records: Vec<Record>) -> PeerTable {
+        let mut table = PeerTable {
+            valid_for_ns: 300,
+            ..PeerTable::default()
+        };
+        table.peers.insert(
+            "10.0.9.1:7823".parse().unwrap(),
+            Peer {
+                droplet_id: 1,
+                records,
+                received_ns: 1_000,
+                boot_id: 1,
+                seq: 1,
+            },
+        );
+        table
+    }
+
+    #[test]
+    fn a_master_keeps_only_its_own_familys_router_of_the_vrid_alive() {
+        let v6_master = table_with(vec![record6(51, PeerState::Master)]);
+        assert_eq!(v6_master.master_alive_until(VridKey::v6(51)), Some(1_300));
+        assert_eq!(
+            v6_master.master_alive_until(VridKey::v4(51)),
+            None,
+            "an IPv6 master is not the IPv4 router of its VRID"
+        );
+        let v4_master = table_with(vec![
+            record(51, PeerState::Master, true),
+            record6(51, PeerState::Backup),
+        ]);
+        assert_eq!(v4_master.master_alive_until(VridKey::v4(51)), Some(1_300));
+        assert_eq!(v4_master.master_alive_until(VridKey::v6(51)), None);
+    }
+
+    #[test]
+    fn local_keeps_both_families_of_a_vrid_apart() {
+        let local = Local::default();
+        local.set(record(51, PeerState::Master, true));
+        local.set(record6(51, PeerState::Backup));
+        assert_eq!(local.records().len(), 2);
+        local.remove(VridKey::v4(51));
+        assert_eq!(local.records(), vec![record6(51, PeerState::Backup)]);
+    }
+
+    #[test]
+    fn the_largest_heartbeat_fits_the_receive_buffer() {
+        let message = Message {
+            droplet_id: 1,
+            boot_id: 1,
+            seq: 1,
+            sent_unix_ms: 1,
+            records: vec![record6(1, PeerState::Master); wire::MAX_RECORDS],
+        };
+        let len = wire::encode(&message, &Key::new(SECRET)).len();
+        assert!(len <= RECEIVE_BUFFER, "{len}");
     }
 
     #[test]
@@ -345,14 +423,18 @@ mod tests {
                 1_000,
             ),
         );
-        assert_eq!(table.master_alive_until(51), Some(1_300));
+        assert_eq!(table.master_alive_until(VridKey::v4(51)), Some(1_300));
         assert_eq!(
-            table.master_alive_until(52),
+            table.master_alive_until(VridKey::v4(52)),
             None,
             "a faulted master is not alive"
         );
-        assert_eq!(table.master_alive_until(53), None, "a backup is no master");
-        assert_eq!(table.master_alive_until(54), None);
+        assert_eq!(
+            table.master_alive_until(VridKey::v4(53)),
+            None,
+            "a backup is no master"
+        );
+        assert_eq!(table.master_alive_until(VridKey::v4(54)), None);
         let p = &table.peers[&"10.0.9.1:7823".parse().unwrap()];
         assert!(table.is_fresh(p, 1_299) && !table.is_fresh(p, 1_300));
     }
@@ -405,14 +487,16 @@ mod tests {
 
     #[tokio::test]
     async fn two_agents_hear_each_other_on_loopback() {
+        // Both families, so the heartbeats go as version 2.
         let local_a = Local::default();
-        local_a.set(record(51, PeerState::Master, true));
+        local_a.set(record(52, PeerState::Master, true));
+        local_a.set(record6(51, PeerState::Master));
         let (_da, droplet_a) = watch::channel(1001);
         let (_db, droplet_b) = watch::channel(1002);
         let (addrs, a, b) = start_pair(local_a, droplet_a, droplet_b).await;
         let mut seen = b.peers.clone();
         tokio::time::timeout(Duration::from_secs(5), async {
-            while seen.borrow().master_alive_until(51).is_none() {
+            while seen.borrow().master_alive_until(VridKey::v6(51)).is_none() {
                 seen.changed().await.unwrap();
             }
         })
@@ -420,6 +504,8 @@ mod tests {
         .expect("b hears a's heartbeat");
         let table = seen.borrow().clone();
         assert_eq!(table.peers[&addrs[0]].droplet_id, 1001);
+        assert!(table.master_alive_until(VridKey::v4(52)).is_some());
+        assert!(table.master_alive_until(VridKey::v4(51)).is_none());
         a.stop();
         b.stop();
     }

@@ -4,27 +4,49 @@
 //!
 //! ```text
 //!  0..4    magic "LBHB"
-//!  4       version (1)
+//!  4       version (1 or 2)
 //!  5       record count N (at most MAX_RECORDS)
 //!  6..8    zero
 //!  8..16   sender's droplet id (0: not known), big-endian
 //! 16..24   boot id: random per agent start
 //! 24..32   sequence number, increasing within a boot
 //! 32..40   send time, Unix milliseconds
-//! 40..     N records of 8 bytes: VRID, state, effective priority, flags
-//!          (bit 0: healthy), primary IPv4 address
+//! 40..     N records:
+//!          version 1, 8 bytes: VRID, state, effective priority, flags
+//!            (bit 0: healthy), primary IPv4 address (IPv4 instances only)
+//!          version 2, 24 bytes: VRID, family (4 or 6), state, effective
+//!            priority, flags, 3 zero bytes, primary address (IPv6: 16
+//!            bytes; IPv4: 4 bytes then 12 zero bytes)
 //! then     32 bytes: HMAC-SHA256 of everything before
 //! ```
+//!
+//! Why two versions: an IPv6 instance and an IPv4 instance with the same
+//! VRID are different routers, and version 1 has no room for the family
+//! (nor for an IPv6 address); its decoders check the exact length, so it
+//! cannot be extended in place. A sender uses version 1 while all its
+//! records are IPv4 (byte for byte what older agents send and accept, so a
+//! rolling upgrade of an IPv4 pair keeps its heartbeat) and version 2 once
+//! one is IPv6. Every version is accepted here; an older agent counts a
+//! version 2 heartbeat as `malformed` (upgrade both agents before adding
+//! IPv6 instances to a pair that relies on the heartbeat). A version this
+//! agent does not know is refused as `unsupported_version`, so a mismatch
+//! shows by name in the counters.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use aws_lc_rs::hmac;
+use lbha_common::event::{Family, VridKey};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"LBHB";
-const VERSION: u8 = 1;
+/// IPv4 records only, as every agent before IPv6 heartbeats sends.
+const VERSION_V4: u8 = 1;
+/// Records carry their family.
+const VERSION_FAMILY: u8 = 2;
 const HEADER: usize = 40;
-const RECORD: usize = 8;
+/// A record's bytes in each version.
+const RECORD_V4: usize = 8;
+const RECORD_FAMILY: usize = 24;
 const TAG: usize = 32;
 /// Records in one heartbeat (one per VRRP instance).
 pub const MAX_RECORDS: usize = 255;
@@ -42,7 +64,20 @@ pub struct Record {
     pub priority: u8,
     /// Its checks pass (not in Fault because of them).
     pub healthy: bool,
-    pub address: Ipv4Addr,
+    /// The instance's primary address: of the instance's family (VRRP over
+    /// IPv6 is sent from an IPv6 address), so it says which router of the
+    /// VRID this is.
+    pub address: IpAddr,
+}
+
+impl Record {
+    /// The router this record speaks for: its family and VRID.
+    pub fn key(&self) -> VridKey {
+        match self.address {
+            IpAddr::V4(_) => VridKey::v4(self.vrid),
+            IpAddr::V6(_) => VridKey::v6(self.vrid),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,15 +142,19 @@ pub enum Refused {
     Replayed,
     #[error("unknown_sender")]
     UnknownSender,
+    /// Magic right, version not one this agent speaks (a newer agent).
+    #[error("unsupported_version")]
+    UnsupportedVersion,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 5] = [
+    pub const ALL: [Refused; 6] = [
         Refused::Malformed,
         Refused::BadMac,
         Refused::Stale,
         Refused::Replayed,
         Refused::UnknownSender,
+        Refused::UnsupportedVersion,
     ];
 }
 
@@ -129,12 +168,19 @@ impl Key {
 }
 
 /// The authenticated datagram for `message` (records beyond
-/// [`MAX_RECORDS`] are left out).
+/// [`MAX_RECORDS`] are left out): version 1 while every record is IPv4,
+/// version 2 otherwise (see the module's documentation).
 pub fn encode(message: &Message, key: &Key) -> Vec<u8> {
     let records = &message.records[..message.records.len().min(MAX_RECORDS)];
-    let mut out = Vec::with_capacity(HEADER + records.len() * RECORD + TAG);
+    let v4_only = records.iter().all(|r| r.address.is_ipv4());
+    let (version, record_len) = if v4_only {
+        (VERSION_V4, RECORD_V4)
+    } else {
+        (VERSION_FAMILY, RECORD_FAMILY)
+    };
+    let mut out = Vec::with_capacity(HEADER + records.len() * record_len + TAG);
     out.extend_from_slice(MAGIC);
-    out.push(VERSION);
+    out.push(version);
     out.push(records.len() as u8);
     out.extend_from_slice(&[0, 0]);
     for field in [
@@ -146,8 +192,23 @@ pub fn encode(message: &Message, key: &Key) -> Vec<u8> {
         out.extend_from_slice(&field.to_be_bytes());
     }
     for r in records {
-        out.extend_from_slice(&[r.vrid, r.state.to_u8(), r.priority, u8::from(r.healthy)]);
-        out.extend_from_slice(&r.address.octets());
+        let (state, healthy) = (r.state.to_u8(), u8::from(r.healthy));
+        match (version, r.address) {
+            (VERSION_V4, IpAddr::V4(address)) => {
+                out.extend_from_slice(&[r.vrid, state, r.priority, healthy]);
+                out.extend_from_slice(&address.octets());
+            }
+            (_, address) => {
+                let family = r.key().family as u8;
+                out.extend_from_slice(&[r.vrid, family, state, r.priority, healthy, 0, 0, 0]);
+                let mut wire = [0u8; 16];
+                match address {
+                    IpAddr::V4(a) => wire[..4].copy_from_slice(&a.octets()),
+                    IpAddr::V6(a) => wire = a.octets(),
+                }
+                out.extend_from_slice(&wire);
+            }
+        }
     }
     let tag = hmac::sign(&key.0, &out);
     out.extend_from_slice(tag.as_ref());
@@ -160,28 +221,63 @@ fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_be_bytes(field)
 }
 
-/// Verifies and decodes a datagram. The MAC is checked (in constant time)
-/// before anything else is believed.
+/// One version 1 record: an IPv4 instance.
+fn record_v4(chunk: &[u8]) -> Option<Record> {
+    Some(Record {
+        vrid: chunk[0],
+        state: PeerState::from_u8(chunk[1])?,
+        priority: chunk[2],
+        healthy: chunk[3] & 1 != 0,
+        address: Ipv4Addr::new(chunk[4], chunk[5], chunk[6], chunk[7]).into(),
+    })
+}
+
+/// One version 2 record. Reserved bytes must be zero (an IPv4 address's
+/// padding too): what no agent sends is not guessed at.
+fn record_family(chunk: &[u8]) -> Option<Record> {
+    if chunk[5..8] != [0, 0, 0] {
+        return None;
+    }
+    let mut wire = [0u8; 16];
+    wire.copy_from_slice(&chunk[8..24]);
+    let address = match Family::from_u8(chunk[1])? {
+        Family::Ipv4 if wire[4..] == [0; 12] => {
+            IpAddr::V4(Ipv4Addr::new(wire[0], wire[1], wire[2], wire[3]))
+        }
+        Family::Ipv4 => return None,
+        Family::Ipv6 => IpAddr::V6(Ipv6Addr::from(wire)),
+    };
+    Some(Record {
+        vrid: chunk[0],
+        state: PeerState::from_u8(chunk[2])?,
+        priority: chunk[3],
+        healthy: chunk[4] & 1 != 0,
+        address,
+    })
+}
+
+/// Verifies and decodes a datagram of either version. The MAC is checked
+/// (in constant time) before anything else is believed.
 pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, Refused> {
-    if datagram.len() < HEADER + TAG || &datagram[..4] != MAGIC || datagram[4] != VERSION {
+    if datagram.len() < HEADER + TAG || &datagram[..4] != MAGIC {
         return Err(Refused::Malformed);
     }
+    let (record_len, parse): (usize, fn(&[u8]) -> Option<Record>) = match datagram[4] {
+        VERSION_V4 => (RECORD_V4, record_v4),
+        VERSION_FAMILY => (RECORD_FAMILY, record_family),
+        _ => return Err(Refused::UnsupportedVersion),
+    };
     let count = usize::from(datagram[5]);
-    if datagram.len() != HEADER + count * RECORD + TAG {
+    if datagram.len() != HEADER + count * record_len + TAG {
         return Err(Refused::Malformed);
     }
     let (body, tag) = datagram.split_at(datagram.len() - TAG);
     hmac::verify(&key.0, body, tag).map_err(|_| Refused::BadMac)?;
-    let mut records = Vec::with_capacity(count);
-    for chunk in body[HEADER..].chunks_exact(RECORD) {
-        records.push(Record {
-            vrid: chunk[0],
-            state: PeerState::from_u8(chunk[1]).ok_or(Refused::Malformed)?,
-            priority: chunk[2],
-            healthy: chunk[3] & 1 != 0,
-            address: Ipv4Addr::new(chunk[4], chunk[5], chunk[6], chunk[7]),
-        });
-    }
+    let records = body[HEADER..]
+        .chunks_exact(record_len)
+        .map(parse)
+        .collect::<Option<Vec<_>>>()
+        .ok_or(Refused::Malformed)?;
     Ok(Message {
         droplet_id: u64_at(body, 8),
         boot_id: u64_at(body, 16),
@@ -230,24 +326,93 @@ mod tests {
                     state: PeerState::Master,
                     priority: 200,
                     healthy: true,
-                    address: Ipv4Addr::new(10, 0, 0, 1),
+                    address: Ipv4Addr::new(10, 0, 0, 1).into(),
                 },
                 Record {
                     vrid: 52,
                     state: PeerState::Fault,
                     priority: 100,
                     healthy: false,
-                    address: Ipv4Addr::new(10, 0, 1, 1),
+                    address: Ipv4Addr::new(10, 0, 1, 1).into(),
                 },
             ],
         }
     }
 
+    /// [`message`] with an IPv6 instance of VRID 51 beside the IPv4 one.
+    fn dual_stack() -> Message {
+        let mut m = message();
+        m.records.push(Record {
+            vrid: 51,
+            state: PeerState::Backup,
+            priority: 150,
+            healthy: true,
+            address: "fe80::1".parse().unwrap(),
+        });
+        m
+    }
+
+    /// `bytes` with its MAC recomputed (to test what follows the MAC check).
+    fn resigned(mut bytes: Vec<u8>) -> Vec<u8> {
+        let body = bytes.len() - TAG;
+        let tag = hmac::sign(&key().0, &bytes[..body]);
+        bytes[body..].copy_from_slice(tag.as_ref());
+        bytes
+    }
+
     #[test]
     fn round_trips_under_the_key() {
         let bytes = encode(&message(), &key());
-        assert_eq!(bytes.len(), HEADER + 2 * RECORD + TAG);
+        assert_eq!(bytes.len(), HEADER + 2 * RECORD_V4 + TAG);
         assert_eq!(decode(&bytes, &key()), Ok(message()));
+    }
+
+    #[test]
+    fn ipv4_only_heartbeats_keep_version_1_byte_for_byte() {
+        let bytes = encode(&message(), &key());
+        assert_eq!(bytes[4], 1, "what agents without IPv6 heartbeats accept");
+        assert_eq!(&bytes[HEADER..HEADER + 8], &[51, 2, 200, 1, 10, 0, 0, 1]);
+        assert_eq!(
+            &bytes[HEADER + 8..HEADER + 16],
+            &[52, 3, 100, 0, 10, 0, 1, 1]
+        );
+    }
+
+    #[test]
+    fn both_families_round_trip_in_version_2_and_keep_their_keys_apart() {
+        let bytes = encode(&dual_stack(), &key());
+        assert_eq!(bytes[4], 2);
+        assert_eq!(bytes.len(), HEADER + 3 * RECORD_FAMILY + TAG);
+        // The IPv4 record: family 4, its address padded with zeros.
+        assert_eq!(&bytes[HEADER..HEADER + 8], &[51, 4, 2, 200, 1, 0, 0, 0]);
+        assert_eq!(
+            &bytes[HEADER + 8..HEADER + 24],
+            &[10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        let decoded = decode(&bytes, &key()).unwrap();
+        assert_eq!(decoded, dual_stack());
+        let keys: Vec<VridKey> = decoded.records.iter().map(Record::key).collect();
+        assert_eq!(keys, [VridKey::v4(51), VridKey::v4(52), VridKey::v6(51)]);
+    }
+
+    #[test]
+    fn version_2_reserved_bytes_and_unknown_families_are_malformed() {
+        let bytes = encode(&dual_stack(), &key());
+        let third = HEADER + 2 * RECORD_FAMILY;
+        for (at, value) in [
+            (HEADER + 5, 1),  // a reserved byte
+            (HEADER + 12, 1), // the IPv4 address's padding
+            (third + 1, 5),   // family 5
+            (third + 2, 9),   // state 9
+        ] {
+            let mut changed = bytes.clone();
+            changed[at] = value;
+            assert_eq!(
+                decode(&resigned(changed), &key()),
+                Err(Refused::Malformed),
+                "byte {at}"
+            );
+        }
     }
 
     #[test]
@@ -277,9 +442,28 @@ mod tests {
         let mut padded = bytes.clone();
         padded.push(0);
         assert_eq!(decode(&padded, &key()), Err(Refused::Malformed));
-        let mut wrong_version = bytes;
-        wrong_version[4] = 2;
-        assert_eq!(decode(&wrong_version, &key()), Err(Refused::Malformed));
+        // A version 1 datagram's length read as version 2 (and back).
+        let mut as_v2 = bytes;
+        as_v2[4] = 2;
+        assert_eq!(decode(&as_v2, &key()), Err(Refused::Malformed));
+        let mut as_v1 = encode(&dual_stack(), &key());
+        as_v1[4] = 1;
+        assert_eq!(decode(&as_v1, &key()), Err(Refused::Malformed));
+        let dual = encode(&dual_stack(), &key());
+        for len in [0, 39, HEADER + TAG + 23, dual.len() - 1] {
+            assert_eq!(
+                decode(&dual[..len], &key()),
+                Err(Refused::Malformed),
+                "{len}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_version_is_refused_by_name() {
+        let mut newer = encode(&message(), &key());
+        newer[4] = 3;
+        assert_eq!(decode(&newer, &key()), Err(Refused::UnsupportedVersion));
     }
 
     #[test]

@@ -336,41 +336,60 @@ pub fn render(telemetry: &Telemetry) -> String {
         "Configuration reloads refused (the running configuration was kept).",
     );
     let _ = writeln!(out, "lbha_config_reload_failures_total {}", reload.failures);
-    if let Some(f) = &status.floating_ip {
+    // The floating IPv4 and the reserved IPv6 share these families, kept
+    // apart by `ip` and by `family` ("ipv4", "ipv6"); the API client (and
+    // so its request counts) is one for both.
+    let addresses: Vec<(&super::FloatingIpReport, &str)> = [
+        (status.floating_ip.as_ref(), "ipv4"),
+        (status.reserved_ipv6.as_ref(), "ipv6"),
+    ]
+    .into_iter()
+    .filter_map(|(report, family)| Some((report?, family)))
+    .collect();
+    if let Some((any, _)) = addresses.first() {
         family(
             &mut out,
             "lbha_do_api_requests_total",
             "counter",
             "DigitalOcean API requests by outcome.",
             "outcome",
-            f.api_calls
+            any.api_calls
                 .iter()
                 .map(|(outcome, value)| (outcome.as_str(), value)),
         );
-        family(
-            &mut out,
-            "lbha_floating_ip_assigns_total",
-            "counter",
-            "Floating IP assigns requested.",
-            "ip",
-            [(f.ip.as_str(), f.assigns)],
-        );
-        family(
-            &mut out,
-            "lbha_split_brain",
-            "gauge",
-            "1 while this Master yields the floating IP to another Master that outranks it (split brain), else 0.",
-            "ip",
-            [(f.ip.as_str(), u8::from(f.yielding_to.is_some()))],
-        );
-        family(
-            &mut out,
-            "lbha_floating_ip_held",
-            "gauge",
-            "1 if this droplet holds the floating IP, 0 if not (absent: unknown).",
-            "ip",
-            f.held_by_us.map(|held| (f.ip.as_str(), u8::from(held))),
-        );
+        type Value = fn(&super::FloatingIpReport) -> Option<u64>;
+        let per_address: [(&str, &str, &str, Value); 3] = [
+            (
+                "lbha_floating_ip_assigns_total",
+                "counter",
+                "Floating IP (and reserved IPv6) assigns requested.",
+                |f| Some(f.assigns),
+            ),
+            (
+                "lbha_split_brain",
+                "gauge",
+                "1 while this Master yields the floating IP (or the reserved IPv6) to another Master that outranks it (split brain), else 0.",
+                |f| Some(u64::from(f.yielding_to.is_some())),
+            ),
+            (
+                "lbha_floating_ip_held",
+                "gauge",
+                "1 if this droplet holds the floating IP (or the reserved IPv6), 0 if not (absent: unknown).",
+                |f| f.held_by_us.map(u64::from),
+            ),
+        ];
+        for (name, kind, help, value) in per_address {
+            header(&mut out, name, kind, help);
+            for (f, family) in &addresses {
+                if let Some(value) = value(f) {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{ip=\"{}\",family=\"{family}\"}} {value}",
+                        escape(&f.ip)
+                    );
+                }
+            }
+        }
     }
     out
 }
@@ -482,7 +501,7 @@ mod tests {
             report_rx,
             Arc::default(),
         );
-        assert!(render(&t).contains(r#"lbha_split_brain{ip="203.0.113.10"} 0"#));
+        assert!(render(&t).contains(r#"lbha_split_brain{ip="203.0.113.10",family="ipv4"} 0"#));
         status.send_modify(|s| {
             s.master = true;
             s.yielding_to = Some(Yielding {
@@ -496,7 +515,7 @@ mod tests {
         let text = render(&t);
         assert!(text.contains("# TYPE lbha_split_brain gauge"), "{text}");
         assert!(
-            text.contains(r#"lbha_split_brain{ip="203.0.113.10"} 1"#),
+            text.contains(r#"lbha_split_brain{ip="203.0.113.10",family="ipv4"} 1"#),
             "{text}"
         );
     }

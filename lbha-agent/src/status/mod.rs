@@ -77,6 +77,8 @@ pub struct InterfaceStatus {
     pub wakeups: u64,
 }
 
+/// One address lbha moves (the floating IPv4, or the reserved IPv6), for
+/// status.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct FloatingIpReport {
     pub ip: String,
@@ -87,7 +89,8 @@ pub struct FloatingIpReport {
     pub last_assign_ms: Option<u64>,
     pub last_assign_ok: Option<bool>,
     pub last_error: Option<String>,
-    /// API exchanges by outcome.
+    /// API exchanges by outcome (of the one API client both addresses
+    /// share).
     pub api_calls: BTreeMap<String, u64>,
     /// Split brain: we are Master but leave the IP with this peer.
     #[serde(default)]
@@ -131,8 +134,12 @@ pub struct PeerReport {
     /// Since its last heartbeat (none heard yet: absent).
     pub age_ms: Option<u64>,
     pub alive: bool,
-    /// VRIDs it says it is Master of.
+    /// IPv4 VRIDs it says it is Master of.
     pub master_of: Vec<u8>,
+    /// IPv6 VRIDs it says it is Master of (another router than the IPv4
+    /// instance of the same VRID).
+    #[serde(default)]
+    pub master_of_ipv6: Vec<u8>,
 }
 
 /// The heartbeat, for status.
@@ -149,7 +156,11 @@ pub struct AgentStatus {
     pub instances: Vec<InstanceStatus>,
     pub checks: Vec<CheckStatus>,
     pub interfaces: Vec<InterfaceStatus>,
+    /// The floating IPv4.
     pub floating_ip: Option<FloatingIpReport>,
+    /// The reserved IPv6, beside the floating IPv4 or alone.
+    #[serde(default)]
+    pub reserved_ipv6: Option<FloatingIpReport>,
     #[serde(default)]
     pub reload: ReloadReport,
     #[serde(default)]
@@ -209,10 +220,11 @@ struct Inner {
     advert_lateness: BTreeMap<String, (Histogram, f64)>,
     check_latency: BTreeMap<String, Histogram>,
     floating_ip: Option<FloatingIpSources>,
+    reserved_ipv6: Option<FloatingIpSources>,
     heartbeat: Option<HeartbeatSource>,
 }
 
-/// Where the floating IP's report comes from.
+/// Where an address's report comes from.
 struct FloatingIpSources {
     status: watch::Receiver<FloatingIpStatus>,
     cloud_check: watch::Receiver<Option<CloudReport>>,
@@ -226,6 +238,46 @@ type HeartbeatSource = (
     Arc<crate::heartbeat::Counters>,
     Vec<std::net::SocketAddr>,
 );
+
+/// The VRIDs of `family` a peer says it is Master of.
+fn masters_of(peer: &crate::heartbeat::Peer, family: lbha_common::event::Family) -> Vec<u8> {
+    peer.records
+        .iter()
+        .filter(|r| {
+            r.key().family == family && r.state == crate::heartbeat::wire::PeerState::Master
+        })
+        .map(|r| r.vrid)
+        .collect()
+}
+
+/// An address's report from its manager's status, now.
+fn fill_address_report(report: &mut FloatingIpReport, sources: &FloatingIpSources) {
+    let fip = sources.status.borrow().clone();
+    let calls = &sources.calls;
+    // Only a Master keeps checking; a Backup's last answer is stale.
+    report.held_by_us = fip.holder_known.filter(|_| fip.master);
+    report.assigns = fip.assigns;
+    report.last_assign_ms = fip
+        .last_assign
+        .as_ref()
+        .map(|a| a.duration.as_millis() as u64);
+    report.last_assign_ok = fip.last_assign.as_ref().map(|a| a.result.is_ok());
+    report.last_error = fip.last_error.clone();
+    report.api_calls = ApiOutcome::ALL
+        .iter()
+        .map(|o| (o.name().to_owned(), calls.get(*o)))
+        .collect();
+    report.yielding_to = fip.yielding_to.filter(|_| fip.master).map(|y| YieldReport {
+        droplet_id: y.droplet_id,
+        peer: y.peer.address.to_string(),
+        peer_priority: y.peer.priority,
+    });
+    report.setup_problems = sources
+        .cloud_check
+        .borrow()
+        .as_ref()
+        .map(|r| r.problems().map(std::string::ToString::to_string).collect());
+}
 
 /// Shared by every component of the daemon.
 #[derive(Clone, Default)]
@@ -328,6 +380,7 @@ impl Telemetry {
         });
     }
 
+    /// The floating IPv4's manager, for status and metrics.
     pub fn set_floating_ip(
         &self,
         ip: String,
@@ -347,6 +400,40 @@ impl Telemetry {
                 cloud_check,
                 calls,
             });
+        });
+    }
+
+    /// The reserved IPv6's manager, as [`Self::set_floating_ip`].
+    pub fn set_reserved_ipv6(
+        &self,
+        ip: String,
+        instance: String,
+        status: watch::Receiver<FloatingIpStatus>,
+        cloud_check: watch::Receiver<Option<CloudReport>>,
+        calls: Arc<ApiCallCounts>,
+    ) {
+        self.with(|i| {
+            i.status.reserved_ipv6 = Some(FloatingIpReport {
+                ip,
+                instance,
+                ..FloatingIpReport::default()
+            });
+            i.reserved_ipv6 = Some(FloatingIpSources {
+                status,
+                cloud_check,
+                calls,
+            });
+        });
+    }
+
+    /// Forgets both addresses' reports (a configuration that moves one or
+    /// both sets them again).
+    pub fn forget_addresses(&self) {
+        self.with(|i| {
+            i.status.floating_ip = None;
+            i.status.reserved_ipv6 = None;
+            i.floating_ip = None;
+            i.reserved_ipv6 = None;
         });
     }
 
@@ -445,15 +532,10 @@ impl Telemetry {
                                 age_ms: peer.map(|p| now.saturating_sub(p.received_ns) / 1_000_000),
                                 alive: peer.is_some_and(|p| table.is_fresh(p, now)),
                                 master_of: peer
-                                    .map(|p| {
-                                        p.records
-                                            .iter()
-                                            .filter(|r| {
-                                                r.state == crate::heartbeat::wire::PeerState::Master
-                                            })
-                                            .map(|r| r.vrid)
-                                            .collect()
-                                    })
+                                    .map(|p| masters_of(p, lbha_common::event::Family::Ipv4))
+                                    .unwrap_or_default(),
+                                master_of_ipv6: peer
+                                    .map(|p| masters_of(p, lbha_common::event::Family::Ipv6))
                                     .unwrap_or_default(),
                             }
                         })
@@ -461,32 +543,13 @@ impl Telemetry {
                     packets: counters.all().into_iter().collect(),
                 }
             });
-            if let (Some(report), Some(sources)) = (&mut status.floating_ip, &i.floating_ip) {
-                let fip = sources.status.borrow().clone();
-                let calls = &sources.calls;
-                // Only a Master keeps checking; a Backup's last answer is stale.
-                report.held_by_us = fip.holder_known.filter(|_| fip.master);
-                report.assigns = fip.assigns;
-                report.last_assign_ms = fip
-                    .last_assign
-                    .as_ref()
-                    .map(|a| a.duration.as_millis() as u64);
-                report.last_assign_ok = fip.last_assign.as_ref().map(|a| a.result.is_ok());
-                report.last_error = fip.last_error.clone();
-                report.api_calls = ApiOutcome::ALL
-                    .iter()
-                    .map(|o| (o.name().to_owned(), calls.get(*o)))
-                    .collect();
-                report.yielding_to = fip.yielding_to.filter(|_| fip.master).map(|y| YieldReport {
-                    droplet_id: y.droplet_id,
-                    peer: y.peer.address.to_string(),
-                    peer_priority: y.peer.priority,
-                });
-                report.setup_problems = sources
-                    .cloud_check
-                    .borrow()
-                    .as_ref()
-                    .map(|r| r.problems().map(std::string::ToString::to_string).collect());
+            for (report, sources) in [
+                (&mut status.floating_ip, &i.floating_ip),
+                (&mut status.reserved_ipv6, &i.reserved_ipv6),
+            ] {
+                if let (Some(report), Some(sources)) = (report, sources) {
+                    fill_address_report(report, sources);
+                }
             }
             status
         })
@@ -598,10 +661,14 @@ pub fn render_table(status: &AgentStatus) -> String {
                 p.age_ms.map_or(", never heard".into(), |ms| format!(
                     ", last heard {ms} ms ago"
                 )),
-                if p.master_of.is_empty() {
-                    String::new()
-                } else {
-                    format!(", Master of VRID {:?}", p.master_of)
+                match (p.master_of.is_empty(), p.master_of_ipv6.is_empty()) {
+                    (true, true) => String::new(),
+                    (false, true) => format!(", Master of VRID {:?}", p.master_of),
+                    (true, false) => format!(", Master of IPv6 VRID {:?}", p.master_of_ipv6),
+                    (false, false) => format!(
+                        ", Master of VRID {:?}, of IPv6 VRID {:?}",
+                        p.master_of, p.master_of_ipv6
+                    ),
                 },
             );
         }
@@ -612,7 +679,12 @@ pub fn render_table(status: &AgentStatus) -> String {
             "\nconfiguration: the last reload was refused, the previous configuration keeps running: {error}"
         );
     }
-    if let Some(f) = &status.floating_ip {
+    let addresses = [
+        ("floating IP", &status.floating_ip),
+        ("reserved IPv6", &status.reserved_ipv6),
+    ];
+    for (what, f) in addresses {
+        let Some(f) = f else { continue };
         let holder = match f.held_by_us {
             Some(true) => "held by this droplet",
             Some(false) => "held by another droplet",
@@ -620,12 +692,18 @@ pub fn render_table(status: &AgentStatus) -> String {
         };
         let _ = writeln!(
             out,
-            "\nfloating IP {} (follows {}): {holder}; {} assign(s){}{}",
+            "\n{what} {} (follows {}): {holder}; {} assign(s){}{}",
             f.ip,
             f.instance,
             f.assigns,
-            f.last_assign_ms
-                .map_or(String::new(), |ms| format!(", last took {ms} ms")),
+            match (f.last_assign_ms, f.last_assign_ok) {
+                (Some(ms), Some(ok)) => format!(
+                    ", last {} in {ms} ms",
+                    if ok { "succeeded" } else { "FAILED" }
+                ),
+                (Some(ms), None) => format!(", last took {ms} ms"),
+                _ => String::new(),
+            },
             f.last_error
                 .as_ref()
                 .map_or(String::new(), |e| format!("; last error: {e}")),
@@ -633,26 +711,31 @@ pub fn render_table(status: &AgentStatus) -> String {
         if let Some(peer) = &f.yielding_to {
             let _ = writeln!(
                 out,
-                "split brain: yielding to {} (priority {}, droplet {}): both are MASTER; this node leaves the IP there until VRRP hears the peer again",
+                "split brain: yielding to {} (priority {}, droplet {}): both are MASTER; this node leaves the {what} there until VRRP hears the peer again",
                 peer.peer, peer.peer_priority, peer.droplet_id
             );
         }
-        match f.setup_problems.as_deref() {
-            Some([]) => {
-                let _ = writeln!(out, "DigitalOcean checks at start: passed");
-            }
-            Some(problems) => {
-                let _ = writeln!(
-                    out,
-                    "DigitalOcean checks at start found {} problem(s); failover may not work (`lbha-agent check-cloud` runs them again):",
-                    problems.len()
-                );
-                for problem in problems {
-                    let _ = writeln!(out, "  - {problem}");
-                }
-            }
-            None => {}
+    }
+    // One check at start covers both addresses: shown once.
+    let checks = addresses
+        .iter()
+        .find_map(|(_, f)| f.as_ref())
+        .and_then(|f| f.setup_problems.as_deref());
+    match checks {
+        Some([]) => {
+            let _ = writeln!(out, "DigitalOcean checks at start: passed");
         }
+        Some(problems) => {
+            let _ = writeln!(
+                out,
+                "DigitalOcean checks at start found {} problem(s); failover may not work (`lbha-agent check-cloud` runs them again):",
+                problems.len()
+            );
+            for problem in problems {
+                let _ = writeln!(out, "  - {problem}");
+            }
+        }
+        None => {}
     }
     out
 }

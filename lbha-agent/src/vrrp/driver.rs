@@ -189,11 +189,28 @@ impl InstanceRuntime {
         router(self.machine.priority(), self.machine.params().primary_addr)
     }
 
-    /// Whether the heartbeat speaks for this instance: its records carry an
-    /// IPv4 address per VRID, so an IPv6 instance (whose VRID may also be an
-    /// IPv4 instance's) is left out of it rather than mixed up with one.
-    fn on_heartbeat(&self) -> bool {
-        self.key.family == lbha_common::event::Family::Ipv4
+    /// What our heartbeat says of this instance: its state and rank, keyed
+    /// by its family and VRID through its primary address (an IPv4 and an
+    /// IPv6 instance may share a VRID). None if that address is not of the
+    /// instance's family, which no sender gives it (it would be read as the
+    /// other family's router).
+    fn heartbeat_record(&self) -> Option<Record> {
+        let machine = &self.machine;
+        let record = Record {
+            vrid: self.config.vrid,
+            state: PeerState::from_name(machine.state().name()),
+            priority: machine.priority(),
+            healthy: machine.state() != State::Fault,
+            address: machine.params().primary_addr,
+        };
+        (record.key() == self.key).then_some(record)
+    }
+
+    /// Tells the machine until when the peers' heartbeats show this
+    /// instance's master (of its family and VRID) alive.
+    fn consult_heartbeat(&mut self, peers: &PeerTable) {
+        self.machine
+            .set_master_alive_until(peers.master_alive_until(self.key));
     }
 
     fn advert(&self, priority: u8) -> Advert<'_> {
@@ -413,9 +430,7 @@ impl InterfaceTask {
         for i in 0..self.instances.len() {
             let actions = self.instances[i].machine.shutdown();
             self.execute(i, actions).await;
-            if self.instances[i].on_heartbeat() {
-                self.shared.local.remove(self.instances[i].config.vrid);
-            }
+            self.shared.local.remove(self.instances[i].key);
             if let Some(hub) = &self.shared.sync
                 && self.instances[i].in_group
             {
@@ -485,16 +500,8 @@ impl InterfaceTask {
                 continue;
             }
             instance.published = Some(now_shown);
-            if let IpAddr::V4(address) = machine.params().primary_addr
-                && instance.on_heartbeat()
-            {
-                self.shared.local.set(Record {
-                    vrid: instance.config.vrid,
-                    state: PeerState::from_name(machine.state().name()),
-                    priority: machine.priority(),
-                    healthy: machine.state() != State::Fault,
-                    address,
-                });
+            if let Some(record) = instance.heartbeat_record() {
+                self.shared.local.set(record);
             }
             telemetry.update_instance(&instance.config.name, |s| {
                 s.vrrp_path_partitioned = machine.held_by_heartbeat();
@@ -621,11 +628,8 @@ impl InterfaceTask {
         for i in 0..self.instances.len() {
             self.catch_up_from_kernel(i, now).await;
             let instance = &mut self.instances[i];
-            if let Some(peers) = &peers
-                && instance.on_heartbeat()
-            {
-                let alive = peers.master_alive_until(instance.config.vrid);
-                instance.machine.set_master_alive_until(alive);
+            if let Some(peers) = &peers {
+                instance.consult_heartbeat(peers);
             }
             let held_before = instance.machine.held_by_heartbeat();
             instance.advert_due = match (instance.machine.state(), instance.machine.next_deadline())
@@ -887,13 +891,14 @@ mod tests {
     /// One recorded advert: version, priority, interval, auth data, VIPs.
     type Sent = (u8, u8, u16, Option<Vec<u8>>, Vec<IpAddr>);
 
-    /// Records the adverts an instance sends instead of sending them.
+    /// Records the adverts an instance sends instead of sending them;
+    /// sends from 10.0.0.1 unless given another source.
     #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<Sent>>>);
+    struct Recorder(Arc<Mutex<Vec<Sent>>>, Option<IpAddr>);
 
     impl AdvertOut for Recorder {
         fn source(&self) -> IpAddr {
-            IpAddr::from([10, 0, 0, 1])
+            self.1.unwrap_or(IpAddr::from([10, 0, 0, 1]))
         }
 
         fn queue(&self, advert: &Advert<'_>, _batch: &mut Batch) {
@@ -974,7 +979,6 @@ mod tests {
             vec![],
         );
         assert_eq!(rt.key, VridKey::v6(7));
-        assert!(!rt.on_heartbeat(), "heartbeat records are IPv4 only");
         rt.sender.queue(&rt.advert(100), &mut Batch::default());
         let sent = recorder.0.lock().unwrap().clone();
         let six = |a: &str| a.parse::<IpAddr>().unwrap();
@@ -982,7 +986,124 @@ mod tests {
         // The same VRID over IPv4 is another key.
         let (v4, _) = runtime("virtual_addresses = [\"192.0.2.10/24\"]", vec![]);
         assert_eq!(v4.key, VridKey::v4(7));
-        assert!(v4.on_heartbeat());
+    }
+
+    /// An IPv4 and an IPv6 instance of VRID 7, as two routers of one agent.
+    fn dual_stack_pair() -> (InstanceRuntime, InstanceRuntime) {
+        let (v4, _) = runtime("virtual_addresses = [\"192.0.2.10/24\"]", vec![]);
+        let source = Recorder(Arc::default(), Some("fe80::2".parse().unwrap()));
+        let v6 = InstanceRuntime::new(
+            instance("version = 3\nvirtual_addresses = [\"fe80::1/64\", \"2001:db8::10/64\"]"),
+            source,
+            vec![],
+        );
+        (v4, v6)
+    }
+
+    /// A peer's heartbeat saying it is Master of `records`' routers.
+    fn heard(records: Vec<Record>, received_ns: u64) -> PeerTable {
+        let message = heartbeat::wire::Message {
+            droplet_id: 2,
+            boot_id: 1,
+            seq: 1,
+            sent_unix_ms: 0,
+            records,
+        };
+        // Through the wire, as a peer's heartbeat arrives.
+        let key = heartbeat::wire::Key::new(b"driver-test-secret-16");
+        let message = heartbeat::wire::decode(&heartbeat::wire::encode(&message, &key), &key)
+            .expect("decodes");
+        let mut table = PeerTable {
+            valid_for_ns: 10_000_000_000,
+            ..PeerTable::default()
+        };
+        table.peers.insert(
+            "10.0.9.1:7823".parse().unwrap(),
+            heartbeat::Peer::from_message(message, received_ns),
+        );
+        table
+    }
+
+    fn master_of(vrid: u8, address: &str) -> Record {
+        Record {
+            vrid,
+            state: PeerState::Master,
+            priority: 200,
+            healthy: true,
+            address: address.parse().unwrap(),
+        }
+    }
+
+    /// Both instances follow a master, whose adverts then stop; at the
+    /// master-down deadline, with `peers` heard: (v4 Master?, v6 Master?).
+    fn takeovers(peers: &PeerTable) -> (bool, bool) {
+        let (v4, v6) = dual_stack_pair();
+        let mut outcome = [false; 2];
+        for ((mut rt, master), took) in [(v4, "10.0.0.9"), (v6, "fe80::9")]
+            .into_iter()
+            .zip(&mut outcome)
+        {
+            rt.machine.start(0);
+            let advert = ReceivedAdvert {
+                timestamp_ns: 1_000_000,
+                src: master.parse().unwrap(),
+                priority: 200,
+                interval_cs: interval_cs(&rt.config),
+            };
+            rt.machine.advert(&advert).expect("a master's advert");
+            assert_eq!(rt.machine.state(), State::Backup);
+            let down = rt.machine.next_deadline().expect("master-down timer");
+            rt.consult_heartbeat(peers);
+            rt.machine.poll_timers(down);
+            *took = rt.machine.state() == State::Master;
+        }
+        (outcome[0], outcome[1])
+    }
+
+    #[test]
+    fn an_ipv6_masters_heartbeat_holds_the_ipv6_backup_only() {
+        let peers = heard(vec![master_of(7, "fe80::9")], 0);
+        assert_eq!(
+            takeovers(&peers),
+            (true, false),
+            "the IPv4 instance of VRID 7 takes over; the IPv6 one is held"
+        );
+    }
+
+    #[test]
+    fn an_ipv4_masters_heartbeat_holds_the_ipv4_backup_only() {
+        let peers = heard(vec![master_of(7, "10.0.0.9")], 0);
+        assert_eq!(takeovers(&peers), (false, true));
+        // Both masters alive: both held; none: both take over.
+        let both = heard(vec![master_of(7, "10.0.0.9"), master_of(7, "fe80::9")], 0);
+        assert_eq!(takeovers(&both), (false, false));
+        assert_eq!(takeovers(&PeerTable::default()), (true, true));
+    }
+
+    #[test]
+    fn each_family_publishes_its_own_heartbeat_record() {
+        let (v4, v6) = dual_stack_pair();
+        let (r4, r6) = (
+            v4.heartbeat_record().unwrap(),
+            v6.heartbeat_record().unwrap(),
+        );
+        assert_eq!((r4.key(), r6.key()), (VridKey::v4(7), VridKey::v6(7)));
+        assert_eq!(r6.address, "fe80::2".parse::<IpAddr>().unwrap());
+        let local = heartbeat::Local::default();
+        local.set(r4);
+        local.set(r6);
+        assert_eq!(
+            local.records().len(),
+            2,
+            "one record per router, not per VRID"
+        );
+        // A source of the wrong family would be read as the other router.
+        let odd = InstanceRuntime::new(
+            instance("version = 3\nvirtual_addresses = [\"fe80::1/64\"]"),
+            Recorder::default(),
+            vec![],
+        );
+        assert_eq!(odd.heartbeat_record(), None);
     }
 
     #[test]
