@@ -203,8 +203,17 @@ fn parse_secs(text: &str) -> Result<std::time::Duration, String> {
 }
 
 impl FloatingIpArgs {
-    fn apply(&self, config: &mut config::Config) {
+    /// Applies the flags; refuses a `--reserved-ipv6-instance` that names no
+    /// instance of the file (the file's own keys are checked by its parser).
+    fn apply(&self, config: &mut config::Config) -> Result<(), String> {
         use lbha_agent::config::{FloatingIpConfig, ReservedIpv6, TokenSource};
+        if let Some(name) = &self.reserved_ipv6_instance
+            && !config.instances.iter().any(|i| &i.name == name)
+        {
+            return Err(format!(
+                "--reserved-ipv6-instance {name}: no such instance in the configuration"
+            ));
+        }
         let reserved_ipv6 = self.reserved_ipv6.map(|address| ReservedIpv6 {
             address,
             instance: self.reserved_ipv6_instance.clone(),
@@ -246,6 +255,7 @@ impl FloatingIpArgs {
                 settings.keepalive_interval = interval;
             }
         }
+        Ok(())
     }
 }
 
@@ -342,7 +352,13 @@ impl ConfigFile {
             ConfigFile::Toml(file) => sources.load(file, config::Syntax::Toml)?,
             ConfigFile::Keepalived(file) => sources.load(file, config::Syntax::Keepalived)?,
         };
-        floating_ip.apply(&mut loaded.config);
+        if let Err(message) = floating_ip.apply(&mut loaded.config) {
+            return Err(config::ConfigErrors::only(vec![config::Diagnostic {
+                file: loaded.file.clone(),
+                line: None,
+                message,
+            }]));
+        }
         Ok(loaded)
     }
 }
@@ -424,7 +440,9 @@ fn check_config(
     floating_ip: &FloatingIpArgs,
 ) -> anyhow::Result<()> {
     let mut loaded = load_reporting(file, config::Syntax::of_path(file), sources)?;
-    floating_ip.apply(&mut loaded.config);
+    floating_ip
+        .apply(&mut loaded.config)
+        .map_err(anyhow::Error::msg)?;
     let mut warnings = loaded.warnings.clone();
     warnings.extend(lbha_agent::preflight::double_assign_warnings(&loaded));
     print_warnings(&warnings);

@@ -27,11 +27,25 @@ async fn check_cloud_at(
     sim: &SimHandle,
     token_file: &std::path::Path,
 ) -> Output {
+    let floating_ip = ["--floating-ip".into(), IP.to_string().into()];
+    check_cloud_moving(&floating_ip, api_url, extra, sim, token_file).await
+}
+
+/// `check-cloud` for the addresses `moving` gives (`--floating-ip`,
+/// `--reserved-ipv6`).
+async fn check_cloud_moving(
+    moving: &[std::ffi::OsString],
+    api_url: &str,
+    extra: &[&std::ffi::OsStr],
+    sim: &SimHandle,
+    token_file: &std::path::Path,
+) -> Output {
     let keepalived = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keepalived.conf");
     let mut command = Command::new(env!("CARGO_BIN_EXE_lbha-agent"));
     command
         .args(["check-cloud", "--keepalived-conf", keepalived])
-        .args(["--floating-ip", &IP.to_string(), "--do-token-file"])
+        .args(moving)
+        .arg("--do-token-file")
         .arg(token_file)
         .args(["--do-api-url", api_url])
         .args(["--do-metadata-url", &sim.metadata_url()])
@@ -46,6 +60,69 @@ fn text(output: &Output) -> (String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// keepalived.conf users with an IPv6-only service: `--reserved-ipv6`
+/// without `--floating-ip` checks the reserved IPv6 alone, and asks the
+/// API nothing about floating IPv4s.
+#[tokio::test]
+async fn check_cloud_with_a_reserved_ipv6_alone() {
+    let ipv6: std::net::Ipv6Addr = "2604:a880:400:d1::7a2:1".parse().unwrap();
+    let sim = lbha_dosim::start(
+        SimConfig::new(TOKEN)
+            .droplet_dual(
+                DROPLET,
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                "2604:a880:400:d1::1".parse().unwrap(),
+            )
+            .floating_ip(ipv6, Some(DROPLET)),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let moving = ["--reserved-ipv6".into(), ipv6.to_string().into()];
+    let output = check_cloud_moving(&moving, &sim.api_url(), &[], &sim, &token_file).await;
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok       "))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name))
+        .collect();
+    assert_eq!(names, ["metadata", "ipv6", "read_ipv6"], "{stdout}");
+    assert!(
+        stdout.ends_with("2604:a880:400:d1::7a2:1: floating IP failover has what it needs\n"),
+        "{stdout}"
+    );
+    let v4_paths: Vec<String> = sim
+        .requests()
+        .into_iter()
+        .map(|r| r.path)
+        .filter(|p| p.starts_with("/v2/floating_ips") || p.starts_with("/v2/reserved_ips"))
+        .collect();
+    assert!(v4_paths.is_empty(), "{v4_paths:?}");
+    assert!(!stdout.contains(TOKEN) && !stderr.contains(TOKEN));
+
+    // The instance it follows must exist, and must be given with the address.
+    let unknown = [
+        "--reserved-ipv6".into(),
+        ipv6.to_string().into(),
+        "--reserved-ipv6-instance".into(),
+        "VI_9".into(),
+    ];
+    let refused = check_cloud_moving(&unknown, &sim.api_url(), &[], &sim, &token_file).await;
+    let (_, stderr) = text(&refused);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("VI_9"), "{stderr}");
+    let lone = ["--reserved-ipv6-instance".into(), "VI_1".into()];
+    let refused = check_cloud_moving(&lone, &sim.api_url(), &[], &sim, &token_file).await;
+    let (_, stderr) = text(&refused);
+    assert!(
+        !refused.status.success() && stderr.contains("--reserved-ipv6"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

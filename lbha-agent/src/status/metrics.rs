@@ -520,6 +520,75 @@ mod tests {
         );
     }
 
+    /// The floating IPv4 and the reserved IPv6 in the same families, apart
+    /// by `ip` and `family`; an IPv6-only agent has the IPv6's alone.
+    #[test]
+    fn both_addresses_are_kept_apart_by_family() {
+        use crate::cloud::{ApiCallCounts, FloatingIpStatus};
+        let t = Telemetry::default();
+        let (v4, v4_rx) = tokio::sync::watch::channel(FloatingIpStatus::default());
+        let (v6, v6_rx) = tokio::sync::watch::channel(FloatingIpStatus::default());
+        let (_report, report_rx) = tokio::sync::watch::channel(None);
+        let calls = Arc::new(ApiCallCounts::default());
+        t.set_floating_ip(
+            "203.0.113.10".into(),
+            "VI_1".into(),
+            v4_rx,
+            report_rx.clone(),
+            calls.clone(),
+        );
+        t.set_reserved_ipv6(
+            "2604:a880:400:d1::7a2:1".into(),
+            "VI_6".into(),
+            v6_rx.clone(),
+            report_rx.clone(),
+            calls.clone(),
+        );
+        v4.send_modify(|s| s.assigns = 3);
+        v6.send_modify(|s| {
+            s.master = true;
+            s.holder_known = Some(false);
+            s.assigns = 1;
+        });
+        let text = render(&t);
+        for line in [
+            r#"lbha_floating_ip_assigns_total{ip="203.0.113.10",family="ipv4"} 3"#,
+            r#"lbha_floating_ip_assigns_total{ip="2604:a880:400:d1::7a2:1",family="ipv6"} 1"#,
+            r#"lbha_floating_ip_held{ip="2604:a880:400:d1::7a2:1",family="ipv6"} 0"#,
+            r#"lbha_split_brain{ip="2604:a880:400:d1::7a2:1",family="ipv6"} 0"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(
+            !text.contains(r#"lbha_floating_ip_held{ip="203.0.113.10""#),
+            "a Backup's is unknown"
+        );
+        for family in [
+            "lbha_floating_ip_assigns_total",
+            "lbha_do_api_requests_total",
+        ] {
+            assert_eq!(
+                text.matches(&format!("# TYPE {family} ")).count(),
+                1,
+                "{family}"
+            );
+        }
+        t.forget_addresses();
+        t.set_reserved_ipv6(
+            "2604:a880:400:d1::7a2:1".into(),
+            "VI_6".into(),
+            v6_rx,
+            report_rx,
+            calls,
+        );
+        let alone = render(&t);
+        assert!(alone.contains(
+            r#"lbha_floating_ip_assigns_total{ip="2604:a880:400:d1::7a2:1",family="ipv6"} 1"#
+        ));
+        assert!(alone.contains("# TYPE lbha_do_api_requests_total counter"));
+        assert!(!alone.contains("203.0.113.10"), "{alone}");
+    }
+
     #[tokio::test]
     async fn serves_metrics_over_http() {
         let t = Telemetry::default();

@@ -811,6 +811,143 @@ mod tests {
         (t, status, report)
     }
 
+    /// The reserved IPv6 beside the floating IPv4, each from its own
+    /// manager: held, assigns, the last assign's result and time.
+    #[test]
+    fn the_reserved_ipv6_shows_beside_the_floating_ip() {
+        use crate::cloud::{AssignRecord, Check};
+        let (t, _v4, report) = with_floating_ip();
+        let (v6, v6_rx) = watch::channel(FloatingIpStatus::default());
+        t.set_reserved_ipv6(
+            "2604:a880:400:d1::7a2:1".into(),
+            "VI_6".into(),
+            v6_rx,
+            report.subscribe(),
+            Arc::default(),
+        );
+        v6.send_modify(|s| {
+            s.master = true;
+            s.holder_known = Some(true);
+            s.assigns = 1;
+            s.last_assign = Some(AssignRecord {
+                at: tokio::time::Instant::now(),
+                droplet_id: 7,
+                duration: Duration::from_millis(120),
+                result: Ok(Some(99)),
+            });
+        });
+        report.send_replace(Some(CloudReport {
+            checks: vec![Check {
+                name: "ipv6",
+                ok: false,
+                detail: "no public IPv6".into(),
+            }],
+        }));
+        let snapshot = t.snapshot();
+        let r6 = snapshot
+            .reserved_ipv6
+            .as_ref()
+            .expect("reserved IPv6 report");
+        assert_eq!(
+            (r6.ip.as_str(), r6.instance.as_str()),
+            ("2604:a880:400:d1::7a2:1", "VI_6")
+        );
+        assert_eq!(
+            (
+                r6.held_by_us,
+                r6.assigns,
+                r6.last_assign_ms,
+                r6.last_assign_ok
+            ),
+            (Some(true), 1, Some(120), Some(true))
+        );
+        let r4 = snapshot.floating_ip.as_ref().unwrap();
+        assert_eq!((r4.held_by_us, r4.assigns), (None, 0), "the IPv4's own");
+        let table = render_table(&snapshot);
+        assert!(
+            table.contains("floating IP 203.0.113.10 (follows VI_1): holder not checked")
+                && table.contains(
+                    "reserved IPv6 2604:a880:400:d1::7a2:1 (follows VI_6): held by this droplet; 1 assign(s), last succeeded in 120 ms"
+                ),
+            "{table}"
+        );
+        assert_eq!(
+            table.matches("  - ipv6: no public IPv6").count(),
+            1,
+            "one check for both: {table}"
+        );
+        let json = serde_json::to_value(&snapshot).unwrap();
+        assert_eq!(json["reserved_ipv6"]["assigns"], 1);
+
+        // An IPv6-only service: the reserved IPv6 alone.
+        t.forget_addresses();
+        assert_eq!(t.snapshot().reserved_ipv6, None);
+        let (_v6, v6_rx) = watch::channel(FloatingIpStatus::default());
+        t.set_reserved_ipv6(
+            "2604:a880:400:d1::7a2:1".into(),
+            "VI_6".into(),
+            v6_rx,
+            report.subscribe(),
+            Arc::default(),
+        );
+        let snapshot = t.snapshot();
+        assert!(snapshot.floating_ip.is_none() && snapshot.reserved_ipv6.is_some());
+        let table = render_table(&snapshot);
+        assert!(
+            table.contains("reserved IPv6 2604:a880:400:d1::7a2:1")
+                && !table.contains("floating IP 2")
+                && table.contains("  - ipv6: no public IPv6"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn heartbeat_peers_show_the_masters_of_each_family() {
+        use crate::heartbeat::{
+            Counters, Peer, PeerTable,
+            wire::{Message, PeerState, Record},
+        };
+        let record = |vrid, address: &str| Record {
+            vrid,
+            state: PeerState::Master,
+            priority: 200,
+            healthy: true,
+            address: address.parse().unwrap(),
+        };
+        let message = Message {
+            droplet_id: 2,
+            boot_id: 1,
+            seq: 1,
+            sent_unix_ms: 0,
+            records: vec![
+                record(51, "10.0.0.1"),
+                record(51, "fe80::1"),
+                record(52, "fe80::1"),
+            ],
+        };
+        let address: std::net::SocketAddr = "10.0.9.1:7823".parse().unwrap();
+        let mut table = PeerTable {
+            valid_for_ns: u64::MAX / 2,
+            ..PeerTable::default()
+        };
+        table
+            .peers
+            .insert(address, Peer::from_message(message, monotonic_ns()));
+        let (_tx, rx) = watch::channel(table);
+        let t = Telemetry::default();
+        t.set_heartbeat(Some((rx, Arc::new(Counters::default()), vec![address])));
+        let peer = &t.snapshot().heartbeat.unwrap().peers[0];
+        assert_eq!(
+            (peer.master_of.clone(), peer.master_of_ipv6.clone()),
+            (vec![51], vec![51, 52])
+        );
+        assert!(
+            render_table(&t.snapshot()).contains("Master of VRID [51], of IPv6 VRID [51, 52]"),
+            "{}",
+            render_table(&t.snapshot())
+        );
+    }
+
     #[test]
     fn split_brain_shows_in_status() {
         use crate::cloud::{Router, Yielding};
