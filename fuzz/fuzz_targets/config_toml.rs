@@ -339,7 +339,8 @@ fn edit(c: &mut Config, b: &mut Bytes) {
             let Some(f) = &mut c.floating_ip else { return };
             let s = &mut f.settings;
             match b.u8() % 13 {
-                0 => s.ip = b.ipv4(),
+                // None too: a reserved IPv6 alone (or, without one, nothing to move).
+                0 => s.ip = (b.u8() % 4 != 0).then(|| b.ipv4()),
                 1 => f.instance = None,
                 2 => f.instance = Some(b.string()),
                 3 => {

@@ -256,13 +256,16 @@ fn record_family(chunk: &[u8]) -> Option<Record> {
     })
 }
 
+/// Reads one record of a version (None: not a valid one).
+type ParseRecord = fn(&[u8]) -> Option<Record>;
+
 /// Verifies and decodes a datagram of either version. The MAC is checked
 /// (in constant time) before anything else is believed.
 pub fn decode(datagram: &[u8], key: &Key) -> Result<Message, Refused> {
     if datagram.len() < HEADER + TAG || &datagram[..4] != MAGIC {
         return Err(Refused::Malformed);
     }
-    let (record_len, parse): (usize, fn(&[u8]) -> Option<Record>) = match datagram[4] {
+    let (record_len, parse): (usize, ParseRecord) = match datagram[4] {
         VERSION_V4 => (RECORD_V4, record_v4),
         VERSION_FAMILY => (RECORD_FAMILY, record_family),
         _ => return Err(Refused::UnsupportedVersion),
