@@ -63,7 +63,7 @@ pub use stack::{
     keepalived_conf, keepalived_transitions, notify_accepts, vrrp_address, vrrp_interface,
     write_scripts,
 };
-pub use timeline::{Transition, assign_answers, parse_transitions, unix_ms};
+pub use timeline::{Transition, assign_answers, parse_address_changes, parse_transitions, unix_ms};
 
 pub const FLOATING_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const ROUTER_PUBLIC: Ipv4Addr = Ipv4Addr::new(10, 230, 0, 1);
@@ -162,8 +162,14 @@ pub struct LabOptions {
     /// where `{droplet_id}` stands for the load balancer's own id).
     pub extra_floating_ip_toml: String,
     /// What runs next to HAProxy: lbha (native TOML or the seed's
-    /// keepalived.conf) or keepalived itself.
+    /// keepalived.conf) or keepalived itself; on both load balancers unless
+    /// `lb2_stack` says otherwise.
     pub stack: Stack,
+    /// lb2 runs this stack instead of `stack`: a mixed pair, as an operator
+    /// migrating one node at a time runs (e.g. lbha on lb1, keepalived on
+    /// lb2). The two speak VRRP to each other; each moves the addresses
+    /// its own way (lbha itself, keepalived through master.sh).
+    pub lb2_stack: Option<Stack>,
     /// VRRP instances per VRRP interface (VRIDs from [`VRID`] up, wrapping
     /// at 255); the floating IP follows the first.
     pub instances: u8,
@@ -184,7 +190,9 @@ pub struct LabOptions {
     pub dual_stack: bool,
     /// The one VRRP instance runs over IPv6 instead of IPv4 (VRRPv3,
     /// unicast between [`lb_private6`] addresses, virtual address
-    /// [`VIP6`]); needs `dual_stack` and the native lbha stack.
+    /// [`VIP6`]); needs `dual_stack`, one instance on one interface, and
+    /// lbha's native TOML or keepalived on each load balancer (lbha's
+    /// keepalived.conf mode has no reserved IPv6 flag).
     pub vrrp_ipv6: bool,
 }
 
@@ -197,6 +205,7 @@ impl Default for LabOptions {
             extra_instance_toml: String::new(),
             extra_floating_ip_toml: String::new(),
             stack: Stack::Lbha,
+            lb2_stack: None,
             instances: 1,
             interfaces: 1,
             check_interval: Duration::from_secs(2),
@@ -224,6 +233,9 @@ pub struct Lab {
     /// In front of the HTTPS API, with [`ApiPath::Remote`].
     relay: Option<relay::DelayRelay>,
     lbs: [Option<Daemon>; 2],
+    /// `ip monitor address` on each load balancer, with
+    /// [`LabOptions::vrrp_ipv6`]: when [`VIP6`] came and went.
+    addr_monitors: [Option<Daemon>; 2],
     // Field order matters: processes above die before namespaces below go,
     // and the directory (`temp`, which `dir` names) last.
     pub client: Netns,
@@ -239,6 +251,7 @@ impl Drop for Lab {
         self.sim.take();
         self.relay.take();
         self.lbs = [None, None];
+        self.addr_monitors = [None, None];
         for ns in self.all_namespaces() {
             ns.kill_all();
         }
@@ -287,8 +300,18 @@ impl Lab {
     pub fn start(tag: &str, bins: Binaries, opts: LabOptions) -> Result<Self> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
-        if opts.vrrp_ipv6 && !(opts.dual_stack && opts.stack == Stack::Lbha) {
-            bail!("vrrp_ipv6 needs dual_stack and the native lbha stack");
+        if opts.vrrp_ipv6 {
+            let stacks = [opts.stack, opts.lb2_stack.unwrap_or(opts.stack)];
+            if !opts.dual_stack
+                || opts.instances > 1
+                || opts.interfaces > 1
+                || stacks.contains(&Stack::LbhaKeepalivedConf)
+            {
+                bail!(
+                    "vrrp_ipv6 needs dual_stack, one instance on one interface, and lbha's \
+                     native TOML or keepalived on each load balancer"
+                );
+            }
         }
         let temp = temp_dir(&format!("lab-{tag}"))?;
         let ns = |role: &str| Netns::new(&format!("{tag}-{role}"));
@@ -302,6 +325,7 @@ impl Lab {
             sim: None,
             relay: None,
             lbs: [None, None],
+            addr_monitors: [None, None],
             client: ns("client")?,
             router: ns("router")?,
             switch: ns("switch")?,
@@ -643,6 +667,9 @@ metadata_timeout = 1.0
         let toml = self.dir.join(format!("lb{}.toml", i + 1));
         std::fs::write(&toml, self.lbha_config(i))?;
         self.write_stack_config(i)?;
+        if self.opts.vrrp_ipv6 {
+            self.start_addr_monitor(i)?;
+        }
         // Not `exec`: lbha as the PID namespace's init would take every
         // process of the node with it when it dies.
         let script = format!(
@@ -670,8 +697,37 @@ metadata_timeout = 1.0
         Ok(())
     }
 
+    /// Starts (again, after a crash took it down) `ip monitor address` on
+    /// load balancer `i`, appending to its log: which daemon adds or
+    /// removes [`VIP6`] (lbha or keepalived), the kernel tells when.
+    fn start_addr_monitor(&mut self, i: usize) -> Result<()> {
+        let log = self.dir.join(format!("lb{}-addresses.log", i + 1));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
+        let mut cmd = self.lb[i].command("ip");
+        // TZ=UTC: `-ts` stamps in local time, read back as UTC.
+        cmd.args(["-6", "-ts", "monitor", "address", "dev", "priv0"])
+            .env("TZ", "UTC")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file);
+        let monitor = Daemon::spawn(&format!("lb{}-addr-monitor", i + 1), &mut cmd, log)?;
+        self.addr_monitors[i] = Some(monitor.quiet_on_panic());
+        Ok(())
+    }
+
+    /// When [`VIP6`] was added to (`true`) or removed from load balancer
+    /// `i`'s `priv0`, since the lab started ([`LabOptions::vrrp_ipv6`]).
+    pub fn vip6_changes(&self, i: usize) -> Vec<(Duration, bool)> {
+        let log = std::fs::read_to_string(self.dir.join(format!("lb{}-addresses.log", i + 1)))
+            .unwrap_or_default();
+        parse_address_changes(&log, &VIP6.to_string(), self.started_wall)
+    }
+
     fn agent_command(&self, i: usize) -> String {
-        if self.opts.stack.uses_keepalived_conf() {
+        if self.stack_of(i).uses_keepalived_conf() {
             return self.stack_agent_command(i);
         }
         format!(
@@ -747,7 +803,7 @@ metadata_timeout = 1.0
     /// Sends `signal` to lbha on load balancer `i` (SIGSTOP freezes it,
     /// SIGCONT thaws it, SIGHUP reloads it); returns how many processes got it.
     pub fn signal_agent(&self, i: usize, signal: libc::c_int) -> usize {
-        let pids = self.lb_pids(i, self.opts.stack.process_name());
+        let pids = self.lb_pids(i, self.stack_of(i).process_name());
         for pid in &pids {
             send_signal(*pid, signal);
         }
@@ -781,7 +837,7 @@ metadata_timeout = 1.0
     /// SIGKILLs lbha (only lbha: HAProxy keeps running) on load balancer
     /// `i`; returns how many processes it killed.
     pub fn kill_agent(&self, i: usize) -> usize {
-        let pids = self.lb_pids(i, self.opts.stack.process_name());
+        let pids = self.lb_pids(i, self.stack_of(i).process_name());
         for pid in &pids {
             send_signal(*pid, libc::SIGKILL);
         }
@@ -1032,7 +1088,7 @@ metadata_timeout = 1.0
 
     /// The state transitions lbha on load balancer `i` logged.
     pub fn transitions(&self, i: usize) -> Vec<Transition> {
-        match self.opts.stack {
+        match self.stack_of(i) {
             Stack::Keepalived => keepalived_transitions(&self.lb_log(i), self.started_wall),
             Stack::Lbha | Stack::LbhaKeepalivedConf => {
                 parse_transitions(&self.lb_log(i), self.started_wall)
@@ -1089,6 +1145,11 @@ metadata_timeout = 1.0
 
     pub fn since_start(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// What the lab was started with.
+    pub fn options(&self) -> &LabOptions {
+        &self.opts
     }
 }
 

@@ -17,7 +17,8 @@ use anyhow::{Context, Result, bail};
 use lbha_harness::{in_netns, send_signal};
 
 use crate::{
-    API_PORT, FLOATING_IP, Lab, METADATA_IP, ROUTER_PUBLIC, TOKEN, Transition, VRID, lb_private,
+    API_PORT, FLOATING_IP, Lab, METADATA_IP, RESERVED_IPV6, ROUTER_PUBLIC, TOKEN, Transition, VIP6,
+    VRID, lb_private, lb_private6,
 };
 
 /// Where the notify script sends its assign and logs the answer.
@@ -159,13 +160,38 @@ fn check_script() -> String {
 /// droplet id and whether it holds a floating IP, and if not ask the API to
 /// assign it, up to 10 times. The assign goes where lbha's does (`api`:
 /// HTTPS with `--cacert` when the API is remote), and its acceptance is
-/// logged with the time curl returned.
-fn notify_master_script(api: &ScriptApi) -> String {
+/// logged with the time curl returned. With `reserved_ipv6` the script goes
+/// on, as an operator would extend master.sh for a dual-stack droplet, to
+/// assign that address too (`/v2/reserved_ipv6/IP/actions`, the same
+/// retries), logging `ipv6 assign accepted ...`.
+fn notify_master_script(api: &ScriptApi, reserved_ipv6: Option<std::net::Ipv6Addr>) -> String {
     let cacert = api
         .cacert
         .as_ref()
         .map(|path| format!("--cacert {} ", path.display()))
         .unwrap_or_default();
+    let ipv6 = reserved_ipv6.map_or_else(String::new, |ip| {
+        format!(
+            r#"# The reserved IPv6: the metadata service shows no reserved IPv6 entry to
+# check first, so assign it each time this node becomes Master.
+IP6='{ip}'
+n=0
+while [ $n -lt 10 ]; do
+    if curl -sf {cacert}-o /dev/null -X POST -H "Content-Type: application/json" \
+        -H "Authorization: Bearer $DO_TOKEN" \
+        -d "{{\"type\":\"assign\",\"droplet_id\":$ID}}" \
+        "{url}/v2/reserved_ipv6/$IP6/actions"; then
+        echo "ipv6 assign accepted droplet_id=$ID unix_ns=$(date +%s%N)" >> {log}
+        break
+    fi
+    n=$((n + 1))
+    sleep 3
+done
+"#,
+            url = api.url,
+            log = api.log.display(),
+        )
+    });
     format!(
         r#"#!/bin/sh
 # notify_master: what the seed's master.sh did.
@@ -187,7 +213,7 @@ if [ "$HAS_FLOATING_IP" = "false" ]; then
         sleep 3
     done
 fi
-"#,
+{ipv6}"#,
         url = api.url,
         log = api.log.display(),
     )
@@ -213,15 +239,22 @@ pub fn notify_accepts(log: &str) -> Vec<(u64, std::time::SystemTime)> {
         .collect()
 }
 
-/// Writes the check wrapper and the notify script into `dir` (created, mode
-/// 0755) and returns their paths.
-pub fn write_scripts(dir: &Path, api: &ScriptApi) -> Result<StackScripts> {
+/// Writes the check wrapper and the notify script (assigning `reserved_ipv6`
+/// too, if given) into `dir` (created, mode 0755) and returns their paths.
+pub fn write_scripts(
+    dir: &Path,
+    api: &ScriptApi,
+    reserved_ipv6: Option<std::net::Ipv6Addr>,
+) -> Result<StackScripts> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
     let scripts = StackScripts::in_dir(dir);
     for (path, text) in [
         (&scripts.check, check_script()),
-        (&scripts.notify_master, notify_master_script(api)),
+        (
+            &scripts.notify_master,
+            notify_master_script(api, reserved_ipv6),
+        ),
     ] {
         // Unchanged scripts are left alone: a shell running one (a notify
         // script in its retry loop) reads it as it goes.
@@ -238,13 +271,17 @@ pub fn write_scripts(dir: &Path, api: &ScriptApi) -> Result<StackScripts> {
 /// instances on `priv0` (VRIDs from [`VRID`] up). The first instance
 /// carries the `notify_master` script; all track the HAProxy check. Version
 /// 2 uses PASS authentication as the seed did (and whole-second
-/// intervals); version 3 has no authentication.
+/// intervals); version 3 has no authentication. With `vrrp_ipv6` the first
+/// instance runs over IPv6 instead (`native_ipv6`, unicast between the
+/// [`lb_private6`] addresses, virtual address [`VIP6`]), as the lab's lbha
+/// does with [`crate::LabOptions::vrrp_ipv6`].
 pub fn keepalived_conf(
     node: usize,
     advert_interval: Duration,
     version: u8,
     (interfaces, instances): (u8, u8),
     scripts: &StackScripts,
+    vrrp_ipv6: bool,
 ) -> String {
     let mut conf = format!(
         "global_defs {{\n    enable_script_security\n    script_user root\n}}\n\n\
@@ -262,9 +299,26 @@ pub fn keepalived_conf(
         } else {
             String::new()
         };
+        // `native_ipv6` before any address: keepalived refuses it after an
+        // IPv4 one.
+        let (family, src, peer, vip) = if vrrp_ipv6 && j == 0 && k == 0 {
+            (
+                "    native_ipv6\n",
+                lb_private6(node).to_string(),
+                lb_private6(1 - node).to_string(),
+                format!("{VIP6}/64"),
+            )
+        } else {
+            (
+                "",
+                vrrp_address(node, j).to_string(),
+                vrrp_address(1 - node, j).to_string(),
+                dummy_vip(j, k),
+            )
+        };
         let _ = write!(
             conf,
-            "\nvrrp_instance {name} {{\n    interface {dev}\n    state {state}\n    priority {priority}\n\n    \
+            "\nvrrp_instance {name} {{\n    interface {dev}\n{family}    state {state}\n    priority {priority}\n\n    \
              virtual_router_id {vrid}\n    version {version}\n    advert_int {interval}\n    \
              unicast_src_ip {src}\n    unicast_peer {{\n        {peer}\n    }}\n{auth}\n    \
              virtual_ipaddress {{\n        {vip} dev {dev}\n    }}\n\n    \
@@ -275,9 +329,6 @@ pub fn keepalived_conf(
             priority = if node == 0 { 200 } else { 100 },
             vrid = instance_vrid(k),
             interval = advert_interval.as_secs_f64(),
-            src = vrrp_address(node, j),
-            peer = vrrp_address(1 - node, j),
-            vip = dummy_vip(j, k),
         );
     }
     conf
@@ -433,9 +484,18 @@ pub struct SimAction {
 }
 
 impl Lab {
-    /// The stack the load balancers run.
+    /// The stack lb1 runs (and lb2, unless [`crate::LabOptions::lb2_stack`]
+    /// says otherwise; see [`Lab::stack_of`]).
     pub fn stack(&self) -> Stack {
         self.opts.stack
+    }
+
+    /// The stack load balancer `i` runs.
+    pub fn stack_of(&self, i: usize) -> Stack {
+        match (i, self.opts.lb2_stack) {
+            (1, Some(stack)) => stack,
+            _ => self.opts.stack,
+        }
     }
 
     /// Where the keepalived.conf of load balancer `i` is (for the stacks
@@ -465,7 +525,7 @@ impl Lab {
     /// (which [`Lab::start_lb`] has just written).
     pub(crate) fn write_stack_config(&self, i: usize) -> Result<()> {
         let o = &self.opts;
-        match o.stack {
+        match self.stack_of(i) {
             Stack::Lbha => {
                 if o.instances > 1 || o.interfaces > 1 {
                     let toml = self.dir.join(format!("lb{}.toml", i + 1));
@@ -487,7 +547,8 @@ impl Lab {
                     cacert: self.api_ca_file(),
                     log: self.notify_log_path(),
                 };
-                let scripts = write_scripts(&self.scripts_dir(), &api)?;
+                let reserved_ipv6 = o.dual_stack.then_some(RESERVED_IPV6);
+                let scripts = write_scripts(&self.scripts_dir(), &api, reserved_ipv6)?;
                 std::fs::write(
                     self.keepalived_conf_path(i),
                     keepalived_conf(
@@ -496,6 +557,7 @@ impl Lab {
                         3,
                         (o.interfaces, o.instances),
                         &scripts,
+                        o.vrrp_ipv6,
                     ),
                 )?;
             }
@@ -508,7 +570,7 @@ impl Lab {
     pub(crate) fn stack_agent_command(&self, i: usize) -> String {
         let conf = self.keepalived_conf_path(i);
         let log = self.lb_log_path(i);
-        match self.opts.stack {
+        match self.stack_of(i) {
             Stack::Keepalived => format!(
                 // Foreground, console logging (stderr) with detail, no
                 // syslog, VRRP only. Pid files a crash left behind go first:
@@ -550,7 +612,8 @@ impl Lab {
     /// process, or keepalived's parent and its VRRP child (not the short
     /// lived children they fork to run scripts).
     pub fn agent_pids(&self, i: usize) -> Vec<i32> {
-        let comm = self.opts.stack.process_name();
+        let stack = self.stack_of(i);
+        let comm = stack.process_name();
         let is_agent = |pid: i32| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
         };
@@ -567,7 +630,7 @@ impl Lab {
                     depth += 1;
                     current = parent;
                 }
-                match self.opts.stack {
+                match stack {
                     Stack::Keepalived => depth <= 1,
                     Stack::Lbha | Stack::LbhaKeepalivedConf => depth == 0,
                 }
@@ -685,7 +748,7 @@ impl Lab {
         if self.agent_pids(i).is_empty() {
             bail!(
                 "{} is not running on lb{}; its log:\n{}",
-                self.opts.stack.process_name(),
+                self.stack_of(i).process_name(),
                 i + 1,
                 self.lb_log(i)
             );
@@ -709,7 +772,7 @@ mod tests {
     #[test]
     fn keepalived_conf_has_what_the_seed_had() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(1, Duration::from_millis(10), 3, (1, 2), &scripts);
+        let conf = keepalived_conf(1, Duration::from_millis(10), 3, (1, 2), &scripts, false);
         assert!(conf.contains("script \"/tmp/x/scripts/chk_haproxy\""));
         assert!(conf.contains("vrrp_instance VI_1 {"));
         assert!(conf.contains("vrrp_instance VI_2 {"));
@@ -720,7 +783,7 @@ mod tests {
         assert!(conf.contains("unicast_src_ip 10.230.1.12"));
         assert_eq!(conf.matches("notify_master").count(), 1);
         assert!(!conf.contains("auth_type"));
-        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, (1, 1), &scripts);
+        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, (1, 1), &scripts, false);
         assert!(v2.contains("auth_type PASS"));
         assert!(v2.contains("advert_int 1\n"));
         assert!(v2.contains("state MASTER"));
@@ -731,7 +794,7 @@ mod tests {
     #[test]
     fn four_interfaces_of_255_instances_use_each_vrid_once_per_interface() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(0, Duration::from_millis(10), 3, (4, 255), &scripts);
+        let conf = keepalived_conf(0, Duration::from_millis(10), 3, (4, 255), &scripts, false);
         assert_eq!(conf.matches("vrrp_instance ").count(), 1020);
         for j in 0..4u8 {
             let dev = vrrp_interface(j);
@@ -768,21 +831,65 @@ mod tests {
 
     #[test]
     fn notify_script_posts_the_assign() {
-        let script = notify_master_script(&ScriptApi::local("/tmp/x/master-sh.log".into()));
+        let script = notify_master_script(&ScriptApi::local("/tmp/x/master-sh.log".into()), None);
         assert!(script.contains("/metadata/v1/floating_ip/ipv4/active"));
         assert!(script.contains(r#"-d "{\"type\":\"assign\",\"droplet_id\":$ID}""#));
         assert!(script.contains("http://10.230.0.1:8080/v2/floating_ips/$IP/actions"));
         assert!(script.contains("while [ $n -lt 10 ]"));
         assert!(!script.contains("--cacert"));
         assert!(script.contains(">> /tmp/x/master-sh.log"));
+        assert!(!script.contains("reserved_ipv6"));
 
-        let remote = notify_master_script(&ScriptApi {
-            url: "https://10.230.0.1:8443".into(),
-            cacert: Some("/tmp/x/api-ca.pem".into()),
-            log: "/tmp/x/master-sh.log".into(),
-        });
+        let remote = notify_master_script(
+            &ScriptApi {
+                url: "https://10.230.0.1:8443".into(),
+                cacert: Some("/tmp/x/api-ca.pem".into()),
+                log: "/tmp/x/master-sh.log".into(),
+            },
+            None,
+        );
         assert!(remote.contains("curl -sf --cacert /tmp/x/api-ca.pem -o /dev/null -X POST"));
         assert!(remote.contains("https://10.230.0.1:8443/v2/floating_ips/$IP/actions"));
+    }
+
+    /// A dual-stack master.sh also assigns the reserved IPv6, after the
+    /// floating IP, with its own retries and log line.
+    #[test]
+    fn notify_script_assigns_the_reserved_ipv6_too() {
+        let api = ScriptApi::local("/tmp/x/master-sh.log".into());
+        let script = notify_master_script(&api, Some(RESERVED_IPV6));
+        let v4 = script.find("/v2/floating_ips/$IP/actions").unwrap();
+        let v6 = script
+            .find("http://10.230.0.1:8080/v2/reserved_ipv6/$IP6/actions")
+            .unwrap();
+        assert!(v4 < v6);
+        assert!(script.contains("IP6='2001:db8:10::10'"));
+        assert_eq!(script.matches("while [ $n -lt 10 ]").count(), 2);
+        assert_eq!(
+            script
+                .matches(r#"-d "{\"type\":\"assign\",\"droplet_id\":$ID}""#)
+                .count(),
+            2
+        );
+        assert!(script.contains("echo \"ipv6 assign accepted droplet_id=$ID"));
+        // Its log lines are not IPv4 accepts.
+        assert!(notify_accepts("ipv6 assign accepted droplet_id=1 unix_ns=5\n").is_empty());
+    }
+
+    /// With `vrrp_ipv6` the notify-carrying instance runs over IPv6, as the
+    /// lab's lbha does; the others stay IPv4.
+    #[test]
+    fn keepalived_conf_over_ipv6() {
+        let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
+        let conf = keepalived_conf(1, Duration::from_millis(100), 3, (1, 2), &scripts, true);
+        let (first, second) = conf.split_once("vrrp_instance VI_2").unwrap();
+        assert!(first.contains("    interface priv0\n    native_ipv6\n"));
+        assert!(first.contains("unicast_src_ip fd00:230:1::12"));
+        assert!(first.contains("unicast_peer {\n        fd00:230:1::11\n"));
+        assert!(first.contains("fd00:230:1::100/64 dev priv0"));
+        assert!(first.contains("notify_master"));
+        assert!(!second.contains("native_ipv6"));
+        assert!(second.contains("unicast_src_ip 10.230.1.12"));
     }
 
     #[test]

@@ -65,6 +65,29 @@ pub fn parse_transitions(log: &str, start: SystemTime) -> Vec<Transition> {
         .collect()
 }
 
+/// When `address` (e.g. `fd00:230:1::100`) was added (`true`) to or
+/// removed (`false`) from an interface, from the output of `ip -ts monitor
+/// address` run with `TZ=UTC` (`[2026-12-01T21:05:23.905048] 3: priv0
+/// inet6 fd00:230:1::100/64 ...`, `[...] Deleted 3: ...`), placed relative
+/// to `start`.
+pub fn parse_address_changes(log: &str, address: &str, start: SystemTime) -> Vec<(Duration, bool)> {
+    let start_ms = start
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let needle = format!(" {address}/");
+    log.lines()
+        .filter(|l| l.contains(&needle))
+        .filter_map(|l| {
+            let (stamp, rest) = l.strip_prefix('[')?.split_once("] ")?;
+            let ms = unix_ms(&format!("{stamp}Z"))?;
+            Some((
+                Duration::from_millis(ms.saturating_sub(start_ms)),
+                !rest.starts_with("Deleted "),
+            ))
+        })
+        .collect()
+}
+
 /// The assigns DigitalOcean accepted, from lbha's `assign action created`
 /// lines: (droplet id, when the answer arrived: its `answered_unix_us`).
 pub fn assign_answers(log: &str) -> Vec<(u64, SystemTime)> {
@@ -81,6 +104,23 @@ pub fn assign_answers(log: &str) -> Vec<(u64, SystemTime)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_changes_from_ip_monitor() {
+        let log = "[2026-12-01T21:05:23.905048] 3: priv0    inet6 fd00:230:1::100/64 scope global nodad \n\
+                   \x20      valid_lft forever preferred_lft forever\n\
+                   [2026-12-01T21:05:24.000000] 3: priv0    inet6 fd00:230:1::1000/64 scope global nodad \n\
+                   [2026-12-01T21:05:24.175323] Deleted 3: priv0    inet6 fd00:230:1::100/64 scope global nodad \n";
+        let start =
+            UNIX_EPOCH + Duration::from_millis(unix_ms("2026-12-01T21:05:23.000Z").unwrap());
+        assert_eq!(
+            parse_address_changes(log, "fd00:230:1::100", start),
+            [
+                (Duration::from_millis(905), true),
+                (Duration::from_millis(1175), false)
+            ]
+        );
+    }
 
     #[test]
     fn assign_answers_from_a_log() {

@@ -1,12 +1,15 @@
 //! The end-to-end scenario harness the lab tests share (`tests/failover.rs`,
-//! `tests/faults.rs`): a lab in its steady state (lb1 Master and holder,
-//! lb2 Backup, a client answered), and what an operator checks after each
-//! failure: who is Master, how many assigns, the client's outages, no token
-//! in the logs. Prints the lab's logs when a test fails.
+//! `tests/faults.rs`, `tests/reserved_ipv6.rs`): a lab in its steady state
+//! (lb1 Master and holder, lb2 Backup, a client answered; in a dual-stack
+//! lab an IPv6 client too), and what an operator checks after each failure:
+//! who is Master, how many assigns, the clients' outages, no token in the
+//! logs. Prints the lab's logs when a test fails.
 
 use std::time::{Duration, Instant};
 
-use lbha_lab::{Binaries, Client, Lab, LabOptions, TOKEN, Transition, droplet_id};
+use lbha_lab::{
+    Binaries, Client, Lab, LabOptions, RESERVED_IPV6, TOKEN, Transition, droplet_id, lb_public6,
+};
 
 use crate::{agent_bin, dosim_bin};
 
@@ -69,12 +72,17 @@ pub struct Scenario {
     pub client_ready: Duration,
     /// Assign actions before the test did anything.
     pub baseline: usize,
+    /// The client fetching the reserved IPv6 ([`Scenario::start_dual_stack`]).
+    client6: Option<Client>,
 }
 
 impl Drop for Scenario {
     fn drop(&mut self) {
         if let Some(client) = &mut self.client {
             client.stop();
+        }
+        if let Some(client6) = &mut self.client6 {
+            client6.stop();
         }
         if std::thread::panicking() {
             eprintln!("==== {}: lab state at failure ====", self.name);
@@ -96,6 +104,9 @@ impl Drop for Scenario {
             if let Some(client) = &self.client {
                 eprintln!("---- client outages ----\n{:?}", client.outages());
             }
+            if let Some(client6) = &self.client6 {
+                eprintln!("---- IPv6 client outages ----\n{:?}", client6.outages());
+            }
         }
     }
 }
@@ -114,6 +125,7 @@ impl Scenario {
             client: None,
             client_ready: Duration::ZERO,
             baseline: 0,
+            client6: None,
         };
         // Generous: start-up is not what these tests measure, and CI runs
         // them beside the package tests on two loaded CPUs.
@@ -151,8 +163,48 @@ impl Scenario {
         s
     }
 
+    /// [`Scenario::start`] for a dual-stack lab, then its IPv6 steady state:
+    /// the reserved IPv6 on lb1 (its assigns completed), with
+    /// [`LabOptions::vrrp_ipv6`] the virtual IPv6 on lb1 only (lb2 Backup
+    /// means it hears lb1's IPv6 adverts: the instance has no IPv4 path),
+    /// and an IPv6 client answered.
+    pub fn start_dual_stack(name: &'static str, tag: &str, opts: LabOptions) -> Self {
+        assert!(opts.dual_stack, "{name}: not a dual-stack lab");
+        let vrrp_ipv6 = opts.vrrp_ipv6;
+        let mut s = Self::start(name, tag, opts);
+        let v6 = RESERVED_IPV6.into();
+        s.wait(Duration::from_secs(15), "the reserved IPv6 on lb1", |s| {
+            s.lab.holder_of(v6) == Some(droplet_id(LB1))
+                && s.lab.assigns_v6().iter().all(|a| a.2.is_some())
+        });
+        if vrrp_ipv6 {
+            s.wait(Duration::from_secs(5), "the IPv6 VIP on lb1 only", |s| {
+                s.lab.holds_vip6(LB1).unwrap() && !s.lab.holds_vip6(LB2).unwrap()
+            });
+        }
+        // Both nodes start at once, so lb2 may be Master for a moment before
+        // lb1's first advert reaches it, and assign once: the tests count
+        // from what is there now, as Scenario::start does.
+        let v6_assigns = s.lab.assigns_v6();
+        assert_eq!(
+            v6_assigns.last().map(|a| a.0),
+            Some(droplet_id(LB1)),
+            "{name}: the last IPv6 assign at start"
+        );
+        s.client6 = Some(s.lab.start_client_v6(CLIENT_EVERY));
+        s.wait(Duration::from_secs(10), "an answer over IPv6", |s| {
+            s.client6().requests().iter().any(|r| r.result.is_ok())
+        });
+        s
+    }
+
     pub fn client(&self) -> &Client {
         self.client.as_ref().expect("the client runs")
+    }
+
+    /// The IPv6 client of [`Scenario::start_dual_stack`].
+    pub fn client6(&self) -> &Client {
+        self.client6.as_ref().expect("the IPv6 client runs")
     }
 
     /// Waits up to `timeout` for `condition`; fails the test otherwise.
@@ -208,6 +260,33 @@ impl Scenario {
             .transitions(i)
             .into_iter()
             .find(|t| t.to == to && t.at >= since)
+    }
+
+    /// The first transition of load balancer `i` to `to` among those after
+    /// the first `seen` (a count taken before the event: keepalived stamps
+    /// its lines to the second, so a time would not tell its transitions
+    /// just before an event from those just after it).
+    pub fn transition_after(&self, i: usize, to: &str, seen: usize) -> Option<Transition> {
+        self.lab
+            .transitions(i)
+            .into_iter()
+            .skip(seen)
+            .find(|t| t.to == to)
+    }
+
+    /// Waits for load balancer `i` to enter `to` after its first `seen`
+    /// transitions ([`Scenario::transition_after`]).
+    pub fn wait_transition_after(
+        &self,
+        i: usize,
+        to: &str,
+        seen: usize,
+        timeout: Duration,
+    ) -> Transition {
+        self.wait(timeout, &format!("{} {to}", lb_name(i)), |s| {
+            s.transition_after(i, to, seen).is_some()
+        });
+        self.transition_after(i, to, seen).expect("just seen")
     }
 
     /// Waits for load balancer `i` to enter `to` at or after `since`.
@@ -434,13 +513,16 @@ impl Scenario {
     /// Kills HAProxy on lb1 (the Master) and follows the failover to lb2:
     /// lb1 FAULT, lb2 MASTER, one assign to lb2. Returns (kill time, lb2's
     /// MASTER transition, the assign).
+    /// lb2 may run keepalived ([`LabOptions::lb2_stack`]): its transition
+    /// is then stamped to the second only.
     pub fn kill_haproxy_on_lb1(&self, assign_timeout: Duration) -> (Duration, Transition, Assign) {
         let before = self.lab.assigns().len();
+        let lb2_seen = self.lab.transitions(LB2).len();
         let at = self.lab.since_start();
         assert!(self.lab.kill_haproxy(LB1) > 0, "no HAProxy on lb1");
         let fault = self.wait_transition(LB1, "FAULT", at, Duration::from_secs(5));
         assert_eq!(fault.reason, "tracked check failed");
-        let master = self.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
+        let master = self.wait_transition_after(LB2, "MASTER", lb2_seen, Duration::from_secs(5));
         let assign = self.one_assign(before, LB2, assign_timeout);
         assert!(
             assign.1 >= master.at.saturating_sub(Duration::from_millis(50)),
@@ -448,5 +530,193 @@ impl Scenario {
             self.name
         );
         (at, master, assign)
+    }
+
+    /// SIGKILLs lbha on lb1 (the Master; HAProxy keeps running) and waits
+    /// for lb2 to take over because the master went down, within lb2's
+    /// Master_Down_Interval plus `margin`. Returns when the kill was sent
+    /// and lb2's transition.
+    pub fn kill_agent_on_lb1(&self, margin: Duration) -> (Duration, Transition) {
+        let at = self.lab.since_start();
+        assert_eq!(self.lab.kill_agent(LB1), 1, "one lbha process on lb1");
+        let master = self.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
+        assert_eq!(master.reason, "master down");
+        let takeover = master.at.saturating_sub(at);
+        assert!(
+            takeover < LB2_MASTER_DOWN + margin,
+            "{}: lb2 Master only {} after lbha died (Master_Down_Interval {:?})",
+            self.name,
+            secs(takeover),
+            LB2_MASTER_DOWN
+        );
+        (at, master)
+    }
+
+    /// After a failover to load balancer `to` (it entered MASTER at
+    /// `master`; the failure was at `at`): the reserved IPv6 and, with
+    /// [`LabOptions::vrrp_ipv6`], the virtual IPv6 moved to it (added once
+    /// it was Master, unless it held it all along),
+    /// [`Scenario::assert_settled_on`] holds, exactly one IPv6 assign after
+    /// the first `v6_before`, to `to`, requested once it was Master, the
+    /// router sends the reserved IPv6 to it, and the IPv6 client is answered
+    /// after the move. `peer_alive: false` (the other node's daemon was
+    /// SIGKILLed): the other keeps the virtual IPv6 (nothing is left to
+    /// remove it) and, its log ending in MASTER, is not judged; the
+    /// addresses' holder and the assigns are. Returns the IPv6 assign.
+    pub fn assert_ipv6_moved(
+        &self,
+        to: usize,
+        (at, master): (Duration, &Transition),
+        v6_before: usize,
+        peer_alive: bool,
+    ) -> Assign {
+        let other = 1 - to;
+        let v6 = RESERVED_IPV6.into();
+        self.wait(
+            Duration::from_secs(10),
+            &format!("the reserved IPv6 on {}", lb_name(to)),
+            |s| s.lab.holder_of(v6) == Some(droplet_id(to)),
+        );
+        let vip6_added = if self.lab.options().vrrp_ipv6 {
+            self.wait(
+                Duration::from_secs(5),
+                &format!("the IPv6 VIP moved to {}", lb_name(to)),
+                |s| {
+                    s.lab.holds_vip6(to).unwrap()
+                        && !(peer_alive && s.lab.holds_vip6(other).unwrap())
+                },
+            );
+            // The kernel's word (ip monitor) on when it came: with the
+            // mastership, not before (a keepalived MASTER time is floored
+            // to the second: hence the upper bound's slack). A node whose
+            // SIGKILLed daemon left it there holds it from before.
+            let changes = self.lab.vip6_changes(to);
+            let added = changes
+                .iter()
+                .rfind(|(when, added)| *added && *when + Duration::from_secs(1) >= at)
+                .map(|(when, _)| *when);
+            let Some(added) = added else {
+                assert!(
+                    changes.last().is_some_and(|(_, added)| *added),
+                    "{}: ip monitor saw no VIP6 added on {}: {changes:?}",
+                    self.name,
+                    lb_name(to),
+                );
+                return self.assert_ipv6_assigned(to, (at, master), v6_before, peer_alive, None);
+            };
+            assert!(
+                added + Duration::from_millis(50) >= master.at
+                    && added <= master.at + Duration::from_millis(1500),
+                "{}: VIP6 added on {} at {} but MASTER at {}",
+                self.name,
+                lb_name(to),
+                secs(added),
+                secs(master.at)
+            );
+            Some(added)
+        } else {
+            None
+        };
+        self.assert_ipv6_assigned(to, (at, master), v6_before, peer_alive, vip6_added)
+    }
+
+    /// The rest of [`Scenario::assert_ipv6_moved`], from the settling on.
+    fn assert_ipv6_assigned(
+        &self,
+        to: usize,
+        (at, master): (Duration, &Transition),
+        v6_before: usize,
+        peer_alive: bool,
+        vip6_added: Option<Duration>,
+    ) -> Assign {
+        if peer_alive {
+            // Waits past a re-check: no late assign of the floating IP, nor
+            // (below) of the reserved IPv6.
+            self.assert_settled_on(to);
+        } else {
+            self.wait(
+                Duration::from_secs(10),
+                &format!("both addresses on {}, assigns done", lb_name(to)),
+                |s| {
+                    s.lab.holder() == Some(droplet_id(to))
+                        && s.lab.assigns().iter().all(|a| a.2.is_some())
+                        && s.lab.assigns_v6().iter().all(|a| a.2.is_some())
+                        && s.agents_idle()
+                },
+            );
+        }
+        let v6_assigns: Vec<Assign> = self.lab.assigns_v6().into_iter().skip(v6_before).collect();
+        assert_eq!(
+            v6_assigns.len(),
+            1,
+            "{}: one IPv6 assign per failover: {:?}",
+            self.name,
+            self.describe(&v6_assigns)
+        );
+        let v6_assign = v6_assigns[0];
+        assert_eq!(v6_assign.0, droplet_id(to), "{}: IPv6 assign", self.name);
+        assert!(
+            v6_assign.1 + Duration::from_millis(50) >= master.at,
+            "{}: IPv6 assign requested before {} became Master",
+            self.name,
+            lb_name(to)
+        );
+        let v6_done = v6_assign.2.expect("the IPv6 assign completed");
+        let route6 = self.lab.reserved_ipv6_route().unwrap();
+        assert!(
+            route6.contains(&format!("via {}", lb_public6(to))),
+            "{}: {route6}",
+            self.name
+        );
+        eprintln!(
+            "TIMING {}: {} MASTER +{}ms, VIP6 {}, IPv6 assign requested +{}ms, completed +{}ms",
+            self.name,
+            lb_name(to),
+            master.at.saturating_sub(at).as_millis(),
+            match vip6_added {
+                Some(t) => format!("added +{}ms", t.saturating_sub(at).as_millis()),
+                None if self.lab.options().vrrp_ipv6 => "held from before".into(),
+                None => "-".into(),
+            },
+            v6_assign.1.saturating_sub(at).as_millis(),
+            v6_done.saturating_sub(at).as_millis()
+        );
+        let after = v6_done + Duration::from_millis(200);
+        self.wait(
+            Duration::from_secs(10),
+            "an IPv6 answer after the move",
+            |s| {
+                s.client6()
+                    .requests()
+                    .iter()
+                    .any(|r| r.at > after && r.result.is_ok())
+            },
+        );
+        v6_assign
+    }
+
+    /// Every outage of the IPv6 client began at most 500 ms before one of
+    /// `windows` (failure, IPv6 assign completed) and ended within a second
+    /// of its end: IPv6 requests fail only inside a failover. Prints them.
+    pub fn assert_ipv6_outages_within(&self, windows: &[(Duration, Duration)]) {
+        let outages = self.client6().outages();
+        eprintln!(
+            "TIMING {}: IPv6 client outages {:?}",
+            self.name,
+            outages
+                .iter()
+                .map(|(a, b, n)| format!("{}–{} ({n})", secs(*a), b.map_or("…".into(), secs)))
+                .collect::<Vec<_>>()
+        );
+        for (start, end, _) in &outages {
+            assert!(
+                windows
+                    .iter()
+                    .any(|(from, to)| *start + Duration::from_millis(500) >= *from
+                        && end.is_some_and(|e| e <= *to + Duration::from_secs(1))),
+                "{}: IPv6 outage {start:?}–{end:?} outside the failovers {windows:?}",
+                self.name
+            );
+        }
     }
 }

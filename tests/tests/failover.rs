@@ -19,7 +19,7 @@
 
 use std::time::Duration;
 
-use lbha_lab::{ApiPath, LabOptions, REMOTE_API_DELAY, Transition, droplet_id};
+use lbha_lab::{ApiPath, LabOptions, REMOTE_API_DELAY, droplet_id};
 use lbha_tests::{
     require_root,
     scenario::{
@@ -27,24 +27,6 @@ use lbha_tests::{
         Scenario, processes, secs,
     },
 };
-
-/// SIGKILLs lbha on lb1 (the Master) and waits for lb2 to take over
-/// because the master went down, within lb2's Master_Down_Interval plus
-/// `margin`. Returns when the kill was sent and lb2's transition.
-fn kill_lb1_agent_and_await_takeover(s: &Scenario, margin: Duration) -> (Duration, Transition) {
-    let at = s.lab.since_start();
-    assert_eq!(s.lab.kill_agent(LB1), 1, "one lbha process on lb1");
-    let master = s.wait_transition(LB2, "MASTER", at, Duration::from_secs(5));
-    assert_eq!(master.reason, "master down");
-    let takeover = master.at.saturating_sub(at);
-    assert!(
-        takeover < LB2_MASTER_DOWN + margin,
-        "lb2 Master only {} after lbha died (Master_Down_Interval {:?})",
-        secs(takeover),
-        LB2_MASTER_DOWN
-    );
-    (at, master)
-}
 
 /// 1. HAProxy killed on the Master: lb1 goes FAULT at once (pidfd), lb2
 ///    takes over within Skew_Time of lb1's resignation, one assign.
@@ -138,7 +120,7 @@ fn lbha_killed_on_master_fails_over_and_back() {
     }
     let s = Scenario::start("lbha-kill", "fokl", LabOptions::default());
     let before = s.lab.assigns().len();
-    let (at, master) = kill_lb1_agent_and_await_takeover(&s, MARGIN);
+    let (at, master) = s.kill_agent_on_lb1(MARGIN);
     let assign = s.one_assign(before, LB2, Duration::from_secs(10));
     s.timing("lbha SIGKILL on lb1", at, &master, &assign);
     assert_eq!(processes(&s.lab, LB1, "lbha-agent"), 0, "lbha still on lb1");
@@ -199,7 +181,7 @@ fn lbha_killed_on_master_fails_over_in_time_with_the_timerless_program() {
     s.assert_settled_on(LB1);
     let before = s.lab.assigns().len();
     assert_eq!(before, settled, "lb2 took over from a healthy master");
-    let (at, master) = kill_lb1_agent_and_await_takeover(&s, NO_TIMER_MARGIN);
+    let (at, master) = s.kill_agent_on_lb1(NO_TIMER_MARGIN);
     let assign = s.one_assign(before, LB2, Duration::from_secs(10));
     s.timing(
         "lbha SIGKILL on lb1, no-timer program",

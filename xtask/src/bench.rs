@@ -399,7 +399,7 @@ const REMOTE_VARIANTS: [RemoteVariant; 4] = [
 /// When load balancer 2's client got the 201 of an assign to itself, at or
 /// after `after`: lbha's `answered_unix_us`, master.sh's log line.
 fn accepted_at(lab: &Lab, after: std::time::SystemTime) -> Option<std::time::SystemTime> {
-    let accepts = match lab.stack() {
+    let accepts = match lab.stack_of(1) {
         Stack::Keepalived => lab.notify_accepts(),
         Stack::Lbha | Stack::LbhaKeepalivedConf => assign_answers(&lab.lb_log(1)),
     };

@@ -8,7 +8,8 @@
 //! assign happened, how long the client saw errors) and cleans everything
 //! up on exit, Ctrl-C included. With `--dual-stack` a reserved IPv6 moves
 //! beside the floating IP, a second client fetches it, and the timeline
-//! shows both moving.
+//! shows both moving; `--vrrp-ipv6` runs VRRP itself over IPv6, and the
+//! timeline shows the virtual IPv6 moving too.
 
 use std::{
     path::Path,
@@ -21,7 +22,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lbha_lab::{
-    ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, RESERVED_IPV6, droplet_id, wait_for,
+    ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, RESERVED_IPV6, VIP6, droplet_id, wait_for,
 };
 
 #[derive(clap::Args)]
@@ -44,9 +45,16 @@ pub struct LabArgs {
     #[arg(long, value_name = "MS")]
     api_delay_ms: Option<u64>,
     /// IPv6 on the client and public side, and a DigitalOcean reserved
-    /// IPv6 moved beside the floating IP (VRRP stays IPv4).
+    /// IPv6 moved beside the floating IP (VRRP stays IPv4 unless
+    /// --vrrp-ipv6).
     #[arg(long)]
     dual_stack: bool,
+    /// With --dual-stack: VRRP over IPv6 (VRRPv3 unicast between
+    /// fd00:230:1::11 and ::12 on the private network, virtual address
+    /// fd00:230:1::100 on the Master), the floating IP and the reserved
+    /// IPv6 following that instance.
+    #[arg(long, requires = "dual_stack")]
+    vrrp_ipv6: bool,
 }
 
 /// One thing the lab does to the load balancers.
@@ -84,6 +92,7 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
                 delay: Duration::from_millis(ms),
             }),
         dual_stack: args.dual_stack,
+        vrrp_ipv6: args.vrrp_ipv6,
         ..LabOptions::default()
     };
     let bins = Binaries {
@@ -205,6 +214,14 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
                         lb_of(droplet)
                     ),
                 ));
+            }
+        }
+    }
+    if args.vrrp_ipv6 {
+        for (i, name) in ["lb1", "lb2"].iter().enumerate() {
+            for (at, added) in lab.vip6_changes(i) {
+                let what = if added { "added to" } else { "removed from" };
+                events.push((at, format!("{name}: virtual IPv6 {VIP6} {what} priv0")));
             }
         }
     }
