@@ -18,8 +18,8 @@ use ::toml::{
 };
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Garp, Global, Heartbeat, InitialState, Instance,
-    Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
+    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Garp, Global, Heartbeat, InitialState,
+    Instance, Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -1696,16 +1696,17 @@ receive_path = "xdp"
         assert_eq!(plain.instances[0].garp.master_delay, Duration::from_secs(5));
 
         // The lower-priority settings follow the master ones given here.
-        let c = load("\n[instance.garp]\nmaster_repeat = 2\nmaster_delay = 0.5\nmaster_refresh = 60\n")
-            .unwrap()
-            .config;
+        let c =
+            load("\n[instance.garp]\nmaster_repeat = 2\nmaster_delay = 0.5\nmaster_refresh = 60\n")
+                .unwrap()
+                .config;
         let g = c.instances[0].garp;
         assert_eq!(
             g,
             Garp {
                 master_repeat: 2,
                 master_delay: Duration::from_millis(500),
-                master_refresh: Duration::from_secs(60),
+                master_refresh: Duration::from_mins(1),
                 master_refresh_repeat: 1,
                 lower_prio_repeat: 2,
                 lower_prio_delay: Duration::from_millis(500),

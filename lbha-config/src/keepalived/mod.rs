@@ -654,7 +654,9 @@ impl Builder {
                         self.garp.master_repeat = n;
                     }
                 }
-                "vrrp_garp_master_refresh" => self.garp.master_refresh = garp_refresh(item, context, cx),
+                "vrrp_garp_master_refresh" => {
+                    self.garp.master_refresh = garp_refresh(item, context, cx);
+                }
                 "vrrp_garp_master_refresh_repeat" => {
                     if let Some(n) = garp_repeat(item, context, cx, 1) {
                         self.garp.master_refresh_repeat = n;
@@ -1153,7 +1155,9 @@ impl Builder {
                         inst.garp.master_repeat = n;
                     }
                 }
-                "garp_master_refresh" => inst.garp.master_refresh = garp_refresh(item, context, cx),
+                "garp_master_refresh" => {
+                    inst.garp.master_refresh = garp_refresh(item, context, cx);
+                }
                 "garp_master_refresh_repeat" => {
                     if let Some(n) = garp_repeat(item, context, cx, 1) {
                         inst.garp.master_refresh_repeat = n;
@@ -1364,8 +1368,14 @@ impl Builder {
             if let Some(&g) = group_of.get(&pending.instance.name) {
                 sync_member_tracking(&mut pending, &groups[g], &checks, &by_name, cx);
             }
-            let (mut instance, (mut lines, tracks)) =
-                complete_instance(pending, &global, default_down_timer, global_strict, &global_garp, cx);
+            let (mut instance, (mut lines, tracks)) = complete_instance(
+                pending,
+                &global,
+                default_down_timer,
+                global_strict,
+                &global_garp,
+                cx,
+            );
             let tracks = tracks.into_iter().filter(|track| {
                 let removed =
                     removed_scripts.contains(&track.name) && !by_name.contains_key(&track.name);
@@ -1740,8 +1750,14 @@ fn complete_instance(
     // lower-priority repeats; otherwise unset ones come from global_defs
     // (whose own defaults are its master settings).
     let lower_prio = [
-        ("garp_lower_prio_repeat", garp_lower_prio_repeat.is_some_and(|n| n > 0)),
-        ("garp_lower_prio_delay", garp_lower_prio_delay.is_some_and(|d| !d.is_zero())),
+        (
+            "garp_lower_prio_repeat",
+            garp_lower_prio_repeat.is_some_and(|n| n > 0),
+        ),
+        (
+            "garp_lower_prio_delay",
+            garp_lower_prio_delay.is_some_and(|d| !d.is_zero()),
+        ),
     ];
     for (keyword, set) in lower_prio {
         if strict && set {
@@ -1914,21 +1930,29 @@ fn garp_repeat(s: &Statement, context: &str, cx: &mut Cx, min: u32) -> Option<u3
     let Ok(n) = word.text.parse::<u32>() else {
         cx.warn(
             word.line,
-            format!("{context}`{kw}` `{}` is not a count; keepalived ignores it, and so does lbha", word.text),
+            format!(
+                "{context}`{kw}` `{}` is not a count; keepalived ignores it, and so does lbha",
+                word.text
+            ),
         );
         return None;
     };
     if n < min {
         cx.warn(
             word.line,
-            format!("{context}`{kw}` must be at least {min}; keepalived uses {min}, and so does lbha"),
+            format!(
+                "{context}`{kw}` must be at least {min}; keepalived uses {min}, and so does lbha"
+            ),
         );
         return Some(min);
     }
     if n > Garp::MAX_REPEAT {
         cx.warn(
             word.line,
-            format!("{context}`{kw} {n}`: lbha sends at most {} per burst", Garp::MAX_REPEAT),
+            format!(
+                "{context}`{kw} {n}`: lbha sends at most {} per burst",
+                Garp::MAX_REPEAT
+            ),
         );
         return Some(Garp::MAX_REPEAT);
     }

@@ -1660,7 +1660,10 @@ fn config_keepalived_garp_timing_as_keepalived_reads_it() {
         (g.master_repeat, g.master_delay, g.master_refresh),
         (1, Duration::ZERO, secs(30))
     );
-    assert_eq!((g.lower_prio_repeat, g.lower_prio_delay), (1, Duration::ZERO));
+    assert_eq!(
+        (g.lower_prio_repeat, g.lower_prio_delay),
+        (1, Duration::ZERO)
+    );
 
     // Strict mode sends no lower-priority repeats, and says so when asked.
     let text = format!(
@@ -1671,7 +1674,10 @@ fn config_keepalived_garp_timing_as_keepalived_reads_it() {
     );
     let loaded = load(&text);
     let g = loaded.config.instances[0].garp;
-    assert_eq!((g.lower_prio_repeat, g.lower_prio_delay), (0, Duration::ZERO));
+    assert_eq!(
+        (g.lower_prio_repeat, g.lower_prio_delay),
+        (0, Duration::ZERO)
+    );
     assert!(
         loaded
             .warnings
@@ -1698,7 +1704,9 @@ fn config_keepalived_garp_timing_as_keepalived_reads_it() {
     let config = load(&text).config;
     let toml = crate::to_toml(&config);
     assert_eq!(
-        crate::parse_toml(&toml, Path::new("garp.toml")).unwrap().config,
+        crate::parse_toml(&toml, Path::new("garp.toml"))
+            .unwrap()
+            .config,
         config,
         "{toml}"
     );
