@@ -261,6 +261,56 @@ pub struct Instance {
     pub track_interfaces: Vec<TrackInterface>,
     pub notify: Notify,
     pub receive_path: ReceivePathChoice,
+    /// When a Master announces its addresses (gratuitous ARP / unsolicited
+    /// Neighbor Advertisements), keepalived's `garp_*` settings.
+    pub garp: Garp,
+}
+
+/// When a Master announces its virtual addresses with gratuitous ARP
+/// (IPv4) and unsolicited Neighbor Advertisements (IPv6): keepalived
+/// 2.2.7's `garp_*` settings, with its defaults. A "set" is one packet per
+/// address; switches and neighbours that missed the first set (a port
+/// still learning, a lost frame) catch a later one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Garp {
+    /// Sets sent at once on becoming Master (`garp_master_repeat`, 5).
+    pub master_repeat: u32,
+    /// The same number of sets again this long after becoming Master
+    /// (`garp_master_delay`, 5 s; zero: no second burst).
+    pub master_delay: Duration,
+    /// While Master, sets every this often (`garp_master_refresh`; zero,
+    /// the default: never).
+    pub master_refresh: Duration,
+    /// Sets per refresh (`garp_master_refresh_repeat`, 1).
+    pub master_refresh_repeat: u32,
+    /// Sets sent when a lower-priority advert arrives while Master: the
+    /// other router may have taken the addresses (`garp_lower_prio_repeat`;
+    /// keepalived's default is the global `vrrp_garp_master_repeat`, 5;
+    /// zero: none).
+    pub lower_prio_repeat: u32,
+    /// Those sets again this long after (`garp_lower_prio_delay`; default
+    /// the global `vrrp_garp_master_delay`, 5 s; zero: no second burst).
+    pub lower_prio_delay: Duration,
+}
+
+impl Garp {
+    /// The most sets of one burst lbha sends: keepalived reads up to
+    /// `UINT_MAX`, but thousands of frames per address in one go is a
+    /// flood, not an announcement.
+    pub const MAX_REPEAT: u32 = 100;
+}
+
+impl Default for Garp {
+    fn default() -> Self {
+        Self {
+            master_repeat: 5,
+            master_delay: Duration::from_secs(5),
+            master_refresh: Duration::ZERO,
+            master_refresh_repeat: 1,
+            lower_prio_repeat: 5,
+            lower_prio_delay: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The address family of an instance: VRRPv3 over IPv6 (RFC 5798) is a

@@ -18,8 +18,8 @@ use ::toml::{
 };
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Global, Heartbeat, InitialState, Instance,
-    Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
+    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Garp, Global, Heartbeat, InitialState,
+    Instance, Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -74,9 +74,18 @@ const INSTANCE_KEYS: &[&str] = &[
     "track_interfaces",
     "receive_path",
     "notify",
+    "garp",
 ];
 const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
+const GARP_KEYS: &[&str] = &[
+    "master_repeat",
+    "master_delay",
+    "master_refresh",
+    "master_refresh_repeat",
+    "lower_prio_repeat",
+    "lower_prio_delay",
+];
 const SYNC_GROUP_KEYS: &[&str] = &["name", "members", "notify"];
 const VIRTUAL_ADDRESS_KEYS: &[&str] = &[
     "address",
@@ -631,6 +640,20 @@ fn read_instance(
         }
         None => Notify::default(),
     };
+    let garp = match f.take("garp") {
+        Some((key_line, value)) => {
+            fl.set("garp", key_line);
+            if let DeValue::Table(table) = value.get_ref() {
+                let line = r.line(value.span().start);
+                read_garp(r, table, line, fl)
+            } else {
+                r.type_error(value, "garp", "a table ([instance.garp])");
+                fl.mark_bad("garp");
+                Garp::default()
+            }
+        }
+        None => Garp::default(),
+    };
     f.finish(r, INSTANCE_KEYS);
     Instance {
         name,
@@ -652,6 +675,7 @@ fn read_instance(
         track_interfaces,
         notify,
         receive_path,
+        garp,
     }
 }
 
@@ -707,6 +731,45 @@ fn read_notify(
     }
     f.finish(r, NOTIFY_KEYS);
     notify
+}
+
+/// `[instance.garp]`: keepalived's `garp_*` keywords without the prefix,
+/// with its defaults; the lower-priority settings default to the master
+/// ones given here, as keepalived's do to its global master settings.
+fn read_garp(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) -> Garp {
+    let mut f = Fields::new(r, table, line, "[instance.garp]");
+    let mut scratch = FieldLines::default();
+    let default = Garp::default();
+    let max = Garp::MAX_REPEAT.into();
+    let master_repeat = f
+        .int(r, &mut scratch, "master_repeat", 1, max)
+        .map_or(default.master_repeat, |n| n as u32);
+    let master_refresh_repeat = f
+        .int(r, &mut scratch, "master_refresh_repeat", 1, max)
+        .map_or(default.master_refresh_repeat, |n| n as u32);
+    let lower_prio_repeat = f
+        .int(r, &mut scratch, "lower_prio_repeat", 0, max)
+        .map_or(master_repeat, |n| n as u32);
+    let master_delay = f
+        .secs(r, &mut scratch, "master_delay")
+        .unwrap_or(default.master_delay);
+    let garp = Garp {
+        master_repeat,
+        master_delay,
+        master_refresh: f
+            .secs(r, &mut scratch, "master_refresh")
+            .unwrap_or(default.master_refresh),
+        master_refresh_repeat,
+        lower_prio_repeat,
+        lower_prio_delay: f
+            .secs(r, &mut scratch, "lower_prio_delay")
+            .unwrap_or(master_delay),
+    };
+    if GARP_KEYS.iter().any(|k| scratch.is_bad(k)) {
+        fl.mark_bad("garp");
+    }
+    f.finish(r, GARP_KEYS);
+    garp
 }
 
 /// One `virtual_addresses` element: `"a.b.c.d/len"`, or an inline table
@@ -1275,6 +1338,17 @@ pub fn to_toml(config: &Config) -> String {
                 }
             }
         }
+        let g = &i.garp;
+        if *g != Garp::default() {
+            // Every key: the lower-priority ones default to the master ones.
+            let _ = writeln!(out, "\n[instance.garp]");
+            let _ = writeln!(out, "master_repeat = {}", g.master_repeat);
+            let _ = writeln!(out, "master_delay = {}", secs(g.master_delay));
+            let _ = writeln!(out, "master_refresh = {}", secs(g.master_refresh));
+            let _ = writeln!(out, "master_refresh_repeat = {}", g.master_refresh_repeat);
+            let _ = writeln!(out, "lower_prio_repeat = {}", g.lower_prio_repeat);
+            let _ = writeln!(out, "lower_prio_delay = {}", secs(g.lower_prio_delay));
+        }
     }
     if let Some(f) = &config.floating_ip {
         let c = &f.settings;
@@ -1618,6 +1692,55 @@ receive_path = "xdp"
         let choice = loaded.config.instances[0].receive_path;
         assert_eq!(choice, ReceivePathChoice::XdpNoTimer);
         assert_eq!(choice.as_str(), "xdp-no-timer");
+    }
+
+    #[test]
+    fn config_toml_garp_timing_defaults_overrides_and_bounds() {
+        let load = |extra: &str| parse(&format!("{MINIMAL}{extra}"), &path());
+        // keepalived's defaults without the table.
+        let plain = load("").unwrap().config;
+        assert_eq!(plain.instances[0].garp, Garp::default());
+        assert_eq!(plain.instances[0].garp.master_repeat, 5);
+        assert_eq!(plain.instances[0].garp.master_delay, Duration::from_secs(5));
+
+        // The lower-priority settings follow the master ones given here.
+        let c =
+            load("\n[instance.garp]\nmaster_repeat = 2\nmaster_delay = 0.5\nmaster_refresh = 60\n")
+                .unwrap()
+                .config;
+        let g = c.instances[0].garp;
+        assert_eq!(
+            g,
+            Garp {
+                master_repeat: 2,
+                master_delay: Duration::from_millis(500),
+                master_refresh: Duration::from_mins(1),
+                master_refresh_repeat: 1,
+                lower_prio_repeat: 2,
+                lower_prio_delay: Duration::from_millis(500),
+            }
+        );
+        assert_eq!(parse(&to_toml(&c), &path()).unwrap().config, c);
+        let quiet = load("\n[instance.garp]\nlower_prio_repeat = 0\nmaster_delay = 0\n")
+            .unwrap()
+            .config;
+        assert_eq!(quiet.instances[0].garp.lower_prio_repeat, 0);
+        assert_eq!(quiet.instances[0].garp.lower_prio_delay, Duration::ZERO);
+        assert_eq!(parse(&to_toml(&quiet), &path()).unwrap().config, quiet);
+
+        for bad in [
+            "master_repeat = 0",
+            "master_repeat = 101",
+            "master_refresh_repeat = 0",
+            "master_delay = -1",
+            "lower_prio_repeat = \"5\"",
+            "burst = 3",
+        ] {
+            let ConfigErrors { errors: errs, .. } =
+                load(&format!("\n[instance.garp]\n{bad}\n")).unwrap_err();
+            assert_eq!(errs.len(), 1, "{bad}: {errs:?}");
+            assert_eq!(lines_of(&errs), vec![Some(8)], "{bad}: {errs:?}");
+        }
     }
 
     #[test]

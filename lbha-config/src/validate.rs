@@ -865,7 +865,7 @@ mod tests {
     use std::{net::Ipv4Addr, path::PathBuf};
 
     use super::*;
-    use crate::{Check, Global, Instance, Notify, ReceivePathChoice};
+    use crate::{Check, Garp, Global, Instance, Notify, ReceivePathChoice};
 
     fn check(name: &str) -> Check {
         Check {
@@ -903,6 +903,7 @@ mod tests {
             track_interfaces: Vec::new(),
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
+            garp: Garp::default(),
         }
     }
 

@@ -15,6 +15,15 @@ const CAPTURE: Duration = Duration::from_secs(20);
 /// A gratuitous ARP as captured: (sender MAC, sender IP).
 type Garp = ([u8; 6], Ipv4Addr);
 
+/// When the capture ends.
+#[derive(Clone, Copy)]
+enum Until {
+    /// At the first gratuitous ARP for this address (or after `CAPTURE`).
+    FirstFor(Ipv4Addr),
+    /// This long after the first gratuitous ARP for this address.
+    AfterFirstFor(Ipv4Addr, Duration),
+}
+
 /// Gratuitous ARP frames seen on `interface` of `ns`, captured on a thread
 /// of its own; returns once the socket listens. The thread ends with what
 /// [`capture_garp_for`] saw.
@@ -23,11 +32,26 @@ fn start_capture(
     interface: &str,
     vip: Ipv4Addr,
 ) -> std::thread::JoinHandle<lbha_harness::Result<Vec<Garp>>> {
+    let timed = start_timed_capture(ns, interface, Until::FirstFor(vip));
+    std::thread::spawn(move || {
+        timed
+            .join()
+            .unwrap()
+            .map(|seen| seen.into_iter().map(|(_, garp)| garp).collect())
+    })
+}
+
+/// As [`start_capture`], with when each frame arrived.
+fn start_timed_capture(
+    ns: &Netns,
+    interface: &str,
+    until: Until,
+) -> std::thread::JoinHandle<lbha_harness::Result<Vec<(Instant, Garp)>>> {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (capture_ns, interface) = (ns.name().to_owned(), interface.to_owned());
     let capture = std::thread::spawn(move || {
         lbha_tests::in_netns(&capture_ns, move || {
-            capture_garp_for(interface, vip, ready_tx)
+            capture_garp_for(interface, until, ready_tx)
         })
     });
     ready_rx
@@ -37,9 +61,13 @@ fn start_capture(
 }
 
 /// Gratuitous ARP frames (sender IP == target IP) seen on `interface` of
-/// the namespace: (sender MAC, sender IP), until one for `vip` arrives or
-/// `CAPTURE` passes. Sends `()` on `ready` once the socket is listening.
-fn capture_garp_for(interface: String, vip: Ipv4Addr, ready: mpsc::Sender<()>) -> Vec<Garp> {
+/// the namespace, with when each arrived, until `until` (at most
+/// `CAPTURE`). Sends `()` on `ready` once the socket is listening.
+fn capture_garp_for(
+    interface: String,
+    until: Until,
+    ready: mpsc::Sender<()>,
+) -> Vec<(Instant, Garp)> {
     const ETH_P_ARP: u16 = 0x0806;
     let ifindex = {
         let name = std::ffi::CString::new(interface).unwrap();
@@ -89,7 +117,7 @@ fn capture_garp_for(interface: String, vip: Ipv4Addr, ready: mpsc::Sender<()>) -
     }
     ready.send(()).unwrap();
     let mut seen = Vec::new();
-    let deadline = Instant::now() + CAPTURE;
+    let mut deadline = Instant::now() + CAPTURE;
     let mut frame = [0u8; 1514];
     while Instant::now() < deadline {
         // SAFETY: valid buffer.
@@ -101,9 +129,13 @@ fn capture_garp_for(interface: String, vip: Ipv4Addr, ready: mpsc::Sender<()>) -
         let sender_ip = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[28..32]).unwrap());
         let target_ip = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[38..42]).unwrap());
         if sender_ip == target_ip {
-            seen.push((sender_mac, sender_ip));
-            if sender_ip == vip {
-                break;
+            seen.push((Instant::now(), (sender_mac, sender_ip)));
+            match until {
+                Until::FirstFor(vip) if vip == sender_ip => break,
+                Until::AfterFirstFor(vip, then) if vip == sender_ip => {
+                    deadline = deadline.min(Instant::now() + then);
+                }
+                _ => {}
             }
         }
     }
@@ -231,5 +263,79 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
         !on("va").iter().any(|x| x.starts_with("10.205.2.101/")),
         "and the excluded one from va: {:?}",
         on("va")
+    );
+}
+
+/// keepalived's `garp_*` timings: `garp_master_repeat 3` sends three at
+/// the takeover, `garp_master_delay 1` three more a second later, and
+/// `garp_master_refresh 2` with `garp_master_refresh_repeat 2` two every
+/// two seconds while Master (lbha used to send one, once).
+#[test]
+fn a_new_master_announces_on_keepalived_garp_schedule() {
+    if !require_root() {
+        return;
+    }
+    let a = Netns::new("gsa").unwrap();
+    let b = Netns::new("gsb").unwrap();
+    veth_pair(&a, "va", "10.205.4.1/24", &b, "vb", "10.205.4.2/24").unwrap();
+    let vip = Ipv4Addr::new(10, 205, 4, 100);
+    // Up to the refresh at +2 s; the next, at +4 s, falls outside.
+    let capture = start_timed_capture(&b, "vb", Until::AfterFirstFor(vip, Duration::from_secs(3)));
+    let conf = KeepalivedConfig::new()
+        .global_def("vrrp_version 3")
+        .instance(
+            VrrpInstance::unicast("VI_1", "va", 64, Ipv4Addr::new(10, 205, 4, 1))
+                .priority(150)
+                .advert_int("0.1")
+                .version(3)
+                .unicast_peer(Ipv4Addr::new(10, 205, 4, 2))
+                .virtual_ipaddress("10.205.4.100/32")
+                .extra("garp_master_repeat 3\n    garp_master_delay 1\n    garp_master_refresh 2\n    garp_master_refresh_repeat 2"),
+        )
+        .render();
+    let mut agent = Agent::start(&a, &conf).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
+        .unwrap();
+    let seen = capture.join().unwrap().unwrap();
+    let mac = mac_of(&a, "va");
+    let times: Vec<Instant> = seen
+        .iter()
+        .filter(|(_, garp)| *garp == (mac, vip))
+        .map(|(at, _)| *at)
+        .collect();
+    // Bursts: frames less than 200 ms apart.
+    let mut bursts: Vec<(Instant, usize)> = Vec::new();
+    for at in &times {
+        match bursts.last_mut() {
+            Some((start, n)) if at.duration_since(*start) < Duration::from_millis(200) => *n += 1,
+            _ => bursts.push((*at, 1)),
+        }
+    }
+    let report = || {
+        let t0 = bursts.first().map_or(times[0], |b| b.0);
+        let list: Vec<String> = bursts
+            .iter()
+            .map(|(at, n)| format!("{n} at +{}ms", at.duration_since(t0).as_millis()))
+            .collect();
+        format!("bursts {list:?}\n{}", agent.log())
+    };
+    assert!(
+        !times.is_empty(),
+        "no gratuitous ARP for {vip} (saw {seen:?})\n{}",
+        agent.log()
+    );
+    let counts: Vec<usize> = bursts.iter().map(|b| b.1).collect();
+    assert_eq!(counts, vec![3, 3, 2], "{}", report());
+    let gap = |i: usize| bursts[i].0.duration_since(bursts[0].0);
+    assert!(
+        (Duration::from_millis(800)..Duration::from_millis(1300)).contains(&gap(1)),
+        "the second burst a second after the first: {}",
+        report()
+    );
+    assert!(
+        (Duration::from_millis(1800)..Duration::from_millis(2300)).contains(&gap(2)),
+        "the refresh two seconds after the takeover: {}",
+        report()
     );
 }

@@ -33,6 +33,7 @@ use crate::{
     status::{ADVERT_LATENESS_BUCKETS, Histogram, Telemetry},
     sys::timer::DeadlineTimer,
     vrrp::{
+        garp::GarpSchedule,
         link::LinkStates,
         machine::{Action, Ignored, Machine, Params, Reason, ReceivedAdvert, State},
         net::{Addresses, AdvertOut, AdvertSocket, Batch, GarpSender},
@@ -71,6 +72,8 @@ pub struct InstanceRuntime {
     silence_reported: bool,
     /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
     garp: Option<GarpSender>,
+    /// The announcements still to come as Master (keepalived's `garp_*`).
+    garp_schedule: GarpSchedule,
     /// As Master: the deadline of the advert about to be sent, so its
     /// lateness can be measured when it goes out.
     advert_due: Option<u64>,
@@ -165,6 +168,7 @@ impl InstanceRuntime {
             in_group: false,
             silence_reported: false,
             garp,
+            garp_schedule: GarpSchedule::default(),
             advert_due: None,
             priority_changed: false,
             lateness: (Histogram::default(), 0.0),
@@ -176,11 +180,49 @@ impl InstanceRuntime {
     /// When the loop must wake for this instance. `kernel_reports_silence`:
     /// the receive path wakes us when the VRID's adverts stop.
     fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
-        let deadline = self.machine.next_deadline()?;
-        if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
-            Some(backstop_after(deadline))
-        } else {
-            Some(deadline)
+        let machine = self.machine.next_deadline().map(|deadline| {
+            if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
+                backstop_after(deadline)
+            } else {
+                deadline
+            }
+        });
+        [machine, self.garp_schedule.next_due()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Sends `sets` gratuitous ARPs (IPv4) and unsolicited Neighbor
+    /// Advertisements (IPv6) for every virtual address, on each address's
+    /// own interface, as keepalived does.
+    fn announce(&self, sets: u32) {
+        if sets == 0 {
+            return;
+        }
+        let config = &self.config;
+        for (device, vips) in vips_by_device(config) {
+            // The instance's interface has its socket from the start; if
+            // that failed, and for another `dev`, one for this burst
+            // (slower: closing it stalls the thread briefly).
+            let fallback;
+            let garp = if device == config.interface
+                && let Some(garp) = &self.garp
+            {
+                Some(garp)
+            } else {
+                fallback = GarpSender::open(device)
+                    .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent"))
+                    .ok();
+                fallback.as_ref()
+            };
+            let Some(garp) = garp else { continue };
+            for _ in 0..sets {
+                if let Err(error) = garp.send(&vips) {
+                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent");
+                    break;
+                }
+            }
         }
     }
 
@@ -638,6 +680,10 @@ impl InterfaceTask {
                 _ => None,
             };
             let actions = instance.machine.poll_timers(now);
+            if instance.machine.state() == State::Master {
+                let sets = instance.garp_schedule.poll(&instance.config.garp, now);
+                instance.announce(sets);
+            }
             let held = instance.machine.held_by_heartbeat();
             if held && !held_before {
                 tracing::warn!(
@@ -715,9 +761,15 @@ impl InterfaceTask {
                 // false takeover), and the floating IP may be on it.
                 if ignored == Ignored::LowerPriority
                     && self.instances[i].machine.state() == State::Master
-                    && let Some(mastership) = self.followed_by_floating_ip(i)
                 {
-                    mastership.update(|view| view.peer_adverts_while_master += 1);
+                    let instance = &mut self.instances[i];
+                    let sets = instance
+                        .garp_schedule
+                        .lower_priority_advert(&instance.config.garp, monotonic_ns());
+                    instance.announce(sets);
+                    if let Some(mastership) = self.followed_by_floating_ip(i) {
+                        mastership.update(|view| view.peer_adverts_while_master += 1);
+                    }
                 }
             }
         }
@@ -771,6 +823,18 @@ impl InterfaceTask {
     }
 
     async fn on_transition(&mut self, i: usize, from: State, to: State) {
+        // Gratuitous ARP (IPv4) and unsolicited Neighbor Advertisements
+        // (IPv6): a burst once the addresses are on, later ones on the
+        // schedule; none once no longer Master.
+        let instance = &mut self.instances[i];
+        let garp_sets = if to == State::Master {
+            instance
+                .garp_schedule
+                .became_master(&instance.config.garp, monotonic_ns())
+        } else {
+            instance.garp_schedule.left_master();
+            0
+        };
         let instance = &self.instances[i];
         let config = &instance.config;
         // First, so the floating IP assign starts before anything slower.
@@ -799,29 +863,7 @@ impl InterfaceTask {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
-            // Gratuitous ARP (IPv4) and unsolicited Neighbor Advertisements
-            // (IPv6) on each address's own interface, as keepalived.
-            for (device, vips) in vips_by_device(config) {
-                // The instance's interface has its socket from the start;
-                // if that failed, and for another `dev`, one for this
-                // takeover (slower: closing it stalls the thread briefly).
-                let fallback;
-                let garp = if device == config.interface
-                    && let Some(garp) = &instance.garp
-                {
-                    Some(garp)
-                } else {
-                    fallback = GarpSender::open(device)
-                        .inspect_err(|error| tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent"))
-                        .ok();
-                    fallback.as_ref()
-                };
-                if let Some(garp) = garp
-                    && let Err(error) = garp.send(&vips)
-                {
-                    tracing::warn!(instance = %config.name, %error, device, "gratuitous ARP / neighbor advertisement not sent");
-                }
-            }
+            instance.announce(garp_sets);
         } else if from == State::Master || from == State::Initialize {
             // Leaving Master, and at startup: a crashed predecessor may have
             // left the addresses on the interface (keepalived removes them

@@ -2,6 +2,7 @@
 //! driver that connects them to the network.
 
 pub mod driver;
+pub mod garp;
 pub mod link;
 pub mod machine;
 pub mod net;

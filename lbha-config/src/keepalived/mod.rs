@@ -34,7 +34,7 @@ use super::{
     toml::secs_to_duration,
     validate::{FieldLines, Lines, SourceMap, Syntax, finish},
 };
-use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, ReceivePathChoice};
+use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, Garp, ReceivePathChoice};
 
 /// Parses a keepalived.conf (`text`, read from `path`; includes through
 /// `files`); `adjust` sees the configuration before it is validated.
@@ -521,6 +521,10 @@ struct PendingInstance {
     strict: Option<bool>,
     accept: Option<bool>,
     nopreempt: bool,
+    /// The instance's own `garp_lower_prio_repeat` / `_delay`: unset, they
+    /// come from global_defs once the whole file is read.
+    garp_lower_prio_repeat: Option<u32>,
+    garp_lower_prio_delay: Option<Duration>,
     /// The family keepalived settled on: that of the first source, peer or
     /// virtual address read, or `native_ipv6`'s.
     family: Option<Family>,
@@ -538,6 +542,8 @@ struct Builder {
     down_timer_adverts: Option<u8>,
     /// global_defs `vrrp_strict`.
     strict: bool,
+    /// global_defs' `vrrp_garp_*`, as read so far.
+    garp: GlobalGarp,
     checks: Vec<(Check, FieldLines)>,
     instances: Vec<PendingInstance>,
     script_users: Vec<ScriptUser>,
@@ -637,6 +643,45 @@ impl Builder {
                 "vrrp_strict" => {
                     cx.no_args(item, context);
                     self.strict = true;
+                }
+                "vrrp_garp_master_delay" => {
+                    if let Some(d) = garp_delay(item, context, cx) {
+                        self.garp.master_delay = d;
+                    }
+                }
+                "vrrp_garp_master_repeat" => {
+                    if let Some(n) = garp_repeat(item, context, cx, 1) {
+                        self.garp.master_repeat = n;
+                    }
+                }
+                "vrrp_garp_master_refresh" => {
+                    self.garp.master_refresh = garp_refresh(item, context, cx);
+                }
+                "vrrp_garp_master_refresh_repeat" => {
+                    if let Some(n) = garp_repeat(item, context, cx, 1) {
+                        self.garp.master_refresh_repeat = n;
+                    }
+                }
+                "vrrp_garp_lower_prio_delay" => {
+                    if let Some(d) = garp_delay(item, context, cx) {
+                        self.garp.lower_prio_delay = Some(d);
+                    }
+                }
+                "vrrp_garp_lower_prio_repeat" => {
+                    if let Some(n) = garp_repeat(item, context, cx, 0) {
+                        self.garp.lower_prio_repeat = Some(n);
+                    }
+                }
+                "vrrp_min_garp" => {
+                    cx.no_block(item, context);
+                    match item.args().first().map(|w| w.text.as_str()) {
+                        None | Some("true" | "on" | "yes") => self.garp.minimal(),
+                        Some("false" | "off" | "no") => {}
+                        Some(other) => cx.warn(
+                            line,
+                            format!("{context}`vrrp_min_garp` must be true or false (got `{other}`); keepalived ignores it, and so does lbha"),
+                        ),
+                    }
                 }
                 // What lbha does anyway: with unicast peers, only their
                 // adverts are accepted (unless --no-check-unicast-src).
@@ -898,6 +943,9 @@ impl Builder {
             track_interfaces: Vec::new(),
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
+            // keepalived copies the global settings read so far when the
+            // instance's block opens (`alloc_vrrp`).
+            garp: self.garp.instance_defaults(),
         };
         let mut pending = PendingInstance {
             instance: inst.clone(),
@@ -908,6 +956,8 @@ impl Builder {
             strict: None,
             accept: None,
             nopreempt: false,
+            garp_lower_prio_repeat: None,
+            garp_lower_prio_delay: None,
             family: None,
             tracks: Vec::new(),
             track_interfaces: Vec::new(),
@@ -1095,6 +1145,36 @@ impl Builder {
                         }
                     }
                 }
+                "garp_master_delay" => {
+                    if let Some(d) = garp_delay(item, context, cx) {
+                        inst.garp.master_delay = d;
+                    }
+                }
+                "garp_master_repeat" => {
+                    if let Some(n) = garp_repeat(item, context, cx, 1) {
+                        inst.garp.master_repeat = n;
+                    }
+                }
+                "garp_master_refresh" => {
+                    inst.garp.master_refresh = garp_refresh(item, context, cx);
+                }
+                "garp_master_refresh_repeat" => {
+                    if let Some(n) = garp_repeat(item, context, cx, 1) {
+                        inst.garp.master_refresh_repeat = n;
+                    }
+                }
+                "garp_lower_prio_delay" => {
+                    fl.set("garp_lower_prio_delay", line);
+                    if let Some(d) = garp_delay(item, context, cx) {
+                        pending.garp_lower_prio_delay = Some(d);
+                    }
+                }
+                "garp_lower_prio_repeat" => {
+                    fl.set("garp_lower_prio_repeat", line);
+                    if let Some(n) = garp_repeat(item, context, cx, 0) {
+                        pending.garp_lower_prio_repeat = Some(n);
+                    }
+                }
                 "check_unicast_src" => {
                     cx.no_args(item, context);
                     fl.set("check_unicast_src", line);
@@ -1264,6 +1344,7 @@ impl Builder {
             global_lines,
             down_timer_adverts: default_down_timer,
             strict: global_strict,
+            garp: global_garp,
             checks,
             instances,
             script_users,
@@ -1287,8 +1368,14 @@ impl Builder {
             if let Some(&g) = group_of.get(&pending.instance.name) {
                 sync_member_tracking(&mut pending, &groups[g], &checks, &by_name, cx);
             }
-            let (mut instance, (mut lines, tracks)) =
-                complete_instance(pending, &global, default_down_timer, global_strict, cx);
+            let (mut instance, (mut lines, tracks)) = complete_instance(
+                pending,
+                &global,
+                default_down_timer,
+                global_strict,
+                &global_garp,
+                cx,
+            );
             let tracks = tracks.into_iter().filter(|track| {
                 let removed =
                     removed_scripts.contains(&track.name) && !by_name.contains_key(&track.name);
@@ -1513,6 +1600,7 @@ fn complete_instance(
     global: &Global,
     default_down_timer: Option<u8>,
     global_strict: bool,
+    global_garp: &GlobalGarp,
     cx: &mut Cx,
 ) -> (Instance, (FieldLines, Vec<TrackRef>)) {
     let PendingInstance {
@@ -1524,6 +1612,8 @@ fn complete_instance(
         strict,
         accept,
         nopreempt,
+        garp_lower_prio_repeat,
+        garp_lower_prio_delay,
         family,
         tracks,
         track_interfaces,
@@ -1656,6 +1746,38 @@ fn complete_instance(
         );
         instance.down_timer_adverts = DEFAULT_DOWN_TIMER_ADVERTS;
     }
+    // keepalived's vrrp_complete_instance: strict mode sends no
+    // lower-priority repeats; otherwise unset ones come from global_defs
+    // (whose own defaults are its master settings).
+    let lower_prio = [
+        (
+            "garp_lower_prio_repeat",
+            garp_lower_prio_repeat.is_some_and(|n| n > 0),
+        ),
+        (
+            "garp_lower_prio_delay",
+            garp_lower_prio_delay.is_some_and(|d| !d.is_zero()),
+        ),
+    ];
+    for (keyword, set) in lower_prio {
+        if strict && set {
+            cx.warn(
+                at(keyword),
+                format!("{context}strict mode sends no repeated gratuitous ARPs after a lower-priority advert; keepalived resets `{keyword}` to 0, and so does lbha"),
+            );
+        }
+    }
+    let (global_repeat, global_delay) = global_garp.lower_prio();
+    instance.garp.lower_prio_repeat = if strict {
+        0
+    } else {
+        garp_lower_prio_repeat.unwrap_or(global_repeat)
+    };
+    instance.garp.lower_prio_delay = if strict {
+        Duration::ZERO
+    } else {
+        garp_lower_prio_delay.unwrap_or(global_delay)
+    };
     // Strict mode without `accept`: keepalived drops traffic to the
     // addresses on a non-owner master (VRRPv2 strict even with `accept`).
     let accepts =
@@ -1731,6 +1853,148 @@ fn derived_name(base: &str, weight: i32, reverse: bool) -> String {
 }
 
 /// `down_timer_adverts N` / `vrrp_down_timer_adverts N`: keepalived's 1..=100.
+/// global_defs' `vrrp_garp_*`: keepalived 2.2.7's defaults (`vrrp.h`),
+/// which each instance copies when its block opens.
+#[derive(Debug)]
+struct GlobalGarp {
+    master_repeat: u32,
+    master_delay: Duration,
+    master_refresh: Duration,
+    master_refresh_repeat: u32,
+    lower_prio_repeat: Option<u32>,
+    lower_prio_delay: Option<Duration>,
+}
+
+impl Default for GlobalGarp {
+    fn default() -> Self {
+        let d = Garp::default();
+        Self {
+            master_repeat: d.master_repeat,
+            master_delay: d.master_delay,
+            master_refresh: d.master_refresh,
+            master_refresh_repeat: d.master_refresh_repeat,
+            lower_prio_repeat: None,
+            lower_prio_delay: None,
+        }
+    }
+}
+
+impl GlobalGarp {
+    /// An instance's settings before its own keywords (the lower-priority
+    /// ones are filled in once the whole file is read).
+    fn instance_defaults(&self) -> Garp {
+        Garp {
+            master_repeat: self.master_repeat,
+            master_delay: self.master_delay,
+            master_refresh: self.master_refresh,
+            master_refresh_repeat: self.master_refresh_repeat,
+            lower_prio_repeat: 0,
+            lower_prio_delay: Duration::ZERO,
+        }
+    }
+
+    /// The global lower-priority settings, defaulting (as keepalived's
+    /// `vrrp_complete_init` does) to the final global master ones.
+    fn lower_prio(&self) -> (u32, Duration) {
+        (
+            self.lower_prio_repeat.unwrap_or(self.master_repeat),
+            self.lower_prio_delay.unwrap_or(self.master_delay),
+        )
+    }
+
+    /// `vrrp_min_garp`: one announcement, no second burst, no refresh,
+    /// leaving alone what was already set (keepalived compares with its
+    /// defaults, so a value set to the default is overwritten too).
+    fn minimal(&mut self) {
+        let d = Garp::default();
+        if self.master_repeat == d.master_repeat {
+            self.master_repeat = 1;
+        }
+        if self.master_refresh == d.master_refresh {
+            self.master_refresh = Duration::ZERO;
+        }
+        // keepalived sets the refresh repeat to 0 here; with no refresh it
+        // never counts, and lbha keeps 1..: the same behaviour.
+        if self.master_delay == d.master_delay {
+            self.master_delay = Duration::ZERO;
+        }
+    }
+}
+
+/// A `garp_*` repeat count (keepalived reads 0..=UINT_MAX; `min` 1 for
+/// the master counts, where keepalived reports a 0 and uses 1). A bad
+/// value keepalived reports and ignores: so does lbha, with a warning.
+fn garp_repeat(s: &Statement, context: &str, cx: &mut Cx, min: u32) -> Option<u32> {
+    let kw = s.keyword();
+    let word = cx.one_arg(s, context)?;
+    let Ok(n) = word.text.parse::<u32>() else {
+        cx.warn(
+            word.line,
+            format!(
+                "{context}`{kw}` `{}` is not a count; keepalived ignores it, and so does lbha",
+                word.text
+            ),
+        );
+        return None;
+    };
+    if n < min {
+        cx.warn(
+            word.line,
+            format!(
+                "{context}`{kw}` must be at least {min}; keepalived uses {min}, and so does lbha"
+            ),
+        );
+        return Some(min);
+    }
+    if n > Garp::MAX_REPEAT {
+        cx.warn(
+            word.line,
+            format!(
+                "{context}`{kw} {n}`: lbha sends at most {} per burst",
+                Garp::MAX_REPEAT
+            ),
+        );
+        return Some(Garp::MAX_REPEAT);
+    }
+    Some(n)
+}
+
+/// A `garp_*_delay` in whole seconds, as keepalived reads it; a bad one
+/// keepalived reports and ignores, and so does lbha.
+fn garp_delay(s: &Statement, context: &str, cx: &mut Cx) -> Option<Duration> {
+    let kw = s.keyword();
+    let word = cx.one_arg(s, context)?;
+    match word.text.parse::<u32>() {
+        Ok(n) if u64::from(n) <= u64::from(u32::MAX) / 1_000_000 => {
+            Some(Duration::from_secs(n.into()))
+        }
+        _ => {
+            cx.warn(
+                word.line,
+                format!("{context}`{kw}` `{}` is not a number of seconds; keepalived ignores it, and so does lbha", word.text),
+            );
+            None
+        }
+    }
+}
+
+/// `garp_master_refresh` in whole seconds; a bad value turns the refresh
+/// off (keepalived's handler sets it to 0), with a warning.
+fn garp_refresh(s: &Statement, context: &str, cx: &mut Cx) -> Duration {
+    let kw = s.keyword();
+    let Some(word) = cx.one_arg(s, context) else {
+        return Duration::ZERO;
+    };
+    if let Ok(n) = word.text.parse::<u32>() {
+        return Duration::from_secs(n.into());
+    }
+    cx.warn(
+        word.line,
+        format!("{context}`{kw}` `{}` is not a number of seconds; keepalived turns the refresh off, and so does lbha", word.text),
+    );
+    Duration::ZERO
+}
+
 fn down_timer_adverts(s: &Statement, context: &str, cx: &mut Cx) -> Option<u8> {
     let (min, max) = (
         *DOWN_TIMER_ADVERTS_RANGE.start(),

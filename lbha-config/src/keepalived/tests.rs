@@ -83,6 +83,7 @@ fn seed_config() -> Config {
                 ..Notify::default()
             },
             receive_path: ReceivePathChoice::Auto,
+            garp: Garp::default(),
         }],
     }
 }
@@ -421,7 +422,7 @@ vrrp_script chk {
 vrrp_instance VI_1 {
     interface eth1
     virtual_router_id 1
-    garp_master_delay 5
+    garp_extra_if 5
     notify_master /etc/keepalived/master.sh root
     virtual_ipaddress {
         203.0.113.10/24 dev eth1 label eth1:1
@@ -454,7 +455,7 @@ static_routes {
     );
     assert!(
         w[4].1
-            .contains("unsupported keyword `garp_master_delay` ignored")
+            .contains("unsupported keyword `garp_extra_if` ignored")
     );
     assert!(w[5].1.contains("`label eth1:1` kept"), "{}", w[5].1);
     assert!(w[6].1.contains("extra words `extra`"));
@@ -1611,4 +1612,102 @@ fn config_keepalived_ipv6_round_trips_through_toml() {
     let toml = crate::to_toml(&config);
     let again = crate::parse_toml(&toml, Path::new("v6.toml")).unwrap();
     assert_eq!(again.config, config, "{toml}");
+}
+
+/// keepalived's `garp_*` settings: its defaults, global_defs' `vrrp_garp_*`
+/// as each instance's starting point, instance overrides, the
+/// lower-priority settings following the global master ones, strict
+/// mode's reset, `vrrp_min_garp`, and bad values ignored with a warning.
+#[test]
+fn config_keepalived_garp_timing_as_keepalived_reads_it() {
+    let secs = Duration::from_secs;
+    let plain = load(&instance_with("")).config;
+    assert_eq!(plain.instances[0].garp, Garp::default());
+
+    let text = format!(
+        "global_defs {{\n    vrrp_garp_master_delay 2\n    vrrp_garp_master_repeat 3\n    vrrp_garp_master_refresh 60\n}}\n{}",
+        instance_with("    garp_master_repeat 1\n    garp_master_refresh_repeat 2")
+    );
+    let g = load(&text).config.instances[0].garp;
+    assert_eq!(
+        g,
+        Garp {
+            master_repeat: 1,
+            master_delay: secs(2),
+            master_refresh: secs(60),
+            master_refresh_repeat: 2,
+            // The global master settings, not the instance's.
+            lower_prio_repeat: 3,
+            lower_prio_delay: secs(2),
+        }
+    );
+
+    let text = format!(
+        "global_defs {{\n    vrrp_garp_lower_prio_repeat 0\n}}\n{}",
+        instance_with("    garp_lower_prio_delay 7")
+    );
+    let g = load(&text).config.instances[0].garp;
+    assert_eq!((g.lower_prio_repeat, g.lower_prio_delay), (0, secs(7)));
+
+    // vrrp_min_garp: one set, no second burst, no refresh; what was set
+    // before it stays.
+    let text = format!(
+        "global_defs {{\n    vrrp_garp_master_refresh 30\n    vrrp_min_garp\n}}\n{}",
+        instance_with("")
+    );
+    let g = load(&text).config.instances[0].garp;
+    assert_eq!(
+        (g.master_repeat, g.master_delay, g.master_refresh),
+        (1, Duration::ZERO, secs(30))
+    );
+    assert_eq!(
+        (g.lower_prio_repeat, g.lower_prio_delay),
+        (1, Duration::ZERO)
+    );
+
+    // Strict mode sends no lower-priority repeats, and says so when asked.
+    let text = format!(
+        "global_defs {{\n    vrrp_strict\n}}\n{}",
+        instance_with(
+            "    priority 255\n    version 3\n    garp_lower_prio_repeat 4\n    virtual_ipaddress {\n        10.0.0.9\n    }"
+        )
+    );
+    let loaded = load(&text);
+    let g = loaded.config.instances[0].garp;
+    assert_eq!(
+        (g.lower_prio_repeat, g.lower_prio_delay),
+        (0, Duration::ZERO)
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("resets `garp_lower_prio_repeat` to 0")),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // Bad values: warned about and ignored (a zero master repeat is 1), as
+    // keepalived reports and ignores them; the file still loads.
+    let loaded = load(&instance_with(
+        "    garp_master_repeat 0\n    garp_master_delay soon\n    garp_master_refresh -1\n    garp_lower_prio_repeat 100000",
+    ));
+    let g = loaded.config.instances[0].garp;
+    assert_eq!(g.master_repeat, 1);
+    assert_eq!(g.master_delay, secs(5));
+    assert_eq!(g.master_refresh, Duration::ZERO);
+    assert_eq!(g.lower_prio_repeat, Garp::MAX_REPEAT);
+    let lines: Vec<usize> = loaded.warnings.iter().filter_map(|w| w.line).collect();
+    assert_eq!(lines, vec![4, 5, 6, 7], "{:?}", loaded.warnings);
+
+    // And what import-keepalived writes means the same.
+    let config = load(&text).config;
+    let toml = crate::to_toml(&config);
+    assert_eq!(
+        crate::parse_toml(&toml, Path::new("garp.toml"))
+            .unwrap()
+            .config,
+        config,
+        "{toml}"
+    );
 }
