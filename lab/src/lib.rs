@@ -1090,6 +1090,54 @@ metadata_timeout = 1.0
     pub fn since_start(&self) -> Duration {
         self.started.elapsed()
     }
+
+    /// Runs `lbha-agent handover ARGS` against load balancer `i`'s agent
+    /// (its status socket), recording each line as it comes; bounded by
+    /// 30 s.
+    pub fn handover(&self, i: usize, args: &[&str]) -> Result<HandoverRun> {
+        let mut child = Command::new(&self.bins.agent)
+            .arg("handover")
+            .args(args)
+            .arg("--socket")
+            .arg(self.status_socket(i))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running lbha-agent handover")?;
+        let stdout = child.stdout.take().context("handover stdout")?;
+        let started = self.started;
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .map(|line| (started.elapsed(), line))
+                .collect::<Vec<_>>()
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("lbha-agent handover did not end within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = reader.join().unwrap_or_default();
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let at = self.started.elapsed();
+        lines.extend(stderr.lines().map(|l| (at, l.to_owned())));
+        Ok(HandoverRun {
+            ok: status.success(),
+            lines,
+        })
+    }
 }
 
 /// One HTTP/1.x exchange over a fresh connection; returns the raw reply.
@@ -1108,6 +1156,8 @@ pub fn http_request(addr: SocketAddr, request: &str, timeout: Duration) -> Resul
 pub struct Request {
     /// When it was sent, since the lab started.
     pub at: Duration,
+    /// When its answer (or failure) came, since the lab started.
+    pub ended: Duration,
     /// The web server that answered, or why it failed.
     pub result: Result<String, String>,
 }
@@ -1128,6 +1178,7 @@ impl Client {
             if let Err(e) = enter(&ns) {
                 l.lock().unwrap().push(Request {
                     at: started.elapsed(),
+                    ended: started.elapsed(),
                     result: Err(format!("entering the client namespace: {e}")),
                 });
                 return;
@@ -1147,7 +1198,8 @@ impl Client {
                         Err(reply.lines().next().unwrap_or("empty reply").to_owned())
                     }
                 });
-                l.lock().unwrap().push(Request { at, result });
+                let ended = started.elapsed();
+                l.lock().unwrap().push(Request { at, ended, result });
                 let spent = started.elapsed().checked_sub(at).unwrap();
                 std::thread::sleep(every.saturating_sub(spent));
             }
@@ -1200,6 +1252,33 @@ impl Drop for Client {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// How far a route move may be from a request's span and still count as
+/// inside it: the simulator records action times to the millisecond.
+pub const ROUTE_MOVE_SLACK: Duration = Duration::from_millis(5);
+
+/// A client's failed requests split in two: those in flight at the
+/// instant a route moved (`moves`: when the simulator moved it; their
+/// connection was open to the old holder, which cannot answer for it any
+/// more), and the others: an outage.
+pub fn split_failures(requests: &[Request], moves: &[Duration]) -> (Vec<Request>, Vec<Request>) {
+    requests
+        .iter()
+        .filter(|r| r.result.is_err())
+        .cloned()
+        .partition(|r| {
+            moves.iter().any(|&m| {
+                r.at.saturating_sub(ROUTE_MOVE_SLACK) <= m && m <= r.ended + ROUTE_MOVE_SLACK
+            })
+        })
+}
+
+/// What `lbha-agent handover` printed, each line with when it came.
+#[derive(Clone, Debug)]
+pub struct HandoverRun {
+    pub ok: bool,
+    pub lines: Vec<(Duration, String)>,
 }
 
 /// Waits up to `timeout` for `condition`, checking every 20 ms.

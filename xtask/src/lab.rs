@@ -8,7 +8,10 @@
 //! assign happened, how long the client saw errors) and cleans everything
 //! up on exit, Ctrl-C included. With `--dual-stack` a reserved IPv6 moves
 //! beside the floating IP, a second client fetches it, and the timeline
-//! shows both moving.
+//! shows both moving. With `--handover` nothing breaks: a planned handover
+//! (`lbha-agent handover`) moves the IP lb1 -> lb2 and back, each step of
+//! it on the timeline, and the client's failures are counted apart: those
+//! in flight at the instant the route moved, and the others (an outage).
 
 use std::{
     path::Path,
@@ -47,10 +50,35 @@ pub struct LabArgs {
     /// IPv6 moved beside the floating IP (VRRP stays IPv4).
     #[arg(long)]
     dual_stack: bool,
+    /// Instead of breaking things: a planned handover lb1 -> lb2
+    /// (`lbha-agent handover`), the hand-back lb2 -> lb1, then
+    /// `lbha-agent handover --release` on lb2 (heartbeat on).
+    #[arg(long, conflicts_with = "dual_stack")]
+    handover: bool,
 }
 
-/// One thing the lab does to the load balancers.
-type Step = dyn Fn(&mut Lab) -> Result<()>;
+/// One thing the lab does to the load balancers; returns lines for the
+/// timeline.
+type Step = dyn Fn(&mut Lab) -> Result<Vec<(Duration, String)>>;
+
+/// `lbha-agent handover ARGS` on load balancer `i`, its output for the
+/// timeline; an error when it fails.
+fn handover_step(lab: &Lab, i: usize, args: &[&str]) -> Result<Vec<(Duration, String)>> {
+    let name = ["lb1", "lb2"][i];
+    let run = lab.handover(i, args)?;
+    let lines: Vec<(Duration, String)> = run
+        .lines
+        .into_iter()
+        .map(|(at, line)| (at, format!("{name}$ {}", line.trim())))
+        .collect();
+    for (_, line) in &lines {
+        println!("lab:   {line}");
+    }
+    if !run.ok {
+        bail!("lbha-agent handover on {name} failed");
+    }
+    Ok(lines)
+}
 
 fn ms(d: Duration) -> String {
     format!("{:>8.3}s", d.as_secs_f64())
@@ -84,6 +112,7 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
                 delay: Duration::from_millis(ms),
             }),
         dual_stack: args.dual_stack,
+        heartbeat: args.handover,
         ..LabOptions::default()
     };
     let bins = Binaries {
@@ -131,29 +160,46 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             return Ok(());
         }
 
-        let steps: [(&str, &Step); 4] = [
+        let failures: [(&str, &Step); 4] = [
             ("kill HAProxy on lb1 (SIGKILL)", &|lab: &mut Lab| {
                 let n = lab.kill_haproxy(0);
                 if n == 0 {
                     bail!("no HAProxy process found on lb1");
                 }
-                Ok(())
+                Ok(Vec::new())
             }),
             ("restart HAProxy on lb1", &|lab: &mut Lab| {
-                lab.start_haproxy(0)
+                lab.start_haproxy(0).map(|()| Vec::new())
             }),
             ("crash lb1 (every process SIGKILLed)", &|lab: &mut Lab| {
                 lab.crash_lb(0);
-                Ok(())
+                Ok(Vec::new())
             }),
             ("restore lb1 (HAProxy + lbha start)", &|lab: &mut Lab| {
-                lab.start_lb(0)
+                lab.start_lb(0).map(|()| Vec::new())
             }),
         ];
+        let handovers: [(&str, &Step); 3] = [
+            ("lbha-agent handover on lb1 (to lb2)", &|lab: &mut Lab| {
+                handover_step(lab, 0, &[])
+            }),
+            (
+                "lbha-agent handover on lb2 (back to lb1)",
+                &|lab: &mut Lab| handover_step(lab, 1, &[]),
+            ),
+            ("lbha-agent handover --release on lb2", &|lab: &mut Lab| {
+                handover_step(lab, 1, &["--release"])
+            }),
+        ];
+        let steps = if args.handover {
+            &handovers[..]
+        } else {
+            &failures[..]
+        };
         for (what, step) in steps {
             markers.push((lab.since_start(), format!(">>> {what}")));
             println!("lab: {what}");
-            step(&mut lab)?;
+            markers.extend(step(&mut lab)?);
             if !pause(phase) {
                 return Ok(());
             }
@@ -241,6 +287,23 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         requests.len() - ok,
         assigns.len()
     );
+    if args.handover {
+        let moves: Vec<Duration> = assigns.iter().filter_map(|(_, _, done)| *done).collect();
+        let (in_flight, other) = lbha_lab::split_failures(&requests, &moves);
+        println!(
+            "client failures: {} in flight at the instant the route moved, {} other (an outage)",
+            in_flight.len(),
+            other.len()
+        );
+        for r in in_flight.iter().chain(&other) {
+            println!(
+                "  {} .. {}: {}",
+                ms(r.at),
+                ms(r.ended),
+                r.result.as_ref().err().map_or("", String::as_str)
+            );
+        }
+    }
     if let Some(client6) = &client6 {
         let requests = client6.requests();
         let ok = requests.iter().filter(|r| r.result.is_ok()).count();

@@ -84,6 +84,11 @@ impl Mastership {
         set_master(&self.view, is_master);
     }
 
+    /// Whether the instance the floating IPv4 follows is Master.
+    pub fn is_master(&self) -> bool {
+        self.view.borrow().is_master
+    }
+
     /// Changes the view; the manager hears of it only when `f` changed
     /// something.
     pub fn update(&self, f: impl FnOnce(&mut VrrpView)) {
@@ -197,9 +202,15 @@ impl FollowerSetup {
                     rx,
                 );
                 tracing::info!(ip = %address, instance = %follows, "reserved IPv6 follows instance");
-                ReservedIpv6Follower { status, task }
+                ReservedIpv6Follower {
+                    address: *address,
+                    instance: follows.clone(),
+                    status,
+                    task,
+                }
             },
         );
+        let api = self.api.clone();
         let (status, task) = FloatingIpManager::spawn_for(
             ip.into(),
             &self.settings,
@@ -209,6 +220,9 @@ impl FollowerSetup {
         );
         tracing::info!(%ip, instance = %self.instance, "floating IP follows instance");
         Follower {
+            ip,
+            api,
+            operation_deadline: self.settings.operation_deadline,
             mastership: Arc::new(Mastership {
                 instance: self.instance,
                 view,
@@ -226,6 +240,11 @@ impl FollowerSetup {
 
 /// A running floating-IP manager and what the rest of the agent needs of it.
 pub struct Follower {
+    /// The floating IPv4.
+    pub ip: std::net::Ipv4Addr,
+    /// The managers' API client (a planned handover assigns through it).
+    pub api: ApiClient,
+    pub operation_deadline: Duration,
     pub mastership: Arc<Mastership>,
     pub status: watch::Receiver<FloatingIpStatus>,
     /// The reserved IPv6's manager, when one is configured.
@@ -258,6 +277,9 @@ impl Follower {
 
 /// The reserved IPv6's manager: its status, beside the floating IPv4's.
 pub struct ReservedIpv6Follower {
+    pub address: Ipv6Addr,
+    /// The instance it follows.
+    pub instance: String,
     pub status: watch::Receiver<FloatingIpStatus>,
     task: JoinHandle<()>,
 }

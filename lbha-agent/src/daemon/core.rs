@@ -16,7 +16,7 @@ use crate::{
     },
     heartbeat::{self, PeerTable, wire::PeerState},
     status::Telemetry,
-    vrrp::{link, notify, sync::SyncHub},
+    vrrp::{driver::Commands, link, notify, sync::SyncHub},
 };
 
 /// A [`Core`] with everything that can fail already done: user and group
@@ -119,6 +119,7 @@ impl CoreSetup {
             local: link.local.clone(),
             peers: link.peers.clone(),
             feeder,
+            commands: Commands::default(),
         }
     }
 }
@@ -134,6 +135,8 @@ pub(super) struct Core {
     pub local: heartbeat::Local,
     pub peers: Option<watch::Receiver<PeerTable>>,
     feeder: Option<tokio::task::JoinHandle<()>>,
+    /// Requests for the running instances (`lbha-agent handover`).
+    pub commands: Commands,
 }
 
 /// What the daemon's heartbeat (which outlives a core) shares with it.
@@ -200,6 +203,24 @@ impl Core {
 
     pub fn mastership(&self) -> Option<Arc<Mastership>> {
         self.follower.as_ref().map(|f| f.mastership.clone())
+    }
+
+    /// What a planned handover needs of the floating IP: its instance's
+    /// channel, the API client, and each address that moves with it.
+    pub fn handover_cloud(&self) -> Option<super::handover::Cloud> {
+        let f = self.follower.as_ref()?;
+        let mut ips = vec![(std::net::IpAddr::V4(f.ip), f.status.clone())];
+        if let Some(v6) = &f.reserved_ipv6
+            && v6.instance == f.mastership.instance
+        {
+            ips.push((std::net::IpAddr::V6(v6.address), v6.status.clone()));
+        }
+        Some(super::handover::Cloud {
+            mastership: f.mastership.clone(),
+            api: f.api.clone(),
+            operation_deadline: f.operation_deadline,
+            ips,
+        })
     }
 
     pub fn floating_ip_status(&self) -> Option<watch::Receiver<FloatingIpStatus>> {
