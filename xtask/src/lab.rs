@@ -152,6 +152,11 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             lab.since_start(),
             format!("lab up: floating IP {FLOATING_IP} on lb1"),
         ));
+        if args.handover {
+            // As on DigitalOcean, metadata shows an assign seconds late: the
+            // new Master must ask the API rather than assign again.
+            lab.sim_faults(r#"{"metadata_lag_ms": 3000}"#)?;
+        }
         println!(
             "lab: up; client fetching http://{FLOATING_IP}/ every {} ms",
             args.request_ms

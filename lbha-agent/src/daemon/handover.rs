@@ -151,12 +151,10 @@ pub fn choose(facts: &Facts, to: Option<&str>) -> Result<Target, Refusal> {
     }
     let reporting: Vec<&PeerFacts> = facts.peers.iter().filter(|p| p.record.is_some()).collect();
     let peer = match to {
-        Some(to) => *facts
+        Some(to) => facts
             .peers
             .iter()
-            .filter(|p| names(p, to))
-            .collect::<Vec<_>>()
-            .first()
+            .find(|p| names(p, to))
             .ok_or_else(|| Refusal::UnknownPeer(to.to_owned()))?,
         None => match reporting.as_slice() {
             [] => return Err(Refusal::NoPeer(facts.instance.clone())),
