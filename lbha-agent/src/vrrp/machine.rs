@@ -481,7 +481,11 @@ impl Machine {
                     // path: taking over would make two masters. Look again
                     // when its heartbeat runs out. (A resignation is the
                     // master saying it stops: no heartbeat overrides that.)
+                    // Nor is a lower-priority master we hear and wait out
+                    // to preempt: the path works, and its heartbeat saying
+                    // it is alive must not keep it Master over us.
                     if !self.resigned
+                        && !self.ignoring_lower_master
                         && let Some(alive_until) = self.master_alive_until
                         && alive_until > now
                     {
@@ -795,6 +799,19 @@ mod tests {
         assert!(m.poll_timers(down + 250 * MS).is_empty());
         // The heartbeat stops too: the master is gone.
         assert!(becomes_master(&mut m, down + 500 * MS, Reason::MasterDown));
+        assert!(!m.held_by_heartbeat());
+    }
+
+    /// A lower-priority Master (it came up first) whose adverts we hear
+    /// and wait out: its heartbeat is no partition, we preempt it.
+    #[test]
+    fn a_heartbeat_does_not_keep_a_lower_master_from_being_preempted() {
+        let mut m = machine(200);
+        m.start(0);
+        assert_eq!(m.advert(&adv(10, LOW, 100)), Err(Ignored::LowerPriority));
+        let down = m.next_deadline().unwrap();
+        m.set_master_alive_until(Some(down + 10_000 * MS));
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
         assert!(!m.held_by_heartbeat());
     }
 
