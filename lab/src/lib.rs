@@ -1091,6 +1091,37 @@ metadata_timeout = 1.0
         self.started.elapsed()
     }
 
+    /// `lbha-agent status --json` of load balancer `i`'s agent.
+    pub fn status_json(&self, i: usize) -> Result<serde_json::Value> {
+        let out = Command::new(&self.bins.agent)
+            .args(["status", "--json", "--socket"])
+            .arg(self.status_socket(i))
+            .stdin(Stdio::null())
+            .output()
+            .context("running lbha-agent status")?;
+        if !out.status.success() {
+            bail!(
+                "lbha-agent status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits (up to `timeout`) until load balancer `i`'s heartbeat knows its
+    /// peer's droplet id, which a handover needs (the peer sends it once
+    /// its metadata look-up answered).
+    pub fn wait_peer_droplet(&self, i: usize, timeout: Duration) -> bool {
+        let peer = droplet_id(1 - i);
+        wait_for(timeout, || {
+            self.status_json(i).is_ok_and(|s| {
+                s["heartbeat"]["peers"]
+                    .as_array()
+                    .is_some_and(|peers| peers.iter().any(|p| p["droplet_id"] == peer))
+            })
+        })
+    }
+
     /// Runs `lbha-agent handover ARGS` against load balancer `i`'s agent
     /// (its status socket), recording each line as it comes; bounded by
     /// 30 s.

@@ -16,6 +16,12 @@ use lbha_tests::{
 /// One handover from `from` to its peer: returns when the route moved.
 fn hand_over(s: &Scenario, from: usize) -> Duration {
     let to = 1 - from;
+    assert!(
+        s.lab.wait_peer_droplet(from, Duration::from_secs(10)),
+        "{}: {}'s heartbeat never learned the peer's droplet id",
+        s.name,
+        lb_name(from)
+    );
     let before = s.lab.assigns().len();
     let at = s.lab.since_start();
     let run = s

@@ -65,6 +65,9 @@ type Step = dyn Fn(&mut Lab) -> Result<Vec<(Duration, String)>>;
 /// timeline; an error when it fails.
 fn handover_step(lab: &Lab, i: usize, args: &[&str]) -> Result<Vec<(Duration, String)>> {
     let name = ["lb1", "lb2"][i];
+    if !lab.wait_peer_droplet(i, Duration::from_secs(10)) {
+        bail!("{name}'s heartbeat never learned the peer's droplet id");
+    }
     let run = lab.handover(i, args)?;
     let lines: Vec<(Duration, String)> = run
         .lines
