@@ -138,10 +138,10 @@ fn a_handover_and_the_hand_back_have_no_outage() {
     );
 }
 
-/// Refusals change nothing: on the Backup, and towards a peer that is not
-/// there.
+/// Refusals change nothing (on the Backup, towards a peer that is not
+/// there), and a handover whose API action fails rolls back.
 #[test]
-fn a_refused_handover_changes_nothing() {
+fn a_refused_or_failed_handover_changes_nothing() {
     if !require_root() {
         return;
     }
@@ -180,4 +180,27 @@ fn a_refused_handover_changes_nothing() {
     assert_eq!(s.lab.assigns().len(), before);
     assert_eq!(s.state(LB1).as_deref(), Some("MASTER"));
     assert_eq!(s.state(LB2).as_deref(), Some("BACKUP"));
+
+    // The API fails every request: the handover gives up after --timeout
+    // and rolls back; lb1 stays Master at its priority, holding the IP.
+    assert!(s.lab.wait_peer_droplet(LB1, Duration::from_secs(10)));
+    s.lab
+        .sim_faults(r#"{"fail_5xx": 4294967295, "fail_5xx_status": 503}"#)
+        .expect("faulting the API");
+    let failed = s
+        .lab
+        .handover(LB1, &["--timeout", "1.5"])
+        .expect("running handover");
+    s.lab.reset_faults().expect("resetting the faults");
+    assert!(!failed.ok, "{:?}", failed.lines);
+    assert!(
+        failed.lines.iter().any(|(_, l)| l.contains("rolled back")),
+        "{:?}",
+        failed.lines
+    );
+    let status = s.lab.status_json(LB1).expect("status");
+    assert_eq!(status["instances"][0]["priority"], 200, "{status}");
+    assert_eq!(status["instances"][0]["handover_held"], false);
+    let settled = s.assert_settled_on(LB1);
+    assert_eq!(settled, before, "nothing assigned");
 }
