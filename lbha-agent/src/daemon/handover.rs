@@ -420,7 +420,13 @@ async fn hand_over(instance: &str, request: &HandoverRequest, ctx: Context, step
             return;
         }
         // 3. Confirm where the API says the address is.
-        match cloud.api.holder(*ip).await {
+        let Ok(holder) = tokio::time::timeout(timeout, cloud.api.holder(*ip)).await else {
+            steps.say(&format!(
+                "the API did not say {ip}'s holder within {timeout:?}; the completed action stands"
+            ));
+            continue;
+        };
+        match holder {
             Ok(Holder::Droplet(id)) if id == droplet => {
                 steps.say(&format!("the API shows {ip} on droplet {droplet}: traffic goes to the peer"));
             }
