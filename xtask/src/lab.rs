@@ -220,6 +220,10 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
     }
 
     // The timeline.
+    let up_at = markers
+        .iter()
+        .find(|(_, what)| what.starts_with("lab up"))
+        .map_or(Duration::ZERO, |(at, _)| *at);
     let mut events = markers;
     for (i, name) in ["lb1", "lb2"].iter().enumerate() {
         for t in lab.transitions(i) {
@@ -297,9 +301,11 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
     );
     if args.handover {
         let moves: Vec<Duration> = assigns.iter().filter_map(|(_, _, done)| *done).collect();
-        let (in_flight, other) = lbha_lab::split_failures(&requests, &moves);
+        // From the steady state on: start-up failures are no handover's.
+        let since_up: Vec<_> = requests.iter().filter(|r| r.at >= up_at).cloned().collect();
+        let (in_flight, other) = lbha_lab::split_failures(&since_up, &moves);
         println!(
-            "client failures: {} in flight at the instant the route moved, {} other (an outage)",
+            "client failures since the lab was up: {} in flight at the instant the route moved, {} other (an outage)",
             in_flight.len(),
             other.len()
         );
