@@ -1325,3 +1325,38 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(at_ms: u64, ended_ms: u64, ok: bool) -> Request {
+        Request {
+            at: Duration::from_millis(at_ms),
+            ended: Duration::from_millis(ended_ms),
+            result: if ok {
+                Ok("web1".into())
+            } else {
+                Err("reset".into())
+            },
+        }
+    }
+
+    #[test]
+    fn a_failure_spanning_a_route_move_is_in_flight_and_the_others_are_an_outage() {
+        let requests = [
+            request(0, 2, true),
+            request(100, 104, false), // in flight at the move at 102 ms
+            request(150, 151, false), // after it: an outage
+            request(196, 198, false), // ends 2 ms before the move at 200 ms: slack
+            request(300, 301, true),
+        ];
+        let moves = [Duration::from_millis(102), Duration::from_millis(200)];
+        let (in_flight, other) = split_failures(&requests, &moves);
+        let at = |v: &[Request]| v.iter().map(|r| r.at.as_millis()).collect::<Vec<_>>();
+        assert_eq!(at(&in_flight), [100, 196]);
+        assert_eq!(at(&other), [150]);
+        // Successes are never failures.
+        assert!(split_failures(&requests[..1], &moves).0.is_empty());
+    }
+}
