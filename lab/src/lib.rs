@@ -1151,6 +1151,85 @@ metadata_timeout = 1.0
     pub fn options(&self) -> &LabOptions {
         &self.opts
     }
+
+    /// `lbha-agent status --json` of load balancer `i`'s agent.
+    pub fn status_json(&self, i: usize) -> Result<serde_json::Value> {
+        let out = Command::new(&self.bins.agent)
+            .args(["status", "--json", "--socket"])
+            .arg(self.status_socket(i))
+            .stdin(Stdio::null())
+            .output()
+            .context("running lbha-agent status")?;
+        if !out.status.success() {
+            bail!(
+                "lbha-agent status: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Waits (up to `timeout`) until load balancer `i`'s heartbeat knows its
+    /// peer's droplet id, which a handover needs (the peer sends it once
+    /// its metadata look-up answered).
+    pub fn wait_peer_droplet(&self, i: usize, timeout: Duration) -> bool {
+        let peer = droplet_id(1 - i);
+        wait_for(timeout, || {
+            self.status_json(i).is_ok_and(|s| {
+                s["heartbeat"]["peers"]
+                    .as_array()
+                    .is_some_and(|peers| peers.iter().any(|p| p["droplet_id"] == peer))
+            })
+        })
+    }
+
+    /// Runs `lbha-agent handover ARGS` against load balancer `i`'s agent
+    /// (its status socket), recording each line as it comes; bounded by
+    /// 30 s.
+    pub fn handover(&self, i: usize, args: &[&str]) -> Result<HandoverRun> {
+        let mut child = Command::new(&self.bins.agent)
+            .arg("handover")
+            .args(args)
+            .arg("--socket")
+            .arg(self.status_socket(i))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .context("running lbha-agent handover")?;
+        let stdout = child.stdout.take().context("handover stdout")?;
+        let started = self.started;
+        let reader = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(std::result::Result::ok)
+                .map(|line| (started.elapsed(), line))
+                .collect::<Vec<_>>()
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("lbha-agent handover did not end within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut lines = reader.join().unwrap_or_default();
+        let mut stderr = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let at = self.started.elapsed();
+        lines.extend(stderr.lines().map(|l| (at, l.to_owned())));
+        Ok(HandoverRun {
+            ok: status.success(),
+            lines,
+        })
+    }
 }
 
 /// One HTTP/1.x exchange over a fresh connection; returns the raw reply.
@@ -1169,6 +1248,8 @@ pub fn http_request(addr: SocketAddr, request: &str, timeout: Duration) -> Resul
 pub struct Request {
     /// When it was sent, since the lab started.
     pub at: Duration,
+    /// When its answer (or failure) came, since the lab started.
+    pub ended: Duration,
     /// The web server that answered, or why it failed.
     pub result: Result<String, String>,
 }
@@ -1189,6 +1270,7 @@ impl Client {
             if let Err(e) = enter(&ns) {
                 l.lock().unwrap().push(Request {
                     at: started.elapsed(),
+                    ended: started.elapsed(),
                     result: Err(format!("entering the client namespace: {e}")),
                 });
                 return;
@@ -1208,7 +1290,8 @@ impl Client {
                         Err(reply.lines().next().unwrap_or("empty reply").to_owned())
                     }
                 });
-                l.lock().unwrap().push(Request { at, result });
+                let ended = started.elapsed();
+                l.lock().unwrap().push(Request { at, ended, result });
                 let spent = started.elapsed().checked_sub(at).unwrap();
                 std::thread::sleep(every.saturating_sub(spent));
             }
@@ -1263,6 +1346,33 @@ impl Drop for Client {
     }
 }
 
+/// How far a route move may be from a request's span and still count as
+/// inside it: the simulator records action times to the millisecond.
+pub const ROUTE_MOVE_SLACK: Duration = Duration::from_millis(5);
+
+/// A client's failed requests split in two: those in flight at the
+/// instant a route moved (`moves`: when the simulator moved it; their
+/// connection was open to the old holder, which cannot answer for it any
+/// more), and the others: an outage.
+pub fn split_failures(requests: &[Request], moves: &[Duration]) -> (Vec<Request>, Vec<Request>) {
+    requests
+        .iter()
+        .filter(|r| r.result.is_err())
+        .cloned()
+        .partition(|r| {
+            moves.iter().any(|&m| {
+                r.at.saturating_sub(ROUTE_MOVE_SLACK) <= m && m <= r.ended + ROUTE_MOVE_SLACK
+            })
+        })
+}
+
+/// What `lbha-agent handover` printed, each line with when it came.
+#[derive(Clone, Debug)]
+pub struct HandoverRun {
+    pub ok: bool,
+    pub lines: Vec<(Duration, String)>,
+}
+
 /// Waits up to `timeout` for `condition`, checking every 20 ms.
 pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -1274,5 +1384,40 @@ pub fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool 
             return false;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(at_ms: u64, ended_ms: u64, ok: bool) -> Request {
+        Request {
+            at: Duration::from_millis(at_ms),
+            ended: Duration::from_millis(ended_ms),
+            result: if ok {
+                Ok("web1".into())
+            } else {
+                Err("reset".into())
+            },
+        }
+    }
+
+    #[test]
+    fn a_failure_spanning_a_route_move_is_in_flight_and_the_others_are_an_outage() {
+        let requests = [
+            request(0, 2, true),
+            request(100, 104, false), // in flight at the move at 102 ms
+            request(150, 151, false), // after it: an outage
+            request(196, 198, false), // ends 2 ms before the move at 200 ms: slack
+            request(300, 301, true),
+        ];
+        let moves = [Duration::from_millis(102), Duration::from_millis(200)];
+        let (in_flight, other) = split_failures(&requests, &moves);
+        let at = |v: &[Request]| v.iter().map(|r| r.at.as_millis()).collect::<Vec<_>>();
+        assert_eq!(at(&in_flight), [100, 196]);
+        assert_eq!(at(&other), [150]);
+        // Successes are never failures.
+        assert!(split_failures(&requests[..1], &moves).0.is_empty());
     }
 }

@@ -294,6 +294,32 @@ enum Command {
         #[arg(long = "status-socket", visible_alias = "socket", value_name = "PATH", default_value = lbha_agent::config::DEFAULT_STATUS_SOCKET)]
         socket: PathBuf,
     },
+    /// Planned handover, on the Master: move the floating IP (and a
+    /// reserved IPv6 following the same instance) to the peer without an
+    /// outage. Assigns it to the peer's droplet while this node keeps
+    /// serving, waits until the API shows the peer as its holder, then
+    /// resigns with its priority held low (until `--release` or a restart)
+    /// so it does not preempt back. Refuses, changing nothing, unless the
+    /// peer is a healthy Backup with a known droplet id (from the
+    /// heartbeat); rolls back when the API action fails or times out.
+    Handover {
+        /// The VRRP instance (default: the one the floating IP follows).
+        #[arg(long, value_name = "NAME")]
+        instance: Option<String>,
+        /// The peer: its heartbeat address, VRRP address or droplet id
+        /// (default: the one peer the heartbeat reports).
+        #[arg(long = "to", value_name = "PEER")]
+        to: Option<String>,
+        /// Bound on each API action (default: `operation_deadline`).
+        #[arg(long, value_name = "SECS")]
+        timeout: Option<f64>,
+        /// End the low priority an earlier handover left on this node.
+        #[arg(long, conflicts_with_all = ["to", "timeout"])]
+        release: bool,
+        /// The agent's status socket (the daemon's `--status-socket`).
+        #[arg(long = "status-socket", visible_alias = "socket", value_name = "PATH", default_value = lbha_agent::config::DEFAULT_STATUS_SOCKET)]
+        socket: PathBuf,
+    },
     /// Receive VRRP adverts on an interface and print them as JSON lines.
     Watch(watch::WatchArgs),
     /// Detach the XDP programs lbha left pinned in this network namespace
@@ -613,6 +639,20 @@ fn main() -> ExitCode {
                 if removed.is_empty() {
                     println!("nothing pinned under {} for this network namespace", pin_dir.display());
                 }
+                Ok(())
+            }
+            (Some(Command::Handover { instance, to, timeout, release, socket }), ..) => {
+                let request = lbha_agent::status::socket::HandoverRequest {
+                    instance,
+                    to,
+                    timeout_secs: timeout,
+                    release,
+                };
+                let message = lbha_agent::status::socket::handover(&socket, request, |line| {
+                    println!("{line}");
+                })
+                .await?;
+                println!("{message}");
                 Ok(())
             }
             (Some(Command::Status { json, socket }), ..) => {

@@ -9,7 +9,11 @@
 //! up on exit, Ctrl-C included. With `--dual-stack` a reserved IPv6 moves
 //! beside the floating IP, a second client fetches it, and the timeline
 //! shows both moving; `--vrrp-ipv6` runs VRRP itself over IPv6, and the
-//! timeline shows the virtual IPv6 moving too.
+//! timeline shows the virtual IPv6 moving too. With `--handover` nothing
+//! breaks: a planned handover (`lbha-agent handover`) moves the IP lb1 ->
+//! lb2 and back, each step of it on the timeline, and the client's failures
+//! are counted apart: those in flight at the instant the route moved, and
+//! the others (an outage).
 
 use std::{
     path::Path,
@@ -55,10 +59,38 @@ pub struct LabArgs {
     /// IPv6 following that instance.
     #[arg(long, requires = "dual_stack")]
     vrrp_ipv6: bool,
+    /// Instead of breaking things: a planned handover lb1 -> lb2
+    /// (`lbha-agent handover`), the hand-back lb2 -> lb1, then
+    /// `lbha-agent handover --release` on lb2 (heartbeat on).
+    #[arg(long, conflicts_with = "dual_stack")]
+    handover: bool,
 }
 
-/// One thing the lab does to the load balancers.
-type Step = dyn Fn(&mut Lab) -> Result<()>;
+/// One thing the lab does to the load balancers; returns lines for the
+/// timeline.
+type Step = dyn Fn(&mut Lab) -> Result<Vec<(Duration, String)>>;
+
+/// `lbha-agent handover ARGS` on load balancer `i`, its output for the
+/// timeline; an error when it fails.
+fn handover_step(lab: &Lab, i: usize, args: &[&str]) -> Result<Vec<(Duration, String)>> {
+    let name = ["lb1", "lb2"][i];
+    if !lab.wait_peer_droplet(i, Duration::from_secs(10)) {
+        bail!("{name}'s heartbeat never learned the peer's droplet id");
+    }
+    let run = lab.handover(i, args)?;
+    let lines: Vec<(Duration, String)> = run
+        .lines
+        .into_iter()
+        .map(|(at, line)| (at, format!("{name}$ {}", line.trim())))
+        .collect();
+    for (_, line) in &lines {
+        println!("lab:   {line}");
+    }
+    if !run.ok {
+        bail!("lbha-agent handover on {name} failed");
+    }
+    Ok(lines)
+}
 
 fn ms(d: Duration) -> String {
     format!("{:>8.3}s", d.as_secs_f64())
@@ -93,6 +125,7 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             }),
         dual_stack: args.dual_stack,
         vrrp_ipv6: args.vrrp_ipv6,
+        heartbeat: args.handover,
         ..LabOptions::default()
     };
     let bins = Binaries {
@@ -132,6 +165,11 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             lab.since_start(),
             format!("lab up: floating IP {FLOATING_IP} on lb1"),
         ));
+        if args.handover {
+            // As on DigitalOcean, metadata shows an assign seconds late: the
+            // new Master must ask the API rather than assign again.
+            lab.sim_faults(r#"{"metadata_lag_ms": 3000}"#)?;
+        }
         println!(
             "lab: up; client fetching http://{FLOATING_IP}/ every {} ms",
             args.request_ms
@@ -140,29 +178,46 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
             return Ok(());
         }
 
-        let steps: [(&str, &Step); 4] = [
+        let failures: [(&str, &Step); 4] = [
             ("kill HAProxy on lb1 (SIGKILL)", &|lab: &mut Lab| {
                 let n = lab.kill_haproxy(0);
                 if n == 0 {
                     bail!("no HAProxy process found on lb1");
                 }
-                Ok(())
+                Ok(Vec::new())
             }),
             ("restart HAProxy on lb1", &|lab: &mut Lab| {
-                lab.start_haproxy(0)
+                lab.start_haproxy(0).map(|()| Vec::new())
             }),
             ("crash lb1 (every process SIGKILLed)", &|lab: &mut Lab| {
                 lab.crash_lb(0);
-                Ok(())
+                Ok(Vec::new())
             }),
             ("restore lb1 (HAProxy + lbha start)", &|lab: &mut Lab| {
-                lab.start_lb(0)
+                lab.start_lb(0).map(|()| Vec::new())
             }),
         ];
+        let handovers: [(&str, &Step); 3] = [
+            ("lbha-agent handover on lb1 (to lb2)", &|lab: &mut Lab| {
+                handover_step(lab, 0, &[])
+            }),
+            (
+                "lbha-agent handover on lb2 (back to lb1)",
+                &|lab: &mut Lab| handover_step(lab, 1, &[]),
+            ),
+            ("lbha-agent handover --release on lb2", &|lab: &mut Lab| {
+                handover_step(lab, 1, &["--release"])
+            }),
+        ];
+        let steps = if args.handover {
+            &handovers[..]
+        } else {
+            &failures[..]
+        };
         for (what, step) in steps {
             markers.push((lab.since_start(), format!(">>> {what}")));
             println!("lab: {what}");
-            step(&mut lab)?;
+            markers.extend(step(&mut lab)?);
             if !pause(phase) {
                 return Ok(());
             }
@@ -175,6 +230,10 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
     }
 
     // The timeline.
+    let up_at = markers
+        .iter()
+        .find(|(_, what)| what.starts_with("lab up"))
+        .map_or(Duration::ZERO, |(at, _)| *at);
     let mut events = markers;
     for (i, name) in ["lb1", "lb2"].iter().enumerate() {
         for t in lab.transitions(i) {
@@ -258,6 +317,25 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         requests.len() - ok,
         assigns.len()
     );
+    if args.handover {
+        let moves: Vec<Duration> = assigns.iter().filter_map(|(_, _, done)| *done).collect();
+        // From the steady state on: start-up failures are no handover's.
+        let since_up: Vec<_> = requests.iter().filter(|r| r.at >= up_at).cloned().collect();
+        let (in_flight, other) = lbha_lab::split_failures(&since_up, &moves);
+        println!(
+            "client failures since the lab was up: {} in flight at the instant the route moved, {} other (an outage)",
+            in_flight.len(),
+            other.len()
+        );
+        for r in in_flight.iter().chain(&other) {
+            println!(
+                "  {} .. {}: {}",
+                ms(r.at),
+                ms(r.ended),
+                r.result.as_ref().err().map_or("", String::as_str)
+            );
+        }
+    }
     if let Some(client6) = &client6 {
         let requests = client6.requests();
         let ok = requests.iter().filter(|r| r.result.is_ok()).count();

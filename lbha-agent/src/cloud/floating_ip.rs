@@ -157,6 +157,16 @@ pub struct VrrpView {
     pub peer_adverts_while_master: u64,
     /// Peers known through the heartbeat (empty without one).
     pub peers: Vec<PeerRouter>,
+    /// A planned handover moves the IP to this droplet: while set, a
+    /// Master starts no check (it would take the IP back), and the status
+    /// says so ([`FloatingIpStatus::handover_paused`]) once none runs.
+    pub handover_to: Option<u64>,
+    /// This mastership began with the old master's resignation (a
+    /// shutdown or a planned handover): the IP may be ours already while
+    /// metadata, which lags an assign by seconds, does not show it yet, so
+    /// the API decides at takeover too (one round trip) instead of
+    /// metadata's "not here" (see `who_holds`).
+    pub after_resignation: bool,
 }
 
 impl VrrpView {
@@ -215,6 +225,9 @@ pub struct FloatingIpStatus {
     /// Keep-alive requests sent while Backup (see the module's "warm
     /// connection").
     pub keepalives: u64,
+    /// A handover paused the checks ([`VrrpView::handover_to`]) and none
+    /// is running: the IP is the handover's to move.
+    pub handover_paused: bool,
 }
 
 /// Controls a running manager. Dropping it (or [`shutdown`](Self::shutdown))
@@ -490,7 +503,11 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: D
                         }
                     }
                 }
-                ctx.status.send_modify(|s| s.master = view.is_master);
+                let paused = view.handover_to.is_some() && running.is_none();
+                ctx.status.send_modify(|s| {
+                    s.master = view.is_master;
+                    s.handover_paused = paused;
+                });
             }
             outcome = async {
                 match running.as_mut() {
@@ -516,9 +533,11 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: D
                 } else if done.advert_triggered {
                     advert_gap = (advert_gap * 2).min(recheck.max(ADVERT_RECHECK_MIN));
                 }
+                let paused = view.handover_to.is_some();
                 ctx.status.send_modify(|s| {
                     s.in_flight = false;
                     s.droplet_id = droplet;
+                    s.handover_paused = paused;
                 });
                 pending_checks = if outcome.soon { pending_checks + 1 } else { 0 };
                 next_check = if std::mem::take(&mut rearm) {
@@ -550,7 +569,9 @@ async fn run(ctx: Arc<Ctx>, mut master_rx: watch::Receiver<VrrpView>, recheck: D
                 ctx.status.send_modify(|s| s.keepalives += 1);
                 warm = Some(Box::pin(keep_warm(ctx.clone())));
             }
-            () = tokio::time::sleep_until(next_check), if view.is_master && running.is_none() => {
+            () = tokio::time::sleep_until(next_check), if view.is_master
+                && running.is_none()
+                && view.handover_to.is_none() => {
                 last_check_start = Some(Instant::now());
                 ctx.status.send_modify(|s| s.in_flight = true);
                 let input = CheckInput { cached: droplet, view: view.clone(), term };
@@ -645,7 +666,7 @@ async fn reconcile(
         },
     };
 
-    let seen = who_holds(&ctx, droplet, !term.held).await;
+    let seen = who_holds(&ctx, droplet, !term.held && !view.after_resignation).await;
     ctx.status.send_modify(|s| {
         s.checks += 1;
         s.holder_known = match seen {
@@ -1330,6 +1351,67 @@ mod tests {
         let s = wait_for(&h, "re-checks", |s| s.checks >= checks + 3).await;
         assert_eq!(s.holder_known, Some(true));
         assert_eq!((s.assigns, sim.assigns()), (1, 1));
+        h.shutdown().await;
+    }
+
+    /// A planned handover pauses a Master's checks: the IP moving to the
+    /// peer is not taken back while the pause lasts, and ending it (a
+    /// rollback) re-checks at once and takes the IP back.
+    #[tokio::test]
+    async fn a_handover_pauses_the_checks_and_its_end_takes_the_ip_back() {
+        let sim = Sim::start(Some(OUR_DROPLET)).await;
+        let h = spawn(config(&sim));
+        h.set_view(master_view(Some(LOWER)));
+        wait_for(&h, "the IP seen as ours", |s| {
+            s.holder_known == Some(true) && !s.in_flight
+        })
+        .await;
+        h.update_view(|v| v.handover_to = Some(OTHER_DROPLET));
+        let s = wait_for(&h, "paused", |s| s.handover_paused).await;
+        sim.set_holder(IP, Some(OTHER_DROPLET)).await.unwrap();
+        tokio::time::sleep(RECHECK * 5).await;
+        assert_eq!(h.status().checks, s.checks, "no check while paused");
+        assert_eq!(sim.holder(IP), Some(OTHER_DROPLET));
+        assert_eq!(sim.assigns(), 0);
+        h.update_view(|v| v.handover_to = None);
+        taken_back(&h, &sim).await;
+        assert!(!h.status().handover_paused);
+        assert_eq!(sim.assigns(), 1);
+        h.shutdown().await;
+    }
+
+    /// After a resignation (a handover: the old Master moved the IP here
+    /// first) metadata still lags the assign; the takeover asks the API,
+    /// which shows the IP here, and assigns nothing. Without the
+    /// resignation, metadata's "not here" decides at once (and assigns).
+    #[rstest::rstest]
+    #[case::after_a_resignation(true, 0)]
+    #[case::after_a_master_down(false, 1)]
+    #[tokio::test]
+    async fn a_takeover_after_a_resignation_trusts_the_api_over_lagging_metadata(
+        #[case] after_resignation: bool,
+        #[case] assigns: u64,
+    ) {
+        let sim = Sim::start(Some(OTHER_DROPLET)).await;
+        sim.faults(FaultsUpdate {
+            metadata_lag_ms: Some(60_000),
+            ..FaultsUpdate::default()
+        });
+        // The old Master's handover assign, to us.
+        let api = crate::cloud::test_support::fast_client(&sim);
+        api.assign_and_wait(IP, OUR_DROPLET, || true).await.unwrap();
+        let md = MetadataClient::new(sim.metadata_url()).unwrap();
+        assert!(!md.floating_ip_active().await.unwrap(), "metadata lags");
+        let before = sim.assigns();
+        let h = spawn(config(&sim));
+        h.set_view(VrrpView {
+            after_resignation,
+            ..master_view(Some(HIGHER))
+        });
+        let s = wait_for(&h, "a check", |s| s.checks >= 2 && !s.in_flight).await;
+        assert_eq!(s.assigns, assigns);
+        assert_eq!(sim.assigns() - before, assigns as usize);
+        assert_eq!(sim.holder(IP), Some(OUR_DROPLET));
         h.shutdown().await;
     }
 

@@ -92,6 +92,11 @@ impl Mastership {
         set_master(&self.view, is_master);
     }
 
+    /// Whether the instance the floating IPv4 follows is Master.
+    pub fn is_master(&self) -> bool {
+        self.view.borrow().is_master
+    }
+
     /// Changes the view; the manager hears of it only when `f` changed
     /// something.
     pub fn update(&self, f: impl FnOnce(&mut VrrpView)) {
@@ -231,6 +236,8 @@ impl FollowerSetup {
             .ipv4
             .map(|ip| spawn(IpAddr::V4(ip), &self.instance, master_rx));
         Follower {
+            api: self.api.clone(),
+            operation_deadline: self.settings.operation_deadline,
             mastership: Arc::new(Mastership {
                 instance: self.instance,
                 view,
@@ -248,6 +255,9 @@ impl FollowerSetup {
 /// The running floating-IP managers and what the rest of the agent needs
 /// of them.
 pub struct Follower {
+    /// The managers' API client (a planned handover assigns through it).
+    pub api: ApiClient,
+    pub operation_deadline: Duration,
     pub mastership: Arc<Mastership>,
     /// The floating IPv4's manager, when one is configured.
     pub ipv4: Option<AddressFollower>,

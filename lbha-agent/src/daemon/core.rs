@@ -17,7 +17,11 @@ use crate::{
     },
     heartbeat::{self, PeerTable, wire::PeerState},
     status::Telemetry,
-    vrrp::{driver::vrid_key, link, notify, sync::SyncHub},
+    vrrp::{
+        driver::{Commands, vrid_key},
+        link, notify,
+        sync::SyncHub,
+    },
 };
 
 /// A [`Core`] with everything that can fail already done: user and group
@@ -137,6 +141,7 @@ impl CoreSetup {
             local: link.local.clone(),
             peers: link.peers.clone(),
             feeder,
+            commands: Commands::default(),
         }
     }
 }
@@ -152,6 +157,8 @@ pub(super) struct Core {
     pub local: heartbeat::Local,
     pub peers: Option<watch::Receiver<PeerTable>>,
     feeder: Option<tokio::task::JoinHandle<()>>,
+    /// Requests for the running instances (`lbha-agent handover`).
+    pub commands: Commands,
 }
 
 /// What the daemon's heartbeat (which outlives a core) shares with it.
@@ -227,6 +234,27 @@ impl Core {
 
     pub fn mastership(&self) -> Option<Arc<Mastership>> {
         self.follower.as_ref().map(|f| f.mastership.clone())
+    }
+
+    /// What a planned handover needs of the floating IP: its instance's
+    /// channel, the API client, and each address that moves with it.
+    pub fn handover_cloud(&self) -> Option<super::handover::Cloud> {
+        let f = self.follower.as_ref()?;
+        // Each address that follows the handed-over instance: the floating
+        // IPv4, a reserved IPv6 beside it, or a reserved IPv6 alone.
+        let ips = f
+            .ipv4
+            .iter()
+            .chain(&f.reserved_ipv6)
+            .filter(|a| a.instance == f.mastership.instance)
+            .map(|a| (a.ip, a.status.clone()))
+            .collect();
+        Some(super::handover::Cloud {
+            mastership: f.mastership.clone(),
+            api: f.api.clone(),
+            operation_deadline: f.operation_deadline,
+            ips,
+        })
     }
 
     pub fn floating_ip_status(&self) -> Option<watch::Receiver<FloatingIpStatus>> {

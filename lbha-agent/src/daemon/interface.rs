@@ -182,6 +182,11 @@ impl Group {
             ));
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let (commands_tx, commands) = tokio::sync::mpsc::unbounded_channel();
+        core.commands.register(
+            runtimes.iter().map(|r| r.config.name.as_str()),
+            &commands_tx,
+        );
         let task = InterfaceTask {
             interface: interface.to_owned(),
             receiver,
@@ -202,6 +207,7 @@ impl Group {
                 peers: core.peers.clone(),
                 sync: core.sync.clone(),
             },
+            commands,
             wakeups: 0,
             counters_published_ns: 0,
         };

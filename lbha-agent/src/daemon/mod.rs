@@ -10,6 +10,7 @@
 //! is reported in the log, `status`, the metrics and systemd's `STATUS=`.
 
 mod core;
+pub mod handover;
 mod interface;
 pub mod reload;
 
@@ -167,12 +168,22 @@ struct Daemon {
     telemetry: Telemetry,
     status_server: JoinHandle<()>,
     metrics_server: Option<JoinHandle<()>>,
+    /// Handover requests from the status socket, and where it sends them.
+    control_tx: mpsc::UnboundedSender<status::socket::ControlRequest>,
+    control_rx: mpsc::UnboundedReceiver<status::socket::ControlRequest>,
+    /// A handover is running (one at a time).
+    handover_busy: Arc<std::sync::atomic::AtomicBool>,
 }
 
-fn serve_status(config: &Config, telemetry: &Telemetry) -> JoinHandle<()> {
+fn serve_status(
+    config: &Config,
+    telemetry: &Telemetry,
+    control: &mpsc::UnboundedSender<status::socket::ControlRequest>,
+) -> JoinHandle<()> {
     let (path, telemetry) = (config.global.status_socket.clone(), telemetry.clone());
+    let control = control.clone();
     tokio::spawn(async move {
-        if let Err(error) = status::socket::serve(path.clone(), telemetry).await {
+        if let Err(error) = status::socket::serve(path.clone(), telemetry, Some(control)).await {
             tracing::error!(socket = %path.display(), %error, "status socket unavailable");
         }
     })
@@ -219,9 +230,13 @@ impl Daemon {
                 }
             }
         }
-        let status_server = serve_status(&config, &telemetry);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let status_server = serve_status(&config, &telemetry, &control_tx);
         let metrics_server = serve_metrics(&config, &telemetry);
         Ok(Self {
+            control_tx,
+            control_rx,
+            handover_busy: Arc::default(),
             config,
             core,
             heartbeat,
@@ -352,7 +367,7 @@ impl Daemon {
     fn restart_servers(&mut self, new: &Config) {
         if new.global.status_socket != self.config.global.status_socket {
             self.status_server.abort();
-            self.status_server = serve_status(new, &self.telemetry);
+            self.status_server = serve_status(new, &self.telemetry, &self.control_tx);
         }
         if new.global.metrics_listen != self.config.global.metrics_listen {
             if let Some(server) = self.metrics_server.take() {
@@ -360,6 +375,37 @@ impl Daemon {
             }
             self.metrics_server = serve_metrics(new, &self.telemetry);
         }
+    }
+
+    /// Starts a handover (or a release) in a task of its own: the run
+    /// loop keeps taking reloads and the shutdown meanwhile.
+    fn start_handover(&self, request: status::socket::ControlRequest) {
+        use std::sync::atomic::Ordering;
+        let status::socket::ControlRequest { request, replies } = request;
+        if !request.release && self.handover_busy.swap(true, Ordering::SeqCst) {
+            let message = format!("refused, nothing changed: {}", handover::Refusal::Busy);
+            let _ = replies.send(status::socket::Reply::Done { ok: false, message });
+            return;
+        }
+        let ctx = handover::Context {
+            cloud: self.core.handover_cloud(),
+            commands: self.core.commands.clone(),
+            telemetry: self.telemetry.clone(),
+            peers: self.core.peers.clone(),
+            vrids: self
+                .config
+                .instances
+                .iter()
+                .map(|i| (i.name.clone(), crate::vrrp::driver::vrid_key(i)))
+                .collect(),
+        };
+        let busy = (!request.release).then(|| self.handover_busy.clone());
+        tokio::spawn(async move {
+            handover::run(request, ctx, replies).await;
+            if let Some(busy) = busy {
+                busy.store(false, Ordering::SeqCst);
+            }
+        });
     }
 
     async fn stop(self) {
@@ -408,6 +454,10 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             Some(()) = reloads.recv() => {}
+            Some(request) = daemon.control_rx.recv() => {
+                daemon.start_handover(request);
+                continue;
+            }
         }
         crate::ops::systemd::watch_tasks([]);
         crate::ops::systemd::reloading();

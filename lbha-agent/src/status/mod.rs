@@ -42,6 +42,10 @@ pub struct InstanceStatus {
     /// on the other path (a partitioned VRRP path).
     #[serde(default)]
     pub vrrp_path_partitioned: bool,
+    /// A planned handover holds the priority low (until `lbha-agent
+    /// handover --release`, a restart, or Master again).
+    #[serde(default)]
+    pub handover_held: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -19,7 +19,7 @@ use lbha_common::{
     event::{VridKey, change},
     vrrp::encode::Advert,
 };
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     clock::monotonic_ns,
@@ -310,12 +310,59 @@ impl InstanceRuntime {
         self.faulted_by_checks = check_fault;
         self.own_fault = own_fault;
         self.faulted_by_group = !own_fault && self.group_fault;
-        if priority != self.machine.priority() {
-            tracing::info!(instance = %self.config.name, from = self.machine.priority(), to = priority, "effective priority changed");
+        if priority != self.machine.base_priority() {
+            tracing::info!(instance = %self.config.name, from = self.machine.base_priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
             self.priority_changed = true;
         }
         self.machine.set_fault_because(now, fault, reason)
+    }
+}
+
+/// What the daemon asks of a running instance (`lbha-agent handover`).
+#[derive(Debug)]
+pub enum Command {
+    /// Resign for a planned handover: priority-0 advert, Backup, priority
+    /// held at [`crate::vrrp::machine::HANDOVER_PRIORITY`]. Answers the
+    /// state it was in when it was not Master (nothing changed then).
+    HandOver {
+        instance: String,
+        reply: oneshot::Sender<Result<(), State>>,
+    },
+    /// Ends a handover's hold; answers whether there was one.
+    Release {
+        instance: String,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// Where commands for each running instance go: its interface task.
+#[derive(Clone, Debug, Default)]
+pub struct Commands(Arc<std::sync::Mutex<BTreeMap<String, mpsc::UnboundedSender<Command>>>>);
+
+impl Commands {
+    /// `instances` now run in the task reading `rx`'s other end.
+    pub fn register<'a>(
+        &self,
+        instances: impl IntoIterator<Item = &'a str>,
+        tx: &mpsc::UnboundedSender<Command>,
+    ) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in instances {
+            map.insert(name.to_owned(), tx.clone());
+        }
+    }
+
+    /// Sends `command` to `instance`'s task; `false` when it does not run.
+    pub fn send(&self, instance: &str, command: Command) -> bool {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(instance).is_some_and(|tx| tx.send(command).is_ok())
     }
 }
 
@@ -358,6 +405,8 @@ pub struct InterfaceTask {
     pub wakeups: u64,
     /// When the receive path's counters were last copied into telemetry.
     pub counters_published_ns: u64,
+    /// The daemon's requests for these instances ([`Commands`]).
+    pub commands: mpsc::UnboundedReceiver<Command>,
 }
 
 fn sleep_until_ns(deadline: Option<u64>) -> tokio::time::Sleep {
@@ -463,6 +512,10 @@ impl InterfaceTask {
                         rx.borrow_and_update();
                     }
                 }
+                Some(command) = self.commands.recv() => {
+                    self.wakeups += 1;
+                    self.on_command(command).await;
+                }
                 _ = self.shared.shutdown.changed() => break,
             }
             self.follow_groups().await;
@@ -482,6 +535,44 @@ impl InterfaceTask {
         // The resignations (priority 0) go out together.
         self.flush();
         tracing::info!(interface = %self.interface, wakeups = self.wakeups, "interface stopped");
+    }
+
+    async fn on_command(&mut self, command: Command) {
+        match command {
+            Command::HandOver { instance, reply } => {
+                let Some(i) = self.index_of(&instance) else {
+                    return;
+                };
+                let now = monotonic_ns();
+                let answer = match self.instances[i].machine.hand_over(now) {
+                    Some(actions) => {
+                        tracing::info!(instance = %instance, "handover: resigning (priority-0 advert), priority held low until `lbha-agent handover --release`");
+                        self.execute(i, actions).await;
+                        self.instances[i].priority_changed = true;
+                        Ok(())
+                    }
+                    None => Err(self.instances[i].machine.state()),
+                };
+                let _ = reply.send(answer);
+            }
+            Command::Release { instance, reply } => {
+                let Some(i) = self.index_of(&instance) else {
+                    return;
+                };
+                let held = self.instances[i].machine.release_handover_hold();
+                if held {
+                    tracing::info!(instance = %instance, priority = self.instances[i].machine.priority(), "handover hold released");
+                    self.instances[i].priority_changed = true;
+                }
+                let _ = reply.send(held);
+            }
+        }
+    }
+
+    fn index_of(&self, instance: &str) -> Option<usize> {
+        self.instances
+            .iter()
+            .position(|i| i.config.name == instance)
     }
 
     /// Sends the adverts queued since the last flush, in one batch, and
@@ -547,6 +638,7 @@ impl InterfaceTask {
             }
             telemetry.update_instance(&instance.config.name, |s| {
                 s.vrrp_path_partitioned = machine.held_by_heartbeat();
+                s.handover_held = machine.handover_held();
                 s.state = machine.state().name().to_owned();
                 s.priority = machine.priority();
                 s.master = machine.master().map(|(addr, _, _)| addr.to_string());
@@ -816,13 +908,13 @@ impl InterfaceTask {
                         without_master_us = without_master.map(|d| d.as_micros() as u64),
                         "state transition"
                     );
-                    self.on_transition(i, from, to).await;
+                    self.on_transition(i, from, to, reason).await;
                 }
             }
         }
     }
 
-    async fn on_transition(&mut self, i: usize, from: State, to: State) {
+    async fn on_transition(&mut self, i: usize, from: State, to: State, reason: Reason) {
         // Gratuitous ARP (IPv4) and unsolicited Neighbor Advertisements
         // (IPv6): a burst once the addresses are on, later ones on the
         // schedule; none once no longer Master.
@@ -847,6 +939,7 @@ impl InterfaceTask {
                 if to == State::Master {
                     view.last_master =
                         previous.map(|(address, priority)| router(priority, address));
+                    view.after_resignation = reason == Reason::MasterResigned;
                 }
             });
         }

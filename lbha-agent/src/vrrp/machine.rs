@@ -88,6 +88,9 @@ pub enum Reason {
     InterfaceUp,
     /// The instance's sync group moved it (another member's state).
     SyncGroup,
+    /// A planned handover (`lbha-agent handover`): the peer holds the
+    /// floating IP already; we resign and hold our priority low.
+    Handover,
     Shutdown,
 }
 
@@ -104,6 +107,7 @@ impl Reason {
             Reason::InterfaceDown => "interface down",
             Reason::InterfaceUp => "interface up",
             Reason::SyncGroup => "sync group",
+            Reason::Handover => "handover",
             Reason::Shutdown => "shutdown",
         }
     }
@@ -165,7 +169,19 @@ pub struct Machine {
     /// Held Backup: its master-down timer ran out (or it owns the
     /// addresses) since the last advert of a master it follows.
     wants_master: bool,
+    /// After a planned handover: we advertise and compete with
+    /// [`HANDOVER_PRIORITY`] instead of `priority`, so a preempting node
+    /// does not take the IP straight back. Cleared by
+    /// [`Self::release_handover_hold`] or by becoming Master again (the
+    /// peer failed, or handed back): a Master at priority 1 would be
+    /// preempted by any peer that comes back.
+    handover_hold: bool,
 }
+
+/// The priority a node holds after handing over: the lowest a Backup can
+/// have (0 is a resignation), so it still takes over if the peer dies but
+/// never preempts it.
+pub const HANDOVER_PRIORITY: u8 = 1;
 
 impl Machine {
     pub fn new(params: Params, priority: u8) -> Self {
@@ -190,7 +206,46 @@ impl Machine {
             held_by_heartbeat: false,
             sync_hold: false,
             wants_master: false,
+            handover_hold: false,
         }
+    }
+
+    /// Planned handover: a Master resigns (priority-0 advert, Backup)
+    /// and holds [`HANDOVER_PRIORITY`] until released. `None` (nothing
+    /// changed) when not Master.
+    pub fn hand_over(&mut self, now: u64) -> Option<Vec<Action>> {
+        if self.state != State::Master {
+            return None;
+        }
+        let mut actions = vec![Action::SendAdvert { priority: 0 }];
+        self.handover_hold = true;
+        self.master = None;
+        self.become_backup(now, Reason::Handover, &mut actions);
+        Some(actions)
+    }
+
+    /// Ends the hold of a handover; returns whether there was one. The
+    /// configured (tracked) priority counts again from the next decision.
+    pub fn release_handover_hold(&mut self) -> bool {
+        std::mem::take(&mut self.handover_hold)
+    }
+
+    pub fn handover_held(&self) -> bool {
+        self.handover_hold
+    }
+
+    /// The priority elections use: the tracked one, or the handover's.
+    fn effective(&self) -> u8 {
+        if self.handover_hold {
+            HANDOVER_PRIORITY
+        } else {
+            self.priority
+        }
+    }
+
+    /// The tracked priority, hold or not (what checks set).
+    pub fn base_priority(&self) -> u8 {
+        self.priority
     }
 
     /// Sync groups: while `hold`, a Backup whose master-down timer runs out
@@ -256,9 +311,9 @@ impl Machine {
         self.state == State::Backup
             && !self.resigned
             && !self.ignoring_lower_master
-            && self
-                .master
-                .is_some_and(|(_, priority, _)| !self.params.preempt || priority >= self.priority)
+            && self.master.is_some_and(|(_, priority, _)| {
+                !self.params.preempt || priority >= self.effective()
+            })
     }
 
     /// When the last advert from a master was accepted.
@@ -270,8 +325,10 @@ impl Machine {
         self.state
     }
 
+    /// The priority we advertise: the tracked one, or
+    /// [`HANDOVER_PRIORITY`] while a handover holds it.
     pub fn priority(&self) -> u8 {
-        self.priority
+        self.effective()
     }
 
     pub fn params(&self) -> &Params {
@@ -281,7 +338,7 @@ impl Machine {
     /// The master we last heard from (address, priority, when), or ourselves.
     pub fn master(&self) -> Option<(IpAddr, u8, u64)> {
         match self.state {
-            State::Master => Some((self.params.primary_addr, self.priority, 0)),
+            State::Master => Some((self.params.primary_addr, self.effective(), 0)),
             _ => self.master,
         }
     }
@@ -293,7 +350,7 @@ impl Machine {
     /// Skew_Time in ns: v3 `((256 - Priority) * Master_Adver_Interval) / 256`
     /// centiseconds, v2 `(256 - Priority) / 256` seconds.
     pub fn skew_time_ns(&self) -> u64 {
-        let weight = 256 - u64::from(self.priority);
+        let weight = 256 - u64::from(self.effective());
         if self.params.version == 2 {
             weight * 1_000_000_000 / 256
         } else {
@@ -356,8 +413,11 @@ impl Machine {
         self.ignoring_lower_master = false;
         self.lower_master_since = None;
         self.master = None;
+        // Master again (the peer failed or handed back): the hold's job,
+        // not preempting the peer, is done.
+        self.handover_hold = false;
         actions.push(Action::SendAdvert {
-            priority: self.priority,
+            priority: self.effective(),
         });
         self.adver_at = Some(self.next_advert_after(now));
         self.transition(State::Master, reason, actions);
@@ -377,10 +437,10 @@ impl Machine {
         if self.fault {
             self.master_down_at = None;
             self.transition(State::Fault, self.fault_reason, actions);
-        } else if self.priority == 255 && self.sync_hold {
+        } else if self.effective() == 255 && self.sync_hold {
             self.become_backup(now, reason, actions);
             self.wants_master = true;
-        } else if self.priority == 255 {
+        } else if self.effective() == 255 {
             self.become_master(now, Reason::AddressOwner, actions);
         } else {
             self.become_backup(now, reason, actions);
@@ -421,7 +481,11 @@ impl Machine {
                     // path: taking over would make two masters. Look again
                     // when its heartbeat runs out. (A resignation is the
                     // master saying it stops: no heartbeat overrides that.)
+                    // Nor is a lower-priority master we hear and wait out
+                    // to preempt: the path works, and its heartbeat saying
+                    // it is alive must not keep it Master over us.
                     if !self.resigned
+                        && !self.ignoring_lower_master
                         && let Some(alive_until) = self.master_alive_until
                         && alive_until > now
                     {
@@ -449,7 +513,7 @@ impl Machine {
                     && at <= now
                 {
                     actions.push(Action::SendAdvert {
-                        priority: self.priority,
+                        priority: self.effective(),
                     });
                     // Keep the cadence: the next advert is one interval after
                     // this one was due, unless we are more than that late
@@ -469,10 +533,10 @@ impl Machine {
 
     /// Whether an advert with `priority` from `src` beats us.
     fn beats_us(&self, priority: u8, src: IpAddr) -> bool {
-        priority > self.priority
+        priority > self.effective()
             // One family per instance: IPv4 compares as its u32, IPv6 as
             // its u128 (RFC 5798 6.4.3: the larger primary address wins).
-            || (priority == self.priority && src > self.params.primary_addr)
+            || (priority == self.effective() && src > self.params.primary_addr)
     }
 
     /// Receive an ADVERTISEMENT (RFC 5798 6.4.2 Backup, 6.4.3 Master).
@@ -497,13 +561,13 @@ impl Machine {
                     self.ignoring_lower_master = false;
                     self.master = None;
                 } else if !self.params.preempt
-                    || advert.priority >= self.priority
+                    || advert.priority >= self.effective()
                     || !self.preempt_allowed(now)
                 {
                     if self.params.version == 3 {
                         self.master_adver_interval_cs = advert.interval_cs;
                     }
-                    if advert.priority >= self.priority {
+                    if advert.priority >= self.effective() {
                         self.lower_master_since = None;
                     }
                     self.master_down_at = Some(now + self.master_down_interval_ns());
@@ -524,7 +588,7 @@ impl Machine {
                 if advert.priority == 0 {
                     // Another master resigned: make sure backups hear us now.
                     actions.push(Action::SendAdvert {
-                        priority: self.priority,
+                        priority: self.effective(),
                     });
                     self.adver_at = Some(self.next_advert_after(now));
                 } else if self.beats_us(advert.priority, advert.src) {
@@ -735,6 +799,19 @@ mod tests {
         assert!(m.poll_timers(down + 250 * MS).is_empty());
         // The heartbeat stops too: the master is gone.
         assert!(becomes_master(&mut m, down + 500 * MS, Reason::MasterDown));
+        assert!(!m.held_by_heartbeat());
+    }
+
+    /// A lower-priority Master (it came up first) whose adverts we hear
+    /// and wait out: its heartbeat is no partition, we preempt it.
+    #[test]
+    fn a_heartbeat_does_not_keep_a_lower_master_from_being_preempted() {
+        let mut m = machine(200);
+        m.start(0);
+        assert_eq!(m.advert(&adv(10, LOW, 100)), Err(Ignored::LowerPriority));
+        let down = m.next_deadline().unwrap();
+        m.set_master_alive_until(Some(down + 10_000 * MS));
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
         assert!(!m.held_by_heartbeat());
     }
 
@@ -1198,6 +1275,65 @@ mod tests {
         );
         let at = backup.next_deadline().unwrap();
         assert!(becomes_master(&mut backup, at, Reason::MasterDown));
+    }
+
+    /// Master_Down_Interval at [`HANDOVER_PRIORITY`] with 1 s adverts:
+    /// 3 x 1 s + (256 - 1) x 1 s / 256.
+    const HELD_MASTER_DOWN_NS: u64 = 3_000_000_000 + 996_093_750;
+
+    #[test]
+    fn a_handover_resigns_and_the_held_priority_never_preempts_back() {
+        let mut m = master_by_timeout(200);
+        let at = 5000 * MS;
+        let actions = m.hand_over(at).expect("a Master hands over");
+        assert_eq!(actions[0], Action::SendAdvert { priority: 0 });
+        assert!(actions.iter().any(to(State::Backup, Reason::Handover)));
+        assert_eq!(m.priority(), HANDOVER_PRIORITY);
+        assert_eq!(m.base_priority(), 200);
+        assert!(m.handover_held());
+        assert_eq!(m.master_down_at(), Some(at + HELD_MASTER_DOWN_NS));
+        // The peer (priority 100 < our configured 200, and we preempt)
+        // takes over and advertises: followed, never preempted.
+        for k in 0..20u64 {
+            let t = 5500 + k * 1000;
+            let taken = m
+                .advert(&adv(t, LOW, 100))
+                .expect("followed, not waited out");
+            assert!(taken.is_empty(), "{taken:?}");
+            assert_eq!(m.master_down_at(), Some(t * MS + HELD_MASTER_DOWN_NS));
+            assert!(m.poll_timers((t + 999) * MS).is_empty());
+            assert_eq!(m.state(), State::Backup);
+        }
+        // Released, the configured priority preempts the lower master again.
+        assert!(m.release_handover_hold());
+        assert!(!m.release_handover_hold());
+        assert_eq!(m.priority(), 200);
+        assert_eq!(
+            m.advert(&adv(26_000, LOW, 100)),
+            Err(Ignored::LowerPriority)
+        );
+    }
+
+    #[test]
+    fn a_held_node_still_takes_over_when_the_peer_dies_and_mastership_ends_the_hold() {
+        let mut m = master_by_timeout(200);
+        m.hand_over(5000 * MS).unwrap();
+        m.advert(&adv(5500, LOW, 100)).unwrap();
+        let down = 5500 * MS + HELD_MASTER_DOWN_NS;
+        assert!(m.poll_timers(down - 1).is_empty());
+        assert!(becomes_master(&mut m, down, Reason::MasterDown));
+        assert!(!m.handover_held());
+        assert_eq!(m.priority(), 200);
+    }
+
+    #[test]
+    fn only_a_master_hands_over() {
+        let mut m = machine(100);
+        m.start(0);
+        assert_eq!(m.hand_over(10 * MS), None);
+        assert_eq!(m.state(), State::Backup);
+        assert!(!m.handover_held());
+        assert_eq!(m.priority(), 100);
     }
 
     #[test]
