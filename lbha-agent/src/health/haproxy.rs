@@ -323,6 +323,8 @@ pub struct HaproxyProbe {
     refusing_since: Option<Instant>,
     /// Connections made: a steady one means the connection is held.
     pub connects: u64,
+    /// The last query connected afresh (instead of using the held connection).
+    fresh: bool,
 }
 
 /// What the process table says of a master PID.
@@ -330,6 +332,28 @@ pub struct HaproxyProbe {
 struct Family {
     master_alive: bool,
     workers: usize,
+    /// How long ago the newest worker started.
+    youngest: Option<Duration>,
+}
+
+/// How long ago `pid` started (procfs start time against the uptime).
+fn age_of(pid: i32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // starttime is field 22; after the comm's ')' it is the 20th.
+    let start_ticks: u64 = stat.rsplit_once(") ")?.1.split(' ').nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    // SAFETY: sysconf reads a constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks <= 0 {
+        return None;
+    }
+    let started = start_ticks as f64 / ticks as f64;
+    Some(Duration::from_secs_f64((uptime - started).max(0.0)))
 }
 
 fn proc_comm(pid: i32) -> Option<String> {
@@ -360,6 +384,7 @@ fn family_of(master: i32) -> Family {
         return Family {
             master_alive,
             workers: 0,
+            youngest: None,
         };
     }
     // The kernel lists each thread's children; HAProxy's master forks from
@@ -375,13 +400,14 @@ fn family_of(master: i32) -> Family {
             }
         }
     }
-    let workers = children
+    let workers: Vec<i32> = children
         .into_iter()
         .filter(|pid| proc_ppid_and_state(*pid).is_some_and(|(ppid, s)| ppid == master && live(s)))
-        .count();
+        .collect();
     Family {
         master_alive,
-        workers,
+        workers: workers.len(),
+        youngest: workers.iter().filter_map(|pid| age_of(*pid)).min(),
     }
 }
 
@@ -412,6 +438,7 @@ impl HaproxyProbe {
             worker: None,
             refusing_since: None,
             connects: 0,
+            fresh: false,
         }
     }
 
@@ -473,10 +500,20 @@ impl HaproxyProbe {
             }
             Err(error) => {
                 self.cli = None;
-                if !error.reload_shaped() {
+                let fresh = self.fresh;
+                let family = self.family().await;
+                // A new worker that has not yet started polling leaves a
+                // fresh connection unanswered in its backlog (the master
+                // bound the socket for it). A held connection that stops
+                // answering, or a worker older than a reload, is a hang.
+                let starting = matches!(error, CliError::Timeout(_))
+                    && fresh
+                    && family.is_some_and(|f| {
+                        f.youngest.is_some_and(|age| age < self.check.reload_grace)
+                    });
+                if !error.reload_shaped() && !starting {
                     return Outcome::Down(error.to_string());
                 }
-                let family = self.family().await;
                 let since = *self.refusing_since.get_or_insert_with(Instant::now);
                 match family {
                     Some(f) if f.master_alive && f.workers > 0 => {
@@ -511,6 +548,7 @@ impl HaproxyProbe {
     /// `show info` (reconnecting once when the worker reached is draining)
     /// and `show stat`, each within the timeout.
     async fn query(&mut self) -> Result<(Info, Stat), CliError> {
+        self.fresh = false;
         let mut info = self.timed("show info").await.map(|t| parse_info(&t))?;
         if info.stopping {
             // The old worker of a reload: let it go, ask the new one.
@@ -530,6 +568,7 @@ impl HaproxyProbe {
         let timeout = self.timeout;
         let result = tokio::time::timeout(timeout, async {
             if self.cli.is_none() {
+                self.fresh = true;
                 self.cli = Some(Cli::connect(&self.check.socket).await?);
                 self.connects += 1;
             }

@@ -259,7 +259,7 @@ async fn a_reload_shaped_refusal_is_not_a_failure() {
     let mut check = fake.check();
     check.pidfile = Some(pidfile);
     check.reload_grace = Duration::from_millis(600);
-    let mut probe = HaproxyProbe::new(check, TIMEOUT);
+    let mut probe = HaproxyProbe::new(check.clone(), TIMEOUT);
     assert!(matches!(probe.run().await, Outcome::Answered { .. }));
 
     // The old worker drains: it says so, and the check asks the new one.
@@ -295,9 +295,26 @@ async fn a_reload_shaped_refusal_is_not_a_failure() {
         "{outcome:?}"
     );
 
-    // The master dies: down at once, grace or not.
+    // A held connection that stops answering is a hang, young worker or
+    // not; a fresh one unanswered while a worker is seconds old is a new
+    // worker not polling yet (its socket bound by the master).
     fake.set(serve(csv("OPEN", &["UP"], "UP")));
     fake.listen();
+    // The stand-in worker is a second or two old: within a 5 s grace.
+    check.reload_grace = Duration::from_secs(5);
+    let mut probe = HaproxyProbe::new(check, TIMEOUT);
+    assert!(matches!(probe.run().await, Outcome::Answered { .. }));
+    fake.set(Mode::Hang);
+    let outcome = probe.run().await;
+    assert!(
+        matches!(&outcome, Outcome::Down(why) if why.contains("no answer")),
+        "{outcome:?}"
+    );
+    let outcome = probe.run().await;
+    assert!(matches!(outcome, Outcome::Reloading(_)), "{outcome:?}");
+
+    // The master dies: down at once, grace or not.
+    fake.set(serve(csv("OPEN", &["UP"], "UP")));
     assert!(matches!(probe.run().await, Outcome::Answered { .. }));
     master.kill().unwrap();
     master.wait().unwrap();
