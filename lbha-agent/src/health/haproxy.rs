@@ -629,7 +629,7 @@ impl HaproxyProbe {
         self.worker = Watched::open(pid);
         if self.check.pidfile.is_none()
             && let Some(master) = master
-            && !self.master.as_ref().is_some_and(|m| m.pid == master)
+            && self.master.as_ref().is_none_or(|m| m.pid != master)
         {
             self.master = Watched::open(master);
         }

@@ -241,9 +241,10 @@ async fn run_haproxy(
             }
         };
         if why != last_why {
-            match &why {
-                Some(why) => tracing::warn!(check = %check.name, %why, "HAProxy check failed"),
-                None => tracing::info!(check = %check.name, "HAProxy check passes"),
+            if let Some(why) = &why {
+                tracing::warn!(check = %check.name, %why, "HAProxy check failed");
+            } else {
+                tracing::info!(check = %check.name, "HAProxy check passes");
             }
             last_why = why;
         }
