@@ -549,6 +549,22 @@ impl HaproxyProbe {
     /// and `show stat`, each within the timeout.
     async fn query(&mut self) -> Result<(Info, Stat), CliError> {
         self.fresh = false;
+        let (info, stat) = self.query_once().await?;
+        if info.stopping || frontends_verdict(&self.check, &stat).is_ok() {
+            return Ok((info, stat));
+        }
+        // A reload's soft stop can land between `show info` (not yet
+        // stopping) and `show stat` (its frontends already STOP): ask again
+        // whether this worker is stopping, and if so ask the new one.
+        let again = self.timed("show info").await.map(|t| parse_info(&t))?;
+        if !again.stopping {
+            return Ok((info, stat));
+        }
+        self.cli = None;
+        self.query_once().await
+    }
+
+    async fn query_once(&mut self) -> Result<(Info, Stat), CliError> {
         let mut info = self.timed("show info").await.map(|t| parse_info(&t))?;
         if info.stopping {
             // The old worker of a reload: let it go, ask the new one.

@@ -33,6 +33,10 @@ enum Mode {
     },
     /// Accepts and reads, never answers (a SIGSTOPped or hung HAProxy).
     Hang,
+    /// A reload's soft stop landing between `show info` and `show stat`:
+    /// this connection's worker answers `show stat` with `fe` STOP and is
+    /// stopping from then on; new connections reach a healthy new worker.
+    SoftStopMidQuery,
 }
 
 /// A fake HAProxy stats socket in a temp dir: answers `prompt`, `show
@@ -75,10 +79,18 @@ impl Fake {
                     let (read, mut write) = stream.into_split();
                     let mut lines = BufReader::new(read).lines();
                     let mut prompt = false;
+                    let mut soft_stopped = false;
                     while let Ok(Some(line)) = lines.next_line().await {
                         let current = mode.lock().unwrap().clone();
-                        let Mode::Serve { stat, stopping } = current else {
-                            continue;
+                        let (stat, stopping) = match current {
+                            Mode::Serve { stat, stopping } => (stat, stopping || soft_stopped),
+                            Mode::Hang => continue,
+                            Mode::SoftStopMidQuery if line.trim() == "show stat" => {
+                                soft_stopped = true;
+                                *mode.lock().unwrap() = serve(csv("OPEN", &["UP"], "UP"));
+                                (csv("STOP", &["UP"], "UP"), false)
+                            }
+                            Mode::SoftStopMidQuery => (String::new(), false),
                         };
                         let mut reply = match line.trim() {
                             "prompt" => {
@@ -185,6 +197,23 @@ async fn a_hang_is_down_after_the_timeout() {
             ..
         }
     ));
+    assert_eq!(probe.connects, 2);
+}
+
+#[tokio::test]
+async fn a_soft_stop_between_show_info_and_show_stat_asks_the_new_worker() {
+    let fake = Fake::start(serve(csv("OPEN", &["UP"], "UP")));
+    let mut probe = HaproxyProbe::new(fake.check(), TIMEOUT);
+    assert!(matches!(probe.run().await, Outcome::Answered { .. }));
+    fake.set(Mode::SoftStopMidQuery);
+    assert_eq!(
+        probe.run().await,
+        Outcome::Answered {
+            serving: Ok(()),
+            backends: Ok(())
+        },
+        "the new worker's frontends count, not the stopping one's"
+    );
     assert_eq!(probe.connects, 2);
 }
 
