@@ -194,6 +194,9 @@ pub struct LabOptions {
     /// lbha's native TOML or keepalived on each load balancer (lbha's
     /// keepalived.conf mode has no reserved IPv6 flag).
     pub vrrp_ipv6: bool,
+    /// lbha checks HAProxy over its stats socket (the `haproxy` check,
+    /// requiring frontend `fe`) instead of watching its process.
+    pub haproxy_check: bool,
 }
 
 impl Default for LabOptions {
@@ -214,6 +217,7 @@ impl Default for LabOptions {
             keepalive_interval: None,
             dual_stack: false,
             vrrp_ipv6: false,
+            haproxy_check: false,
         }
     }
 }
@@ -264,7 +268,9 @@ impl Drop for Lab {
 }
 
 /// `dual_stack`: HAProxy also listens on IPv6 (the reserved IPv6).
-fn haproxy_lb_config(dual_stack: bool) -> String {
+/// `stats_socket`: the admin-level stats socket the `haproxy` check (and
+/// the tests, through [`Lab::haproxy_cli`]) talk to.
+fn haproxy_lb_config(dual_stack: bool, stats_socket: &std::path::Path) -> String {
     let servers: String = (0..3)
         .map(|i| {
             format!(
@@ -275,9 +281,11 @@ fn haproxy_lb_config(dual_stack: bool) -> String {
         })
         .collect();
     format!(
-        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    retries 2\n    option redispatch\n\
+        "global\n    stats socket {stats} mode 600 level admin\n\
+         defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    retries 2\n    option redispatch\n\
          frontend fe\n    bind *:80\n{v6}    default_backend webs\n\
          backend webs\n    balance roundrobin\n{servers}",
+        stats = stats_socket.display(),
         v6 = if dual_stack {
             "    bind :::80 v6only\n"
         } else {
@@ -356,7 +364,7 @@ impl Lab {
         for i in 0..2 {
             std::fs::write(
                 lab.dir.join(format!("lb{}-haproxy.cfg", i + 1)),
-                haproxy_lb_config(lab.opts.dual_stack),
+                haproxy_lb_config(lab.opts.dual_stack, &lab.haproxy_socket(i)),
             )?;
             lab.start_lb(i)?;
         }
@@ -577,7 +585,7 @@ metrics_listen = "127.0.0.1:9464"
 
 [[check]]
 name = "haproxy"
-process = "haproxy"
+{check_kind}
 interval = {check_interval}
 weight = 0
 
@@ -622,6 +630,15 @@ metadata_timeout = 1.0
                 .map(|d| format!("keepalive_interval = {:?}", d.as_secs_f64()))
                 .unwrap_or_default(),
             check_interval = o.check_interval.as_secs_f64(),
+            check_kind = if o.haproxy_check {
+                format!(
+                    "haproxy = {{ stats_socket = \"{}\", pidfile = \"{}\", require_frontends = [\"fe\"] }}",
+                    self.haproxy_socket(i).display(),
+                    self.haproxy_pidfile(i).display()
+                )
+            } else {
+                "process = \"haproxy\"".into()
+            },
             interval = o.advert_interval.as_secs_f64(),
             src = if o.vrrp_ipv6 {
                 IpAddr::from(lb_private6(i))
@@ -859,8 +876,62 @@ metadata_timeout = 1.0
         format!(
             "haproxy -W -D -f {} -p {}",
             self.dir.join(format!("lb{}-haproxy.cfg", i + 1)).display(),
-            self.dir.join(format!("lb{}-haproxy.pid", i + 1)).display()
+            self.haproxy_pidfile(i).display()
         )
+    }
+
+    fn haproxy_pidfile(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}-haproxy.pid", i + 1))
+    }
+
+    /// Load balancer `i`'s HAProxy stats socket (admin level).
+    pub fn haproxy_socket(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("lb{}-haproxy.sock", i + 1))
+    }
+
+    /// Sends one command to load balancer `i`'s HAProxy stats socket (a
+    /// Unix socket: reachable from any network namespace) and returns its
+    /// answer.
+    pub fn haproxy_cli(&self, i: usize, command: &str) -> Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(self.haproxy_socket(i))
+            .context("connecting to HAProxy's stats socket")?;
+        stream.set_read_timeout(Some(COMMAND_TIMEOUT))?;
+        stream.write_all(format!("{command}\n").as_bytes())?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+
+    /// Reloads load balancer `i`'s HAProxy as `systemctl reload` does:
+    /// SIGUSR2 to the master, which starts a new worker and lets the old
+    /// one drain.
+    pub fn reload_haproxy(&self, i: usize) -> Result<()> {
+        self.lb_sh(
+            i,
+            &format!(
+                "kill -USR2 \"$(cat {})\"",
+                self.haproxy_pidfile(i).display()
+            ),
+        )
+    }
+
+    /// Sends `signal` to every HAProxy process of load balancer `i` (SIGSTOP
+    /// for a hang, SIGCONT to end it); returns how many.
+    pub fn signal_haproxy(&self, i: usize, signal: libc::c_int) -> usize {
+        let pids = self.lb_pids(i, "haproxy");
+        for pid in &pids {
+            send_signal(*pid, signal);
+        }
+        pids.len()
+    }
+
+    /// Kills the three web servers (every backend server of both load
+    /// balancers goes DOWN).
+    pub fn stop_webs(&self) {
+        for web in &self.web {
+            web.kill_all();
+        }
     }
 
     /// Load balancer `i`'s status socket (`lbha-agent status --socket`).

@@ -499,6 +499,12 @@ fn check_config(
 fn import_keepalived(file: &std::path::Path, sources: &SourceCheckArgs) -> anyhow::Result<()> {
     let loaded = load_reporting(file, config::Syntax::Keepalived, sources)?;
     print_warnings(&loaded.warnings);
+    // Suggestions, not changes: the TOML says what keepalived.conf says.
+    for check in &loaded.config.checks {
+        if let Some(suggestion) = lbha_agent::health::haproxy::import_suggestion(check) {
+            eprintln!("suggestion: {suggestion}");
+        }
+    }
     print!("{}", config::to_toml(&loaded.config));
     Ok(())
 }

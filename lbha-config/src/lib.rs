@@ -208,6 +208,58 @@ pub enum Probe {
     Tcp(SocketAddr),
     /// `GET` of this URL answers 2xx/3xx (HAProxy's `monitor-uri` or stats).
     Http(String),
+    /// HAProxy itself, over its stats socket or master CLI.
+    Haproxy(HaproxyCheck),
+}
+
+/// The `haproxy` check: asks HAProxy whether it serves (`show info`
+/// answered within the check's timeout), which frontends are open and which
+/// backends have a server UP (`show stat`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HaproxyCheck {
+    pub socket: HaproxySocket,
+    /// HAProxy's `-p` pidfile (the master's PID). Optional: the master is
+    /// also found as the parent of the worker that answers.
+    pub pidfile: Option<PathBuf>,
+    /// Frontends that must be OPEN; one that is not (disabled, or absent)
+    /// counts as HAProxy not serving.
+    pub require_frontends: Vec<String>,
+    /// Backends whose servers matter: with names, any of them without a
+    /// server UP is "backends down"; empty, every backend without one is.
+    pub backends: Vec<String>,
+    pub backends_down: BackendsDown,
+    /// How long a refused or closed socket counts as a reload (while the
+    /// master lives and a worker runs) before it counts as a failure.
+    pub reload_grace: Duration,
+}
+
+impl HaproxyCheck {
+    /// `show info` must answer within this unless the check says otherwise.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
+    pub const DEFAULT_RELOAD_GRACE: Duration = Duration::from_secs(5);
+    /// Enough to lose an election against a peer of equal priority
+    /// (keepalived's usual 100/101 pairs) when only this node's backends
+    /// are down, and the same for both when they are down everywhere.
+    pub const DEFAULT_BACKENDS_WEIGHT: i32 = -50;
+}
+
+/// Where the `haproxy` check sends its commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HaproxySocket {
+    /// A worker's `stats socket` (commands as they are).
+    Stats(PathBuf),
+    /// The master CLI (`-S`): commands go to the current worker (`@1`).
+    Master(PathBuf),
+}
+
+/// What "backends down" does to the instances tracking the check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendsDown {
+    /// Lowers the priority by this (negative) amount: if the backends are
+    /// down for the peer too, failing over would help nobody.
+    Weight(i32),
+    /// Puts the instances into Fault, as HAProxy not serving does.
+    Fault,
 }
 
 /// The initial state keepalived's `state` hints at. lbha, like keepalived,

@@ -23,8 +23,8 @@ use super::{
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
-    DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, FloatingIpConfig, PathFamily,
-    ReceivePathChoice, ReservedIpv6, TokenSource,
+    BackendsDown, DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, FloatingIpConfig,
+    HaproxyCheck, HaproxySocket, PathFamily, ReceivePathChoice, ReservedIpv6, TokenSource,
 };
 
 type SValue<'i> = Spanned<DeValue<'i>>;
@@ -46,6 +46,7 @@ const CHECK_KEYS: &[&str] = &[
     "pidfile",
     "tcp",
     "http",
+    "haproxy",
     "interval",
     "timeout",
     "weight",
@@ -75,6 +76,16 @@ const INSTANCE_KEYS: &[&str] = &[
     "receive_path",
     "notify",
     "garp",
+];
+const HAPROXY_KEYS: &[&str] = &[
+    "stats_socket",
+    "master_socket",
+    "pidfile",
+    "require_frontends",
+    "backends",
+    "backends_down",
+    "backends_weight",
+    "reload_grace",
 ];
 const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
@@ -506,24 +517,34 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
             None
         }
     });
-    let probes: Vec<Probe> = [process, pidfile, tcp, http]
+    let haproxy = f.take_with(r, fl, "haproxy", |r, v| {
+        if let DeValue::Table(table) = v.get_ref() {
+            let line = r.line(v.span().start);
+            read_haproxy(r, table, line).map(Probe::Haproxy)
+        } else {
+            r.type_error(v, "haproxy", "a table ([check.haproxy])");
+            None
+        }
+    });
+    let is_haproxy = haproxy.is_some();
+    let probes: Vec<Probe> = [process, pidfile, tcp, http, haproxy]
         .into_iter()
         .flatten()
         .collect();
     let kinds = probes.len() + usize::from(script.is_some());
     if kinds == 0
-        && !["script", "process", "pidfile", "tcp", "http"]
+        && !["script", "process", "pidfile", "tcp", "http", "haproxy"]
             .iter()
             .any(|k| fl.is_bad(k))
     {
         r.error(
             line,
-            "[[check]]: one of `script`, `process`, `pidfile`, `tcp` or `http` is required".into(),
+            "[[check]]: one of `script`, `process`, `pidfile`, `tcp`, `http` or `haproxy` is required".into(),
         );
     } else if kinds > 1 {
         r.error(
             line,
-            "[[check]]: `script`, `process`, `pidfile`, `tcp` and `http` exclude each other".into(),
+            "[[check]]: `script`, `process`, `pidfile`, `tcp`, `http` and `haproxy` exclude each other".into(),
         );
     }
     if kinds == 0 {
@@ -533,7 +554,13 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
     let script = script.unwrap_or_default();
     let probe = probes.into_iter().next();
     let interval = f.secs(r, fl, "interval").unwrap_or(Duration::from_secs(1));
-    let timeout = f.secs(r, fl, "timeout").unwrap_or(interval);
+    let timeout = f.secs(r, fl, "timeout").unwrap_or(if is_haproxy {
+        // A serving HAProxy answers `show info` in well under a millisecond;
+        // a check that waited a whole interval would see a hang late.
+        HaproxyCheck::DEFAULT_TIMEOUT.min(interval)
+    } else {
+        interval
+    });
     let weight = f
         .int(r, fl, "weight", i32::MIN.into(), i32::MAX.into())
         .unwrap_or(0) as i32;
@@ -554,6 +581,70 @@ fn read_check(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines)
         fall,
         init_fail,
     }
+}
+
+/// `[check.haproxy]`: which socket, and what must hold.
+fn read_haproxy(r: &mut Reader, table: &DeTable, line: usize) -> Option<HaproxyCheck> {
+    let mut f = Fields::new(r, table, line, "[check.haproxy]");
+    let mut fl = FieldLines::at(line);
+    let stats = f.string(r, &mut fl, "stats_socket");
+    let master = f.string(r, &mut fl, "master_socket");
+    let pidfile = f.string(r, &mut fl, "pidfile").map(PathBuf::from);
+    let require_frontends = f.list(r, &mut fl, "require_frontends", |r, v| {
+        r.str(v, "require_frontends")
+    });
+    let backends = f.list(r, &mut fl, "backends", |r, v| r.str(v, "backends"));
+    let down_fault = f.choice(
+        r,
+        &mut fl,
+        "backends_down",
+        "backends_down",
+        &[("weight", false), ("fault", true)],
+    );
+    let weight = f
+        .int(r, &mut fl, "backends_weight", -253, -1)
+        .map(|w| w as i32);
+    let reload_grace = f.secs(r, &mut fl, "reload_grace");
+    f.finish(r, HAPROXY_KEYS);
+    if down_fault == Some(true) && weight.is_some() {
+        r.error(
+            line,
+            "[check.haproxy]: `backends_weight` has no effect with `backends_down = \"fault\"`"
+                .into(),
+        );
+    }
+    let socket = match (stats, master) {
+        (Some(path), None) => HaproxySocket::Stats(path.into()),
+        (None, Some(path)) => HaproxySocket::Master(path.into()),
+        (Some(_), Some(_)) => {
+            r.error(
+                line,
+                "[check.haproxy]: `stats_socket` and `master_socket` exclude each other".into(),
+            );
+            return None;
+        }
+        (None, None) => {
+            if !fl.is_bad("stats_socket") && !fl.is_bad("master_socket") {
+                r.error(
+                    line,
+                    "[check.haproxy]: one of `stats_socket` or `master_socket` is required".into(),
+                );
+            }
+            return None;
+        }
+    };
+    Some(HaproxyCheck {
+        socket,
+        pidfile,
+        require_frontends,
+        backends,
+        backends_down: if down_fault == Some(true) {
+            BackendsDown::Fault
+        } else {
+            BackendsDown::Weight(weight.unwrap_or(HaproxyCheck::DEFAULT_BACKENDS_WEIGHT))
+        },
+        reload_grace: reload_grace.unwrap_or(HaproxyCheck::DEFAULT_RELOAD_GRACE),
+    })
 }
 
 fn read_instance(
@@ -1185,6 +1276,36 @@ pub fn to_toml(config: &Config) -> String {
         let items: Vec<String> = items.into_iter().map(|s| string(&s)).collect();
         format!("[{}]", items.join(", "))
     }
+    /// One inline table, so that the check's other keys can follow it.
+    fn write_haproxy(out: &mut String, h: &HaproxyCheck) {
+        let mut parts = vec![match &h.socket {
+            HaproxySocket::Stats(p) => format!("stats_socket = {}", string(&p.to_string_lossy())),
+            HaproxySocket::Master(p) => {
+                format!("master_socket = {}", string(&p.to_string_lossy()))
+            }
+        }];
+        if let Some(p) = &h.pidfile {
+            parts.push(format!("pidfile = {}", string(&p.to_string_lossy())));
+        }
+        if !h.require_frontends.is_empty() {
+            parts.push(format!(
+                "require_frontends = {}",
+                strings(h.require_frontends.iter().cloned())
+            ));
+        }
+        if !h.backends.is_empty() {
+            parts.push(format!(
+                "backends = {}",
+                strings(h.backends.iter().cloned())
+            ));
+        }
+        match h.backends_down {
+            BackendsDown::Fault => parts.push("backends_down = \"fault\"".into()),
+            BackendsDown::Weight(w) => parts.push(format!("backends_weight = {w}")),
+        }
+        parts.push(format!("reload_grace = {}", secs(h.reload_grace)));
+        let _ = writeln!(out, "haproxy = {{ {} }}", parts.join(", "));
+    }
 
     let mut out = String::new();
     let g = &config.global;
@@ -1234,6 +1355,7 @@ pub fn to_toml(config: &Config) -> String {
             Some(Probe::Http(url)) => {
                 let _ = writeln!(out, "http = {}", string(url));
             }
+            Some(Probe::Haproxy(h)) => write_haproxy(&mut out, h),
         }
         let _ = writeln!(out, "interval = {}", secs(c.interval));
         let _ = writeln!(out, "timeout = {}", secs(c.timeout));
@@ -2154,6 +2276,71 @@ interval = 0.5
         );
         let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
         assert_eq!(again.config, loaded.config);
+    }
+
+    #[test]
+    fn config_toml_haproxy_check_reads_defaults_and_round_trips() {
+        let text = r#"
+[[check]]
+name = "hap"
+haproxy = { stats_socket = "/run/haproxy/admin.sock", require_frontends = ["fe"] }
+
+[[check]]
+name = "hap2"
+interval = 0.5
+timeout = 0.1
+[check.haproxy]
+master_socket = "/run/haproxy-master.sock"
+pidfile = "/run/haproxy.pid"
+backends = ["app", "api"]
+backends_down = "fault"
+reload_grace = 2
+"#;
+        let loaded = parse(text, &path()).expect("haproxy checks parse");
+        let [a, b] = &loaded.config.checks[..] else {
+            panic!("two checks");
+        };
+        assert_eq!(
+            a.timeout,
+            HaproxyCheck::DEFAULT_TIMEOUT,
+            "200 ms unless told"
+        );
+        assert_eq!(
+            a.probe,
+            Some(Probe::Haproxy(HaproxyCheck {
+                socket: HaproxySocket::Stats("/run/haproxy/admin.sock".into()),
+                pidfile: None,
+                require_frontends: vec!["fe".into()],
+                backends: vec![],
+                backends_down: BackendsDown::Weight(HaproxyCheck::DEFAULT_BACKENDS_WEIGHT),
+                reload_grace: HaproxyCheck::DEFAULT_RELOAD_GRACE,
+            }))
+        );
+        assert_eq!(b.timeout, Duration::from_millis(100));
+        assert_eq!(
+            b.probe,
+            Some(Probe::Haproxy(HaproxyCheck {
+                socket: HaproxySocket::Master("/run/haproxy-master.sock".into()),
+                pidfile: Some("/run/haproxy.pid".into()),
+                require_frontends: vec![],
+                backends: vec!["app".into(), "api".into()],
+                backends_down: BackendsDown::Fault,
+                reload_grace: Duration::from_secs(2),
+            }))
+        );
+        let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+
+        let both = errors(
+            "[[check]]\nname = \"c\"\nhaproxy = { stats_socket = \"/a\", master_socket = \"/b\" }\n",
+        );
+        assert!(both[0].message.contains("exclude each other"), "{both:?}");
+        let none = errors("[[check]]\nname = \"c\"\nhaproxy = { backends = [\"x\"] }\n");
+        assert!(none[0].message.contains("is required"), "{none:?}");
+        let positive = errors(
+            "[[check]]\nname = \"c\"\nhaproxy = { stats_socket = \"/a\", backends_weight = 10 }\n",
+        );
+        assert!(positive[0].message.contains("out of range"), "{positive:?}");
     }
 
     #[test]

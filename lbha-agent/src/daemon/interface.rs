@@ -48,26 +48,30 @@ pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonErro
         })
 }
 
-/// How an instance's tracked checks weigh: (check index, weight, reverse).
+/// How an instance's tracked checks weigh: (check state slot, weight,
+/// reverse). A `haproxy` check weighs twice: HAProxy serving with the
+/// check's weight, its backends with `backends_down`'s.
 fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs, DaemonError> {
-    instance
-        .track
-        .iter()
-        .map(|name| {
-            config
-                .checks
-                .iter()
-                .position(|c| &c.name == name)
-                .map(|index| {
-                    let check = &config.checks[index];
-                    (index, check.weight, check.weight_reverse)
-                })
-                .ok_or_else(|| DaemonError::UnknownCheck {
-                    instance: instance.name.clone(),
-                    check: name.clone(),
-                })
-        })
-        .collect()
+    let mut refs = TrackRefs::new();
+    for name in &instance.track {
+        let index = config
+            .checks
+            .iter()
+            .position(|c| &c.name == name)
+            .ok_or_else(|| DaemonError::UnknownCheck {
+                instance: instance.name.clone(),
+                check: name.clone(),
+            })?;
+        let check = &config.checks[index];
+        refs.push((index, check.weight, check.weight_reverse));
+        if let (Some(config::Probe::Haproxy(h)), Some(slot)) = (
+            &check.probe,
+            crate::health::runner::backends_slot(&config.checks, index),
+        ) {
+            refs.push((slot, crate::health::haproxy::backends_weight(h), false));
+        }
+    }
+    Ok(refs)
 }
 
 /// The instances of one interface, running in their own task.

@@ -3,6 +3,7 @@
 //! that runs each one.
 
 pub mod debounce;
+pub mod haproxy;
 pub mod probe;
 pub mod process;
 pub mod runner;

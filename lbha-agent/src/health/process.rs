@@ -201,7 +201,7 @@ async fn scan_off_runtime(what: ProcessMatch) -> Option<Vec<i32>> {
 }
 
 /// A pidfd: readable once the process has exited.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+pub(super) fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
     // SAFETY: plain syscall; on success it returns a new fd we own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::{
     debounce::TrackState,
+    haproxy::{HaproxyProbe, Outcome},
     probe::{self, ProbeResult},
     process::{ProcessMatch, ProcessWatcher, process_check_of, wrapped_process_check},
     script::{self, ScriptPolicy},
@@ -17,8 +18,23 @@ use crate::{
     status::Telemetry,
 };
 
-/// Up/down of every check, by its index in the configuration.
+/// Up/down of every check, by its index in the configuration; after them,
+/// one slot per `haproxy` check for its backends ([`backends_slot`]).
 pub type CheckStates = watch::Receiver<Arc<Vec<bool>>>;
+
+/// Where the backends result of the `haproxy` check at `index` goes: a
+/// second slot, so that it weighs on its own (a weight by default) while
+/// the check's own slot (HAProxy serving) keeps the check's weight.
+pub fn backends_slot(checks: &[config::Check], index: usize) -> Option<usize> {
+    let is_haproxy = |c: &config::Check| matches!(c.probe, Some(Probe::Haproxy(_)));
+    is_haproxy(checks.get(index)?)
+        .then(|| checks.len() + checks[..index].iter().filter(|c| is_haproxy(c)).count())
+}
+
+/// The name the backends slot has in status and metrics.
+pub fn backends_name(check: &str) -> String {
+    format!("{check}:backends")
+}
 
 /// The running checks of one configuration.
 pub struct CheckRunner {
@@ -33,8 +49,14 @@ impl CheckRunner {
         for check in checks {
             telemetry.add_check(&check.name);
         }
-        let (states_tx, states) =
-            watch::channel(Arc::new(checks.iter().map(|c| !c.init_fail).collect()));
+        let mut initial: Vec<bool> = checks.iter().map(|c| !c.init_fail).collect();
+        for (index, check) in checks.iter().enumerate() {
+            if backends_slot(checks, index).is_some() {
+                telemetry.add_check(&backends_name(&check.name));
+                initial.push(!check.init_fail);
+            }
+        }
+        let (states_tx, states) = watch::channel(Arc::new(initial));
         let states_tx = Arc::new(states_tx);
         let tasks = checks
             .iter()
@@ -45,6 +67,17 @@ impl CheckRunner {
                     states: states_tx.clone(),
                     telemetry: telemetry.clone(),
                 };
+                if let (Some(Probe::Haproxy(h)), Some(slot)) =
+                    (&check.probe, backends_slot(checks, index))
+                {
+                    let backends = CheckSink {
+                        index: slot,
+                        states: states_tx.clone(),
+                        telemetry: telemetry.clone(),
+                    };
+                    let probe = HaproxyProbe::new(h.clone(), check.timeout);
+                    return tokio::spawn(run_haproxy(check.clone(), probe, sink, backends));
+                }
                 tokio::spawn(run_check(check.clone(), policy.clone(), sink))
             })
             .collect();
@@ -68,13 +101,23 @@ struct CheckSink {
 impl CheckSink {
     /// Records one result (and how long it took); publishes a debounced change.
     fn record(&self, check: &config::Check, state: &mut TrackState, ok: bool, took: Duration) {
+        self.record_as(&check.name, check, state, ok, took);
+    }
+
+    fn record_as(
+        &self,
+        name: &str,
+        check: &config::Check,
+        state: &mut TrackState,
+        ok: bool,
+        took: Duration,
+    ) {
         if let Some(up) = state.record(ok, check.rise, check.fall) {
-            tracing::info!(check = %check.name, up, "check changed state");
+            tracing::info!(check = %name, up, "check changed state");
             self.states
                 .send_modify(|all| Arc::make_mut(all)[self.index] = up);
         }
-        self.telemetry
-            .check_result(&check.name, state.is_up(), ok, took);
+        self.telemetry.check_result(name, state.is_up(), ok, took);
     }
 }
 
@@ -97,7 +140,7 @@ fn process_match(check: &config::Check, policy: &ScriptPolicy) -> Option<Process
                 })
                 .map(ProcessMatch::Name)
         }
-        Some(Probe::Tcp(_) | Probe::Http(_)) => None,
+        Some(Probe::Tcp(_) | Probe::Http(_) | Probe::Haproxy(_)) => None,
     }
 }
 
@@ -147,6 +190,71 @@ async fn run_check(check: config::Check, policy: ScriptPolicy, sink: CheckSink) 
         sink.record(&check, &mut state, ok, started.elapsed());
     }
 }
+
+/// Runs a `haproxy` check forever: HAProxy serving into `sink`, its
+/// backends into `backends`. A run during a reload records nothing, so a
+/// reload can never move either.
+async fn run_haproxy(
+    check: config::Check,
+    mut probe: HaproxyProbe,
+    sink: CheckSink,
+    backends: CheckSink,
+) {
+    let mut state = TrackState::new(!check.init_fail);
+    let mut backends_state = TrackState::new(!check.init_fail);
+    let backends_name = backends_name(&check.name);
+    let mut last_why: Option<String> = None;
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = probe.run().await;
+        let took = started.elapsed();
+        let why = match outcome {
+            Outcome::Answered {
+                serving,
+                backends: backends_ok,
+            } => {
+                let why = serving
+                    .as_ref()
+                    .err()
+                    .or(backends_ok.as_ref().err())
+                    .cloned();
+                sink.record(&check, &mut state, serving.is_ok(), took);
+                backends.record_as(
+                    &backends_name,
+                    &check,
+                    &mut backends_state,
+                    backends_ok.is_ok(),
+                    took,
+                );
+                why
+            }
+            Outcome::Down(why) => {
+                // Not serving says nothing of the backends: their slot keeps
+                // its state (and a peer's view of them decides nothing here).
+                sink.record(&check, &mut state, false, took);
+                Some(why)
+            }
+            Outcome::Reloading(why) => {
+                tracing::debug!(check = %check.name, %why, "HAProxy reloading; not counted");
+                probe.wait(RELOAD_RETRY.min(check.interval)).await;
+                continue;
+            }
+        };
+        if why != last_why {
+            if let Some(why) = &why {
+                tracing::warn!(check = %check.name, %why, "HAProxy check failed");
+            } else {
+                tracing::info!(check = %check.name, "HAProxy check passes");
+            }
+            last_why = why;
+        }
+        probe.wait(check.interval).await;
+    }
+}
+
+/// How soon a run after a reload-shaped refusal retries: the new worker
+/// binds the socket within milliseconds.
+const RELOAD_RETRY: Duration = Duration::from_millis(100);
 
 fn log_probe(check: &config::Check, result: ProbeResult) -> bool {
     if let ProbeResult::Down(why) = &result {
