@@ -811,7 +811,8 @@ metadata_timeout = 1.0
             "out",
             "{ type filter hook output priority 0; }",
         ])?;
-        let rule = format!("add rule inet {TABLE} out ip protocol vrrp {verdict}");
+        // `meta l4proto`: VRRP over IPv4 and over IPv6 alike.
+        let rule = format!("add rule inet {TABLE} out meta l4proto vrrp {verdict}");
         let words: Vec<&str> = std::iter::once("nft").chain(rule.split(' ')).collect();
         ns.exec(&words)?;
         Ok(())

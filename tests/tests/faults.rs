@@ -101,6 +101,55 @@ fn vrrp_path_cut_with_a_heartbeat_moves_nothing() {
     assert_agents_alive(&s);
 }
 
+/// The same cut over IPv6: VRRPv3 between the private IPv6 addresses, the
+/// heartbeat over the public IPv4 network (version 2: its records carry
+/// the instance's family). lb2 hears lb1's IPv6 instance alive and never
+/// takes over; the virtual IPv6 and both DigitalOcean addresses stay.
+/// Zero assigns. (A false takeover would come within a Master_Down_Interval,
+/// about 0.35 s: 10 s of cut show it.)
+#[test]
+fn ipv6_vrrp_path_cut_with_a_heartbeat_moves_nothing() {
+    if !require_root() {
+        return;
+    }
+    let opts = LabOptions {
+        heartbeat: true,
+        dual_stack: true,
+        vrrp_ipv6: true,
+        ..LabOptions::default()
+    };
+    let s = Scenario::start_dual_stack("ipv6 vrrp cut, heartbeat", "fcut6h", opts);
+    let v6_before = s.lab.assigns_v6().len();
+    let at = s.lab.since_start();
+    both(&s, VrrpPath::Cut);
+    std::thread::sleep(Duration::from_secs(10));
+    assert!(
+        s.transition_to(LB2, "MASTER", at).is_none(),
+        "{}: lb2 took over although lb1's heartbeat said its IPv6 instance was alive",
+        s.name
+    );
+    assert!(
+        s.lab.lb_log(LB2).contains("the VRRP path is partitioned"),
+        "{}: lb2 did not report the partition (is the IPv6 VRRP path cut?)",
+        s.name
+    );
+    assert!(
+        s.lab.holds_vip6(LB1).unwrap() && !s.lab.holds_vip6(LB2).unwrap(),
+        "{}: the virtual IPv6 stays on lb1 only",
+        s.name
+    );
+    both(&s, VrrpPath::Intact);
+    let settled = s.assert_settled_on(LB1);
+    assert_eq!(settled, s.baseline, "{}: no assign at all", s.name);
+    assert_eq!(
+        s.lab.assigns_v6().len(),
+        v6_before,
+        "{}: no IPv6 assign at all",
+        s.name
+    );
+    assert_agents_alive(&s);
+}
+
 /// HAProxy dies on the Master and the API answers 503 for the next 20 s:
 /// lb2 becomes Master at once and keeps retrying within its deadline (and
 /// again at its re-checks); the IP moves once the API is back. One assign.
