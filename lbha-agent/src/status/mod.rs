@@ -609,6 +609,13 @@ pub fn render_table(status: &AgentStatus) -> String {
             i.transitions,
         );
     }
+    for i in status.instances.iter().filter(|i| i.handover_held) {
+        let _ = writeln!(
+            out,
+            "{}: priority held low after a handover (it will not preempt back); `lbha-agent handover --release` releases it",
+            i.name
+        );
+    }
     if !status.checks.is_empty() {
         let _ = writeln!(
             out,
@@ -747,6 +754,29 @@ pub fn render_table(status: &AgentStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_table_says_when_a_handover_holds_the_priority() {
+        let instance = |name: &str, held| InstanceStatus {
+            name: name.into(),
+            state: "BACKUP".into(),
+            priority: 1,
+            configured_priority: 200,
+            handover_held: held,
+            ..InstanceStatus::default()
+        };
+        let status = AgentStatus {
+            instances: vec![instance("VI_1", true), instance("VI_2", false)],
+            ..AgentStatus::default()
+        };
+        let table = render_table(&status);
+        assert!(
+            table.contains("VI_1: priority held low after a handover")
+                && table.contains("handover --release"),
+            "{table}"
+        );
+        assert!(!table.contains("VI_2: priority held"), "{table}");
+    }
 
     #[test]
     fn histogram_buckets_are_cumulative() {
