@@ -162,10 +162,12 @@ pub struct VrrpView {
     /// says so ([`FloatingIpStatus::handover_paused`]) once none runs.
     pub handover_to: Option<u64>,
     /// This mastership began with the old master's resignation (a
-    /// shutdown or a planned handover): the IP may be ours already while
-    /// metadata, which lags an assign by seconds, does not show it yet, so
-    /// the API decides at takeover too (one round trip) instead of
-    /// metadata's "not here" (see `who_holds`).
+    /// shutdown, a fault, or a planned handover). After a handover the IP
+    /// is ours already while metadata, which lags an assign by seconds,
+    /// does not show it yet: so with a heartbeat (which a handover needs)
+    /// the API decides at such a takeover (one round trip) instead of
+    /// metadata's "not here" (see `who_holds`). Without one, no handover
+    /// can have happened, and the takeover keeps the fast path.
     pub after_resignation: bool,
 }
 
@@ -666,7 +668,8 @@ async fn reconcile(
         },
     };
 
-    let seen = who_holds(&ctx, droplet, !term.held && !view.after_resignation).await;
+    let maybe_handed_over = view.after_resignation && !view.peers.is_empty();
+    let seen = who_holds(&ctx, droplet, !term.held && !maybe_handed_over).await;
     ctx.status.send_modify(|s| {
         s.checks += 1;
         s.holder_known = match seen {
@@ -1380,16 +1383,20 @@ mod tests {
         h.shutdown().await;
     }
 
-    /// After a resignation (a handover: the old Master moved the IP here
-    /// first) metadata still lags the assign; the takeover asks the API,
-    /// which shows the IP here, and assigns nothing. Without the
-    /// resignation, metadata's "not here" decides at once (and assigns).
+    /// After a resignation with a heartbeat (a handover: the old Master
+    /// moved the IP here first) metadata still lags the assign; the
+    /// takeover asks the API, which shows the IP here, and assigns nothing.
+    /// Without the resignation, or without a heartbeat (no handover is
+    /// possible: HAProxy's death resigns too, and must not cost a round
+    /// trip), metadata's "not here" decides at once (and assigns).
     #[rstest::rstest]
-    #[case::after_a_resignation(true, 0)]
-    #[case::after_a_master_down(false, 1)]
+    #[case::after_a_resignation(true, true, 0)]
+    #[case::after_a_master_down(false, true, 1)]
+    #[case::after_a_resignation_without_heartbeat(true, false, 1)]
     #[tokio::test]
     async fn a_takeover_after_a_resignation_trusts_the_api_over_lagging_metadata(
         #[case] after_resignation: bool,
+        #[case] heartbeat: bool,
         #[case] assigns: u64,
     ) {
         let sim = Sim::start(Some(OTHER_DROPLET)).await;
@@ -1404,8 +1411,19 @@ mod tests {
         assert!(!md.floating_ip_active().await.unwrap(), "metadata lags");
         let before = sim.assigns();
         let h = spawn(config(&sim));
+        let peers = if heartbeat {
+            vec![PeerRouter {
+                droplet_id: OTHER_DROPLET,
+                router: HIGHER,
+                master: false,
+                fresh: true,
+            }]
+        } else {
+            Vec::new()
+        };
         h.set_view(VrrpView {
             after_resignation,
+            peers,
             ..master_view(Some(HIGHER))
         });
         let s = wait_for(&h, "a check", |s| s.checks >= 2 && !s.in_flight).await;
