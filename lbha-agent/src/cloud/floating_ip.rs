@@ -1422,8 +1422,8 @@ mod tests {
             Vec::new()
         };
         h.set_view(VrrpView {
-            after_resignation,
             peers,
+            after_resignation,
             ..master_view(Some(HIGHER))
         });
         let s = wait_for(&h, "a check", |s| s.checks >= 2 && !s.in_flight).await;
