@@ -155,6 +155,32 @@ fn mac_of(ns: &Netns, interface: &str) -> [u8; 6] {
     mac
 }
 
+/// lbha alone on `va` of `a` (10.205.`subnet`.1, its peer .2 never
+/// speaks): Master of VRID `vrid` after Master_Down_Interval, holding
+/// `vips`, with `extra` lines in its `vrrp_instance`. Returns once Master.
+fn lone_master(a: &Netns, subnet: u8, vrid: u8, vips: &[&str], extra: &[&str]) -> Agent {
+    let mut instance = VrrpInstance::unicast("VI_1", "va", vrid, Ipv4Addr::new(10, 205, subnet, 1))
+        .priority(150)
+        .advert_int("0.1")
+        .version(3)
+        .unicast_peer(Ipv4Addr::new(10, 205, subnet, 2));
+    for vip in vips {
+        instance = instance.virtual_ipaddress(*vip);
+    }
+    for line in extra {
+        instance = instance.extra(*line);
+    }
+    let conf = KeepalivedConfig::new()
+        .global_def("vrrp_version 3")
+        .instance(instance)
+        .render();
+    let mut agent = Agent::start(a, &conf).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
+        .unwrap();
+    agent
+}
+
 #[test]
 fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
     if !require_root() {
@@ -165,24 +191,7 @@ fn new_master_sends_gratuitous_arp_for_its_virtual_addresses() {
     veth_pair(&a, "va", "10.205.1.1/24", &b, "vb", "10.205.1.2/24").unwrap();
     let capture = start_capture(&b, "vb", VIP);
 
-    // Nobody else speaks for VRID 62: lbha becomes master after
-    // Master_Down_Interval.
-    let conf = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "va", 62, Ipv4Addr::new(10, 205, 1, 1))
-                .priority(150)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(Ipv4Addr::new(10, 205, 1, 2))
-                .virtual_ipaddress("10.205.1.100/32"),
-        )
-        .render();
-    let mut agent = Agent::start(&a, &conf).unwrap();
-    agent
-        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
-        .unwrap();
-
+    let agent = lone_master(&a, 1, 62, &["10.205.1.100/32"], &[]);
     let seen = capture.join().unwrap().unwrap();
     assert!(
         seen.contains(&(mac_of(&a, "va"), VIP)),
@@ -207,23 +216,13 @@ fn a_virtual_address_with_dev_goes_on_that_interface() {
     let other_vip = Ipv4Addr::new(10, 205, 3, 100);
     let capture = start_capture(&b, "vd", other_vip);
 
-    let conf = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "va", 63, Ipv4Addr::new(10, 205, 2, 1))
-                .priority(150)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(Ipv4Addr::new(10, 205, 2, 2))
-                .virtual_ipaddress("10.205.2.100/32")
-                .virtual_ipaddress("10.205.3.100/24 dev vc")
-                .extra("virtual_ipaddress_excluded {\n        10.205.2.101/32\n    }"),
-        )
-        .render();
-    let mut agent = Agent::start(&a, &conf).unwrap();
-    agent
-        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
-        .unwrap();
+    let mut agent = lone_master(
+        &a,
+        2,
+        63,
+        &["10.205.2.100/32", "10.205.3.100/24 dev vc"],
+        &["virtual_ipaddress_excluded {\n        10.205.2.101/32\n    }"],
+    );
     let on = |dev: &str| a.ipv4_addresses(dev).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !on("vc").iter().any(|x| x.starts_with("10.205.3.100/")) && Instant::now() < deadline {
@@ -281,22 +280,18 @@ fn a_new_master_announces_on_keepalived_garp_schedule() {
     let vip = Ipv4Addr::new(10, 205, 4, 100);
     // Up to the refresh at +2 s; the next, at +4 s, falls outside.
     let capture = start_timed_capture(&b, "vb", Until::AfterFirstFor(vip, Duration::from_secs(3)));
-    let conf = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "va", 64, Ipv4Addr::new(10, 205, 4, 1))
-                .priority(150)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(Ipv4Addr::new(10, 205, 4, 2))
-                .virtual_ipaddress("10.205.4.100/32")
-                .extra("garp_master_repeat 3\n    garp_master_delay 1\n    garp_master_refresh 2\n    garp_master_refresh_repeat 2"),
-        )
-        .render();
-    let mut agent = Agent::start(&a, &conf).unwrap();
-    agent
-        .wait_for_transition("VI_1", "MASTER", 0, Duration::from_secs(15))
-        .unwrap();
+    let agent = lone_master(
+        &a,
+        4,
+        64,
+        &["10.205.4.100/32"],
+        &[
+            "garp_master_repeat 3",
+            "garp_master_delay 1",
+            "garp_master_refresh 2",
+            "garp_master_refresh_repeat 2",
+        ],
+    );
     let seen = capture.join().unwrap().unwrap();
     let mac = mac_of(&a, "va");
     let times: Vec<Instant> = seen
