@@ -243,6 +243,27 @@ fn l3_offset(frame: &[u8]) -> Option<usize> {
     }
 }
 
+/// AH (protocol 51): never accepted in the kernel's path; only AH around
+/// VRRP is ours, and a malformed AH header is a counted drop.
+fn check_ah(ip: &[u8], outcome: Outcome) {
+    let ah_at = usize::from(ip[0] & 0x0f) * 4;
+    // Next header and payload length, both needed to tell.
+    let next_header = ip.get(ah_at..ah_at + 2).map(|ah| ah[0]);
+    if next_header != Some(vrrp::IPPROTO_VRRP) {
+        assert_eq!(outcome, Outcome::NotVrrp, "AH around another protocol");
+        return;
+    }
+    // The 24-byte AH header with payload length 4 (in 32-bit words, minus 2).
+    if ip.len() < ah_at + 24 || ip[ah_at + 1] != 4 {
+        assert_eq!(outcome, Outcome::Drop(DropReason::MalformedAh));
+        return;
+    }
+    assert!(
+        matches!(outcome, Outcome::AhToVerify(_) | Outcome::Drop(_)),
+        "AH advert: {outcome:?}"
+    );
+}
+
 fn be16(b: &[u8], at: usize) -> usize {
     usize::from(u16::from_be_bytes([b[at], b[at + 1]]))
 }
@@ -250,6 +271,10 @@ fn be16(b: &[u8], at: usize) -> usize {
 /// Checks the outcome of parsing `ip` (an IPv4 packet, possibly followed by
 /// link-layer padding).
 fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
+    if ip.len() >= 20 && ip[0] >> 4 == 4 && ip[9] == vrrp::IPPROTO_AH {
+        check_ah(ip, outcome);
+        return;
+    }
     if ip.len() < 20 || ip[0] >> 4 != 4 || ip[9] != vrrp::IPPROTO_VRRP {
         assert_eq!(outcome, Outcome::NotVrrp);
         return;
@@ -283,7 +308,9 @@ fn check(ip: &[u8], outcome: Outcome, table: &Table, input: &[u8]) {
             check_classify(&event, input, intervals);
         }
         Outcome::Drop(reason) => assert!(!valid, "dropped a valid advert as {reason:?}"),
-        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => unreachable!("IPv4 VRRP"),
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed | Outcome::AhToVerify(_) => {
+            unreachable!("IPv4 VRRP, protocol 112")
+        }
     }
 }
 

@@ -17,8 +17,8 @@ use anyhow::{Context, Result, bail};
 use lbha_harness::{in_netns, send_signal};
 
 use crate::{
-    API_PORT, FLOATING_IP, Lab, METADATA_IP, RESERVED_IPV6, ROUTER_PUBLIC, TOKEN, Transition, VIP6,
-    VRID, lb_private, lb_private6,
+    API_PORT, FLOATING_IP, HEARTBEAT_PORT, Lab, METADATA_IP, RESERVED_IPV6, ROUTER_PUBLIC, TOKEN,
+    Transition, VIP6, VRID, lb_private, lb_private6, lb_public,
 };
 
 /// Where the notify script sends its assign and logs the answer.
@@ -51,8 +51,13 @@ pub enum Stack {
     /// lbha with its native TOML (`process = "haproxy"`: procfs + pidfds).
     #[default]
     Lbha,
-    /// lbha with the keepalived.conf [`Stack::Keepalived`] runs, unchanged
-    /// (`--keepalived-conf FILE --floating-ip ... --do-token-file ...`).
+    /// lbha with the keepalived.conf [`Stack::Keepalived`] runs, as a
+    /// migrated operator runs it (`--keepalived-conf FILE --floating-ip ...
+    /// --do-token-file ...`, and the `--heartbeat-*` flags with
+    /// [`crate::LabOptions::heartbeat`]): the same file without its
+    /// `notify_master` master.sh, which would assign the floating IP a
+    /// second time on every takeover (check-config's double-assign advice:
+    /// lbha's `--floating-ip` does what master.sh did).
     LbhaKeepalivedConf,
     /// The seed's stack: keepalived with the `pidof haproxy` check (through
     /// a wrapper script) and a master.sh-style `notify_master` script.
@@ -271,7 +276,9 @@ pub fn write_scripts(
 /// instances on `priv0` (VRIDs from [`VRID`] up). The first instance
 /// carries the `notify_master` script; all track the HAProxy check. Version
 /// 2 uses PASS authentication as the seed did (and whole-second
-/// intervals); version 3 has no authentication. With `vrrp_ipv6` the first
+/// intervals); version 3 has no authentication. Without `notify_master`
+/// no instance runs the notify script (lbha's `--floating-ip` assigns
+/// instead, see [`Stack::LbhaKeepalivedConf`]). With `vrrp_ipv6` the first
 /// instance runs over IPv6 instead (`native_ipv6`, unicast between the
 /// [`lb_private6`] addresses, virtual address [`VIP6`]), as the lab's lbha
 /// does with [`crate::LabOptions::vrrp_ipv6`].
@@ -282,6 +289,7 @@ pub fn keepalived_conf(
     (interfaces, instances): (u8, u8),
     scripts: &StackScripts,
     vrrp_ipv6: bool,
+    notify_master: bool,
 ) -> String {
     let mut conf = format!(
         "global_defs {{\n    enable_script_security\n    script_user root\n}}\n\n\
@@ -294,7 +302,7 @@ pub fn keepalived_conf(
         } else {
             ""
         };
-        let notify = if j == 0 && k == 0 {
+        let notify = if notify_master && j == 0 && k == 0 {
             format!("    notify_master {}\n", scripts.notify_master.display())
         } else {
             String::new()
@@ -558,6 +566,7 @@ impl Lab {
                         (o.interfaces, o.instances),
                         &scripts,
                         o.vrrp_ipv6,
+                        self.stack_of(i) == Stack::Keepalived,
                     ),
                 )?;
             }
@@ -587,10 +596,29 @@ impl Lab {
                 log = log.display(),
             ),
             Stack::LbhaKeepalivedConf | Stack::Lbha => format!(
-                "{agent} --keepalived-conf {conf} --floating-ip {FLOATING_IP} \
+                "{agent} --keepalived-conf {conf} --floating-ip {FLOATING_IP} {reserved_ipv6}\
                  --do-token-file {token} --do-api-url {api_url} {ca_file}{keepalive}\
-                 --do-metadata-url http://{METADATA_IP} 2>>{log}",
+                 --do-metadata-url http://{METADATA_IP} --status-socket {status} \
+                 {heartbeat}2>>{log}",
                 agent = self.bins.agent.display(),
+                reserved_ipv6 = if self.opts.dual_stack {
+                    format!("--reserved-ipv6 {RESERVED_IPV6} ")
+                } else {
+                    String::new()
+                },
+                status = self.status_socket(i).display(),
+                // What the native TOML's [heartbeat] says, as flags.
+                heartbeat = if self.opts.heartbeat {
+                    format!(
+                        "--heartbeat-listen {}:{HEARTBEAT_PORT} --heartbeat-peer {}:{HEARTBEAT_PORT} \
+                         --heartbeat-key-file {} ",
+                        lb_public(i),
+                        lb_public(1 - i),
+                        self.dir.join("heartbeat.key").display()
+                    )
+                } else {
+                    String::new()
+                },
                 conf = conf.display(),
                 token = self.dir.join("token").display(),
                 api_url = self.api_url(),
@@ -772,7 +800,15 @@ mod tests {
     #[test]
     fn keepalived_conf_has_what_the_seed_had() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(1, Duration::from_millis(10), 3, (1, 2), &scripts, false);
+        let conf = keepalived_conf(
+            1,
+            Duration::from_millis(10),
+            3,
+            (1, 2),
+            &scripts,
+            false,
+            true,
+        );
         assert!(conf.contains("script \"/tmp/x/scripts/chk_haproxy\""));
         assert!(conf.contains("vrrp_instance VI_1 {"));
         assert!(conf.contains("vrrp_instance VI_2 {"));
@@ -783,10 +819,14 @@ mod tests {
         assert!(conf.contains("unicast_src_ip 10.230.1.12"));
         assert_eq!(conf.matches("notify_master").count(), 1);
         assert!(!conf.contains("auth_type"));
-        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, (1, 1), &scripts, false);
+        let v2 = keepalived_conf(0, Duration::from_secs(1), 2, (1, 1), &scripts, false, true);
         assert!(v2.contains("auth_type PASS"));
         assert!(v2.contains("advert_int 1\n"));
         assert!(v2.contains("state MASTER"));
+        // lbha's --floating-ip assigns instead of master.sh.
+        let lbha = keepalived_conf(0, Duration::from_secs(1), 3, (1, 1), &scripts, false, false);
+        assert!(!lbha.contains("notify_master"));
+        assert!(lbha.contains("track_script"));
     }
 
     /// The scale benchmark's 1,020 instances: 4 interfaces, each using
@@ -794,7 +834,15 @@ mod tests {
     #[test]
     fn four_interfaces_of_255_instances_use_each_vrid_once_per_interface() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(0, Duration::from_millis(10), 3, (4, 255), &scripts, false);
+        let conf = keepalived_conf(
+            0,
+            Duration::from_millis(10),
+            3,
+            (4, 255),
+            &scripts,
+            false,
+            true,
+        );
         assert_eq!(conf.matches("vrrp_instance ").count(), 1020);
         for j in 0..4u8 {
             let dev = vrrp_interface(j);
@@ -881,7 +929,15 @@ mod tests {
     #[test]
     fn keepalived_conf_over_ipv6() {
         let scripts = StackScripts::in_dir(Path::new("/tmp/x/scripts"));
-        let conf = keepalived_conf(1, Duration::from_millis(100), 3, (1, 2), &scripts, true);
+        let conf = keepalived_conf(
+            1,
+            Duration::from_millis(100),
+            3,
+            (1, 2),
+            &scripts,
+            true,
+            true,
+        );
         let (first, second) = conf.split_once("vrrp_instance VI_2").unwrap();
         assert!(first.contains("    interface priv0\n    native_ipv6\n"));
         assert!(first.contains("unicast_src_ip fd00:230:1::12"));

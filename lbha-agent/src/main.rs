@@ -184,6 +184,10 @@ struct FloatingIpArgs {
     /// 25; 0: off).
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     do_keepalive_interval: Option<std::time::Duration>,
+    /// The peer's droplet id, for `lbha-agent handover` when the peer's
+    /// heartbeat carries none (`peer_droplet_id` in [floating_ip]).
+    #[arg(long, value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
+    do_peer_droplet_id: Option<u64>,
 }
 
 /// A reserved IPv6 as the config file's `reserved_ipv6` takes it.
@@ -253,6 +257,9 @@ impl FloatingIpArgs {
             }
             if let Some(interval) = self.do_keepalive_interval {
                 settings.keepalive_interval = interval;
+            }
+            if let Some(id) = self.do_peer_droplet_id {
+                settings.peer_droplet_id = Some(id);
             }
         }
         Ok(())

@@ -126,6 +126,27 @@ pub fn check_host(loaded: &Loaded, held: Held<'_>) -> Vec<Diagnostic> {
                 );
             }
         }
+        // A route's `dev` and a rule's `iif`/`oif`: keepalived (without
+        // `dynamic_interfaces`) drops a route naming a missing interface.
+        let route_devices: std::collections::BTreeSet<(&str, &str)> = instance
+            .virtual_routes
+            .iter()
+            .filter_map(|r| r.dev.as_deref().map(|d| ("virtual_routes", d)))
+            .chain(instance.virtual_rules.iter().flat_map(|r| {
+                [r.iif.as_deref(), r.oif.as_deref()]
+                    .into_iter()
+                    .flatten()
+                    .map(|d| ("virtual_rules", d))
+            }))
+            .collect();
+        for (key, device) in route_devices {
+            if let Err(error) = if_index(device) {
+                problem(
+                    at.line(key),
+                    format!("instance {}: `{key}` interface: {error}", instance.name),
+                );
+            }
+        }
         let notify = &instance.notify;
         for (kind, command) in [
             ("notify_master", &notify.master),

@@ -45,6 +45,20 @@ impl Family {
 /// first (so an IPv4 VRID's index is the VRID, as before IPv6).
 pub const VRID_SLOTS: u32 = 512;
 
+/// Size of the `EVENTS` ring buffer. Only changes and silence reports are
+/// queued (steady adverts stay in `LAST_ADVERT`), so it is sized for bursts
+/// of changes: 819 events of 80 bytes (header included), three times every
+/// VRID of an interface changing at once. Each byte is resident twice in
+/// the agent (the consumer maps the data area twice, for wrap-around), per
+/// interface: 256 KiB cost 1.5 MB more with four interfaces. A full ring is
+/// counted (`ringbuf_full`) and delays a change by at most the backstop.
+pub const EVENTS_BYTES: u32 = 64 * 1024;
+
+/// Map flags of `LAST_ADVERT`: `BPF_F_MMAPABLE` (kernel 5.5+), so user space
+/// maps the array and reads a VRID's last advert without a syscall (a backup
+/// with a thousand VRIDs checks each about twice a second).
+pub const LAST_ADVERT_MAP_FLAGS: u32 = 1 << 10;
+
 /// One VRRP router's identity on a link: its family and VRID.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct VridKey {
@@ -296,7 +310,8 @@ pub struct VridConfig {
     pub enabled: u8,
     /// Expected VRRP version (2 or 3).
     pub version: u8,
-    /// Expected v2 auth type: [`crate::vrrp::AUTH_NONE`] or [`crate::vrrp::AUTH_PASS`].
+    /// Expected v2 auth type: [`crate::vrrp::AUTH_NONE`], [`crate::vrrp::AUTH_PASS`]
+    /// or [`crate::vrrp::AUTH_AH`].
     pub auth_type: u8,
     /// keepalived's `down_timer_adverts`: the master counts as down after
     /// this many advert intervals (plus Skew_Time) without one, so the
@@ -442,10 +457,29 @@ pub enum Counter {
     /// an upper layer: whether they carry VRRP is not looked into; they
     /// are passed to the stack untouched. An outcome, like `NotVrrp`.
     Ipv6ExtHeaderPassed = 17,
+    /// AH adverts (keepalived's `auth_type AH`) with a VRRP next header but
+    /// an AH header keepalived never sends (payload length other than 4)
+    /// or cut short. An outcome.
+    DropMalformedAh = 18,
+    /// Well-formed AH adverts for a VRID configured with AH, handed to the
+    /// agent's protocol-51 socket to check their ICV and sequence number
+    /// (the kernel cannot compute HMAC-MD5): passed to the stack by the XDP
+    /// program, never taken on its fast path. An outcome.
+    AhToUserSpace = 19,
+    /// AH adverts whose HMAC-MD5-96 ICV is wrong (another password, or a
+    /// field changed on the way). Counted in user space only.
+    DropAhBadIcv = 20,
+    /// AH adverts whose SPI is not their source address, as keepalived
+    /// requires. Counted in user space only.
+    DropAhBadSpi = 21,
+    /// AH adverts whose sequence number is not above the last one this
+    /// instance accepted or sent (keepalived's replay rule). Counted in
+    /// user space only.
+    DropAhReplay = 22,
 }
 
 impl Counter {
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 23;
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PacketsSeen,
         Counter::NotVrrp,
@@ -465,6 +499,11 @@ impl Counter {
         Counter::SilenceTimerErrors,
         Counter::DropUnknownSource,
         Counter::Ipv6ExtHeaderPassed,
+        Counter::DropMalformedAh,
+        Counter::AhToUserSpace,
+        Counter::DropAhBadIcv,
+        Counter::DropAhBadSpi,
+        Counter::DropAhReplay,
     ];
 
     /// Stable snake_case name, used for metrics and logs.
@@ -488,6 +527,11 @@ impl Counter {
             Counter::SilenceTimerErrors => "silence_timer_errors",
             Counter::DropUnknownSource => "drop_unknown_source",
             Counter::Ipv6ExtHeaderPassed => "ipv6_ext_header_passed",
+            Counter::DropMalformedAh => "drop_malformed_ah",
+            Counter::AhToUserSpace => "ah_to_user_space",
+            Counter::DropAhBadIcv => "drop_ah_bad_icv",
+            Counter::DropAhBadSpi => "drop_ah_bad_spi",
+            Counter::DropAhReplay => "drop_ah_replay",
         }
     }
 }

@@ -37,6 +37,15 @@ pub const IPV6_OTHER_EXT_HEADERS: [u8; 9] = [43, 44, 50, 51, 135, 139, 140, 253,
 pub const MAX_VRRP_V6_LEN: usize = VRRP_HEADER_LEN + 255 * 16;
 const MAX_VRRP_V6_WORDS: usize = MAX_VRRP_V6_LEN / 4;
 pub const IPPROTO_VRRP: u8 = 112;
+/// IP Authentication Header (RFC 2402), which keepalived's `auth_type AH`
+/// puts between the IPv4 header and a VRRPv2 packet.
+pub const IPPROTO_AH: u8 = 51;
+/// keepalived's AH header: next header, payload length, 2 reserved bytes,
+/// SPI, sequence number, then a 12-byte HMAC-MD5-96 ICV.
+pub const AH_HEADER_LEN: usize = 24;
+/// The AH payload length field for a 96-bit ICV (RFC 2402 2.2: 32-bit
+/// words minus 2), the only one keepalived sends.
+pub const AH_PAYLOAD_LEN: u8 = 4;
 /// RFC 5798 5.1.1.3 / RFC 3768 5.2.3: adverts are sent with TTL 255 and a
 /// receiver MUST discard others, so an off-link sender cannot inject them.
 pub const VRRP_TTL: u8 = 255;
@@ -49,6 +58,8 @@ pub const VRRP_HEADER_LEN: usize = 8;
 pub const V2_AUTH_DATA_LEN: usize = 8;
 pub const AUTH_NONE: u8 = 0;
 pub const AUTH_PASS: u8 = 1;
+/// RFC 2338's IP Authentication Header type, keepalived's `auth_type AH`.
+pub const AUTH_AH: u8 = 2;
 /// Largest valid VRRP packet: v2 with 255 addresses and auth data.
 pub const MAX_VRRP_LEN: usize = VRRP_HEADER_LEN + 255 * 4 + V2_AUTH_DATA_LEN;
 const MAX_VRRP_WORDS: usize = MAX_VRRP_LEN / 4;
@@ -76,6 +87,9 @@ pub enum DropReason {
     /// checks `check_unicast_src`, so a malformed advert from anywhere is
     /// counted as malformed.
     UnknownSource,
+    /// An AH header whose next header is VRRP but whose payload length is
+    /// not keepalived's (4: a 96-bit ICV), or which the packet cuts short.
+    MalformedAh,
 }
 
 impl DropReason {
@@ -89,6 +103,7 @@ impl DropReason {
             DropReason::UnknownVrid => Counter::DropUnknownVrid,
             DropReason::AuthMismatch => Counter::DropAuthMismatch,
             DropReason::UnknownSource => Counter::DropUnknownSource,
+            DropReason::MalformedAh => Counter::DropMalformedAh,
         }
     }
 }
@@ -102,6 +117,12 @@ pub enum Outcome {
     /// [`Counter::Ipv6ExtHeaderPassed`]): passed, like `NotVrrp`.
     Ipv6ExtHeaderPassed,
     Drop(DropReason),
+    /// An advert behind an AH header (keepalived's `auth_type AH`) that
+    /// passed every rule but the ones the kernel cannot check: its HMAC-MD5
+    /// ICV and its sequence number. Only user space may accept it (see
+    /// [`ah`]): the XDP program passes it to the stack, where the agent's
+    /// protocol-51 socket reads it.
+    AhToVerify(AdvertEvent),
     /// A valid advert. `timestamp_ns`, `ifindex`, `flags` and `receive_path`
     /// are left zero for the receive path to fill in.
     Accept(AdvertEvent),
@@ -113,6 +134,7 @@ impl Outcome {
             Outcome::NotVrrp => Counter::NotVrrp,
             Outcome::Ipv6ExtHeaderPassed => Counter::Ipv6ExtHeaderPassed,
             Outcome::Drop(reason) => reason.counter(),
+            Outcome::AhToVerify(_) => Counter::AhToUserSpace,
             Outcome::Accept(_) => Counter::AdvertsAccepted,
         }
     }
@@ -188,10 +210,17 @@ pub fn frame_sender<P: PacketView + ?Sized>(pkt: &P) -> Sender {
         return Sender::default();
     };
     let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
+    let ah_len = if ip[9] == IPPROTO_AH {
+        AH_HEADER_LEN
+    } else {
+        0
+    };
     Sender {
         family: Some(Family::Ipv4),
         src_addr: wire_v4([ip[12], ip[13], ip[14], ip[15]]),
-        vrid: pkt.load::<2>(l3 + ip_header_len).map_or(0, |vrrp| vrrp[1]),
+        vrid: pkt
+            .load::<2>(l3 + ip_header_len + ah_len)
+            .map_or(0, |vrrp| vrrp[1]),
     }
 }
 
@@ -205,12 +234,33 @@ pub fn parse_ipv4<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     let Some(ip) = pkt.load::<IPV4_MIN_HEADER_LEN>(l3) else {
         return Outcome::NotVrrp;
     };
-    if ip[0] >> 4 != 4 || ip[9] != IPPROTO_VRRP {
+    if ip[0] >> 4 != 4 {
         return Outcome::NotVrrp;
     }
-    match check_advert(pkt, l3, &ip, table) {
-        Ok(event) => Outcome::Accept(event),
-        Err(reason) => Outcome::Drop(reason),
+    match ip[9] {
+        IPPROTO_VRRP => match check_advert(pkt, l3, &ip, 0, table) {
+            Ok(event) => Outcome::Accept(event),
+            Err(reason) => Outcome::Drop(reason),
+        },
+        IPPROTO_AH => {
+            // Only AH whose next header is VRRP is ours: other IPsec
+            // traffic goes to the stack untouched (keepalived ignores it).
+            let ah_at = l3 + usize::from(ip[0] & 0x0f) * 4;
+            let Some(ah) = pkt.load::<2>(ah_at) else {
+                return Outcome::NotVrrp;
+            };
+            if ah[0] != IPPROTO_VRRP {
+                return Outcome::NotVrrp;
+            }
+            if ah[1] != AH_PAYLOAD_LEN || pkt.load::<AH_HEADER_LEN>(ah_at).is_none() {
+                return Outcome::Drop(DropReason::MalformedAh);
+            }
+            match check_advert(pkt, l3, &ip, AH_HEADER_LEN, table) {
+                Ok(event) => Outcome::AhToVerify(event),
+                Err(reason) => Outcome::Drop(reason),
+            }
+        }
+        _ => Outcome::NotVrrp,
     }
 }
 
@@ -219,6 +269,7 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     pkt: &P,
     l3: usize,
     ip: &[u8; IPV4_MIN_HEADER_LEN],
+    ah_len: usize,
     table: &T,
 ) -> Result<AdvertEvent, DropReason> {
     let ip_header_len = usize::from(ip[0] & 0x0f) * 4;
@@ -226,14 +277,15 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     let fragment = u16::from_be_bytes([ip[6], ip[7]]);
     // MF set or a non-zero offset: a piece of an advert is no advert.
     if ip_header_len < IPV4_MIN_HEADER_LEN
-        || total_len < ip_header_len + VRRP_HEADER_LEN
+        || total_len < ip_header_len + ah_len + VRRP_HEADER_LEN
         || l3 + total_len > pkt.len()
         || fragment & 0x3fff != 0
     {
         return Err(DropReason::Truncated);
     }
-    let vrrp = l3 + ip_header_len;
-    let vrrp_len = total_len - ip_header_len;
+    // With AH (`ah_len` 24), VRRP follows the AH header.
+    let vrrp = l3 + ip_header_len + ah_len;
+    let vrrp_len = total_len - ip_header_len - ah_len;
     let header = pkt
         .load::<VRRP_HEADER_LEN>(vrrp)
         .ok_or(DropReason::Truncated)?;
@@ -299,7 +351,9 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
 
     let interval_cs = if version == 2 {
         // v2: whole seconds in the second byte after the auth type.
-        if header[4] != config.auth_type {
+        // AH in the VRRP header and an AH header around it go together
+        // (keepalived: "No AH header but auth type is AH" and the reverse).
+        if header[4] != config.auth_type || (header[4] == AUTH_AH) != (ah_len != 0) {
             return Err(DropReason::AuthMismatch);
         }
         if header[4] == AUTH_PASS {
@@ -316,6 +370,10 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         }
         u16::from(header[5]) * 100
     } else {
+        // VRRPv3 has no authentication (keepalived: AH only with v2).
+        if ah_len != 0 {
+            return Err(DropReason::AuthMismatch);
+        }
         // v3: 4 reserved bits, then 12 bits of centiseconds.
         u16::from_be_bytes([header[4] & 0x0f, header[5]])
     };
@@ -561,6 +619,180 @@ fn check_ipv6_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     })
 }
 
+/// keepalived's `auth_type AH` (keepalived 2.2.7 `vrrp.c`,
+/// `vrrp_ipsecah.c`), in user space only: the XDP program cannot compute
+/// HMAC-MD5, so it hands AH adverts on ([`Outcome::AhToVerify`]).
+///
+/// The ICV is HMAC-MD5 (RFC 2104) keyed with the password as keepalived
+/// stores it (zero padded or cut to 8 bytes), truncated to 96 bits, over
+/// the IP header with TOS, fragment field and checksum zeroed (and the TTL
+/// too on a unicast instance, whose adverts may cross routers), the AH
+/// header with its ICV zeroed, and the VRRP packet. The SPI is the sender's
+/// IPv4 address. Sequence numbers start at 1; an instance keeps one
+/// counter for what it sends and what it accepts ([`SeqCounter`]).
+#[cfg(feature = "user")]
+pub mod ah {
+    use super::{AH_HEADER_LEN, IPV4_MIN_HEADER_LEN, V2_AUTH_DATA_LEN};
+    use hmac::{Hmac, Mac};
+    use md5::Md5;
+
+    /// HMAC-MD5-96: the first 12 bytes of the digest (RFC 2403).
+    pub const ICV_LEN: usize = 12;
+    /// Where the ICV starts in the AH header.
+    const ICV_AT: usize = 12;
+
+    /// Why user space refused an AH advert. Each maps to one counter.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum AhError {
+        /// Too short for its IP and AH headers (the parser checks this
+        /// first; kept so that [`verify`] is total on any bytes).
+        Truncated,
+        /// The ICV does not match: another password, or a changed field.
+        BadIcv,
+        /// The SPI is not the source address.
+        BadSpi,
+        /// The sequence number is not above the instance's counter.
+        Replay,
+    }
+
+    impl AhError {
+        pub const fn counter(self) -> crate::Counter {
+            match self {
+                AhError::Truncated => crate::Counter::DropMalformedAh,
+                AhError::BadIcv => crate::Counter::DropAhBadIcv,
+                AhError::BadSpi => crate::Counter::DropAhBadSpi,
+                AhError::Replay => crate::Counter::DropAhReplay,
+            }
+        }
+    }
+
+    /// The HMAC-MD5-96 ICV of `packet` (an IPv4 packet, AH header right
+    /// after the IP header, exactly the IP total length long) under `key`.
+    /// `unicast`: the instance has unicast peers, so the TTL is left out,
+    /// as keepalived does on both ends. `None` when the headers do not fit.
+    pub fn icv(
+        key: &[u8; V2_AUTH_DATA_LEN],
+        packet: &[u8],
+        unicast: bool,
+    ) -> Option<[u8; ICV_LEN]> {
+        let ip_header_len = usize::from(*packet.first()? & 0x0f) * 4;
+        let headers = ip_header_len + AH_HEADER_LEN;
+        if ip_header_len < IPV4_MIN_HEADER_LEN || packet.len() < headers {
+            return None;
+        }
+        // The mutable fields zeroed (RFC 2402 3.3.3.1.1.1, keepalived's
+        // choice of them), in a copy of the two headers.
+        let mut fixed = [0u8; 60 + AH_HEADER_LEN];
+        let fixed = &mut fixed[..headers];
+        fixed.copy_from_slice(&packet[..headers]);
+        fixed[1] = 0; // TOS
+        fixed[6] = 0; // flags, fragment offset
+        fixed[7] = 0;
+        if unicast {
+            fixed[8] = 0; // TTL
+        }
+        fixed[10] = 0; // header checksum
+        fixed[11] = 0;
+        fixed[ip_header_len + ICV_AT..headers].fill(0);
+        // An 8-byte key never needs hashing first; new_from_slice takes any
+        // length, so this cannot fail.
+        let mut mac = Hmac::<Md5>::new_from_slice(key).ok()?;
+        mac.update(fixed);
+        mac.update(&packet[headers..]);
+        let digest = mac.finalize().into_bytes();
+        let mut out = [0; ICV_LEN];
+        out.copy_from_slice(&digest[..ICV_LEN]);
+        Some(out)
+    }
+
+    /// Checks an AH advert's ICV, then its SPI (keepalived's order), and
+    /// returns its sequence number for the instance's [`SeqCounter`].
+    /// `packet` starts at the IP header and ends at its total length.
+    pub fn verify(
+        key: &[u8; V2_AUTH_DATA_LEN],
+        packet: &[u8],
+        unicast: bool,
+    ) -> Result<u32, AhError> {
+        let expected = icv(key, packet, unicast).ok_or(AhError::Truncated)?;
+        let ah = usize::from(packet[0] & 0x0f) * 4;
+        let received = &packet[ah + ICV_AT..ah + ICV_AT + ICV_LEN];
+        // Constant time, as keepalived's memcmp_constant_time: a timing
+        // difference must not tell a forger how many bytes were right.
+        let diff = expected
+            .iter()
+            .zip(received)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return Err(AhError::BadIcv);
+        }
+        if packet[ah + 4..ah + 8] != packet[12..16] {
+            return Err(AhError::BadSpi);
+        }
+        Ok(u32::from_be_bytes([
+            packet[ah + 8],
+            packet[ah + 9],
+            packet[ah + 10],
+            packet[ah + 11],
+        ]))
+    }
+
+    /// An instance's AH sequence number: the last one it sent or accepted
+    /// (keepalived's `ipsecah_counter`). Starts at 0, so the first advert
+    /// sent carries 1; a restarted sender starts again at 1 and is refused
+    /// by a peer that saw higher numbers until that peer, now Master,
+    /// sends its own and the restarted one takes them up.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SeqCounter {
+        seq: u32,
+        /// The counter reached its end (after 2^32 - 3 adverts): sending
+        /// repeats the last number, which peers refuse, until the next
+        /// takeover restarts it.
+        cycle: bool,
+    }
+
+    impl SeqCounter {
+        pub const fn last(&self) -> u32 {
+            self.seq
+        }
+
+        /// Accepts a received advert's number if it is above the last one
+        /// (keepalived drops "already processed" numbers, equal included).
+        pub fn accept(&mut self, seq: u32) -> Result<(), AhError> {
+            if seq <= self.seq {
+                return Err(AhError::Replay);
+            }
+            self.seq = seq;
+            self.cycle = false;
+            Ok(())
+        }
+
+        /// The number for the next advert sent.
+        pub fn next_send(&mut self) -> u32 {
+            if self.seq > 0xFFFF_FFFD {
+                self.cycle = true;
+            } else {
+                self.seq += 1;
+            }
+            self.seq
+        }
+
+        /// On becoming Master: a counter at its end starts again.
+        pub fn becoming_master(&mut self) {
+            if self.cycle {
+                self.cycle = false;
+                self.seq = 0;
+            }
+        }
+
+        /// A Master that accepted a lower-priority advert numbered `seq`
+        /// moves past it, as keepalived does ("Syncing seq_num").
+        pub fn lower_priority_seen(&mut self, seq: u32) {
+            self.seq = seq.wrapping_add(1);
+            self.cycle = false;
+        }
+    }
+}
+
 /// Builds adverts exactly as keepalived puts them on the wire. Used to send
 /// adverts, and by tests to craft frames.
 #[cfg(any(test, feature = "user"))]
@@ -601,17 +833,27 @@ pub mod encode {
         /// addresses for its pseudo-header: the IPv4 one (RFC 5798 5.2.8)
         /// or, when `src` and `dst` are IPv6, RFC 8200 8.1's.
         pub fn vrrp_bytes(&self, src: IpAddr, dst: IpAddr) -> Vec<u8> {
+            let (auth_type, data) = match self.auth_pass {
+                Some(pass) => (AUTH_PASS, auth_data(pass)),
+                None => (AUTH_NONE, [0; V2_AUTH_DATA_LEN]),
+            };
+            self.vrrp_bytes_with(src, dst, auth_type, data)
+        }
+
+        fn vrrp_bytes_with(
+            &self,
+            src: IpAddr,
+            dst: IpAddr,
+            auth_type: u8,
+            data: [u8; V2_AUTH_DATA_LEN],
+        ) -> Vec<u8> {
             let mut out = Vec::with_capacity(MAX_VRRP_LEN);
             out.push((self.version << 4) | TYPE_ADVERTISEMENT);
             out.push(self.vrid);
             out.push(self.priority);
             out.push(self.virtual_addrs.len() as u8);
             if self.version == 2 {
-                out.push(if self.auth_pass.is_some() {
-                    AUTH_PASS
-                } else {
-                    AUTH_NONE
-                });
+                out.push(auth_type);
                 out.push((self.interval_cs / 100).max(1) as u8);
             } else {
                 out.extend_from_slice(&(self.interval_cs & 0x0fff).to_be_bytes());
@@ -624,7 +866,7 @@ pub mod encode {
                 }
             }
             if self.version == 2 {
-                out.extend_from_slice(&auth_data(self.auth_pass.unwrap_or_default()));
+                out.extend_from_slice(&data);
             }
             let initial = match (self.version, src, dst) {
                 (3, IpAddr::V6(src), IpAddr::V6(dst)) => checksum::pseudo_header_sum_v6(
@@ -659,6 +901,50 @@ pub mod encode {
             let sum = checksum::checksum(0, &out);
             out[10..12].copy_from_slice(&sum.to_be_bytes());
             out.extend_from_slice(&vrrp);
+            out
+        }
+
+        /// A VRRPv2 advert behind an AH header, as keepalived's
+        /// `auth_type AH` sends it: IPv4 protocol 51, IP id `ip_id` (which
+        /// the ICV covers, so it must not be 0: the kernel would pick one),
+        /// AH with next header 112, SPI the source, sequence number `seq`
+        /// and the ICV under `key` (see [`super::ah`]); in the VRRP header
+        /// auth type 2 and 8 zero bytes of auth data. `auth_pass` is
+        /// ignored. `unicast`: the instance has unicast peers (the ICV then
+        /// leaves out the TTL).
+        #[cfg(feature = "user")]
+        pub fn ipv4_ah_packet(
+            &self,
+            src: Ipv4Addr,
+            dst: Ipv4Addr,
+            key: &[u8; V2_AUTH_DATA_LEN],
+            seq: u32,
+            ip_id: u16,
+            unicast: bool,
+        ) -> Vec<u8> {
+            use super::{AH_HEADER_LEN, AH_PAYLOAD_LEN, AUTH_AH, IPPROTO_AH};
+            let vrrp = self.vrrp_bytes_with(src.into(), dst.into(), AUTH_AH, [0; V2_AUTH_DATA_LEN]);
+            let total = (IPV4_MIN_HEADER_LEN + AH_HEADER_LEN + vrrp.len()) as u16;
+            let mut out = Vec::with_capacity(usize::from(total));
+            out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
+            out.extend_from_slice(&total.to_be_bytes());
+            out.extend_from_slice(&ip_id.to_be_bytes());
+            out.extend_from_slice(&[0, 0, VRRP_TTL, IPPROTO_AH, 0, 0]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&dst.octets());
+            out.extend_from_slice(&[IPPROTO_VRRP, AH_PAYLOAD_LEN, 0, 0]);
+            out.extend_from_slice(&src.octets());
+            out.extend_from_slice(&seq.to_be_bytes());
+            out.extend_from_slice(&[0; super::ah::ICV_LEN]);
+            out.extend_from_slice(&vrrp);
+            // Computed with the header checksum still 0, as keepalived does
+            // (and its receiver zeroes it anyway).
+            if let Some(icv) = super::ah::icv(key, &out, unicast) {
+                out[IPV4_MIN_HEADER_LEN + 12..IPV4_MIN_HEADER_LEN + AH_HEADER_LEN]
+                    .copy_from_slice(&icv);
+            }
+            let sum = checksum::checksum(0, &out[..IPV4_MIN_HEADER_LEN]);
+            out[10..12].copy_from_slice(&sum.to_be_bytes());
             out
         }
 

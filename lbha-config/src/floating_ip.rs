@@ -133,6 +133,10 @@ pub struct FloatingIpConfig {
     /// Our droplet id when known in advance; otherwise asked from metadata
     /// (and cached). Setting it lets failover work with metadata down.
     pub droplet_id: Option<u64>,
+    /// The peer's droplet id, for `lbha-agent handover` when the peer's
+    /// heartbeat carries none (its metadata look-up failed); a handover
+    /// refuses when both are known and differ. For a pair: the one peer.
+    pub peer_droplet_id: Option<u64>,
     /// How often a Master verifies it still holds the IP.
     pub recheck_interval: Duration,
     /// Bound on one API operation including retries, and on waiting for an
@@ -190,6 +194,7 @@ impl FloatingIpConfig {
             path_family: PathFamily::default(),
             token,
             droplet_id: None,
+            peer_droplet_id: None,
             recheck_interval: Duration::from_secs(10),
             operation_deadline: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),

@@ -79,6 +79,56 @@ pub struct Config {
     pub heartbeat: Option<Heartbeat>,
     /// keepalived `vrrp_sync_group`: instances that change state together.
     pub sync_groups: Vec<SyncGroup>,
+    /// keepalived `track_file`: files whose number weighs on the instances
+    /// that track them (by name, [`Instance::track_files`]).
+    pub track_files: Vec<TrackFile>,
+}
+
+/// keepalived 2.2.7's `track_file NAME { file PATH; weight N [reverse];
+/// init_file [VALUE] [overwrite] }`. The file holds a number (read as
+/// `strtol(.., 0)` reads it: decimal, `0x` hex, `0` octal; no digits is 0),
+/// re-read whenever it is closed after a write or moved in; a missing,
+/// unreadable or empty file, or one deleted or moved away, is 0. With
+/// weight 0 a non-zero value means FAULT (`reverse`: zero means FAULT);
+/// otherwise value x weight (negated by `reverse`) is added to the
+/// priority, and a result of -254 or less means FAULT.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// The default weight of the instances tracking it, -254..=254
+    /// (keepalived's default 1).
+    pub weight: i32,
+    pub reverse: bool,
+    /// `init_file`: write this value at start when the file is missing
+    /// (or always, with `overwrite`, except on a reload).
+    pub init: Option<TrackFileInit>,
+}
+
+/// keepalived's `init_file [VALUE] [overwrite]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TrackFileInit {
+    pub value: i64,
+    pub overwrite: bool,
+}
+
+/// An instance's `track_file` entry: `NAME [weight N [reverse|noreverse]]`;
+/// an unset weight or direction is the [`TrackFile`]'s own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackFileRef {
+    pub name: String,
+    pub weight: Option<i32>,
+    pub reverse: Option<bool>,
+}
+
+impl TrackFileRef {
+    /// The weight and direction that apply, given the file's defaults.
+    pub fn resolve(&self, file: &TrackFile) -> (i32, bool) {
+        (
+            self.weight.unwrap_or(file.weight),
+            self.reverse.unwrap_or(file.reverse),
+        )
+    }
 }
 
 /// Instances (possibly on several interfaces) that move together, as
@@ -152,6 +202,25 @@ pub struct Global {
     /// lbha does not detach the program; `None` (`bpf_pin = false`) detaches
     /// it when lbha stops.
     pub bpf_pin_dir: Option<PathBuf>,
+    /// keepalived's `notify_fifo` and `vrrp_notify_fifo`: FIFOs every
+    /// state change is written to as one line (`INSTANCE "NAME" STATE
+    /// PRIORITY`, `GROUP "NAME" STATE 0`), in this order.
+    pub notify_fifos: Vec<NotifyFifo>,
+}
+
+/// One notify FIFO (keepalived `notify_fifo PATH [user [group]]` with its
+/// `notify_fifo_script`). Created (mode 0644, owned by `owner`/`group`)
+/// when missing, and removed at stop if lbha created it; opened
+/// read-write and non-blocking, as keepalived opens it, so that lines are
+/// dropped, never waited on, when no reader keeps up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifyFifo {
+    pub path: PathBuf,
+    pub owner: Option<String>,
+    pub group: Option<String>,
+    /// Started once the FIFO is open, with its path as the last argument
+    /// (it reads the lines); stopped with the daemon.
+    pub script: Option<String>,
 }
 
 impl Default for Global {
@@ -164,6 +233,7 @@ impl Default for Global {
             metrics_listen: None,
             status_socket: PathBuf::from(DEFAULT_STATUS_SOCKET),
             bpf_pin_dir: Some(PathBuf::from(DEFAULT_BPF_PIN_ROOT)),
+            notify_fifos: Vec::new(),
         }
     }
 }
@@ -250,6 +320,12 @@ pub enum HaproxySocket {
     Stats(PathBuf),
     /// The master CLI (`-S`): commands go to the current worker (`@1`).
     Master(PathBuf),
+    /// Found when needed (at the first run, and again when a connection
+    /// fails: a reload may move it): the `-S` master socket or a unix
+    /// `stats socket` of the `global` section, from the running master's
+    /// command line and configuration files, or from `config` (a file or
+    /// a directory of `*.cfg`) when given.
+    Discover { config: Option<PathBuf> },
 }
 
 /// What "backends down" does to the instances tracking the check.
@@ -268,6 +344,28 @@ pub enum BackendsDown {
 pub enum InitialState {
     Backup,
     Master,
+}
+
+/// VRRPv2 authentication (keepalived's `auth_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AuthType {
+    /// The password in every advert's auth data, compared as it is.
+    #[default]
+    Pass,
+    /// An IP Authentication Header (IPv4 protocol 51) before the VRRP
+    /// packet: HMAC-MD5-96 keyed with the password, and a sequence number,
+    /// as keepalived's. IPv4 only.
+    Ah,
+}
+
+impl AuthType {
+    /// The name in lbha.toml.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Pass => "pass",
+            AuthType::Ah => "ah",
+        }
+    }
 }
 
 /// One VRRP instance (keepalived `vrrp_instance`).
@@ -302,20 +400,69 @@ pub struct Instance {
     /// this many advert intervals without one (plus Skew_Time), 1..=100,
     /// [`DEFAULT_DOWN_TIMER_ADVERTS`] (RFC 3768/5798) by default.
     pub down_timer_adverts: u8,
-    /// v2 simple-text password (keepalived keeps the first 8 bytes).
+    /// v2 password (keepalived keeps the first 8 bytes): sent in clear
+    /// text, or the HMAC-MD5 key of an AH header, as `auth_type` says.
     pub auth_pass: Option<String>,
+    /// What `auth_pass` is for (keepalived's `auth_type`); without
+    /// `auth_pass`, no authentication whatever this says.
+    pub auth_type: AuthType,
     /// Addresses the master holds (keepalived `virtual_ipaddress`).
     pub virtual_addresses: Vec<VirtualAddress>,
+    /// Routes the master holds (keepalived `virtual_routes`): added on
+    /// becoming Master, removed on leaving it and at stop.
+    pub virtual_routes: Vec<VirtualRoute>,
+    /// Policy rules the master holds (keepalived `virtual_rules`), likewise.
+    pub virtual_rules: Vec<VirtualRule>,
     /// Names of [`Check`]s this instance tracks.
     pub track: Vec<String>,
     /// Other interfaces whose link state weighs on this one (keepalived
     /// `track_interface`; the instance's own interface is always tracked).
     pub track_interfaces: Vec<TrackInterface>,
+    /// [`TrackFile`]s (by name) weighing on this instance (keepalived
+    /// `track_file`).
+    pub track_files: Vec<TrackFileRef>,
+    /// keepalived's `notify_priority_changes`: a change of the effective
+    /// priority writes `INSTANCE "NAME" MASTER_PRIORITY|BACKUP_PRIORITY
+    /// PRIORITY` to the notify FIFOs.
+    pub notify_priority_changes: bool,
+    /// keepalived's `dont_track_primary`: the instance's own interface
+    /// going down does not put it in FAULT.
+    pub dont_track_primary: bool,
+    /// keepalived's accept mode: false (`no_accept`, and strict mode's
+    /// default) drops packets to and from the virtual addresses while this
+    /// node is Master, unless it is the address owner (priority 255), as
+    /// keepalived's nftables rules do. True by default.
+    pub accept: bool,
     pub notify: Notify,
     pub receive_path: ReceivePathChoice,
     /// When a Master announces its addresses (gratuitous ARP / unsolicited
     /// Neighbor Advertisements), keepalived's `garp_*` settings.
     pub garp: Garp,
+    /// keepalived's `use_vmac [NAME]` (and `vmac_xmit_base`): a private
+    /// macvlan on `interface` with the VRRP virtual MAC holds the virtual
+    /// addresses and sends the adverts.
+    pub vmac: Option<Vmac>,
+}
+
+/// keepalived's VRRP virtual MAC interface (`use_vmac`): a macvlan in
+/// private mode on the instance's interface, MAC 00:00:5e:00:01:VRID
+/// (IPv6 instances 00:00:5e:00:02:VRID, RFC 5798 7.3), created at start
+/// and deleted at stop. Virtual addresses without a `dev` go on it, so
+/// neighbours learn the virtual MAC and it moves with mastership.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vmac {
+    /// The macvlan's name: keepalived's `vrrp.VRID` by default.
+    pub name: String,
+    /// keepalived's `vmac_xmit_base`: adverts leave from the base
+    /// interface (its MAC and address) instead of the macvlan.
+    pub xmit_base: bool,
+}
+
+impl Vmac {
+    /// keepalived's default name for VRID `vrid`'s macvlan.
+    pub fn default_name(vrid: u8) -> String {
+        format!("vrrp.{vrid}")
+    }
 }
 
 /// When a Master announces its virtual addresses with gratuitous ARP
@@ -404,6 +551,32 @@ impl Instance {
     /// virtual address; IPv4 when there is none. Validation refuses an
     /// instance whose addresses disagree, so for a valid configuration any
     /// of them tells.
+    /// Where virtual addresses without a `dev` go: the macvlan with
+    /// `use_vmac`, else the instance's interface.
+    pub fn vip_interface(&self) -> &str {
+        self.vmac.as_ref().map_or(&self.interface, |v| &v.name)
+    }
+
+    /// The interface adverts leave from: the macvlan with `use_vmac`
+    /// (unless `vmac_xmit_base`), else the instance's interface. Adverts
+    /// are received on the instance's interface in every case.
+    pub fn send_interface(&self) -> &str {
+        match &self.vmac {
+            Some(v) if !v.xmit_base => &v.name,
+            _ => &self.interface,
+        }
+    }
+
+    /// The VRRP virtual MAC (RFC 5798 7.3): 00:00:5e:00:01:VRID for IPv4,
+    /// 00:00:5e:00:02:VRID for IPv6.
+    pub fn virtual_mac(&self) -> [u8; 6] {
+        let family = match self.family() {
+            Family::V4 => 1,
+            Family::V6 => 2,
+        };
+        [0x00, 0x00, 0x5e, 0x00, family, self.vrid]
+    }
+
     pub fn family(&self) -> Family {
         self.unicast_src
             .or_else(|| self.unicast_peers.first().copied())
@@ -601,11 +774,16 @@ impl Loaded {
 }
 
 mod keepalived;
+mod route;
 mod split;
 mod toml;
 mod validate;
 
 pub use self::{
+    route::{
+        Prefix, RTPROT_KEEPALIVED, RouteError, RouteKind, RuleAction, RulePriorities, TABLE_MAIN,
+        VirtualRoute, VirtualRule, parse_route, parse_rule,
+    },
     split::{SplitError, split_command},
     toml::to_toml,
     validate::{FieldLines, Findings, Lines, SourceMap, Syntax, validate},

@@ -18,8 +18,9 @@ use ::toml::{
 };
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, FloatingIp, Garp, Global, Heartbeat, InitialState,
-    Instance, Loaded, Notify, Probe, SyncGroup, TrackInterface, VirtualAddress,
+    AuthType, Check, Config, ConfigErrors, Diagnostic, FloatingIp, Garp, Global, Heartbeat,
+    InitialState, Instance, Loaded, Notify, Probe, SyncGroup, TrackFile, TrackFileInit,
+    TrackFileRef, TrackInterface, VirtualAddress, Vmac,
     validate::{FieldLines, Lines, Syntax, finish},
 };
 use crate::{
@@ -38,7 +39,9 @@ const GLOBAL_KEYS: &[&str] = &[
     "status_socket",
     "bpf_pin",
     "bpf_pin_dir",
+    "notify_fifos",
 ];
+const NOTIFY_FIFO_KEYS: &[&str] = &["path", "owner", "group", "script"];
 const CHECK_KEYS: &[&str] = &[
     "name",
     "script",
@@ -70,9 +73,18 @@ const INSTANCE_KEYS: &[&str] = &[
     "check_unicast_src",
     "down_timer_adverts",
     "auth_pass",
+    "auth_type",
     "virtual_addresses",
+    "virtual_routes",
+    "virtual_rules",
     "track",
     "track_interfaces",
+    "track_files",
+    "notify_priority_changes",
+    "dont_track_primary",
+    "vmac",
+    "vmac_xmit_base",
+    "accept",
     "receive_path",
     "notify",
     "garp",
@@ -80,6 +92,7 @@ const INSTANCE_KEYS: &[&str] = &[
 const HAPROXY_KEYS: &[&str] = &[
     "stats_socket",
     "master_socket",
+    "config",
     "pidfile",
     "require_frontends",
     "backends",
@@ -88,6 +101,15 @@ const HAPROXY_KEYS: &[&str] = &[
     "reload_grace",
 ];
 const TRACK_INTERFACE_KEYS: &[&str] = &["name", "weight", "reverse"];
+const TRACK_FILE_KEYS: &[&str] = &[
+    "name",
+    "path",
+    "weight",
+    "reverse",
+    "init_value",
+    "init_overwrite",
+];
+const TRACK_FILE_REF_KEYS: &[&str] = &["name", "weight", "reverse"];
 const NOTIFY_KEYS: &[&str] = &["master", "backup", "fault", "stop", "any"];
 const GARP_KEYS: &[&str] = &[
     "master_repeat",
@@ -119,6 +141,7 @@ const FLOATING_IP_KEYS: &[&str] = &[
     "metadata_url",
     "api_path",
     "droplet_id",
+    "peer_droplet_id",
     "recheck_interval",
     "operation_deadline",
     "request_timeout",
@@ -212,6 +235,35 @@ pub fn parse(
             }
         }
     }
+    let mut track_files: Vec<TrackFile> = Vec::new();
+    if let Some((_, value)) = fields.take("track_file") {
+        for (table, line) in r.tables(value, "track_file") {
+            if let Some(file) = read_track_file(&mut r, table, line) {
+                if track_files.iter().any(|f| f.name == file.name) {
+                    r.error(
+                        line,
+                        format!("[[track_file]] `{}` is defined twice", file.name),
+                    );
+                } else {
+                    track_files.push(file);
+                }
+            }
+        }
+    }
+    for (instance, fl) in instances.iter().zip(&lines.instances) {
+        for t in &instance.track_files {
+            if !track_files.iter().any(|f| f.name == t.name) {
+                let line = fl.line("track_files").or(fl.table);
+                r.errors.push(r.diag(
+                    line,
+                    format!(
+                        "[[instance]] `{}`: `track_files` names `{}`, but no [[track_file]] has that name",
+                        instance.name, t.name
+                    ),
+                ));
+            }
+        }
+    }
     fields.finish(
         &mut r,
         &[
@@ -221,6 +273,7 @@ pub fn parse(
             "floating_ip",
             "heartbeat",
             "sync_group",
+            "track_file",
         ],
     );
     if let Some(FloatingIp {
@@ -255,6 +308,7 @@ pub fn parse(
         floating_ip,
         heartbeat,
         sync_groups,
+        track_files,
     };
     adjust(&mut config);
     finish(config, &lines, path, Syntax::Toml, r.errors, r.warnings)
@@ -293,8 +347,52 @@ fn read_global(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines
     if f.bool(r, fl, "bpf_pin") == Some(false) {
         global.bpf_pin_dir = None;
     }
+    global.notify_fifos = f.list(r, fl, "notify_fifos", read_notify_fifo);
+    let mut paths = std::collections::HashSet::new();
+    for fifo in &global.notify_fifos {
+        if !paths.insert(fifo.path.clone()) {
+            r.error(
+                fl.line("notify_fifos").unwrap_or(line),
+                format!(
+                    "[global]: `notify_fifos` lists {} twice; keepalived needs every FIFO name to differ",
+                    fifo.path.display()
+                ),
+            );
+        }
+    }
     f.finish(r, GLOBAL_KEYS);
     global
+}
+
+/// One `notify_fifos` element: `"/run/lbha.fifo"`, or `{ path = "...",
+/// owner = "user", group = "group", script = "/usr/local/bin/reader" }`.
+fn read_notify_fifo(r: &mut Reader, v: &SValue) -> Option<crate::NotifyFifo> {
+    let DeValue::Table(table) = v.get_ref() else {
+        let path = r.str(v, "notify_fifos")?;
+        return Some(crate::NotifyFifo {
+            path: path.into(),
+            owner: None,
+            group: None,
+            script: None,
+        });
+    };
+    let line = r.line(v.span().start);
+    let mut f = Fields::new(r, table, line, "notify_fifos element");
+    let mut scratch = FieldLines::default();
+    let path = f.required_string(r, &mut scratch, "path");
+    let owner = f.string(r, &mut scratch, "owner");
+    let group = f.string(r, &mut scratch, "group");
+    let script = f.string(r, &mut scratch, "script");
+    f.finish(r, NOTIFY_FIFO_KEYS);
+    if scratch.is_bad("path") {
+        return None;
+    }
+    Some(crate::NotifyFifo {
+        path: path.into(),
+        owner,
+        group,
+        script,
+    })
 }
 
 fn read_floating_ip(
@@ -329,6 +427,7 @@ fn read_floating_ip(
         ],
     );
     let droplet_id = f.int(r, fl, "droplet_id", 1, i64::MAX);
+    let peer_droplet_id = f.int(r, fl, "peer_droplet_id", 1, i64::MAX);
     let recheck_interval = f.secs(r, fl, "recheck_interval");
     let operation_deadline = f.secs(r, fl, "operation_deadline");
     let request_timeout = f.secs(r, fl, "request_timeout");
@@ -369,6 +468,13 @@ fn read_floating_ip(
         settings.path_family = family;
     }
     settings.droplet_id = droplet_id.map(|id| id as u64);
+    settings.peer_droplet_id = peer_droplet_id.map(|id| id as u64);
+    if settings.droplet_id.is_some() && settings.droplet_id == settings.peer_droplet_id {
+        r.error(
+            line,
+            "[floating_ip]: `peer_droplet_id` is `droplet_id`: the peer is another droplet".into(),
+        );
+    }
     match (reserved_ipv6, reserved_ipv6_instance) {
         (Some(address), instance) => {
             settings.reserved_ipv6 = Some(ReservedIpv6 { address, instance });
@@ -589,6 +695,7 @@ fn read_haproxy(r: &mut Reader, table: &DeTable, line: usize) -> Option<HaproxyC
     let mut fl = FieldLines::at(line);
     let stats = f.string(r, &mut fl, "stats_socket");
     let master = f.string(r, &mut fl, "master_socket");
+    let config = f.string(r, &mut fl, "config");
     let pidfile = f.string(r, &mut fl, "pidfile").map(PathBuf::from);
     let require_frontends = f.list(r, &mut fl, "require_frontends", |r, v| {
         r.str(v, "require_frontends")
@@ -613,23 +720,18 @@ fn read_haproxy(r: &mut Reader, table: &DeTable, line: usize) -> Option<HaproxyC
                 .into(),
         );
     }
-    let socket = match (stats, master) {
-        (Some(path), None) => HaproxySocket::Stats(path.into()),
-        (None, Some(path)) => HaproxySocket::Master(path.into()),
-        (Some(_), Some(_)) => {
+    let socket = match (stats, master, config) {
+        (Some(path), None, None) => HaproxySocket::Stats(path.into()),
+        (None, Some(path), None) => HaproxySocket::Master(path.into()),
+        (None, None, config) => HaproxySocket::Discover {
+            config: config.map(PathBuf::from),
+        },
+        _ => {
             r.error(
                 line,
-                "[check.haproxy]: `stats_socket` and `master_socket` exclude each other".into(),
+                "[check.haproxy]: `stats_socket`, `master_socket` and `config` exclude each other"
+                    .into(),
             );
-            return None;
-        }
-        (None, None) => {
-            if !fl.is_bad("stats_socket") && !fl.is_bad("master_socket") {
-                r.error(
-                    line,
-                    "[check.haproxy]: one of `stats_socket` or `master_socket` is required".into(),
-                );
-            }
             return None;
         }
     };
@@ -700,9 +802,44 @@ fn read_instance(
         )
         .map_or(DEFAULT_DOWN_TIMER_ADVERTS, |n| n as u8);
     let auth_pass = f.string(r, fl, "auth_pass");
+    let auth_type = f
+        .choice(
+            r,
+            fl,
+            "auth_type",
+            "auth_type",
+            &[("pass", AuthType::Pass), ("ah", AuthType::Ah)],
+        )
+        .unwrap_or_default();
     let virtual_addresses = f.list(r, fl, "virtual_addresses", read_virtual_address);
+    let virtual_routes = f.list(r, fl, "virtual_routes", |r, v| {
+        read_route_line(r, v, "virtual_routes", |words, _, w| {
+            crate::parse_route(words, w)
+        })
+    });
+    let virtual_rules = f.list(r, fl, "virtual_rules", |r, v| {
+        read_route_line(r, v, "virtual_rules", crate::parse_rule)
+    });
     let track = f.list(r, fl, "track", |r, v| r.str(v, "track"));
     let track_interfaces = f.list(r, fl, "track_interfaces", read_track_interface);
+    let track_files = f.list(r, fl, "track_files", read_track_file_ref);
+    let dont_track_primary = f.bool(r, fl, "dont_track_primary").unwrap_or(false);
+    let accept = f.bool(r, fl, "accept").unwrap_or(true);
+    let notify_priority_changes = f.bool(r, fl, "notify_priority_changes").unwrap_or(false);
+    // `vmac = "NAME"` (keepalived's `use_vmac NAME`; `vrrp.VRID` is its
+    // default name) and `vmac_xmit_base = true`.
+    let vmac_name = f.string(r, fl, "vmac");
+    let xmit_base = f.bool(r, fl, "vmac_xmit_base");
+    if vmac_name.is_none() && xmit_base.is_some() {
+        r.error(
+            fl.line("vmac_xmit_base").unwrap_or(line),
+            "[[instance]]: `vmac_xmit_base` needs `vmac`".to_owned(),
+        );
+    }
+    let vmac = vmac_name.map(|name| Vmac {
+        name,
+        xmit_base: xmit_base.unwrap_or(false),
+    });
     let receive_path = f
         .choice(
             r,
@@ -761,13 +898,81 @@ fn read_instance(
         check_unicast_src,
         down_timer_adverts,
         auth_pass,
+        auth_type,
         virtual_addresses,
+        virtual_routes,
+        virtual_rules,
         track,
         track_interfaces,
+        track_files,
+        notify_priority_changes,
+        dont_track_primary,
+        accept,
         notify,
         receive_path,
         garp,
+        vmac,
     }
+}
+
+/// One `[[track_file]]` (keepalived's `track_file NAME { ... }`): `name`,
+/// `path`, `weight` (default 1), `reverse`, and keepalived's `init_file`
+/// as `init_value` (write it at start when the file is missing) and
+/// `init_overwrite` (write it even when the file exists).
+fn read_track_file(r: &mut Reader, table: &DeTable, line: usize) -> Option<TrackFile> {
+    let mut f = Fields::new(r, table, line, "[[track_file]]");
+    let mut fl = FieldLines::at(line);
+    let name = Some(f.required_string(r, &mut fl, "name")).filter(|_| !fl.is_bad("name"));
+    let path = Some(f.required_string(r, &mut fl, "path")).filter(|_| !fl.is_bad("path"));
+    let weight = f.int(r, &mut fl, "weight", -254, 254).unwrap_or(1) as i32;
+    let reverse = f.bool(r, &mut fl, "reverse").unwrap_or(false);
+    let init_value = f.int(r, &mut fl, "init_value", i32::MIN.into(), i32::MAX.into());
+    let overwrite = f.bool(r, &mut fl, "init_overwrite");
+    f.finish(r, TRACK_FILE_KEYS);
+    let init = (init_value.is_some() || overwrite == Some(true)).then(|| TrackFileInit {
+        value: init_value.unwrap_or(0),
+        overwrite: overwrite.unwrap_or(false),
+    });
+    Some(TrackFile {
+        name: name?,
+        path: PathBuf::from(path?),
+        weight,
+        reverse,
+        init,
+    })
+}
+
+/// One `track_files` element: `"name"` (the file's weight and direction)
+/// or `{ name = "name", weight = -10, reverse = true }`.
+fn read_track_file_ref(r: &mut Reader, v: &SValue) -> Option<TrackFileRef> {
+    let DeValue::Table(table) = v.get_ref() else {
+        let name = r.str(v, "track_files")?;
+        return Some(TrackFileRef {
+            name,
+            weight: None,
+            reverse: None,
+        });
+    };
+    let line = r.line(v.span().start);
+    let mut f = Fields::new(r, table, line, "track_files element");
+    let mut scratch = FieldLines::default();
+    let name = f.string(r, &mut scratch, "name");
+    let weight = f
+        .int(r, &mut scratch, "weight", -254, 254)
+        .map(|w| w as i32);
+    let reverse = f.bool(r, &mut scratch, "reverse");
+    f.finish(r, TRACK_FILE_REF_KEYS);
+    let Some(name) = name else {
+        if !scratch.is_bad("name") {
+            r.error(line, "track_files element: missing key `name`".into());
+        }
+        return None;
+    };
+    Some(TrackFileRef {
+        name,
+        weight,
+        reverse,
+    })
 }
 
 /// One `track_interfaces` element: `"eth1"` (weight 0: down means Fault),
@@ -863,6 +1068,39 @@ fn read_garp(r: &mut Reader, table: &DeTable, line: usize, fl: &mut FieldLines) 
     garp
 }
 
+/// One `virtual_routes` / `virtual_rules` element: a line in keepalived's
+/// (and `ip route` / `ip rule`'s) syntax. What keepalived would drop is an
+/// error here: a native file has no legacy to keep running.
+fn read_route_line<T>(
+    r: &mut Reader,
+    v: &SValue,
+    key: &str,
+    parse: impl FnOnce(
+        &[&str],
+        &mut crate::RulePriorities,
+        &mut Vec<String>,
+    ) -> Result<T, crate::RouteError>,
+) -> Option<T> {
+    let text = r.str(v, key)?;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut warnings = Vec::new();
+    let mut priorities = r.rule_priorities;
+    let result = parse(&words, &mut priorities, &mut warnings);
+    r.rule_priorities = priorities;
+    let line = r.line(v.span().start);
+    for w in warnings {
+        let d = r.diag(Some(line), format!("`{key}` `{text}`: {w}"));
+        r.warnings.push(d);
+    }
+    match result {
+        Ok(item) => Some(item),
+        Err(e) => {
+            r.error(line, format!("`{key}` `{text}`: {e}"));
+            None
+        }
+    }
+}
+
 /// One `virtual_addresses` element: `"a.b.c.d/len"`, or an inline table
 /// `{ address = "a.b.c.d/len", dev = ..., label = ..., scope = ...,
 /// broadcast = ..., peer = ... }` (keepalived's `virtual_ipaddress` options).
@@ -956,6 +1194,8 @@ struct Reader<'a> {
     line_starts: Vec<usize>,
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
+    /// Automatic rule preferences, as keepalived numbers them per file.
+    rule_priorities: crate::RulePriorities,
 }
 
 impl<'a> Reader<'a> {
@@ -968,6 +1208,7 @@ impl<'a> Reader<'a> {
             line_starts,
             errors: Vec::new(),
             warnings: Vec::new(),
+            rule_priorities: crate::RulePriorities::default(),
         }
     }
 
@@ -1283,7 +1524,12 @@ pub fn to_toml(config: &Config) -> String {
             HaproxySocket::Master(p) => {
                 format!("master_socket = {}", string(&p.to_string_lossy()))
             }
+            HaproxySocket::Discover { config: Some(p) } => {
+                format!("config = {}", string(&p.to_string_lossy()))
+            }
+            HaproxySocket::Discover { config: None } => String::new(),
         }];
+        parts.retain(|p| !p.is_empty());
         if let Some(p) = &h.pidfile {
             parts.push(format!("pidfile = {}", string(&p.to_string_lossy())));
         }
@@ -1327,6 +1573,26 @@ pub fn to_toml(config: &Config) -> String {
         "status_socket = {}",
         string(&g.status_socket.to_string_lossy())
     );
+    if !g.notify_fifos.is_empty() {
+        let fifos: Vec<String> = g
+            .notify_fifos
+            .iter()
+            .map(|f| {
+                let mut fields = vec![format!("path = {}", string(&f.path.to_string_lossy()))];
+                for (key, value) in [
+                    ("owner", &f.owner),
+                    ("group", &f.group),
+                    ("script", &f.script),
+                ] {
+                    if let Some(value) = value {
+                        fields.push(format!("{key} = {}", string(value)));
+                    }
+                }
+                format!("{{ {} }}", fields.join(", "))
+            })
+            .collect();
+        let _ = writeln!(out, "notify_fifos = [{}]", fifos.join(", "));
+    }
     match &g.bpf_pin_dir {
         Some(dir) => {
             let _ = writeln!(out, "bpf_pin_dir = {}", string(&dir.to_string_lossy()));
@@ -1395,6 +1661,9 @@ pub fn to_toml(config: &Config) -> String {
         let _ = writeln!(out, "down_timer_adverts = {}", i.down_timer_adverts);
         if let Some(pass) = &i.auth_pass {
             let _ = writeln!(out, "auth_pass = {}", string(pass));
+            if i.auth_type != AuthType::Pass {
+                let _ = writeln!(out, "auth_type = {}", string(i.auth_type.as_str()));
+            }
         }
         let vips: Vec<String> = i
             .virtual_addresses
@@ -1427,6 +1696,20 @@ pub fn to_toml(config: &Config) -> String {
             })
             .collect();
         let _ = writeln!(out, "virtual_addresses = [{}]", vips.join(", "));
+        if !i.virtual_routes.is_empty() {
+            let _ = writeln!(
+                out,
+                "virtual_routes = {}",
+                strings(i.virtual_routes.iter().map(ToString::to_string))
+            );
+        }
+        if !i.virtual_rules.is_empty() {
+            let _ = writeln!(
+                out,
+                "virtual_rules = {}",
+                strings(i.virtual_rules.iter().map(ToString::to_string))
+            );
+        }
         let _ = writeln!(out, "track = {}", strings(i.track.iter().cloned()));
         if !i.track_interfaces.is_empty() {
             let tracked: Vec<String> = i
@@ -1442,6 +1725,38 @@ pub fn to_toml(config: &Config) -> String {
                 })
                 .collect();
             let _ = writeln!(out, "track_interfaces = [{}]", tracked.join(", "));
+        }
+        if i.dont_track_primary {
+            let _ = writeln!(out, "dont_track_primary = true");
+        }
+        if let Some(vmac) = &i.vmac {
+            let _ = writeln!(out, "vmac = {}", string(&vmac.name));
+            if vmac.xmit_base {
+                let _ = writeln!(out, "vmac_xmit_base = true");
+            }
+        }
+        if !i.accept {
+            let _ = writeln!(out, "accept = false");
+        }
+        if i.notify_priority_changes {
+            let _ = writeln!(out, "notify_priority_changes = true");
+        }
+        if !i.track_files.is_empty() {
+            let tracked: Vec<String> = i
+                .track_files
+                .iter()
+                .map(|t| {
+                    let mut fields = vec![format!("name = {}", string(&t.name))];
+                    if let Some(w) = t.weight {
+                        fields.push(format!("weight = {w}"));
+                    }
+                    if let Some(rev) = t.reverse {
+                        fields.push(format!("reverse = {rev}"));
+                    }
+                    format!("{{ {} }}", fields.join(", "))
+                })
+                .collect();
+            let _ = writeln!(out, "track_files = [{}]", tracked.join(", "));
         }
         let _ = writeln!(out, "receive_path = {}", string(i.receive_path.as_str()));
         let n = &i.notify;
@@ -1501,6 +1816,9 @@ pub fn to_toml(config: &Config) -> String {
         if let Some(id) = c.droplet_id {
             let _ = writeln!(out, "droplet_id = {id}");
         }
+        if let Some(id) = c.peer_droplet_id {
+            let _ = writeln!(out, "peer_droplet_id = {id}");
+        }
         let _ = writeln!(out, "recheck_interval = {}", secs(c.recheck_interval));
         let _ = writeln!(out, "operation_deadline = {}", secs(c.operation_deadline));
         let _ = writeln!(out, "request_timeout = {}", secs(c.request_timeout));
@@ -1509,6 +1827,17 @@ pub fn to_toml(config: &Config) -> String {
             let _ = writeln!(out, "ca_file = {}", string(&path.to_string_lossy()));
         }
         let _ = writeln!(out, "keepalive_interval = {}", secs(c.keepalive_interval));
+    }
+    for t in &config.track_files {
+        let _ = writeln!(out, "\n[[track_file]]");
+        let _ = writeln!(out, "name = {}", string(&t.name));
+        let _ = writeln!(out, "path = {}", string(&t.path.to_string_lossy()));
+        let _ = writeln!(out, "weight = {}", t.weight);
+        let _ = writeln!(out, "reverse = {}", t.reverse);
+        if let Some(init) = t.init {
+            let _ = writeln!(out, "init_value = {}", init.value);
+            let _ = writeln!(out, "init_overwrite = {}", init.overwrite);
+        }
     }
     for g in &config.sync_groups {
         let _ = writeln!(out, "\n[[sync_group]]");
@@ -1653,6 +1982,65 @@ colour = "red""#,
                 panic!("{bad}: accepted");
             };
             assert!(errors.to_string().contains(expected), "{bad}: {errors}");
+        }
+    }
+
+    #[test]
+    fn config_toml_notify_fifos() {
+        let text = format!(
+            "[global]\nnotify_fifos = [\"/run/a.fifo\", {{ path = \"/run/b.fifo\", owner = \"u\", script = \"/bin/r\" }}]\n{MINIMAL}"
+        );
+        let c = parse(&text, &path()).unwrap().config;
+        assert_eq!(c.global.notify_fifos.len(), 2);
+        assert_eq!(c.global.notify_fifos[1].owner.as_deref(), Some("u"));
+        assert_eq!(c.global.notify_fifos[1].script.as_deref(), Some("/bin/r"));
+        assert_eq!(parse(&to_toml(&c), &path()).unwrap().config, c);
+        let twice = format!("[global]\nnotify_fifos = [\"/run/a\", \"/run/a\"]\n{MINIMAL}");
+        let msgs: Vec<String> = errors(&twice).into_iter().map(|d| d.message).collect();
+        assert!(msgs.iter().any(|m| m.contains("twice")), "{msgs:?}");
+    }
+
+    #[test]
+    fn config_toml_track_files() {
+        let text = "[[track_file]]\nname = \"maint\"\npath = \"/run/maint\"\ninit_value = 3\n\n\
+                    [[track_file]]\nname = \"offset\"\npath = \"/run/offset\"\nweight = -2\nreverse = true\n\n\
+                    [[instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 1\n\
+                    track_files = [\"maint\", { name = \"offset\", weight = 10 }]\n";
+        let c = parse(text, &path()).unwrap().config;
+        assert_eq!(
+            c.track_files[0],
+            TrackFile {
+                name: "maint".into(),
+                path: "/run/maint".into(),
+                weight: 1,
+                reverse: false,
+                init: Some(TrackFileInit {
+                    value: 3,
+                    overwrite: false
+                }),
+            }
+        );
+        let refs = &c.instances[0].track_files;
+        // Unset weight and direction: the file's own.
+        assert_eq!(refs[0].resolve(&c.track_files[0]), (1, false));
+        assert_eq!(refs[1].resolve(&c.track_files[1]), (10, true));
+        let again = parse(&to_toml(&c), &path()).unwrap().config;
+        assert_eq!(again, c);
+        // A name no [[track_file]] has, a duplicate, a missing path, a bad weight.
+        let bad = "[[track_file]]\nname = \"a\"\npath = \"/a\"\n[[track_file]]\nname = \"a\"\npath = \"/b\"\n\
+                   [[track_file]]\nname = \"b\"\n[[track_file]]\nname = \"c\"\npath = \"/c\"\nweight = 300\n\
+                   [[instance]]\nname = \"VI_1\"\ninterface = \"eth1\"\nvrid = 1\ntrack_files = [\"zz\"]\n";
+        let msgs: Vec<String> = errors(bad).into_iter().map(|d| d.message).collect();
+        for expected in [
+            "`a` is defined twice",
+            "missing key `path`",
+            "out of range -254..=254",
+            "names `zz`, but no [[track_file]]",
+        ] {
+            assert!(
+                msgs.iter().any(|m| m.contains(expected)),
+                "{expected}: {msgs:#?}"
+            );
         }
     }
 
@@ -2335,8 +2723,36 @@ reload_grace = 2
             "[[check]]\nname = \"c\"\nhaproxy = { stats_socket = \"/a\", master_socket = \"/b\" }\n",
         );
         assert!(both[0].message.contains("exclude each other"), "{both:?}");
-        let none = errors("[[check]]\nname = \"c\"\nhaproxy = { backends = [\"x\"] }\n");
-        assert!(none[0].message.contains("is required"), "{none:?}");
+        // No socket: discovered from the running HAProxy, or from `config`.
+        let discover = parse(
+            "[[check]]\nname = \"c\"\nhaproxy = { backends = [\"x\"] }\n[[check]]\nname = \"d\"\nhaproxy = { config = \"/etc/haproxy\" }\n",
+            &path(),
+        )
+        .expect("parses");
+        let sockets: Vec<_> = discover
+            .config
+            .checks
+            .iter()
+            .map(|c| match &c.probe {
+                Some(Probe::Haproxy(h)) => h.socket.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sockets,
+            [
+                HaproxySocket::Discover { config: None },
+                HaproxySocket::Discover {
+                    config: Some("/etc/haproxy".into())
+                }
+            ]
+        );
+        let again = parse(&to_toml(&discover.config), &path()).expect("round trip");
+        assert_eq!(again.config, discover.config);
+        let two = errors(
+            "[[check]]\nname = \"c\"\nhaproxy = { stats_socket = \"/a\", config = \"/b\" }\n",
+        );
+        assert!(two[0].message.contains("exclude each other"), "{two:?}");
         let positive = errors(
             "[[check]]\nname = \"c\"\nhaproxy = { stats_socket = \"/a\", backends_weight = 10 }\n",
         );
@@ -2587,6 +3003,36 @@ instance = \"VI_1\"
             "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\ntoken_file = \"/t\"\ntoken_env = \"T\"\n"
         ));
         assert!(both[0].message.contains("exclude each other"), "{both:?}");
+    }
+
+    #[test]
+    fn floating_ip_peer_droplet_id() {
+        let text = format!(
+            "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\ndroplet_id = 1001\npeer_droplet_id = 1002\n"
+        );
+        let loaded = parse(&text, &path()).expect("parses");
+        let settings = &loaded
+            .config
+            .floating_ip
+            .as_ref()
+            .expect("section")
+            .settings;
+        assert_eq!(settings.peer_droplet_id, Some(1002));
+        let again = parse(&to_toml(&loaded.config), &path()).expect("round trip");
+        assert_eq!(again.config, loaded.config);
+        let same = errors(&format!(
+            "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\ndroplet_id = 7\npeer_droplet_id = 7\n"
+        ));
+        assert!(
+            same[0]
+                .message
+                .contains("`peer_droplet_id` is `droplet_id`"),
+            "{same:?}"
+        );
+        let zero = errors(&format!(
+            "{MINIMAL}\n[floating_ip]\nip = \"203.0.113.10\"\npeer_droplet_id = 0\n"
+        ));
+        assert!(zero[0].message.contains("peer_droplet_id"), "{zero:?}");
     }
 
     #[test]

@@ -506,6 +506,10 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             }
         }
 
+        if let Some(vmac) = &inst.vmac {
+            validate_vmac(v, config, inst, index, vmac, fl, instance_kw);
+        }
+
         if inst.priority == 0 {
             v.error(
                 fl,
@@ -592,6 +596,14 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                     fl,
                     "auth_pass",
                     format!("{instance_kw} `{name}`: `auth_pass` is empty"),
+                );
+            } else if inst.auth_type == crate::AuthType::Ah && inst.family() == crate::Family::V6 {
+                v.error(
+                    fl,
+                    "auth_type",
+                    format!(
+                        "{instance_kw} `{name}`: AH authentication is for IPv4 only (keepalived ignores it on IPv6); remove `auth_type`"
+                    ),
                 );
             } else if pass.len() > 8 {
                 v.warning(
@@ -731,6 +743,76 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
                 ),
             );
         }
+    }
+}
+
+/// The kernel's rule for an interface name (`dev_valid_name`, which
+/// keepalived copies): 1 to 15 bytes, not `.` or `..`, no `/`, `:` or
+/// white space.
+pub(crate) fn interface_name_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() < 16
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_ascii_whitespace())
+}
+
+/// `vmac` (keepalived's `use_vmac`): a valid name of its own (not the
+/// instance's interface, nor another instance's macvlan), IPv4 only, and
+/// `vmac_xmit_base` with unicast peers (keepalived's rule: the macvlan in
+/// private mode would not hear unicast replies addressed to the base).
+fn validate_vmac(
+    v: &mut Validator<'_>,
+    config: &Config,
+    inst: &crate::Instance,
+    index: usize,
+    vmac: &crate::Vmac,
+    fl: &FieldLines,
+    instance_kw: &str,
+) {
+    let name = &inst.name;
+    if !interface_name_valid(&vmac.name) {
+        v.error(
+            fl,
+            "vmac",
+            format!("{instance_kw} `{name}`: `vmac` `{}` is not a valid interface name (at most 15 characters, no `/`, `:` or spaces)", vmac.name),
+        );
+    } else if vmac.name == inst.interface
+        || config.instances.iter().any(|o| o.interface == vmac.name)
+    {
+        v.error(
+            fl,
+            "vmac",
+            format!("{instance_kw} `{name}`: `vmac` `{}` is an instance's interface; lbha creates the macvlan and deletes it at stop", vmac.name),
+        );
+    } else if let Some(other) = config.instances[..index]
+        .iter()
+        .find(|o| o.vmac.as_ref().is_some_and(|o| o.name == vmac.name))
+    {
+        v.error(
+            fl,
+            "vmac",
+            format!(
+                "{instance_kw} `{name}`: `vmac` `{}` is already the macvlan of `{}`",
+                vmac.name, other.name
+            ),
+        );
+    }
+    if inst.family() == Family::V6 {
+        v.error(
+            fl,
+            "vmac",
+            format!("{instance_kw} `{name}`: `vmac` on an IPv6 instance is not supported: not implemented: lbha creates the IPv4 virtual MAC interface only"),
+        );
+    }
+    if !inst.unicast_peers.is_empty() && !vmac.xmit_base {
+        v.error(
+            fl,
+            "vmac",
+            format!("{instance_kw} `{name}`: `vmac` with unicast peers needs `vmac_xmit_base = true` (keepalived sets it): the replies come to the base interface's address"),
+        );
     }
 }
 
@@ -898,12 +980,20 @@ mod tests {
             check_unicast_src: true,
             down_timer_adverts: 3,
             auth_pass: None,
+            auth_type: crate::AuthType::Pass,
             virtual_addresses: vec![],
+            virtual_routes: vec![],
+            virtual_rules: vec![],
             track: vec![],
             track_interfaces: Vec::new(),
+            track_files: Vec::new(),
+            notify_priority_changes: false,
+            dont_track_primary: false,
+            accept: true,
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
             garp: Garp::default(),
+            vmac: None,
         }
     }
 
@@ -914,6 +1004,7 @@ mod tests {
             instances,
             floating_ip: None,
             heartbeat: None,
+            track_files: Vec::new(),
             sync_groups: Vec::new(),
         }
     }

@@ -32,8 +32,8 @@ use lbha_common::{
     AdvertEvent, AgentLease, Counter, Outcome, VridConfig,
     diag::{self, BPF_LOG_TARGET, seen},
     event::{
-        DEFAULT_DOWN_TIMER_ADVERTS, Family, ReceivePath, SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS,
-        VridKey, change,
+        DEFAULT_DOWN_TIMER_ADVERTS, EVENTS_BYTES, Family, LAST_ADVERT_MAP_FLAGS, ReceivePath,
+        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change,
     },
     fastpath,
     packet::PacketView,
@@ -48,15 +48,15 @@ static VRID_CONFIG: Array<VridConfig> = Array::with_max_entries(VRID_SLOTS, 0);
 /// (family, VRID) -> last accepted advert, so a sleeping backup can check
 /// the master is alive at its deadline without draining the ring buffer.
 #[map]
-static LAST_ADVERT: Array<AdvertEvent> = Array::with_max_entries(VRID_SLOTS, 0);
+static LAST_ADVERT: Array<AdvertEvent> = Array::with_max_entries(VRID_SLOTS, LAST_ADVERT_MAP_FLAGS);
 
 /// Per-CPU packet counters indexed by `Counter`.
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
-/// Accepted adverts for user space. 256 KiB holds 8192 events.
+/// Accepted changes and silence reports for user space (see `EVENTS_BYTES`).
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
 /// Entry 0: the running agent's lease. Without it accepted adverts are
 /// passed on instead of consumed (see `AgentLease`).
@@ -216,6 +216,12 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
         Outcome::NotVrrp
         | Outcome::Ipv6ExtHeaderPassed
         | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
+        // keepalived's `auth_type AH`: only user space can check the
+        // HMAC-MD5 ICV and the sequence number, so a well-formed AH advert
+        // goes to the stack, where the agent's protocol-51 socket reads
+        // it. It never touches LAST_ADVERT or the silence timer: an
+        // unverified advert must not keep a backup quiet.
+        Outcome::AhToVerify(_) => xdp_action::XDP_PASS,
         Outcome::Drop(DropReason::UnknownSource) => {
             // The peer list is the running agent's policy, not a defect of
             // the packet: without an agent, whatever runs in its place
@@ -274,7 +280,7 @@ fn diagnose(ctx: &XdpContext, frame: &Frame<'_>, outcome: &Outcome) {
         );
     }
     match outcome {
-        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed => {}
+        Outcome::NotVrrp | Outcome::Ipv6ExtHeaderPassed | Outcome::AhToVerify(_) => {}
         Outcome::Accept(event) => {
             if first_time(event.slot(), seen::ADVERT) {
                 if event.family == Family::Ipv6 as u8 {

@@ -96,6 +96,8 @@ pub struct VrrpInstance {
     /// `auth_type PASS` with this password (VRRPv2; keepalived keeps the
     /// first 8 characters). Must not contain `!` or `#` (comment starts).
     pub auth_pass: Option<String>,
+    /// `auth_type` with `auth_pass`: "PASS" (the default) or "AH".
+    pub auth_type: &'static str,
     /// Entries of `virtual_ipaddress`, e.g. `10.201.1.100/32`.
     pub virtual_ipaddresses: Vec<String>,
     pub nopreempt: bool,
@@ -122,6 +124,7 @@ impl VrrpInstance {
             unicast_src_ip,
             unicast_peers: Vec::new(),
             auth_pass: None,
+            auth_type: "PASS",
             virtual_ipaddresses: Vec::new(),
             nopreempt: false,
             extra: Vec::new(),
@@ -155,6 +158,14 @@ impl VrrpInstance {
 
     pub fn auth_pass(mut self, password: impl Into<String>) -> Self {
         self.auth_pass = Some(password.into());
+        self
+    }
+
+    /// `auth_type AH` with this password (keepalived's IPsec AH:
+    /// HMAC-MD5-96 keyed with its first 8 characters).
+    pub fn auth_ah(mut self, password: impl Into<String>) -> Self {
+        self.auth_pass = Some(password.into());
+        self.auth_type = "AH";
         self
     }
 
@@ -199,7 +210,7 @@ impl VrrpInstance {
         let _ = writeln!(out, "    }}");
         if let Some(password) = &self.auth_pass {
             let _ = writeln!(out, "    authentication {{");
-            let _ = writeln!(out, "        auth_type PASS");
+            let _ = writeln!(out, "        auth_type {}", self.auth_type);
             let _ = writeln!(out, "        auth_pass {password}");
             let _ = writeln!(out, "    }}");
         }

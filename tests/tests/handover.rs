@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use lbha_lab::{LabOptions, droplet_id, split_failures};
+use lbha_lab::{LabOptions, Stack, droplet_id, split_failures};
 use lbha_tests::{
     require_root,
     scenario::{LB1, LB2, Scenario, lb_name, secs},
@@ -59,8 +59,9 @@ fn hand_over(s: &Scenario, from: usize) -> Duration {
         secs(resigned.at)
     );
     let moved = assign.2.expect("completed");
-    // Past a re-check of the new Master (2 s): it found the IP its own and
-    // assigned nothing, nor did the old one take it back.
+    // Past the new Master's first re-check (2 s with the native TOML): it
+    // found the IP its own and assigned nothing, nor did the old one take
+    // it back.
     std::thread::sleep(Duration::from_millis(2600));
     let after = s.assigns_from(before);
     assert_eq!(
@@ -76,16 +77,15 @@ fn hand_over(s: &Scenario, from: usize) -> Duration {
     moved
 }
 
-#[test]
-fn a_handover_and_the_hand_back_have_no_outage() {
-    if !require_root() {
-        return;
-    }
+/// A handover lb1 -> lb2, the hand-back, and the release of lb2's hold,
+/// with both load balancers running `stack`: asserted as the module says.
+fn handover_and_back(name: &'static str, tag: &str, stack: Stack) {
     let s = Scenario::start(
-        "handover",
-        "hov",
+        name,
+        tag,
         LabOptions {
             heartbeat: true,
+            stack,
             ..LabOptions::default()
         },
     );
@@ -136,6 +136,25 @@ fn a_handover_and_the_hand_back_have_no_outage() {
         in_flight.len() <= 2,
         "more than one failed request per route move: {in_flight:?}"
     );
+}
+
+#[test]
+fn a_handover_and_the_hand_back_have_no_outage() {
+    if !require_root() {
+        return;
+    }
+    handover_and_back("handover", "hov", Stack::Lbha);
+}
+
+/// The same with the keepalived.conf format: lbha run with
+/// `--keepalived-conf`, `--floating-ip` and the `--heartbeat-*` flags (and
+/// no master.sh), as a migrated operator runs it.
+#[test]
+fn a_handover_and_the_hand_back_have_no_outage_with_keepalived_conf() {
+    if !require_root() {
+        return;
+    }
+    handover_and_back("handover_kconf", "hovk", Stack::LbhaKeepalivedConf);
 }
 
 /// Refusals change nothing (on the Backup, towards a peer that is not
@@ -203,4 +222,37 @@ fn a_refused_or_failed_handover_changes_nothing() {
     assert_eq!(status["instances"][0]["handover_held"], false);
     let settled = s.assert_settled_on(LB1);
     assert_eq!(settled, before, "nothing assigned");
+}
+
+/// A configured peer droplet id (`peer_droplet_id`) that the peer's
+/// heartbeat contradicts: refused, nothing assigned.
+#[test]
+fn a_configured_peer_droplet_the_heartbeat_contradicts_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let s = Scenario::start(
+        "handover_droplet_mismatch",
+        "hovd",
+        LabOptions {
+            heartbeat: true,
+            extra_floating_ip_toml: "peer_droplet_id = 9999".into(),
+            ..LabOptions::default()
+        },
+    );
+    assert!(s.lab.wait_peer_droplet(LB1, Duration::from_secs(10)));
+    let before = s.lab.assigns().len();
+    let run = s.lab.handover(LB1, &[]).expect("running handover");
+    assert!(!run.ok, "{:?}", run.lines);
+    let expected = format!(
+        "reports droplet {} over the heartbeat, but the configuration says droplet 9999",
+        droplet_id(LB2)
+    );
+    assert!(
+        run.lines.iter().any(|(_, l)| l.contains(&expected)),
+        "{:?}",
+        run.lines
+    );
+    assert_eq!(s.lab.assigns().len(), before);
+    assert_eq!(s.state(LB1).as_deref(), Some("MASTER"));
 }

@@ -7,7 +7,10 @@
 //! - every backend server down on both nodes fails nothing over (both
 //!   lose the same weight: 150 against 50);
 //! - ten reloads in a row under client load cause no transition and no
-//!   failed request.
+//!   failed request;
+//! - with no socket configured, the check finds it from the running
+//!   HAProxy (`-f` on its command line, `stats socket` in `global`) and a
+//!   hang still fails over.
 
 use std::time::Duration;
 
@@ -164,4 +167,37 @@ fn ten_reloads_under_load_change_nothing() {
         "the client kept sending"
     );
     assert_eq!(s.lab.assigns().len(), s.baseline, "no assign");
+}
+
+#[test]
+fn a_discovered_socket_sees_a_hang_too() {
+    if !require_root() {
+        return;
+    }
+    let s = Scenario::start(
+        "haproxy-discover",
+        "hcds",
+        LabOptions {
+            haproxy_discover: true,
+            ..options()
+        },
+    );
+    let socket = s.lab.haproxy_socket(LB1);
+    let log = s.lab.lb_log(LB1);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("socket discovered") && l.contains(&socket.display().to_string())),
+        "lb1 did not log discovering {}: {}",
+        socket.display(),
+        log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+    );
+    let at = s.lab.since_start();
+    assert!(
+        s.lab.signal_haproxy(LB1, libc::SIGSTOP) > 0,
+        "no HAProxy on lb1"
+    );
+    assert_takeover_in_time(&s, at, "SIGSTOP of HAProxy on lb1 (discovered socket)");
+    s.lab.signal_haproxy(LB1, libc::SIGCONT);
+    s.wait_transition(LB1, "MASTER", at, Duration::from_secs(10));
+    s.assert_settled_on(LB1);
 }

@@ -20,7 +20,8 @@
 //! effective state, preempt and its delay, advert interval, version,
 //! unicast source and peers, authentication, virtual addresses with their
 //! device, tracked scripts with their weights, the argv keepalived would
-//! exec, interval / timeout / rise / fall) and compared. A table with one
+//! exec, interval / timeout / rise / fall, virtual routes and rules) and
+//! compared. A table with one
 //! line per file is printed (`-- --nocapture`), then the counts.
 //!
 //! The test fails when a file keepalived runs (exit 0 or 5 of `-t`, at
@@ -139,6 +140,10 @@ struct Meaning {
     tracked: BTreeSet<Tracked>,
     /// `track_interface`: `NAME weight W[ reverse]`.
     interfaces: BTreeSet<String>,
+    /// `virtual_routes`, each as [`route_text`] puts it.
+    routes: BTreeSet<String>,
+    /// `virtual_rules`, each as [`rule_text`] puts it.
+    rules: BTreeSet<String>,
 }
 
 impl Meaning {
@@ -165,6 +170,8 @@ impl Meaning {
         field("virtual_ipaddress_excluded", &self.excluded, &lbha.excluded);
         field("track_script", &self.tracked, &lbha.tracked);
         field("track_interface", &self.interfaces, &lbha.interfaces);
+        field("virtual_routes", &self.routes, &lbha.routes);
+        field("virtual_rules", &self.rules, &lbha.rules);
         out
     }
 }
@@ -183,9 +190,185 @@ fn vip_text(address: &str, prefix: u8, dev: &str, label: Option<&str>) -> String
     s
 }
 
-/// `1 sec`, `100 milli-sec` (keepalived's own rendering) from a duration.
-fn advert_text(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
+/// A route's facts, whoever read it: what lbha adds through netlink.
+#[derive(Default)]
+struct RouteFacts {
+    kind: String,
+    dst: String,
+    src: String,
+    via: Vec<String>,
+    dev: String,
+    table: String,
+    scope: String,
+    metric: String,
+    onlink: bool,
+    no_track: bool,
+}
+
+fn route_text(r: &RouteFacts) -> String {
+    format!(
+        "{} {} src={} via={} dev={} table={} scope={} metric={} onlink={} no_track={}",
+        r.kind,
+        r.dst,
+        r.src,
+        r.via.join(","),
+        r.dev,
+        r.table,
+        r.scope,
+        r.metric,
+        r.onlink,
+        r.no_track
+    )
+}
+
+/// keepalived's `ipaddresstos`: the prefix only when not a host's.
+fn prefix_text(address: &str, len: u8) -> String {
+    let host = if address.contains(':') { 128 } else { 32 };
+    if len == host {
+        address.to_string()
+    } else {
+        format!("{address}/{len}")
+    }
+}
+
+/// A rule's facts: `v6 not from to priority fwmark iif oif action no_track`.
+#[allow(clippy::too_many_arguments)]
+fn rule_text(
+    v6: bool,
+    invert: bool,
+    from: &str,
+    to: &str,
+    priority: &str,
+    fwmark: &str,
+    iif: &str,
+    oif: &str,
+    action: &str,
+    no_track: bool,
+) -> String {
+    format!(
+        "v6={v6} not={invert} from={from} to={to} priority={priority} fwmark={fwmark} iif={iif} oif={oif} action={action} no_track={no_track}"
+    )
+}
+
+/// A `Virtual Routes :` line of keepalived's dump (`format_iproute`).
+fn keepalived_route(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let mut r = RouteFacts {
+        kind: "unicast".into(),
+        table: "254".into(),
+        ..RouteFacts::default()
+    };
+    let mut i = 0;
+    let mut in_nexthop = false;
+    while i < words.len() {
+        let w = words[i];
+        let next = words.get(i + 1).copied().unwrap_or_default().to_string();
+        match w {
+            "prepend" | "add" | "append" | "proto" | "weight" => {
+                if matches!(w, "proto" | "weight") {
+                    i += 1;
+                }
+            }
+            "blackhole" | "unreachable" | "prohibit" if r.dst.is_empty() => r.kind = w.into(),
+            "src" => {
+                r.src = next;
+                i += 1;
+            }
+            "via" => {
+                // `via inet ADDR`
+                r.via
+                    .push(words.get(i + 2).copied().unwrap_or_default().into());
+                i += 2;
+            }
+            "dev" => {
+                if !in_nexthop {
+                    r.dev = next;
+                }
+                i += 1;
+            }
+            "table" => {
+                r.table = next;
+                i += 1;
+            }
+            "scope" => {
+                r.scope = next;
+                i += 1;
+            }
+            "metric" => {
+                r.metric = next;
+                i += 1;
+            }
+            "onlink" => r.onlink = true,
+            "nexthop" => in_nexthop = true,
+            "no_track" => r.no_track = true,
+            _ if r.dst.is_empty() => r.dst = w.into(),
+            _ => {}
+        }
+        i += 1;
+    }
+    route_text(&r)
+}
+
+/// A `Virtual Rules :` line of keepalived's dump (`format_iprule`).
+fn keepalived_rule(text: &str) -> String {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let (mut v6, mut invert, mut no_track) = (false, false, false);
+    let mut fields: BTreeMap<&str, String> = BTreeMap::new();
+    let mut action = String::new();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        let next = words.get(i + 1).copied().unwrap_or_default().to_string();
+        match w {
+            "inet6" => v6 = true,
+            "not" => invert = true,
+            "no_track" => no_track = true,
+            "lookup" => {
+                action = format!("table {next}");
+                i += 1;
+            }
+            "type" => {
+                action = next;
+                i += 1;
+            }
+            "from" | "to" | "priority" | "fwmark" | "iif" | "oif" | "protocol" => {
+                let value = if next == "all" { String::new() } else { next };
+                fields.insert(w, value);
+                i += 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+    rule_text(
+        v6,
+        invert,
+        &get("from"),
+        &get("to"),
+        &get("priority"),
+        &get("fwmark"),
+        &get("iif"),
+        &get("oif"),
+        &action,
+        no_track,
+    )
+}
+
+/// A VIP's device as keepalived dumps it: its `dev`, else the instance's
+/// interface, or its macvlan as `vrrp.1@eth0`.
+fn vip_dev(i: &config::Instance, v: &config::VirtualAddress) -> String {
+    match (&v.dev, &i.vmac) {
+        (Some(dev), _) => dev.clone(),
+        (None, Some(vmac)) => format!("{}@{}", vmac.name, i.interface),
+        (None, None) => i.interface.clone(),
+    }
+}
+
+/// `1 sec`, `100 milli-sec` (keepalived's own rendering: seconds for
+/// VRRPv2, milliseconds for VRRPv3) from a duration.
+fn advert_text(d: Duration, version: u8) -> String {
+    if version == 2 && d.subsec_millis() == 0 {
         format!("{} sec", d.as_secs())
     } else {
         format!("{} milli-sec", d.as_millis())
@@ -245,10 +428,19 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                 config::InitialState::Master => "MASTER".into(),
                 config::InitialState::Backup => "BACKUP".into(),
             },
-            interface: i.interface.clone(),
+            // keepalived's `Interface = vrrp.1, vmac on eth0[, xmit base i/f]`.
+            interface: match &i.vmac {
+                Some(v) => format!(
+                    "{}, vmac on {}{}",
+                    v.name,
+                    i.interface,
+                    if v.xmit_base { ", xmit base i/f" } else { "" }
+                ),
+                None => i.interface.clone(),
+            },
             vrid: i.vrid.to_string(),
             priority: i.priority.to_string(),
-            advert: advert_text(i.advert_interval),
+            advert: advert_text(i.advert_interval, i.version),
             preempt: if !i.preempt {
                 "disabled".into()
             } else if i.preempt_delay.is_zero() {
@@ -260,7 +452,11 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
             peers: i.unicast_peers.iter().map(ToString::to_string).collect(),
             auth: i.auth_pass.as_ref().map_or_else(String::new, |p| {
                 let p: String = p.chars().take(8).collect();
-                format!("PASS {p}")
+                match i.auth_type {
+                    config::AuthType::Pass => format!("PASS {p}"),
+                    // keepalived's dump does not print an AH key.
+                    config::AuthType::Ah => "AH".to_owned(),
+                }
             }),
             vips: i
                 .virtual_addresses
@@ -270,7 +466,7 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                     vip_text(
                         &v.address.to_string(),
                         v.prefix,
-                        v.dev.as_deref().unwrap_or(&i.interface),
+                        &vip_dev(i, v),
                         v.label.as_deref(),
                     )
                 })
@@ -283,7 +479,7 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                     vip_text(
                         &v.address.to_string(),
                         v.prefix,
-                        v.dev.as_deref().unwrap_or(&i.interface),
+                        &vip_dev(i, v),
                         v.label.as_deref(),
                     )
                 })
@@ -295,6 +491,55 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                 .map(|t| {
                     let reverse = if t.reverse { " reverse" } else { "" };
                     format!("{} weight {}{reverse}", t.name, t.weight)
+                })
+                .collect(),
+            routes: i
+                .virtual_routes
+                .iter()
+                .map(|r| {
+                    route_text(&RouteFacts {
+                        kind: format!("{:?}", r.kind).to_lowercase(),
+                        dst: prefix_text(&r.dst.address.to_string(), r.dst.len),
+                        src: r.src.map(|a| a.to_string()).unwrap_or_default(),
+                        via: r.via.iter().map(ToString::to_string).collect(),
+                        dev: r.dev.clone().unwrap_or_default(),
+                        table: r.table.to_string(),
+                        scope: r.scope.map(|s| s.to_string()).unwrap_or_default(),
+                        metric: r.metric.map(|m| m.to_string()).unwrap_or_default(),
+                        onlink: r.onlink,
+                        no_track: r.no_track,
+                    })
+                })
+                .collect(),
+            rules: i
+                .virtual_rules
+                .iter()
+                .map(|r| {
+                    let p = |p: Option<config::Prefix>| {
+                        p.filter(|p| p.len != 0)
+                            .map(|p| prefix_text(&p.address.to_string(), p.len))
+                            .unwrap_or_default()
+                    };
+                    let fwmark = r.fwmark.map_or_else(String::new, |(m, k)| match k {
+                        Some(k) => format!("{m:#x}/{k:#x}"),
+                        None => format!("{m:#x}"),
+                    });
+                    let action = match r.action {
+                        config::RuleAction::Table(t) => format!("table {t}"),
+                        other => format!("{other:?}").to_lowercase(),
+                    };
+                    rule_text(
+                        r.ipv6,
+                        r.invert,
+                        &p(r.from),
+                        &p(r.to),
+                        &r.priority.to_string(),
+                        &fwmark,
+                        r.iif.as_deref().unwrap_or_default(),
+                        r.oif.as_deref().unwrap_or_default(),
+                        &action,
+                        r.no_track,
+                    )
                 })
                 .collect(),
         };
@@ -378,6 +623,12 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                         "interface" => {
                             m.interfaces.insert(text.to_string());
                         }
+                        "routes" => {
+                            m.routes.insert(keepalived_route(text));
+                        }
+                        "rules" => {
+                            m.rules.insert(keepalived_rule(text));
+                        }
                         "track" => {
                             // `chk weight -30` (`... reverse`)
                             let mut words = text.splitn(3, ' ');
@@ -417,6 +668,7 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                     "Authentication type" => {
                         m.auth = match value {
                             "SIMPLE_PASSWORD" => "PASS".into(),
+                            "IPSEC_AH" => "AH".into(),
                             "none" => String::new(),
                             other => other.into(),
                         };
@@ -427,6 +679,8 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                     "Unicast Peer :" => list = "peer",
                     "Tracked scripts :" => list = "track",
                     "Tracked interfaces :" => list = "interface",
+                    "Virtual Routes :" => list = "routes",
+                    "Virtual Rules :" => list = "rules",
                     _ => {}
                 }
             }

@@ -43,6 +43,9 @@ struct Proto {
     advert_int: &'static str,
     interval: Duration,
     auth_pass: Option<&'static str>,
+    /// `auth_pass` is the key of keepalived's IPsec AH, not a password in
+    /// clear.
+    ah: bool,
 }
 
 /// VRRPv2 with a password: whole-second intervals.
@@ -51,6 +54,16 @@ const V2: Proto = Proto {
     advert_int: "1",
     interval: Duration::from_secs(1),
     auth_pass: Some("lbha-v2p"),
+    ah: false,
+};
+
+/// VRRPv2 with keepalived's `auth_type AH`.
+const V2_AH: Proto = Proto {
+    version: 2,
+    advert_int: "1",
+    interval: Duration::from_secs(1),
+    auth_pass: Some("lbha-ah1"),
+    ah: true,
 };
 
 /// VRRPv3 with a fast interval, to keep the tests short.
@@ -59,6 +72,7 @@ const V3: Proto = Proto {
     advert_int: "0.1",
     interval: Duration::from_millis(100),
     auth_pass: None,
+    ah: false,
 };
 
 impl Proto {
@@ -286,7 +300,9 @@ impl Group {
                 let states = scripts.state_log(&names[i]);
                 let mut instance = VrrpInstance::unicast(INSTANCE, interface(i), VRID, addr(i))
                     .priority(priority)
-                    .state(if i == 0 {
+                    // With AH both daemons start a non-owner BACKUP
+                    // whatever `state` says (and warn about MASTER).
+                    .state(if i == 0 && !proto.ah {
                         VrrpState::Master
                     } else {
                         VrrpState::Backup
@@ -298,8 +314,10 @@ impl Group {
                 for peer in (0..specs.len()).filter(|&p| p != i) {
                     instance = instance.unicast_peer(addr(peer));
                 }
-                if let Some(pass) = proto.auth_pass {
-                    instance = instance.auth_pass(pass);
+                match proto.auth_pass {
+                    Some(pass) if proto.ah => instance = instance.auth_ah(pass),
+                    Some(pass) => instance = instance.auth_pass(pass),
+                    None => {}
                 }
                 let config = KeepalivedConfig::new()
                     .global_def("script_user root")
@@ -701,6 +719,165 @@ fn lbha_master_keepalived_backup_v2() {
         [(Impl::Lbha, 150), (Impl::Keepalived, 100)],
     )
     .run();
+}
+
+/// keepalived's `auth_type AH` both ways: each side checks the other's
+/// HMAC-MD5 ICV and sequence numbers, and a restarted node (numbering
+/// from 1 again) learns the survivor's numbers as BACKUP before it
+/// preempts. keepalived starts BACKUP with AH (its `state MASTER` is
+/// cleared), and so does lbha.
+#[test]
+fn keepalived_master_lbha_backup_v2_ah() {
+    if !require_root() {
+        return;
+    }
+    Group::pair(
+        "keepalived_master_lbha_backup_v2_ah",
+        12,
+        V2_AH,
+        [(Impl::Keepalived, 150), (Impl::Lbha, 100)],
+    )
+    .run();
+}
+
+#[test]
+fn lbha_master_keepalived_backup_v2_ah() {
+    if !require_root() {
+        return;
+    }
+    Group::pair(
+        "lbha_master_keepalived_backup_v2_ah",
+        13,
+        V2_AH,
+        [(Impl::Lbha, 150), (Impl::Keepalived, 100)],
+    )
+    .run();
+}
+
+/// AH with different passwords: neither accepts the other's adverts. lbha
+/// (the lower priority) would go BACKUP for keepalived's adverts had it
+/// accepted them, and stays MASTER counting them as bad ICVs; keepalived
+/// logs lbha's as invalid. (`lower_prio_no_advert` keeps keepalived
+/// sending: without it a keepalived Master restarts its advert timer on
+/// every packet it reads, and lbha's, one a second, would silence it.)
+#[test]
+fn ah_with_another_password_is_refused_both_ways() {
+    if !require_root() {
+        return;
+    }
+    let group = Group::pair(
+        "ah_with_another_password_is_refused_both_ways",
+        14,
+        V2_AH,
+        [(Impl::Keepalived, 150), (Impl::Lbha, 100)],
+    );
+    let Group { mut nodes, .. } = group;
+    let keepalived = nodes[0]
+        .config
+        .replace("auth_pass lbha-ah1", "auth_pass lbha-ah2")
+        .replace(
+            "    advert_int 1\n",
+            "    advert_int 1\n    lower_prio_no_advert\n",
+        );
+    assert_ne!(keepalived, nodes[0].config);
+    nodes[0].config = keepalived;
+    nodes[0].start();
+    let lbha = Agent::start_with_status(&nodes[1].ns, &nodes[1].config).expect("lbha-agent");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let both = nodes[0].states.current().as_deref() == Some("MASTER")
+            && nodes[1].states.current().as_deref() == Some("MASTER");
+        let ka_refused = nodes[0].log().contains("invalid IPSEC HMAC-MD5 value");
+        let refused = lbha
+            .status()
+            .ok()
+            .map_or(0, |s| counter_sum(&s, "drop_ah_bad_icv"));
+        if both && ka_refused && refused >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "states {:?} / {:?}, lbha drop_ah_bad_icv {refused}, keepalived refused: {ka_refused}\n{:?}\n{}\n{}",
+            nodes[0].states.current(),
+            nodes[1].states.current(),
+            lbha.status(),
+            lbha.log(),
+            nodes[0].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = lbha.status().expect("status");
+    assert_eq!(counter_sum(&status, "adverts_accepted"), 0, "{status:#}");
+    assert_eq!(nodes[1].states.current().as_deref(), Some("MASTER"));
+}
+
+/// AH on the raw-socket receive path (no XDP at all): lbha, a backup in
+/// native TOML with `receive_path = "raw"`, follows keepalived's AH adverts
+/// and takes over when keepalived stops.
+#[test]
+fn ah_on_the_raw_socket_path() {
+    if !require_root() {
+        return;
+    }
+    let group = Group::pair(
+        "ah_on_the_raw_socket_path",
+        15,
+        V2_AH,
+        [(Impl::Keepalived, 150), (Impl::Lbha, 100)],
+    );
+    let Group { mut nodes, .. } = group;
+    let dir = lbha_tests::temp_dir("ah-raw").expect("temp dir");
+    let conf = dir.path().join("keepalived.conf");
+    std::fs::write(&conf, &nodes[1].config).expect("keepalived.conf");
+    let out = std::process::Command::new(lbha_tests::agent_bin())
+        .arg("import-keepalived")
+        .arg(&conf)
+        .output()
+        .expect("import-keepalived");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8(out.stdout).expect("UTF-8");
+    assert!(toml.contains("auth_type = \"ah\""), "{toml}");
+    let toml = toml.replace("receive_path = \"auto\"", "receive_path = \"raw\"");
+    assert!(toml.contains("receive_path = \"raw\""), "{toml}");
+    nodes[0].start();
+    let lbha = Agent::start_native(&nodes[1].ns, &toml).expect("lbha-agent");
+    let status = lbha.wait_status("BACKUP following keepalived's AH adverts", |s| {
+        counter_sum(s, "adverts_accepted") >= 3
+            && s["instances"][0]["state"].as_str() == Some("BACKUP")
+    });
+    assert_eq!(counter_sum(&status, "drop_ah_bad_icv"), 0, "{status:#}");
+    assert_eq!(
+        status["interfaces"][0]["receive_path"], "raw-socket",
+        "{status:#}"
+    );
+    let count = nodes[1].states.count();
+    nodes[0].kill(Kill::Sigterm);
+    nodes[1]
+        .states
+        .wait_for("MASTER", count, WAIT)
+        .unwrap_or_else(|e| panic!("lbha did not take over: {e:#}\n{}", lbha.log()));
+}
+
+/// The sum of every `name` counter anywhere in a status document.
+fn counter_sum(value: &serde_json::Value, name: &str) -> u64 {
+    match value {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                if k == name {
+                    v.as_u64().unwrap_or(0)
+                } else {
+                    counter_sum(v, name)
+                }
+            })
+            .sum(),
+        serde_json::Value::Array(items) => items.iter().map(|v| counter_sum(v, name)).sum(),
+        _ => 0,
+    }
 }
 
 #[test]

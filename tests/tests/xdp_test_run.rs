@@ -22,7 +22,7 @@ use lbha_common::{
     AdvertEvent, Counter, VridConfig,
     diag::BPF_LOG_TARGET,
     event::{ReceivePath, VridKey, change},
-    vrrp::{AUTH_NONE, AUTH_PASS, encode::Advert, encode::auth_data},
+    vrrp::{AUTH_AH, AUTH_NONE, AUTH_PASS, encode::Advert, encode::auth_data},
 };
 
 const XDP_DROP: u32 = 1;
@@ -48,6 +48,9 @@ const STRANGER: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 66);
 /// The v3 VRID whose adverts are accepted only from [`PEER`] and
 /// [`OTHER_PEER`] (its unicast peers, `check_unicast_src`).
 const PEERS_ONLY: u8 = 53;
+
+/// The v2 VRID configured with keepalived's `auth_type AH`.
+const AH_VRID: u8 = 54;
 
 /// Loads the program with VRID 51 as v2/PASS "secret", VRID 52 as v3 and
 /// VRID 53 ([`PEERS_ONLY`]) as v3 from its unicast peers only.
@@ -107,6 +110,10 @@ fn load_steady(diagnostics: Diagnostics, steady: SteadyAdverts) -> Option<Loaded
                 VridConfig::new(3, AUTH_NONE, [0; 8])
                     .with_allowed_ips(&[PEER.into(), OTHER_PEER.into()])
                     .expect("two peers"),
+            ),
+            (
+                VridKey::v4(AH_VRID),
+                VridConfig::new(2, AUTH_AH, auth_data(b"ahsecret")),
             ),
         ])
         .expect("VRID table written");
@@ -377,6 +384,61 @@ fn adverts_from_strangers_are_dropped_and_counted() {
     assert_eq!(bpf.counter(Counter::PassedNoAgent), 1);
 }
 
+/// keepalived's `auth_type AH`: the kernel cannot check the HMAC-MD5 ICV,
+/// so a well-formed AH advert is passed to the stack unmodified (for the
+/// agent's protocol-51 socket) and never queued, remembered or allowed
+/// to arm the silence timer; a malformed one is a counted drop.
+#[test]
+fn ah_adverts_are_passed_on_for_user_space_to_verify() {
+    let Some(mut bpf) = load() else { return };
+    let ah_frame_for = |vrid, seq| {
+        let advert = Advert {
+            version: 2,
+            vrid,
+            priority: 100,
+            interval_cs: 100,
+            auth_pass: None,
+            virtual_addrs: &VIPS,
+        };
+        let mut f = vec![
+            0x01, 0x00, 0x5e, 0x00, 0x00, 0x12, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
+        ];
+        f.extend_from_slice(&advert.ipv4_ah_packet(PEER, US, b"ahsecret", seq, 7, true));
+        f
+    };
+    let ah_frame = |seq| ah_frame_for(AH_VRID, seq);
+    for n in 1..=3 {
+        let f = ah_frame(n);
+        let (verdict, out) = bpf.run(&f);
+        assert_eq!(verdict, XDP_PASS, "AH advert {n}");
+        assert_eq!(out, f, "passed unmodified");
+        assert_eq!(bpf.counter(Counter::AhToUserSpace), u64::from(n));
+    }
+    assert!(bpf.drain().is_empty(), "nothing queued");
+    assert_eq!(bpf.tables.last_advert(VridKey::v4(AH_VRID)).unwrap(), None);
+    assert_eq!(bpf.counter(Counter::AdvertsAccepted), 0);
+
+    // An AH payload length keepalived never sends: dropped, counted.
+    let mut odd = ah_frame(4);
+    odd[14 + 20 + 1] = 5;
+    assert_eq!(bpf.run(&odd).0, XDP_DROP);
+    assert_eq!(bpf.counter(Counter::DropMalformedAh), 1);
+    // Cut inside the AH header (IP length kept): the same.
+    let cut = ah_frame(5)[..14 + 20 + 10].to_vec();
+    assert_eq!(bpf.run(&cut).0, XDP_DROP);
+    assert_eq!(bpf.counter(Counter::DropMalformedAh), 2);
+    // AH around something else: not ours.
+    let mut other = ah_frame(6);
+    other[14 + 20] = 6;
+    assert_eq!(bpf.run(&other).0, XDP_PASS);
+    // An AH advert for the PASS VRID: the configuration disagrees.
+    let pass_vrid = ah_frame_for(51, 7);
+    let before = bpf.counter(Counter::DropAuthMismatch);
+    assert_eq!(bpf.run(&pass_vrid).0, XDP_DROP);
+    assert_eq!(bpf.counter(Counter::DropAuthMismatch), before + 1);
+    assert_eq!(bpf.counter(Counter::AhToUserSpace), 3);
+}
+
 /// The kernel's silence timer and the fast path's "after silence" both
 /// count in the VRID's `down_timer_adverts` intervals, not a fixed three.
 #[test]
@@ -480,6 +542,9 @@ fn accepted_adverts_arrive_as_events_with_their_fields() {
             e.timestamp_ns
         );
     }
+    // Read through the map's shared mapping, as a backup does, not a
+    // lookup syscall per VRID.
+    assert!(bpf.tables.last_advert_mapped(), "LAST_ADVERT is mmapped");
     assert_eq!(bpf.tables.last_advert(VridKey::v4(51)).unwrap(), Some(a));
     assert_eq!(bpf.tables.last_advert(VridKey::v4(52)).unwrap(), Some(b));
     assert_eq!(bpf.tables.last_advert(VridKey::v4(53)).unwrap(), None);

@@ -66,6 +66,9 @@ pub struct BenchArgs {
     /// Scenario 6 only for lbha (native TOML), e.g. while tuning it.
     #[arg(long)]
     scale_lbha_only: bool,
+    /// Scenario 6 only at these sizes (VRIDs: 1, 255, 1020), e.g. `--scale-vrids 1020`.
+    #[arg(long, value_delimiter = ',')]
+    scale_vrids: Vec<u32>,
     /// Directory for results.json and results.md.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -1665,6 +1668,10 @@ pub fn run_bench(args: &BenchArgs, agent: &Path, dosim: &Path) -> Result<()> {
     if only(6) {
         let mut runs = Vec::new();
         for (interfaces, instances) in [(1u8, 1u8), (1, 255), (4, 255)] {
+            let vrids = u32::from(interfaces) * u32::from(instances);
+            if !args.scale_vrids.is_empty() && !args.scale_vrids.contains(&vrids) {
+                continue;
+            }
             for stack in [Stack::Keepalived, Stack::Lbha] {
                 if args.scale_lbha_only && stack != Stack::Lbha {
                     continue;

@@ -13,7 +13,9 @@
 //! breaks: a planned handover (`lbha-agent handover`) moves the IP lb1 ->
 //! lb2 and back, each step of it on the timeline, and the client's failures
 //! are counted apart: those in flight at the instant the route moved, and
-//! the others (an outage).
+//! the others (an outage). With `--keepalived-conf` lbha reads the
+//! keepalived stack's keepalived.conf instead of its native TOML (the
+//! floating IP, heartbeat and status socket as flags).
 
 use std::{
     path::Path,
@@ -26,7 +28,8 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 use lbha_lab::{
-    ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, RESERVED_IPV6, VIP6, droplet_id, wait_for,
+    ApiPath, Binaries, FLOATING_IP, Lab, LabOptions, RESERVED_IPV6, Stack, VIP6, droplet_id,
+    wait_for,
 };
 
 #[derive(clap::Args)]
@@ -64,6 +67,11 @@ pub struct LabArgs {
     /// `lbha-agent handover --release` on lb2 (heartbeat on).
     #[arg(long, conflicts_with = "dual_stack")]
     handover: bool,
+    /// Run lbha on the keepalived.conf of the keepalived stack
+    /// (`--keepalived-conf`, with `--floating-ip` and the `--heartbeat-*`
+    /// flags, as a migrated operator runs it) instead of its native TOML.
+    #[arg(long, conflicts_with = "vrrp_ipv6")]
+    keepalived_conf: bool,
 }
 
 /// One thing the lab does to the load balancers; returns lines for the
@@ -126,13 +134,18 @@ pub fn run_lab(args: &LabArgs, agent: &Path, dosim: &Path) -> Result<()> {
         dual_stack: args.dual_stack,
         vrrp_ipv6: args.vrrp_ipv6,
         heartbeat: args.handover,
+        stack: if args.keepalived_conf {
+            Stack::LbhaKeepalivedConf
+        } else {
+            Stack::Lbha
+        },
         ..LabOptions::default()
     };
     let bins = Binaries {
         agent: agent.to_owned(),
         dosim: dosim.to_owned(),
     };
-    println!("lab: building the topology");
+    println!("lab: building the topology (lbha: {})", opts.stack.name());
     let mut lab = Lab::start("lab", bins, opts)?;
     let mut client = lab.start_client(Duration::from_millis(args.request_ms));
     let mut client6 = args

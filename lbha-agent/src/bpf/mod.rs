@@ -1,5 +1,6 @@
 //! Loading and attaching the XDP program, and reading what it produces.
 
+mod last_advert;
 pub mod pin;
 pub mod variant;
 
@@ -19,6 +20,7 @@ use aya::{
     },
 };
 use aya_log::EbpfLogger;
+use last_advert::LastAdvertTable;
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, VridConfig, diag,
     event::{Family, VRID_SLOTS, VridKey},
@@ -32,8 +34,7 @@ pub use variant::Variant;
 /// The XDP object built by lbha-agent's build script from lbha-ebpf.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lbha"));
 
-/// Size of the EVENTS ring buffer, as declared in lbha-ebpf.
-pub(crate) const EVENTS_BYTES: u32 = 256 * 1024;
+pub(crate) use lbha_common::event::EVENTS_BYTES;
 
 /// How long the program keeps consuming adverts after the agent's last
 /// renewal: long enough to ride out a stalled runtime, short enough that a
@@ -211,7 +212,7 @@ fn load_with_pins(
     let tables = XdpTables {
         counters: PerCpuArray::try_from(take_map(&mut ebpf, "COUNTERS")?)
             .map_err(map_err("COUNTERS"))?,
-        last_advert: Arc::new(Mutex::new(
+        last_advert: Arc::new(LastAdvertTable::new(
             Array::try_from(take_map(&mut ebpf, "LAST_ADVERT")?).map_err(map_err("LAST_ADVERT"))?,
         )),
         vrid_config: Array::try_from(take_map(&mut ebpf, "VRID_CONFIG")?)
@@ -280,7 +281,7 @@ pub fn program_mut(ebpf: &mut Ebpf, variant: Variant) -> Result<&mut Xdp, BpfErr
 pub struct XdpTables {
     counters: PerCpuArray<MapData, u64>,
     /// Shared with status queries (see [`XdpTables::last_advert_reader`]).
-    last_advert: Arc<Mutex<Array<MapData, AdvertEvent>>>,
+    last_advert: Arc<LastAdvertTable>,
     vrid_config: Array<MapData, VridConfig>,
     lease: Lease,
 }
@@ -352,7 +353,13 @@ impl XdpTables {
 
     /// The last advert accepted for `key`, if any.
     pub fn last_advert(&self, key: VridKey) -> Result<Option<AdvertEvent>, BpfError> {
-        read_last_advert(&self.last_advert, key)
+        self.last_advert.get(key)
+    }
+
+    /// Whether [`Self::last_advert`] reads a shared mapping of the map
+    /// (no syscall) rather than looking entries up.
+    pub fn last_advert_mapped(&self) -> bool {
+        self.last_advert.mapped()
     }
 
     /// A handle reading [`Self::last_advert`] from elsewhere (status), valid
@@ -361,20 +368,8 @@ impl XdpTables {
         &self,
     ) -> impl Fn(VridKey) -> Option<AdvertEvent> + Send + Sync + 'static {
         let map = Arc::clone(&self.last_advert);
-        move |key| read_last_advert(&map, key).ok().flatten()
+        move |key| map.get(key).ok().flatten()
     }
-}
-
-fn read_last_advert(
-    map: &Mutex<Array<MapData, AdvertEvent>>,
-    key: VridKey,
-) -> Result<Option<AdvertEvent>, BpfError> {
-    // A poisoned lock still guards a usable map handle.
-    let map = map
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let event = map.get(&key.index(), 0).map_err(map_err("LAST_ADVERT"))?;
-    Ok((event.timestamp_ns != 0).then_some(event))
 }
 
 /// A snapshot of the packet counters, indexed by [`Counter`].
@@ -770,9 +765,11 @@ mod tests {
             );
         }
 
-        // A second load (a restarted agent) reuses the pinned maps.
+        // A second load (a restarted agent) reuses the pinned maps, the
+        // mmapable LAST_ADVERT (whose flags are part of its shape) too.
         let counters = map_id(&pins, "COUNTERS");
-        let (_second, _, _) = load_with_pins(
+        let last_advert = map_id(&pins, "LAST_ADVERT");
+        let (_second, _, second_tables) = load_with_pins(
             Some(&pins),
             Variant::Full,
             Diagnostics::Off,
@@ -780,6 +777,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(map_id(&pins, "COUNTERS"), counters);
+        assert_eq!(map_id(&pins, "LAST_ADVERT"), last_advert);
+        assert!(second_tables.last_advert_mapped());
 
         // A pin of another shape (another lbha version) is replaced.
         std::fs::remove_file(pins.map_path("COUNTERS")).unwrap();

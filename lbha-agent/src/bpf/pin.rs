@@ -24,7 +24,7 @@ use std::{
 use aya::maps::{MapInfo, MapType};
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, VridConfig,
-    event::{SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS},
+    event::{LAST_ADVERT_MAP_FLAGS, SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS},
 };
 use thiserror::Error;
 
@@ -69,6 +69,7 @@ pub(super) struct MapShape {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    pub flags: u32,
 }
 
 pub(super) const MAP_SHAPES: [MapShape; 6] = [
@@ -78,6 +79,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 4,
         value_size: size_of::<VridConfig>() as u32,
         max_entries: VRID_SLOTS,
+        flags: 0,
     },
     MapShape {
         name: "LAST_ADVERT",
@@ -85,6 +87,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 4,
         value_size: size_of::<AdvertEvent>() as u32,
         max_entries: VRID_SLOTS,
+        flags: LAST_ADVERT_MAP_FLAGS,
     },
     MapShape {
         name: "COUNTERS",
@@ -92,6 +95,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 4,
         value_size: 8,
         max_entries: Counter::COUNT,
+        flags: 0,
     },
     MapShape {
         name: "EVENTS",
@@ -99,6 +103,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 0,
         value_size: 0,
         max_entries: EVENTS_BYTES,
+        flags: 0,
     },
     MapShape {
         name: "SILENCE_TIMERS",
@@ -106,6 +111,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 4,
         value_size: SILENCE_TIMER_VALUE_SIZE,
         max_entries: VRID_SLOTS,
+        flags: 0,
     },
     MapShape {
         name: "AGENT_LEASE",
@@ -113,6 +119,7 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         key_size: 4,
         value_size: size_of::<AgentLease>() as u32,
         max_entries: 1,
+        flags: 0,
     },
 ];
 
@@ -130,6 +137,7 @@ impl MapShape {
             && info.key_size() == self.key_size
             && info.value_size() == self.value_size
             && info.max_entries() == self.max_entries
+            && info.map_flags() == self.flags
     }
 }
 

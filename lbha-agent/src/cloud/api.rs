@@ -1628,7 +1628,9 @@ mod tests {
             action_errors: Some(ALWAYS),
             ..FaultsUpdate::default()
         });
-        let short = client_within(&sim, Duration::from_millis(400));
+        // Long enough for a second attempt even when a loaded machine
+        // (CI: the first POST alone timed out at 400 ms) is slow to answer.
+        let short = client_within(&sim, Duration::from_millis(1500));
         let before = sim.assign_actions();
         let err = short
             .assign_and_wait(IP, OUR_DROPLET, || true)

@@ -238,6 +238,7 @@ impl FollowerSetup {
         Follower {
             api: self.api.clone(),
             operation_deadline: self.settings.operation_deadline,
+            peer_droplet_id: self.settings.peer_droplet_id,
             mastership: Arc::new(Mastership {
                 instance: self.instance,
                 view,
@@ -258,6 +259,8 @@ pub struct Follower {
     /// The managers' API client (a planned handover assigns through it).
     pub api: ApiClient,
     pub operation_deadline: Duration,
+    /// The configured peer droplet id (`peer_droplet_id`), for a handover.
+    pub peer_droplet_id: Option<u64>,
     pub mastership: Arc<Mastership>,
     /// The floating IPv4's manager, when one is configured.
     pub ipv4: Option<AddressFollower>,

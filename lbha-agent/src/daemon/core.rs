@@ -16,11 +16,14 @@ use crate::{
         script::ScriptPolicy,
     },
     heartbeat::{self, PeerTable, wire::PeerState},
+    recv::ah::AhCounters,
     status::Telemetry,
     vrrp::{
         driver::{Commands, vrid_key},
         link, notify,
+        notify_fifo::NotifyFifos,
         sync::SyncHub,
+        track_file,
     },
 };
 
@@ -32,38 +35,53 @@ pub(super) struct CoreSetup {
     config: Config,
     policy: ScriptPolicy,
     follower: Option<FollowerSetup>,
+    track_files: track_file::Prepared,
 }
 
 impl CoreSetup {
     /// Blocks: call from the blocking pool.
-    fn prepare(config: Config) -> Result<Self, DaemonError> {
+    fn prepare(config: Config, reload: bool) -> Result<Self, DaemonError> {
         let policy = ScriptPolicy::new(
             config.global.script_security,
             config.global.script_user.as_deref(),
             config.global.script_group.as_deref(),
         )?;
         let follower = FollowerSetup::prepare(&config)?;
+        let track_files = track_file::Prepared::new(&config.track_files, reload);
         Ok(Self {
             config,
             policy,
             follower,
+            track_files,
         })
     }
 
     /// Prepares on the blocking pool.
-    pub async fn prepare_off_thread(config: &Config) -> Result<Self, DaemonError> {
+    pub async fn prepare_off_thread(config: &Config, reload: bool) -> Result<Self, DaemonError> {
         let config = config.clone();
-        tokio::task::spawn_blocking(move || Self::prepare(config))
+        tokio::task::spawn_blocking(move || Self::prepare(config, reload))
             .await
             .map_err(|e| DaemonError::Startup(e.to_string()))?
     }
 
     /// Starts the tasks; cannot fail.
-    pub fn start(self, telemetry: &Telemetry, link: &HeartbeatLink) -> Core {
+    /// The script policy the configuration's scripts run with.
+    pub fn policy(&self) -> &ScriptPolicy {
+        &self.policy
+    }
+
+    /// Starts the tasks; cannot fail. `fifos`: the daemon's notify FIFOs.
+    pub fn start(
+        self,
+        telemetry: &Telemetry,
+        link: &HeartbeatLink,
+        fifos: &Arc<NotifyFifos>,
+    ) -> Core {
         let Self {
             config,
             policy,
             follower,
+            track_files,
         } = self;
         let follower = follower.map(FollowerSetup::start);
         // A reload may have dropped an address: its report goes with it.
@@ -129,8 +147,13 @@ impl CoreSetup {
                 followed,
             ))
         });
-        let sync = (!config.sync_groups.is_empty())
-            .then(|| Arc::new(SyncHub::new(&config.sync_groups, notify_tx.clone())));
+        let sync = (!config.sync_groups.is_empty()).then(|| {
+            Arc::new(SyncHub::new(
+                &config.sync_groups,
+                notify_tx.clone(),
+                fifos.clone(),
+            ))
+        });
         Core {
             checks,
             sync,
@@ -138,10 +161,13 @@ impl CoreSetup {
             notify_queue,
             follower,
             links: link::watch_links(interfaces),
+            files: track_files.start(),
+            fifos: fifos.clone(),
             local: link.local.clone(),
             peers: link.peers.clone(),
             feeder,
             commands: Commands::default(),
+            ah_counters: AhCounters::default(),
         }
     }
 }
@@ -154,11 +180,18 @@ pub(super) struct Core {
     notify_queue: tokio::task::JoinHandle<()>,
     follower: Option<Follower>,
     pub links: watch::Receiver<link::LinkStates>,
+    /// The track files' values (`track_file`).
+    pub files: watch::Receiver<track_file::FileValues>,
+    pub fifos: Arc<NotifyFifos>,
     pub local: heartbeat::Local,
     pub peers: Option<watch::Receiver<PeerTable>>,
     feeder: Option<tokio::task::JoinHandle<()>>,
     /// Requests for the running instances (`lbha-agent handover`).
     pub commands: Commands,
+    /// The AH instances' sequence counters by instance name: an instance
+    /// restarted by a reload goes on numbering where it was, as
+    /// keepalived's does, so its peers do not refuse its adverts.
+    pub ah_counters: AhCounters,
 }
 
 /// What the daemon's heartbeat (which outlives a core) shares with it.
@@ -253,6 +286,7 @@ impl Core {
             mastership: f.mastership.clone(),
             api: f.api.clone(),
             operation_deadline: f.operation_deadline,
+            peer_droplet_id: f.peer_droplet_id,
             ips,
         })
     }

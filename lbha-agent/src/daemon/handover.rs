@@ -62,6 +62,9 @@ pub struct Facts {
     pub peers: Vec<PeerFacts>,
     /// Our droplet id, when the floating-IP manager knows it.
     pub our_droplet: Option<u64>,
+    /// The peer's droplet id as configured (`peer_droplet_id`,
+    /// `--do-peer-droplet-id`): used when its heartbeat carries none.
+    pub configured_peer_droplet: Option<u64>,
 }
 
 /// The peer a handover goes to.
@@ -70,8 +73,28 @@ pub struct Target {
     pub heartbeat: SocketAddr,
     pub address: IpAddr,
     pub droplet_id: u64,
+    /// Where [`Self::droplet_id`] came from, for the progress line.
+    pub droplet_from: DropletSource,
     pub priority: u8,
     pub age: Duration,
+}
+
+/// Where the peer's droplet id came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropletSource {
+    /// The peer's heartbeat (and the configuration agrees, if it says).
+    Heartbeat,
+    /// The configuration: the heartbeat carried none.
+    Config,
+}
+
+impl DropletSource {
+    fn describe(self) -> &'static str {
+        match self {
+            DropletSource::Heartbeat => "from its heartbeat",
+            DropletSource::Config => "from the configuration",
+        }
+    }
 }
 
 /// Why a handover was refused; nothing was changed.
@@ -86,7 +109,7 @@ pub enum Refusal {
     #[error("instance {instance} is {state}, not MASTER: only the Master hands over")]
     NotMaster { instance: String, state: String },
     #[error(
-        "no [heartbeat] is configured: a Backup sends no adverts, so only the heartbeat shows whether the peer is Backup and healthy"
+        "no heartbeat is configured ([heartbeat], --heartbeat-listen): a Backup sends no adverts, so only the heartbeat shows whether the peer is Backup and healthy (a configured peer droplet id does not)"
     )]
     NoHeartbeat,
     #[error("no peer matches --to {0}")]
@@ -101,8 +124,18 @@ pub enum Refusal {
     NotBackup { peer: String, state: String },
     #[error("peer {peer} is not healthy (its checks fail, or its priority is 0)")]
     Unhealthy { peer: String },
-    #[error("peer {0} does not know its droplet id yet (its metadata look-up failed?)")]
+    #[error(
+        "peer {0}'s heartbeat carries no droplet id (its metadata look-up failed?) and none is configured (`peer_droplet_id` in [floating_ip], --do-peer-droplet-id)"
+    )]
     DropletUnknown(String),
+    #[error(
+        "peer {peer} reports droplet {heartbeat} over the heartbeat, but the configuration says droplet {configured} (`peer_droplet_id`, --do-peer-droplet-id): fix whichever is wrong"
+    )]
+    DropletMismatch {
+        peer: String,
+        heartbeat: u64,
+        configured: u64,
+    },
     #[error("peer {peer} reports our own droplet id {droplet}")]
     SameDroplet { peer: String, droplet: u64 },
     #[error("a handover is already running")]
@@ -118,15 +151,42 @@ fn state_name(state: PeerState) -> &'static str {
     }
 }
 
+/// The peer's droplet id: from its heartbeat (0: it sent none) or else
+/// from the configuration; when both say, they must agree (one of them is
+/// wrong, and assigning to the wrong droplet would take the IP away from
+/// both load balancers). Pure.
+pub fn peer_droplet(
+    peer: &str,
+    heartbeat: u64,
+    configured: Option<u64>,
+) -> Result<(u64, DropletSource), Refusal> {
+    match (heartbeat, configured) {
+        (0, None) => Err(Refusal::DropletUnknown(peer.to_owned())),
+        (0, Some(id)) => Ok((id, DropletSource::Config)),
+        (id, None) => Ok((id, DropletSource::Heartbeat)),
+        (id, Some(configured)) if id == configured => Ok((id, DropletSource::Heartbeat)),
+        (id, Some(configured)) => Err(Refusal::DropletMismatch {
+            peer: peer.to_owned(),
+            heartbeat: id,
+            configured,
+        }),
+    }
+}
+
 /// Whether `to` names this peer: its heartbeat address (with or without
-/// the port), its VRRP address, or its droplet id.
-fn names(peer: &PeerFacts, to: &str) -> bool {
+/// the port), its VRRP address, or its droplet id (its heartbeat's, else
+/// `configured`).
+fn names(peer: &PeerFacts, configured: Option<u64>, to: &str) -> bool {
     let to = to.trim();
+    let droplet = match peer.droplet_id {
+        0 => configured,
+        id => Some(id),
+    };
     to == peer.heartbeat.to_string()
         || to.parse::<IpAddr>().is_ok_and(|ip| {
             ip == peer.heartbeat.ip() || peer.record.is_some_and(|r| r.address == ip)
         })
-        || (peer.droplet_id != 0 && to.parse::<u64>() == Ok(peer.droplet_id))
+        || droplet.is_some_and(|id| to.parse::<u64>() == Ok(id))
 }
 
 /// Which peer the handover goes to, or why there is none. Pure.
@@ -156,7 +216,7 @@ pub fn choose(facts: &Facts, to: Option<&str>) -> Result<Target, Refusal> {
         Some(to) => facts
             .peers
             .iter()
-            .find(|p| names(p, to))
+            .find(|p| names(p, facts.configured_peer_droplet, to))
             .ok_or_else(|| Refusal::UnknownPeer(to.to_owned()))?,
         None => match reporting.as_slice() {
             [] => return Err(Refusal::NoPeer(facts.instance.clone())),
@@ -186,19 +246,19 @@ pub fn choose(facts: &Facts, to: Option<&str>) -> Result<Target, Refusal> {
     if !record.healthy || record.priority == 0 {
         return Err(Refusal::Unhealthy { peer: name });
     }
-    if peer.droplet_id == 0 {
-        return Err(Refusal::DropletUnknown(name));
-    }
-    if facts.our_droplet == Some(peer.droplet_id) {
+    let (droplet_id, droplet_from) =
+        peer_droplet(&name, peer.droplet_id, facts.configured_peer_droplet)?;
+    if facts.our_droplet == Some(droplet_id) {
         return Err(Refusal::SameDroplet {
             peer: name,
-            droplet: peer.droplet_id,
+            droplet: droplet_id,
         });
     }
     Ok(Target {
         heartbeat: peer.heartbeat,
         address: record.address,
-        droplet_id: peer.droplet_id,
+        droplet_id,
+        droplet_from,
         priority: record.priority,
         age: peer.age,
     })
@@ -224,6 +284,8 @@ pub struct Cloud {
     pub mastership: Arc<Mastership>,
     pub api: ApiClient,
     pub operation_deadline: Duration,
+    /// The configured peer droplet id (`peer_droplet_id`).
+    pub peer_droplet_id: Option<u64>,
     /// The floating IPv4, and the reserved IPv6 when it follows the same
     /// instance, each with its manager's status.
     pub ips: Vec<(IpAddr, watch::Receiver<FloatingIpStatus>)>,
@@ -340,6 +402,7 @@ async fn hand_over(instance: &str, request: &HandoverRequest, ctx: Context, step
             .cloud
             .as_ref()
             .and_then(|c| c.ips[0].1.borrow().droplet_id),
+        configured_peer_droplet: ctx.cloud.as_ref().and_then(|c| c.peer_droplet_id),
     };
     let target = match choose(&facts, request.to.as_deref()) {
         Ok(target) => target,
@@ -357,9 +420,10 @@ async fn hand_over(instance: &str, request: &HandoverRequest, ctx: Context, step
     };
     let droplet = target.droplet_id;
     steps.say(&format!(
-        "instance {instance} is MASTER; peer {} (VRRP {}, droplet {droplet}) is BACKUP and healthy at priority {}, heard {} ms ago",
+        "instance {instance} is MASTER; peer {} (VRRP {}, droplet {droplet} {}) is BACKUP and healthy at priority {}, heard {} ms ago",
         target.heartbeat,
         target.address,
+        target.droplet_from.describe(),
         target.priority,
         target.age.as_millis()
     ));
@@ -540,6 +604,7 @@ mod tests {
             heartbeat: true,
             peers: vec![peer(PeerState::Backup)],
             our_droplet: Some(OUR_DROPLET),
+            configured_peer_droplet: None,
         }
     }
 
@@ -549,6 +614,7 @@ mod tests {
             heartbeat: PEER.parse().unwrap(),
             address: std::net::Ipv4Addr::new(10, 0, 0, 12).into(),
             droplet_id: PEER_DROPLET,
+            droplet_from: DropletSource::Heartbeat,
             priority: 100,
             age: Duration::from_millis(120),
         };
@@ -641,6 +707,78 @@ mod tests {
             refused(|f| f.our_droplet = Some(PEER_DROPLET), None),
             Refusal::SameDroplet { .. }
         ));
+    }
+
+    #[test]
+    fn the_peer_droplet_comes_from_the_heartbeat_or_the_config() {
+        let resolve = |heartbeat, configured| peer_droplet(PEER, heartbeat, configured);
+        assert_eq!(
+            resolve(1002, None),
+            Ok((1002, DropletSource::Heartbeat)),
+            "heartbeat only"
+        );
+        assert_eq!(
+            resolve(0, Some(1002)),
+            Ok((1002, DropletSource::Config)),
+            "config only"
+        );
+        assert_eq!(
+            resolve(1002, Some(1002)),
+            Ok((1002, DropletSource::Heartbeat)),
+            "both, equal"
+        );
+        assert_eq!(
+            resolve(1002, Some(1003)),
+            Err(Refusal::DropletMismatch {
+                peer: PEER.into(),
+                heartbeat: 1002,
+                configured: 1003
+            }),
+            "both, different"
+        );
+        assert_eq!(resolve(0, None), Err(Refusal::DropletUnknown(PEER.into())));
+        let message = resolve(1002, Some(1003)).unwrap_err().to_string();
+        assert!(
+            message.contains("1002")
+                && message.contains("1003")
+                && message.contains("peer_droplet_id"),
+            "{message}"
+        );
+    }
+
+    /// Through [`choose`]: a peer whose heartbeat has no droplet id is
+    /// handed over to with the configured one (and named by it); one that
+    /// disagrees with the configuration is refused; without a heartbeat a
+    /// configured id changes nothing (the peer's health is unknown).
+    #[test]
+    fn choose_uses_the_configured_peer_droplet() {
+        let mut f = facts();
+        f.peers[0].droplet_id = 0;
+        f.configured_peer_droplet = Some(PEER_DROPLET);
+        let target = choose(&f, None).expect("configured droplet");
+        assert_eq!(target.droplet_id, PEER_DROPLET);
+        assert_eq!(target.droplet_from, DropletSource::Config);
+        assert_eq!(
+            choose(&f, Some("1002")).map(|t| t.droplet_id),
+            Ok(PEER_DROPLET)
+        );
+
+        f.peers[0].droplet_id = PEER_DROPLET;
+        f.configured_peer_droplet = Some(1003);
+        assert!(matches!(
+            choose(&f, None),
+            Err(Refusal::DropletMismatch { .. })
+        ));
+
+        f.configured_peer_droplet = Some(PEER_DROPLET);
+        f.heartbeat = false;
+        f.peers.clear();
+        let refusal = choose(&f, None).unwrap_err();
+        assert_eq!(refusal, Refusal::NoHeartbeat);
+        assert!(
+            refusal.to_string().contains("sends no adverts"),
+            "{refusal}"
+        );
     }
 
     #[test]

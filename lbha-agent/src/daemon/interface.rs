@@ -4,19 +4,23 @@
 use lbha_common::{
     VridConfig,
     event::{DEFAULT_DOWN_TIMER_ADVERTS, MAX_ALLOWED_SOURCES, TooManySources},
-    vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
+    vrrp::{AUTH_AH, AUTH_NONE, AUTH_PASS, encode::auth_data},
 };
 use tokio::sync::watch;
 
 use super::{DaemonError, core::Core};
 use crate::{
     config::{self, Config},
-    recv::{AdvertReceiver, Opened, SteadyAdverts},
+    recv::{
+        AdvertReceiver, Opened, SteadyAdverts,
+        ah::{AhCounter, AhVerifier, counter_for},
+    },
     status::{InstanceStatus, Telemetry},
     sys::iface::{interface_ipv4, interface_ipv6_link_local_except},
     vrrp::{
         driver::{InstanceRuntime, InterfaceTask, Shared, TrackRefs, vrid_key},
         net::{Addresses, AdvertSender, AdvertSocket, Batch},
+        vmac::{RpFilter, Vmac},
     },
 };
 
@@ -31,7 +35,11 @@ const _: () = assert!(config::DEFAULT_DOWN_TIMER_ADVERTS == DEFAULT_DOWN_TIMER_A
 pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonError> {
     let base = match &instance.auth_pass {
         Some(pass) if instance.version == 2 => {
-            VridConfig::new(2, AUTH_PASS, auth_data(pass.as_bytes()))
+            let auth_type = match instance.auth_type {
+                config::AuthType::Pass => AUTH_PASS,
+                config::AuthType::Ah => AUTH_AH,
+            };
+            VridConfig::new(2, auth_type, auth_data(pass.as_bytes()))
         }
         _ => VridConfig::new(instance.version, AUTH_NONE, [0; 8]),
     };
@@ -46,6 +54,21 @@ pub fn vrid_config(instance: &config::Instance) -> Result<VridConfig, DaemonErro
             instance: instance.name.clone(),
             peers,
         })
+}
+
+/// An instance's AH key, when it uses keepalived's `auth_type AH`
+/// (VRRPv2 over IPv4 with a password).
+pub fn ah_key(instance: &config::Instance) -> Option<[u8; 8]> {
+    match &instance.auth_pass {
+        Some(pass)
+            if instance.auth_type == config::AuthType::Ah
+                && instance.version == 2
+                && instance.family() == config::Family::V4 =>
+        {
+            Some(auth_data(pass.as_bytes()))
+        }
+        _ => None,
+    }
 }
 
 /// How an instance's tracked checks weigh: (check state slot, weight,
@@ -74,10 +97,37 @@ fn track_refs(config: &Config, instance: &config::Instance) -> Result<TrackRefs,
     Ok(refs)
 }
 
+/// An instance's track files with their weights resolved; one naming no
+/// `[[track_file]]` (validation refuses that) weighs nothing.
+fn file_refs(config: &Config, instance: &config::Instance) -> Vec<(String, i32, bool)> {
+    instance
+        .track_files
+        .iter()
+        .filter_map(|t| {
+            let file = config.track_files.iter().find(|f| f.name == t.name)?;
+            let (weight, reverse) = t.resolve(file);
+            Some((t.name.clone(), weight, reverse))
+        })
+        .collect()
+}
+
 /// The instances of one interface, running in their own task.
 pub(super) struct Group {
     shutdown: watch::Sender<bool>,
     pub task: tokio::task::JoinHandle<()>,
+    /// The `use_vmac` macvlans created for these instances, deleted when
+    /// they stop.
+    vmacs: Vec<Vmac>,
+    /// keepalived's `all.rp_filter` change for them.
+    rp_filter: Option<RpFilter>,
+    addresses: Addresses,
+}
+
+/// An interface's receive path, loaded (the XDP verifier has run) with no
+/// instance started yet: see [`Group::load`].
+pub struct LoadedPath {
+    instances: Vec<config::Instance>,
+    opened: Opened,
 }
 
 impl Group {
@@ -88,6 +138,13 @@ impl Group {
         addresses: &Addresses,
         telemetry: &Telemetry,
     ) -> Result<Self, DaemonError> {
+        let path = Self::load(config, interface).await?;
+        Self::start_loaded(config, interface, path, core, addresses, telemetry).await
+    }
+
+    /// Loads `interface`'s receive path (the XDP program, verified and
+    /// attached, or the raw socket) for its instances, starting none.
+    pub async fn load(config: &Config, interface: &str) -> Result<LoadedPath, DaemonError> {
         let instances: Vec<config::Instance> = super::reload::instances_on(config, interface)
             .into_iter()
             .cloned()
@@ -116,7 +173,103 @@ impl Group {
             .await
             .map_err(|e| DaemonError::Startup(e.to_string()))??
         };
+        Ok(LoadedPath { instances, opened })
+    }
+
+    /// Creates the instances' `use_vmac` macvlans and starts the instances
+    /// of a loaded interface.
+    pub async fn start_loaded(
+        config: &Config,
+        interface: &str,
+        path: LoadedPath,
+        core: &Core,
+        addresses: &Addresses,
+        telemetry: &Telemetry,
+    ) -> Result<Self, DaemonError> {
+        let LoadedPath { instances, opened } = path;
+        // The macvlans first: the instances' sockets bind to them. `all`'s
+        // rp_filter before them, or they would be raised with the others.
+        let rp_filter = instances
+            .iter()
+            .any(|i| i.vmac.is_some())
+            .then(RpFilter::clear);
+        let mut vmacs = Vec::new();
+        for instance in &instances {
+            let Some(vmac) = &instance.vmac else { continue };
+            match Vmac::create(
+                addresses.handle(),
+                &vmac.name,
+                interface,
+                instance.virtual_mac(),
+            )
+            .await
+            {
+                Ok(created) => {
+                    tracing::info!(instance = %instance.name, vmac = %vmac.name, interface, "VRRP virtual MAC interface created");
+                    vmacs.push(created);
+                }
+                Err(source) => {
+                    remove_all(vmacs, addresses).await;
+                    if let Some(saved) = rp_filter {
+                        saved.restore();
+                    }
+                    return Err(DaemonError::Vmac {
+                        instance: instance.name.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        match Self::start_instances(
+            config, interface, instances, opened, core, addresses, telemetry,
+        ) {
+            Ok((shutdown, task)) => Ok(Self {
+                shutdown,
+                task,
+                vmacs,
+                rp_filter,
+                addresses: addresses.clone(),
+            }),
+            Err(error) => {
+                remove_all(vmacs, addresses).await;
+                if let Some(saved) = rp_filter {
+                    saved.restore();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    fn start_instances(
+        config: &Config,
+        interface: &str,
+        instances: Vec<config::Instance>,
+        opened: Opened,
+        core: &Core,
+        addresses: &Addresses,
+        telemetry: &Telemetry,
+    ) -> Result<(watch::Sender<bool>, tokio::task::JoinHandle<()>), DaemonError> {
         let Opened { receiver, choice } = opened;
+        // One sequence counter per AH instance, shared by its sender and
+        // the AH socket, as keepalived keeps one for both.
+        let ah_counters: Vec<Option<AhCounter>> = instances
+            .iter()
+            .map(|i| ah_key(i).map(|_| counter_for(&core.ah_counters, &i.name)))
+            .collect();
+        let verifiers = instances
+            .iter()
+            .zip(&ah_counters)
+            .filter_map(|(i, counter)| {
+                Some(AhVerifier {
+                    vrid: i.vrid,
+                    config: vrid_config(i).ok()?,
+                    key: ah_key(i)?,
+                    unicast: !i.unicast_peers.is_empty(),
+                    counter: counter.clone()?,
+                })
+            })
+            .collect();
+        let receiver = receiver.with_ah(interface, verifiers)?;
         tracing::info!(
             interface,
             receive_path = receiver.path_name(),
@@ -142,7 +295,7 @@ impl Group {
                 source,
             })?;
         let mut runtimes = Vec::new();
-        for instance in &instances {
+        for (instance, ah_counter) in instances.iter().zip(ah_counters) {
             let net_err = |source| DaemonError::Net {
                 instance: instance.name.clone(),
                 source,
@@ -168,7 +321,17 @@ impl Group {
                         .into()
                 }
             };
-            let sender = AdvertSender::new(src, &instance.unicast_peers);
+            let mut sender = AdvertSender::new(src, &instance.unicast_peers);
+            // `use_vmac` without `vmac_xmit_base`: from the macvlan, so
+            // from the virtual MAC, with the base interface's address as
+            // source (keepalived's too: the macvlan has no address).
+            if instance.send_interface() != interface {
+                let own = AdvertSocket::open(instance.send_interface(), false).map_err(net_err)?;
+                sender = sender.with_socket(own);
+            }
+            if let (Some(key), Some(counter)) = (ah_key(instance), &ah_counter) {
+                sender = sender.with_ah(key, counter.clone());
+            }
             telemetry.add_instance(InstanceStatus {
                 name: instance.name.clone(),
                 interface: instance.interface.clone(),
@@ -179,11 +342,11 @@ impl Group {
                 configured_priority: instance.priority,
                 ..InstanceStatus::default()
             });
-            runtimes.push(InstanceRuntime::new(
-                instance.clone(),
-                sender,
-                track_refs(config, instance)?,
-            ));
+            let mut runtime =
+                InstanceRuntime::new(instance.clone(), sender, track_refs(config, instance)?)
+                    .with_files(file_refs(config, instance));
+            runtime.ah = ah_counter;
+            runtimes.push(runtime);
         }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (commands_tx, commands) = tokio::sync::mpsc::unbounded_channel();
@@ -203,6 +366,8 @@ impl Group {
                 notify: core.notify_tx.clone(),
                 checks: core.check_states(),
                 links: core.links.clone(),
+                files: core.files.clone(),
+                fifos: core.fifos.clone(),
                 shutdown: shutdown_rx,
                 mastership: core.mastership(),
                 floating_ip_status: core.floating_ip_status(),
@@ -215,16 +380,26 @@ impl Group {
             wakeups: 0,
             counters_published_ns: 0,
         };
-        Ok(Self {
-            shutdown,
-            task: tokio::spawn(task.run()),
-        })
+        Ok((shutdown, tokio::spawn(task.run())))
     }
 
-    /// Stops the instances (a master resigns) and waits for them.
+    /// Stops the instances (a master resigns) and waits for them, then
+    /// deletes their macvlans.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+        remove_all(self.vmacs, &self.addresses).await;
+        if let Some(saved) = self.rp_filter {
+            saved.restore();
+        }
+    }
+}
+
+async fn remove_all(vmacs: Vec<Vmac>, addresses: &Addresses) {
+    for vmac in vmacs {
+        let name = vmac.name.clone();
+        vmac.remove(addresses.handle()).await;
+        tracing::info!(vmac = %name, "VRRP virtual MAC interface removed");
     }
 }
 

@@ -29,12 +29,15 @@ use self::{
 use crate::{
     cloud::FollowError,
     config::{Config, ConfigErrors, Diagnostic, Loaded},
-    health::script::ScriptError,
+    health::script::{ScriptError, ScriptPolicy},
     heartbeat,
     preflight::{self, Held},
     recv::ReceiveError,
     status::{self, Telemetry},
-    vrrp::net::{Addresses, NetError},
+    vrrp::{
+        net::{Addresses, NetError},
+        notify_fifo::NotifyFifos,
+    },
 };
 
 #[derive(Debug, Error)]
@@ -51,6 +54,12 @@ pub enum DaemonError {
     },
     #[error("opening the netlink connection")]
     Netlink(#[source] std::io::Error),
+    #[error("instance {instance}: use_vmac")]
+    Vmac {
+        instance: String,
+        #[source]
+        source: crate::vrrp::vmac::VmacError,
+    },
     #[error("instance {instance} tracks unknown check {check}")]
     UnknownCheck { instance: String, check: String },
     #[error(
@@ -166,6 +175,9 @@ struct Daemon {
     groups: BTreeMap<String, Group>,
     addresses: Addresses,
     telemetry: Telemetry,
+    /// keepalived's notify FIFOs: open for the daemon's life, reopened only
+    /// when a reload changes them.
+    fifos: Arc<NotifyFifos>,
     status_server: JoinHandle<()>,
     metrics_server: Option<JoinHandle<()>>,
     /// Handover requests from the status socket, and where it sends them.
@@ -200,6 +212,58 @@ fn serve_metrics(config: &Config, telemetry: &Telemetry) -> Option<JoinHandle<()
     })
 }
 
+/// Opens the configuration's notify FIFOs (closing those open), on the
+/// blocking pool: user look-ups, mkfifo and spawning the scripts block.
+async fn configure_fifos(fifos: &Arc<NotifyFifos>, config: &Config, policy: &ScriptPolicy) {
+    let (fifos, wanted, policy) = (
+        fifos.clone(),
+        config.global.notify_fifos.clone(),
+        policy.clone(),
+    );
+    if let Err(error) = tokio::task::spawn_blocking(move || fifos.configure(&wanted, &policy)).await
+    {
+        tracing::error!(%error, "notify FIFOs not opened");
+    }
+}
+
+/// Installs the accept-mode tables afresh when an instance needs them
+/// (removing what a crashed run left), else removes any left behind. A
+/// failure is logged, never fatal: the node still fails over, its
+/// addresses answering.
+async fn configure_firewall(config: &Config) {
+    use crate::sys::firewall;
+    if firewall::needed(config) {
+        match firewall::apply(firewall::install_script()).await {
+            Ok(()) => tracing::info!(
+                table = firewall::TABLE,
+                "accept mode off: nftables drop rules installed (addresses added while Master)"
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                "accept mode off (`no_accept`, or `vrrp_strict` without `accept`), but the nftables rules could not be installed: the virtual addresses will answer while Master"
+            ),
+        }
+    } else {
+        match firewall::apply(firewall::remove_script()).await {
+            // Without nft there is nothing of ours to remove.
+            Ok(()) | Err(firewall::FirewallError::Spawn(_)) => {}
+            Err(error) => {
+                tracing::warn!(%error, "could not remove the accept-mode nftables tables");
+            }
+        }
+    }
+}
+
+/// On stop: no rule of ours stays behind.
+async fn remove_firewall(config: &Config) {
+    use crate::sys::firewall;
+    if firewall::needed(config)
+        && let Err(error) = firewall::apply(firewall::remove_script()).await
+    {
+        tracing::warn!(%error, "could not remove the accept-mode nftables tables");
+    }
+}
+
 impl Daemon {
     async fn start(loaded: &Loaded) -> Result<Self, DaemonError> {
         let problems = check_host_off_thread(loaded.clone(), None).await;
@@ -209,15 +273,35 @@ impl Daemon {
         let config = loaded.config.clone();
         let addresses = Addresses::open().map_err(DaemonError::Netlink)?;
         let telemetry = Telemetry::default();
-        let setup = CoreSetup::prepare_off_thread(&config).await?;
+        let setup = CoreSetup::prepare_off_thread(&config, false).await?;
         let (heartbeat, link) = start_heartbeat(&config, heartbeat::Local::default())
             .await
             .map_err(DaemonError::Heartbeat)?;
         report_heartbeat(&telemetry, &config, heartbeat.as_ref());
-        let core = setup.start(&telemetry, &link);
-        let mut groups = BTreeMap::new();
+        let fifos = Arc::new(NotifyFifos::default());
+        configure_fifos(&fifos, &config, setup.policy()).await;
+        let core = setup.start(&telemetry, &link, &fifos);
+        configure_firewall(&config).await;
+        // Every interface's receive path is loaded before any instance
+        // starts: the verifier takes hundreds of milliseconds of CPU per
+        // interface, and a Master already advertising on one interface while
+        // the next loaded sent its adverts late on a busy machine (1,020
+        // VRIDs on 4 interfaces: the peer took over and both flapped).
+        let mut paths = Vec::new();
         for interface in interfaces_of(&config) {
-            match Group::start(&config, &interface, &core, &addresses, &telemetry).await {
+            match Group::load(&config, &interface).await {
+                Ok(path) => paths.push((interface, path)),
+                Err(error) => {
+                    core.stop().await;
+                    return Err(error);
+                }
+            }
+        }
+        let mut groups = BTreeMap::new();
+        for (interface, path) in paths {
+            match Group::start_loaded(&config, &interface, path, &core, &addresses, &telemetry)
+                .await
+            {
                 Ok(group) => {
                     groups.insert(interface, group);
                 }
@@ -226,6 +310,7 @@ impl Daemon {
                         group.stop().await;
                     }
                     core.stop().await;
+                    remove_firewall(&config).await;
                     return Err(error);
                 }
             }
@@ -244,6 +329,7 @@ impl Daemon {
             groups,
             addresses,
             telemetry,
+            fifos,
             status_server,
             metrics_server,
         })
@@ -281,7 +367,7 @@ impl Daemon {
         }
         if plan.restart_all {
             // Built before anything running stops: if this fails, nothing changed.
-            let setup = CoreSetup::prepare_off_thread(&new)
+            let setup = CoreSetup::prepare_off_thread(&new, true)
                 .await
                 .map_err(|e| crate::error_chain(&e))?;
             tracing::info!(
@@ -310,7 +396,14 @@ impl Daemon {
                 }
             }
             report_heartbeat(&self.telemetry, &new, self.heartbeat.as_ref());
-            let old = std::mem::replace(&mut self.core, setup.start(&self.telemetry, &self.link));
+            // After the old instances' STOP lines, before the new ones'.
+            if new.global.notify_fifos != self.config.global.notify_fifos {
+                configure_fifos(&self.fifos, &new, setup.policy()).await;
+            }
+            let started = setup.start(&self.telemetry, &self.link, &self.fifos);
+            let old = std::mem::replace(&mut self.core, started);
+            // AH sequence numbers survive a reload, as keepalived keeps them.
+            self.core.ah_counters = old.ah_counters.clone();
             old.stop().await;
             self.restart_servers(&new);
         } else {
@@ -324,6 +417,11 @@ impl Daemon {
                     group.stop().await;
                 }
             }
+        }
+        if crate::sys::firewall::needed(&new) != crate::sys::firewall::needed(&self.config) {
+            // The instances that blocked have restarted (their
+            // configuration changed), so no element is lost.
+            configure_firewall(&new).await;
         }
         let mut failed = Vec::new();
         // Every interface without a running group starts: the plan's, and
@@ -421,6 +519,7 @@ impl Daemon {
             group.stop().await;
         }
         self.core.stop().await;
+        remove_firewall(&self.config).await;
     }
 }
 
@@ -444,6 +543,7 @@ pub async fn run(
     ready: impl FnOnce(),
 ) -> Result<(), DaemonError> {
     let mut daemon = Daemon::start(&initial).await?;
+    crate::sys::memory::release_freed_heap();
     ready();
 
     tokio::pin!(shutdown);
@@ -462,6 +562,7 @@ pub async fn run(
         crate::ops::systemd::watch_tasks([]);
         crate::ops::systemd::reloading();
         let result = daemon.reload(&load).await;
+        crate::sys::memory::release_freed_heap();
         match &result {
             Ok(()) => {
                 tracing::info!("SIGHUP: configuration reloaded");

@@ -58,6 +58,8 @@ pub fn plan(old: &Config, new: &Config) -> ReloadPlan {
         || new.global != old.global
         || new.floating_ip != old.floating_ip
         || new.heartbeat != old.heartbeat
+        // The track files' watcher is shared by every interface.
+        || new.track_files != old.track_files
         // A sync group's members may be on several interfaces and follow
         // one shared group state, which a partial restart would split.
         || ((!new.sync_groups.is_empty() || !old.sync_groups.is_empty()) && new != old);

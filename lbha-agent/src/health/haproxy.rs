@@ -33,6 +33,8 @@ use tokio::{
 
 use crate::config::{self, BackendsDown, HaproxyCheck, HaproxySocket};
 
+pub mod discover;
+
 /// The most a reply may hold: a `show stat` of thousands of servers is a
 /// few MiB; anything larger is not HAProxy talking.
 const MAX_REPLY: usize = 32 << 20;
@@ -53,6 +55,8 @@ pub enum CliError {
     Timeout(Duration),
     #[error("reply larger than {MAX_REPLY} bytes")]
     TooLarge,
+    #[error("finding HAProxy's socket: {0}")]
+    Discover(#[from] discover::DiscoverError),
 }
 
 impl CliError {
@@ -69,7 +73,7 @@ impl CliError {
                 e.kind(),
                 std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
             ),
-            CliError::Timeout(_) | CliError::TooLarge => false,
+            CliError::Timeout(_) | CliError::TooLarge | CliError::Discover(_) => false,
         }
     }
 }
@@ -87,6 +91,10 @@ impl Cli {
         let (path, prefix) = match socket {
             HaproxySocket::Stats(path) => (path, ""),
             HaproxySocket::Master(path) => (path, "@1 "),
+            // The probe resolves it first ([`HaproxyProbe::resolve`]).
+            HaproxySocket::Discover { .. } => {
+                return Err(CliError::Discover(discover::DiscoverError::NoMaster));
+            }
         };
         let stream = UnixStream::connect(path)
             .await
@@ -325,6 +333,9 @@ pub struct HaproxyProbe {
     pub connects: u64,
     /// The last query connected afresh (instead of using the held connection).
     fresh: bool,
+    /// The socket in use: the configured one, or the one discovered
+    /// (`None` until found, and again after a connection to it failed).
+    socket: Option<HaproxySocket>,
 }
 
 /// What the process table says of a master PID.
@@ -439,6 +450,7 @@ impl HaproxyProbe {
             refusing_since: None,
             connects: 0,
             fresh: false,
+            socket: None,
         }
     }
 
@@ -579,13 +591,46 @@ impl HaproxyProbe {
         Ok((info, stat))
     }
 
+    /// The socket to connect to: the configured one, or the one found
+    /// from the running HAProxy (blocking pool: procfs and the config
+    /// files); the master it was found from is watched, as a pidfile's.
+    async fn resolve(&mut self) -> Result<HaproxySocket, CliError> {
+        if let Some(socket) = &self.socket {
+            return Ok(socket.clone());
+        }
+        let HaproxySocket::Discover { config } = &self.check.socket else {
+            self.socket = Some(self.check.socket.clone());
+            return Ok(self.check.socket.clone());
+        };
+        let (config, pidfile) = (config.clone(), self.check.pidfile.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            discover::discover(config.as_deref(), pidfile.as_deref())
+        })
+        .await
+        .map_err(|e| CliError::Io(std::io::Error::other(e)))??;
+        if let Some(pid) = found.master
+            && self.master.as_ref().is_none_or(|m| m.pid != pid)
+        {
+            self.master = Watched::open(pid);
+        }
+        tracing::info!(socket = ?found.socket, master = ?found.master, "haproxy check: socket discovered");
+        self.socket = Some(found.socket.clone());
+        Ok(found.socket)
+    }
+
     /// One command within the timeout, connecting first when needed.
     async fn timed(&mut self, command: &str) -> Result<String, CliError> {
         let timeout = self.timeout;
+        // Outside the timeout: finding the socket reads procfs and files.
+        let socket = if self.cli.is_none() {
+            Some(self.resolve().await?)
+        } else {
+            None
+        };
         let result = tokio::time::timeout(timeout, async {
-            if self.cli.is_none() {
+            if let Some(socket) = &socket {
                 self.fresh = true;
-                self.cli = Some(Cli::connect(&self.check.socket).await?);
+                self.cli = Some(Cli::connect(socket).await?);
                 self.connects += 1;
             }
             let cli = self.cli.as_mut().expect("connected above");
@@ -596,6 +641,12 @@ impl HaproxyProbe {
             Ok(Ok(text)) => Ok(text),
             Ok(Err(error)) => {
                 self.cli = None;
+                // A discovered socket that refuses or closes may have moved
+                // (a reload with a changed configuration): find it again
+                // before the next connection.
+                if matches!(self.check.socket, HaproxySocket::Discover { .. }) {
+                    self.socket = None;
+                }
                 Err(error)
             }
             Err(_) => {
@@ -683,8 +734,10 @@ pub fn import_suggestion(check: &config::Check) -> Option<String> {
         "check `{}` runs `{}`, which sees HAProxy exist, not serve: consider the `haproxy` check \
          (HAProxy's stats socket: a hang, a closed frontend or backends without servers count, \
          a reload does not), e.g.\n  \
-         [[check]]\n  name = \"{}\"\n  haproxy = {{ stats_socket = \"/run/haproxy/admin.sock\" }}\n  \
-         with `stats socket /run/haproxy/admin.sock level admin` in haproxy.cfg's global section",
+         [[check]]\n  name = \"{}\"\n  haproxy = {{ }}\n  \
+         which finds the socket from the running HAProxy: its `-S` master socket, or a \
+         `stats socket /run/haproxy/admin.sock level admin` line in haproxy.cfg's global section \
+         (or name it: `stats_socket = \"PATH\"`)",
         check.name, check.script, check.name
     ))
 }

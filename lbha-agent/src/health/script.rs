@@ -118,6 +118,37 @@ pub fn check_secure(path: &Path) -> Result<(), ScriptError> {
     Ok(())
 }
 
+/// Starts `program` with `argv` as `policy` says (killed when the handle
+/// drops). Blocks: call from the blocking pool, in the runtime's context.
+pub fn spawn(
+    program: &str,
+    argv: &[String],
+    policy: &ScriptPolicy,
+    command: &str,
+) -> Result<tokio::process::Child, ScriptError> {
+    let path = resolve(program)?;
+    if policy.security {
+        check_secure(&path)?;
+    }
+    let mut cmd = tokio::process::Command::new(&path);
+    cmd.args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        // The agent's notification socket (systemd's `$NOTIFY_SOCKET`,
+        // which ops::systemd sends through) is not the script's to use.
+        // Spelled out here: ops imports health, not the reverse.
+        .env_remove("NOTIFY_SOCKET")
+        .kill_on_drop(true);
+    if policy.uid != 0 || policy.gid != 0 {
+        cmd.uid(policy.uid).gid(policy.gid);
+    }
+    cmd.spawn().map_err(|source| ScriptError::Spawn {
+        command: command.to_owned(),
+        source,
+    })
+}
+
 /// Runs `command` and reports whether it exited 0, killing it after `timeout`.
 pub async fn run(
     command: &str,
@@ -136,30 +167,8 @@ pub async fn run(
     // blocking pool. The daemon runs on one runtime thread, so doing them
     // there would hold up adverts and the floating-IP requests of the very
     // failover a notify script reports.
-    let spawned = tokio::task::spawn_blocking(move || {
-        let path = resolve(&program)?;
-        if policy.security {
-            check_secure(&path)?;
-        }
-        let mut cmd = tokio::process::Command::new(&path);
-        cmd.args(&argv)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            // The agent's notification socket (systemd's `$NOTIFY_SOCKET`,
-            // which ops::systemd sends through) is not the script's to use.
-            // Spelled out here: ops imports health, not the reverse.
-            .env_remove("NOTIFY_SOCKET")
-            .kill_on_drop(true);
-        if policy.uid != 0 || policy.gid != 0 {
-            cmd.uid(policy.uid).gid(policy.gid);
-        }
-        cmd.spawn().map_err(|source| ScriptError::Spawn {
-            command: owned_command,
-            source,
-        })
-    })
-    .await;
+    let spawned =
+        tokio::task::spawn_blocking(move || spawn(&program, &argv, &policy, &owned_command)).await;
     let mut child = match spawned {
         Ok(result) => result?,
         Err(join) => {

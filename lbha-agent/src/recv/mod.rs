@@ -2,6 +2,7 @@
 //! raw-socket fallback otherwise. Both apply `lbha_common::vrrp`'s rules and
 //! yield the same [`AdvertEvent`].
 
+pub mod ah;
 pub mod raw;
 
 use std::path::Path;
@@ -29,10 +30,24 @@ pub enum ReceiveError {
     UnknownInterface(String),
 }
 
-pub enum AdvertReceiver {
+pub struct AdvertReceiver {
+    path: Via,
+    /// The protocol-51 socket, when an instance on the interface uses AH
+    /// ([`Self::with_ah`]): next to either path, since the kernel hands
+    /// AH adverts on to the stack.
+    ah: Option<Box<ah::AhReceiver>>,
+}
+
+enum Via {
     // Boxed: both are large (map handles, counter arrays) and moved around.
     Xdp(Box<XdpProgram>),
     Raw(Box<RawSocketReceiver>),
+}
+
+impl From<Via> for AdvertReceiver {
+    fn from(path: Via) -> Self {
+        Self { path, ah: None }
+    }
 }
 
 /// An opened receive path with the program choice that led to it.
@@ -68,7 +83,7 @@ impl AdvertReceiver {
     ) -> Result<Opened, ReceiveError> {
         let raw = |reason: String| -> Result<Opened, ReceiveError> {
             Ok(Opened {
-                receiver: Self::Raw(Box::new(RawSocketReceiver::open(interface, vrids)?)),
+                receiver: Via::Raw(Box::new(RawSocketReceiver::open(interface, vrids)?)).into(),
                 choice: Choice {
                     program: Program::RawSocket,
                     reason,
@@ -81,7 +96,7 @@ impl AdvertReceiver {
         if choice == ReceivePathChoice::XdpNoTimer {
             let program = XdpProgram::attach(interface, vrids, pin_root, Variant::NoTimer, steady)?;
             return Ok(Opened {
-                receiver: Self::Xdp(Box::new(program)),
+                receiver: Via::Xdp(Box::new(program)).into(),
                 choice: Choice {
                     program: Program::Xdp(Variant::NoTimer),
                     reason: "receive_path = \"xdp-no-timer\" in the configuration".to_owned(),
@@ -112,7 +127,7 @@ impl AdvertReceiver {
             let error = match XdpProgram::attach(interface, vrids, pin_root, variant, steady) {
                 Ok(program) => {
                     return Ok(Opened {
-                        receiver: Self::Xdp(Box::new(program)),
+                        receiver: Via::Xdp(Box::new(program)).into(),
                         choice: Choice {
                             program: Program::Xdp(variant),
                             reason,
@@ -147,33 +162,46 @@ impl AdvertReceiver {
 }
 
 impl AdvertReceiver {
+    /// Adds the AH socket for `verifiers` (the interface's AH instances;
+    /// none: nothing to open).
+    pub fn with_ah(
+        mut self,
+        interface: &str,
+        verifiers: Vec<ah::AhVerifier>,
+    ) -> Result<Self, ReceiveError> {
+        if !verifiers.is_empty() {
+            self.ah = Some(Box::new(ah::AhReceiver::open(interface, verifiers)?));
+        }
+        Ok(self)
+    }
+
     /// "xdp", "xdp-skb" or "raw-socket".
     pub fn path_name(&self) -> &'static str {
-        match self {
-            AdvertReceiver::Xdp(program) => program.mode().name(),
-            AdvertReceiver::Raw(_) => "raw-socket",
+        match &self.path {
+            Via::Xdp(program) => program.mode().name(),
+            Via::Raw(_) => "raw-socket",
         }
     }
 
     /// For status: the kernel's last accepted advert per VRID (XDP path
     /// only; the raw socket path wakes for every advert anyway).
     pub fn last_advert_source(&self) -> Option<crate::status::LastAdvertSource> {
-        match self {
-            AdvertReceiver::Xdp(program) => {
+        match &self.path {
+            Via::Xdp(program) => {
                 let read = program.tables().last_advert_reader();
                 Some(std::sync::Arc::new(move |key| {
                     read(key).map(|e| (e.src_ip(), e.timestamp_ns))
                 }))
             }
-            AdvertReceiver::Raw(_) => None,
+            Via::Raw(_) => None,
         }
     }
 
     /// Whether the XDP program stays attached when the agent exits.
     pub fn pinned(&self) -> bool {
-        match self {
-            AdvertReceiver::Xdp(program) => program.pinned(),
-            AdvertReceiver::Raw(_) => false,
+        match &self.path {
+            Via::Xdp(program) => program.pinned(),
+            Via::Raw(_) => false,
         }
     }
 
@@ -182,44 +210,65 @@ impl AdvertReceiver {
     /// kernel timer. Otherwise a backup wakes at its master-down deadlines
     /// and reads the last advert the kernel kept (see `vrrp::driver`).
     pub fn reports_silence(&self) -> bool {
-        match self {
-            AdvertReceiver::Xdp(program) => program.variant().reports_silence(),
-            AdvertReceiver::Raw(_) => false,
+        match &self.path {
+            Via::Xdp(program) => program.variant().reports_silence(),
+            Via::Raw(_) => false,
         }
     }
 
     /// Waits for an advert that changes something for the state machine (the
-    /// XDP path queues repeats silently; see [`Self::try_next`]).
+    /// XDP path queues repeats silently; see [`Self::try_next`]), or for a
+    /// verified AH advert.
     pub async fn next(&mut self) -> Result<AdvertEvent, ReceiveError> {
-        match self {
-            AdvertReceiver::Xdp(program) => program
-                .next()
-                .await
-                .map_err(|e| ReceiveError::Bpf(BpfError::Reactor(e))),
-            AdvertReceiver::Raw(socket) => socket.next().await,
+        let path = async {
+            match &mut self.path {
+                Via::Xdp(program) => program
+                    .next()
+                    .await
+                    .map_err(|e| ReceiveError::Bpf(BpfError::Reactor(e))),
+                Via::Raw(socket) => socket.next().await,
+            }
+        };
+        match &mut self.ah {
+            None => path.await,
+            Some(ah) => tokio::select! {
+                event = path => event,
+                event = ah.next() => event.map_err(|source| ReceiveError::RawSocket {
+                    interface: "AH socket".to_owned(),
+                    source,
+                }),
+            },
         }
     }
 
     /// Returns an already queued advert without waiting.
     pub fn try_next(&mut self) -> Option<AdvertEvent> {
-        match self {
-            AdvertReceiver::Xdp(program) => program.try_next(),
-            AdvertReceiver::Raw(socket) => socket.try_next(),
-        }
+        let queued = match &mut self.path {
+            Via::Xdp(program) => program.try_next(),
+            Via::Raw(socket) => socket.try_next(),
+        };
+        queued.or_else(|| self.ah.as_mut().and_then(|ah| ah.try_next()))
     }
 
+    /// The receive path's counters, with the AH socket's added in.
     pub fn counters(&self) -> Result<Counters, ReceiveError> {
-        match self {
-            AdvertReceiver::Xdp(program) => Ok(program.tables().counters()?),
-            AdvertReceiver::Raw(socket) => Ok(socket.counters()),
+        let mut counters = match &self.path {
+            Via::Xdp(program) => program.tables().counters()?,
+            Via::Raw(socket) => socket.counters(),
+        };
+        if let Some(ah) = &self.ah {
+            for (total, more) in counters.0.iter_mut().zip(ah.counters().0) {
+                *total += more;
+            }
         }
+        Ok(counters)
     }
 
     /// The last advert accepted for `key`, without draining anything.
     pub fn last_advert(&self, key: VridKey) -> Result<Option<AdvertEvent>, ReceiveError> {
-        match self {
-            AdvertReceiver::Xdp(program) => Ok(program.tables().last_advert(key)?),
-            AdvertReceiver::Raw(socket) => Ok(socket.last_advert(key)),
+        match &self.path {
+            Via::Xdp(program) => Ok(program.tables().last_advert(key)?),
+            Via::Raw(socket) => Ok(socket.last_advert(key)),
         }
     }
 }

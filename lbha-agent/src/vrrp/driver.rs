@@ -29,17 +29,22 @@ use crate::{
         self, PeerTable,
         wire::{PeerState, Record},
     },
-    recv::AdvertReceiver,
+    recv::{
+        AdvertReceiver,
+        ah::{AhCounter, lock},
+    },
     status::{ADVERT_LATENESS_BUCKETS, Histogram, Telemetry},
-    sys::timer::DeadlineTimer,
+    sys::{firewall, timer::DeadlineTimer},
     vrrp::{
         garp::GarpSchedule,
         link::LinkStates,
         machine::{Action, Ignored, Machine, Params, Reason, ReceivedAdvert, State},
         net::{Addresses, AdvertOut, AdvertSocket, Batch, GarpSender},
         notify::NotifyJob,
+        notify_fifo::NotifyFifos,
         sync::{Follow, MemberReport, SyncHub, follow},
-        track::{Weighted, effective_priority},
+        track::{FileWeighted, Weighted, effective_priority_with_files},
+        track_file::FileValues,
     },
 };
 
@@ -52,6 +57,12 @@ pub struct InstanceRuntime {
     pub machine: Machine,
     sender: Box<dyn AdvertOut>,
     tracks: TrackRefs,
+    /// Its track files: (name, weight, reverse), resolved from the
+    /// `[[track_file]]`s' defaults.
+    files: Vec<(String, i32, bool)>,
+    /// A change of the effective priority for the notify FIFOs (keepalived
+    /// `notify_priority_changes`): the state then, the new priority.
+    priority_notice: Option<(State, u8)>,
     /// Its (family, VRID): which adverts of the receive path are its own.
     key: VridKey,
     vips: Vec<IpAddr>,
@@ -72,6 +83,9 @@ pub struct InstanceRuntime {
     silence_reported: bool,
     /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
     garp: Option<GarpSender>,
+    /// The addresses whose packets the nftables rules drop now (accept
+    /// mode off, as Master); removed on leaving Master.
+    blocked: Vec<firewall::Blocked>,
     /// The announcements still to come as Master (keepalived's `garp_*`).
     garp_schedule: GarpSchedule,
     /// As Master: the deadline of the advert about to be sent, so its
@@ -88,6 +102,10 @@ pub struct InstanceRuntime {
     /// a change is published again (with a thousand instances, publishing
     /// all of them at every wakeup would cost more than the adverts).
     published: Option<Published>,
+    /// keepalived's `auth_type AH`: the sequence counter the instance's
+    /// sender and the AH socket share. Its adverts never reach the
+    /// kernel's fast path, so the kernel reports no silence for it.
+    pub ah: Option<AhCounter>,
 }
 
 /// The fields of an instance that status and the heartbeat show.
@@ -146,8 +164,8 @@ impl InstanceRuntime {
             .map(|v| v.address)
             .collect();
         let key = vrid_key(&config);
-        let garp = if vips_by_device(&config).contains_key(config.interface.as_str()) {
-            GarpSender::open(&config.interface)
+        let garp = if vips_by_device(&config).contains_key(config.vip_interface()) {
+            GarpSender::open(config.vip_interface())
                 .inspect_err(|error| tracing::warn!(instance = %config.name, %error, "no gratuitous ARP socket yet; retrying at takeover"))
                 .ok()
         } else {
@@ -158,6 +176,8 @@ impl InstanceRuntime {
             machine,
             sender: Box::new(sender),
             tracks,
+            files: Vec::new(),
+            priority_notice: None,
             key,
             vips,
             faulted_by_checks: false,
@@ -168,18 +188,23 @@ impl InstanceRuntime {
             in_group: false,
             silence_reported: false,
             garp,
+            blocked: Vec::new(),
             garp_schedule: GarpSchedule::default(),
             advert_due: None,
             priority_changed: false,
             lateness: (Histogram::default(), 0.0),
             lateness_changed: false,
             published: None,
+            ah: None,
         }
     }
 
     /// When the loop must wake for this instance. `kernel_reports_silence`:
     /// the receive path wakes us when the VRID's adverts stop.
     fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
+        // AH adverts are verified in user space: the kernel never sees one
+        // accepted, so it cannot tell when they stop.
+        let kernel_reports_silence = kernel_reports_silence && self.ah.is_none();
         let machine = self.machine.next_deadline().map(|deadline| {
             if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
                 backstop_after(deadline)
@@ -206,7 +231,7 @@ impl InstanceRuntime {
             // that failed, and for another `dev`, one for this burst
             // (slower: closing it stalls the thread briefly).
             let fallback;
-            let garp = if device == config.interface
+            let garp = if device == config.vip_interface()
                 && let Some(garp) = &self.garp
             {
                 Some(garp)
@@ -255,6 +280,12 @@ impl InstanceRuntime {
             .set_master_alive_until(peers.master_alive_until(self.key));
     }
 
+    /// Sets the track files it weighs: (name, weight, reverse).
+    pub fn with_files(mut self, files: Vec<(String, i32, bool)>) -> Self {
+        self.files = files;
+        self
+    }
+
     fn advert(&self, priority: u8) -> Advert<'_> {
         Advert {
             version: self.config.version,
@@ -270,18 +301,23 @@ impl InstanceRuntime {
     /// priority, and Fault when a weight-0 check fails or the link is down.
     #[cfg(test)]
     fn apply_tracks(&mut self, checks: &[bool], link_up: bool, now: u64) -> Vec<Action> {
-        self.apply_tracks_with(checks, link_up, &BTreeMap::new(), now)
+        self.apply_tracks_with(checks, link_up, &BTreeMap::new(), &BTreeMap::new(), now)
     }
 
     /// The checks' and the tracked interfaces' (`links`: up/down by name,
-    /// an unknown one counts as up) weights, and the instance's own link.
+    /// an unknown one counts as up) weights, the track files' (`files`:
+    /// value by name; one missing or not tracked weighs nothing), and the
+    /// instance's own link.
     fn apply_tracks_with(
         &mut self,
         checks: &[bool],
         link_up: bool,
         links: &BTreeMap<String, bool>,
+        files: &BTreeMap<String, Option<i64>>,
         now: u64,
     ) -> Vec<Action> {
+        // keepalived's `dont_track_primary`: its own link does not count.
+        let link_up = link_up || self.config.dont_track_primary;
         let weighted: Vec<Weighted> = self
             .tracks
             .iter()
@@ -296,7 +332,19 @@ impl InstanceRuntime {
                 up: links.get(&t.name).copied().unwrap_or(true),
             }))
             .collect();
-        let (priority, check_fault) = effective_priority(self.config.priority, &weighted);
+        let tracked_files: Vec<FileWeighted> = self
+            .files
+            .iter()
+            .filter_map(|(name, weight, reverse)| {
+                Some(FileWeighted {
+                    weight: *weight,
+                    reverse: *reverse,
+                    value: (*files.get(name)?)?,
+                })
+            })
+            .collect();
+        let (priority, check_fault) =
+            effective_priority_with_files(self.config.priority, &weighted, &tracked_files);
         let own_fault = check_fault || !link_up;
         let fault = own_fault || self.group_fault;
         let in_fault = self.machine.state() == State::Fault;
@@ -314,6 +362,11 @@ impl InstanceRuntime {
             tracing::info!(instance = %self.config.name, from = self.machine.base_priority(), to = priority, "effective priority changed");
             self.machine.set_priority(priority);
             self.priority_changed = true;
+            // keepalived reports changes once running, not the priority its
+            // tracking gives it at start.
+            if self.config.notify_priority_changes && self.machine.state() != State::Initialize {
+                self.priority_notice = Some((self.machine.state(), priority));
+            }
         }
         self.machine.set_fault_because(now, fault, reason)
     }
@@ -374,6 +427,10 @@ pub struct Shared {
     pub checks: watch::Receiver<Arc<Vec<bool>>>,
     /// Up/down of the interfaces (a down link means Fault).
     pub links: watch::Receiver<LinkStates>,
+    /// The track files' values.
+    pub files: watch::Receiver<FileValues>,
+    /// The notify FIFOs every state change is written to.
+    pub fifos: Arc<NotifyFifos>,
     pub shutdown: watch::Receiver<bool>,
     /// The instance the floating IP follows, and where to say whether it is
     /// Master.
@@ -462,8 +519,10 @@ impl InterfaceTask {
         let checks = self.shared.checks.borrow().clone();
         let link_up = self.link_up();
         let links = self.shared.links.borrow().clone();
+        let files = self.shared.files.borrow().clone();
         for i in 0..self.instances.len() {
-            let mut actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
+            let mut actions =
+                self.instances[i].apply_tracks_with(&checks, link_up, &links, &files, now);
             actions.extend(self.instances[i].machine.start(now));
             self.execute(i, actions).await;
         }
@@ -503,6 +562,10 @@ impl InterfaceTask {
                     self.reapply_tracks().await;
                 }
                 Ok(()) = self.shared.links.changed() => {
+                    self.wakeups += 1;
+                    self.reapply_tracks().await;
+                }
+                Ok(()) = self.shared.files.changed() => {
                     self.wakeups += 1;
                     self.reapply_tracks().await;
                 }
@@ -744,10 +807,16 @@ impl InterfaceTask {
     async fn reapply_tracks(&mut self) {
         let checks = self.shared.checks.borrow_and_update().clone();
         let links = self.shared.links.borrow_and_update().clone();
+        let files = self.shared.files.borrow_and_update().clone();
         let link_up = self.link_up();
         let now = monotonic_ns();
         for i in 0..self.instances.len() {
-            let actions = self.instances[i].apply_tracks_with(&checks, link_up, &links, now);
+            let actions =
+                self.instances[i].apply_tracks_with(&checks, link_up, &links, &files, now);
+            if let Some((state, priority)) = self.instances[i].priority_notice.take() {
+                let name = &self.instances[i].config.name;
+                self.shared.fifos.priority(name, state, priority);
+            }
             self.execute(i, actions).await;
         }
     }
@@ -855,6 +924,14 @@ impl InterfaceTask {
                     && self.instances[i].machine.state() == State::Master
                 {
                     let instance = &mut self.instances[i];
+                    if let Some(counter) = &instance.ah {
+                        // keepalived moves past a lower-priority advert's
+                        // number; accepting it has just made that number
+                        // the counter's.
+                        let mut counter = lock(counter);
+                        let seen = counter.last();
+                        counter.lower_priority_seen(seen);
+                    }
                     let sets = instance
                         .garp_schedule
                         .lower_priority_advert(&instance.config.garp, monotonic_ns());
@@ -919,6 +996,11 @@ impl InterfaceTask {
         // (IPv6): a burst once the addresses are on, later ones on the
         // schedule; none once no longer Master.
         let instance = &mut self.instances[i];
+        if to == State::Master
+            && let Some(counter) = &instance.ah
+        {
+            lock(counter).becoming_master();
+        }
         let garp_sets = if to == State::Master {
             instance
                 .garp_schedule
@@ -943,10 +1025,26 @@ impl InterfaceTask {
                 }
             });
         }
+        if to == State::Master && firewall::blocks(config) && instance.blocked.is_empty() {
+            // Accept mode off: the drop rules go on before the addresses,
+            // as keepalived orders it. Should nft fail, the node still
+            // takes over (answering on its addresses) and says so.
+            let blocked = firewall::blocked_of(config);
+            match firewall::apply(firewall::elements_script("add", &blocked)).await {
+                Ok(()) => self.instances[i].blocked = blocked,
+                Err(error) => tracing::error!(
+                    instance = %config.name,
+                    %error,
+                    "accept mode off, but could not block the virtual addresses: they answer"
+                ),
+            }
+        }
+        let instance = &self.instances[i];
+        let config = &instance.config;
         if to == State::Master {
             for vip in &config.virtual_addresses {
                 // keepalived's `dev`: the address goes on that interface.
-                let device = vip.dev.as_deref().unwrap_or(&config.interface);
+                let device = vip.dev.as_deref().unwrap_or(config.vip_interface());
                 if let Err(error) = self
                     .shared
                     .addresses
@@ -956,13 +1054,37 @@ impl InterfaceTask {
                     tracing::error!(instance = %config.name, %error, "could not add virtual address");
                 }
             }
+            // Routes after the addresses (a route's `src` may be one),
+            // rules last, as keepalived orders them. A failure is logged
+            // and the instance carries on as Master.
+            for route in &config.virtual_routes {
+                if let Err(error) = self.shared.addresses.add_route(route).await {
+                    tracing::error!(instance = %config.name, %error, "could not add virtual route");
+                }
+            }
+            for rule in &config.virtual_rules {
+                if let Err(error) = self.shared.addresses.add_rule(rule).await {
+                    tracing::error!(instance = %config.name, %error, "could not add virtual rule");
+                }
+            }
             instance.announce(garp_sets);
         } else if from == State::Master || from == State::Initialize {
             // Leaving Master, and at startup: a crashed predecessor may have
             // left the addresses on the interface (keepalived removes them
-            // at startup too); a backup must not answer for them.
+            // at startup too); a backup must not answer for them. Rules
+            // and routes first, the reverse of their adding.
+            for rule in &config.virtual_rules {
+                if let Err(error) = self.shared.addresses.remove_rule(rule).await {
+                    tracing::error!(instance = %config.name, %error, "could not remove virtual rule");
+                }
+            }
+            for route in &config.virtual_routes {
+                if let Err(error) = self.shared.addresses.remove_route(route).await {
+                    tracing::error!(instance = %config.name, %error, "could not remove virtual route");
+                }
+            }
             for vip in &config.virtual_addresses {
-                let device = vip.dev.as_deref().unwrap_or(&config.interface);
+                let device = vip.dev.as_deref().unwrap_or(config.vip_interface());
                 if let Err(error) = self
                     .shared
                     .addresses
@@ -973,6 +1095,15 @@ impl InterfaceTask {
                 }
             }
         }
+        if to != State::Master && !self.instances[i].blocked.is_empty() {
+            let blocked = std::mem::take(&mut self.instances[i].blocked);
+            if let Err(error) = firewall::apply(firewall::elements_script("delete", &blocked)).await
+            {
+                tracing::warn!(instance = %self.instances[i].config.name, %error, "could not unblock the virtual addresses");
+            }
+        }
+        let instance = &self.instances[i];
+        let config = &instance.config;
         // The floating IP goes first (see notify's FLOATING_IP_FIRST).
         let after_floating_ip_check =
             match (&self.shared.floating_ip_status, &self.shared.mastership) {
@@ -987,6 +1118,10 @@ impl InterfaceTask {
             job.after_floating_ip_check = after_floating_ip_check;
             let _ = self.shared.notify.send(job);
         }
+        // keepalived writes the line right after starting the scripts.
+        self.shared
+            .fifos
+            .instance(&config.name, to, instance.machine.priority());
     }
 }
 
@@ -1010,7 +1145,7 @@ fn router(priority: u8, address: IpAddr) -> Router {
 fn vips_by_device(config: &config::Instance) -> BTreeMap<&str, Vec<IpAddr>> {
     let mut out: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
     for vip in &config.virtual_addresses {
-        out.entry(vip.dev.as_deref().unwrap_or(&config.interface))
+        out.entry(vip.dev.as_deref().unwrap_or(config.vip_interface()))
             .or_default()
             .push(vip.address);
     }
@@ -1283,18 +1418,77 @@ mod tests {
         let links = |eth2: bool, eth3: bool| {
             BTreeMap::from([("eth2".to_string(), eth2), ("eth3".to_string(), eth3)])
         };
-        assert!(transitions(&rt.apply_tracks_with(&[], true, &links(true, true), 0)).is_empty());
+        assert!(
+            transitions(&rt.apply_tracks_with(&[], true, &links(true, true), &BTreeMap::new(), 0))
+                .is_empty()
+        );
         assert_eq!(rt.machine.priority(), 100);
         // A weighted one down lowers the priority, and never faults.
-        rt.apply_tracks_with(&[], true, &links(true, false), 1);
+        rt.apply_tracks_with(&[], true, &links(true, false), &BTreeMap::new(), 1);
         assert_eq!(rt.machine.priority(), 70);
         assert_eq!(rt.machine.state(), State::Backup);
         // Weight 0 down: Fault, as a failed check (the own link is up).
-        let down = rt.apply_tracks_with(&[], true, &links(false, false), 2);
+        let down = rt.apply_tracks_with(&[], true, &links(false, false), &BTreeMap::new(), 2);
         assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
-        let up = rt.apply_tracks_with(&[], true, &links(true, true), 3);
+        let up = rt.apply_tracks_with(&[], true, &links(true, true), &BTreeMap::new(), 3);
         assert_eq!(transitions(&up), [(State::Backup, Reason::TrackRecovered)]);
         assert_eq!(rt.machine.priority(), 100);
+    }
+
+    #[test]
+    fn dont_track_primary_ignores_the_own_link() {
+        let (mut rt, _) = runtime("dont_track_primary = true", vec![]);
+        rt.machine.start(0);
+        assert!(transitions(&rt.apply_tracks(&[], false, 1)).is_empty());
+        assert_eq!(rt.machine.state(), State::Backup);
+        let (mut plain, _) = runtime("", vec![]);
+        plain.machine.start(0);
+        assert_eq!(
+            transitions(&plain.apply_tracks(&[], false, 1)),
+            [(State::Fault, Reason::InterfaceDown)]
+        );
+    }
+
+    #[test]
+    fn track_files_weigh_and_fault_as_keepalived_applies_them() {
+        let (rt, _) = runtime("", vec![]);
+        let mut rt = rt.with_files(vec![
+            ("maint".into(), 0, false),
+            ("offset".into(), -10, false),
+        ]);
+        rt.machine.start(0);
+        let files = |maint: i64, offset: Option<i64>| {
+            BTreeMap::from([
+                ("maint".to_string(), Some(maint)),
+                ("offset".to_string(), offset),
+            ])
+        };
+        fn apply(
+            rt: &mut InstanceRuntime,
+            files: &BTreeMap<String, Option<i64>>,
+            now: u64,
+        ) -> Vec<Action> {
+            rt.apply_tracks_with(&[], true, &BTreeMap::new(), files, now)
+        }
+        assert!(transitions(&apply(&mut rt, &files(0, Some(0)), 0)).is_empty());
+        assert_eq!(rt.machine.priority(), 100);
+        // value x weight: 3 x -10.
+        apply(&mut rt, &files(0, Some(3)), 1);
+        assert_eq!(rt.machine.priority(), 70);
+        // An untracked file (None) weighs nothing.
+        apply(&mut rt, &files(0, None), 2);
+        assert_eq!(rt.machine.priority(), 100);
+        // -26 x -10 = 260, capped at 253: priority 254 at most.
+        apply(&mut rt, &files(0, Some(-26)), 3);
+        assert_eq!(rt.machine.priority(), 254);
+        // 26 x -10 = -260: FAULT.
+        let down = apply(&mut rt, &files(0, Some(26)), 4);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
+        let up = apply(&mut rt, &files(0, Some(0)), 5);
+        assert_eq!(transitions(&up), [(State::Backup, Reason::TrackRecovered)]);
+        // Weight 0: any non-zero value is FAULT.
+        let down = apply(&mut rt, &files(1, Some(0)), 6);
+        assert_eq!(transitions(&down), [(State::Fault, Reason::TrackFault)]);
     }
 
     #[test]
@@ -1342,6 +1536,24 @@ mod tests {
             Some(deadline),
             "after a silence report the exact deadline counts"
         );
+    }
+
+    #[test]
+    fn an_ah_backup_keeps_its_exact_deadline_even_with_kernel_silence_reports() {
+        let (mut rt, _) = runtime("version = 2\nadvert_interval = 1.0", vec![]);
+        rt.ah = Some(AhCounter::default());
+        rt.machine.start(0);
+        let master = ReceivedAdvert {
+            timestamp_ns: 1_000_000,
+            src: IpAddr::from([10, 0, 0, 2]),
+            priority: 200,
+            interval_cs: 100,
+        };
+        rt.machine.advert(&master).expect("followed");
+        let deadline = rt.machine.next_deadline().expect("master-down deadline");
+        // The kernel never accepts an AH advert, so it cannot report
+        // their silence: the deadline is kept in user space.
+        assert_eq!(rt.wake_at(true), Some(deadline));
     }
 
     #[test]

@@ -12,7 +12,10 @@ use lbha_common::vrrp::{VRRP_MULTICAST_GROUP, encode::Advert};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use thiserror::Error;
 
-use crate::sys::iface::{IfaceError, if_index, interface_mac};
+use crate::{
+    recv::ah::AhCounter,
+    sys::iface::{IfaceError, if_index, interface_mac},
+};
 
 /// RFC 5798's IPv6 multicast group for VRRP, ff02::12.
 pub const VRRP_MULTICAST_GROUP_V6: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x12);
@@ -258,6 +261,23 @@ pub struct AdvertSender {
     src: IpAddr,
     destinations: Vec<IpAddr>,
     built: Mutex<Option<Built>>,
+    /// keepalived's `auth_type AH`: every advert is built afresh.
+    ah: Option<AhSend>,
+    /// A socket of the instance's own (bound to its `use_vmac` macvlan,
+    /// so adverts leave from the virtual MAC): its adverts are sent at
+    /// once, not with the interface's batch.
+    own: Option<AdvertSocket>,
+}
+
+/// What an AH instance's adverts need besides the advert: the key, the
+/// sequence counter it shares with the receive side, and the IP id, which
+/// the ICV covers (so lbha picks it, never 0, as keepalived does: the
+/// kernel would fill in a 0 after the ICV was computed).
+struct AhSend {
+    key: [u8; 8],
+    counter: AhCounter,
+    unicast: bool,
+    ip_id: Mutex<u16>,
 }
 
 /// The packets of the last advert an instance queued: its priority, and
@@ -279,6 +299,52 @@ impl AdvertSender {
             src,
             destinations,
             built: Mutex::new(None),
+            ah: None,
+            own: None,
+        }
+    }
+
+    /// The same, sending through `socket` rather than the interface's.
+    pub fn with_socket(mut self, socket: AdvertSocket) -> Self {
+        self.own = Some(socket);
+        self
+    }
+
+    /// The same, sending keepalived's AH adverts keyed with `key` and
+    /// numbered from `counter`.
+    pub fn with_ah(mut self, key: [u8; 8], counter: AhCounter) -> Self {
+        let unicast = self.destinations.iter().all(|d| !d.is_multicast());
+        self.ah = Some(AhSend {
+            key,
+            counter,
+            unicast,
+            ip_id: Mutex::new(0),
+        });
+        self
+    }
+
+    /// One AH advert to every destination: one sequence number and IP id
+    /// for all of them, as keepalived numbers an advert sent to several
+    /// unicast peers.
+    fn queue_ah(&self, ah: &AhSend, advert: &Advert<'_>, batch: &mut Batch) {
+        let IpAddr::V4(src) = self.src else {
+            // Validation allows AH on IPv4 instances only.
+            return;
+        };
+        let seq = crate::recv::ah::lock(&ah.counter).next_send();
+        let ip_id = {
+            let mut id = ah
+                .ip_id
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *id = id.checked_add(1).unwrap_or(1);
+            *id
+        };
+        for dst in &self.destinations {
+            if let IpAddr::V4(to) = dst {
+                let packet = advert.ipv4_ah_packet(src, *to, &ah.key, seq, ip_id, ah.unicast);
+                batch.push(Arc::from(packet), *dst);
+            }
         }
     }
 }
@@ -289,6 +355,24 @@ impl AdvertOut for AdvertSender {
     }
 
     fn queue(&self, advert: &Advert<'_>, batch: &mut Batch) {
+        if let Some(own) = &self.own {
+            let mut mine = Batch::default();
+            self.queue_into(advert, &mut mine);
+            if let Err(error) = own.send(&mut mine) {
+                tracing::warn!(%error, "adverts not sent");
+            }
+            return;
+        }
+        self.queue_into(advert, batch);
+    }
+}
+
+impl AdvertSender {
+    fn queue_into(&self, advert: &Advert<'_>, batch: &mut Batch) {
+        if let Some(ah) = &self.ah {
+            self.queue_ah(ah, advert, batch);
+            return;
+        }
         let mut built = self
             .built
             .lock()
@@ -323,7 +407,8 @@ impl AdvertOut for AdvertSender {
 /// does, without forking it).
 #[derive(Clone)]
 pub struct Addresses {
-    handle: rtnetlink::Handle,
+    /// Shared with `routes.rs` (virtual routes and rules).
+    pub(super) handle: rtnetlink::Handle,
 }
 
 impl Addresses {
@@ -332,6 +417,11 @@ impl Addresses {
         let (connection, handle, _) = rtnetlink::new_connection()?;
         tokio::spawn(connection);
         Ok(Self { handle })
+    }
+
+    /// The netlink handle, for links (`use_vmac`'s macvlans).
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
     }
 
     fn netlink_error(

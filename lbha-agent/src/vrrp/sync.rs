@@ -16,11 +16,17 @@
 //!   group, and every member, to BACKUP;
 //! - when every member has stopped, the group is stopped (`STOP`).
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::{config, vrrp::machine::State, vrrp::notify::NotifyJob};
+use crate::{
+    config,
+    vrrp::{machine::State, notify::NotifyJob, notify_fifo::NotifyFifos},
+};
 
 /// What a member's machine says, as the group needs it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -209,14 +215,20 @@ pub struct SyncHub {
     set: Mutex<GroupSet>,
     changed: watch::Sender<u64>,
     notify: mpsc::UnboundedSender<NotifyJob>,
+    fifos: Arc<NotifyFifos>,
 }
 
 impl SyncHub {
-    pub fn new(groups: &[config::SyncGroup], notify: mpsc::UnboundedSender<NotifyJob>) -> Self {
+    pub fn new(
+        groups: &[config::SyncGroup],
+        notify: mpsc::UnboundedSender<NotifyJob>,
+        fifos: Arc<NotifyFifos>,
+    ) -> Self {
         Self {
             set: Mutex::new(GroupSet::new(groups)),
             changed: watch::Sender::new(0),
             notify,
+            fifos,
         }
     }
 
@@ -251,10 +263,11 @@ impl SyncHub {
                 .unwrap_or_default();
             (change, jobs, set.state_of(instance))
         });
-        if change.is_some() {
+        if let Some(change) = &change {
             for job in jobs {
                 let _ = self.notify.send(job);
             }
+            self.fifos.group(&change.group, change.to);
             self.changed.send_modify(|generation| *generation += 1);
         }
         state
@@ -393,7 +406,7 @@ mod tests {
     #[test]
     fn the_hub_queues_group_scripts_and_wakes_the_other_tasks() {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        let hub = SyncHub::new(&[group(&["A", "B"])], tx);
+        let hub = SyncHub::new(&[group(&["A", "B"])], tx, Arc::default());
         let mut woken = hub.subscribe();
         assert_eq!(hub.report("A", BACKUP), Some(State::Backup));
         assert!(woken.has_changed().unwrap());
@@ -403,5 +416,36 @@ mod tests {
         assert_eq!(hub.report("B", BACKUP), Some(State::Backup));
         assert!(!woken.has_changed().unwrap(), "no change, no wakeup");
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test]
+    async fn the_hub_writes_group_changes_to_the_notify_fifos() {
+        use std::{io::Read, os::unix::fs::OpenOptionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let fifos = Arc::new(NotifyFifos::default());
+        let policy = crate::health::script::ScriptPolicy::new(false, None, None).unwrap();
+        fifos.configure(
+            &[config::NotifyFifo {
+                path: path.clone(),
+                owner: None,
+                group: None,
+                script: None,
+            }],
+            &policy,
+        );
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let hub = SyncHub::new(&[group(&["A", "B"])], tx, fifos);
+        hub.report("A", BACKUP);
+        hub.report("B", BACKUP);
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let mut got = String::new();
+        let _ = reader.read_to_string(&mut got);
+        // One change, one line.
+        assert_eq!(got, "GROUP \"G\" BACKUP 0\n");
     }
 }

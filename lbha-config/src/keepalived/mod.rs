@@ -17,6 +17,7 @@
 mod include;
 mod keywords;
 mod read;
+mod track_file;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,12 +30,12 @@ pub use include::{DiskFiles, Files, NoFiles};
 use read::{Token, Word};
 
 use super::{
-    Check, Config, ConfigErrors, Diagnostic, Family, Global, InitialState, Instance,
+    AuthType, Check, Config, ConfigErrors, Diagnostic, Family, Global, InitialState, Instance,
     KeepalivedOptions, Loaded, Notify, SyncGroup, VirtualAddress,
     toml::secs_to_duration,
     validate::{FieldLines, Lines, SourceMap, Syntax, finish},
 };
-use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, Garp, ReceivePathChoice};
+use crate::{DEFAULT_DOWN_TIMER_ADVERTS, DOWN_TIMER_ADVERTS_RANGE, Garp, ReceivePathChoice, Vmac};
 
 /// Parses a keepalived.conf (`text`, read from `path`; includes through
 /// `files`); `adjust` sees the configuration before it is validated.
@@ -452,9 +453,6 @@ fn dangerous_global(keyword: &str) -> Option<&'static str> {
         "net_namespace" | "net_namespace_ipvs" => {
             "not implemented: lbha would run VRRP in the wrong network namespace"
         }
-        "notify_fifo" | "notify_fifo_script" | "vrrp_notify_fifo" | "vrrp_notify_fifo_script" => {
-            "not implemented: whatever reads the FIFO would never hear of a state change"
-        }
         "vrrp_mcast_group4" => {
             "not implemented: lbha advertises to 224.0.0.18 only, so the peers would not hear it"
         }
@@ -464,14 +462,11 @@ fn dangerous_global(keyword: &str) -> Option<&'static str> {
 
 fn dangerous_instance(keyword: &str) -> Option<&'static str> {
     Some(match keyword {
-        "track_process" | "track_file" | "track_bfd" => {
+        "track_process" | "track_bfd" => {
             "not implemented: the instance would stay master while what it tracks is down"
         }
-        "virtual_routes" | "virtual_rules" => {
-            "not implemented: these routes or rules would not follow the master on failover"
-        }
-        "use_vmac" | "vmac_xmit_base" | "use_ipvlan" | "use_vmac_addr" => {
-            "not implemented: lbha creates no VRRP virtual MAC interface, so the virtual MAC would not move on failover"
+        "use_ipvlan" | "use_vmac_addr" => {
+            "not implemented: lbha creates no such interface, so the addresses would not move on failover"
         }
         "old_unicast_checksum" => {
             "lbha computes the current checksum: peers expecting the old one would reject its adverts"
@@ -479,14 +474,91 @@ fn dangerous_instance(keyword: &str) -> Option<&'static str> {
         "mcast_dst_ip" => {
             "not implemented: lbha advertises to 224.0.0.18 only, so the peers would not hear it"
         }
-        "no_accept" => {
-            "not implemented: keepalived then drops traffic to the virtual addresses on a non-owner master (with nftables rules); lbha filters nothing, so they would answer"
-        }
         "vrf" => "not implemented: lbha would advertise outside the VRF",
         "unicast_ttl" => {
             "not implemented: lbha sends adverts with TTL 255 only, and its peers may expect another"
         }
         _ => return None,
+    })
+}
+
+/// The interface name of `use_vmac [NAME] [MAC]` (keepalived 2.2.7's
+/// `vrrp_vmac_handler`): none for the default `vrrp.VRID`. A word with a
+/// `:` is a MAC address, which lbha does not take; a name the kernel would
+/// refuse is ignored with a warning, as keepalived ignores it.
+fn use_vmac_name(item: &Statement, context: &str, cx: &mut Cx) -> Option<String> {
+    let mut name = None;
+    for (i, word) in item.args().iter().enumerate() {
+        let text = word.text.as_str();
+        if i >= 2 {
+            cx.extra_words(item.line(), &item.args()[2..], context, "use_vmac");
+            break;
+        }
+        if text.contains(':') {
+            cx.error(
+                item.line(),
+                format!("{context}`use_vmac {text}`: a MAC address of one's own is not supported: not implemented: lbha gives the macvlan the VRRP virtual MAC 00:00:5e:00:01:VRID only"),
+            );
+        } else if name.is_some() {
+            cx.warn(
+                item.line(),
+                format!("{context}`use_vmac`: interface name already given; `{text}` ignored, as keepalived ignores it"),
+            );
+        } else if !crate::validate::interface_name_valid(text) {
+            cx.warn(
+                item.line(),
+                format!("{context}`use_vmac {text}`: not a valid interface name (at most 15 characters, no `/`, `:` or spaces); keepalived ignores it and uses `vrrp.VRID`, and so does lbha"),
+            );
+        } else {
+            name = Some(text.to_owned());
+        }
+    }
+    name
+}
+
+/// keepalived's `vrrp_complete_instance` on `use_vmac` / `vmac_xmit_base`.
+fn complete_vmac(
+    instance: &Instance,
+    vmac: Option<(Option<String>, usize)>,
+    xmit_base: Option<usize>,
+    strict: bool,
+    context: &str,
+    cx: &mut Cx,
+) -> Option<Vmac> {
+    let Some((name, line)) = vmac else {
+        if let Some(line) = xmit_base {
+            cx.warn(
+                line,
+                format!("{context}`vmac_xmit_base` is only valid with `use_vmac`; keepalived ignores it, and so does lbha"),
+            );
+        }
+        return None;
+    };
+    if instance.family() == Family::V6 {
+        cx.error(
+            line,
+            format!("{context}`use_vmac` on an IPv6 instance is not supported: not implemented: lbha creates the IPv4 virtual MAC interface only, so the IPv6 addresses would not move with the virtual MAC"),
+        );
+        return None;
+    }
+    let mut xmit_base = xmit_base.is_some();
+    if strict && xmit_base {
+        cx.warn(
+            line,
+            format!("{context}`vmac_xmit_base` is incompatible with strict mode; keepalived resets it, and so does lbha"),
+        );
+        xmit_base = false;
+    }
+    if !instance.unicast_peers.is_empty() && !xmit_base {
+        cx.warn(
+            line,
+            format!("{context}unicast peers with `use_vmac` need `vmac_xmit_base`; keepalived sets it, and so does lbha"),
+        );
+        xmit_base = true;
+    }
+    Some(Vmac {
+        name: name.unwrap_or_else(|| Vmac::default_name(instance.vrid)),
+        xmit_base,
     })
 }
 
@@ -531,6 +603,12 @@ struct PendingInstance {
     tracks: Vec<TrackRef>,
     /// `track_interface` entries (name, weight, line).
     track_interfaces: Vec<(String, Weight, usize)>,
+    track_files: Vec<track_file::FileTrack>,
+    notify_priority_changes: Option<bool>,
+    /// `use_vmac [NAME]`: the name given, and the line.
+    vmac: Option<(Option<String>, usize)>,
+    /// `vmac_xmit_base`'s line.
+    xmit_base: Option<usize>,
     lines: FieldLines,
 }
 
@@ -550,6 +628,81 @@ struct Builder {
     /// `vrrp_script`s without a `script`, which keepalived removes.
     removed_scripts: HashSet<String>,
     sync_groups: Vec<PendingGroup>,
+    /// global_defs' `vrrp_notify_priority_changes`.
+    notify_priority_changes: bool,
+    /// global_defs' `notify_fifo` (0) and `vrrp_notify_fifo` (1), with
+    /// their scripts.
+    fifos: [PendingFifo; 2],
+    /// `track_file` definitions, in order (an instance's block finds only
+    /// those before it, as in keepalived).
+    track_files: Vec<(crate::TrackFile, FieldLines)>,
+    /// keepalived's automatic rule preferences, shared by every rule of
+    /// the file.
+    rule_priorities: crate::RulePriorities,
+}
+
+/// A `virtual_routes` / `virtual_rules` line lbha does not add: an error
+/// when lbha lacks the option, a warning when keepalived drops the line
+/// too (the same meaning: neither adds it).
+fn route_error(
+    result: Result<(), crate::RouteError>,
+    entry: &Statement,
+    kw: &str,
+    context: &str,
+    cx: &mut Cx,
+) {
+    let what = if kw == "virtual_routes" {
+        "route"
+    } else {
+        "rule"
+    };
+    match result {
+        Ok(()) => {}
+        Err(e @ crate::RouteError::Unsupported(_)) => cx.error(
+            entry.line(),
+            format!(
+                "{context}`{kw}` `{}`: {e}; the {what} would not follow the master on failover",
+                entry.raw.trim()
+            ),
+        ),
+        Err(crate::RouteError::Dropped(why)) => cx.warn(
+            entry.line(),
+            format!(
+                "{context}`{kw}` `{}`: {why}; keepalived drops this {what}, and so does lbha",
+                entry.raw.trim()
+            ),
+        ),
+    }
+}
+
+/// keepalived's `check_true_false` for `KEYWORD [true|false]` (no word:
+/// true).
+fn true_false(item: &Statement, context: &str, cx: &mut Cx) -> Option<bool> {
+    cx.no_block(item, context);
+    match item.args().first().map(|w| w.text.as_str()) {
+        None | Some("true" | "on" | "yes") => Some(true),
+        Some("false" | "off" | "no") => Some(false),
+        Some(other) => {
+            cx.error(
+                item.line(),
+                format!(
+                    "{context}`{}` must be true or false (got `{other}`); keepalived ignores it",
+                    item.keyword()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// A notify FIFO of global_defs as read.
+#[derive(Default)]
+struct PendingFifo {
+    path: Option<String>,
+    owner: Option<String>,
+    group: Option<String>,
+    script: Option<(String, usize)>,
+    line: usize,
 }
 
 /// A `vrrp_sync_group` as read, before its members are matched with the
@@ -560,6 +713,8 @@ struct PendingGroup {
     members: Vec<(String, usize)>,
     tracks: Vec<TrackRef>,
     track_interfaces: Vec<(String, Weight, usize)>,
+    track_files: Vec<track_file::FileTrack>,
+    notify_priority_changes: Option<bool>,
     /// `global_tracking` / `sync_group_tracking_weight`: the members keep
     /// their own weighted tracking.
     tracking_weight: bool,
@@ -578,7 +733,37 @@ impl Builder {
             "vrrp_script" => self.vrrp_script(s, cx),
             "vrrp_instance" => self.vrrp_instance(s, cx),
             "vrrp_sync_group" => self.vrrp_sync_group(s, cx),
-            "static_ipaddress" | "static_routes" | "static_rules" => cx.warn(
+            "track_file" | "vrrp_track_file" => {
+                if let Some((file, fl)) = track_file::definition(s, cx) {
+                    if self.track_files.iter().any(|(f, _)| f.name == file.name) {
+                        cx.warn(
+                            s.line(),
+                            format!("`{kw} {}` defined again; keepalived finds the first one, and so does lbha", file.name),
+                        );
+                    } else {
+                        self.track_files.push((file, fl));
+                    }
+                }
+            }
+            "static_rules" => {
+                // Ignored, but numbered as keepalived numbers them: a rule
+                // without a preference takes the next number, so the
+                // virtual rules after it get keepalived's numbers.
+                if let Some(block) = &s.block {
+                    for entry in block {
+                        let words: Vec<&str> =
+                            entry.words.iter().map(|w| w.text.as_str()).collect();
+                        let _ = crate::parse_rule(&words, &mut self.rule_priorities, &mut Vec::new());
+                    }
+                }
+                cx.warn(
+                    s.line(),
+                    format!(
+                        "unsupported block `{kw}` ignored: keepalived sets these at start whatever the VRRP state, so they belong in the system's network configuration"
+                    ),
+                );
+            }
+            "static_ipaddress" | "static_routes" => cx.warn(
                 s.line(),
                 format!(
                     "unsupported block `{kw}` ignored: keepalived sets these at start whatever the VRRP state, so they belong in the system's network configuration"
@@ -682,6 +867,44 @@ impl Builder {
                             format!("{context}`vrrp_min_garp` must be true or false (got `{other}`); keepalived ignores it, and so does lbha"),
                         ),
                     }
+                }
+                "vrrp_notify_priority_changes" => {
+                    if let Some(on) = true_false(item, context, cx) {
+                        self.notify_priority_changes = on;
+                    }
+                }
+                "notify_fifo" | "vrrp_notify_fifo" => {
+                    cx.no_block(item, context);
+                    match item.args() {
+                        [] => cx.error(line, format!("{context}`{kw}` needs a FIFO path")),
+                        [path, rest @ ..] => {
+                            let slot = usize::from(kw == "vrrp_notify_fifo");
+                            let fifo = &mut self.fifos[slot];
+                            fifo.path = Some(path.text.clone());
+                            fifo.owner = rest.first().map(|w| w.text.clone());
+                            fifo.group = rest.get(1).map(|w| w.text.clone());
+                            if rest.len() > 2 {
+                                cx.extra_words(line, &rest[2..], context, "PATH [user [group]]");
+                            }
+                            fifo.line = line;
+                        }
+                    }
+                }
+                "notify_fifo_script" | "vrrp_notify_fifo_script" => {
+                    cx.no_block(item, context);
+                    let Some((command, user)) = script_words(item, context, cx) else {
+                        continue;
+                    };
+                    if let [user, rest @ ..] = user.as_slice() {
+                        self.script_users.push(ScriptUser {
+                            user: user.clone(),
+                            group: rest.first().cloned(),
+                            what: format!("global_defs `{kw}`"),
+                            line,
+                        });
+                    }
+                    let slot = usize::from(kw == "vrrp_notify_fifo_script");
+                    self.fifos[slot].script = Some((command, line));
                 }
                 // What lbha does anyway: with unicast peers, only their
                 // adverts are accepted (unless --no-check-unicast-src).
@@ -833,6 +1056,8 @@ impl Builder {
             members: Vec::new(),
             tracks: Vec::new(),
             track_interfaces: Vec::new(),
+            track_files: Vec::new(),
+            notify_priority_changes: None,
             tracking_weight: false,
             lines: fl,
         };
@@ -866,7 +1091,11 @@ impl Builder {
                 "track_interface" => pending
                     .track_interfaces
                     .extend(track_interface_block(item, context, cx)),
-                "track_file" | "track_process" | "track_bfd" => cx.error(
+                "track_file" => {
+                    let tracked = track_file::block(item, &self.track_files, context, cx);
+                    track_file::add(&mut pending.track_files, tracked, context, cx);
+                }
+                "track_process" | "track_bfd" => cx.error(
                     line,
                     format!(
                         "{context}`{kw}` is not supported: not implemented: the group would stay master while what it tracks is down"
@@ -909,7 +1138,12 @@ impl Builder {
                         *slot = Some(command);
                     }
                 }
-                "smtp_alert" | "notify_priority_changes" => {
+                "notify_priority_changes" => {
+                    if let Some(on) = true_false(item, context, cx) {
+                        pending.notify_priority_changes = Some(on);
+                    }
+                }
+                "smtp_alert" => {
                     cx.warn(line, format!("{context}`{kw}` ignored"));
                 }
                 _ => cx.unknown(item, context),
@@ -938,11 +1172,19 @@ impl Builder {
             check_unicast_src: true,
             down_timer_adverts: DEFAULT_DOWN_TIMER_ADVERTS,
             auth_pass: None,
+            auth_type: AuthType::Pass,
             virtual_addresses: Vec::new(),
+            virtual_routes: Vec::new(),
+            virtual_rules: Vec::new(),
             track: Vec::new(),
             track_interfaces: Vec::new(),
+            track_files: Vec::new(),
+            notify_priority_changes: false,
+            dont_track_primary: false,
+            accept: true,
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
+            vmac: None,
             // keepalived copies the global settings read so far when the
             // instance's block opens (`alloc_vrrp`).
             garp: self.garp.instance_defaults(),
@@ -961,6 +1203,10 @@ impl Builder {
             family: None,
             tracks: Vec::new(),
             track_interfaces: Vec::new(),
+            track_files: Vec::new(),
+            notify_priority_changes: None,
+            vmac: None,
+            xmit_base: None,
             lines: FieldLines::default(),
         };
         let mut has_vrid = false;
@@ -977,8 +1223,11 @@ impl Builder {
                 kw,
                 "unicast_peer"
                     | "virtual_ipaddress"
+                    | "virtual_routes"
+                    | "virtual_rules"
                     | "track_script"
                     | "track_interface"
+                    | "track_file"
                     | "authentication"
                     | "notify_master"
                     | "notify_backup"
@@ -1189,8 +1438,12 @@ impl Builder {
                 }
                 "authentication" => {
                     fl.set("auth_pass", line);
+                    fl.set("auth_type", line);
                     match authentication(item, context, cx) {
-                        Ok(pass) => inst.auth_pass = pass,
+                        Ok(auth) => {
+                            inst.auth_type = auth.as_ref().map_or(AuthType::Pass, |a| a.1);
+                            inst.auth_pass = auth.map(|a| a.0);
+                        }
                         Err(()) => fl.mark_bad("auth_pass"),
                     }
                 }
@@ -1203,6 +1456,16 @@ impl Builder {
                     pending
                         .track_interfaces
                         .extend(track_interface_block(item, context, cx));
+                }
+                "notify_priority_changes" => {
+                    if let Some(on) = true_false(item, context, cx) {
+                        pending.notify_priority_changes = Some(on);
+                    }
+                }
+                "track_file" => {
+                    fl.set("track_files", line);
+                    let tracked = track_file::block(item, &self.track_files, context, cx);
+                    track_file::add(&mut pending.track_files, tracked, context, cx);
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
                     cx.no_block(item, context);
@@ -1284,6 +1547,11 @@ impl Builder {
                     fl.set("accept", line);
                     pending.accept = Some(true);
                 }
+                "no_accept" => {
+                    cx.no_args(item, context);
+                    fl.set("accept", line);
+                    pending.accept = Some(false);
+                }
                 "virtual_ipaddress" | "virtual_ipaddress_excluded" => {
                     fl.set("virtual_addresses", line);
                     let excluded = kw == "virtual_ipaddress_excluded";
@@ -1311,14 +1579,47 @@ impl Builder {
                         }
                     }
                 }
+                "virtual_routes" | "virtual_rules" => {
+                    fl.set(kw, line);
+                    for entry in list_block(item, context, cx) {
+                        let words: Vec<&str> =
+                            entry.words.iter().map(|w| w.text.as_str()).collect();
+                        let mut warnings = Vec::new();
+                        let result = if kw == "virtual_routes" {
+                            crate::parse_route(&words, &mut warnings)
+                                .map(|r| inst.virtual_routes.push(r))
+                        } else {
+                            crate::parse_rule(&words, &mut self.rule_priorities, &mut warnings)
+                                .map(|r| inst.virtual_rules.push(r))
+                        };
+                        for w in warnings {
+                            cx.warn(entry.line(), format!("{context}`{kw}`: {w}"));
+                        }
+                        route_error(result, entry, kw, context, cx);
+                    }
+                    let tracked = if kw == "virtual_routes" {
+                        inst.virtual_routes.iter().any(|r| !r.no_track)
+                    } else {
+                        inst.virtual_rules.iter().any(|r| !r.no_track)
+                    };
+                    if tracked {
+                        cx.warn(
+                            line,
+                            format!("{context}`{kw}`: keepalived takes the instance out of MASTER when one it tracks (no `no_track`) is deleted behind its back; lbha does not watch them: one deleted stays deleted until the next takeover, as with `no_track`"),
+                        );
+                    }
+                }
                 "dont_track_primary" => {
                     cx.no_args(item, context);
-                    cx.error(
-                        line,
-                        format!(
-                            "{context}`dont_track_primary` is not supported: not implemented: lbha always goes to FAULT when the interface is down"
-                        ),
-                    );
+                    inst.dont_track_primary = true;
+                }
+                "use_vmac" => {
+                    cx.no_block(item, context);
+                    pending.vmac = Some((use_vmac_name(item, context, cx), line));
+                }
+                "vmac_xmit_base" => {
+                    cx.no_args(item, context);
+                    pending.xmit_base = Some(line);
                 }
                 _ if keywords::INSTANCE.contains(&kw) => {
                     cx.unsupported(item, context, keywords::INSTANCE);
@@ -1350,7 +1651,40 @@ impl Builder {
             script_users,
             removed_scripts,
             sync_groups,
+            track_files,
+            fifos,
+            notify_priority_changes,
+            rule_priorities: _,
         } = self;
+        let mut global = global;
+        for (fifo, kw) in fifos.into_iter().zip(["notify_fifo", "vrrp_notify_fifo"]) {
+            let Some(path) = fifo.path else {
+                if let Some((_, line)) = fifo.script {
+                    cx.warn(
+                        line,
+                        format!("global_defs: `{kw}_script` without `{kw}`: keepalived runs nothing, and neither does lbha"),
+                    );
+                }
+                continue;
+            };
+            if global
+                .notify_fifos
+                .iter()
+                .any(|f| f.path.as_os_str() == path.as_str())
+            {
+                cx.error(
+                    fifo.line,
+                    format!("global_defs: `{kw}` {path} is the `notify_fifo` too; keepalived needs every FIFO name to differ"),
+                );
+                continue;
+            }
+            global.notify_fifos.push(crate::NotifyFifo {
+                path: path.into(),
+                owner: fifo.owner,
+                group: fifo.group,
+                script: fifo.script.map(|(s, _)| s),
+            });
+        }
         check_script_users(&global, &script_users, cx);
         let (mut checks, mut check_lines): (Vec<Check>, Vec<FieldLines>) =
             checks.into_iter().unzip();
@@ -1365,8 +1699,14 @@ impl Builder {
         let mut out = Vec::new();
         let mut instance_lines = Vec::new();
         for mut pending in instances {
-            if let Some(&g) = group_of.get(&pending.instance.name) {
-                sync_member_tracking(&mut pending, &groups[g], &checks, &by_name, cx);
+            // keepalived: the instance's own, else its group's, else global_defs'.
+            let group = group_of.get(&pending.instance.name).map(|&g| &groups[g]);
+            pending.instance.notify_priority_changes = pending
+                .notify_priority_changes
+                .or(group.and_then(|g| g.notify_priority_changes))
+                .unwrap_or(notify_priority_changes);
+            if let Some(group) = group {
+                sync_member_tracking(&mut pending, group, &checks, &by_name, cx);
             }
             let (mut instance, (mut lines, tracks)) = complete_instance(
                 pending,
@@ -1434,6 +1774,7 @@ impl Builder {
                 // keepalived.conf has no such block; `--floating-ip` adds it.
                 floating_ip: None,
                 heartbeat: None,
+                track_files: track_files.into_iter().map(|(f, _)| f).collect(),
                 sync_groups: groups.iter().map(|g| g.group.clone()).collect(),
             },
             lines,
@@ -1566,6 +1907,8 @@ fn sync_member_tracking(
                 *weight = Some((0, false));
             }
         }
+        let why = format!("sync group `{gname}`");
+        track_file::unweight(&mut pending.track_files, &context, &why, cx);
     }
     let owner = pending.priority == Some(255);
     for track in &group.tracks {
@@ -1593,6 +1936,29 @@ fn sync_member_tracking(
         let weight = if owner { Some((0, false)) } else { *weight };
         pending.track_interfaces.push((name.clone(), weight, *line));
     }
+    // keepalived's `add_obj_to_track_file`: a file the member tracks
+    // itself takes the group's weight, unless the member's is 0.
+    for (name, weight, reverse, line) in &group.track_files {
+        let (weight, reverse) = if owner && *weight != 0 {
+            cx.warn(
+                *line,
+                format!("sync group `{gname}`: tracked file `{name}`: a member has priority 255, so keepalived sets its weight to 0, and so does lbha"),
+            );
+            (0, *reverse)
+        } else {
+            (*weight, *reverse)
+        };
+        match pending.track_files.iter_mut().find(|t| &t.0 == name) {
+            Some(own) => {
+                if own.1 != 0 {
+                    (own.1, own.2) = (weight, reverse);
+                }
+            }
+            None => pending
+                .track_files
+                .push((name.clone(), weight, reverse, *line)),
+        }
+    }
 }
 
 fn complete_instance(
@@ -1617,6 +1983,10 @@ fn complete_instance(
         family,
         tracks,
         track_interfaces,
+        mut track_files,
+        notify_priority_changes: _,
+        vmac,
+        xmit_base,
         lines: fl,
     } = pending;
     let context = format!("vrrp_instance `{}`: ", instance.name);
@@ -1691,7 +2061,30 @@ fn complete_instance(
                 ),
             );
             instance.auth_pass = None;
+        } else if instance.auth_type == AuthType::Ah && instance.family() == Family::V6 {
+            cx.warn(
+                at("auth_type"),
+                format!(
+                    "{context}AH authentication is for IPv4 only; keepalived ignores it on IPv6, and so does lbha"
+                ),
+            );
+            instance.auth_pass = None;
+        } else if instance.auth_type == AuthType::Ah
+            && instance.initial_state == InitialState::Master
+            && !owner
+        {
+            // keepalived wants an advert's sequence number before it sends.
+            cx.warn(
+                at("initial_state"),
+                format!(
+                    "{context}`state MASTER` with AH authentication: keepalived starts a non-owner as BACKUP to learn the sequence number first, and so does lbha"
+                ),
+            );
+            instance.initial_state = InitialState::Backup;
         }
+    }
+    if instance.auth_pass.is_none() {
+        instance.auth_type = AuthType::Pass;
     }
     if strict && !instance.unicast_peers.is_empty() {
         cx.error(
@@ -1778,18 +2171,21 @@ fn complete_instance(
     } else {
         garp_lower_prio_delay.unwrap_or(global_delay)
     };
-    // Strict mode without `accept`: keepalived drops traffic to the
-    // addresses on a non-owner master (VRRPv2 strict even with `accept`).
-    let accepts =
-        accept.unwrap_or(owner || !strict) && !(strict && instance.version == 2 && !owner);
-    if strict && !accepts {
-        cx.error(
+    // keepalived's vrrp_complete_instance: unset, accept mode is on for
+    // the owner and off in strict mode; VRRPv2 strict resets it for a
+    // non-owner (RFC 3768 has no accept mode).
+    let mut accepts = accept.unwrap_or(owner || !strict);
+    if accepts && !owner && strict && instance.version == 2 {
+        cx.warn(
             fl.line("accept").unwrap_or(at("name")),
             format!(
-                "{context}in strict mode keepalived drops traffic to the virtual addresses on a master that is not the address owner (`no_accept`, with nftables rules): not implemented, lbha filters nothing, so they would answer; add `accept` (VRRPv3), or remove `vrrp_strict`"
+                "{context}`accept` with VRRPv2 does not comply with RFC 3768 in strict mode; keepalived resets it to `no_accept`, and so does lbha"
             ),
         );
+        accepts = false;
     }
+    instance.vmac = complete_vmac(&instance, vmac, xmit_base, strict, &context, cx);
+    instance.accept = accepts;
     for (name, weight, line) in track_interfaces {
         if name == instance.interface {
             cx.warn(
@@ -1813,6 +2209,22 @@ fn complete_instance(
             });
         }
     }
+    if owner {
+        track_file::unweight(
+            &mut track_files,
+            &context,
+            "priority 255 (the address owner)",
+            cx,
+        );
+    }
+    instance.track_files = track_files
+        .into_iter()
+        .map(|(name, weight, reverse, _)| crate::TrackFileRef {
+            name,
+            weight: Some(weight),
+            reverse: Some(reverse),
+        })
+        .collect();
     (instance, (fl, tracks))
 }
 
@@ -2371,9 +2783,13 @@ fn list_block<'s>(s: &'s Statement, context: &str, cx: &mut Cx) -> &'s [Statemen
     block
 }
 
-/// `authentication { auth_type PASS auth_pass X }`: the password, None
-/// without authentication, Err after reporting an error.
-fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<String>, ()> {
+/// `authentication { auth_type PASS|AH auth_pass X }`: the password and
+/// its use, None without authentication, Err after reporting an error.
+fn authentication(
+    s: &Statement,
+    context: &str,
+    cx: &mut Cx,
+) -> Result<Option<(String, AuthType)>, ()> {
     let Some(block) = &s.block else {
         cx.error(
             s.line(),
@@ -2401,27 +2817,25 @@ fn authentication(s: &Statement, context: &str, cx: &mut Cx) -> Result<Option<St
         return Err(());
     }
     match auth_type {
-        Some((t, _)) if t == "PASS" => match pass {
-            Some(pass) if !pass.is_empty() => Ok(Some(pass)),
+        Some((t, _)) if t == "PASS" || t == "AH" => match pass {
+            Some(pass) if !pass.is_empty() => Ok(Some((
+                pass,
+                if t == "AH" {
+                    AuthType::Ah
+                } else {
+                    AuthType::Pass
+                },
+            ))),
             _ => {
                 cx.warn(
                     s.line(),
                     format!(
-                        "{context}`auth_type PASS` without an `auth_pass`: keepalived ignores the authentication, and so does lbha"
+                        "{context}`auth_type {t}` without an `auth_pass`: keepalived ignores the authentication, and so does lbha"
                     ),
                 );
                 Ok(None)
             }
         },
-        Some((t, line)) if t == "AH" => {
-            cx.error(
-                line,
-                format!(
-                    "{context}`auth_type AH` is not supported: not implemented: the peers would reject lbha's adverts (use PASS, or no authentication, on every node)"
-                ),
-            );
-            Err(())
-        }
         Some((t, line)) => {
             cx.error(
                 line,

@@ -46,6 +46,7 @@ fn seed_config() -> Config {
     Config {
         floating_ip: None,
         heartbeat: None,
+        track_files: Vec::new(),
         sync_groups: Vec::new(),
         global: Global::default(),
         checks: vec![Check {
@@ -75,15 +76,23 @@ fn seed_config() -> Config {
             check_unicast_src: true,
             down_timer_adverts: 3,
             auth_pass: Some("password".into()),
+            auth_type: crate::AuthType::Pass,
             virtual_addresses: vec![],
+            virtual_routes: vec![],
+            virtual_rules: vec![],
             track: vec!["chk_haproxy".into()],
             track_interfaces: Vec::new(),
+            track_files: Vec::new(),
+            notify_priority_changes: false,
+            dont_track_primary: false,
+            accept: true,
             notify: Notify {
                 master: Some("/etc/keepalived/master.sh".into()),
                 ..Notify::default()
             },
             receive_path: ReceivePathChoice::Auto,
             garp: Garp::default(),
+            vmac: None,
         }],
     }
 }
@@ -500,9 +509,9 @@ vrrp_instance VI_1 {
     track_process {
         haproxy
     }
-    use_vmac
+    use_ipvlan
     virtual_routes {
-        default via 10.0.0.1
+        default via 10.0.0.1 mtu 1400
     }
     priorty 100
 }
@@ -515,8 +524,13 @@ virtual_server 10.0.0.50 80 {
     let e = at(&errs);
     let lines: Vec<usize> = e.iter().map(|(l, _)| *l).collect();
     // The sync group (line 5) is read, no longer refused.
-    assert_eq!(lines, vec![3, 16, 19, 20, 23, 25], "{e:#?}");
+    assert_eq!(lines, vec![3, 16, 19, 21, 23, 25], "{e:#?}");
     assert!(e[1].1.contains("`track_process` is not supported"));
+    assert!(
+        e[3].1.contains("`mtu` is not supported: not implemented"),
+        "a route option lbha lacks is named: {}",
+        e[3].1
+    );
     assert!(e[4].1.contains("`priorty` is not a keepalived keyword"));
     assert!(e[5].1.contains("no LVS"));
 }
@@ -726,7 +740,7 @@ unicast_peer {
     10.0.0.1
 }
 authentication {
-    auth_type AH
+    auth_type MD5
     auth_pass secret
 }
 virtual_ipaddress {
@@ -776,7 +790,10 @@ interface eth1
     assert!(e[5].1.contains("VRRPv2 `advert_int` must be whole seconds"));
     assert!(e[6].1.contains("`fe80::x` is not an IPv4 or IPv6 address"));
     assert!(e[7].1.contains("is this node's own `unicast_src_ip`"));
-    assert!(e[8].1.contains("`auth_type AH` is not supported"));
+    assert!(
+        e[8].1
+            .contains("`auth_type` must be PASS or AH (got `MD5`)")
+    );
     assert!(e[9].1.contains("prefix length"));
     assert!(e[10].1.contains("`track_script` names `missing`"));
     assert!(e[11].1.contains("no `virtual_ipaddress`"), "{}", e[11].1);
@@ -831,6 +848,52 @@ fn config_keepalived_structure_errors() {
         e.iter()
             .any(|(_, m)| m.contains("`vrrp_script` needs a name"))
     );
+}
+
+/// `auth_type AH`, with keepalived's meaning: the password is the
+/// HMAC-MD5 key, a non-owner's `state MASTER` starts BACKUP, IPv6 and
+/// strict mode drop it; the TOML form says `auth_type = "ah"`.
+#[test]
+fn config_keepalived_auth_ah() {
+    let loaded = load(&instance_with(
+        "    state MASTER\n    priority 150\n    authentication {\n        auth_type AH\n        auth_pass ahsecret\n    }",
+    ));
+    let i = &loaded.config.instances[0];
+    assert_eq!(i.auth_pass.as_deref(), Some("ahsecret"));
+    assert_eq!(i.auth_type, crate::AuthType::Ah);
+    assert_eq!(i.initial_state, InitialState::Backup);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("`state MASTER` with AH authentication")),
+        "{:?}",
+        loaded.warnings
+    );
+    let toml = crate::to_toml(&loaded.config);
+    assert!(toml.contains("auth_type = \"ah\""), "{toml}");
+    let again = crate::parse_toml(&toml, Path::new("t")).unwrap();
+    assert_eq!(again.config.instances[0].auth_type, crate::AuthType::Ah);
+    // The address owner keeps MASTER.
+    let owner = load(&instance_with(
+        "    state MASTER\n    priority 255\n    authentication {\n        auth_type AH\n        auth_pass ahsecret\n    }",
+    ));
+    assert_eq!(
+        owner.config.instances[0].initial_state,
+        InitialState::Master
+    );
+    // PASS is unchanged, and says nothing of AH in TOML.
+    let pass = load(&instance_with(
+        "    authentication {\n        auth_type PASS\n        auth_pass secret\n    }",
+    ));
+    assert_eq!(pass.config.instances[0].auth_type, crate::AuthType::Pass);
+    assert!(!crate::to_toml(&pass.config).contains("auth_type"));
+    // Without a password: no authentication, as keepalived.
+    let none = load(&instance_with(
+        "    authentication {\n        auth_type AH\n    }",
+    ));
+    assert_eq!(none.config.instances[0].auth_pass, None);
+    assert_eq!(none.config.instances[0].auth_type, crate::AuthType::Pass);
 }
 
 #[test]
@@ -1216,7 +1279,7 @@ fn config_keepalived_source_and_peer_prefixes_are_dropped() {
 }
 
 /// `vrrp_strict`: no authentication, only the owner starts MASTER, no
-/// preempt_delay, and no unicast peers or non-owner without `accept`.
+/// preempt_delay, no unicast peers, and accept mode off by default.
 #[test]
 fn config_keepalived_strict_mode_rules() {
     let text = format!(
@@ -1227,6 +1290,7 @@ fn config_keepalived_strict_mode_rules() {
     let i = &loaded.config.instances[0];
     assert_eq!(i.initial_state, InitialState::Backup, "not the owner");
     assert_eq!(i.preempt_delay, Duration::ZERO);
+    assert!(i.accept, "VRRPv3 strict keeps an explicit `accept`");
     assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
 
     let auth = load(&format!(
@@ -1254,7 +1318,52 @@ fn config_keepalived_strict_mode_rules() {
             .any(|(_, m)| m.contains("unicast peers in strict mode")),
         "{e:?}"
     );
-    assert!(e.iter().any(|(_, m)| m.contains("drops traffic")), "{e:?}");
+    assert!(!e.iter().any(|(_, m)| m.contains("accept")), "{e:?}");
+}
+
+/// keepalived's accept mode (vrrp_complete_instance): `accept` /
+/// `no_accept`, the last one wins; unset, on unless strict mode (the owner
+/// always); VRRPv2 strict resets `accept` on a non-owner with a warning.
+#[test]
+fn config_keepalived_accept_mode() {
+    let strict = |body: &str| {
+        format!(
+            "global_defs {{\n    vrrp_strict\n}}\nvrrp_instance VI_1 {{\n    interface eth1\n    virtual_router_id 1\n{body}\n    virtual_ipaddress {{\n        10.0.0.100\n    }}\n}}\n"
+        )
+    };
+    let accept = |text: &str| load(text).config.instances[0].accept;
+    assert!(accept(&instance_with("")), "on by default");
+    assert!(!accept(&instance_with("    no_accept")));
+    assert!(
+        accept(&instance_with("    no_accept\n    accept")),
+        "last wins"
+    );
+    assert!(
+        !accept(&instance_with("    accept\n    no_accept")),
+        "last wins"
+    );
+    assert!(!accept(&strict("    version 3")), "strict: off by default");
+    assert!(accept(&strict("    version 3\n    accept")));
+    assert!(
+        accept(&strict("    priority 255")),
+        "strict: the owner accepts"
+    );
+    let v2 = load(&strict("    accept"));
+    assert!(
+        !v2.config.instances[0].accept,
+        "VRRPv2 strict resets accept"
+    );
+    assert!(
+        v2.warnings.iter().any(|w| w.message.contains("RFC 3768")),
+        "{:?}",
+        v2.warnings
+    );
+    // The native file says the same, and reads back the same.
+    let config = load(&instance_with("    no_accept")).config;
+    let toml = crate::to_toml(&config);
+    assert!(toml.contains("accept = false"), "{toml}");
+    let again = crate::parse_toml(&toml, &path()).unwrap().config;
+    assert_eq!(again.instances[0], config.instances[0]);
 }
 
 #[test]
@@ -1710,4 +1819,441 @@ fn config_keepalived_garp_timing_as_keepalived_reads_it() {
         config,
         "{toml}"
     );
+}
+
+/// keepalived's `track_file` (and `vrrp_track_file`): the definition's
+/// defaults (weight 1), an instance's own weight and direction, init_file,
+/// and TOML reading it back the same.
+#[test]
+fn config_keepalived_track_file_definitions_and_weights() {
+    let text = format!(
+        "track_file maint {{\n    file /run/maint\n    init_file 5 overwrite\n}}\n\
+         vrrp_track_file offset {{\n    file \"/run/offset\"\n    weight -3 reverse\n}}\n{}",
+        instance_with(
+            "    track_file {\n        maint\n        offset\n        maint\n    }\n    track_file {\n        offset weight 7 noreverse\n    }"
+        )
+    );
+    let loaded = load(&text);
+    let files: Vec<_> = loaded
+        .config
+        .track_files
+        .iter()
+        .map(|f| {
+            (
+                f.name.as_str(),
+                f.path.to_str().unwrap(),
+                f.weight,
+                f.reverse,
+                f.init,
+            )
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                "maint",
+                "/run/maint",
+                1,
+                false,
+                Some(crate::TrackFileInit {
+                    value: 5,
+                    overwrite: true
+                })
+            ),
+            ("offset", "/run/offset", -3, true, None),
+        ]
+    );
+    let refs: Vec<_> = loaded.config.instances[0]
+        .track_files
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight, t.reverse))
+        .collect();
+    // The file's defaults; a repeat is ignored, in the same block or another.
+    assert_eq!(
+        refs,
+        [
+            ("maint", Some(1), Some(false)),
+            ("offset", Some(-3), Some(true)),
+        ]
+    );
+    let again_lines: Vec<_> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.message.contains("given again"))
+        .map(|w| w.line)
+        .collect();
+    assert!(again_lines == [Some(15), Some(18)], "{:?}", loaded.warnings);
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+}
+
+/// What keepalived refuses or ignores in a track_file: lbha says so.
+#[test]
+fn config_keepalived_track_file_errors() {
+    // Defined after the instance: keepalived does not find it.
+    let errs = errors(&format!(
+        "{}track_file late {{\n    file /run/late\n}}\n",
+        instance_with("    track_file {\n        late\n    }")
+    ));
+    assert!(
+        at(&errs)[0]
+            .1
+            .contains("no track_file of that name is defined before"),
+        "{errs:?}"
+    );
+    let errs = errors("track_file f {\n    weight 2\n}\n");
+    assert!(at(&errs)[0].1.contains("no `file`"), "{errs:?}");
+    let errs = errors("track_file f {\n    file /x\n    weight 255\n}\n");
+    assert!(at(&errs)[0].1.contains("-254..=254"), "{errs:?}");
+    let errs = errors(&format!(
+        "track_file f {{\n    file /x\n}}\n{}",
+        instance_with("    track_file {\n        f weight 3 sideways\n    }")
+    ));
+    assert!(at(&errs)[0].1.contains("unknown weight option"), "{errs:?}");
+}
+
+/// The address owner and sync group members without
+/// `sync_group_tracking_weight`: weight 1 (the default) becomes 0, any
+/// other weight drops the file (keepalived's `vrrp_complete_instance`); a
+/// group's own track_file applies to its members.
+#[test]
+fn config_keepalived_track_file_owner_and_sync_group_rules() {
+    let files = "track_file a {\n    file /run/a\n}\ntrack_file b {\n    file /run/b\n    weight 5\n}\ntrack_file c {\n    file /run/c\n}\n";
+    let owner = load(&format!(
+        "{files}{}",
+        instance_with("    priority 255\n    track_file {\n        a\n        b\n    }")
+    ));
+    let refs: Vec<_> = owner.config.instances[0]
+        .track_files
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight))
+        .collect();
+    assert_eq!(refs, [("a", Some(0))]);
+    let grouped = load(&format!(
+        "{files}vrrp_sync_group G {{\n    group {{\n        VI_1\n    }}\n    track_file {{\n        c weight -4\n    }}\n}}\n{}",
+        instance_with("    track_file {\n        a\n        b\n    }")
+    ));
+    let refs: Vec<_> = grouped.config.instances[0]
+        .track_files
+        .iter()
+        .map(|t| (t.name.as_str(), t.weight))
+        .collect();
+    assert_eq!(refs, [("a", Some(0)), ("c", Some(-4))]);
+}
+
+/// global_defs' `notify_fifo` / `vrrp_notify_fifo` with their owners and
+/// scripts: `notify_fifo` first, as keepalived writes to it first.
+#[test]
+fn config_keepalived_notify_fifos() {
+    let text = "global_defs {\n    vrrp_notify_fifo /run/vrrp.fifo\n    vrrp_notify_fifo_script \"/usr/local/bin/reader --x\"\n    notify_fifo /run/all.fifo nobody nogroup\n}\n";
+    let loaded = load(&format!("{text}{}", instance_with("")));
+    let fifos = &loaded.config.global.notify_fifos;
+    assert_eq!(
+        fifos,
+        &[
+            crate::NotifyFifo {
+                path: "/run/all.fifo".into(),
+                owner: Some("nobody".into()),
+                group: Some("nogroup".into()),
+                script: None,
+            },
+            crate::NotifyFifo {
+                path: "/run/vrrp.fifo".into(),
+                owner: None,
+                group: None,
+                script: Some("/usr/local/bin/reader --x".into()),
+            },
+        ]
+    );
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+    // The same FIFO twice: keepalived needs them to differ.
+    let errs = errors(&format!(
+        "global_defs {{\n    notify_fifo /run/x\n    vrrp_notify_fifo /run/x\n}}\n{}",
+        instance_with("")
+    ));
+    assert!(
+        at(&errs)[0].1.contains("every FIFO name to differ"),
+        "{errs:?}"
+    );
+    // A script without its FIFO runs nothing: a warning.
+    let loaded = load(&format!(
+        "global_defs {{\n    notify_fifo_script /bin/true\n}}\n{}",
+        instance_with("")
+    ));
+    assert!(loaded.config.global.notify_fifos.is_empty());
+    assert!(
+        loaded.warnings.iter().any(|w| w.line == Some(2)),
+        "{:?}",
+        loaded.warnings
+    );
+}
+
+/// `notify_priority_changes`: the instance's own, else its sync group's,
+/// else global_defs' `vrrp_notify_priority_changes` (keepalived's order).
+#[test]
+fn config_keepalived_notify_priority_changes_precedence() {
+    let two = "vrrp_instance A {\n    interface eth1\n    virtual_router_id 1\n    notify_priority_changes false\n}\n\
+               vrrp_instance B {\n    interface eth1\n    virtual_router_id 2\n}\n\
+               vrrp_instance C {\n    interface eth1\n    virtual_router_id 3\n}\n\
+               vrrp_sync_group G {\n    group {\n        C\n    }\n    notify_priority_changes off\n}\n";
+    let loaded = load(&format!(
+        "global_defs {{\n    vrrp_notify_priority_changes\n}}\n{two}"
+    ));
+    let on: Vec<bool> = loaded
+        .config
+        .instances
+        .iter()
+        .map(|i| i.notify_priority_changes)
+        .collect();
+    assert_eq!(on, [false, true, false]);
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+    let errs = errors(&instance_with("    notify_priority_changes maybe"));
+    assert!(at(&errs)[0].1.contains("must be true or false"), "{errs:?}");
+}
+
+/// `dont_track_primary`: keepalived's flag, read into the model and back
+/// from TOML.
+#[test]
+fn config_keepalived_dont_track_primary() {
+    let loaded = load(&instance_with("    dont_track_primary"));
+    assert!(loaded.config.instances[0].dont_track_primary);
+    assert!(!load(&instance_with("")).config.instances[0].dont_track_primary);
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+}
+
+/// The shapes of keepalived's own samples (`doc/samples/keepalived.conf.vrrp.routes`,
+/// `.vrrp.rules`): read with keepalived 2.2.7's meaning, and written to
+/// TOML and read back unchanged.
+#[test]
+fn config_keepalived_virtual_routes_and_rules() {
+    let text = r"static_rules {
+    from 192.168.100.0/24 table 1
+    to 192.168.100./24 table 1
+}
+vrrp_instance VI_1 {
+    state MASTER
+    interface eth0
+    virtual_router_id 51
+    priority 100
+    virtual_ipaddress {
+        192.168.200.16
+    }
+    virtual_routes {
+        src 192.168.100.1 192.168.109.0/24 via 192.168.200.254 dev eth1
+        192.168.111.0/24 dev eth2 no_track
+        192.168.113.0/24 via 192.168.100.252 or 192.168.100.253
+        blackhole 192.168.113.1/32
+        0.0.0.0/0 gw 192.168.0.1 table 100  # a default gateway in table 100
+    }
+    virtual_rules {
+        from 192.168.200.0/24 table 2
+        to 192.168.200./24 table 2
+        to 10.9.0.0/16 lookup 7 preference 100 no_track
+    }
+}
+";
+    let loaded = load(text);
+    let i = &loaded.config.instances[0];
+    let routes: Vec<String> = i.virtual_routes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        routes,
+        vec![
+            "src 192.168.100.1 192.168.109.0/24 via 192.168.200.254 dev eth1",
+            "192.168.111.0/24 dev eth2 no_track",
+            // No `dev`: keepalived cannot track these (and says so).
+            "192.168.113.0/24 via 192.168.100.252 or 192.168.100.253 no_track",
+            "blackhole 192.168.113.1/32 no_track",
+            "0.0.0.0/0 via 192.168.0.1 table 100 no_track",
+        ]
+    );
+    assert!(!i.virtual_routes[0].no_track);
+    assert_eq!(i.virtual_routes[0].effective_protocol(), 18);
+    let rules: Vec<String> = i.virtual_rules.iter().map(ToString::to_string).collect();
+    // The static rule took 16384 (keepalived numbers every rule of the
+    // file in order); the broken ones are dropped, as keepalived drops them.
+    assert_eq!(
+        rules,
+        vec![
+            "from 192.168.200.0/24 preference 16383 table 2",
+            "to 10.9.0.0/16 preference 100 table 7 no_track",
+        ]
+    );
+    let w = at(&loaded.warnings);
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == 22 && m.contains("keepalived drops this rule, and so does lbha")),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter()
+            .any(|(l, m)| *l == 21 && m.contains("setting to 16383")),
+        "{w:#?}"
+    );
+    assert!(
+        w.iter().any(|(l, m)| *l == 18 && m.contains("deprecated")),
+        "{w:#?}"
+    );
+
+    let toml = crate::to_toml(&loaded.config);
+    assert!(
+        toml.contains("virtual_routes = [\"src 192.168.100.1"),
+        "{toml}"
+    );
+    let back = crate::parse_toml(&toml, Path::new("back.toml")).expect("the TOML reads back");
+    assert_eq!(back.config.instances[0].virtual_routes, i.virtual_routes);
+    assert_eq!(back.config.instances[0].virtual_rules, i.virtual_rules);
+}
+
+#[test]
+fn config_toml_virtual_routes_and_rules_errors() {
+    let base = "[[instance]]\nname = \"a\"\ninterface = \"eth1\"\nvrid = 1\nvirtual_addresses = [\"10.0.0.9/24\"]\n";
+    let ok = format!(
+        "{base}virtual_routes = [\"10.1.0.0/16 via 10.0.0.1 dev eth1\"]\nvirtual_rules = [\"from 10.0.0.9 table 5 preference 50\"]\n"
+    );
+    let loaded = crate::parse_toml(&ok, Path::new("a.toml")).expect("valid");
+    let i = &loaded.config.instances[0];
+    assert_eq!(i.virtual_routes[0].dev.as_deref(), Some("eth1"));
+    assert_eq!(i.virtual_rules[0].priority, 50);
+    for (bad, expect) in [
+        (
+            "virtual_routes = [\"10.1.0.0/16 via 10.0.0.1 mtu 9000\"]",
+            "`mtu` is not supported",
+        ),
+        (
+            "virtual_routes = [\"via 10.0.0.1\"]",
+            "must have a destination",
+        ),
+        ("virtual_rules = [\"from 10.0.0.0/8\"]", "no action"),
+        ("virtual_routes = [7]", "expected a string"),
+    ] {
+        let text = format!("{base}{bad}\n");
+        let e = crate::parse_toml(&text, Path::new("a.toml")).expect_err(bad);
+        let all = format!("{e:?}");
+        assert!(all.contains(expect), "{bad}: {all}");
+        assert!(all.contains("line: Some(6)"), "{bad}: {all}");
+    }
+}
+
+/// keepalived's `use_vmac [NAME]` / `vmac_xmit_base`: the macvlan's name
+/// (`vrrp.VRID` by default), the virtual MAC, where VIPs and adverts go,
+/// and keepalived's own adjustments; lossless through TOML.
+#[test]
+fn config_keepalived_use_vmac_and_xmit_base() {
+    let vip =
+        "    virtual_ipaddress {\n        10.0.0.100/24\n        10.0.0.101/24 dev eth2\n    }";
+    let loaded = load(&instance_with(&format!("    use_vmac\n{vip}")));
+    let i = &loaded.config.instances[0];
+    assert_eq!(
+        i.vmac,
+        Some(Vmac {
+            name: "vrrp.1".into(),
+            xmit_base: false
+        })
+    );
+    assert_eq!(i.virtual_mac(), [0, 0, 0x5e, 0, 1, 1]);
+    assert_eq!(
+        (i.vip_interface(), i.send_interface()),
+        ("vrrp.1", "vrrp.1")
+    );
+    let again = crate::parse_toml(&crate::to_toml(&loaded.config), Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+
+    let loaded = load(&instance_with(&format!(
+        "    use_vmac vmac-lb\n    vmac_xmit_base\n{vip}"
+    )));
+    let i = &loaded.config.instances[0];
+    assert_eq!(
+        i.vmac,
+        Some(Vmac {
+            name: "vmac-lb".into(),
+            xmit_base: true
+        })
+    );
+    assert_eq!((i.vip_interface(), i.send_interface()), ("vmac-lb", "eth1"));
+    let text = crate::to_toml(&loaded.config);
+    assert!(
+        text.contains("vmac = \"vmac-lb\"\nvmac_xmit_base = true\n"),
+        "{text}"
+    );
+    let again = crate::parse_toml(&text, Path::new("t")).unwrap();
+    assert_eq!(again.config, loaded.config);
+
+    // Unicast peers: keepalived sets vmac_xmit_base itself, and warns.
+    let loaded = load(&instance_with(&format!(
+        "    use_vmac\n    unicast_src_ip 10.0.0.1\n    unicast_peer {{\n        10.0.0.2\n    }}\n{vip}"
+    )));
+    assert_eq!(
+        loaded.config.instances[0]
+            .vmac
+            .as_ref()
+            .map(|v| v.xmit_base),
+        Some(true)
+    );
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("need `vmac_xmit_base`")),
+        "{:?}",
+        loaded.warnings
+    );
+    // vmac_xmit_base alone is ignored (with a warning), as keepalived does.
+    let loaded = load(&instance_with(&format!("    vmac_xmit_base\n{vip}")));
+    assert_eq!(loaded.config.instances[0].vmac, None);
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("only valid with `use_vmac`"))
+    );
+    // A name keepalived would refuse: the default name, with a warning.
+    let loaded = load(&instance_with(&format!("    use_vmac a/b\n{vip}")));
+    assert_eq!(
+        loaded.config.instances[0]
+            .vmac
+            .as_ref()
+            .map(|v| v.name.as_str()),
+        Some("vrrp.1")
+    );
+    // What lbha does not do stays an error: a MAC of one's own, IPv6.
+    let errs = errors(&instance_with(&format!(
+        "    use_vmac vm1 02:00:00:00:00:01\n{vip}"
+    )));
+    assert!(
+        at(&errs)
+            .iter()
+            .any(|(l, m)| *l == 4 && m.contains("MAC address of one's own")),
+        "{errs:?}"
+    );
+    let errs = errors(&instance_with(
+        "    use_vmac\n    virtual_ipaddress {\n        2001:db8::10/64\n    }",
+    ));
+    assert!(
+        at(&errs).iter().any(|(_, m)| m.contains("IPv6 instance")),
+        "{errs:?}"
+    );
+}
+
+/// The native `vmac` / `vmac_xmit_base` keys, and what validation refuses.
+#[test]
+fn config_keepalived_vmac_in_the_native_syntax_is_checked() {
+    let base = "[[instance]]\nname = \"VI_1\"\ninterface = \"eth0\"\nvrid = 5\nvirtual_addresses = [\"10.0.0.100/24\"]\n";
+    let ok = crate::parse_toml(&format!("{base}vmac = \"vrrp.5\"\n"), Path::new("t")).unwrap();
+    assert_eq!(ok.config.instances[0].vip_interface(), "vrrp.5");
+    for (extra, needle) in [
+        ("vmac = \"eth0\"\n", "is an instance's interface"),
+        ("vmac = \"a:b\"\n", "not a valid interface name"),
+        ("vmac_xmit_base = true\n", "needs `vmac`"),
+        (
+            "vmac = \"vrrp.5\"\nunicast_peers = [\"10.0.0.2\"]\n",
+            "needs `vmac_xmit_base = true`",
+        ),
+    ] {
+        let err = crate::parse_toml(&format!("{base}{extra}"), Path::new("t")).unwrap_err();
+        assert!(err.to_string().contains(needle), "{extra}: {err}");
+    }
 }

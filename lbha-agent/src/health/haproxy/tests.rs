@@ -447,8 +447,76 @@ fn import_suggests_the_haproxy_check_for_pidof_and_killall() {
         fall: 1,
         init_fail: false,
     };
-    assert!(import_suggestion(&check("pidof haproxy")).is_some_and(|s| s.contains("stats_socket")));
+    assert!(
+        import_suggestion(&check("pidof haproxy")).is_some_and(|s| s.contains("haproxy = { }"))
+    );
     assert!(import_suggestion(&check("/usr/bin/killall -0 haproxy")).is_some());
     assert!(import_suggestion(&check("pidof nginx")).is_none());
     assert!(import_suggestion(&check("/etc/keepalived/chk.sh")).is_none());
+}
+
+/// No socket configured, `config = FILE`: the check finds the socket in
+/// the file's `global` section, and finds it again when the connection
+/// fails after the configuration moved it (a reload).
+#[tokio::test]
+async fn a_discovered_socket_is_found_again_when_it_moves() {
+    let first = Fake::start(serve(csv("OPEN", &["UP"], "UP")));
+    let second = Fake::start(serve(csv("OPEN", &["UP"], "UP")));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("haproxy.cfg");
+    let write = |sock: &Path| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n    stats socket ipv4@127.0.0.1:9999\n    stats socket {} mode 600 level admin\n",
+                sock.display()
+            ),
+        )
+        .unwrap();
+    };
+    write(&first.path);
+    let mut check = first.check();
+    check.socket = HaproxySocket::Discover {
+        config: Some(cfg.clone()),
+    };
+    let mut probe = HaproxyProbe::new(check, TIMEOUT);
+    assert!(matches!(
+        probe.run().await,
+        Outcome::Answered {
+            serving: Ok(()),
+            ..
+        }
+    ));
+    assert_eq!(first.accepts.load(Ordering::SeqCst), 1);
+    write(&second.path);
+    let mut first = first;
+    first.refuse();
+    // The held connection fails once (a reload, no master known: down);
+    // the next run finds the new socket.
+    let _ = probe.run().await;
+    let mut answered = false;
+    for _ in 0..3 {
+        if matches!(
+            probe.run().await,
+            Outcome::Answered {
+                serving: Ok(()),
+                ..
+            }
+        ) {
+            answered = true;
+            break;
+        }
+    }
+    assert!(answered, "the moved socket was not found again");
+    assert_eq!(second.accepts.load(Ordering::SeqCst), 1);
+
+    // Nothing to find: a clear error, down.
+    std::fs::write(&cfg, "global\n    log stdout local0\n").unwrap();
+    let mut check = first.check();
+    check.socket = HaproxySocket::Discover { config: Some(cfg) };
+    let outcome = HaproxyProbe::new(check, TIMEOUT).run().await;
+    assert!(
+        matches!(&outcome, Outcome::Down(why) if why.contains("no unix `stats socket`")),
+        "{outcome:?}"
+    );
 }
