@@ -213,15 +213,15 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
     count(Counter::PacketsSeen);
     count(outcome.counter());
     match outcome {
+        // keepalived's `auth_type AH` (AhToVerify): only user space can
+        // check the HMAC-MD5 ICV and the sequence number, so a well-formed
+        // AH advert goes to the stack, where the agent's protocol-51 socket
+        // reads it. It never touches LAST_ADVERT or the silence timer: an
+        // unverified advert must not keep a backup quiet.
         Outcome::NotVrrp
         | Outcome::Ipv6ExtHeaderPassed
-        | Outcome::Drop(DropReason::UnknownVrid) => xdp_action::XDP_PASS,
-        // keepalived's `auth_type AH`: only user space can check the
-        // HMAC-MD5 ICV and the sequence number, so a well-formed AH advert
-        // goes to the stack, where the agent's protocol-51 socket reads
-        // it. It never touches LAST_ADVERT or the silence timer: an
-        // unverified advert must not keep a backup quiet.
-        Outcome::AhToVerify(_) => xdp_action::XDP_PASS,
+        | Outcome::Drop(DropReason::UnknownVrid)
+        | Outcome::AhToVerify(_) => xdp_action::XDP_PASS,
         Outcome::Drop(DropReason::UnknownSource) => {
             // The peer list is the running agent's policy, not a defect of
             // the packet: without an agent, whatever runs in its place
