@@ -309,7 +309,11 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
     if vrrp_len != VRRP_HEADER_LEN + usize::from(count_addr) * 4 + auth_len {
         return Err(DropReason::BadLength);
     }
-    if ip[8] != VRRP_TTL {
+    // RFC 3768 7.1 / RFC 5798 7.1: a multicast advert with another TTL came
+    // from beyond the link. keepalived checks multicast adverts only (as
+    // for IPv6 below): a unicast advert may cross a router, and its
+    // `unicast_ttl` sends one with any TTL.
+    if ip[16] & 0xf0 == 0xe0 && ip[8] != VRRP_TTL {
         return Err(DropReason::BadTtl);
     }
 
@@ -890,12 +894,18 @@ pub mod encode {
 
         /// IPv4 header (TTL 255, protocol 112, DF clear as keepalived) + VRRP.
         pub fn ipv4_packet(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
+            self.ipv4_packet_with_ttl(src, dst, VRRP_TTL)
+        }
+
+        /// The same with another TTL (keepalived's `unicast_ttl`: receivers
+        /// require 255 of multicast adverts only).
+        pub fn ipv4_packet_with_ttl(&self, src: Ipv4Addr, dst: Ipv4Addr, ttl: u8) -> Vec<u8> {
             let vrrp = self.vrrp_bytes(src.into(), dst.into());
             let total = (IPV4_MIN_HEADER_LEN + vrrp.len()) as u16;
             let mut out = Vec::with_capacity(usize::from(total));
             out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
             out.extend_from_slice(&total.to_be_bytes());
-            out.extend_from_slice(&[0, 0, 0, 0, VRRP_TTL, IPPROTO_VRRP, 0, 0]);
+            out.extend_from_slice(&[0, 0, 0, 0, ttl, IPPROTO_VRRP, 0, 0]);
             out.extend_from_slice(&src.octets());
             out.extend_from_slice(&dst.octets());
             let sum = checksum::checksum(0, &out);
@@ -910,8 +920,9 @@ pub mod encode {
         /// AH with next header 112, SPI the source, sequence number `seq`
         /// and the ICV under `key` (see [`super::ah`]); in the VRRP header
         /// auth type 2 and 8 zero bytes of auth data. `auth_pass` is
-        /// ignored. `unicast`: the instance has unicast peers (the ICV then
-        /// leaves out the TTL).
+        /// ignored. `unicast_ttl`: `Some(TTL)` when the instance has
+        /// unicast peers (the ICV then leaves out the TTL), `None` for
+        /// multicast (TTL 255, in the ICV as keepalived computes it).
         #[cfg(feature = "user")]
         pub fn ipv4_ah_packet(
             &self,
@@ -920,7 +931,7 @@ pub mod encode {
             key: &[u8; V2_AUTH_DATA_LEN],
             seq: u32,
             ip_id: u16,
-            unicast: bool,
+            unicast_ttl: Option<u8>,
         ) -> Vec<u8> {
             use super::{AH_HEADER_LEN, AH_PAYLOAD_LEN, AUTH_AH, IPPROTO_AH};
             let vrrp = self.vrrp_bytes_with(src.into(), dst.into(), AUTH_AH, [0; V2_AUTH_DATA_LEN]);
@@ -929,7 +940,7 @@ pub mod encode {
             out.extend_from_slice(&[0x45, 0xc0]); // DSCP CS6, as keepalived
             out.extend_from_slice(&total.to_be_bytes());
             out.extend_from_slice(&ip_id.to_be_bytes());
-            out.extend_from_slice(&[0, 0, VRRP_TTL, IPPROTO_AH, 0, 0]);
+            out.extend_from_slice(&[0, 0, unicast_ttl.unwrap_or(VRRP_TTL), IPPROTO_AH, 0, 0]);
             out.extend_from_slice(&src.octets());
             out.extend_from_slice(&dst.octets());
             out.extend_from_slice(&[IPPROTO_VRRP, AH_PAYLOAD_LEN, 0, 0]);
@@ -939,7 +950,7 @@ pub mod encode {
             out.extend_from_slice(&vrrp);
             // Computed with the header checksum still 0, as keepalived does
             // (and its receiver zeroes it anyway).
-            if let Some(icv) = super::ah::icv(key, &out, unicast) {
+            if let Some(icv) = super::ah::icv(key, &out, unicast_ttl.is_some()) {
                 out[IPV4_MIN_HEADER_LEN + 12..IPV4_MIN_HEADER_LEN + AH_HEADER_LEN]
                     .copy_from_slice(&icv);
             }
@@ -951,12 +962,22 @@ pub mod encode {
         /// IPv6 header (traffic class CS6 as keepalived, hop limit 255,
         /// next header 112, no extension headers) + VRRP.
         pub fn ipv6_packet(&self, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+            self.ipv6_packet_with_hop_limit(src, dst, VRRP_TTL)
+        }
+
+        /// The same with another hop limit (keepalived's `unicast_ttl`).
+        pub fn ipv6_packet_with_hop_limit(
+            &self,
+            src: Ipv6Addr,
+            dst: Ipv6Addr,
+            hop_limit: u8,
+        ) -> Vec<u8> {
             let vrrp = self.vrrp_bytes(src.into(), dst.into());
             let mut out = Vec::with_capacity(super::IPV6_HEADER_LEN + vrrp.len());
             // Version 6, traffic class 0xc0, flow label 0.
             out.extend_from_slice(&[0x6c, 0x00, 0x00, 0x00]);
             out.extend_from_slice(&(vrrp.len() as u16).to_be_bytes());
-            out.extend_from_slice(&[IPPROTO_VRRP, VRRP_TTL]);
+            out.extend_from_slice(&[IPPROTO_VRRP, hop_limit]);
             out.extend_from_slice(&src.octets());
             out.extend_from_slice(&dst.octets());
             out.extend_from_slice(&vrrp);

@@ -272,11 +272,11 @@ fn lbha_builds_keepalived_s_bytes() {
         virtual_addrs: &vips,
     };
     let src = Ipv4Addr::new(10, 203, 9, 1);
-    let multicast = advert.ipv4_ah_packet(src, Ipv4Addr::new(224, 0, 0, 18), &key(), 1, 1, false);
+    let multicast = advert.ipv4_ah_packet(src, Ipv4Addr::new(224, 0, 0, 18), &key(), 1, 1, None);
     assert_eq!(multicast, bytes(MULTICAST_SEQ1));
-    let next = advert.ipv4_ah_packet(src, Ipv4Addr::new(224, 0, 0, 18), &key(), 2, 2, false);
+    let next = advert.ipv4_ah_packet(src, Ipv4Addr::new(224, 0, 0, 18), &key(), 2, 2, None);
     assert_eq!(next, bytes(MULTICAST_SEQ2));
-    let unicast = advert.ipv4_ah_packet(src, Ipv4Addr::new(10, 203, 9, 2), &key(), 1, 1, true);
+    let unicast = advert.ipv4_ah_packet(src, Ipv4Addr::new(10, 203, 9, 2), &key(), 1, 1, Some(255));
     assert_eq!(unicast, bytes(UNICAST_SEQ1));
     assert_eq!(multicast[9], IPPROTO_AH);
     assert_eq!(multicast.len(), 20 + AH_HEADER_LEN + 8 + 8 + 8);

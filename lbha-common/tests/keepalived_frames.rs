@@ -444,11 +444,6 @@ enum Verdict {
 /// against the VRID table of the three keepalived instances. Each row runs on
 /// each capture; the test name says which row and which capture failed.
 #[rstest]
-// TTL other than 255 (RFC 5798 7.1): unicast adverts are sent with 255 too.
-#[case::ttl_64(|f: &[u8]| ip_set(f, 8, &[64]), Dropped(BadTtl))]
-#[case::ttl_254(|f: &[u8]| ip_set(f, 8, &[254]), Dropped(BadTtl))]
-#[case::ttl_1(|f: &[u8]| ip_set(f, 8, &[1]), Dropped(BadTtl))]
-#[case::ttl_0(|f: &[u8]| ip_set(f, 8, &[0]), Dropped(BadTtl))]
 // A broken IPv4 header checksum, in fields no earlier rule looks at.
 #[case::ip_checksum_tos(|f: &[u8]| ip_flip(f, 1), Dropped(BadChecksum))]
 #[case::ip_checksum_id_high(|f: &[u8]| ip_flip(f, 4), Dropped(BadChecksum))]
@@ -993,7 +988,6 @@ fn without_allowed_sources_any_source_is_accepted(
 /// The source is judged last, as keepalived judges `check_unicast_src`: a
 /// malformed or foreign advert from a stranger keeps its own reason.
 #[rstest]
-#[case::bad_ttl(|f: &[u8]| ip_set(f, 8, &[64]), DropReason::BadTtl)]
 #[case::bad_ip_checksum(|f: &[u8]| ip_flip(f, 4), DropReason::BadChecksum)]
 #[case::bad_length(|f: &[u8]| vrrp_set(f, 3, 0), DropReason::BadLength)]
 #[case::bad_version(|f: &[u8]| vrrp_set(f, 0, 0x41), DropReason::BadVersionType)]
@@ -1006,6 +1000,37 @@ fn a_strangers_malformed_advert_keeps_its_reason(
 ) {
     let f = change(&sent_from(c.frame, NOT_A_PEER));
     assert_drop(&f, &Table::keepalived(), reason, c.name);
+}
+
+/// A TTL other than 255 (RFC 3768 7.1, RFC 5798 7.1) on a multicast advert:
+/// it came from beyond the link.
+#[test]
+fn ttl_must_be_255_on_multicast_adverts() {
+    let c = v3_multicast();
+    for ttl in [0, 1, 64, 254] {
+        assert_drop(
+            &ip_set(c.frame, 8, &[ttl]),
+            &Table::keepalived(),
+            BadTtl,
+            c.name,
+        );
+    }
+}
+
+/// keepalived checks no TTL on unicast adverts: they may cross a router,
+/// and its `unicast_ttl` sends them with any TTL. Neither does lbha.
+#[rstest]
+fn unicast_adverts_are_accepted_with_any_ttl(
+    #[values(v2_unicast_pass(), v3_unicast_100ms())] c: Capture,
+) {
+    for ttl in [0, 1, 64, 254] {
+        assert_eq!(
+            parse(&ip_set(c.frame, 8, &[ttl]), &Table::keepalived()),
+            Outcome::Accept(c.expected),
+            "{} with TTL {ttl}",
+            c.name
+        );
+    }
 }
 
 #[test]

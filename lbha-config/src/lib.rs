@@ -428,6 +428,17 @@ pub struct Instance {
     /// keepalived's `dont_track_primary`: the instance's own interface
     /// going down does not put it in FAULT.
     pub dont_track_primary: bool,
+    /// keepalived's `lower_prio_no_advert`: a Master that hears a
+    /// lower-priority advert does not answer it at once with one of its own
+    /// (false, keepalived's default outside strict mode: the answer ends a
+    /// second master's term within one packet instead of one interval).
+    pub lower_prio_no_advert: bool,
+    /// keepalived's `higher_prio_send_advert`: a Master that hears a
+    /// higher-priority advert sends one of its own before going Backup.
+    pub higher_prio_send_advert: bool,
+    /// keepalived's `unicast_ttl`: the TTL (IPv6: hop limit) of adverts to
+    /// unicast peers; 255 when absent. Only with unicast peers.
+    pub unicast_ttl: Option<u8>,
     /// keepalived's accept mode: false (`no_accept`, and strict mode's
     /// default) drops packets to and from the virtual addresses while this
     /// node is Master, unless it is the address owner (priority 255), as

@@ -82,6 +82,9 @@ const INSTANCE_KEYS: &[&str] = &[
     "track_files",
     "notify_priority_changes",
     "dont_track_primary",
+    "lower_prio_no_advert",
+    "higher_prio_send_advert",
+    "unicast_ttl",
     "vmac",
     "vmac_xmit_base",
     "accept",
@@ -824,6 +827,9 @@ fn read_instance(
     let track_interfaces = f.list(r, fl, "track_interfaces", read_track_interface);
     let track_files = f.list(r, fl, "track_files", read_track_file_ref);
     let dont_track_primary = f.bool(r, fl, "dont_track_primary").unwrap_or(false);
+    let lower_prio_no_advert = f.bool(r, fl, "lower_prio_no_advert").unwrap_or(false);
+    let higher_prio_send_advert = f.bool(r, fl, "higher_prio_send_advert").unwrap_or(false);
+    let unicast_ttl = f.int(r, fl, "unicast_ttl", 0, 255).map(|n| n as u8);
     let accept = f.bool(r, fl, "accept").unwrap_or(true);
     let notify_priority_changes = f.bool(r, fl, "notify_priority_changes").unwrap_or(false);
     // `vmac = "NAME"` (keepalived's `use_vmac NAME`; `vrrp.VRID` is its
@@ -907,6 +913,9 @@ fn read_instance(
         track_files,
         notify_priority_changes,
         dont_track_primary,
+        lower_prio_no_advert,
+        higher_prio_send_advert,
+        unicast_ttl,
         accept,
         notify,
         receive_path,
@@ -1728,6 +1737,15 @@ pub fn to_toml(config: &Config) -> String {
         }
         if i.dont_track_primary {
             let _ = writeln!(out, "dont_track_primary = true");
+        }
+        if i.lower_prio_no_advert {
+            let _ = writeln!(out, "lower_prio_no_advert = true");
+        }
+        if i.higher_prio_send_advert {
+            let _ = writeln!(out, "higher_prio_send_advert = true");
+        }
+        if let Some(ttl) = i.unicast_ttl {
+            let _ = writeln!(out, "unicast_ttl = {ttl}");
         }
         if let Some(vmac) = &i.vmac {
             let _ = writeln!(out, "vmac = {}", string(&vmac.name));

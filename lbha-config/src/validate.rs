@@ -655,6 +655,16 @@ fn validate_instances(v: &mut Validator<'_>, config: &Config, lines: &Lines) {
             );
         }
 
+        if inst.unicast_ttl.is_some() && inst.unicast_peers.is_empty() {
+            v.error(
+                fl,
+                "unicast_ttl",
+                format!(
+                    "{instance_kw} `{name}`: `unicast_ttl` needs `{peers_kw}`: multicast adverts are sent with TTL 255, which receivers require (keepalived resets the TTL to 0 here, and its adverts are then dropped by every peer)"
+                ),
+            );
+        }
+
         if !DOWN_TIMER_ADVERTS_RANGE.contains(&inst.down_timer_adverts) {
             v.error(
                 fl,
@@ -989,6 +999,9 @@ mod tests {
             track_files: Vec::new(),
             notify_priority_changes: false,
             dont_track_primary: false,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
+            unicast_ttl: None,
             accept: true,
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,

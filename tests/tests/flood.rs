@@ -262,7 +262,8 @@ impl Link {
                 ip
             }
             Kind::Ttl64 => {
-                let mut ip = resign.ipv4_packet(src, dst);
+                // Multicast: a unicast advert may carry any TTL.
+                let mut ip = resign.ipv4_packet(src, Ipv4Addr::new(224, 0, 0, 18));
                 ip[8] = 64;
                 fix_ip_checksum(&mut ip);
                 ip

@@ -144,6 +144,12 @@ struct Meaning {
     routes: BTreeSet<String>,
     /// `virtual_rules`, each as [`rule_text`] puts it.
     rules: BTreeSet<String>,
+    /// "Send advert after receive lower / higher priority advert":
+    /// `lower_prio_no_advert` (negated) and `higher_prio_send_advert`.
+    answers_lower: String,
+    answers_higher: String,
+    /// "Unicast TTL" (unicast instances: IPv4's 255 unless `unicast_ttl`).
+    unicast_ttl: String,
 }
 
 impl Meaning {
@@ -172,6 +178,17 @@ impl Meaning {
         field("track_interface", &self.interfaces, &lbha.interfaces);
         field("virtual_routes", &self.routes, &lbha.routes);
         field("virtual_rules", &self.rules, &lbha.rules);
+        field(
+            "lower_prio_no_advert",
+            &self.answers_lower,
+            &lbha.answers_lower,
+        );
+        field(
+            "higher_prio_send_advert",
+            &self.answers_higher,
+            &lbha.answers_higher,
+        );
+        field("unicast_ttl", &self.unicast_ttl, &lbha.unicast_ttl);
         out
     }
 }
@@ -422,7 +439,17 @@ fn lbha_meaning(config: &Config) -> BTreeMap<String, Meaning> {
                 }
             })
             .collect();
+        // keepalived prints it for unicast instances: IPv4's default 255,
+        // IPv6's only when set.
+        let unicast_ttl = match (i.unicast_peers.first(), i.unicast_ttl) {
+            (Some(_), Some(ttl)) => ttl.to_string(),
+            (Some(peer), None) if peer.is_ipv4() => "255".into(),
+            _ => String::new(),
+        };
         let meaning = Meaning {
+            answers_lower: (!i.lower_prio_no_advert).to_string(),
+            answers_higher: i.higher_prio_send_advert.to_string(),
+            unicast_ttl,
             version: i.version.to_string(),
             state: match i.initial_state {
                 config::InitialState::Master => "MASTER".into(),
@@ -674,6 +701,13 @@ fn keepalived_meaning(dump: &str) -> BTreeMap<String, Meaning> {
                         };
                     }
                     "Password" => m.auth = format!("{} {value}", m.auth),
+                    "Send advert after receive lower priority advert" => {
+                        m.answers_lower = value.into();
+                    }
+                    "Send advert after receive higher priority advert" => {
+                        m.answers_higher = value.into();
+                    }
+                    "Unicast TTL" => m.unicast_ttl = value.into(),
                     _ if key.starts_with("Virtual IP (") => list = "vip",
                     "Virtual IP Excluded :" => list = "excluded",
                     "Unicast Peer :" => list = "peer",

@@ -908,6 +908,32 @@ fn lbha_master_keepalived_backup_v3() {
     .run();
 }
 
+/// keepalived's `unicast_ttl` on both sides: each hears the other's
+/// unicast adverts with TTL 64 (a multicast advert needs 255; a unicast one
+/// may cross a router), through failover and back. Before lbha accepted
+/// such adverts it took keepalived's TTL-64 adverts for none, and both were
+/// Master.
+#[test]
+fn unicast_ttl_both_ways_v3() {
+    if !require_root() {
+        return;
+    }
+    let mut group = Group::pair(
+        "unicast_ttl_both_ways_v3",
+        16,
+        V3,
+        [(Impl::Keepalived, 150), (Impl::Lbha, 100)],
+    );
+    for node in &mut group.nodes {
+        let config = node
+            .config
+            .replace("    advert_int ", "    unicast_ttl 64\n    advert_int ");
+        assert_ne!(config, node.config);
+        node.config = config;
+    }
+    group.run();
+}
+
 #[test]
 fn lbha_pair_v2() {
     if !require_root() {

@@ -403,7 +403,7 @@ fn ah_adverts_are_passed_on_for_user_space_to_verify() {
         let mut f = vec![
             0x01, 0x00, 0x5e, 0x00, 0x00, 0x12, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
         ];
-        f.extend_from_slice(&advert.ipv4_ah_packet(PEER, US, b"ahsecret", seq, 7, true));
+        f.extend_from_slice(&advert.ipv4_ah_packet(PEER, US, b"ahsecret", seq, 7, Some(255)));
         f
     };
     let ah_frame = |seq| ah_frame_for(AH_VRID, seq);
@@ -863,8 +863,9 @@ impl Logged {
     }
 }
 
+/// A multicast advert with TTL 64 (unicast ones may carry any TTL).
 fn bad_ttl_frame() -> Vec<u8> {
-    let mut f = frame(&v3(52, 100, 100), PEER);
+    let mut f = v3(52, 100, 100).ethernet_frame(PEER, Ipv4Addr::new(224, 0, 0, 18), None);
     f[14 + 8] = 64;
     fix_ip_checksum(&mut f);
     f

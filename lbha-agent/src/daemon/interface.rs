@@ -322,6 +322,9 @@ impl Group {
                 }
             };
             let mut sender = AdvertSender::new(src, &instance.unicast_peers);
+            if let Some(ttl) = instance.unicast_ttl {
+                sender = sender.with_unicast_ttl(ttl);
+            }
             // `use_vmac` without `vmac_xmit_base`: from the macvlan, so
             // from the virtual MAC, with the base interface's address as
             // source (keepalived's too: the macvlan has no address).

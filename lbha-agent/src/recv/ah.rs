@@ -268,7 +268,7 @@ mod tests {
     fn replays_restarted_senders_and_other_keys_are_counted_drops() {
         let (mut t, counter) = table(false);
         let dst = Ipv4Addr::new(224, 0, 0, 18);
-        let packet = |seq| ADVERT.ipv4_ah_packet(SRC, dst, b"ahsecret", seq, 1, false);
+        let packet = |seq| ADVERT.ipv4_ah_packet(SRC, dst, b"ahsecret", seq, 1, None);
         let first = t.process(&packet(1), 5, 3).expect("accepted");
         assert_eq!((first.vrid, first.timestamp_ns, first.ifindex), (9, 5, 3));
         assert!(t.process(&packet(2), 6, 3).is_some());
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(t.counters().get(Counter::DropAhReplay), 2);
         assert_eq!(lock(&counter).last(), 2);
         // Another key.
-        let forged = ADVERT.ipv4_ah_packet(SRC, dst, b"other\0\0\0", 3, 1, false);
+        let forged = ADVERT.ipv4_ah_packet(SRC, dst, b"other\0\0\0", 3, 1, None);
         assert!(t.process(&forged, 9, 3).is_none());
         assert_eq!(t.counters().get(Counter::DropAhBadIcv), 1);
         // Cut short: counted, never a panic.
@@ -302,7 +302,7 @@ mod tests {
     fn a_unicast_instance_checks_the_icv_without_the_ttl() {
         let (mut t, _) = table(true);
         let dst = Ipv4Addr::new(10, 0, 0, 2);
-        let mut packet = ADVERT.ipv4_ah_packet(SRC, dst, b"ahsecret", 1, 1, true);
+        let mut packet = ADVERT.ipv4_ah_packet(SRC, dst, b"ahsecret", 1, 1, Some(255));
         assert!(t.process(&packet, 1, 1).is_some());
         let (mut multicast, _) = table(false);
         packet[31] = 2; // sequence number 2, ICV recomputed as a unicast sender does

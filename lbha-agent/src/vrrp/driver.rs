@@ -153,6 +153,8 @@ impl InstanceRuntime {
             preempt_delay_ns: config.preempt_delay.as_nanos() as u64,
             primary_addr: sender.source(),
             down_timer_adverts: config.down_timer_adverts,
+            lower_prio_no_advert: config.lower_prio_no_advert,
+            higher_prio_send_advert: config.higher_prio_send_advert,
         };
         let machine = Machine::new(params, config.priority);
         // What the adverts list: `virtual_ipaddress_excluded` addresses are
@@ -932,6 +934,7 @@ impl InterfaceTask {
                         let seen = counter.last();
                         counter.lower_priority_seen(seen);
                     }
+                    let answer = instance.machine.answer_lower_priority(advert.timestamp_ns);
                     let sets = instance
                         .garp_schedule
                         .lower_priority_advert(&instance.config.garp, monotonic_ns());
@@ -939,6 +942,7 @@ impl InterfaceTask {
                     if let Some(mastership) = self.followed_by_floating_ip(i) {
                         mastership.update(|view| view.peer_adverts_while_master += 1);
                     }
+                    self.execute(i, answer).await;
                 }
             }
         }

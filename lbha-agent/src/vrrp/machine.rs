@@ -41,6 +41,12 @@ pub struct Params {
     /// keepalived's `down_timer_adverts`: Master_Adver_Intervals in
     /// Master_Down_Interval (RFC 3768/5798: 3).
     pub down_timer_adverts: u8,
+    /// keepalived's `lower_prio_no_advert`: a Master does not answer a
+    /// lower-priority advert with one of its own.
+    pub lower_prio_no_advert: bool,
+    /// keepalived's `higher_prio_send_advert`: a Master sends one advert of
+    /// its own before a higher-priority one makes it Backup.
+    pub higher_prio_send_advert: bool,
 }
 
 /// An advert as the state machine needs it.
@@ -592,6 +598,11 @@ impl Machine {
                     });
                     self.adver_at = Some(self.next_advert_after(now));
                 } else if self.beats_us(advert.priority, advert.src) {
+                    if self.params.higher_prio_send_advert {
+                        actions.push(Action::SendAdvert {
+                            priority: self.effective(),
+                        });
+                    }
                     if self.params.version == 3 {
                         self.master_adver_interval_cs = advert.interval_cs;
                     }
@@ -603,6 +614,22 @@ impl Machine {
             }
         }
         Ok(actions)
+    }
+
+    /// What a Master does after it ignored a lower-priority advert at `now`:
+    /// as keepalived, it answers at once with an advert of its own, so the
+    /// other router (which may have missed ours: a healed partition, a
+    /// second master) goes Backup within one packet rather than one
+    /// interval, and its next advert is one interval later. Nothing with
+    /// `lower_prio_no_advert` (RFC 5798's "discard"), nor outside Master.
+    pub fn answer_lower_priority(&mut self, now: u64) -> Vec<Action> {
+        if self.state != State::Master || self.params.lower_prio_no_advert {
+            return Vec::new();
+        }
+        self.adver_at = Some(self.next_advert_after(now));
+        vec![Action::SendAdvert {
+            priority: self.effective(),
+        }]
     }
 
     /// preempt_delay: a lower-priority master is tolerated until the delay
@@ -679,6 +706,8 @@ mod tests {
             preempt_delay_ns: 0,
             primary_addr: ME,
             down_timer_adverts: 3,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
         }
     }
 
@@ -1381,6 +1410,77 @@ mod tests {
         m.start(0);
         assert_eq!(m.advert(&advert), Err(verdict));
         assert_eq!(m.state(), state);
+    }
+
+    /// keepalived's default: a Master answers a lower-priority advert at
+    /// once and starts its interval over; `lower_prio_no_advert` only
+    /// discards it.
+    #[rstest]
+    #[case::answers(false, Some(200 * MS))]
+    #[case::lower_prio_no_advert(true, None)]
+    fn a_master_answers_a_lower_priority_advert(
+        #[case] lower_prio_no_advert: bool,
+        #[case] next_advert: Option<u64>,
+    ) {
+        let mut m = Machine::new(
+            Params {
+                lower_prio_no_advert,
+                ..params(3, 10)
+            },
+            255,
+        );
+        m.start(0);
+        assert_eq!(m.state(), State::Master);
+        let before = m.next_deadline();
+        assert_eq!(m.advert(&adv(150, LOW, 100)), Err(Ignored::LowerPriority));
+        let answer = m.answer_lower_priority(150 * MS);
+        if let Some(at) = next_advert {
+            assert_eq!(answer, vec![Action::SendAdvert { priority: 255 }]);
+            assert_eq!(m.next_deadline(), Some(at));
+        } else {
+            assert_eq!(answer, vec![]);
+            assert_eq!(m.next_deadline(), before);
+        }
+        assert_eq!(m.state(), State::Master);
+    }
+
+    #[test]
+    fn a_backup_never_answers_a_lower_priority_advert() {
+        let mut m = machine(200);
+        m.start(0);
+        assert_eq!(m.state(), State::Backup);
+        assert_eq!(m.answer_lower_priority(150 * MS), vec![]);
+    }
+
+    /// `higher_prio_send_advert`: one advert of our own, then Backup.
+    #[rstest]
+    #[case::default(false, 0)]
+    #[case::higher_prio_send_advert(true, 1)]
+    fn a_master_beaten_sends_an_advert_first_when_asked(
+        #[case] higher_prio_send_advert: bool,
+        #[case] adverts: usize,
+    ) {
+        let mut beaten = Machine::new(
+            Params {
+                higher_prio_send_advert,
+                ..params(3, 100)
+            },
+            100,
+        );
+        beaten.start(0);
+        // No master heard: Master after Master_Down_Interval.
+        beaten.poll_timers(10 * 1000 * MS);
+        assert_eq!(beaten.state(), State::Master);
+        let actions = beaten.advert(&adv(10_100, HIGH, 200)).unwrap();
+        assert_eq!(beaten.state(), State::Backup);
+        let sent: Vec<_> = actions
+            .iter()
+            .filter(|a| matches!(a, Action::SendAdvert { .. }))
+            .collect();
+        assert_eq!(sent.len(), adverts);
+        if adverts == 1 {
+            assert_eq!(actions[0], Action::SendAdvert { priority: 100 });
+        }
     }
 
     #[test]

@@ -260,6 +260,8 @@ fn send_all<S: nix::sys::socket::SockaddrLike + Copy>(
 pub struct AdvertSender {
     src: IpAddr,
     destinations: Vec<IpAddr>,
+    /// TTL / hop limit: 255, or keepalived's `unicast_ttl` to unicast peers.
+    ttl: u8,
     built: Mutex<Option<Built>>,
     /// keepalived's `auth_type AH`: every advert is built afresh.
     ah: Option<AhSend>,
@@ -298,10 +300,24 @@ impl AdvertSender {
         Self {
             src,
             destinations,
+            ttl: lbha_common::vrrp::VRRP_TTL,
             built: Mutex::new(None),
             ah: None,
             own: None,
         }
+    }
+
+    /// The same, with keepalived's `unicast_ttl`: adverts to unicast peers
+    /// carry `ttl` (multicast ones keep 255, which receivers require).
+    pub fn with_unicast_ttl(mut self, ttl: u8) -> Self {
+        if self.unicast() {
+            self.ttl = ttl;
+        }
+        self
+    }
+
+    fn unicast(&self) -> bool {
+        self.destinations.iter().all(|d| !d.is_multicast())
     }
 
     /// The same, sending through `socket` rather than the interface's.
@@ -313,7 +329,7 @@ impl AdvertSender {
     /// The same, sending keepalived's AH adverts keyed with `key` and
     /// numbered from `counter`.
     pub fn with_ah(mut self, key: [u8; 8], counter: AhCounter) -> Self {
-        let unicast = self.destinations.iter().all(|d| !d.is_multicast());
+        let unicast = self.unicast();
         self.ah = Some(AhSend {
             key,
             counter,
@@ -342,7 +358,8 @@ impl AdvertSender {
         };
         for dst in &self.destinations {
             if let IpAddr::V4(to) = dst {
-                let packet = advert.ipv4_ah_packet(src, *to, &ah.key, seq, ip_id, ah.unicast);
+                let ttl = ah.unicast.then_some(self.ttl);
+                let packet = advert.ipv4_ah_packet(src, *to, &ah.key, seq, ip_id, ttl);
                 batch.push(Arc::from(packet), *dst);
             }
         }
@@ -385,8 +402,12 @@ impl AdvertSender {
                 .destinations
                 .iter()
                 .filter_map(|dst| match (self.src, *dst) {
-                    (IpAddr::V4(src), IpAddr::V4(dst)) => Some(advert.ipv4_packet(src, dst)),
-                    (IpAddr::V6(src), IpAddr::V6(dst)) => Some(advert.ipv6_packet(src, dst)),
+                    (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                        Some(advert.ipv4_packet_with_ttl(src, dst, self.ttl))
+                    }
+                    (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                        Some(advert.ipv6_packet_with_hop_limit(src, dst, self.ttl))
+                    }
                     // Refused by validation; never a packet with a source
                     // of the other family.
                     _ => None,
@@ -689,6 +710,35 @@ mod tests {
         let (packet, _) = &batch.packets()[0];
         assert_eq!(&packet[12..16], &[10, 0, 0, 1], "the instance's own source");
         assert_eq!(packet[8], 255, "TTL 255");
+    }
+
+    /// keepalived's `unicast_ttl` sets the TTL of unicast adverts only:
+    /// multicast receivers drop anything but 255.
+    #[test]
+    fn unicast_ttl_applies_to_unicast_peers_only() {
+        let src = IpAddr::from([10, 0, 0, 1]);
+        let peer = IpAddr::from([10, 0, 0, 2]);
+        let mut batch = Batch::default();
+        AdvertSender::new(src, &[peer])
+            .with_unicast_ttl(5)
+            .queue(&advert(7), &mut batch);
+        AdvertSender::new(src, &[])
+            .with_unicast_ttl(5)
+            .queue(&advert(8), &mut batch);
+        let v6_src: IpAddr = "2001:db8::1".parse().unwrap();
+        let v6_peer: IpAddr = "2001:db8::2".parse().unwrap();
+        AdvertSender::new(v6_src, &[v6_peer])
+            .with_unicast_ttl(9)
+            .queue(&advert(9), &mut batch);
+        let packets = batch.packets();
+        assert_eq!(packets[0].0[8], 5, "unicast: the configured TTL");
+        assert_eq!(
+            packets[1].0[8], 255,
+            "multicast: 255 whatever is configured"
+        );
+        assert_eq!(packets[2].0[7], 9, "IPv6 unicast: the configured hop limit");
+        // The header checksum covers the TTL.
+        assert_eq!(lbha_common::checksum::checksum(0, &packets[0].0[..20]), 0);
     }
 
     #[test]

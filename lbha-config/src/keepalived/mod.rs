@@ -475,9 +475,6 @@ fn dangerous_instance(keyword: &str) -> Option<&'static str> {
             "not implemented: lbha advertises to 224.0.0.18 only, so the peers would not hear it"
         }
         "vrf" => "not implemented: lbha would advertise outside the VRF",
-        "unicast_ttl" => {
-            "not implemented: lbha sends adverts with TTL 255 only, and its peers may expect another"
-        }
         _ => return None,
     })
 }
@@ -592,6 +589,10 @@ struct PendingInstance {
     down_timer_adverts: Option<u8>,
     strict: Option<bool>,
     accept: Option<bool>,
+    /// `lower_prio_no_advert` / `higher_prio_send_advert`: unset, they come
+    /// from global_defs (or strict mode) once the whole file is read.
+    lower_prio_no_advert: Option<bool>,
+    higher_prio_send_advert: Option<bool>,
     nopreempt: bool,
     /// The instance's own `garp_lower_prio_repeat` / `_delay`: unset, they
     /// come from global_defs once the whole file is read.
@@ -620,6 +621,9 @@ struct Builder {
     down_timer_adverts: Option<u8>,
     /// global_defs `vrrp_strict`.
     strict: bool,
+    /// global_defs `vrrp_lower_prio_no_advert` / `vrrp_higher_prio_send_advert`.
+    lower_prio_no_advert: bool,
+    higher_prio_send_advert: bool,
     /// global_defs' `vrrp_garp_*`, as read so far.
     garp: GlobalGarp,
     checks: Vec<(Check, FieldLines)>,
@@ -828,6 +832,16 @@ impl Builder {
                 "vrrp_strict" => {
                     cx.no_args(item, context);
                     self.strict = true;
+                }
+                "vrrp_lower_prio_no_advert" => {
+                    if let Some(on) = true_false(item, context, cx) {
+                        self.lower_prio_no_advert = on;
+                    }
+                }
+                "vrrp_higher_prio_send_advert" => {
+                    if let Some(on) = true_false(item, context, cx) {
+                        self.higher_prio_send_advert = on;
+                    }
                 }
                 "vrrp_garp_master_delay" => {
                     if let Some(d) = garp_delay(item, context, cx) {
@@ -1181,6 +1195,9 @@ impl Builder {
             track_files: Vec::new(),
             notify_priority_changes: false,
             dont_track_primary: false,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
+            unicast_ttl: None,
             accept: true,
             notify: Notify::default(),
             receive_path: ReceivePathChoice::Auto,
@@ -1197,6 +1214,8 @@ impl Builder {
             down_timer_adverts: None,
             strict: None,
             accept: None,
+            lower_prio_no_advert: None,
+            higher_prio_send_advert: None,
             nopreempt: false,
             garp_lower_prio_repeat: None,
             garp_lower_prio_delay: None,
@@ -1374,7 +1393,7 @@ impl Builder {
                                 cx.error(
                                     peer.line(),
                                     format!(
-                                        "{context}`unicast_peer` `{}` is not supported: not implemented: lbha accepts adverts with TTL 255 only",
+                                        "{context}`unicast_peer` `{}` is not supported: not implemented: lbha does not check a peer's TTL range, so adverts keepalived would drop would count",
                                         option.text
                                     ),
                                 );
@@ -1428,6 +1447,25 @@ impl Builder {
                     cx.no_args(item, context);
                     fl.set("check_unicast_src", line);
                     inst.check_unicast_src = true;
+                }
+                "lower_prio_no_advert" => {
+                    fl.set("lower_prio_no_advert", line);
+                    if let Some(on) = true_false(item, context, cx) {
+                        pending.lower_prio_no_advert = Some(on);
+                    }
+                }
+                "higher_prio_send_advert" => {
+                    fl.set("higher_prio_send_advert", line);
+                    if let Some(on) = true_false(item, context, cx) {
+                        pending.higher_prio_send_advert = Some(on);
+                    }
+                }
+                "unicast_ttl" => {
+                    fl.set("unicast_ttl", line);
+                    match cx.int(item, context, 0, 255) {
+                        Some(ttl) => inst.unicast_ttl = Some(ttl as u8),
+                        None => fl.mark_bad("unicast_ttl"),
+                    }
                 }
                 "down_timer_adverts" => {
                     fl.set("down_timer_adverts", line);
@@ -1645,6 +1683,8 @@ impl Builder {
             global_lines,
             down_timer_adverts: default_down_timer,
             strict: global_strict,
+            lower_prio_no_advert,
+            higher_prio_send_advert,
             garp: global_garp,
             checks,
             instances,
@@ -1708,14 +1748,15 @@ impl Builder {
             if let Some(group) = group {
                 sync_member_tracking(&mut pending, group, &checks, &by_name, cx);
             }
-            let (mut instance, (mut lines, tracks)) = complete_instance(
-                pending,
-                &global,
-                default_down_timer,
-                global_strict,
-                &global_garp,
-                cx,
-            );
+            let defaults = InstanceDefaults {
+                down_timer_adverts: default_down_timer,
+                strict: global_strict,
+                lower_prio_no_advert,
+                higher_prio_send_advert,
+                garp: &global_garp,
+            };
+            let (mut instance, (mut lines, tracks)) =
+                complete_instance(pending, &global, &defaults, cx);
             let tracks = tracks.into_iter().filter(|track| {
                 let removed =
                     removed_scripts.contains(&track.name) && !by_name.contains_key(&track.name);
@@ -1961,12 +2002,23 @@ fn sync_member_tracking(
     }
 }
 
+/// What global_defs gives the instances that do not say otherwise.
+struct InstanceDefaults<'a> {
+    /// `vrrp_down_timer_adverts`.
+    down_timer_adverts: Option<u8>,
+    /// `vrrp_strict`.
+    strict: bool,
+    /// `vrrp_lower_prio_no_advert` / `vrrp_higher_prio_send_advert`.
+    lower_prio_no_advert: bool,
+    higher_prio_send_advert: bool,
+    /// `vrrp_garp_*`.
+    garp: &'a GlobalGarp,
+}
+
 fn complete_instance(
     pending: PendingInstance,
     global: &Global,
-    default_down_timer: Option<u8>,
-    global_strict: bool,
-    global_garp: &GlobalGarp,
+    defaults: &InstanceDefaults<'_>,
     cx: &mut Cx,
 ) -> (Instance, (FieldLines, Vec<TrackRef>)) {
     let PendingInstance {
@@ -1977,6 +2029,8 @@ fn complete_instance(
         down_timer_adverts,
         strict,
         accept,
+        lower_prio_no_advert,
+        higher_prio_send_advert,
         nopreempt,
         garp_lower_prio_repeat,
         garp_lower_prio_delay,
@@ -1991,7 +2045,7 @@ fn complete_instance(
     } = pending;
     let context = format!("vrrp_instance `{}`: ", instance.name);
     let at = |field: &str| fl.line(field).unwrap_or(1);
-    let strict = strict.unwrap_or(global_strict);
+    let strict = strict.unwrap_or(defaults.strict);
     instance.version = match (family, version) {
         // keepalived's vrrp_complete_instance: IPv6 is VRRPv3 unless
         // `version 2` came before the addresses; strict mode then reports
@@ -2130,7 +2184,7 @@ fn complete_instance(
     }
     instance.preempt = preempt;
     instance.down_timer_adverts = down_timer_adverts
-        .or(default_down_timer)
+        .or(defaults.down_timer_adverts)
         .unwrap_or(DEFAULT_DOWN_TIMER_ADVERTS);
     if strict && instance.down_timer_adverts != DEFAULT_DOWN_TIMER_ADVERTS {
         cx.warn(
@@ -2160,7 +2214,7 @@ fn complete_instance(
             );
         }
     }
-    let (global_repeat, global_delay) = global_garp.lower_prio();
+    let (global_repeat, global_delay) = defaults.garp.lower_prio();
     instance.garp.lower_prio_repeat = if strict {
         0
     } else {
@@ -2170,6 +2224,31 @@ fn complete_instance(
         Duration::ZERO
     } else {
         garp_lower_prio_delay.unwrap_or(global_delay)
+    };
+    // keepalived's vrrp_complete_instance: strict mode never answers a
+    // lower-priority advert and never sends one on hearing a higher
+    // priority; otherwise unset ones come from global_defs.
+    instance.lower_prio_no_advert = match lower_prio_no_advert {
+        Some(false) if strict => {
+            cx.warn(
+                at("lower_prio_no_advert"),
+                format!("{context}strict mode requires `lower_prio_no_advert`; keepalived sets it, and so does lbha"),
+            );
+            true
+        }
+        Some(on) => on,
+        None => strict || defaults.lower_prio_no_advert,
+    };
+    instance.higher_prio_send_advert = match higher_prio_send_advert {
+        Some(true) if strict => {
+            cx.warn(
+                at("higher_prio_send_advert"),
+                format!("{context}strict mode requires `higher_prio_send_advert` to be clear; keepalived clears it, and so does lbha"),
+            );
+            false
+        }
+        Some(on) => on,
+        None => !strict && defaults.higher_prio_send_advert,
     };
     // keepalived's vrrp_complete_instance: unset, accept mode is on for
     // the owner and off in strict mode; VRRPv2 strict resets it for a

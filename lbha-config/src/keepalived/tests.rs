@@ -85,6 +85,9 @@ fn seed_config() -> Config {
             track_files: Vec::new(),
             notify_priority_changes: false,
             dont_track_primary: false,
+            lower_prio_no_advert: false,
+            higher_prio_send_advert: false,
+            unicast_ttl: None,
             accept: true,
             notify: Notify {
                 master: Some("/etc/keepalived/master.sh".into()),
@@ -2256,4 +2259,106 @@ fn config_keepalived_vmac_in_the_native_syntax_is_checked() {
         let err = crate::parse_toml(&format!("{base}{extra}"), Path::new("t")).unwrap_err();
         assert!(err.to_string().contains(needle), "{extra}: {err}");
     }
+}
+
+/// keepalived 2.2.7's `vrrp_complete_instance`: an instance answers a
+/// lower-priority advert unless `lower_prio_no_advert` (its own, else
+/// global_defs'), and strict mode forces it; `higher_prio_send_advert`
+/// likewise, strict mode clearing it.
+#[test]
+fn config_keepalived_lower_and_higher_priority_adverts() {
+    let flags = |text: &str| {
+        let loaded = load(text);
+        let i = &loaded.config.instances[0];
+        (i.lower_prio_no_advert, i.higher_prio_send_advert)
+    };
+    let vip = "    virtual_ipaddress {\n        10.0.0.9\n    }";
+    assert_eq!(
+        flags(&instance_with(vip)),
+        (false, false),
+        "keepalived's defaults"
+    );
+    assert_eq!(
+        flags(&instance_with(&format!(
+            "    lower_prio_no_advert\n    higher_prio_send_advert true\n{vip}"
+        ))),
+        (true, true)
+    );
+    let global =
+        "global_defs {\n    vrrp_lower_prio_no_advert\n    vrrp_higher_prio_send_advert\n}\n";
+    assert_eq!(
+        flags(&format!("{global}{}", instance_with(vip))),
+        (true, true),
+        "global_defs' defaults"
+    );
+    assert_eq!(
+        flags(&format!(
+            "{global}{}",
+            instance_with(&format!(
+                "    lower_prio_no_advert false\n    higher_prio_send_advert off\n{vip}"
+            ))
+        )),
+        (false, false),
+        "the instance's own win"
+    );
+    // Strict mode: set and cleared whatever was asked, with a warning each.
+    let strict = format!(
+        "global_defs {{\n    vrrp_strict\n}}\n{}",
+        instance_with(&format!(
+            "    priority 255\n    lower_prio_no_advert false\n    higher_prio_send_advert\n{vip}"
+        ))
+    );
+    let loaded = load(&strict);
+    let i = &loaded.config.instances[0];
+    assert_eq!(
+        (i.lower_prio_no_advert, i.higher_prio_send_advert),
+        (true, false)
+    );
+    let warned: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("strict mode requires `lower_prio_no_advert`")),
+        "{warned:#?}"
+    );
+    assert!(
+        warned
+            .iter()
+            .any(|w| w.contains("requires `higher_prio_send_advert` to be clear")),
+        "{warned:#?}"
+    );
+    let e = errors(&instance_with("    lower_prio_no_advert maybe"));
+    assert!(e[0].message.contains("must be true or false"), "{e:#?}");
+}
+
+/// `unicast_ttl` sets the TTL of unicast adverts; without unicast peers
+/// keepalived resets it to 0 (its multicast adverts would then be
+/// dropped), so lbha refuses it.
+#[test]
+fn config_keepalived_unicast_ttl() {
+    let unicast = "    unicast_src_ip 10.0.0.1\n    unicast_peer {\n        10.0.0.2\n    }\n    virtual_ipaddress {\n        10.0.0.9\n    }";
+    let loaded = load(&instance_with(&format!("    unicast_ttl 64\n{unicast}")));
+    assert_eq!(loaded.config.instances[0].unicast_ttl, Some(64));
+    // `import-keepalived` keeps it, and the two advert flags.
+    let text = instance_with(&format!(
+        "    unicast_ttl 64\n    lower_prio_no_advert\n    higher_prio_send_advert\n{unicast}"
+    ));
+    let config = load(&text).config;
+    let toml = crate::to_toml(&config);
+    let again = crate::parse_toml(&toml, Path::new("imported.toml")).unwrap();
+    assert_eq!(again.config, config, "{toml}");
+    assert!(toml.contains("unicast_ttl = 64"), "{toml}");
+    let loaded = load(&instance_with(unicast));
+    assert_eq!(loaded.config.instances[0].unicast_ttl, None);
+    let e = errors(&instance_with(&format!("    unicast_ttl 256\n{unicast}")));
+    assert_eq!(at(&e)[0].0, 4, "{e:#?}");
+    assert!(e[0].message.contains("0..=255"), "{e:#?}");
+    let e = errors(&instance_with(
+        "    unicast_ttl 5\n    virtual_ipaddress {\n        10.0.0.9\n    }",
+    ));
+    assert_eq!(at(&e)[0].0, 4, "{e:#?}");
+    assert!(
+        e[0].message.contains("`unicast_ttl` needs `unicast_peer`"),
+        "{e:#?}"
+    );
 }
