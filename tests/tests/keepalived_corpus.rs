@@ -56,8 +56,12 @@ const CORPUS_ENV: &str = "LBHA_KEEPALIVED_CORPUS";
 const SKIP_CORPUS_ENV: &str = "LBHA_SKIP_CORPUS";
 /// One `lbha-agent` run, one keepalived step.
 const STEP_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long keepalived runs for its dump (it prints it at start-up).
+/// How long keepalived runs for its dump (it prints it at start-up), and
+/// how long when that dump and lbha's reading differ, in case keepalived
+/// was stopped before it had printed the whole dump (seen on a loaded
+/// machine: the dump cut off in a list of addresses).
 const KEEPALIVED_RUN: &str = "2";
+const KEEPALIVED_RUN_AGAIN: &str = "8";
 /// Files compared at once (the machine has few cores; keepalived mostly sleeps).
 const WORKERS: usize = 4;
 /// Any one parse of a mutated copy; the whole pass.
@@ -995,7 +999,7 @@ fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<(Option<i32>, Str
     Ok((status.code(), text))
 }
 
-fn keepalived_reading(file: &Path, text: &str) -> KeepalivedReading {
+fn keepalived_reading(file: &Path, text: &str, run_secs: &str) -> KeepalivedReading {
     let mut reading = KeepalivedReading::default();
     let fail = |mut r: KeepalivedReading, e: String| {
         r.error = Some(e);
@@ -1062,7 +1066,7 @@ fn keepalived_reading(file: &Path, text: &str) -> KeepalivedReading {
     let pids = dir.path().display().to_string();
     let _ = writeln!(
         script,
-        "set +e\nip netns exec {ns} keepalived -t -f {conf} -p {pids}/t.pid -r {pids}/tv.pid -c {pids}/tc.pid -b {pids}/tb.pid > {pids}/t.out 2>&1\necho \"KA_TEST_RC=$?\"\ncat {pids}/t.out\necho KA_RUN\nexec ip netns exec {ns} timeout -s TERM {KEEPALIVED_RUN} keepalived -n -l -P -d -D -f {conf} -p {pids}/k.pid -r {pids}/v.pid -c {pids}/c.pid -b {pids}/b.pid",
+        "set +e\nip netns exec {ns} keepalived -t -f {conf} -p {pids}/t.pid -r {pids}/tv.pid -c {pids}/tc.pid -b {pids}/tb.pid > {pids}/t.out 2>&1\necho \"KA_TEST_RC=$?\"\ncat {pids}/t.out\necho KA_RUN\nexec ip netns exec {ns} timeout -s TERM {run_secs} keepalived -n -l -P -d -D -f {conf} -p {pids}/k.pid -r {pids}/v.pid -c {pids}/c.pid -b {pids}/b.pid",
         ns = ns.name(),
     );
     let result = run_bounded(
@@ -1241,8 +1245,28 @@ impl Row {
 
 fn compare(file: &Path) -> Row {
     let text = String::from_utf8_lossy(&std::fs::read(file).unwrap_or_default()).into_owned();
-    let keepalived = keepalived_reading(file, &text);
     let lbha = lbha_reading(file);
+    let mut keepalived = keepalived_reading(file, &text, KEEPALIVED_RUN);
+    let mut differences = differences(&keepalived, &lbha);
+    if !differences.is_empty() {
+        keepalived = keepalived_reading(file, &text, KEEPALIVED_RUN_AGAIN);
+        differences = self::differences(&keepalived, &lbha);
+    }
+    Row {
+        file: file
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned(),
+        lvs: is_lvs(&text),
+        keepalived,
+        lbha,
+        differences,
+    }
+}
+
+/// How lbha's reading differs from keepalived's, instance by instance.
+fn differences(keepalived: &KeepalivedReading, lbha: &LbhaReading) -> Vec<String> {
     let mut differences = Vec::new();
     if lbha.check_ok && lbha.import_ok && !keepalived.instances.is_empty() {
         let names: BTreeSet<&String> = keepalived
@@ -1285,17 +1309,7 @@ fn compare(file: &Path) -> Row {
             }
         }
     }
-    Row {
-        file: file
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        lvs: is_lvs(&text),
-        keepalived,
-        lbha,
-        differences,
-    }
+    differences
 }
 
 /// The first line of a message, shortened for the table.

@@ -155,7 +155,12 @@ fn parse_block(
                 if open_line.is_some() {
                     return statements;
                 }
-                cx.error(*line, "`}` without a matching `{`".into());
+                // keepalived reports an extra `}` at the top level and
+                // ignores it.
+                cx.warn(
+                    *line,
+                    "`}` without a matching `{`: keepalived reports it and ignores it, and so does lbha".into(),
+                );
             }
         }
     }
@@ -214,20 +219,39 @@ impl Cx<'_> {
     }
 
     /// A keyword keepalived does not know here.
+    ///
+    /// keepalived reports it and reads on. Without a block, that is all: it
+    /// is ignored, and so lbha ignores it, with a warning (a typo, a line
+    /// left outside its block by a `}` too early: the file does not do what
+    /// it seems to, but what keepalived did with it). With a block,
+    /// keepalived reads the block's lines at this level, and its `}` closes
+    /// the enclosing block: another meaning than lbha's tree, so an error;
+    /// except at the top level (the empty `context`), where that `}` closes
+    /// nothing and the lines are ignored too, unless one of them is a
+    /// top-level keyword.
     fn unknown(&mut self, s: &Statement, context: &str) {
         let kw = s.keyword();
         let hint = undefined_hint(kw);
-        let block = if s.block.is_some() {
-            " (and reads the lines of its block as if they were outside it)"
-        } else {
-            ""
+        let ignored = match &s.block {
+            None => true,
+            Some(block) => context.is_empty() && ignored_at_top_level(block),
         };
-        self.error(
-            s.line(),
-            format!(
-                "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and ignores it{block}"
-            ),
-        );
+        if ignored {
+            self.warn(
+                s.line(),
+                format!(
+                    "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and ignores it{}, and so does lbha",
+                    if s.block.is_some() { ", and its block" } else { "" }
+                ),
+            );
+        } else {
+            self.error(
+                s.line(),
+                format!(
+                    "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and reads the lines of its block as if they were outside it"
+                ),
+            );
+        }
     }
 
     /// The keyword takes no block: warn about one.
@@ -382,6 +406,15 @@ impl Cx<'_> {
 
 /// A hint for a value that still holds `$NAME`: keepalived replaces only
 /// names defined before with `$NAME=value`.
+/// Whether keepalived, reading `block` at the top level (an unknown
+/// keyword's), ignores every line of it: none is a top-level keyword.
+fn ignored_at_top_level(block: &[Statement]) -> bool {
+    block.iter().all(|s| {
+        !keywords::TOP_LEVEL.contains(&s.keyword())
+            && s.block.as_deref().is_none_or(ignored_at_top_level)
+    })
+}
+
 fn undefined_hint(text: &str) -> String {
     let refers = text.match_indices('$').any(|(i, _)| {
         text[i + 1..]
