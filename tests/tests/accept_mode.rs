@@ -219,3 +219,70 @@ fn an_accept_master_answers_even_after_a_no_accept_crash() {
     assert!(ping(&p, 2), "accept: a ping to the address is answered");
     assert_eq!(tcp_answered(&p, 2), Some(true), "accept: TCP answered");
 }
+
+/// The same over IPv6 (VRRPv3 between IPv6 unicast addresses): with
+/// `no_accept` the Master's IPv6 virtual address is resolved (Neighbor
+/// Discovery) but drops TCP, through the `ip6 lbha` table; with `accept`
+/// it answers.
+#[test]
+fn an_ipv6_no_accept_master_drops_its_traffic_and_accept_answers() {
+    if !require_root() {
+        return;
+    }
+    let n = 3;
+    let (a, p) = topology(n);
+    a.ip(&["addr", "add", "fd00:207:3::1/64", "dev", "va", "nodad"])
+        .unwrap();
+    p.ip(&["addr", "add", "fd00:207:3::2/64", "dev", "vp", "nodad"])
+        .unwrap();
+    let config = |mode: &str| {
+        format!(
+            "vrrp_instance VI_1 {{\n    interface va\n    virtual_router_id 93\n    priority 200\n    advert_int 0.1\n    version 3\n    unicast_src_ip fd00:207:3::1\n    unicast_peer {{\n        fd00:207:3::2\n    }}\n    virtual_ipaddress {{\n        fd00:207:3::100/64\n    }}\n    {mode}\n}}\n"
+        )
+    };
+    let to = SocketAddr::new("fd00:207:3::100".parse().unwrap(), 9);
+    let tcp = |p: &Netns| {
+        let result = in_netns(p.name(), move || {
+            TcpStream::connect_timeout(&to, Duration::from_millis(800))
+        })
+        .unwrap();
+        match result {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(true),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Some(false),
+            _ => None,
+        }
+    };
+
+    let mut agent = Agent::start(&a, &config("no_accept")).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, WAIT)
+        .unwrap();
+    assert_eq!(
+        tcp(&p),
+        Some(false),
+        "no_accept: TCP to the IPv6 address dropped"
+    );
+    let set = a
+        .exec(&["nft", "list", "set", "ip6", "lbha", "vips"])
+        .unwrap();
+    assert!(set.contains("fd00:207:3::100"), "{set}");
+    let neigh = p
+        .ip(&["-6", "neigh", "show", "fd00:207:3::100", "dev", "vp"])
+        .unwrap();
+    assert!(
+        neigh.contains("lladdr"),
+        "the address is still resolved (ND): {neigh}"
+    );
+    agent.stop(Duration::from_secs(5)).unwrap();
+    assert!(!tables(&a).contains("lbha"), "{}", tables(&a));
+
+    let mut agent = Agent::start(&a, &config("accept")).unwrap();
+    agent
+        .wait_for_transition("VI_1", "MASTER", 0, WAIT)
+        .unwrap();
+    assert_eq!(
+        tcp(&p),
+        Some(true),
+        "accept: TCP to the IPv6 address answered"
+    );
+}
