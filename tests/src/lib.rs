@@ -53,6 +53,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+pub mod capture;
 pub mod scenario;
 
 pub use lbha_harness::{

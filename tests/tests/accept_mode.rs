@@ -126,10 +126,16 @@ unsafe fn set_timeout(fd: i32, seconds: i64) {
     }
 }
 
-/// A TCP connect from the peer to a closed port: `Some(true)` when the
-/// kernel answers (refused), `Some(false)` when nothing comes back.
+/// A TCP connect from the peer to a closed port of the IPv4 VIP:
+/// `Some(true)` when the kernel answers (refused), `Some(false)` when
+/// nothing comes back.
 fn tcp_answered(p: &Netns, n: u8) -> Option<bool> {
-    let to = SocketAddr::new(vip(n).parse().unwrap(), 9);
+    tcp_answered_at(p, vip(n).parse().unwrap())
+}
+
+/// The same to any address.
+fn tcp_answered_at(p: &Netns, to: std::net::IpAddr) -> Option<bool> {
+    let to = SocketAddr::new(to, 9);
     let result = in_netns(p.name(), move || {
         TcpStream::connect_timeout(&to, Duration::from_millis(800))
     })
@@ -240,18 +246,7 @@ fn an_ipv6_no_accept_master_drops_its_traffic_and_accept_answers() {
             "vrrp_instance VI_1 {{\n    interface va\n    virtual_router_id 93\n    priority 200\n    advert_int 0.1\n    version 3\n    unicast_src_ip fd00:207:3::1\n    unicast_peer {{\n        fd00:207:3::2\n    }}\n    virtual_ipaddress {{\n        fd00:207:3::100/64\n    }}\n    {mode}\n}}\n"
         )
     };
-    let to = SocketAddr::new("fd00:207:3::100".parse().unwrap(), 9);
-    let tcp = |p: &Netns| {
-        let result = in_netns(p.name(), move || {
-            TcpStream::connect_timeout(&to, Duration::from_millis(800))
-        })
-        .unwrap();
-        match result {
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(true),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Some(false),
-            _ => None,
-        }
-    };
+    let tcp = |p: &Netns| tcp_answered_at(p, "fd00:207:3::100".parse().unwrap());
 
     let mut agent = Agent::start(&a, &config("no_accept")).unwrap();
     agent

@@ -7,7 +7,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lbha_tests::{Agent, KeepalivedConfig, Netns, VrrpInstance, require_root, veth_pair};
+use lbha_tests::{
+    Agent, KeepalivedConfig, Netns, VrrpInstance, capture::PacketSocket, require_root, veth_pair,
+};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 205, 1, 100);
 const CAPTURE: Duration = Duration::from_secs(20);
@@ -69,59 +71,14 @@ fn capture_garp_for(
     ready: mpsc::Sender<()>,
 ) -> Vec<(Instant, Garp)> {
     const ETH_P_ARP: u16 = 0x0806;
-    let ifindex = {
-        let name = std::ffi::CString::new(interface).unwrap();
-        // SAFETY: valid C string.
-        unsafe { libc::if_nametoindex(name.as_ptr()) }
-    };
-    assert_ne!(ifindex, 0, "capture interface exists");
-    // SAFETY: plain syscalls on a socket we own and close below.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            i32::from(ETH_P_ARP.to_be()),
-        )
-    };
-    assert!(
-        fd >= 0,
-        "packet socket: {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = ETH_P_ARP.to_be();
-    addr.sll_ifindex = ifindex as i32;
-    let timeout = libc::timeval {
-        tv_sec: 0,
-        tv_usec: 200_000,
-    };
-    // SAFETY: valid pointers and sizes.
-    unsafe {
-        assert_eq!(
-            libc::bind(
-                fd,
-                (&raw const addr).cast(),
-                size_of::<libc::sockaddr_ll>() as u32
-            ),
-            0
-        );
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&raw const timeout).cast(),
-            size_of::<libc::timeval>() as u32,
-        );
-    }
+    let socket =
+        PacketSocket::open(&interface, ETH_P_ARP).expect("capture interface and packet socket");
     ready.send(()).unwrap();
     let mut seen = Vec::new();
     let mut deadline = Instant::now() + CAPTURE;
     let mut frame = [0u8; 1514];
     while Instant::now() < deadline {
-        // SAFETY: valid buffer.
-        let n = unsafe { libc::recv(fd, frame.as_mut_ptr().cast(), frame.len(), 0) };
+        let n = socket.recv(&mut frame).unwrap_or(0);
         if n < 42 {
             continue;
         }
@@ -139,8 +96,6 @@ fn capture_garp_for(
             }
         }
     }
-    // SAFETY: closing our own fd.
-    unsafe { libc::close(fd) };
     seen
 }
 

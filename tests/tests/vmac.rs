@@ -8,7 +8,9 @@
 
 use std::time::{Duration, Instant};
 
-use lbha_tests::{Agent, Keepalived, Netns, bridge, bridge_port, in_netns, require_root};
+use lbha_tests::{
+    Agent, Keepalived, Netns, bridge, bridge_port, capture::PacketSocket, in_netns, require_root,
+};
 
 const VRID: u8 = 71;
 const VIP: &str = "10.207.1.100";
@@ -69,62 +71,17 @@ fn answers(ns: &Netns, address: &'static str) -> bool {
 fn advert_source_mac(ns: &Netns, interface: &'static str) -> Option<String> {
     in_netns(ns.name(), move || {
         const ETH_P_IP: u16 = 0x0800;
-        let name = std::ffi::CString::new(interface).unwrap();
-        // SAFETY: a valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        // SAFETY: plain syscalls on a socket we own and close below.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                i32::from(ETH_P_IP.to_be()),
-            )
-        };
-        assert!(
-            fd >= 0,
-            "packet socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_IP.to_be();
-        addr.sll_ifindex = ifindex as i32;
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 200_000,
-        };
-        // SAFETY: valid pointers and sizes.
-        unsafe {
-            assert_eq!(
-                libc::bind(
-                    fd,
-                    (&raw const addr).cast(),
-                    size_of::<libc::sockaddr_ll>() as u32
-                ),
-                0
-            );
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&raw const timeout).cast(),
-                size_of::<libc::timeval>() as u32,
-            );
-        }
+        let socket = PacketSocket::open(interface, ETH_P_IP).expect("packet socket");
         let deadline = Instant::now() + Duration::from_secs(3);
         let mut frame = [0u8; 1514];
         let mut found = None;
         while found.is_none() && Instant::now() < deadline {
-            // SAFETY: a valid buffer.
-            let n = unsafe { libc::recv(fd, frame.as_mut_ptr().cast(), frame.len(), 0) };
+            let n = socket.recv(&mut frame).unwrap_or(0);
             if n >= 34 && frame[23] == 112 {
                 let mac: Vec<String> = frame[6..12].iter().map(|b| format!("{b:02x}")).collect();
                 found = Some(mac.join(":"));
             }
         }
-        // SAFETY: closing our own fd.
-        unsafe { libc::close(fd) };
         found
     })
     .unwrap()
