@@ -14,7 +14,6 @@
 use std::{
     io,
     mem::MaybeUninit,
-    net::Ipv4Addr,
     sync::{Arc, Mutex},
 };
 
@@ -23,11 +22,11 @@ use lbha_common::{
     event::{DEFAULT_DOWN_TIMER_ADVERTS, ReceivePath, VRID_SLOTS, VridKey},
     fastpath,
     vrrp::{
-        self, VRRP_MULTICAST_GROUP,
+        self,
         ah::{self, SeqCounter},
     },
 };
-use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use socket2::Socket;
 use tokio::io::unix::AsyncFd;
 
 use super::{ReceiveError, raw::VridArray};
@@ -160,30 +159,7 @@ impl AhTable {
 
 impl AhReceiver {
     pub fn open(interface: &str, verifiers: Vec<AhVerifier>) -> Result<Self, ReceiveError> {
-        let ifindex = crate::sys::iface::if_index(interface)
-            .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
-        let err = |source| ReceiveError::RawSocket {
-            interface: interface.to_owned(),
-            source,
-        };
-        let socket = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(vrrp::IPPROTO_AH))),
-        )
-        .map_err(err)?;
-        socket
-            .bind_device(Some(interface.as_bytes()))
-            .map_err(err)?;
-        let group = Ipv4Addr::from(VRRP_MULTICAST_GROUP);
-        if let Err(error) =
-            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
-        {
-            tracing::warn!(interface, %error, "could not join 224.0.0.18 for AH adverts; only unicast ones will be seen");
-        }
-        socket.set_nonblocking(true).map_err(err)?;
-        // SAFETY: the Socket owns its fd and returns that same fd until dropped.
-        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| err(e.into_parts().1))?;
+        let (socket, ifindex) = super::raw::open_raw_v4(interface, vrrp::IPPROTO_AH)?;
         tracing::info!(interface, "receiving AH adverts on a protocol-51 socket");
         Ok(Self {
             socket,
@@ -241,6 +217,7 @@ impl AhReceiver {
 mod tests {
     use super::*;
     use lbha_common::vrrp::{AUTH_AH, encode::Advert};
+    use std::net::Ipv4Addr;
 
     fn table(unicast: bool) -> (AhTable, AhCounter) {
         let counter = AhCounter::default();

@@ -61,34 +61,47 @@ pub struct RawSocketReceiver {
     pending: std::collections::VecDeque<AdvertEvent>,
 }
 
+/// A non-blocking raw IPv4 socket of `protocol` bound to `interface`, in
+/// 224.0.0.18 (multicast adverts reach a raw socket only once the group is
+/// joined; unicast peers do not need it, so failing to join is only
+/// logged), and the interface's index.
+pub(super) fn open_raw_v4(
+    interface: &str,
+    protocol: u8,
+) -> Result<(AsyncFd<Socket>, u32), ReceiveError> {
+    let ifindex = crate::sys::iface::if_index(interface)
+        .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
+    let err = |source| ReceiveError::RawSocket {
+        interface: interface.to_owned(),
+        source,
+    };
+    let socket = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(protocol))),
+    )
+    .map_err(err)?;
+    socket
+        .bind_device(Some(interface.as_bytes()))
+        .map_err(err)?;
+    let group = Ipv4Addr::from(VRRP_MULTICAST_GROUP);
+    if let Err(error) = socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
+    {
+        tracing::warn!(interface, protocol, %error, "could not join 224.0.0.18; only unicast adverts will be seen");
+    }
+    socket.set_nonblocking(true).map_err(err)?;
+    // SAFETY: the Socket owns its fd and returns that same fd until dropped.
+    let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| err(e.into_parts().1))?;
+    Ok((socket, ifindex))
+}
+
 impl RawSocketReceiver {
     pub fn open(interface: &str, vrids: &[(VridKey, VridConfig)]) -> Result<Self, ReceiveError> {
-        let ifindex = crate::sys::iface::if_index(interface)
-            .map_err(|_| ReceiveError::UnknownInterface(interface.into()))?;
+        let (socket, ifindex) = open_raw_v4(interface, vrrp::IPPROTO_VRRP)?;
         let err = |source| ReceiveError::RawSocket {
             interface: interface.to_owned(),
             source,
         };
-        let socket = Socket::new(
-            Domain::IPV4,
-            Type::RAW,
-            Some(Protocol::from(i32::from(vrrp::IPPROTO_VRRP))),
-        )
-        .map_err(err)?;
-        socket
-            .bind_device(Some(interface.as_bytes()))
-            .map_err(err)?;
-        // Multicast adverts reach a raw socket only once the group is joined;
-        // unicast peers do not need it, so a failure here is not fatal.
-        let group = Ipv4Addr::from(VRRP_MULTICAST_GROUP);
-        if let Err(error) =
-            socket.join_multicast_v4_n(&group, &InterfaceIndexOrAddress::Index(ifindex))
-        {
-            tracing::warn!(interface, %error, "could not join 224.0.0.18; only unicast adverts will be seen");
-        }
-        socket.set_nonblocking(true).map_err(err)?;
-        // SAFETY: the Socket owns its fd and returns that same fd until dropped.
-        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| err(e.into_parts().1))?;
         let socket_v6 = if vrids.iter().any(|(key, _)| key.family == Family::Ipv6) {
             let socket = open_v6(interface, ifindex).map_err(err)?;
             // SAFETY: as above.
