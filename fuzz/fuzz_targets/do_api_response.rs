@@ -659,9 +659,11 @@ impl Token {
     /// Server-supplied text as shown: without the token, and cut.
     fn check_text(&self, shown: &str, what: &str) {
         assert!(!self.leaks(shown), "token in {what}: {shown:?}");
-        // The summary holds two texts.
+        // The summary holds three texts, each cut: the error id, the
+        // message and the request id (`HTTP 422 ID: MESSAGE (request id
+        // ID)`).
         let limit = if what == "summary" {
-            2 * MAX_SHOWN_TEXT + 32
+            3 * MAX_SHOWN_TEXT + 32
         } else {
             MAX_SHOWN_TEXT
         };
