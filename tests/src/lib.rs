@@ -418,6 +418,23 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> PathBuf {
 /// when unset (transitions are logged at info).
 pub const AGENT_LOG_ENV: &str = "LBHA_TEST_AGENT_LOG";
 
+/// lbha on `a` first, until it is Master of `instance`, then keepalived on
+/// `k`, until it settles as its Backup: the start of the interop tests
+/// where lbha holds mastership and a tracked resource moves it.
+pub fn lbha_master_then_keepalived_backup(
+    a: &Netns,
+    k: &Netns,
+    instance: &str,
+    lbha_conf: &str,
+    ka_conf: &str,
+) -> Result<(Agent, Keepalived)> {
+    let mut agent = Agent::start(a, lbha_conf)?;
+    agent.wait_for_transition(instance, "MASTER", 0, WAIT)?;
+    let mut keepalived = Keepalived::start(k, ka_conf)?;
+    keepalived.wait_for_state(instance, "BACKUP", WAIT)?;
+    Ok((agent, keepalived))
+}
+
 /// `lbha-agent --keepalived-conf FILE` (the VRRP daemon) running in a
 /// namespace.
 ///

@@ -6,7 +6,9 @@
 
 use std::{net::Ipv4Addr, path::Path, time::Duration};
 
-use lbha_tests::{Agent, Keepalived, KeepalivedConfig, Netns, VrrpInstance, require_root};
+use lbha_tests::{
+    KeepalivedConfig, Netns, VrrpInstance, lbha_master_then_keepalived_backup, require_root,
+};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -57,16 +59,6 @@ fn configs(n: u8, vrid: u8, file: &Path, weight: i32) -> (String, String) {
     (lbha, keepalived)
 }
 
-fn start(a: &Netns, k: &Netns, lbha_conf: &str, ka_conf: &str) -> (Agent, Keepalived) {
-    let mut agent = Agent::start(a, lbha_conf).unwrap();
-    agent
-        .wait_for_transition("VI_1", "MASTER", 0, WAIT)
-        .unwrap();
-    let mut keepalived = Keepalived::start(k, ka_conf).unwrap();
-    keepalived.wait_for_state("VI_1", "BACKUP", WAIT).unwrap();
-    (agent, keepalived)
-}
-
 #[test]
 fn a_value_in_the_tracked_file_hands_mastership_over_and_zero_takes_it_back() {
     if !require_root() {
@@ -77,7 +69,8 @@ fn a_value_in_the_tracked_file_hands_mastership_over_and_zero_takes_it_back() {
     let (a, k) = topology(1);
     // weight -1: 60 in the file is 150 - 60 = 90 < keepalived's 100.
     let (lbha_conf, ka_conf) = configs(1, 66, &file, -1);
-    let (mut agent, mut keepalived) = start(&a, &k, &lbha_conf, &ka_conf);
+    let (mut agent, mut keepalived) =
+        lbha_master_then_keepalived_backup(&a, &k, "VI_1", &lbha_conf, &ka_conf).unwrap();
     // init_file created it with 0.
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "0\n");
 
@@ -109,7 +102,8 @@ fn with_weight_0_a_non_zero_value_is_fault() {
     let file = dir.path().join("maint");
     let (a, k) = topology(2);
     let (lbha_conf, ka_conf) = configs(2, 67, &file, 0);
-    let (mut agent, mut keepalived) = start(&a, &k, &lbha_conf, &ka_conf);
+    let (mut agent, mut keepalived) =
+        lbha_master_then_keepalived_backup(&a, &k, "VI_1", &lbha_conf, &ka_conf).unwrap();
 
     std::fs::write(&file, "1").unwrap();
     agent.wait_for_transition("VI_1", "FAULT", 0, WAIT).unwrap();

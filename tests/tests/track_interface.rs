@@ -7,7 +7,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use lbha_tests::{
-    Agent, Keepalived, KeepalivedConfig, Netns, VrrpInstance, require_root, veth_pair,
+    KeepalivedConfig, Netns, VrrpInstance, lbha_master_then_keepalived_backup, require_root,
+    veth_pair,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -62,23 +63,6 @@ fn configs(n: u8, vrid: u8, track: &str) -> (String, String) {
     (lbha, keepalived)
 }
 
-/// lbha first (it becomes Master), then keepalived, which must settle as
-/// its Backup.
-fn start_lbha_master_then_keepalived(
-    a: &Netns,
-    k: &Netns,
-    lbha_conf: &str,
-    ka_conf: &str,
-) -> (Agent, Keepalived) {
-    let mut agent = Agent::start(a, lbha_conf).unwrap();
-    agent
-        .wait_for_transition("VI_1", "MASTER", 0, WAIT)
-        .unwrap();
-    let mut keepalived = Keepalived::start(k, ka_conf).unwrap();
-    keepalived.wait_for_state("VI_1", "BACKUP", WAIT).unwrap();
-    (agent, keepalived)
-}
-
 #[test]
 fn a_tracked_interface_down_faults_and_keepalived_takes_over() {
     if !require_root() {
@@ -87,7 +71,7 @@ fn a_tracked_interface_down_faults_and_keepalived_takes_over() {
     let (a, k) = topology(1);
     let (lbha_conf, ka_conf) = configs(1, 64, "vt");
     let (mut agent, mut keepalived) =
-        start_lbha_master_then_keepalived(&a, &k, &lbha_conf, &ka_conf);
+        lbha_master_then_keepalived_backup(&a, &k, "VI_1", &lbha_conf, &ka_conf).unwrap();
 
     a.ip(&["link", "set", "vtp", "down"]).unwrap();
     agent.wait_for_transition("VI_1", "FAULT", 0, WAIT).unwrap();
@@ -109,7 +93,7 @@ fn a_weighted_tracked_interface_lowers_the_priority_on_the_wire() {
     // 150 - 60 = 90 < keepalived's 100 while vt is down.
     let (lbha_conf, ka_conf) = configs(2, 65, "vt weight -60");
     let (mut agent, mut keepalived) =
-        start_lbha_master_then_keepalived(&a, &k, &lbha_conf, &ka_conf);
+        lbha_master_then_keepalived_backup(&a, &k, "VI_1", &lbha_conf, &ka_conf).unwrap();
 
     a.ip(&["link", "set", "vtp", "down"]).unwrap();
     // keepalived (priority 100, preempting) sees lbha advertise 90 and takes
