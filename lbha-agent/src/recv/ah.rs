@@ -171,22 +171,13 @@ impl AhReceiver {
 
     fn drain(&mut self) -> io::Result<()> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-        loop {
-            match self.socket.get_ref().recv(&mut buf) {
-                Ok(len) => {
-                    let now = clock::monotonic_ns();
-                    // SAFETY: recv initialised the first `len` bytes.
-                    let packet: &[u8] =
-                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-                    if let Some(event) = self.table.process(packet, now, self.ifindex) {
-                        self.pending.push_back(event);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        while let Some(packet) = super::raw::recv_packet(self.socket.get_ref(), &mut buf)? {
+            let now = clock::monotonic_ns();
+            if let Some(event) = self.table.process(packet, now, self.ifindex) {
+                self.pending.push_back(event);
             }
         }
+        Ok(())
     }
 
     pub fn try_next(&mut self) -> Option<AdvertEvent> {

@@ -95,6 +95,26 @@ pub(super) fn open_raw_v4(
     Ok((socket, ifindex))
 }
 
+/// The next packet waiting on the non-blocking `socket`, read into `buf`;
+/// `None` once none is left (`EWOULDBLOCK`), an interrupted read retried.
+pub(super) fn recv_packet<'b>(
+    socket: &Socket,
+    buf: &'b mut [MaybeUninit<u8>],
+) -> io::Result<Option<&'b [u8]>> {
+    loop {
+        match socket.recv(buf) {
+            Ok(len) => {
+                // SAFETY: recv initialised the first `len` bytes.
+                let packet = unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
+                return Ok(Some(packet));
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl RawSocketReceiver {
     pub fn open(interface: &str, vrids: &[(VridKey, VridConfig)]) -> Result<Self, ReceiveError> {
         let (socket, ifindex) = open_raw_v4(interface, vrrp::IPPROTO_VRRP)?;
@@ -198,22 +218,13 @@ impl RawSocketReceiver {
 
     fn drain_v4(&mut self) -> io::Result<()> {
         let mut buf = [MaybeUninit::<u8>::uninit(); 2048];
-        loop {
-            match self.socket.get_ref().recv(&mut buf) {
-                Ok(len) => {
-                    let now = clock::monotonic_ns();
-                    // SAFETY: recv initialised the first `len` bytes.
-                    let packet: &[u8] =
-                        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), len) };
-                    if let Some(event) = self.process(packet, now) {
-                        self.pending.push_back(event);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+        while let Some(packet) = recv_packet(self.socket.get_ref(), &mut buf)? {
+            let now = clock::monotonic_ns();
+            if let Some(event) = self.process(packet, now) {
+                self.pending.push_back(event);
             }
         }
+        Ok(())
     }
 
     pub fn try_next(&mut self) -> Option<AdvertEvent> {
