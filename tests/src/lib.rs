@@ -418,6 +418,34 @@ fn workspace_bin(name: &str, package: &str, env: &str) -> PathBuf {
 /// when unset (transitions are logged at info).
 pub const AGENT_LOG_ENV: &str = "LBHA_TEST_AGENT_LOG";
 
+/// The keepalived.conf pair of the tracking interop tests: lbha on `va`
+/// with `10.{a}.{b}.1` (priority 150, `lbha_extra` lines in its instance)
+/// and keepalived on `vk` with `.2` (priority 100), unicast to each other,
+/// VRRPv3 at 100 ms, instance `VI_1` of VRID `vrid` holding `.100`.
+pub fn tracking_pair_configs(net: [u8; 3], vrid: u8, lbha_extra: &str) -> (String, String) {
+    let [a, b, c] = net;
+    let (lbha_ip, ka_ip) = (Ipv4Addr::new(a, b, c, 1), Ipv4Addr::new(a, b, c, 2));
+    let config = |interface: &str, src: Ipv4Addr, peer: Ipv4Addr, priority: u8, extra: &str| {
+        let mut instance = VrrpInstance::unicast("VI_1", interface, vrid, src)
+            .priority(priority)
+            .advert_int("0.1")
+            .version(3)
+            .unicast_peer(peer)
+            .virtual_ipaddress(format!("{a}.{b}.{c}.100/32"));
+        if !extra.is_empty() {
+            instance = instance.extra(extra);
+        }
+        KeepalivedConfig::new()
+            .global_def("vrrp_version 3")
+            .instance(instance)
+            .render()
+    };
+    (
+        config("va", lbha_ip, ka_ip, 150, lbha_extra),
+        config("vk", ka_ip, lbha_ip, 100, ""),
+    )
+}
+
 /// lbha on `a` first, until it is Master of `instance`, then keepalived on
 /// `k`, until it settles as its Backup: the start of the interop tests
 /// where lbha holds mastership and a tracked resource moves it.

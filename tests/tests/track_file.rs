@@ -4,11 +4,9 @@
 //! lower priority on the wire, takes over; 0 written back gives mastership
 //! back (lbha preempts). With weight 0 a non-zero value is FAULT instead.
 
-use std::{net::Ipv4Addr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
-use lbha_tests::{
-    KeepalivedConfig, Netns, VrrpInstance, lbha_master_then_keepalived_backup, require_root,
-};
+use lbha_tests::{Netns, lbha_master_then_keepalived_backup, require_root, tracking_pair_configs};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -28,34 +26,12 @@ fn topology(n: u8) -> (Netns, Netns) {
 }
 
 fn configs(n: u8, vrid: u8, file: &Path, weight: i32) -> (String, String) {
-    let (lbha_ip, ka_ip) = (Ipv4Addr::new(10, 207, n, 1), Ipv4Addr::new(10, 207, n, 2));
+    let (lbha, keepalived) =
+        tracking_pair_configs([10, 207, n], vrid, "track_file {\n        load\n    }");
     let lbha = format!(
-        "track_file load {{\n    file {}\n    weight {weight}\n    init_file 0\n}}\n{}",
-        file.display(),
-        KeepalivedConfig::new()
-            .global_def("vrrp_version 3")
-            .instance(
-                VrrpInstance::unicast("VI_1", "va", vrid, lbha_ip)
-                    .priority(150)
-                    .advert_int("0.1")
-                    .version(3)
-                    .unicast_peer(ka_ip)
-                    .virtual_ipaddress(format!("10.207.{n}.100/32"))
-                    .extra("track_file {\n        load\n    }"),
-            )
-            .render()
+        "track_file load {{\n    file {}\n    weight {weight}\n    init_file 0\n}}\n{lbha}",
+        file.display()
     );
-    let keepalived = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "vk", vrid, ka_ip)
-                .priority(100)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(lbha_ip)
-                .virtual_ipaddress(format!("10.207.{n}.100/32")),
-        )
-        .render();
     (lbha, keepalived)
 }
 

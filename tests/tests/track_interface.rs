@@ -4,11 +4,10 @@
 //! lbha preempts again. A weighted tracked interface lowers lbha's priority
 //! below keepalived's instead, which keepalived sees on the wire.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::time::Duration;
 
 use lbha_tests::{
-    KeepalivedConfig, Netns, VrrpInstance, lbha_master_then_keepalived_backup, require_root,
-    veth_pair,
+    Netns, lbha_master_then_keepalived_backup, require_root, tracking_pair_configs, veth_pair,
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,31 +35,11 @@ fn topology(n: u8) -> (Netns, Netns) {
 }
 
 fn configs(n: u8, vrid: u8, track: &str) -> (String, String) {
-    let (lbha_ip, ka_ip) = (Ipv4Addr::new(10, 206, n, 1), Ipv4Addr::new(10, 206, n, 2));
-    let lbha = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "va", vrid, lbha_ip)
-                .priority(150)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(ka_ip)
-                .virtual_ipaddress(format!("10.206.{n}.100/32"))
-                .extra(format!("track_interface {{\n        {track}\n    }}")),
-        )
-        .render();
-    let keepalived = KeepalivedConfig::new()
-        .global_def("vrrp_version 3")
-        .instance(
-            VrrpInstance::unicast("VI_1", "vk", vrid, ka_ip)
-                .priority(100)
-                .advert_int("0.1")
-                .version(3)
-                .unicast_peer(lbha_ip)
-                .virtual_ipaddress(format!("10.206.{n}.100/32")),
-        )
-        .render();
-    (lbha, keepalived)
+    tracking_pair_configs(
+        [10, 206, n],
+        vrid,
+        &format!("track_interface {{\n        {track}\n    }}"),
+    )
 }
 
 #[test]
