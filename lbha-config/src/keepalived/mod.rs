@@ -712,6 +712,27 @@ fn route_error(
     }
 }
 
+/// `notify_master` ... `notify` of an instance or sync group: keepalived
+/// keeps the first of each and ignores the others (with a warning here).
+fn set_notify(notify: &mut Notify, item: &Statement, command: String, context: &str, cx: &mut Cx) {
+    let kw = item.keyword();
+    let slot = match kw {
+        "notify_master" => &mut notify.master,
+        "notify_backup" => &mut notify.backup,
+        "notify_fault" => &mut notify.fault,
+        "notify_stop" => &mut notify.stop,
+        _ => &mut notify.any,
+    };
+    if slot.is_some() {
+        cx.warn(
+            item.line(),
+            format!("{context}`{kw}` given again; keepalived keeps the first and ignores this one"),
+        );
+    } else {
+        *slot = Some(command);
+    }
+}
+
 /// keepalived's `check_true_false` for `KEYWORD [true|false]` (no word:
 /// true).
 fn true_false(item: &Statement, context: &str, cx: &mut Cx) -> Option<bool> {
@@ -808,6 +829,30 @@ impl Builder {
             ),
             _ => cx.unsupported(s, "", keywords::TOP_LEVEL),
         }
+    }
+
+    /// A notify-style command, `KEYWORD COMMAND [user [group]]` (keepalived's
+    /// `notify_*` and `*notify_fifo_script`): its command line and the words
+    /// after it, the user they name kept for the `script_user` check as
+    /// `what`.
+    fn notify_command(
+        &mut self,
+        item: &Statement,
+        context: &str,
+        what: String,
+        cx: &mut Cx,
+    ) -> Option<(String, Vec<String>)> {
+        cx.no_block(item, context);
+        let (command, user) = script_words(item, context, cx)?;
+        if let [name, rest @ ..] = user.as_slice() {
+            self.script_users.push(ScriptUser {
+                user: name.clone(),
+                group: rest.first().cloned(),
+                what,
+                line: item.line(),
+            });
+        }
+        Some((command, user))
     }
 
     fn global_defs(&mut self, s: &Statement, cx: &mut Cx) {
@@ -938,18 +983,10 @@ impl Builder {
                     }
                 }
                 "notify_fifo_script" | "vrrp_notify_fifo_script" => {
-                    cx.no_block(item, context);
-                    let Some((command, user)) = script_words(item, context, cx) else {
+                    let what = format!("global_defs `{kw}`");
+                    let Some((command, _)) = self.notify_command(item, context, what, cx) else {
                         continue;
                     };
-                    if let [user, rest @ ..] = user.as_slice() {
-                        self.script_users.push(ScriptUser {
-                            user: user.clone(),
-                            group: rest.first().cloned(),
-                            what: format!("global_defs `{kw}`"),
-                            line,
-                        });
-                    }
                     let slot = usize::from(kw == "vrrp_notify_fifo_script");
                     self.fifos[slot].script = Some((command, line));
                 }
@@ -1153,37 +1190,12 @@ impl Builder {
                     pending.tracking_weight = true;
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
-                    cx.no_block(item, context);
-                    let Some((command, user)) = script_words(item, context, cx) else {
+                    let what = format!("vrrp_sync_group `{}` `{kw}`", pending.group.name);
+                    let Some((command, _)) = self.notify_command(item, context, what, cx) else {
                         continue;
                     };
-                    if let [user, rest @ ..] = user.as_slice() {
-                        self.script_users.push(ScriptUser {
-                            user: user.clone(),
-                            group: rest.first().cloned(),
-                            what: format!("vrrp_sync_group `{}` `{kw}`", pending.group.name),
-                            line,
-                        });
-                    }
                     pending.lines.set("notify", line);
-                    let notify = &mut pending.group.notify;
-                    let slot = match kw {
-                        "notify_master" => &mut notify.master,
-                        "notify_backup" => &mut notify.backup,
-                        "notify_fault" => &mut notify.fault,
-                        "notify_stop" => &mut notify.stop,
-                        _ => &mut notify.any,
-                    };
-                    if slot.is_some() {
-                        cx.warn(
-                            line,
-                            format!(
-                                "{context}`{kw}` given again; keepalived keeps the first and ignores this one"
-                            ),
-                        );
-                    } else {
-                        *slot = Some(command);
-                    }
+                    set_notify(&mut pending.group.notify, item, command, context, cx);
                 }
                 "notify_priority_changes" => {
                     if let Some(on) = true_false(item, context, cx) {
@@ -1539,44 +1551,21 @@ impl Builder {
                     track_file::add(&mut pending.track_files, tracked, context, cx);
                 }
                 "notify_master" | "notify_backup" | "notify_fault" | "notify_stop" | "notify" => {
-                    cx.no_block(item, context);
-                    let Some((command, user)) = script_words(item, context, cx) else {
+                    let what = format!("vrrp_instance `{}` `{kw}`", inst.name);
+                    let Some((command, user)) = self.notify_command(item, context, what, cx) else {
                         continue;
                     };
-                    if let [user, rest @ ..] = user.as_slice() {
-                        self.script_users.push(ScriptUser {
-                            user: user.clone(),
-                            group: rest.first().cloned(),
-                            what: format!("vrrp_instance `{}` `{kw}`", inst.name),
-                            line,
-                        });
-                        if rest.len() > 1 {
-                            cx.warn(
-                                line,
-                                format!(
-                                    "{context}`{kw}`: words after the user and group ignored (keepalived ignores them too)"
-                                ),
-                            );
-                        }
-                    }
-                    fl.set("notify", line);
-                    let slot = match kw {
-                        "notify_master" => &mut inst.notify.master,
-                        "notify_backup" => &mut inst.notify.backup,
-                        "notify_fault" => &mut inst.notify.fault,
-                        "notify_stop" => &mut inst.notify.stop,
-                        _ => &mut inst.notify.any,
-                    };
-                    if slot.is_some() {
+                    // `COMMAND user group extra...`
+                    if user.len() > 2 {
                         cx.warn(
                             line,
                             format!(
-                                "{context}`{kw}` given again; keepalived keeps the first and ignores this one"
+                                "{context}`{kw}`: words after the user and group ignored (keepalived ignores them too)"
                             ),
                         );
-                    } else {
-                        *slot = Some(command);
                     }
+                    fl.set("notify", line);
+                    set_notify(&mut inst.notify, item, command, context, cx);
                 }
                 "nopreempt" => {
                     cx.no_args(item, context);
