@@ -237,11 +237,18 @@ impl Cx<'_> {
             Some(block) => context.is_empty() && ignored_at_top_level(block),
         };
         if ignored {
+            // At the top level, an instance's keyword most likely follows a
+            // `}` that closed the instance too early.
+            let misplaced = if context.is_empty() && keywords::INSTANCE.contains(&kw) {
+                "; it is a `vrrp_instance` keyword: a `}` before it may have closed the instance early, and the instance does without it"
+            } else {
+                ""
+            };
             self.warn(
                 s.line(),
                 format!(
-                    "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and ignores it{}, and so does lbha",
-                    if s.block.is_some() { ", and its block" } else { "" }
+                    "{context}`{kw}` is not a keepalived keyword here{hint}: keepalived reports it as unknown and ignores it{}, and so does lbha{misplaced}",
+                    if s.block.is_some() { " with its block" } else { "" }
                 ),
             );
         } else {

@@ -1521,8 +1521,9 @@ fn config_keepalived_unknown_keywords() {
     assert!(loaded.config.instances[0].track.is_empty());
     let w = at(&loaded.warnings);
     assert!(
-        w.iter()
-            .any(|(l, m)| *l == 8 && m.contains("`track_script` is not a keepalived keyword here")),
+        w.iter().any(|(l, m)| *l == 8
+            && m.contains("`track_script` is not a keepalived keyword here")
+            && m.contains("may have closed the instance early")),
         "{w:#?}"
     );
     assert!(
