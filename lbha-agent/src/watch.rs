@@ -12,7 +12,9 @@ use lbha_agent::{
 };
 use lbha_common::{
     AdvertEvent, VridConfig,
-    event::{Family, MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, VridKey, change},
+    event::{
+        Family, MAX_ALLOWED_SOURCES, ReceivePath, TooManySources, VridKey, change, silence_timer,
+    },
     vrrp::{AUTH_NONE, AUTH_PASS, encode::auth_data},
 };
 use serde::Serialize;
@@ -190,6 +192,13 @@ impl From<&AdvertEvent> for AdvertJson {
                 .iter()
                 .filter(|(bit, _)| e.flags & bit != 0)
                 .map(|(_, name)| *name)
+                .chain((e.flags & change::TIMER != 0).then_some(
+                    if e.silence_timer == silence_timer::ARMED {
+                        "silence_timer_armed"
+                    } else {
+                        "silence_timer_refused"
+                    },
+                ))
                 .collect(),
             receive_path: match ReceivePath::from_u8(e.receive_path) {
                 Some(ReceivePath::Xdp) => "xdp",

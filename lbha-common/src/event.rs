@@ -176,7 +176,10 @@ pub struct AdvertEvent {
     pub receive_path: u8,
     /// [`Family`] as its `u8` (4 or 6); silence reports carry it too.
     pub family: u8,
-    pub reserved: [u8; 3],
+    /// [`silence_timer`]: whether the kernel could arm the VRID's silence
+    /// timer at this advert; meaningful with [`change::TIMER`].
+    pub silence_timer: u8,
+    pub reserved: [u8; 2],
 }
 
 impl AdvertEvent {
@@ -270,6 +273,25 @@ pub mod change {
     /// ([`VridConfig::silence_intervals`]) intervals. Only `timestamp_ns`, `vrid`, `interval_cs` (of the last
     /// advert) and `receive_path` are set.
     pub const SILENCE: u8 = 1 << 6;
+    /// The kernel's silence timer for this VRID could not be armed where it
+    /// was before (or can again after it could not): `silence_timer` says
+    /// which. Reported once per change, not at every advert.
+    pub const TIMER: u8 = 1 << 7;
+}
+
+/// Values of [`AdvertEvent::silence_timer`].
+pub mod silence_timer {
+    /// Not reported: the raw-socket path, the timerless program, or an
+    /// advert that was not queued.
+    pub const UNKNOWN: u8 = 0;
+    /// Armed: the kernel reports the VRID's silence.
+    pub const ARMED: u8 = 1;
+    /// The kernel refused it (`bpf_timer_init` returns -ENOMEM on kernels
+    /// whose BPF timers allocate without locks, once the slab has no free
+    /// object; counted as `silence_timer_errors`). The program retries
+    /// about once a second; until then user space keeps the VRID's exact
+    /// master-down deadline itself.
+    pub const REFUSED: u8 = 2;
 }
 
 /// How an advert reached user space.

@@ -407,7 +407,8 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         count_addr,
         receive_path: 0,
         family: Family::Ipv4 as u8,
-        reserved: [0; 3],
+        silence_timer: 0,
+        reserved: [0; 2],
     })
 }
 
@@ -619,7 +620,8 @@ fn check_ipv6_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         count_addr,
         receive_path: 0,
         family: Family::Ipv6 as u8,
-        reserved: [0; 3],
+        silence_timer: 0,
+        reserved: [0; 2],
     })
 }
 

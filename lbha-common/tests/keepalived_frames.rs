@@ -224,7 +224,8 @@ fn v2_unicast_pass() -> Capture {
             count_addr: 2,
             receive_path: 0,
             family: Family::Ipv4 as u8,
-            reserved: [0; 3],
+            silence_timer: 0,
+            reserved: [0; 2],
         },
     }
 }
@@ -247,7 +248,8 @@ fn v3_unicast_100ms() -> Capture {
             count_addr: 1,
             receive_path: 0,
             family: Family::Ipv4 as u8,
-            reserved: [0; 3],
+            silence_timer: 0,
+            reserved: [0; 2],
         },
     }
 }
@@ -270,7 +272,8 @@ fn v3_multicast() -> Capture {
             count_addr: 2,
             receive_path: 0,
             family: Family::Ipv4 as u8,
-            reserved: [0; 3],
+            silence_timer: 0,
+            reserved: [0; 2],
         },
     }
 }

@@ -33,7 +33,7 @@ use lbha_common::{
     diag::{self, BPF_LOG_TARGET, seen},
     event::{
         DEFAULT_DOWN_TIMER_ADVERTS, EVENTS_BYTES, Family, LAST_ADVERT_MAP_FLAGS, ReceivePath,
-        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change,
+        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change, silence_timer,
     },
     fastpath,
     packet::PacketView,
@@ -104,6 +104,24 @@ const _: () = assert!(core::mem::size_of::<SilenceSlot>() == SILENCE_TIMER_VALUE
 #[btf_map]
 static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, { VRID_SLOTS as usize }> =
     btf_maps::Array::new();
+
+/// Per VRID, where this loaded program stands with the VRID's silence
+/// timer: [`TIMER_UNPREPARED`], [`TIMER_PREPARED`] (initialised and pointed
+/// at this program's `silence_reached`: later adverts only restart it), or
+/// else refused, to be retried from that kernel time on. Initialising and
+/// setting the callback each take the timer's lock with interrupts off,
+/// which at a thousand VRIDs of 10 ms adverts cost more than the restart
+/// itself, and an initialisation the kernel refuses is not worth retrying
+/// at every advert. Not pinned, unlike `SILENCE_TIMERS`: the program of a
+/// restarted (or upgraded) agent points each VRID's timer at its own
+/// callback on the VRID's first advert.
+#[map]
+static TIMER_STATE: Array<u64> = Array::with_max_entries(VRID_SLOTS, 0);
+
+const TIMER_UNPREPARED: u64 = 0;
+const TIMER_PREPARED: u64 = u64::MAX;
+/// How long a VRID whose timer the kernel refused waits before trying again.
+const TIMER_RETRY_NS: u64 = 1_000_000_000;
 
 const CLOCK_MONOTONIC: u64 = 1;
 const EBUSY: i64 = 16;
@@ -252,10 +270,16 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
                 count(Counter::PassedNoAgent);
                 return xdp_action::XDP_PASS;
             }
-            deliver(event);
-            if timer == SilenceTimer::Armed {
-                arm_silence_timer(slot, event.interval_cs, silence_intervals, now);
+            if timer == SilenceTimer::Armed
+                && let Some(changed) =
+                    arm_silence_timer(slot, event.interval_cs, silence_intervals, now)
+            {
+                // Queued (with a wakeup) even when the advert is steady: the
+                // agent must know to keep this VRID's deadline itself.
+                event.flags |= change::TIMER;
+                event.silence_timer = changed;
             }
+            deliver(event);
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
             // stack answer unicast adverts with ICMP protocol-unreachable.
@@ -432,29 +456,46 @@ fn deliver(event: AdvertEvent) {
 
 /// (Re)starts the silence timer of the VRID at table index `index`: due
 /// `silence_intervals` (the VRID's `down_timer_adverts`) advert intervals
-/// from now.
+/// from now. Returns the VRID's new [`silence_timer`] state when it differs
+/// from the one its last advert left (armed, or refused by the kernel).
 #[inline(always)]
-fn arm_silence_timer(index: u32, interval_cs: u16, silence_intervals: u8, now: u64) {
-    let Some(slot) = SILENCE_TIMERS.get_ptr_mut(index) else {
-        return;
-    };
+fn arm_silence_timer(index: u32, interval_cs: u16, silence_intervals: u8, now: u64) -> Option<u8> {
+    let slot = SILENCE_TIMERS.get_ptr_mut(index)?;
     // SAFETY: pointer to a value of an array map, valid for the program's run.
     let slot = unsafe { &mut *slot };
+    let state = TIMER_STATE.get_ptr_mut(index)?;
+    // SAFETY: as above.
+    let state = unsafe { &mut *state };
+    let was_refused = *state != TIMER_UNPREPARED && *state != TIMER_PREPARED;
+    if was_refused && now < *state {
+        count(Counter::SilenceTimerErrors);
+        return None;
+    }
     let after_ns = fastpath::silence_threshold_ns(interval_cs, silence_intervals);
     let map = core::ptr::from_ref(&SILENCE_TIMERS).cast_mut().cast();
-    // SAFETY: helpers called on a bpf_timer inside a map value, as the
-    // verifier requires; the callback has the signature timers expect.
-    let armed = unsafe {
-        let init = bpf_timer_init(&raw mut slot.timer, map, CLOCK_MONOTONIC);
-        // -EBUSY: already initialised (every advert after the first).
+    let prepared = *state == TIMER_PREPARED || {
+        // SAFETY: helpers called on a bpf_timer inside a map value, as the
+        // verifier requires; the callback has the signature timers expect.
+        let init = unsafe { bpf_timer_init(&raw mut slot.timer, map, CLOCK_MONOTONIC) };
+        // -EBUSY: already initialised, by an earlier agent's program (the
+        // map is pinned) or by this one before a set_callback that failed.
         (init == 0 || init == -EBUSY)
-            && bpf_timer_set_callback(&raw mut slot.timer, silence_reached as *mut _) == 0
-            && bpf_timer_start(&raw mut slot.timer, after_ns, 0) == 0
+            // SAFETY: as above.
+            && unsafe { bpf_timer_set_callback(&raw mut slot.timer, silence_reached as *mut _) }
+                == 0
     };
+    // SAFETY: as above.
+    let armed = prepared && unsafe { bpf_timer_start(&raw mut slot.timer, after_ns, 0) } == 0;
     if armed {
+        *state = TIMER_PREPARED;
         slot.due_ns = now + after_ns;
+        was_refused.then_some(silence_timer::ARMED)
     } else {
+        // Prepared again at the retry: a timer the kernel freed (its map's
+        // last user reference gone) starts with -EINVAL.
+        *state = now + TIMER_RETRY_NS;
         count(Counter::SilenceTimerErrors);
+        (!was_refused).then_some(silence_timer::REFUSED)
     }
 }
 

@@ -21,7 +21,7 @@ use lbha_agent::{
 use lbha_common::{
     AdvertEvent, Counter, VridConfig,
     diag::BPF_LOG_TARGET,
-    event::{ReceivePath, VridKey, change},
+    event::{ReceivePath, VridKey, change, silence_timer},
     vrrp::{AUTH_AH, AUTH_NONE, AUTH_PASS, encode::Advert, encode::auth_data},
 };
 
@@ -1179,4 +1179,94 @@ fn ipv6_adverts_get_the_same_rules_in_their_own_vrid_table() {
         (100, IpAddr::V6(peer6))
     );
     assert_eq!(bpf.tables.last_advert(VridKey::v6(51)).unwrap(), None);
+}
+
+/// At a thousand VRIDs some kernels refuse silence timers: on Linux 6.18
+/// `bpf_timer_init` allocates without locks and returns -ENOMEM once the
+/// slab has no free object (about half of 255 VRIDs here). The program
+/// must say so once per VRID (the agent then keeps that VRID's deadline
+/// itself), retry about once a second, and never queue every steady advert.
+#[test]
+fn a_refused_silence_timer_is_reported_once_per_change_not_per_advert() {
+    let Some(mut bpf) = load_steady(Diagnostics::Off, SteadyAdverts::MapOnly) else {
+        return;
+    };
+    if bpf.variant == Variant::NoTimer {
+        eprintln!("skipped: the timerless program arms no silence timer");
+        return;
+    }
+    let table: Vec<_> = (1..=255u8)
+        .map(|v| (VridKey::v4(v), VridConfig::new(3, AUTH_NONE, [0; 8])))
+        .collect();
+    bpf.tables.configure(&table).unwrap();
+    let frames: Vec<_> = (1..=255u8).map(|v| frame(&v3(v, 100, 10), PEER)).collect();
+    // Per VRID, the silence_timer states reported, in order.
+    let mut reported: Vec<Vec<u8>> = vec![Vec::new(); 256];
+    let mut first_adverts = 0;
+    let rounds = 120; // ~10 ms apart: at least one retry of a refused timer
+    for _ in 0..rounds {
+        for f in &frames {
+            bpf.run(f);
+        }
+        for event in bpf.drain() {
+            assert_eq!(
+                event.flags & change::SILENCE,
+                0,
+                "a steady master: {event:?}"
+            );
+            // A steady advert is queued only to report its timer.
+            assert!(
+                event.flags != 0 && event.flags & !(change::NEW_SOURCE | change::TIMER) == 0,
+                "{event:?}"
+            );
+            first_adverts += u32::from(event.flags & change::NEW_SOURCE != 0);
+            if event.flags & change::TIMER != 0 {
+                reported[usize::from(event.vrid)].push(event.silence_timer);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let states: aya::maps::Array<_, u64> =
+        aya::maps::Array::try_from(bpf.ebpf.map("TIMER_STATE").expect("TIMER_STATE")).unwrap();
+    let mut refused_now = 0;
+    for vrid in 1..=255u8 {
+        let states_seen = &reported[usize::from(vrid)];
+        // Refused, then armed again, then refused...: each a change.
+        for (n, state) in states_seen.iter().enumerate() {
+            let expected = if n % 2 == 0 {
+                silence_timer::REFUSED
+            } else {
+                silence_timer::ARMED
+            };
+            assert_eq!(*state, expected, "VRID {vrid}: {states_seen:?}");
+        }
+        // The program's own view agrees with the last report.
+        let state = states.get(&VridKey::v4(vrid).index(), 0).unwrap();
+        let refused = state != 0 && state != u64::MAX;
+        assert_eq!(
+            refused,
+            states_seen.last() == Some(&silence_timer::REFUSED),
+            "VRID {vrid}: state {state:#x}, reported {states_seen:?}"
+        );
+        refused_now += u64::from(refused);
+    }
+    let reports: usize = reported.iter().map(Vec::len).sum();
+    assert_eq!(first_adverts, 255);
+    assert!(
+        reports <= 255 * 4,
+        "{reports} timer reports for 255 VRIDs in ~2 s: retried too often"
+    );
+    let errors = bpf.counter(Counter::SilenceTimerErrors);
+    assert_eq!(
+        errors == 0,
+        reports == 0,
+        "{errors} silence timer errors, {reports} reports"
+    );
+    if reports == 0 {
+        eprintln!("note: this kernel armed all 255 silence timers; refusals not exercised");
+    } else {
+        eprintln!(
+            "{refused_now} of 255 VRIDs refused a timer at the end; {reports} reports, {errors} errors"
+        );
+    }
 }

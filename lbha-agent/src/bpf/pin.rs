@@ -126,10 +126,11 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
 /// Maps of the program that are created afresh by every load, never
 /// pinned: `AYA_LOGS` (aya-log's records, only of use to the agent that
 /// loaded the program, and in a format only that build's reader is sure to
-/// parse), `DIAG_SEEN` (what this program's diagnostics already reported)
-/// and `.rodata` (load-time constants, frozen).
+/// parse), `DIAG_SEEN` (what this program's diagnostics already reported),
+/// `TIMER_STATE` (which pinned silence timers this program has pointed at
+/// its own callback) and `.rodata` (load-time constants, frozen).
 #[cfg(test)]
-pub(super) const UNPINNED_MAPS: [&str; 3] = ["AYA_LOGS", "DIAG_SEEN", ".rodata"];
+pub(super) const UNPINNED_MAPS: [&str; 4] = ["AYA_LOGS", "DIAG_SEEN", "TIMER_STATE", ".rodata"];
 
 impl MapShape {
     fn matches(&self, info: &MapInfo) -> bool {

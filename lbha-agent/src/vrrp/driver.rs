@@ -16,7 +16,7 @@ use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
 use lbha_common::{
     AdvertEvent,
-    event::{VridKey, change},
+    event::{VridKey, change, silence_timer},
     vrrp::encode::Advert,
 };
 use tokio::sync::{mpsc, oneshot, watch};
@@ -81,6 +81,10 @@ pub struct InstanceRuntime {
     in_group: bool,
     /// The kernel reported this VRID silent since the last advert we processed.
     silence_reported: bool,
+    /// The kernel said it could not arm this VRID's silence timer (and has
+    /// not said since that it could): its master-down deadline is kept
+    /// here, as on the raw-socket path.
+    kernel_timer_refused: bool,
     /// Opened at start (when there are VIPs) and kept; see [`GarpSender`].
     garp: Option<GarpSender>,
     /// The addresses whose packets the nftables rules drop now (accept
@@ -102,6 +106,12 @@ pub struct InstanceRuntime {
     /// a change is published again (with a thousand instances, publishing
     /// all of them at every wakeup would cost more than the adverts).
     published: Option<Published>,
+    /// The master's last advert (kernel time) as status was last told it:
+    /// it changes at every wakeup of a backup, so it alone is updated
+    /// (without the rest of [`Published`]).
+    published_advert_ns: Option<u64>,
+    /// Where telemetry's list held this instance last time.
+    status_slot: usize,
     /// keepalived's `auth_type AH`: the sequence counter the instance's
     /// sender and the AH socket share. Its adverts never reach the
     /// kernel's fast path, so the kernel reports no silence for it.
@@ -113,7 +123,7 @@ pub struct InstanceRuntime {
 struct Published {
     state: State,
     priority: u8,
-    master: Option<(IpAddr, u64)>,
+    master: Option<IpAddr>,
     partitioned: bool,
 }
 
@@ -189,6 +199,7 @@ impl InstanceRuntime {
             sync_reported: None,
             in_group: false,
             silence_reported: false,
+            kernel_timer_refused: false,
             garp,
             blocked: Vec::new(),
             garp_schedule: GarpSchedule::default(),
@@ -197,6 +208,8 @@ impl InstanceRuntime {
             lateness: (Histogram::default(), 0.0),
             lateness_changed: false,
             published: None,
+            published_advert_ns: None,
+            status_slot: usize::MAX,
             ah: None,
         }
     }
@@ -206,7 +219,8 @@ impl InstanceRuntime {
     fn wake_at(&self, kernel_reports_silence: bool) -> Option<u64> {
         // AH adverts are verified in user space: the kernel never sees one
         // accepted, so it cannot tell when they stop.
-        let kernel_reports_silence = kernel_reports_silence && self.ah.is_none();
+        let kernel_reports_silence =
+            kernel_reports_silence && self.ah.is_none() && !self.kernel_timer_refused;
         let machine = self.machine.next_deadline().map(|deadline| {
             if kernel_reports_silence && !self.silence_reported && self.machine.follows_master() {
                 backstop_after(deadline)
@@ -691,26 +705,36 @@ impl InterfaceTask {
             let now_shown = Published {
                 state: machine.state(),
                 priority: machine.priority(),
-                master: machine.master().map(|(addr, _, at)| (addr, at)),
+                master: machine.master().map(|(addr, _, _)| addr),
                 partitioned: machine.held_by_heartbeat(),
             };
+            let last_advert_ns = match machine.state() {
+                State::Master => None,
+                _ => machine.master().map(|(_, _, at)| at),
+            };
             if instance.published == Some(now_shown) {
+                if instance.published_advert_ns != last_advert_ns {
+                    instance.published_advert_ns = last_advert_ns;
+                    telemetry.update_instance_at(
+                        &mut instance.status_slot,
+                        &instance.config.name,
+                        |s| s.last_advert_ns = last_advert_ns,
+                    );
+                }
                 continue;
             }
             instance.published = Some(now_shown);
+            instance.published_advert_ns = last_advert_ns;
             if let Some(record) = instance.heartbeat_record() {
                 self.shared.local.set(record);
             }
-            telemetry.update_instance(&instance.config.name, |s| {
+            telemetry.update_instance_at(&mut instance.status_slot, &instance.config.name, |s| {
                 s.vrrp_path_partitioned = machine.held_by_heartbeat();
                 s.handover_held = machine.handover_held();
                 s.state = machine.state().name().to_owned();
                 s.priority = machine.priority();
                 s.master = machine.master().map(|(addr, _, _)| addr.to_string());
-                s.last_advert_ns = match machine.state() {
-                    State::Master => None,
-                    _ => machine.master().map(|(_, _, at)| at),
-                };
+                s.last_advert_ns = last_advert_ns;
             });
         }
         let now = monotonic_ns();
@@ -898,6 +922,18 @@ impl InterfaceTask {
         else {
             return;
         };
+        if event.flags & change::TIMER != 0 {
+            let instance = &mut self.instances[i];
+            let refused = event.silence_timer == silence_timer::REFUSED;
+            if refused != instance.kernel_timer_refused {
+                instance.kernel_timer_refused = refused;
+                if refused {
+                    tracing::warn!(instance = %instance.config.name, vrid = event.vrid, "the kernel refused this VRID's silence timer (counted in silence_timer_errors); its master-down deadline is kept in user space until the kernel's retry succeeds");
+                } else {
+                    tracing::info!(instance = %instance.config.name, vrid = event.vrid, "the kernel armed this VRID's silence timer again");
+                }
+            }
+        }
         if event.flags & change::SILENCE != 0 {
             tracing::debug!(instance = %self.instances[i].config.name, "kernel reports the VRID silent");
             self.instances[i].silence_reported = true;
@@ -1534,6 +1570,13 @@ mod tests {
                 && backstop <= deadline + SILENCE_BACKSTOP_NS,
             "XDP: the kernel timer reports silence; only a backstop, within a second of the deadline: {deadline} -> {backstop}"
         );
+        rt.kernel_timer_refused = true;
+        assert_eq!(
+            rt.wake_at(true),
+            Some(deadline),
+            "the kernel refused the VRID's timer: exact deadline"
+        );
+        rt.kernel_timer_refused = false;
         rt.silence_reported = true;
         assert_eq!(
             rt.wake_at(true),
