@@ -328,7 +328,9 @@ fn model_accepts(ip: &[u8], ihl: usize, total: usize, table: &Table) -> bool {
         || !(version == 2 || version == 3)
         || (config.version != 0 && config.version != version)
         || v.len() != 8 + 4 * count + auth_len
-        || ip[8] != 255
+        // TTL 255 only for multicast: a unicast advert may cross a router
+        // (keepalived's `unicast_ttl`).
+        || (ip[16] & 0xf0 == 0xe0 && ip[8] != 255)
         || checksum::checksum(0, &ip[..ihl]) != 0
         || vrrp_checksum(ip, v, version) != 0
     {
