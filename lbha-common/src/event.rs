@@ -275,7 +275,8 @@ pub mod change {
     pub const SILENCE: u8 = 1 << 6;
     /// The kernel's silence timer for this VRID could not be armed where it
     /// was before (or can again after it could not): `silence_timer` says
-    /// which. Reported once per change, not at every advert.
+    /// which. Reported once per change, not at every advert, in an event
+    /// of its own: the VRID's last advert with this flag alone.
     pub const TIMER: u8 = 1 << 7;
 }
 

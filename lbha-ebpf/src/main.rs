@@ -270,16 +270,13 @@ fn run(ctx: &XdpContext, timer: SilenceTimer) -> u32 {
                 count(Counter::PassedNoAgent);
                 return xdp_action::XDP_PASS;
             }
-            if timer == SilenceTimer::Armed
-                && let Some(changed) =
-                    arm_silence_timer(slot, event.interval_cs, silence_intervals, now)
-            {
-                // Queued (with a wakeup) even when the advert is steady: the
-                // agent must know to keep this VRID's deadline itself.
-                event.flags |= change::TIMER;
-                event.silence_timer = changed;
-            }
+            let interval_cs = event.interval_cs;
             deliver(event);
+            if timer == SilenceTimer::Armed
+                && let Some(changed) = arm_silence_timer(slot, interval_cs, silence_intervals, now)
+            {
+                report_timer(slot, changed);
+            }
             // The advert is consumed here: lbha sends through an IPPROTO_RAW
             // socket that never receives, so passing it would only make the
             // stack answer unicast adverts with ICMP protocol-unreachable.
@@ -449,6 +446,34 @@ fn deliver(event: AdvertEvent) {
         Some(mut entry) => {
             entry.write(event);
             entry.submit(u64::from(wakeup));
+        }
+        None => count(Counter::RingBufFull),
+    }
+}
+
+/// Queues (with a wakeup) the VRID's last advert, flagged [`change::TIMER`]
+/// alone, to tell the agent the VRID's timer is now `state`: even after a
+/// steady advert, since the agent must then keep the VRID's deadline
+/// itself. Built from `LAST_ADVERT` rather than kept from the advert, so
+/// that no event stays on the stack across the timer helpers (the stack
+/// limit of Linux 6.1's verifier is that close).
+#[inline(always)]
+fn report_timer(slot: u32, state: u8) {
+    let Some(last) = LAST_ADVERT.get_ptr(slot) else {
+        return;
+    };
+    match EVENTS.reserve::<AdvertEvent>(0) {
+        Some(mut entry) => {
+            let report = entry.as_mut_ptr();
+            // SAFETY: `last` points to a map value and `report` to the
+            // reserved ring-buffer record, both valid AdvertEvents.
+            unsafe {
+                report.copy_from_nonoverlapping(last, 1);
+                (*report).flags = change::TIMER;
+                (*report).silence_timer = state;
+            }
+            count(Counter::Wakeups);
+            entry.submit(u64::from(BPF_RB_FORCE_WAKEUP));
         }
         None => count(Counter::RingBufFull),
     }

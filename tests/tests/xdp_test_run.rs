@@ -1214,10 +1214,16 @@ fn a_refused_silence_timer_is_reported_once_per_change_not_per_advert() {
                 0,
                 "a steady master: {event:?}"
             );
-            // A steady advert is queued only to report its timer.
+            // A first advert, or a report of its timer (its own event, the
+            // VRID's last advert flagged TIMER alone): no steady advert.
             assert!(
-                event.flags != 0 && event.flags & !(change::NEW_SOURCE | change::TIMER) == 0,
+                event.flags == change::NEW_SOURCE || event.flags == change::TIMER,
                 "{event:?}"
+            );
+            assert_eq!(
+                (event.priority, event.interval_cs, event.src_ip()),
+                (100, 10, IpAddr::V4(PEER)),
+                "the advert's own fields: {event:?}"
             );
             first_adverts += u32::from(event.flags & change::NEW_SOURCE != 0);
             if event.flags & change::TIMER != 0 {
