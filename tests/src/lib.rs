@@ -477,12 +477,8 @@ impl Agent {
     /// Writes `keepalived_conf` (keepalived.conf syntax) and starts the agent
     /// with it inside `ns`. It does not wait: see [`Daemon::wait_for_log`]
     /// (e.g. `interface ready`) or [`Agent::wait_for_transition`].
-    ///
-    /// Its status socket is in its own directory (as every helper here
-    /// starts it): at the default `/run/lbha/lbha.sock`, agents of parallel
-    /// tests would share one, and all but the first log an error.
     pub fn start(ns: &Netns, keepalived_conf: &str) -> Result<Self> {
-        Self::start_with_status(ns, keepalived_conf)
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |_| Vec::new())
     }
 
     /// The `state transition` lines logged so far, in order.
@@ -978,12 +974,8 @@ impl Agent {
     /// Like [`Agent::start`], with `extra_args` after `--keepalived-conf FILE`
     /// (e.g. `--metrics-listen ADDR`).
     pub fn start_with_args(ns: &Netns, keepalived_conf: &str, extra_args: &[&str]) -> Result<Self> {
-        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |dir| {
-            let mut args: Vec<std::ffi::OsString> = extra_args.iter().map(Into::into).collect();
-            if !extra_args.contains(&"--status-socket") {
-                args.extend(["--status-socket".into(), status_socket_in(dir).into()]);
-            }
-            args
+        Self::spawn_in(ns, Format::Keepalived, keepalived_conf, |_| {
+            extra_args.iter().map(Into::into).collect()
         })
     }
 

@@ -146,7 +146,7 @@ impl Node {
                     .unwrap_or_else(|e| panic!("starting {}: {e:#}", self.label())),
             ),
             Impl::Lbha => {
-                let mut agent = Agent::start(&self.ns, &self.config)
+                let mut agent = Agent::start_with_status(&self.ns, &self.config)
                     .unwrap_or_else(|e| panic!("starting {}: {e:#}", self.label()));
                 agent
                     .wait_for_log("interface ready", WAIT)
