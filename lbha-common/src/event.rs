@@ -293,6 +293,17 @@ pub mod silence_timer {
     /// about once a second; until then user space keeps the VRID's exact
     /// master-down deadline itself.
     pub const REFUSED: u8 = 2;
+
+    /// Values of the XDP program's per-load `TIMER_STATE` map (one `u64`
+    /// per VRID slot); any other value is a refused timer's retry time
+    /// (kernel nanoseconds).
+    pub mod state {
+        /// Not yet initialised by this loaded program.
+        pub const UNPREPARED: u64 = 0;
+        /// Initialised and pointed at this program's callback: adverts
+        /// only restart it.
+        pub const PREPARED: u64 = u64::MAX;
+    }
 }
 
 /// How an advert reached user space.

@@ -4,7 +4,7 @@
 
 use crate::{
     checksum,
-    event::{AdvertEvent, Counter, Family, VridConfig, VridKey, wire_v4},
+    event::{AdvertEvent, Counter, Family, VridConfig, VridKey, silence_timer, wire_v4},
     packet::PacketView,
 };
 
@@ -407,7 +407,7 @@ fn check_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         count_addr,
         receive_path: 0,
         family: Family::Ipv4 as u8,
-        silence_timer: 0,
+        silence_timer: silence_timer::UNKNOWN,
         reserved: [0; 2],
     })
 }
@@ -620,7 +620,7 @@ fn check_ipv6_advert<P: PacketView + ?Sized, T: VridTable + ?Sized>(
         count_addr,
         receive_path: 0,
         family: Family::Ipv6 as u8,
-        silence_timer: 0,
+        silence_timer: silence_timer::UNKNOWN,
         reserved: [0; 2],
     })
 }

@@ -33,7 +33,11 @@ use lbha_common::{
     diag::{self, BPF_LOG_TARGET, seen},
     event::{
         DEFAULT_DOWN_TIMER_ADVERTS, EVENTS_BYTES, Family, LAST_ADVERT_MAP_FLAGS, ReceivePath,
-        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change, silence_timer,
+        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change,
+        silence_timer::{
+            self,
+            state::{PREPARED as TIMER_PREPARED, UNPREPARED as TIMER_UNPREPARED},
+        },
     },
     fastpath,
     packet::PacketView,
@@ -118,8 +122,6 @@ static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, { VRID_SLOTS as usize }> =
 #[map]
 static TIMER_STATE: Array<u64> = Array::with_max_entries(VRID_SLOTS, 0);
 
-const TIMER_UNPREPARED: u64 = 0;
-const TIMER_PREPARED: u64 = u64::MAX;
 /// How long a VRID whose timer the kernel refused waits before trying again.
 const TIMER_RETRY_NS: u64 = 1_000_000_000;
 

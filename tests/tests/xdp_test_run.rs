@@ -1248,7 +1248,8 @@ fn a_refused_silence_timer_is_reported_once_per_change_not_per_advert() {
         }
         // The program's own view agrees with the last report.
         let state = states.get(&VridKey::v4(vrid).index(), 0).unwrap();
-        let refused = state != 0 && state != u64::MAX;
+        let refused =
+            state != silence_timer::state::UNPREPARED && state != silence_timer::state::PREPARED;
         assert_eq!(
             refused,
             states_seen.last() == Some(&silence_timer::REFUSED),
