@@ -205,17 +205,18 @@ impl AdvertReceiver {
         }
     }
 
-    /// Whether the receive path reports a VRID falling silent (events with
-    /// [`lbha_common::event::change::SILENCE`]): the full XDP program's
-    /// kernel timer. Otherwise a backup wakes at its master-down deadlines
-    /// and reads the last advert the kernel kept (see `vrrp::driver`).
     /// Whether the kernel keeps each VRID's last accepted advert where status
-    /// reads it when asked (the XDP program's `LAST_ADVERT`), so that a
-    /// backup's driver need not copy every advert's time into telemetry.
+    /// reads it when asked (the XDP program's `LAST_ADVERT`, the map behind
+    /// [`Self::last_advert_source`]), so that a backup's driver need not copy
+    /// every advert's time into telemetry.
     pub fn kernel_keeps_last_advert(&self) -> bool {
         matches!(self.path, Via::Xdp(_))
     }
 
+    /// Whether the receive path reports a VRID falling silent (events with
+    /// [`lbha_common::event::change::SILENCE`]): the full XDP program's
+    /// kernel timer. Otherwise a backup wakes at its master-down deadlines
+    /// and reads the last advert the kernel kept (see `vrrp::driver`).
     pub fn reports_silence(&self) -> bool {
         match &self.path {
             Via::Xdp(program) => program.variant().reports_silence(),

@@ -108,7 +108,8 @@ pub struct InstanceRuntime {
     published: Option<Published>,
     /// The master's last advert (kernel time) as status was last told it:
     /// it changes at every wakeup of a backup, so it alone is updated
-    /// (without the rest of [`Published`]).
+    /// (without the rest of [`Published`]), and on the XDP path at most
+    /// once per [`ADVERT_TIME_REFRESH_NS`].
     published_advert_ns: Option<u64>,
     /// When `published_advert_ns` was last copied into telemetry.
     advert_published_at_ns: u64,
