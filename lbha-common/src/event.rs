@@ -287,11 +287,10 @@ pub mod silence_timer {
     pub const UNKNOWN: u8 = 0;
     /// Armed: the kernel reports the VRID's silence.
     pub const ARMED: u8 = 1;
-    /// The kernel refused it (`bpf_timer_init` returns -ENOMEM on kernels
-    /// whose BPF timers allocate without locks, once the slab has no free
-    /// object; counted as `silence_timer_errors`). The program retries
-    /// about once a second; until then user space keeps the VRID's exact
-    /// master-down deadline itself.
+    /// The kernel refused the program's silence timer (`bpf_timer_init`
+    /// or `bpf_timer_start` failed; counted as `silence_timer_errors`).
+    /// The program retries about once a second; until then user space
+    /// keeps the VRID's exact master-down deadline itself.
     pub const REFUSED: u8 = 2;
 
     /// Values of the XDP program's per-load `TIMER_STATE` map (one `u64`
@@ -300,8 +299,8 @@ pub mod silence_timer {
     pub mod state {
         /// Not yet initialised by this loaded program.
         pub const UNPREPARED: u64 = 0;
-        /// Initialised and pointed at this program's callback: adverts
-        /// only restart it.
+        /// Covered by this program's silence timer (initialised and pointed
+        /// at its callback).
         pub const PREPARED: u64 = u64::MAX;
     }
 }
@@ -590,11 +589,6 @@ impl AgentLease {
         now_ns < self.until_ns
     }
 }
-
-/// Size of a value of the XDP program's `SILENCE_TIMERS` map: a kernel
-/// `struct bpf_timer` (16 bytes, opaque to user space) and the time the
-/// timer is due.
-pub const SILENCE_TIMER_VALUE_SIZE: u32 = 24;
 
 #[cfg(feature = "user")]
 mod user {

@@ -21,7 +21,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, bpf_timer, xdp_action},
     btf_maps,
     helpers::generated::{
-        bpf_ktime_get_ns, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
+        bpf_ktime_get_ns, bpf_loop, bpf_timer_init, bpf_timer_set_callback, bpf_timer_start,
     },
     macros::{btf_map, map, xdp},
     maps::{Array, PerCpuArray, RingBuf},
@@ -33,7 +33,7 @@ use lbha_common::{
     diag::{self, BPF_LOG_TARGET, seen},
     event::{
         DEFAULT_DOWN_TIMER_ADVERTS, EVENTS_BYTES, Family, LAST_ADVERT_MAP_FLAGS, ReceivePath,
-        SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS, VridKey, change,
+        VRID_SLOTS, VridKey, change,
         silence_timer::{
             self,
             state::{PREPARED as TIMER_PREPARED, UNPREPARED as TIMER_UNPREPARED},
@@ -89,36 +89,55 @@ static LBHA_QUEUE_STEADY: Global<u8> = Global::new(0);
 #[map]
 static DIAG_SEEN: Array<u8> = Array::with_max_entries(diag::SEEN_ENTRIES, 0);
 
-/// One VRID's silence timer.
+/// The program's one silence timer: it sweeps [`SILENCE_DUE`] at the
+/// earliest deadline of any VRID, reports the VRIDs whose deadline passed,
+/// and arms itself again at the next. One timer, not one per VRID: a
+/// steady advert then only moves its VRID's deadline (a store), and the
+/// kernel allocates one timer per loaded program. Linux 6.18's
+/// `bpf_timer_init` allocates without locks and refuses (-ENOMEM) once the
+/// slab has no free object, which at a thousand VRIDs was most of them.
 #[repr(C)]
-pub struct SilenceSlot {
+pub struct SilenceSweep {
     timer: bpf_timer,
-    /// When the timer is due (`CLOCK_MONOTONIC` ns), for inspection.
-    due_ns: u64,
+    /// When the timer is due (`CLOCK_MONOTONIC` ns); `u64::MAX` while it is
+    /// not armed. Only ever lowered by an advert, so it stays at or before
+    /// every pending deadline.
+    armed_ns: u64,
+    /// [`TIMER_UNPREPARED`], [`TIMER_PREPARED`] (initialised and pointed at
+    /// this program's `silence_reached`), or else refused until that time.
+    state: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<SilenceSlot>() == SILENCE_TIMER_VALUE_SIZE as usize);
-
-/// (family, VRID) -> a timer restarted by every accepted advert and firing after the
-/// VRID's `down_timer_adverts` intervals without one. Its report is what wakes a
-/// backup whose master went quiet, so the backup need not wake at its own
-/// master-down deadlines while the master is healthy. A BTF map: the kernel
-/// finds the `bpf_timer` through the value's BTF. Timers only run while user
-/// space (the agent's fd, or a pin) holds the map.
+/// Entry 0: the silence timer (see [`SilenceSweep`]). A BTF map, as the
+/// kernel finds the `bpf_timer` through the value's BTF. Not pinned: each
+/// loaded program has its own, and the kernel cancels it once no
+/// user-space fd holds the map, so a program left attached after its agent
+/// stopped reports nothing.
 #[btf_map]
-static SILENCE_TIMERS: btf_maps::Array<SilenceSlot, { VRID_SLOTS as usize }> =
-    btf_maps::Array::new();
+static SILENCE_SWEEP: btf_maps::Array<SilenceSweep, 1> = btf_maps::Array::new();
 
-/// Per VRID, where this loaded program stands with the VRID's silence
-/// timer: [`TIMER_UNPREPARED`], [`TIMER_PREPARED`] (initialised and pointed
-/// at this program's `silence_reached`: later adverts only restart it), or
-/// else refused, to be retried from that kernel time on. Initialising and
-/// setting the callback each take the timer's lock with interrupts off,
-/// which at a thousand VRIDs of 10 ms adverts cost more than the restart
-/// itself, and an initialisation the kernel refuses is not worth retrying
-/// at every advert. Not pinned, unlike `SILENCE_TIMERS`: the program of a
-/// restarted (or upgraded) agent points each VRID's timer at its own
-/// callback on the VRID's first advert.
+/// One VRID's master-down deadline, as the sweep sees it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SilenceDue {
+    /// `down_timer_adverts` intervals after the VRID's last accepted advert
+    /// (`CLOCK_MONOTONIC` ns); 0: none (never armed, or refused).
+    due_ns: u64,
+    /// The deadline already reported silent: written only by the sweep, so
+    /// that an advert moving `due_ns` at the same time is never lost.
+    reported_ns: u64,
+}
+
+/// (family, VRID) -> its master-down deadline. Not pinned, like the timer
+/// that reads it.
+#[map]
+static SILENCE_DUE: Array<SilenceDue> = Array::with_max_entries(VRID_SLOTS, 0);
+
+/// Per VRID, what this loaded program last told the agent about the
+/// silence timer: [`TIMER_UNPREPARED`] (nothing yet), [`TIMER_PREPARED`]
+/// (the sweep covers the VRID), or else refused, to be retried from that
+/// kernel time on. A refusal (of the one timer, for every VRID) is reported
+/// once per VRID, and retried once a second rather than at every advert.
 #[map]
 static TIMER_STATE: Array<u64> = Array::with_max_entries(VRID_SLOTS, 0);
 
@@ -481,15 +500,16 @@ fn report_timer(slot: u32, state: u8) {
     }
 }
 
-/// (Re)starts the silence timer of the VRID at table index `index`: due
-/// `silence_intervals` (the VRID's `down_timer_adverts`) advert intervals
-/// from now. Returns the VRID's new [`silence_timer`] state when it differs
-/// from the one its last advert left (armed, or refused by the kernel).
+/// Moves the master-down deadline of the VRID at table index `index` to
+/// `silence_intervals` (its `down_timer_adverts`) advert intervals from now,
+/// and makes sure the sweep runs by then. Returns the VRID's new
+/// [`silence_timer`] state when it differs from the one its last advert
+/// left (covered, or refused by the kernel).
 #[inline(always)]
 fn arm_silence_timer(index: u32, interval_cs: u16, silence_intervals: u8, now: u64) -> Option<u8> {
-    let slot = SILENCE_TIMERS.get_ptr_mut(index)?;
+    let due = SILENCE_DUE.get_ptr_mut(index)?;
     // SAFETY: pointer to a value of an array map, valid for the program's run.
-    let slot = unsafe { &mut *slot };
+    let due = unsafe { &mut *due };
     let state = TIMER_STATE.get_ptr_mut(index)?;
     // SAFETY: as above.
     let state = unsafe { &mut *state };
@@ -498,50 +518,159 @@ fn arm_silence_timer(index: u32, interval_cs: u16, silence_intervals: u8, now: u
         count(Counter::SilenceTimerErrors);
         return None;
     }
-    let after_ns = fastpath::silence_threshold_ns(interval_cs, silence_intervals);
-    let map = core::ptr::from_ref(&SILENCE_TIMERS).cast_mut().cast();
-    let prepared = *state == TIMER_PREPARED || {
-        // SAFETY: helpers called on a bpf_timer inside a map value, as the
-        // verifier requires; the callback has the signature timers expect.
-        let init = unsafe { bpf_timer_init(&raw mut slot.timer, map, CLOCK_MONOTONIC) };
-        // -EBUSY: already initialised, by an earlier agent's program (the
-        // map is pinned) or by this one before a set_callback that failed.
-        (init == 0 || init == -EBUSY)
-            // SAFETY: as above.
-            && unsafe { bpf_timer_set_callback(&raw mut slot.timer, silence_reached as *mut _) }
-                == 0
-    };
-    // SAFETY: as above.
-    let armed = prepared && unsafe { bpf_timer_start(&raw mut slot.timer, after_ns, 0) } == 0;
-    if armed {
+    let due_ns = now + fastpath::silence_threshold_ns(interval_cs, silence_intervals);
+    if sweep_by(due_ns, now) {
+        due.due_ns = due_ns;
         *state = TIMER_PREPARED;
-        slot.due_ns = now + after_ns;
         was_refused.then_some(silence_timer::ARMED)
     } else {
-        // Prepared again at the retry: a timer the kernel freed (its map's
-        // last user reference gone) starts with -EINVAL.
+        // No deadline the sweep could report late: the agent keeps it.
+        due.due_ns = 0;
         *state = now + TIMER_RETRY_NS;
         count(Counter::SilenceTimerErrors);
         (!was_refused).then_some(silence_timer::REFUSED)
     }
 }
 
-/// Timer callback: no advert for the VRID since the timer was armed.
-/// Queues a silence report (with a wakeup) while an agent is listening.
+/// Makes sure the silence timer is initialised and due at `due_ns` at the
+/// latest. False when the kernel refused it (retried after
+/// [`TIMER_RETRY_NS`]). A steady advert's deadline is later than the
+/// timer's, so it calls no helper at all.
+#[inline(always)]
+fn sweep_by(due_ns: u64, now: u64) -> bool {
+    let Some(sweep) = SILENCE_SWEEP.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: pointer to a value of an array map, valid for the program's run.
+    let sweep = unsafe { &mut *sweep };
+    if sweep.state != TIMER_PREPARED {
+        if sweep.state != TIMER_UNPREPARED && now < sweep.state {
+            return false;
+        }
+        let map = core::ptr::from_ref(&SILENCE_SWEEP).cast_mut().cast();
+        // SAFETY: helpers called on a bpf_timer inside a map value, as the
+        // verifier requires; the callback has the signature timers expect.
+        let init = unsafe { bpf_timer_init(&raw mut sweep.timer, map, CLOCK_MONOTONIC) };
+        // -EBUSY: initialised already, before a set_callback that failed.
+        let prepared = (init == 0 || init == -EBUSY)
+            // SAFETY: as above.
+            && unsafe { bpf_timer_set_callback(&raw mut sweep.timer, silence_reached as *mut _) }
+                == 0;
+        if !prepared {
+            sweep.state = now + TIMER_RETRY_NS;
+            return false;
+        }
+        sweep.state = TIMER_PREPARED;
+        // SAFETY: a field of the map value above.
+        unsafe { core::ptr::write_volatile(&raw mut sweep.armed_ns, u64::MAX) };
+    }
+    // Volatile: another CPU's advert, or the sweep, may move it meanwhile.
+    // SAFETY: a field of the map value above.
+    if due_ns >= unsafe { core::ptr::read_volatile(&raw const sweep.armed_ns) } {
+        return true;
+    }
+    start_sweep(sweep, due_ns, now)
+}
+
+/// Arms the silence timer for `due_ns`, and once more if another CPU set a
+/// later time between our store and our start (the later start would
+/// otherwise win and leave our deadline to a later sweep).
+#[inline(always)]
+fn start_sweep(sweep: &mut SilenceSweep, due_ns: u64, now: u64) -> bool {
+    for _ in 0..2 {
+        // SAFETY: a field of a map value.
+        unsafe { core::ptr::write_volatile(&raw mut sweep.armed_ns, due_ns) };
+        // SAFETY: a bpf_timer inside a map value, initialised.
+        if unsafe { bpf_timer_start(&raw mut sweep.timer, due_ns.saturating_sub(now), 0) } != 0 {
+            // A timer the kernel freed (its map's last fd gone) starts with
+            // -EINVAL: initialise it again at the retry.
+            sweep.state = now + TIMER_RETRY_NS;
+            return false;
+        }
+        // SAFETY: as above.
+        if unsafe { core::ptr::read_volatile(&raw const sweep.armed_ns) } <= due_ns {
+            break;
+        }
+    }
+    true
+}
+
+/// Timer callback: the earliest deadline has come. Reports every VRID whose
+/// deadline passed without an advert (once per deadline), and arms the
+/// timer again at the next pending one.
 extern "C" fn silence_reached(
     _map: *mut core::ffi::c_void,
-    index: *mut u32,
-    _timer: *mut SilenceSlot,
+    _key: *mut u32,
+    sweep: *mut SilenceSweep,
 ) -> i32 {
     // SAFETY: bpf_ktime_get_ns takes no arguments and cannot fail.
     let now = unsafe { bpf_ktime_get_ns() };
-    if !agent_present(now) {
+    // SAFETY: the kernel passes a pointer to the timer's map value.
+    let sweep = unsafe { &mut *sweep };
+    // Adverts arriving during the walk lower it again (and start the timer
+    // themselves) for deadlines the walk may have missed.
+    // SAFETY: a field of the map value above.
+    unsafe { core::ptr::write_volatile(&raw mut sweep.armed_ns, u64::MAX) };
+    let mut walk = SweepWalk {
+        now,
+        next: u64::MAX,
+        present: agent_present(now),
+    };
+    // bpf_loop, not a loop: the verifier checks its callback once, where a
+    // bounded loop of VRID_SLOTS iterations is walked (and refused) as
+    // that many copies.
+    // SAFETY: the callback has the signature bpf_loop expects, and `walk`
+    // lives on this stack for the whole call.
+    unsafe {
+        bpf_loop(VRID_SLOTS, sweep_one as *mut _, (&raw mut walk).cast(), 0);
+    }
+    let next = walk.next;
+    // SAFETY: as above.
+    if next != u64::MAX && next < unsafe { core::ptr::read_volatile(&raw const sweep.armed_ns) } {
+        start_sweep(sweep, next, now);
+    }
+    // Timer callbacks must return 0.
+    0
+}
+
+/// The sweep's state across its walk of the VRIDs.
+struct SweepWalk {
+    now: u64,
+    /// The earliest deadline still to come.
+    next: u64,
+    /// Whether an agent is listening (else nothing is reported).
+    present: bool,
+}
+
+/// `bpf_loop` callback: one VRID of the sweep. Returns 0 to go on.
+extern "C" fn sweep_one(index: u64, walk: *mut SweepWalk) -> i64 {
+    // SAFETY: bpf_loop passes the context given to it, a SweepWalk.
+    let walk = unsafe { &mut *walk };
+    let index = index as u32;
+    let Some(due) = SILENCE_DUE.get_ptr_mut(index) else {
+        return 0;
+    };
+    // SAFETY: pointer to a value of an array map, valid for the program's run.
+    let due = unsafe { &mut *due };
+    let due_ns = due.due_ns;
+    if due_ns == 0 || due_ns == due.reported_ns {
         return 0;
     }
-    // SAFETY: the kernel passes a pointer to the element's key.
-    let index = unsafe { *index };
+    if due_ns > walk.now {
+        walk.next = walk.next.min(due_ns);
+    } else if walk.present {
+        report_silence(index, walk.now);
+        due.reported_ns = due_ns;
+    }
+    0
+}
+
+/// Queues a silence report (with a wakeup) for the VRID at table index
+/// `index`.
+#[inline(always)]
+fn report_silence(index: u32, now: u64) {
     let Some(key) = VridKey::from_index(index) else {
-        return 0;
+        return;
     };
     let interval_cs = LAST_ADVERT.get(index).map_or(0, |last| last.interval_cs);
     let report = AdvertEvent {
@@ -561,8 +690,6 @@ extern "C" fn silence_reached(
         }
         None => count(Counter::SilenceTimerErrors),
     }
-    // Timer callbacks must return 0.
-    0
 }
 
 #[cfg(not(test))]

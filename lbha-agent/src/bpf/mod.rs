@@ -200,12 +200,12 @@ fn load_with_pins(
             .and_then(|info| info.verified_instruction_count()),
         "XDP program verified"
     );
-    // SILENCE_TIMERS stays inside the Ebpf object on purpose: the kernel
-    // cancels a map's timers once no user-space fd (or pin) holds the map.
-    if ebpf.map("SILENCE_TIMERS").is_none() {
+    // SILENCE_SWEEP stays inside the Ebpf object on purpose: the kernel
+    // cancels a map's timers once no user-space fd holds the map.
+    if ebpf.map("SILENCE_SWEEP").is_none() {
         return Err(BpfError::Missing {
             kind: "map",
-            name: "SILENCE_TIMERS",
+            name: "SILENCE_SWEEP",
         });
     }
     let events = RingBuf::try_from(take_map(&mut ebpf, "EVENTS")?).map_err(map_err("EVENTS"))?;
@@ -826,6 +826,21 @@ mod tests {
         .get(&51, 0)
         .unwrap();
         assert_eq!(read, config);
+
+        // The per-VRID timers an older lbha pinned (`SILENCE_TIMERS`, 24
+        // bytes per VRID) are unpinned, so the kernel frees them and the
+        // old program they point at.
+        let retired = MapData::from_fd(array_map("SILENCE_TIMERS", 24, 512)).unwrap();
+        retired.pin(pins.map_path("SILENCE_TIMERS")).unwrap();
+        drop(retired);
+        let (_fifth, _, _) = load_with_pins(
+            Some(&pins),
+            Variant::Full,
+            Diagnostics::Off,
+            SteadyAdverts::MapOnly,
+        )
+        .unwrap();
+        assert!(!pins.map_path("SILENCE_TIMERS").exists());
     }
 
     /// A bare BPF array map (`BPF_MAP_CREATE`), of any value size: the shape

@@ -24,7 +24,7 @@ use std::{
 use aya::maps::{MapInfo, MapType};
 use lbha_common::{
     AdvertEvent, AgentLease, Counter, VridConfig,
-    event::{LAST_ADVERT_MAP_FLAGS, SILENCE_TIMER_VALUE_SIZE, VRID_SLOTS},
+    event::{LAST_ADVERT_MAP_FLAGS, VRID_SLOTS},
 };
 use thiserror::Error;
 
@@ -72,7 +72,7 @@ pub(super) struct MapShape {
     pub flags: u32,
 }
 
-pub(super) const MAP_SHAPES: [MapShape; 6] = [
+pub(super) const MAP_SHAPES: [MapShape; 5] = [
     MapShape {
         name: "VRID_CONFIG",
         kind: MapType::Array,
@@ -106,14 +106,6 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
         flags: 0,
     },
     MapShape {
-        name: "SILENCE_TIMERS",
-        kind: MapType::Array,
-        key_size: 4,
-        value_size: SILENCE_TIMER_VALUE_SIZE,
-        max_entries: VRID_SLOTS,
-        flags: 0,
-    },
-    MapShape {
         name: "AGENT_LEASE",
         kind: MapType::Array,
         key_size: 4,
@@ -127,10 +119,24 @@ pub(super) const MAP_SHAPES: [MapShape; 6] = [
 /// pinned: `AYA_LOGS` (aya-log's records, only of use to the agent that
 /// loaded the program, and in a format only that build's reader is sure to
 /// parse), `DIAG_SEEN` (what this program's diagnostics already reported),
-/// `TIMER_STATE` (which pinned silence timers this program has pointed at
-/// its own callback) and `.rodata` (load-time constants, frozen).
+/// `SILENCE_SWEEP`, `SILENCE_DUE` and `TIMER_STATE` (the program's silence
+/// timer, the deadlines it sweeps, and what the program told its agent about
+/// it: a timer in a pinned map would outlive its agent and keep reporting
+/// into the pinned ring buffer) and `.rodata` (load-time constants, frozen).
 #[cfg(test)]
-pub(super) const UNPINNED_MAPS: [&str; 4] = ["AYA_LOGS", "DIAG_SEEN", "TIMER_STATE", ".rodata"];
+pub(super) const UNPINNED_MAPS: [&str; 6] = [
+    "AYA_LOGS",
+    "DIAG_SEEN",
+    "SILENCE_SWEEP",
+    "SILENCE_DUE",
+    "TIMER_STATE",
+    ".rodata",
+];
+
+/// Pins that earlier builds left and this one no longer uses: removed so
+/// that what they hold (for `SILENCE_TIMERS`, one kernel timer per VRID still
+/// pointed at the old program, which keeps it loaded) is freed.
+const RETIRED_PINS: [&str; 1] = ["SILENCE_TIMERS"];
 
 impl MapShape {
     fn matches(&self, info: &MapInfo) -> bool {
@@ -172,8 +178,17 @@ impl PinDir {
     }
 
     /// Unpins maps whose shape differs from what this build declares, so the
-    /// loader creates fresh ones in their place.
+    /// loader creates fresh ones in their place, and those it no longer uses.
     pub(super) fn drop_incompatible_maps(&self) {
+        for name in RETIRED_PINS {
+            let path = self.map_path(name);
+            if path.exists() {
+                tracing::info!(map = name, path = %path.display(), "removing a pin this lbha no longer uses (left by an older one)");
+                if let Err(error) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), %error, "could not remove the old pin");
+                }
+            }
+        }
         for shape in &MAP_SHAPES {
             let path = self.map_path(shape.name);
             if !path.exists() {

@@ -4,11 +4,13 @@
 //! nothing about the configuration.
 //!
 //! - **full**: the XDP fast path with the ring buffer (Linux 5.8) and the
-//!   silence timer (`bpf_timer`, 5.15): a backup following a healthy master
-//!   sleeps until the kernel reports silence.
+//!   silence timer (`bpf_timer`, 5.15, swept with `bpf_loop`, 5.17): a
+//!   backup following a healthy master sleeps until the kernel reports
+//!   silence.
 //! - **no-timer**: the same fast path without the timer: a backup wakes at
 //!   its master-down deadlines and reads the kernel's `LAST_ADVERT` map, as
-//!   on the raw-socket path (Debian 11's 5.10, RHEL 9's 5.14).
+//!   on the raw-socket path (Debian 11's 5.10, RHEL 9's 5.14, Ubuntu
+//!   22.04's 5.15).
 //! - **raw-socket**: no XDP at all (no ring buffer, no XDP, no permission).
 
 use aya::{
@@ -53,6 +55,9 @@ pub struct KernelFeatures {
     pub ring_buf: Probe,
     /// `bpf_timer_init` from XDP programs (Linux 5.15).
     pub timer: Probe,
+    /// `bpf_loop` (Linux 5.17), with which the timer's callback walks the
+    /// VRIDs.
+    pub loop_helper: Probe,
 }
 
 impl KernelFeatures {
@@ -65,6 +70,10 @@ impl KernelFeatures {
             timer: Probe::from_result(is_helper_supported(
                 ProgramType::Xdp,
                 BpfHelper::BPF_FUNC_timer_init,
+            )),
+            loop_helper: Probe::from_result(is_helper_supported(
+                ProgramType::Xdp,
+                BpfHelper::BPF_FUNC_loop,
             )),
         }
     }
@@ -150,16 +159,22 @@ pub fn choose(features: &KernelFeatures) -> Choice {
             reason: features.ring_buf.describe("BPF ring buffer"),
         };
     }
-    match &features.timer {
-        Probe::Supported => Choice {
+    let missing = [
+        (&features.timer, "bpf_timer"),
+        (&features.loop_helper, "bpf_loop"),
+    ]
+    .into_iter()
+    .find(|(probe, _)| **probe != Probe::Supported);
+    match missing {
+        None => Choice {
             program: Program::Xdp(Variant::Full),
-            reason: "BPF ring buffer and bpf_timer supported".to_owned(),
+            reason: "BPF ring buffer, bpf_timer and bpf_loop supported".to_owned(),
         },
-        timer => Choice {
+        Some((probe, what)) => Choice {
             program: Program::Xdp(Variant::NoTimer),
             reason: format!(
                 "{}; backups keep their deadlines in user space",
-                timer.describe("bpf_timer")
+                probe.describe(what)
             ),
         },
     }
@@ -178,10 +193,15 @@ mod tests {
     use super::*;
 
     fn features(xdp: Probe, ring_buf: Probe, timer: Probe) -> KernelFeatures {
+        with_loop(xdp, ring_buf, timer.clone(), timer)
+    }
+
+    fn with_loop(xdp: Probe, ring_buf: Probe, timer: Probe, loop_helper: Probe) -> KernelFeatures {
         KernelFeatures {
             xdp,
             ring_buf,
             timer,
+            loop_helper,
         }
     }
 
@@ -191,11 +211,17 @@ mod tests {
     fn the_best_program_the_kernel_runs_is_chosen_with_its_reason() {
         let failed = || Probe::Failed("Operation not permitted".into());
         let cases = [
-            // 5.15 and later (bookworm, trixie).
+            // 5.17 and later (bookworm, trixie).
             (
                 features(Supported, Supported, Supported),
                 Program::Xdp(Variant::Full),
-                "BPF ring buffer and bpf_timer supported",
+                "BPF ring buffer, bpf_timer and bpf_loop supported",
+            ),
+            // 5.15 and 5.16 (Ubuntu 22.04): timers, but nothing to sweep them with.
+            (
+                with_loop(Supported, Supported, Supported, Missing),
+                Program::Xdp(Variant::NoTimer),
+                "no bpf_loop in this kernel; backups keep their deadlines in user space",
             ),
             // 5.8 to 5.14 (bullseye, RHEL 9).
             (

@@ -1,8 +1,8 @@
 //! Runs the instances of one interface: feeds their state machines from the
 //! receive path, timers and tracked checks, and carries out what they decide.
 //!
-//! The XDP program queues steady adverts without waking us, and a kernel
-//! timer per VRID reports when adverts stop for the instance's
+//! The XDP program queues steady adverts without waking us, and its kernel
+//! timer reports when a VRID's adverts stop for the instance's
 //! `down_timer_adverts` intervals (its master-down interval less Skew_Time).
 //! So a backup following a healthy master sleeps (up to a backstop of a second past its
 //! master-down deadline, in case the kernel timer could not be armed), and
